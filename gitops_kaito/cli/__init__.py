@@ -1,0 +1,53 @@
+"""The `gitops-kaito` command line: one module per command group, each with a `register(subparsers)`.
+
+Modules in this package are discovered, so adding a command never means editing a central list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from gitops_kaito import __version__
+from gitops_kaito.cli.common import EXIT_ERROR, CliError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gitops-kaito",
+        description="GitOps for KAITO: model requests in Git, Workspaces and GPU nodes in the cluster.",
+    )
+    parser.add_argument("--version", action="version", version=f"gitops-kaito {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_") or info.name == "common":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_ERROR
+    from gitops_kaito.logs import configure_logging
+
+    configure_logging(verbosity=args.verbose, fmt=args.log_format)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,81 @@
+"""Conventions shared by every command: exit codes, `-o table|json|yaml` output, cluster flags.
+
+Exit codes follow what CI scripts expect: 0 ok / no change, 1 changes or invalid input, 2 usage or internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+import yaml
+
+EXIT_OK = 0
+EXIT_CHANGES = 1  # diff/plan: there are changes; validate: the input is invalid
+EXIT_INVALID = 1
+EXIT_ERROR = 2
+
+
+class CliError(Exception):
+    """An error to show the user as one plain line, with the exit code to return."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def add_output_flag(parser: argparse.ArgumentParser, choices: Sequence[str] = ("table", "json", "yaml"),
+                    default: str = "table") -> None:
+    parser.add_argument("-o", "--output", choices=list(choices), default=default, help="output format")
+
+
+def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    parser.add_argument("--context", help="kubeconfig context to use")
+
+
+def add_repo_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", default=".", help="model repository directory (default: .)")
+
+
+def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
+                out: TextIO | None = None) -> None:
+    """kubectl-style table: upper-case headers, columns padded, no borders."""
+    out = out or sys.stdout
+    if not rows:
+        print("No resources found.", file=out)
+        return
+    cols = list(columns or rows[0].keys())
+    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    print("   ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip(), file=out)
+    for r in cells:
+        print("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip(), file=out)
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def emit(data: Any, fmt: str, out: TextIO | None = None) -> None:
+    """Print structured data as json or yaml."""
+    out = out or sys.stdout
+    if fmt == "json":
+        json.dump(data, out, indent=2, sort_keys=False, default=str)
+        out.write("\n")
+    elif fmt == "yaml":
+        if isinstance(data, list) and data and all(isinstance(d, dict) and "kind" in d for d in data):
+            yaml.safe_dump_all(data, out, sort_keys=False)
+        else:
+            yaml.safe_dump(data, out, sort_keys=False)
+    else:
+        raise CliError(f"unknown output format {fmt!r}")

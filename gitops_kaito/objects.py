@@ -1,0 +1,66 @@
+"""Typed handles for Kubernetes objects: what identifies one, and a desired object with its apply wave.
+
+Manifests stay plain JSON-like dicts (that is what goes over the wire); everything around them is frozen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+Manifest = dict[str, Any]
+
+
+class Wave(IntEnum):
+    """Apply order: config first, then GPU nodes, then Workspaces. Deletes run in reverse."""
+
+    CONFIG = 0  # ConfigMaps, Secrets
+    NODES = 1  # NodeClaims, Machines (AKS agent pools are not Kubernetes objects)
+    WORKLOAD = 2  # Workspaces
+
+
+@dataclass(frozen=True, order=True)
+class ObjectRef:
+    """Identifies one object: apiVersion, kind, namespace ('' when cluster-scoped) and name."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, manifest: Mapping[str, Any]) -> ObjectRef:
+        meta = manifest.get("metadata") or {}
+        return cls(
+            str(manifest.get("apiVersion", "")),
+            str(manifest.get("kind", "")),
+            str(meta.get("namespace") or ""),
+            str(meta.get("name", "")),
+        )
+
+    @property
+    def group(self) -> str:
+        return self.api_version.split("/")[0] if "/" in self.api_version else ""
+
+    @property
+    def version(self) -> str:
+        return self.api_version.split("/")[-1]
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind}/{where}{self.name}"
+
+
+@dataclass(frozen=True)
+class DesiredObject:
+    """One object the reconciler wants in the cluster, with the model it belongs to and its apply wave."""
+
+    manifest: Manifest = field(compare=False, hash=False)
+    model_id: str
+    wave: Wave
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef.of(self.manifest)

@@ -1,0 +1,18 @@
+"""Shared pytest fixtures. Cluster fixtures live in tests/fixtures_cluster.py (the sandbox or a real cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_KAITO = REPO_ROOT.parent / "shared" / "kaito"
+
+
+@pytest.fixture
+def shared_kaito() -> Path:
+    """KAITO's own CRDs and data beside the checkout; tests that need them skip when absent."""
+    if not SHARED_KAITO.is_dir():
+        pytest.skip(f"{SHARED_KAITO} is absent: KAITO's own CRDs are not available on this machine")
+    return SHARED_KAITO
