@@ -9,11 +9,11 @@ from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
 _CHECKOUT = _PACKAGE.parent
-_WHEEL_NAMES = {"catalog": "catalog", "templates": "templates", "deploy/crds": "crds"}
+_WHEEL_NAMES = {"catalog": "catalog", "templates": "templates", "deploy/crds": "crds", "schemas": "schemas"}
 
 
 def data_path(name: str) -> Path:
-    """Path of a shipped data folder: 'catalog', 'templates' or 'deploy/crds'."""
+    """Path of a shipped data folder: 'catalog', 'templates', 'schemas' or 'deploy/crds'."""
     packaged = _PACKAGE / "_data" / _WHEEL_NAMES.get(name, name)
     if packaged.exists():
         return packaged
