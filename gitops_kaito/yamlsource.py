@@ -1,0 +1,198 @@
+"""Safe YAML loading that remembers where every key and value came from, for errors with file and line.
+
+Hostile or careless input is refused up front: huge files, aliases (alias bombs), several documents, deep nesting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_MAX_BYTES = 256 * 1024
+# Model files are a few levels deep; a limit far above that keeps the recursive composer off the stack limit.
+MAX_DEPTH = 64
+
+JsonPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class SourceError(Exception):
+    """A problem in a source file, located as precisely as known. str() is 'path:line:col: message'."""
+
+    path: str
+    line: int | None
+    column: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LocatedDoc:
+    """Plain Python data from one YAML document, plus the (line, column) of every key or item (1-based)."""
+
+    data: Any
+    path: str = ""
+    positions: dict[JsonPath, tuple[int, int]] = field(default_factory=dict, compare=False, hash=False)
+
+    def position_of(self, json_path: Sequence[str | int]) -> tuple[int, int] | None:
+        """Position of the deepest known element along json_path (a missing key points at its parent)."""
+        key = tuple(json_path)
+        while True:
+            if key in self.positions:
+                return self.positions[key]
+            if not key:
+                return None
+            key = key[:-1]
+
+    def line_of(self, json_path: Sequence[str | int]) -> int | None:
+        pos = self.position_of(json_path)
+        return pos[0] if pos else None
+
+    def error(self, json_path: Sequence[str | int], message: str) -> SourceError:
+        pos = self.position_of(json_path)
+        return SourceError(self.path, pos[0] if pos else None, pos[1] if pos else None, message)
+
+
+def display_path(path: Path, root: Path) -> str:
+    """The repo-relative path with forward slashes, or the path as given when it is outside root."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def load_yaml_file(path: Path, root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> LocatedDoc:
+    """Read one YAML file holding exactly one mapping. Raises SourceError with the file and line."""
+    shown = display_path(path, root)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise SourceError(shown, None, None,
+                              f"file is too large ({size} bytes; the limit is {max_bytes} bytes)")
+        with path.open("rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except OSError as err:
+        raise SourceError(shown, None, None, f"cannot read file: {err.strerror or err}")
+    if len(raw) > max_bytes:  # the file grew between stat and read
+        raise SourceError(shown, None, None, f"file is too large (over {max_bytes} bytes)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise SourceError(shown, line, None, "file is not valid UTF-8 text")
+    return load_yaml_text(text, shown)
+
+
+def load_yaml_text(text: str, shown: str) -> LocatedDoc:
+    """Parse text (already size-checked) as one YAML mapping; shown is the path used in errors."""
+    _refuse_tab_indentation(text, shown)
+    try:
+        _check_events(text, shown)
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = err.problem or err.context or "invalid YAML"
+        if mark is None:
+            raise SourceError(shown, None, None, f"invalid YAML: {problem}")
+        raise SourceError(shown, mark.line + 1, mark.column + 1, f"invalid YAML: {problem}")
+    except yaml.YAMLError as err:
+        raise SourceError(shown, None, None, f"invalid YAML: {err}")
+    nodes = [n for n in nodes if n is not None]
+    if not nodes:
+        raise SourceError(shown, 1, None, "file is empty: expected a YAML mapping")
+    top = nodes[0]
+    if not isinstance(top, yaml.MappingNode):
+        kind = "a list" if isinstance(top, yaml.SequenceNode) else "a single value"
+        raise SourceError(shown, top.start_mark.line + 1, top.start_mark.column + 1,
+                          f"the top level is {kind}: expected a mapping (apiVersion, kind, metadata, spec)")
+    positions: dict[JsonPath, tuple[int, int]] = {(): (top.start_mark.line + 1, top.start_mark.column + 1)}
+    data = _convert(top, (), positions, shown)
+    return LocatedDoc(data=data, path=shown, positions=positions)
+
+
+def _refuse_tab_indentation(text: str, shown: str) -> None:
+    # PyYAML's own message for this ("found character '\t' that cannot start any token") confuses people.
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.lstrip(" ")
+        if stripped.startswith("\t") and stripped.strip():
+            raise SourceError(shown, number, len(line) - len(stripped) + 1,
+                              "tab character in indentation: YAML indentation must use spaces")
+
+
+def _check_events(text: str, shown: str) -> None:
+    """Refuse aliases, several documents and deep nesting before anything is built."""
+    documents = 0
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        mark = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            raise SourceError(shown, mark.line + 1, mark.column + 1,
+                              f"YAML aliases (*{event.anchor}) are not allowed in model files: write the value out")
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise SourceError(shown, mark.line + 1, mark.column + 1,
+                                  "more than one YAML document ('---'): put each model in its own file")
+        elif isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise SourceError(shown, mark.line + 1, mark.column + 1,
+                                  f"nesting is deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _scalar(node: yaml.ScalarNode, shown: str) -> Any:
+    if node.tag == "tag:yaml.org,2002:merge":
+        raise SourceError(shown, node.start_mark.line + 1, node.start_mark.column + 1,
+                          "YAML merge keys ('<<') are not allowed in model files")
+    # SafeConstructor applies YAML 1.1's safe scalar rules (ints, bools, floats, null, timestamps, strings).
+    try:
+        return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
+    except yaml.constructor.ConstructorError as err:
+        raise SourceError(shown, node.start_mark.line + 1, node.start_mark.column + 1,
+                          f"invalid value: {err.problem}")
+
+
+def _convert(node: yaml.Node, here: JsonPath, positions: dict[JsonPath, tuple[int, int]], shown: str) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return _scalar(node, shown)
+    if node.tag not in ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
+        raise SourceError(shown, node.start_mark.line + 1, node.start_mark.column + 1,
+                          f"unsupported YAML tag {node.tag!r}")
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for index, child in enumerate(node.value):
+            positions[(*here, index)] = (child.start_mark.line + 1, child.start_mark.column + 1)
+            items.append(_convert(child, (*here, index), positions, shown))
+        return items
+    assert isinstance(node, yaml.MappingNode)
+    result: dict[Any, Any] = {}
+    for key_node, value_node in _pairs(node):
+        where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise SourceError(shown, *where, "mapping keys must be plain strings")
+        key = _scalar(key_node, shown)
+        if not isinstance(key, str):
+            # 'on:', 'yes:', '1:' become bools/ints in YAML 1.1; the schema speaks of string keys.
+            key = key_node.value
+        if key in result:
+            raise SourceError(shown, *where, f"duplicate key {key!r}")
+        positions[(*here, key)] = where
+        result[key] = _convert(value_node, (*here, key), positions, shown)
+    return result
+
+
+def _pairs(node: yaml.MappingNode) -> Iterator[tuple[yaml.Node, yaml.Node]]:
+    yield from node.value
