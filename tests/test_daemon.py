@@ -1,0 +1,115 @@
+"""The scheduler: first pass at start, triggers coalesce, never two passes at once, failures back off."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from gitops_kaito.daemon import Daemon, DaemonSettings, PassContext
+from gitops_kaito.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class Report:
+    ok: bool
+    summary: str
+
+
+class Recorder:
+    """A pass that records overlap and can be held open by the test."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.active = 0
+        self.max_active = 0
+        self.reasons: list[str] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.entered = threading.Event()
+        self.fail_first = fail_first
+        self._lock = threading.Lock()
+
+    def __call__(self, ctx: PassContext) -> Report:
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            self.reasons.append(ctx.reason)
+        self.entered.set()
+        self.release.wait(10)
+        with self._lock:
+            self.active -= 1
+            failing = len(self.reasons) <= self.fail_first
+        return Report(not failing, "failed on purpose" if failing else "ok")
+
+
+def test_first_pass_then_trigger_runs_without_waiting_for_interval() -> None:
+    rec = Recorder()
+    daemon = Daemon(DaemonSettings(interval_s=3600, jitter_s=0), rec, Metrics())
+    daemon.start()
+    try:
+        assert daemon.wait_for_passes(1, 10)
+        daemon.trigger("webhook github abc")
+        assert daemon.wait_for_passes(2, 10)
+        assert rec.reasons[1] == "webhook github abc"
+        assert daemon.readiness().ok
+    finally:
+        daemon.stop()
+
+
+def test_never_two_passes_at_once_and_triggers_coalesce() -> None:
+    rec = Recorder()
+    rec.release.clear()
+    daemon = Daemon(DaemonSettings(interval_s=3600, jitter_s=0), rec, Metrics())
+    daemon.start()
+    try:
+        assert rec.entered.wait(10)
+        for i in range(5):
+            daemon.trigger(f"hook {i % 2}")
+        rec.release.set()
+        assert daemon.wait_for_passes(2, 10)
+        assert rec.max_active == 1
+        # Five deliveries while a pass ran collapse into one follow-up pass naming both distinct reasons.
+        assert rec.reasons[1] == "hook 0, hook 1"
+    finally:
+        daemon.stop()
+
+
+def test_failed_pass_retries_with_backoff_and_metrics_count() -> None:
+    rec = Recorder(fail_first=1)
+    metrics = Metrics()
+    daemon = Daemon(DaemonSettings(interval_s=3600, jitter_s=0, backoff_initial_s=0.05), rec, metrics)
+    daemon.start()
+    try:
+        assert daemon.wait_for_passes(2, 10), "the failed pass was not retried before the interval"
+        text = metrics.render().decode()
+        assert 'gitops_kaito_passes_total{result="failure"} 1.0' in text
+        assert 'gitops_kaito_passes_total{result="success"} 1.0' in text
+        assert daemon.readiness().ok
+    finally:
+        daemon.stop()
+
+
+def test_stop_waits_for_running_pass_and_tells_it_to_stop() -> None:
+    seen: list[bool] = []
+    entered = threading.Event()
+    release = threading.Event()
+
+    def slow(ctx: PassContext) -> Report:
+        entered.set()
+        release.wait(10)
+        seen.append(ctx.should_continue())
+        return Report(True, "ok")
+
+    daemon = Daemon(DaemonSettings(interval_s=3600, jitter_s=0), slow, Metrics())
+    daemon.start()
+    assert entered.wait(10)
+    stopper = threading.Thread(target=daemon.stop)
+    stopper.start()
+    deadline = time.monotonic() + 10
+    while daemon.health().ok and time.monotonic() < deadline:
+        stopper.join(0.01)  # wait on the stop flag being raised, not on a fixed delay
+    release.set()
+    stopper.join(10)
+    assert not stopper.is_alive()
+    assert seen == [False], "a pass running during stop must be told not to continue"
+    assert not daemon.health().ok
