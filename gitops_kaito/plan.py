@@ -1,0 +1,397 @@
+"""Pure planning: desired objects vs the live objects we own -> an ordered Plan of Changes.
+
+Decides create/update/replace/delete/noop/blocked, the JSON patch of the fields we manage, drift, the prune guard.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import jsonpatch
+
+from gitops_kaito.objects import DesiredObject, Manifest, ObjectRef, Wave
+from gitops_kaito.ownership import (
+    ANNOTATION_PRUNE,
+    ANNOTATION_REPLACE,
+    ANNOTATION_REVISION,
+    FIELD_MANAGER,
+    LABEL_MODEL,
+    is_owned,
+)
+
+# Digest of what we last applied (revision annotation excluded). It makes drift exact: when live differs
+# from desired but the digest says we wanted the same thing last time, somebody else changed the object.
+ANNOTATION_DIGEST = "gitops.kaito.sh/applied-digest"
+
+# Annotations that never take part in a comparison: our provenance (changes every commit, rewritten only
+# with a real change) and what KAITO's controller writes on Workspaces (FACTS.md §5.4).
+_IGNORED_ANNOTATIONS = (ANNOTATION_REVISION, ANNOTATION_DIGEST)
+_IGNORED_ANNOTATION_PREFIXES = ("workspace.kaito.io/",)
+
+# Metadata the server or other controllers set; never ours to compare even if a template carries it.
+_SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
+                    "deletionGracePeriodSeconds", "managedFields", "finalizers", "selfLink", "ownerReferences")
+
+Key = tuple[str, str, str, str]  # group, kind, namespace, name: the version is not part of an object's identity
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"  # an immutable field changed: delete, then create
+    DELETE = "delete"  # prune
+    NOOP = "noop"
+    BLOCKED = "blocked"  # a replace or prune that policy does not allow; the reason says why
+
+
+WRITE_ACTIONS = frozenset({Action.CREATE, Action.UPDATE, Action.REPLACE, Action.DELETE})
+
+
+@dataclass(frozen=True)
+class Change:
+    """What happens to one object in this pass, and why."""
+
+    ref: ObjectRef
+    action: Action
+    model_id: str
+    wave: Wave
+    patch: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)  # JSON patch live -> desired
+    drift: bool = False  # live was changed by someone else since we applied it
+    reason: str = ""
+    immutable: tuple[str, ...] = ()  # immutable paths that changed (replace / blocked)
+    desired: Manifest | None = field(default=None, compare=False, hash=False, repr=False)
+    live: Manifest | None = field(default=None, compare=False, hash=False, repr=False)
+
+    @property
+    def writes(self) -> bool:
+        return self.action in WRITE_ACTIONS
+
+
+@dataclass(frozen=True)
+class PlanPolicy:
+    """The knobs planning obeys (from gitops-kaito.yaml, the CLI flags and the repo's load result)."""
+
+    prune: bool = True
+    max_share: float = 0.5
+    allow_all: bool = False
+    allow_mass_prune: bool = False  # --allow-mass-prune
+    replace_policy: str = "manual"  # manual | auto
+    replace_allowed: frozenset[str] = frozenset()  # model ids annotated gitops.kaito.sh/replace: allowed
+    keep: frozenset[str] = frozenset()  # model ids whose file exists but failed to load: never pruned
+    suspended: frozenset[str] = frozenset()  # model ids suspended on purpose: pruned, not counted by the guard
+    source_ok: bool = True  # False when the repo config failed to load: nothing is pruned
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Ordered changes: creates/updates/replaces by wave, then deletes in reverse wave order."""
+
+    changes: tuple[Change, ...]
+    prune_refused: str = ""  # the guard's reason when it refused every delete
+    managed_models: frozenset[str] = frozenset()
+
+    @property
+    def pending(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.action != Action.NOOP)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.pending)
+
+    def for_model(self, model_id: str) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.model_id == model_id)
+
+    @property
+    def model_ids(self) -> tuple[str, ...]:
+        return tuple(sorted({c.model_id for c in self.changes}))
+
+    def counts(self) -> dict[str, int]:
+        out = {a.value: 0 for a in Action}
+        for c in self.changes:
+            out[c.action.value] += 1
+        out["drift"] = sum(1 for c in self.changes if c.drift)
+        return out
+
+
+def key_of(ref: ObjectRef) -> Key:
+    return (ref.group, ref.kind, ref.namespace, ref.name)
+
+
+def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy: PlanPolicy | None = None) -> Plan:
+    """Compare what we want with the live objects that carry our owner labels."""
+    policy = policy or PlanPolicy()
+    live_by_key: dict[Key, Manifest] = {}
+    for obj in live:
+        if is_owned(_labels(obj)):
+            live_by_key[key_of(ObjectRef.of(obj))] = obj
+    applies: list[Change] = []
+    desired_keys: set[Key] = set()
+    for want in desired:
+        key = key_of(want.ref)
+        if key in desired_keys:
+            raise ValueError(f"{want.ref} is rendered twice")
+        desired_keys.add(key)
+        applies.append(_plan_desired(want, live_by_key.get(key), policy))
+    desired_models = {d.model_id for d in desired}
+    deletes = [
+        _plan_stale(obj, desired_models, policy)
+        for key, obj in live_by_key.items()
+        if key not in desired_keys
+    ]
+    managed = frozenset(_labels(o).get(LABEL_MODEL, "") for o in live_by_key.values())
+    deletes, refused = _guard(deletes, managed, desired_models, policy)
+    applies.sort(key=lambda c: (c.wave, c.model_id, c.ref))
+    deletes.sort(key=lambda c: (-c.wave, c.model_id, c.ref))
+    return Plan(changes=tuple(applies + deletes), prune_refused=refused, managed_models=managed)
+
+
+def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy) -> Change:
+    manifest = with_digest(want.manifest)
+
+    def change(action: Action, reason: str, **extra: Any) -> Change:
+        return Change(ref=want.ref, action=action, model_id=want.model_id, wave=want.wave, reason=reason,
+                      desired=manifest, live=live, **extra)
+
+    if live is None:
+        return change(Action.CREATE, "not in the cluster")
+    if (live.get("metadata") or {}).get("deletionTimestamp"):
+        return change(Action.NOOP, "being deleted; created again once it is gone")
+    want_cmp = comparable(manifest)
+    live_cmp = comparable(project(live, manifest, owned_fields(live)))
+    if want_cmp == live_cmp:
+        return change(Action.NOOP, "up to date")
+    patch = tuple(jsonpatch.make_patch(live_cmp, want_cmp).patch)
+    drift = _is_drift(live, manifest, patch)
+    immutable = immutable_changes(want.ref, live, live_cmp, want_cmp)
+    if immutable:
+        fields = ", ".join(immutable)
+        if _replace_allowed(want, policy):
+            return change(Action.REPLACE, f"immutable field(s) {fields} changed: delete and create again",
+                          patch=patch, drift=drift, immutable=immutable)
+        return change(Action.BLOCKED,
+                      f"immutable field(s) {fields} changed; replacing deletes and recreates the "
+                      f"{want.ref.kind}: set replacePolicy: auto in gitops-kaito.yaml or annotate the model "
+                      f"{ANNOTATION_REPLACE}: allowed", patch=patch, drift=drift, immutable=immutable)
+    reason = "drift: changed in the cluster by someone else" if drift else "changed in the repository"
+    return change(Action.UPDATE, reason, patch=patch, drift=drift)
+
+
+def _plan_stale(obj: Manifest, desired_models: set[str], policy: PlanPolicy) -> Change:
+    ref = ObjectRef.of(obj)
+    model = _labels(obj).get(LABEL_MODEL, "")
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    if meta.get("deletionTimestamp"):
+        action, reason = Action.NOOP, "already being deleted"
+    elif not policy.source_ok:
+        action, reason = Action.NOOP, "not pruned: the repository's gitops-kaito.yaml failed to load"
+    elif model in policy.keep:
+        action, reason = Action.NOOP, "not pruned: the model's file failed to load"
+    elif annotations.get(ANNOTATION_PRUNE) == "disabled":
+        action, reason = Action.NOOP, f"not pruned: {ANNOTATION_PRUNE}: disabled"
+    elif not policy.prune:
+        action, reason = Action.NOOP, "not pruned: prune is disabled in gitops-kaito.yaml"
+    elif model in policy.suspended:
+        action, reason = Action.DELETE, "model suspended"
+    elif model in desired_models:
+        action, reason = Action.DELETE, "no longer rendered for this model"
+    else:
+        action, reason = Action.DELETE, "model removed from the repository"
+    return Change(ref=ref, action=action, model_id=model, wave=wave_of(ref), reason=reason, live=obj)
+
+
+def _guard(deletes: list[Change], managed: frozenset[str], desired_models: set[str],
+           policy: PlanPolicy) -> tuple[list[Change], str]:
+    """Refuse every delete when the pass would remove too many of the managed models."""
+    removed = {c.model_id for c in deletes if c.action == Action.DELETE
+               and c.model_id not in desired_models and c.model_id not in policy.suspended}
+    if not removed or policy.allow_all or policy.allow_mass_prune:
+        return deletes, ""
+    share = len(removed) / len(managed)
+    if share <= policy.max_share and len(removed) < len(managed):
+        return deletes, ""
+    what = "all" if len(removed) == len(managed) else f"{share:.0%}"
+    refused = (f"prune guard: refusing to delete {len(removed)} of {len(managed)} managed models ({what}, "
+               f"limit {policy.max_share:.0%}); nothing was deleted. Re-run with --allow-mass-prune or set "
+               f"prune.allowAll in gitops-kaito.yaml if this is intended")
+    guarded = [Change(ref=c.ref, action=Action.BLOCKED, model_id=c.model_id, wave=c.wave, reason=refused,
+                      live=c.live) if c.action == Action.DELETE else c for c in deletes]
+    return guarded, refused
+
+
+def _replace_allowed(want: DesiredObject, policy: PlanPolicy) -> bool:
+    annotations = (want.manifest.get("metadata") or {}).get("annotations") or {}
+    return (policy.replace_policy == "auto" or want.model_id in policy.replace_allowed
+            or annotations.get(ANNOTATION_REPLACE) == "allowed")
+
+
+def wave_of(ref: ObjectRef) -> Wave:
+    if ref.kind in ("NodeClaim", "Machine"):
+        return Wave.NODES
+    if ref.kind == "Workspace":
+        return Wave.WORKLOAD
+    return Wave.CONFIG
+
+
+def digest(manifest: Manifest) -> str:
+    """A stable digest of a desired manifest, ignoring the annotations that never count as a change."""
+    text = json.dumps(comparable(manifest), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def with_digest(manifest: Manifest) -> Manifest:
+    out = copy.deepcopy(manifest)
+    meta = out.setdefault("metadata", {})
+    annotations = meta.get("annotations") or {}
+    meta["annotations"] = {**annotations, ANNOTATION_DIGEST: digest(manifest)}
+    return out
+
+
+def owned_fields(live: Manifest) -> Mapping[str, Any] | None:
+    """The fieldsV1 tree our field manager owns through apply, or None when the server keeps none."""
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
+            tree = entry.get("fieldsV1")
+            return tree if isinstance(tree, Mapping) else None
+    return None
+
+
+def foreign_owned(live: Manifest) -> list[Mapping[str, Any]]:
+    """fieldsV1 trees of other managers' updates (kubectl edit/patch, controllers)."""
+    return [e.get("fieldsV1") or {} for e in (live.get("metadata") or {}).get("managedFields") or []
+            if e.get("manager") != FIELD_MANAGER and isinstance(e.get("fieldsV1"), Mapping)]
+
+
+def project(live: Any, desired: Any, owned: Mapping[str, Any] | None = None) -> Any:
+    """Live restricted to the paths desired has, plus paths we own but no longer want (they show as removals).
+
+    This is what keeps status, managedFields, finalizers, server defaults and other managers' fields out of
+    the diff without a list of exceptions.
+    """
+    if isinstance(desired, Mapping) and isinstance(live, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in live.items():
+            sub = owned.get(f"f:{k}") if isinstance(owned, Mapping) else None
+            if k in desired:
+                out[k] = project(v, desired[k], sub if isinstance(sub, Mapping) else None)
+            elif sub is not None:
+                out[k] = v
+        return out
+    if isinstance(desired, list) and isinstance(live, list) and len(desired) == len(live):
+        return [project(lv, dv) for lv, dv in zip(live, desired, strict=True)]
+    return live
+
+
+def comparable(manifest: Any) -> Any:
+    """Normalise for comparison: no apiVersion, nulls, empty maps, server metadata or ignored annotations."""
+    cleaned = _clean(manifest)
+    if isinstance(cleaned, dict):
+        cleaned.pop("apiVersion", None)  # live is read in one version per kind; identity ignores it too
+        meta = cleaned.get("metadata")
+        if isinstance(meta, dict):
+            for server_set in _SERVER_METADATA:
+                meta.pop(server_set, None)
+        if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict):
+            kept = {k: v for k, v in meta["annotations"].items()
+                    if k not in _IGNORED_ANNOTATIONS and not k.startswith(_IGNORED_ANNOTATION_PREFIXES)}
+            if kept:
+                meta["annotations"] = kept
+            else:
+                del meta["annotations"]
+    return cleaned
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            c = _clean(v)
+            if c is None or (isinstance(c, dict) and not c):
+                continue
+            out[k] = c
+        return out
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _is_drift(live: Manifest, desired: Manifest, patch: Sequence[Mapping[str, Any]]) -> bool:
+    live_ann = (live.get("metadata") or {}).get("annotations") or {}
+    want_ann = (desired.get("metadata") or {}).get("annotations") or {}
+    if live_ann.get(ANNOTATION_DIGEST) and live_ann.get(ANNOTATION_DIGEST) == want_ann.get(ANNOTATION_DIGEST):
+        return True
+    if live_ann.get(ANNOTATION_REVISION) and live_ann.get(ANNOTATION_REVISION) == want_ann.get(ANNOTATION_REVISION):
+        return True
+    others = foreign_owned(live)
+    return any(_owned_path(tree, op.get("path", "")) for tree in others for op in patch)
+
+
+def _owned_path(tree: Mapping[str, Any], pointer: str) -> bool:
+    node: Any = tree
+    for part in [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]:
+        if not isinstance(node, Mapping):
+            return False
+        if f"f:{part}" in node:
+            node = node[f"f:{part}"]
+        elif part.isdigit():
+            return any(k.startswith(("i:", "k:", "v:")) for k in node)
+        else:
+            return False
+    return True
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(p)
+    return obj
+
+
+def immutable_changes(ref: ObjectRef, live: Manifest, live_cmp: Any, want_cmp: Any) -> tuple[str, ...]:
+    """Paths whose change the API refuses on update (KAITO's webhook, FACTS.md §4.4; Karpenter's specs)."""
+    if ref.kind in ("NodeClaim", "Machine") and ref.group == "karpenter.sh":
+        return ("spec",) if _get(live_cmp, "spec") != _get(want_cmp, "spec") else ()
+    if ref.kind != "Workspace" or ref.group != "kaito.sh":
+        return ()
+    changed: list[str] = []
+
+    def differs(*path: str) -> bool:
+        return bool(_get(live_cmp, *path) != _get(want_cmp, *path))
+
+    for section in ("inference", "tuning"):
+        if (section in live) != (section in want_cmp):
+            changed.append(section)
+    if differs("inference", "preset"):
+        changed.append("inference.preset")
+    if (_get(live, "inference", "template") is None) != (_get(want_cmp, "inference", "template") is None):
+        changed.append("inference.template")
+    for path in (("resource", "instanceType"), ("resource", "labelSelector"), ("resource", "partition"),
+                 ("tuning", "preset"), ("tuning", "method"), ("tuning", "input", "name")):
+        if differs(*path):
+            changed.append(".".join(path))
+    live_count, want_count = _get(live, "resource", "count"), _get(want_cmp, "resource", "count")
+    if live_count is not None and want_count is not None and live_count != want_count:
+        changed.append("resource.count")
+    return tuple(dict.fromkeys(changed))
+
+
+def node_ready(obj: Manifest) -> bool:
+    """A NodeClaim/Machine is ready like KAITO counts it: Ready (or MachineReady) True, or a nodeName, not deleting."""
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = obj.get("status") or {}
+    if status.get("nodeName"):
+        return True
+    return any(c.get("type") in ("Ready", "MachineReady") and c.get("status") == "True"
+               for c in status.get("conditions") or [] if isinstance(c, Mapping))
+
+
+def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})

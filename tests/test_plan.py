@@ -1,0 +1,345 @@
+"""Planning without a server: hand-made desired objects against live objects shaped like an API server's."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from gitops_kaito.objects import DesiredObject, Manifest, Wave
+from gitops_kaito.ownership import (
+    ANNOTATION_PRUNE,
+    ANNOTATION_REPLACE,
+    ANNOTATION_REVISION,
+    FIELD_MANAGER,
+    model_id,
+    owner_labels,
+)
+from gitops_kaito.plan import (
+    ANNOTATION_DIGEST,
+    Action,
+    PlanPolicy,
+    make_plan,
+    node_ready,
+    with_digest,
+)
+
+REV1 = "main@sha1:1111111"
+REV2 = "main@sha1:2222222"
+
+
+def _meta(name: str, ns: str | None, model: str, rev: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "labels": owner_labels("ml", model),
+        "annotations": {ANNOTATION_REVISION: rev, "gitops.kaito.sh/source-path": f"models/ml/{model}.yaml"},
+    }
+    if ns:
+        meta["namespace"] = ns
+    return meta
+
+
+def workspace(model: str = "phi", preset: str = "phi-4-mini-instruct", sku: str = "Standard_NC24ads_A100_v4",
+              rev: str = REV1, count: int | None = None, **extra: Any) -> DesiredObject:
+    resource: dict[str, Any] = {"instanceType": sku, "labelSelector": {"matchLabels": {"apps": model}}}
+    if count is not None:
+        resource["count"] = count
+    manifest = {
+        "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": _meta(model, "ml", model, rev),
+        "resource": resource,
+        "inference": {"preset": {"name": preset}, "config": f"{model}-inference-config"},
+        **extra,
+    }
+    return DesiredObject(manifest, model_id("ml", model), Wave.WORKLOAD)
+
+
+def configmap(model: str = "phi", max_len: int = 4096, rev: str = REV1) -> DesiredObject:
+    manifest = {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(f"{model}-inference-config", "ml", model, rev),
+        "data": {"inference_config.yaml": f"vllm:\n  max-model-len: {max_len}\n"},
+    }
+    return DesiredObject(manifest, model_id("ml", model), Wave.CONFIG)
+
+
+def nodeclaim(model: str = "phi", sku: str = "Standard_NC24ads_A100_v4", i: int = 0, rev: str = REV1) -> DesiredObject:
+    manifest = {
+        "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "metadata": _meta(f"{model}-abc-{i}", None, model, rev),
+        "spec": {
+            "nodeClassRef": {"group": "kaito.sh", "kind": "KaitoNodeClass", "name": "default"},
+            "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [sku]}],
+        },
+    }
+    return DesiredObject(manifest, model_id("ml", model), Wave.NODES)
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {f"f:{k}": _fields(v) for k, v in value.items()}
+    return {}
+
+
+def served(obj: DesiredObject, *, defaults: bool = True) -> Manifest:
+    """What a server returns after our apply: server metadata, managedFields, defaults, KAITO's additions."""
+    live = with_digest(obj.manifest)
+    meta = live["metadata"]
+    body = {k: v for k, v in live.items() if k not in ("apiVersion", "kind")}
+    owned = _fields(body)
+    meta.update(uid="u-1", resourceVersion="42", generation=1, creationTimestamp="2026-01-01T00:00:00Z")
+    meta["managedFields"] = [{"manager": FIELD_MANAGER, "operation": "Apply", "fieldsType": "FieldsV1",
+                              "fieldsV1": owned}]
+    if live["kind"] == "Workspace":
+        meta["finalizers"] = ["workspace.finalizer.kaito.sh"]
+        meta["annotations"]["workspace.kaito.io/hash"] = "abc"
+        meta["annotations"]["workspace.kaito.io/revision"] = "1"
+        if defaults:
+            live["resource"].setdefault("count", 1)
+            live["inference"]["preset"].setdefault("accessMode", "public")
+        live["status"] = {"state": "Ready", "conditions": [{"type": "WorkspaceSucceeded", "status": "True"}]}
+    return live
+
+
+def by_action(plan: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for c in plan.changes:
+        out.setdefault(c.action.value, []).append(str(c.ref))
+    return out
+
+
+def test_missing_objects_are_created_in_wave_order() -> None:
+    plan = make_plan([workspace(), nodeclaim(), configmap()], [])
+    assert [c.action for c in plan.changes] == [Action.CREATE] * 3
+    assert [c.ref.kind for c in plan.changes] == ["ConfigMap", "NodeClaim", "Workspace"]
+    assert plan.has_changes
+    assert ANNOTATION_DIGEST in plan.changes[0].desired["metadata"]["annotations"]  # type: ignore[index]
+
+
+def test_cluster_owned_fields_never_show_as_differences() -> None:
+    desired = [configmap(), workspace(), nodeclaim()]
+    live = [served(d) for d in desired]
+    plan = make_plan(desired, live)
+    assert by_action(plan) == {"noop": [str(d.ref) for d in (desired[0], desired[2], desired[1])]}
+    assert not plan.has_changes
+
+
+def test_a_new_revision_alone_is_not_a_change() -> None:
+    live = [served(workspace(rev=REV1))]
+    plan = make_plan([workspace(rev=REV2)], live)
+    assert [c.action for c in plan.changes] == [Action.NOOP]
+
+
+def test_an_edit_is_the_smallest_patch_and_not_drift() -> None:
+    live = [served(configmap(max_len=4096, rev=REV1))]
+    plan = make_plan([configmap(max_len=8192, rev=REV2)], live)
+    (change,) = plan.changes
+    assert change.action == Action.UPDATE
+    assert list(change.patch) == [{"op": "replace", "path": "/data/inference_config.yaml",
+                                   "value": "vllm:\n  max-model-len: 8192\n"}]
+    assert not change.drift
+    assert change.reason == "changed in the repository"
+
+
+def test_a_field_we_stopped_setting_shows_as_a_removal() -> None:
+    old = workspace(rev=REV1)
+    old.manifest["inference"]["adapters"] = [{"source": {"name": "a", "image": "x"}}]
+    plan = make_plan([workspace(rev=REV2)], [served(old)])
+    (change,) = plan.changes
+    assert change.action == Action.UPDATE
+    assert list(change.patch) == [{"op": "remove", "path": "/inference/adapters"}]
+
+
+def test_a_hand_edit_is_drift() -> None:
+    live = served(configmap())
+    live["data"]["inference_config.yaml"] = "vllm: {}\n"
+    plan = make_plan([configmap(rev=REV2)], [live])  # new commit, same desired object: the digest matches
+    (change,) = plan.changes
+    assert change.action == Action.UPDATE and change.drift
+    assert "drift" in change.reason
+
+
+def test_a_field_taken_over_by_another_manager_is_drift_even_when_the_repo_changed_too() -> None:
+    live = served(workspace())
+    live["metadata"]["annotations"][ANNOTATION_DIGEST] = "sha256:older"
+    live["inference"]["config"] = "hand-made"
+    live["metadata"]["managedFields"].append({"manager": "kubectl-edit", "operation": "Update",
+                                              "fieldsV1": {"f:inference": {"f:config": {}}}})
+    plan = make_plan([workspace(rev=REV2)], [live])
+    (change,) = plan.changes
+    assert change.drift
+    assert list(change.patch) == [{"op": "replace", "path": "/inference/config", "value": "phi-inference-config"}]
+
+
+def test_people_adding_their_own_fields_is_not_a_difference() -> None:
+    live = served(workspace())
+    live["metadata"]["labels"]["team"] = "search"
+    live["metadata"]["annotations"]["note"] = "hello"
+    assert not make_plan([workspace()], [live]).has_changes
+
+
+def test_preset_change_is_blocked_by_default_with_the_reason() -> None:
+    plan = make_plan([workspace(preset="llama-3.1-8b-instruct", rev=REV2)], [served(workspace())])
+    (change,) = plan.changes
+    assert change.action == Action.BLOCKED
+    assert change.immutable == ("inference.preset",)
+    assert "replacePolicy: auto" in change.reason and ANNOTATION_REPLACE in change.reason
+
+
+@pytest.mark.parametrize("how", ["policy", "model", "annotation"])
+def test_preset_change_replaces_when_allowed(how: str) -> None:
+    want = workspace(preset="llama-3.1-8b-instruct", rev=REV2)
+    policy = PlanPolicy()
+    if how == "policy":
+        policy = PlanPolicy(replace_policy="auto")
+    elif how == "model":
+        policy = PlanPolicy(replace_allowed=frozenset({want.model_id}))
+    else:
+        want.manifest["metadata"]["annotations"][ANNOTATION_REPLACE] = "allowed"
+    (change,) = make_plan([want], [served(workspace())], policy).changes
+    assert change.action == Action.REPLACE
+    assert {"op": "replace", "path": "/inference/preset/name", "value": "llama-3.1-8b-instruct"} in change.patch
+
+
+def test_instance_type_and_selector_are_immutable_but_config_is_not() -> None:
+    want = workspace(sku="Standard_NC48ads_A100_v4", rev=REV2)
+    want.manifest["resource"]["labelSelector"] = {"matchLabels": {"apps": "other"}}
+    (change,) = make_plan([want], [served(workspace())]).changes
+    assert change.immutable == ("resource.instanceType", "resource.labelSelector")
+    want = workspace(rev=REV2)
+    want.manifest["inference"]["config"] = "another"
+    (change,) = make_plan([want], [served(workspace())]).changes
+    assert change.action == Action.UPDATE and change.immutable == ()
+
+
+def test_count_is_immutable_only_when_set_on_both_sides() -> None:
+    live = served(workspace())  # count defaulted to 1 by the server
+    assert not make_plan([workspace()], [live]).has_changes
+    (change,) = make_plan([workspace(count=2)], [live]).changes
+    assert change.immutable == ("resource.count",)
+    live_nocount = served(workspace(), defaults=False)
+    (change,) = make_plan([workspace(count=2)], [live_nocount]).changes
+    assert change.action == Action.UPDATE
+
+
+def test_nodeclaim_spec_is_immutable() -> None:
+    (change,) = make_plan([nodeclaim(sku="Standard_NC48ads_A100_v4")], [served(nodeclaim())]).changes
+    assert change.action == Action.BLOCKED and change.immutable == ("spec",)
+
+
+def test_version_is_not_part_of_identity() -> None:
+    old = workspace()
+    live = served(old)
+    live["apiVersion"] = "kaito.sh/v1alpha1"
+    plan = make_plan([old], [live])
+    assert by_action(plan) == {"noop": ["Workspace/ml/phi"]}
+
+
+def _three_models() -> tuple[list[DesiredObject], list[Manifest]]:
+    desired = [o for m in ("a", "b", "c") for o in (configmap(m), workspace(m))]
+    return desired, [served(d) for d in desired]
+
+
+def test_prune_deletes_a_removed_models_objects_in_reverse_order_and_nothing_else() -> None:
+    desired, live = _three_models()
+    foreign_nodeclaim = {"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+                         "metadata": {"name": "ws1a2b3c4d5", "labels": {"kaito.sh/workspace": "c"}}}
+    someone_elses = {"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": "c-inference-config-copy", "namespace": "ml", "labels": {"app": "x"}}}
+    plan = make_plan([d for d in desired if d.model_id != "ml.c"], [*live, foreign_nodeclaim, someone_elses])
+    deletes = [c for c in plan.changes if c.action == Action.DELETE]
+    assert [str(c.ref) for c in deletes] == ["Workspace/ml/c", "ConfigMap/ml/c-inference-config"]
+    assert all(c.reason == "model removed from the repository" for c in deletes)
+    assert plan.changes[-2:] == tuple(deletes)
+    assert plan.managed_models == {"ml.a", "ml.b", "ml.c"}
+
+
+def test_an_object_no_longer_rendered_for_a_kept_model_is_deleted() -> None:
+    plan = make_plan([workspace()], [served(workspace()), served(configmap())])
+    assert by_action(plan) == {"noop": ["Workspace/ml/phi"], "delete": ["ConfigMap/ml/phi-inference-config"]}
+
+
+@pytest.mark.parametrize(("policy", "reason"), [
+    (PlanPolicy(keep=frozenset({"ml.c"})), "the model's file failed to load"),
+    (PlanPolicy(source_ok=False), "gitops-kaito.yaml failed to load"),
+    (PlanPolicy(prune=False), "prune is disabled"),
+])
+def test_prune_holds_back(policy: PlanPolicy, reason: str) -> None:
+    desired, live = _three_models()
+    plan = make_plan([d for d in desired if d.model_id != "ml.c"], live, policy)
+    stale = [c for c in plan.changes if c.model_id == "ml.c"]
+    assert [c.action for c in stale] == [Action.NOOP, Action.NOOP]
+    assert all(reason in c.reason for c in stale)
+
+
+def test_prune_opt_out_annotation() -> None:
+    desired, live = _three_models()
+    live[5]["metadata"]["annotations"][ANNOTATION_PRUNE] = "disabled"  # Workspace ml/c
+    plan = make_plan([d for d in desired if d.model_id != "ml.c"], live)
+    assert by_action(plan)["delete"] == ["ConfigMap/ml/c-inference-config"]
+    kept = next(c for c in plan.changes if str(c.ref) == "Workspace/ml/c")
+    assert kept.action == Action.NOOP and ANNOTATION_PRUNE in kept.reason
+
+
+def test_prune_guard_refuses_more_than_half() -> None:
+    desired, live = _three_models()
+    plan = make_plan([d for d in desired if d.model_id == "ml.a"], live)
+    assert "delete" not in by_action(plan)
+    assert len(by_action(plan)["blocked"]) == 4
+    assert "refusing to delete 2 of 3 managed models" in plan.prune_refused
+    assert all(c.reason == plan.prune_refused for c in plan.changes if c.action == Action.BLOCKED)
+
+
+def test_prune_guard_refuses_all_even_a_single_model() -> None:
+    plan = make_plan([], [served(workspace())])
+    assert by_action(plan) == {"blocked": ["Workspace/ml/phi"]}
+    assert "(all," in plan.prune_refused
+
+
+@pytest.mark.parametrize("policy", [PlanPolicy(allow_mass_prune=True), PlanPolicy(allow_all=True),
+                                    PlanPolicy(max_share=0.7)])
+def test_prune_guard_can_be_lifted(policy: PlanPolicy) -> None:
+    desired, live = _three_models()
+    plan = make_plan([d for d in desired if d.model_id == "ml.a"], live, policy)
+    assert len(by_action(plan)["delete"]) == 4 and not plan.prune_refused
+
+
+def test_suspended_models_are_pruned_without_tripping_the_guard() -> None:
+    desired, live = _three_models()
+    plan = make_plan([d for d in desired if d.model_id == "ml.a"], live,
+                     PlanPolicy(suspended=frozenset({"ml.b", "ml.c"})))
+    assert len(by_action(plan)["delete"]) == 4
+    assert {c.reason for c in plan.changes if c.action == Action.DELETE} == {"model suspended"}
+
+
+def test_terminating_objects_are_left_alone() -> None:
+    live = served(workspace())
+    live["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:01Z"
+    (change,) = make_plan([workspace(preset="other")], [live]).changes
+    assert change.action == Action.NOOP and "being deleted" in change.reason
+    (change,) = make_plan([configmap()], [served(configmap()), live]).changes[1:]
+    assert change.action == Action.NOOP and change.reason == "already being deleted"
+
+
+def test_a_doubly_rendered_object_is_an_error() -> None:
+    with pytest.raises(ValueError, match="rendered twice"):
+        make_plan([workspace(), workspace()], [])
+
+
+def test_counts() -> None:
+    desired, live = _three_models()
+    live[0] = copy.deepcopy(live[0])
+    live[0]["data"] = {"inference_config.yaml": "hand"}
+    counts = make_plan(desired, live).counts()
+    assert counts["update"] == 1 and counts["noop"] == 5 and counts["drift"] == 1
+
+
+def test_node_ready() -> None:
+    claim: Manifest = served(nodeclaim())
+    assert not node_ready(claim)
+    claim["status"] = {"conditions": [{"type": "Launched", "status": "True"}, {"type": "Ready", "status": "False"}]}
+    assert not node_ready(claim)
+    claim["status"]["conditions"][1]["status"] = "True"
+    assert node_ready(claim)
+    claim["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert not node_ready(claim)
+    assert node_ready({"status": {"nodeName": "aks-gpu-1"}})
+    assert node_ready({"status": {"conditions": [{"type": "MachineReady", "status": "True"}]}})
