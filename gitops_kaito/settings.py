@@ -1,0 +1,107 @@
+"""Settings of the daemon (`gitops-kaito run`): flags first, then GITOPS_KAITO_* environment variables, then defaults.
+
+Kept as one frozen dataclass so every setting has one name, one type and one documented source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "GITOPS_KAITO_"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def parse_duration(text: str | float | int) -> float:
+    """'90', '90s', '5m', '1h', '250ms' -> seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise SettingsError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h)")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SettingsError(f"--listen takes HOST:PORT, got {text!r}")
+    return host or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    git_url: str = ""
+    branch: str = "main"
+    status_branch: str = ""
+    interval: str = "60s"
+    listen: str = "127.0.0.1:8080"
+    webhook_secret_file: str = ""
+    kubeconfig: str = ""
+    context: str = ""
+    cache_dir: str = ""
+    git_token: str = ""
+    ssh_key_file: str = ""
+    known_hosts_file: str = ""
+    lease_name: str = "gitops-kaito-leader"
+    lease_namespace: str = "gitops-kaito"
+    leader_election: bool = True
+    allow_mass_prune: bool = False
+    log_format: str = "text"
+
+    @property
+    def interval_s(self) -> float:
+        return parse_duration(self.interval)
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+    def webhook_secret(self) -> bytes | None:
+        if not self.webhook_secret_file:
+            return None
+        path = Path(self.webhook_secret_file)
+        if not path.is_file():
+            raise SettingsError(f"webhook secret file {path} does not exist")
+        secret = path.read_bytes().strip()
+        if len(secret) < 16:
+            raise SettingsError(f"webhook secret in {path} is shorter than 16 bytes")
+        return secret
+
+    def redacted(self) -> dict[str, Any]:
+        """For logs: the token never appears."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if out["git_token"]:
+            out["git_token"] = "***"
+        return out
+
+
+def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> RunSettings:
+    """Merge flags (non-None values win) over GITOPS_KAITO_<NAME> environment variables over defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(RunSettings):
+        flag = flags.get(f.name)
+        if flag is not None:
+            values[f.name] = flag
+            continue
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is None:
+            continue
+        if f.type in ("bool", bool):
+            values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            values[f.name] = raw
+    settings = RunSettings(**values)
+    settings.interval_s  # noqa: B018 - validate early, with a clear message
+    settings.listen_address  # noqa: B018
+    return settings
