@@ -1,0 +1,355 @@
+"""Follows a Git repository: clone/fetch into a cache dir, pin one commit per pass, check it out.
+
+Credentials travel only through the environment of each git call (never .git/config, argv or logs).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import shlex
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import git
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 60.0
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# Git's words for "the remote refused this push because it moved on" (non-fast-forward, stale info).
+_REJECTED_RE = re.compile(r"\[rejected\]|non-fast-forward|fetch first|\[remote rejected\].*(?:lock|stale)|stale info")
+
+
+class GitSourceError(Exception):
+    """A git operation failed; the message is safe to show and log (credentials scrubbed)."""
+
+
+class PushRejected(GitSourceError):
+    """The remote refused a push because its branch moved on (not an auth or network failure)."""
+
+
+@dataclass(frozen=True)
+class GitAuth:
+    """How to authenticate: an https token, or an ssh key with known_hosts. repr never shows the token."""
+
+    token: str | None = field(default=None, repr=False)
+    username: str = "x-access-token"
+    ssh_key: Path | None = None
+    known_hosts: Path | None = None
+
+    def secrets(self) -> tuple[str, ...]:
+        if not self.token:
+            return ()
+        basic = base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
+        return (self.token, basic)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What to follow: a branch (default), or a tag, or one commit (optionally found on `branch`)."""
+
+    url: str
+    branch: str = "main"
+    tag: str | None = None
+    commit: str | None = None
+    auth: GitAuth = field(default_factory=GitAuth)
+    depth: int | None = None  # None: blobless partial clone with full history (history/rollback need it)
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """The commit pinned for one pass and where its files are."""
+
+    path: Path
+    sha: str
+    ref: str  # branch or tag name; "" for a pinned commit
+    previous_sha: str | None  # what the cache had checked out before this fetch
+
+    @property
+    def revision(self) -> str:
+        return format_revision(self.ref, self.sha)
+
+    @property
+    def changed(self) -> bool:
+        return self.previous_sha != self.sha
+
+
+def format_revision(ref: str, sha: str) -> str:
+    """Flux's revision format: "<branch>@sha1:<sha>", or "sha1:<sha>" for a bare commit."""
+    return f"{ref}@sha1:{sha}" if ref else f"sha1:{sha}"
+
+
+def parse_revision(revision: str) -> tuple[str, str]:
+    """"main@sha1:abc" -> ("main", "abc"); "sha1:abc" -> ("", "abc")."""
+    ref, _, sha = revision.rpartition("sha1:")
+    return ref.rstrip("@"), sha
+
+
+def split_credentials(url: str) -> tuple[str, GitAuth | None]:
+    """Move user:token out of an https URL so it never lands in .git/config."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    if not password:
+        return clean, None
+    return clean, GitAuth(token=password, username=user or "x-access-token")
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" in parts.netloc and parts.scheme in ("http", "https"):
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    return url
+
+
+def git_env(url: str, auth: GitAuth) -> dict[str, str]:
+    """Environment for one git call: never prompt; https token as an extra header; ssh key + known_hosts."""
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "", "SSH_ASKPASS": "", "GCM_INTERACTIVE": "never"}
+    scheme = urlsplit(url).scheme
+    if auth.token and scheme in ("http", "https"):
+        basic = base64.b64encode(f"{auth.username}:{auth.token}".encode()).decode()
+        # GIT_CONFIG_* (git >= 2.31) is per-process config: it is never written to .git/config.
+        env.update({
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+        })
+    if scheme == "ssh" or (not scheme and ":" in url and not url.startswith("/")):
+        env["GIT_SSH_COMMAND"] = ssh_command(auth)
+    return env
+
+
+def ssh_command(auth: GitAuth) -> str:
+    parts = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    if auth.ssh_key:
+        parts += ["-i", str(auth.ssh_key), "-o", "IdentitiesOnly=yes"]
+    if auth.known_hosts:
+        parts += ["-o", f"UserKnownHostsFile={auth.known_hosts}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
+
+
+class GitSource:
+    """One followed repository with its clone kept in `cache_dir` across passes."""
+
+    def __init__(self, spec: SourceSpec, cache_dir: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        url, url_auth = split_credentials(spec.url)
+        auth = spec.auth
+        if url_auth is not None and not auth.token:
+            auth = GitAuth(url_auth.token, url_auth.username, auth.ssh_key, auth.known_hosts)
+        self.url = url
+        self.spec = spec
+        self.auth = auth
+        self.timeout_s = timeout_s
+        key = hashlib.sha256(url.encode()).hexdigest()[:16]
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(urlsplit(url).path).name.removesuffix(".git"))[:40]
+        self.path = Path(cache_dir) / f"{name or 'repo'}-{key}"
+        self._repo: git.Repo | None = None
+
+    # -- public ---------------------------------------------------------------------------------
+    @property
+    def repo(self) -> git.Repo:
+        if self._repo is None:
+            self._repo = self._open_or_clone()
+        return self._repo
+
+    def fetch(self) -> Checkout:
+        """Fetch what the spec names, pin the commit the remote points at now, and check it out.
+
+        On failure nothing in the checkout changes and GitSourceError says why.
+        """
+        repo = self.repo
+        previous = self._head(repo)
+        try:
+            sha, ref = self._fetch_pinned(repo)
+        except GitSourceError:
+            if self._healthy(repo):
+                raise
+            log.warning("git cache at %s is corrupt; cloning again", self.path)
+            repo = self._reclone()
+            previous = None
+            sha, ref = self._fetch_pinned(repo)
+        self._checkout(repo, sha)
+        return Checkout(self.path, sha, ref, previous)
+
+    def fetch_branch(self, branch: str) -> str | None:
+        """Fetch one branch into refs/remotes/origin/<branch>; its sha, or None when the remote lacks it."""
+        if not self.ls_remote_branch(branch):
+            return None
+        self.run(["fetch", *self._filter_args(), "--no-tags", "origin",
+                  f"+refs/heads/{branch}:refs/remotes/origin/{branch}"], network=True)
+        return self.run(["rev-parse", f"refs/remotes/origin/{branch}^{{commit}}"])
+
+    def ls_remote_branch(self, branch: str) -> str | None:
+        out = self.run(["ls-remote", "--heads", "origin", f"refs/heads/{branch}"], network=True)
+        for line in out.splitlines():
+            sha, _, name = line.partition("\t")
+            if name == f"refs/heads/{branch}":
+                return sha
+        return None
+
+    def push(self, sha: str, branch: str) -> None:
+        """Push one commit to a branch, never forced. PushRejected when the branch moved on."""
+        try:
+            self.run(["push", "--porcelain", "origin", f"{sha}:refs/heads/{branch}"], network=True)
+        except GitSourceError as err:
+            if _REJECTED_RE.search(str(err)):
+                raise PushRejected(str(err)) from None
+            raise
+
+    def run(self, args: Sequence[str], network: bool = False, env: Mapping[str, str] | None = None,
+            raw: bool = False) -> str:
+        """Run one git command in the cache clone; errors come back as GitSourceError, scrubbed.
+
+        `raw` keeps stdout byte-exact (file contents); otherwise surrounding whitespace is stripped.
+        """
+        return self._run(self.repo, args, network=network, env=env, raw=raw)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _run(self, repo: git.Repo, args: Sequence[str], network: bool = False,
+             env: Mapping[str, str] | None = None, raw: bool = False) -> str:
+        full_env = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+        full_env.update(git_env(self.url, self.auth))
+        if env:
+            full_env.update(env)
+        try:
+            out = repo.git.execute(
+                ["git", *args], env=full_env, kill_after_timeout=self.timeout_s,
+                stdout_as_string=True, with_extended_output=False, strip_newline_in_stdout=not raw,
+            )
+        except git.GitCommandError as err:
+            stderr = err.stderr.strip() if isinstance(err.stderr, str) else str(err.stderr)
+            stderr = re.sub(r"^stderr: '|'$", "", stderr).strip()
+            # A file:// or dumb server ignoring --filter is harmless noise in an error message.
+            stderr = "\n".join(ln for ln in stderr.splitlines() if "filtering not recognized" not in ln)
+            what = "contacting " + redact_url(self.url) if network else "in " + str(self.path)
+            raise GitSourceError(
+                scrub(f"git {args[0]} failed {what}: {stderr or err}", self.auth.secrets())
+            ) from None
+        return str(out) if raw else str(out).strip()
+
+    def _filter_args(self) -> list[str]:
+        if self.spec.depth:
+            return [f"--depth={self.spec.depth}"]
+        return ["--filter=blob:none"]
+
+    def _fetch_pinned(self, repo: git.Repo) -> tuple[str, str]:
+        spec = self.spec
+        if spec.tag:
+            self._run(repo, ["fetch", *self._filter_args(), "--no-tags", "origin",
+                             f"+refs/tags/{spec.tag}:refs/tags/{spec.tag}"], network=True)
+            return self._run(repo, ["rev-parse", f"refs/tags/{spec.tag}^{{commit}}"]), spec.tag
+        if spec.commit:
+            commit = spec.commit.lower()
+            if spec.branch:
+                self._run(repo, ["fetch", *self._filter_args(), "--no-tags", "origin",
+                                 f"+refs/heads/{spec.branch}:refs/remotes/origin/{spec.branch}"], network=True)
+            if not self._has_commit(repo, commit):
+                try:
+                    self._run(repo, ["fetch", *self._filter_args(), "--no-tags", "origin", commit], network=True)
+                except GitSourceError as err:
+                    if "not our ref" in str(err) or "couldn't find remote ref" in str(err):
+                        raise GitSourceError(f"commit {commit} not found in {redact_url(self.url)}") from None
+                    raise
+            try:
+                sha = self._run(repo, ["rev-parse", "--verify", f"{commit}^{{commit}}"])
+            except GitSourceError:
+                raise GitSourceError(f"commit {commit} not found in {redact_url(self.url)}") from None
+            return sha, ""
+        try:
+            self._run(repo, ["fetch", *self._filter_args(), "--no-tags", "origin",
+                             f"+refs/heads/{spec.branch}:refs/remotes/origin/{spec.branch}"], network=True)
+        except GitSourceError as err:
+            if "couldn't find remote ref" in str(err):
+                raise GitSourceError(f"branch {spec.branch!r} not found in {redact_url(self.url)}") from None
+            raise
+        return self._run(repo, ["rev-parse", f"refs/remotes/origin/{spec.branch}^{{commit}}"]), spec.branch
+
+    def _checkout(self, repo: git.Repo, sha: str) -> None:
+        self._run(repo, ["checkout", "--quiet", "--force", "--detach", sha], network=True)
+        self._run(repo, ["clean", "-ffdxq"])
+
+    def _has_commit(self, repo: git.Repo, sha: str) -> bool:
+        try:
+            self._run(repo, ["cat-file", "-e", f"{sha}^{{commit}}"])
+            return True
+        except GitSourceError:
+            return False
+
+    def _head(self, repo: git.Repo) -> str | None:
+        try:
+            return self._run(repo, ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"]) or None
+        except GitSourceError:
+            return None
+
+    def _healthy(self, repo: git.Repo) -> bool:
+        """Cheap local checks first; a full connectivity check only when a command already failed."""
+        try:
+            self._run(repo, ["rev-parse", "--git-dir"])
+            if self._head(repo) is not None:
+                self._run(repo, ["fsck", "--connectivity-only", "--no-dangling", "--no-progress"])
+            return True
+        except GitSourceError:
+            return False
+
+    def _open_or_clone(self) -> git.Repo:
+        try:
+            repo = git.Repo(self.path)
+            if repo.bare or repo.git_dir != str(self.path / ".git"):
+                raise git.InvalidGitRepositoryError(str(self.path))
+            urls = list(repo.remote("origin").urls) if "origin" in repo.remotes else []
+            if urls != [self.url]:
+                raise git.InvalidGitRepositoryError(f"{self.path} follows another remote")
+            if not self._healthy_quick(repo):
+                raise git.InvalidGitRepositoryError(str(self.path))
+            return repo
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError, git.GitCommandError, ValueError, OSError):
+            return self._reclone()
+
+    def _healthy_quick(self, repo: git.Repo) -> bool:
+        head_file = Path(repo.git_dir) / "HEAD"
+        if not head_file.is_file():
+            return False
+        try:
+            self._run(repo, ["rev-parse", "--git-dir"])
+            head = self._head(repo)
+            if head is None and head_file.read_text().startswith("ref:") is False:
+                return False
+            if head is not None:
+                self._run(repo, ["cat-file", "-e", "HEAD^{tree}"])
+            return True
+        except GitSourceError:
+            return False
+
+    def _reclone(self) -> git.Repo:
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
+        repo = git.Repo.init(self.path)
+        with repo.config_writer() as cfg:
+            cfg.set_value("remote \"origin\"", "url", self.url)
+            cfg.set_value("remote \"origin\"", "fetch", "+refs/heads/*:refs/remotes/origin/*")
+            cfg.set_value("gc", "auto", "0")  # a gc mid-pass would race with readers of the checkout
+        self._repo = repo
+        return repo
+
+
+def is_sha(text: str) -> bool:
+    return bool(_SHA_RE.match(text.lower()))
+
