@@ -1,0 +1,207 @@
+"""RepoConfig: a model repository's optional gitops-kaito.yaml (defaults, clouds, prune/replace policy, status, prices).
+
+Validated against schemas/config.schema.json; every error names the file and line. A missing file means defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from gitops_kaito.catalog import Catalog, load_catalog
+from gitops_kaito.resources import data_path
+from gitops_kaito.yamlsource import LocatedDoc, SourceError, load_yaml_file
+
+CONFIG_FILE = "gitops-kaito.yaml"
+API_VERSION = "gitops.kaito.sh/v1alpha1"
+KIND = "Config"
+MAX_CONFIG_BYTES = 64 * 1024
+# Folders the status writer must never commit into: a status commit touching models/ or templates/ would count as
+# a change of desired state and start a feedback loop.
+RESERVED_STATUS_ROOTS = ("models", "templates", ".git")
+
+
+@dataclass(frozen=True)
+class PrunePolicy:
+    enabled: bool = True
+    max_share: float = 0.5  # a pass deleting more than this share of the managed models stops
+    allow_all: bool = False  # lifts the max_share guard
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    branch: str = ""  # "" = the followed branch
+    path: str = "status"
+    author_name: str = "gitops-kaito"
+    author_email: str = "gitops-kaito@users.noreply.local"
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    subscription_id: str = ""
+    resource_group: str = ""
+    cluster_name: str = ""
+    arm_endpoint: str = "https://management.azure.com"
+    location: str = ""
+
+
+def _default_node_class_ref() -> Mapping[str, str]:
+    return {"group": "kaito.sh", "kind": "KaitoNodeClass", "name": "default"}
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    default_namespace: str = "default"
+    provisioning: str = "kaito"  # kaito | nodeclaim | machine | aks | byo
+    runtime: str = "vllm"
+    clouds: tuple[str, ...] = ("azure",)
+    prune: PrunePolicy = field(default_factory=PrunePolicy)
+    replace_policy: str = "manual"  # manual | auto
+    status: StatusSettings = field(default_factory=StatusSettings)
+    prices: Mapping[str, float] = field(default_factory=dict)  # SKU name (catalog spelling) -> USD per node-hour
+    azure: AzureSettings = field(default_factory=AzureSettings)
+    node_class_ref: Mapping[str, str] = field(default_factory=_default_node_class_ref)
+
+
+EXAMPLE_CONFIG = f"""\
+# gitops-kaito repository settings. Every field below is optional and shows its default.
+# Schema: schemas/config.schema.json in gitops-kaito; `gitops-kaito validate` checks this file.
+apiVersion: {API_VERSION}
+kind: {KIND}
+defaults:
+  namespace: default        # for requests outside a models/<namespace>/ folder
+  provisioning: kaito       # kaito | nodeclaim | machine | aks | byo
+  runtime: vllm             # vllm | transformers
+clouds: [azure]             # where a SKU may be chosen when a request names none: azure, aws, arc
+prune:
+  enabled: true             # delete what the reconciler created once its request is gone
+  maxShare: 0.5             # ...but stop when one pass would delete more than this share of the models
+  allowAll: false
+replacePolicy: manual       # manual: only plan delete+create for immutable KAITO fields; auto: do it
+status:
+  branch: ""                # "" = the branch being followed
+  path: status
+  authorName: gitops-kaito
+  authorEmail: gitops-kaito@users.noreply.local
+prices: {{}}                  # e.g. {{Standard_NC24ads_A100_v4: 2.95}}: your USD per node-hour
+"""
+
+
+def load_config(repo_dir: Path, catalog: Catalog | None = None) -> RepoConfig:
+    """The repo's gitops-kaito.yaml, or defaults when there is none. Raises SourceError with file and line."""
+    path = Path(repo_dir) / CONFIG_FILE
+    if not path.exists():
+        return RepoConfig()
+    doc = load_yaml_file(path, Path(repo_dir), max_bytes=MAX_CONFIG_BYTES)
+    return config_from_document(doc, catalog)
+
+
+def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> RepoConfig:
+    """Validate one parsed config document and build the RepoConfig (prices are checked against catalog)."""
+    data = doc.data
+    _validate(doc)
+    defaults = data.get("defaults", {})
+    prune = data.get("prune", {})
+    status = data.get("status", {})
+    azure = data.get("azure", {})
+    status_path = str(status.get("path", StatusSettings.path)).strip("/")
+    if status_path.split("/", 1)[0] in RESERVED_STATUS_ROOTS:
+        raise doc.error(("status", "path"), f"status.path {status_path!r} is inside "
+                        f"{status_path.split('/', 1)[0]}/: status commits must stay out of desired state")
+    return RepoConfig(
+        default_namespace=defaults.get("namespace", RepoConfig.default_namespace),
+        provisioning=defaults.get("provisioning", RepoConfig.provisioning),
+        runtime=defaults.get("runtime", RepoConfig.runtime),
+        clouds=tuple(data.get("clouds", RepoConfig.clouds)),
+        prune=PrunePolicy(
+            enabled=prune.get("enabled", PrunePolicy.enabled),
+            max_share=float(prune.get("maxShare", PrunePolicy.max_share)),
+            allow_all=prune.get("allowAll", PrunePolicy.allow_all),
+        ),
+        replace_policy=data.get("replacePolicy", RepoConfig.replace_policy),
+        status=StatusSettings(
+            branch=status.get("branch", StatusSettings.branch),
+            path=status_path,
+            author_name=status.get("authorName", StatusSettings.author_name),
+            author_email=status.get("authorEmail", StatusSettings.author_email),
+        ),
+        prices=_prices(doc, catalog or load_catalog()),
+        azure=AzureSettings(
+            subscription_id=azure.get("subscriptionId", ""),
+            resource_group=azure.get("resourceGroup", ""),
+            cluster_name=azure.get("clusterName", ""),
+            arm_endpoint=azure.get("armEndpoint", AzureSettings.arm_endpoint),
+            location=azure.get("location", ""),
+        ),
+        node_class_ref=dict(data.get("nodeClassRef") or _default_node_class_ref()),
+    )
+
+
+def _prices(doc: LocatedDoc, catalog: Catalog) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, usd in (doc.data.get("prices") or {}).items():
+        sku = catalog.sku(name, include_removed=True)
+        if sku is None:
+            close = difflib.get_close_matches(name, [s.name for s in catalog.skus(include_removed=True)], n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise doc.error(("prices", name), f"prices: unknown GPU SKU {name!r}{hint}")
+        if sku.name in out:
+            raise doc.error(("prices", name), f"prices: {sku.name} is listed twice (names are case-insensitive)")
+        out[sku.name] = float(usd)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads((data_path("schemas") / "config.schema.json").read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _validate(doc: LocatedDoc) -> None:
+    errors = list(_validator().iter_errors(doc.data))
+    if not errors:
+        return
+    located = [_locate(doc, err) for err in errors]
+    # Report the first problem in the file: that is where a reader starts fixing.
+    located.sort(key=lambda e: (e.line or 0, e.column or 0, e.message))
+    raise located[0]
+
+
+def _locate(doc: LocatedDoc, err: jsonschema.ValidationError) -> SourceError:
+    path: list[str | int] = list(err.absolute_path)
+    where = _dotted(path) or "the top level"
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = list((err.schema.get("properties") or {}) if isinstance(err.schema, dict) else {})
+        extra = sorted(k for k in err.instance if k not in allowed)
+        if extra:
+            key = extra[0]
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
+            return doc.error([*path, key], f"unknown field {_dotted([*path, key])!r}{hint}")
+    if err.validator == "required":
+        return doc.error(path, f"{where}: {err.message}")
+    custom = err.schema.get("x-error") if isinstance(err.schema, dict) else None
+    if custom:
+        return doc.error(path, f"{where}: {_shown(err.instance)} {custom}")
+    return doc.error(path, f"{where}: {err.message}")
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
