@@ -1,0 +1,230 @@
+"""Pure: a live Workspace and its GPU nodes (NodeClaims, Machines, AKS agent pools) -> one model state.
+
+Follows KAITO's status progression (FACTS.md §5.5): done is WorkspaceSucceeded=True, state Ready, observed generation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PENDING = "Pending"
+PROVISIONING = "Provisioning"
+READY = "Ready"
+FAILED = "Failed"
+BLOCKED = "Blocked"
+SUSPENDED = "Suspended"
+INVALID = "Invalid"
+STATES = (PENDING, PROVISIONING, READY, FAILED, BLOCKED, SUSPENDED, INVALID)
+
+# KAITO / Karpenter / Azure messages that no amount of waiting will fix.
+TERMINAL_NODE_MESSAGES = (
+    "all requested instance types were unavailable during launch",
+    "insufficientcapacity",
+    "quotaexceeded",
+    "exceeding approved",
+    "operation could not be completed as it results in exceeding",
+    "skunotavailable",
+)
+# InferenceReady / WorkspaceSucceeded reasons that mean the model will not come up without a change.
+TERMINAL_REASONS = frozenset({
+    "ImagePullError", "ErrImagePull", "ImagePullBackOff", "ContainerCrashLoopBackOff", "ContainerOOMKilled",
+    "ContainerStartError", "SASTokenFetchFailed", "BenchmarkFailed", "InvalidImageName",
+})
+_NODECLAIM_LIFECYCLE = ("Launched", "Registered", "Initialized")
+_CONDITION_ORDER = ("NodeClaimReady", "NodesReady", "ResourceReady", "InferenceReady", "JobStarted",
+                    "BenchmarkCompleted", "WorkspaceSucceeded")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str
+    observed_generation: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One GPU node request: a NodeClaim, Machine or agent pool, with its phase."""
+
+    name: str
+    kind: str  # NodeClaim | Machine | AgentPool
+    phase: str  # Ready | Launching | Registering | Initializing | Failed | Deleting | Pending
+    reason: str = ""
+    node_name: str = ""
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    state: str
+    reason: str
+    message: str
+    conditions: tuple[Condition, ...] = ()
+    nodes: tuple[NodeInfo, ...] = ()
+    endpoint: str | None = None
+    inference_ready: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.state == READY
+
+
+def conditions_of(obj: Mapping[str, Any] | None) -> tuple[Condition, ...]:
+    status = (obj or {}).get("status") or {}
+    out = []
+    for c in status.get("conditions") or []:
+        if not isinstance(c, Mapping) or not c.get("type"):
+            continue
+        gen = c.get("observedGeneration")
+        out.append(Condition(str(c["type"]), str(c.get("status", "Unknown")), str(c.get("reason") or ""),
+                             str(c.get("message") or ""), int(gen) if isinstance(gen, int) else None))
+    rank = {t: i for i, t in enumerate(_CONDITION_ORDER)}
+    return tuple(sorted(out, key=lambda c: (rank.get(c.type, len(rank)), c.type)))
+
+
+def _find(conds: Sequence[Condition], ctype: str) -> Condition | None:
+    return next((c for c in conds if c.type == ctype), None)
+
+
+def _terminal_message(text: str) -> bool:
+    low = text.lower()
+    squashed = low.replace(" ", "")
+    return any(m in low or m in squashed for m in TERMINAL_NODE_MESSAGES)
+
+
+def node_info(obj: Mapping[str, Any]) -> NodeInfo:
+    """Phase of a NodeClaim or Machine: Ready, else the first lifecycle condition that is not True."""
+    meta = obj.get("metadata") or {}
+    kind = str(obj.get("kind") or "NodeClaim")
+    name = str(meta.get("name", ""))
+    node_name = str((obj.get("status") or {}).get("nodeName") or "")
+    conds = conditions_of(obj)
+    if meta.get("deletionTimestamp"):
+        return NodeInfo(name, kind, "Deleting", "", node_name)
+    for c in conds:
+        if c.status == "False" and _terminal_message(f"{c.reason} {c.message}"):
+            return NodeInfo(name, kind, "Failed", _join(c.reason, c.message), node_name)
+    ready = _find(conds, "Ready") or _find(conds, "MachineReady")
+    if ready is not None and ready.status == "True":
+        return NodeInfo(name, kind, "Ready", "", node_name)
+    phases = {"Launched": "Launching", "Registered": "Registering", "Initialized": "Initializing"}
+    for ctype in _NODECLAIM_LIFECYCLE:
+        step = _find(conds, ctype)
+        if step is None or step.status != "True":
+            reason = _join(step.reason, step.message) if step else ""
+            return NodeInfo(name, kind, phases[ctype], reason, node_name)
+    if ready is not None:
+        return NodeInfo(name, kind, "Pending", _join(ready.reason, ready.message), node_name)
+    return NodeInfo(name, kind, "Pending", "", node_name)
+
+
+def agent_pool_info(pool: Mapping[str, Any]) -> NodeInfo:
+    """An AKS agent pool summary: {name, provisioningState, count, readyCount?, message?}."""
+    state = str(pool.get("provisioningState") or pool.get("provisioning_state") or "")
+    message = str(pool.get("message") or "")
+    name = str(pool.get("name", ""))
+    if state == "Failed" or _terminal_message(message):
+        return NodeInfo(name, "AgentPool", "Failed", message or "agent pool provisioning failed")
+    if state == "Succeeded":
+        return NodeInfo(name, "AgentPool", "Ready", "")
+    if state == "Deleting":
+        return NodeInfo(name, "AgentPool", "Deleting", message)
+    return NodeInfo(name, "AgentPool", "Launching", _join(state, message))
+
+
+def _join(reason: str, message: str) -> str:
+    return f"{reason}: {message}" if reason and message else reason or message
+
+
+def assess(
+    workspace: Mapping[str, Any] | None,
+    nodes: Sequence[Mapping[str, Any]] = (),
+    agent_pools: Sequence[Mapping[str, Any]] = (),
+    *,
+    suspended: bool = False,
+    invalid: str | None = None,
+    blocked: str | None = None,
+) -> ModelHealth:
+    """The state of one model from what is live. Invalid/Blocked/Suspended come from the pass itself."""
+    conds = conditions_of(workspace)
+    node_infos = tuple(sorted((node_info(n) for n in nodes), key=lambda n: n.name)) + tuple(
+        sorted((agent_pool_info(p) for p in agent_pools), key=lambda n: n.name))
+    endpoint = _endpoint(workspace)
+    inference = _find(conds, "InferenceReady")
+    inference_ready = inference is not None and inference.status == "True"
+    shown = endpoint if inference_ready else None
+    if invalid:
+        return ModelHealth(INVALID, "InvalidRequest", invalid, conds, node_infos, shown, inference_ready)
+    if blocked:
+        return ModelHealth(BLOCKED, "Blocked", blocked, conds, node_infos, shown, inference_ready)
+    if suspended:
+        return ModelHealth(SUSPENDED, "Suspended", "suspended in the repository (spec.suspend: true)",
+                           conds, node_infos, shown, inference_ready)
+    return _from_live(workspace, conds, node_infos, endpoint, inference_ready)
+
+
+def _from_live(workspace: Mapping[str, Any] | None, conds: tuple[Condition, ...], nodes: tuple[NodeInfo, ...],
+               endpoint: str | None, inference_ready: bool) -> ModelHealth:
+    def health(state: str, reason: str, message: str) -> ModelHealth:
+        return ModelHealth(state, reason, message, conds, nodes, endpoint if inference_ready else None,
+                           inference_ready)
+
+    if workspace is None:
+        return health(PENDING, "NotCreated", "the Workspace does not exist yet")
+    meta = workspace.get("metadata") or {}
+    status = workspace.get("status") or {}
+    if meta.get("deletionTimestamp"):
+        return health(PROVISIONING, "Deleting", "the Workspace is being deleted")
+    generation = meta.get("generation")
+    current = [c for c in conds if c.observed_generation is None or generation is None
+               or c.observed_generation == generation]
+    succeeded = _find(current, "WorkspaceSucceeded")
+    state = str(status.get("state") or "")
+
+    # v1alpha1 Workspaces have no status.state; there WorkspaceSucceeded alone is the signal.
+    if succeeded is not None and succeeded.status == "True" and state in ("Ready", "Succeeded", ""):
+        return health(READY, succeeded.reason or "WorkspaceSucceeded", "the model is serving")
+
+    failed_node = next((n for n in nodes if n.phase == "Failed"), None)
+    if failed_node is not None:
+        return health(FAILED, "NodeProvisioningFailed", f"{failed_node.kind} {failed_node.name}: {failed_node.reason}")
+    for c in current:
+        if c.status == "False" and (c.reason in TERMINAL_REASONS or _terminal_message(c.message)):
+            return health(FAILED, c.reason or c.type, c.message or f"{c.type} is False")
+    if state == "Failed":
+        bad = next((c for c in current if c.status == "False"), None)
+        return health(FAILED, bad.reason if bad else "Failed",
+                      bad.message if bad else "KAITO reports the Workspace failed")
+
+    if not conds:
+        return health(PENDING, "WaitingForKaito", "KAITO has not reported any status yet")
+    if len(current) < len(conds) or (succeeded is None and _find(conds, "WorkspaceSucceeded") is not None):
+        return health(PROVISIONING, "Reconciling", f"KAITO has not observed generation {generation} yet")
+
+    # The first condition on KAITO's way to ready that is not True says where it is stuck.
+    for ctype in ("NodeClaimReady", "NodesReady", "ResourceReady", "InferenceReady", "BenchmarkCompleted",
+                  "WorkspaceSucceeded"):
+        cond = _find(current, ctype)
+        if cond is not None and cond.status != "True":
+            waiting = next((n for n in nodes if n.phase != "Ready"), None)
+            message = cond.message or f"{ctype} is {cond.status}"
+            if waiting is not None and ctype in ("NodeClaimReady", "NodesReady", "ResourceReady") and waiting.reason:
+                message = f"{message} ({waiting.name}: {waiting.phase}, {waiting.reason})"
+            reason = cond.reason or ctype
+            if state == "NotReady":
+                reason = f"NotReady/{reason}"
+            return health(PROVISIONING, reason, message)
+    return health(PROVISIONING, "Progressing", "waiting for KAITO to report WorkspaceSucceeded")
+
+
+def _endpoint(workspace: Mapping[str, Any] | None) -> str | None:
+    if not workspace:
+        return None
+    meta = workspace.get("metadata") or {}
+    name, ns = meta.get("name"), meta.get("namespace") or "default"
+    if not name:
+        return None
+    return f"http://{name}.{ns}.svc.cluster.local:80/v1"

@@ -1,0 +1,142 @@
+"""Health: KAITO Workspace conditions and GPU node objects -> one model state (FACTS.md §5.5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gitops_kaito import health
+from gitops_kaito.health import assess, node_info
+
+ICE = "all requested instance types were unavailable during launch"
+
+
+def cond(ctype: str, status: str, reason: str = "", message: str = "", gen: int | None = 1) -> dict[str, Any]:
+    c: dict[str, Any] = {"type": ctype, "status": status, "reason": reason, "message": message}
+    if gen is not None:
+        c["observedGeneration"] = gen
+    return c
+
+
+def workspace(*conds: dict[str, Any], state: str | None = None, generation: int = 1) -> dict[str, Any]:
+    status: dict[str, Any] = {"conditions": list(conds)}
+    if state is not None:
+        status["state"] = state
+    return {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+            "metadata": {"name": "phi", "namespace": "ml", "generation": generation}, "status": status}
+
+
+def nodeclaim(name: str, *conds: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "metadata": {"name": name},
+            "status": {"conditions": list(conds)}}
+
+
+READY_CONDS = (
+    cond("NodeClaimReady", "True", "NodeClaimsReady"), cond("NodesReady", "True", "NodesReady"),
+    cond("ResourceReady", "True", "workspaceResourceStatusSuccess"),
+    cond("InferenceReady", "True", "WorkspaceInferenceStatusSuccess"),
+    cond("WorkspaceSucceeded", "True", "workspaceSucceeded"),
+)
+
+
+def test_done_signal_is_ready_with_endpoint() -> None:
+    h = assess(workspace(*READY_CONDS, state="Ready"))
+    assert h.state == health.READY and h.done
+    assert h.endpoint == "http://phi.ml.svc.cluster.local:80/v1"
+    assert [c.type for c in h.conditions][:2] == ["NodeClaimReady", "NodesReady"]
+
+
+def test_stale_observed_generation_is_not_done() -> None:
+    h = assess(workspace(*READY_CONDS, state="Ready", generation=2))
+    assert h.state == health.PROVISIONING
+    assert "generation 2" in h.message
+
+
+def test_ready_requires_state_ready_when_state_is_reported() -> None:
+    assert assess(workspace(*READY_CONDS, state="Pending")).state == health.PROVISIONING
+
+
+def test_v1alpha1_without_state_uses_workspace_succeeded() -> None:
+    assert assess(workspace(*(cond(c["type"], c["status"], c["reason"], gen=None) for c in READY_CONDS))).state \
+        == health.READY
+
+
+@pytest.mark.parametrize(("conds", "state", "reason"), [
+    ((), None, "WaitingForKaito"),
+    ((cond("NodeClaimReady", "False", "NodeClaimNotReady", "0/1 ready"),
+      cond("WorkspaceSucceeded", "False", "workspacePending")), "Pending", "NodeClaimNotReady"),
+    ((cond("NodeClaimReady", "True"), cond("ResourceReady", "True"),
+      cond("InferenceReady", "False", "WorkspaceInferenceStatusPending", "waiting for pods"),
+      cond("WorkspaceSucceeded", "False", "workspacePending")), "Pending", "WorkspaceInferenceStatusPending"),
+])
+def test_waiting_states(conds: tuple[dict[str, Any], ...], state: str | None, reason: str) -> None:
+    h = assess(workspace(*conds, state=state))
+    assert h.state in (health.PENDING, health.PROVISIONING)
+    assert h.reason == reason
+    assert h.endpoint is None
+
+
+def test_no_workspace_is_pending() -> None:
+    assert assess(None).state == health.PENDING
+
+
+@pytest.mark.parametrize("reason", ["ImagePullError", "ContainerCrashLoopBackOff", "ContainerOOMKilled"])
+def test_terminal_inference_reasons_fail(reason: str) -> None:
+    h = assess(workspace(cond("ResourceReady", "True"), cond("InferenceReady", "False", reason, "pull failed"),
+                         cond("WorkspaceSucceeded", "False", "workspacePending"), state="Pending"))
+    assert h.state == health.FAILED and h.reason == reason and h.message == "pull failed"
+
+
+def test_unavailable_instance_types_is_terminal_from_nodeclaim() -> None:
+    nc = nodeclaim("ws123", cond("Launched", "False", "LaunchFailed", ICE, gen=None))
+    h = assess(workspace(cond("NodeClaimReady", "False", "LaunchFailed", "launching"), state="Pending"), [nc])
+    assert h.state == health.FAILED
+    assert ICE in h.message and "ws123" in h.message
+    assert h.nodes[0].phase == "Failed"
+
+
+def test_unavailable_instance_types_is_terminal_from_workspace_condition() -> None:
+    h = assess(workspace(cond("NodeClaimReady", "False", "NodeClaimNotReady", f"x: {ICE}"), state="Pending"))
+    assert h.state == health.FAILED
+
+
+def test_nodeclaim_phases_follow_karpenter_lifecycle() -> None:
+    assert node_info(nodeclaim("a")).phase == "Launching"
+    assert node_info(nodeclaim("a", cond("Launched", "True", gen=None))).phase == "Registering"
+    registered = nodeclaim("a", cond("Launched", "True"), cond("Registered", "True"),
+                           cond("Initialized", "False", "NotInitialized", "waiting for GPU plugin"))
+    info = node_info(registered)
+    assert info.phase == "Initializing" and "GPU plugin" in info.reason
+    assert node_info(nodeclaim("a", cond("Ready", "True"))).phase == "Ready"
+    gone = nodeclaim("a")
+    gone["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    assert node_info(gone).phase == "Deleting"
+
+
+def test_provisioning_message_names_the_waiting_node() -> None:
+    nc = nodeclaim("ws1", cond("Launched", "True"), cond("Registered", "False", "NotRegistered", "node not joined"))
+    h = assess(workspace(cond("NodeClaimReady", "False", "NotRegistered", "1 not ready"), state="Pending"), [nc])
+    assert h.state == health.PROVISIONING
+    assert "ws1: Registering" in h.message
+
+
+def test_agent_pools() -> None:
+    ok = assess(workspace(*READY_CONDS, state="Ready"), agent_pools=[{"name": "gpu1", "provisioningState": "Succeeded"}])
+    assert ok.state == health.READY and ok.nodes[0].kind == "AgentPool"
+    bad = assess(workspace(state="Pending"), agent_pools=[
+        {"name": "gpu1", "provisioningState": "Failed", "message": "QuotaExceeded: not enough cores"}])
+    assert bad.state == health.FAILED and "QuotaExceeded" in bad.message
+
+
+def test_pass_level_states_win() -> None:
+    ws = workspace(*READY_CONDS, state="Ready")
+    assert assess(ws, invalid="models/ml/phi.yaml:3: bad").state == health.INVALID
+    assert assess(ws, blocked="replace needs approval").state == health.BLOCKED
+    assert assess(None, suspended=True).state == health.SUSPENDED
+
+
+def test_was_ready_now_not_ready() -> None:
+    h = assess(workspace(cond("ResourceReady", "False", "workspaceResourceStatusNotReady", "node lost"),
+                         cond("WorkspaceSucceeded", "False", "workspacePending"), state="NotReady"))
+    assert h.state == health.PROVISIONING and h.reason.startswith("NotReady/")

@@ -1,0 +1,109 @@
+"""Status files: deterministic per-model YAML and STATUS.md, `since` carried over, secrets scrubbed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import yaml
+
+from gitops_kaito.health import Condition, ModelHealth
+from gitops_kaito.status import (
+    STATUS_MD,
+    EndpointCheck,
+    ModelReport,
+    parse_model_yaml,
+    render_files,
+    report_from_health,
+    scrub,
+    summary_line,
+)
+
+REV = "main@sha1:" + "a" * 40
+T1, T2 = "2025-01-01T00:00:00Z", "2025-01-01T00:05:00Z"
+
+
+def report(name: str, state: str = "Ready", **kw: object) -> ModelReport:
+    base = ModelReport(model_id=f"ml.{name}", namespace="ml", name=name, state=state, reason="r",
+                       message=f"{name} message", sku="Standard_NC24ads_A100_v4", nodes=1, gpus=1,
+                       price_per_hour=3.67, endpoint=f"http://{name}.ml.svc.cluster.local:80/v1",
+                       revision=REV, source_path=f"models/ml/{name}.yaml")
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def test_files_and_summary() -> None:
+    files = render_files([report("b", "Provisioning", endpoint=None), report("a"), report("c")], {}, T1)
+    assert sorted(files) == [STATUS_MD, "ml/a.yaml", "ml/b.yaml", "ml/c.yaml"]
+    md = files[STATUS_MD]
+    assert "3 models: 2 Ready, 1 Provisioning" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ml/")]
+    assert [r.split("|")[1].strip() for r in rows] == ["ml/a", "ml/b", "ml/c"]
+    assert "[ok] Ready" in rows[0] and "Standard_NC24ads_A100_v4 x 1" in rows[0]
+    assert "main@sha1:aaaaaaaaaaaa " in rows[0]
+    assert "[..] Provisioning" in rows[1] and "b message" in rows[1]
+    doc = yaml.safe_load(files["ml/a.yaml"])
+    assert doc["state"] == "Ready" and doc["since"] == T1 and doc["revision"] == REV
+    assert all(ord(ch) < 0x2000 for ch in md)  # no emoji
+
+
+def test_unchanged_pass_is_byte_identical_and_since_moves_only_on_state_change() -> None:
+    first = render_files([report("a", "Provisioning"), report("b")], {}, T1)
+    second = render_files([report("a", "Provisioning"), report("b")], first, T2)
+    assert second == first
+    third = render_files([report("a", "Ready"), report("b")], second, T2)
+    assert yaml.safe_load(third["ml/a.yaml"])["since"] == T2
+    assert yaml.safe_load(third["ml/b.yaml"])["since"] == T1
+    assert third["ml/b.yaml"] == first["ml/b.yaml"]
+
+
+def test_roundtrip() -> None:
+    r = report("a", endpoint_check=EndpointCheck(True, "phi-4-mini-instruct"),
+               conditions=(("InferenceReady", "True", "ok", ""),), node_phases=(("ws1", "Ready", ""),),
+               since=T1, last_error="apply failed once")
+    files = render_files([r], {}, T1)
+    back = parse_model_yaml(files["ml/a.yaml"])
+    assert back == r
+    assert "answers (phi-4-mini-instruct)" in files[STATUS_MD]
+
+
+def test_pipes_and_newlines_do_not_break_the_table() -> None:
+    md = render_files([report("a", "Failed", message="bad | thing\nsecond line")], {}, T1)[STATUS_MD]
+    row = next(ln for ln in md.splitlines() if ln.startswith("| ml/a"))
+    assert "bad \\| thing second line" in row
+
+
+def test_secrets_never_appear() -> None:
+    hf = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+    msgs = [
+        f"pull failed with token {hf}",
+        "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcDEF123",
+        "url https://user:pa55word@registry.example.com/v2",
+        "HF_TOKEN=supersecretvalue1 rejected",
+        "key AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCd leaked",
+    ]
+    r = report("a", "Failed", message=msgs[0], last_error=msgs[1],
+               conditions=(("InferenceReady", "False", "ImagePullError", msgs[2]),),
+               node_phases=(("ws1", "Failed", msgs[3]),), reason=msgs[4])
+    text = "".join(render_files([r], {}, T1).values())
+    for leaked in (hf, "eyJhbGciOiJIUzI1NiJ9", "pa55word", "supersecretvalue1", "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"):
+        assert leaked not in text
+    assert "HF_TOKEN" in text  # secret names stay readable
+    assert REV in text  # commit shas are not mistaken for secrets
+
+
+def test_scrub_leaves_plain_text() -> None:
+    plain = "secret hf-token not found in namespace ml; instance Standard_NC24ads_A100_v4"
+    assert scrub(plain) == plain
+
+
+def test_summary_line() -> None:
+    assert summary_line([]) == "0 models"
+    assert summary_line([report("a")]) == "1 model: 1 Ready"
+    assert summary_line([report("a", "Failed"), report("b"), report("c", "Failed")]) == "3 models: 1 Ready, 2 Failed"
+
+
+def test_report_from_health() -> None:
+    h = ModelHealth("Ready", "workspaceSucceeded", "serving",
+                    (Condition("InferenceReady", "True", "ok", ""),), (), "http://x", True)
+    r = report_from_health("ml", "phi", h, sku="S", nodes=2, revision=REV)
+    assert r.model_id == "ml.phi" and r.conditions == (("InferenceReady", "True", "ok", ""),)
+    assert r.endpoint == "http://x" and r.nodes == 2
