@@ -1,0 +1,78 @@
+"""`gitops-kaito render`: prints every object a model repository asks for, in apply order, as YAML or JSON.
+
+Load errors go to stderr as path:line: message (exit 1) while the valid models are still printed; bugs exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from gitops_kaito.cli.common import EXIT_INVALID, EXIT_OK, CliError, add_output_flag, add_repo_flag, emit
+from gitops_kaito.yamlsource import SourceError
+
+LOCAL_REVISION = "local"  # the repo is not a git checkout
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "render", help="print the Kubernetes objects a repository renders to",
+        description="Render every model request under models/ (with the repository's templates/ overrides) "
+                    "and print the desired objects in apply order: ConfigMaps, GPU nodes, Workspaces.")
+    add_repo_flag(parser)
+    add_output_flag(parser, choices=("yaml", "json"), default="yaml")
+    parser.add_argument("--revision", help="value of the revision annotation (default: the checkout's "
+                                           "<branch>@sha1:<commit>, or 'local' outside git)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gitops_kaito import render
+    from gitops_kaito.loader import load_repository
+
+    root = Path(args.repo)
+    if not root.is_dir():
+        raise CliError(f"{root}: not a directory")
+    revision = args.revision or checkout_revision(root)
+    try:
+        load = load_repository(root)
+        templates_dir = render.repo_templates_dir(load.root)
+        render.check_templates(templates_dir)
+    except SourceError as err:  # a broken override template is the user's input, like a broken model
+        print(str(err), file=sys.stderr)
+        return EXIT_INVALID
+    except Exception as err:  # a bug must end as one line and exit 2, never a traceback
+        raise CliError(f"internal error while loading {root}: {type(err).__name__}: {err}")
+
+    messages = [str(e) for e in load.errors]
+    rendered = []
+    for model in sorted(load.models, key=lambda m: m.request.id):
+        try:
+            rendered.append(render.render_model(model, load.config, revision, templates_dir))
+        except (render.RenderError, SourceError) as err:
+            messages.append(str(err))
+        except Exception as err:
+            raise CliError(f"internal error while rendering {model.request.path}: {type(err).__name__}: {err}")
+    manifests = [obj.manifest for obj in render.desired_objects(rendered)]
+    if args.output == "json":
+        emit(manifests, "json")
+    elif manifests:
+        emit(manifests, "yaml")
+    for message in messages:
+        print(message, file=sys.stderr)
+    return EXIT_INVALID if messages else EXIT_OK
+
+
+def checkout_revision(root: Path) -> str:
+    """"<branch>@sha1:<commit>" of the git checkout holding root, in the revision annotation's format."""
+    try:
+        import git
+
+        repo = git.Repo(root, search_parent_directories=True)
+        sha = repo.head.commit.hexsha
+        branch = "" if repo.head.is_detached else repo.active_branch.name
+    except Exception:  # not a checkout, no commits yet, or git missing: the output is still useful
+        return LOCAL_REVISION
+    return f"{branch}@sha1:{sha}" if branch else f"sha1:{sha}"
