@@ -341,3 +341,113 @@ def test_fit_uses_the_sku_as_given(catalog: Catalog) -> None:
     doubled = replace(sku, name="custom", gpu_count=2, gpu_memory_gib=160.0, price=None)
     fit = catalog.fit(catalog.preset("llama-3.3-70b-instruct"), doubled)
     assert (fit.nodes, fit.price_per_hour) == (2, None)
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------------
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from gitops_kaito.cli import main
+
+    code = main(["catalog", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_models_table_lists_supported_only(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "FAMILY", "SIZE-GIB"]
+    assert len(lines) == 1 + 60
+    assert any(line.startswith("phi-4-mini-instruct ") for line in lines)
+    assert not any(line.startswith(("phi-2 ", "falcon-")) for line in lines)
+
+
+def test_cli_models_all_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    code, out, _ = run_cli(capsys, "models", "--all", "-o", "json")
+    assert code == 0
+    models = {m["name"]: m for m in json.loads(out)}
+    assert len(models) == 65
+    assert models["phi-2"]["status"] == "deprecated" and models["phi-2"]["replacement"] == "phi-4-mini-instruct"
+    assert models["llama-3.3-70b-instruct"]["gated"] is True
+    assert models["llama-3.3-70b-instruct"]["modelSizeGiB"] == 131.42
+
+
+def test_cli_skus_per_cloud_yaml(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    code, out, _ = run_cli(capsys, "skus", "--cloud", "aws", "-o", "yaml")
+    assert code == 0
+    skus = yaml.safe_load(out)
+    assert len(skus) == 35 and {s["cloud"] for s in skus} == {"aws"}
+    g6 = next(s for s in skus if s["name"] == "g6.xlarge")
+    assert g6["price"]["usdPerHour"] == 0.8048 and g6["price"]["region"] == "us-east-1"
+    code, out, _ = run_cli(capsys, "skus", "--cloud", "arc", "--all")
+    assert code == 0 and "Standard_NK6" in out and "removed" in out
+    assert len(out.splitlines()) == 1 + 8 + 2
+
+
+def test_cli_fit_marks_the_default_cheapest_first(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "fit", "llama-3.3-70b-instruct")
+    assert code == 0
+    lines = out.splitlines()
+    assert "131.42 GiB" in lines[0] and "clouds azure" in lines[0] and "gated" in lines[0]
+    rows = [line.split() for line in lines[2:] if line.startswith(("yes ", "no "))]
+    assert rows[0][:4] == ["yes", "Standard_NC24ads_A100_v4", "azure", "3"]
+    assert sum(r[0] == "yes" for r in rows) == 1
+    assert "Standard_NV36ads_A10_v5" not in out  # needs 9 nodes: does not fit
+    assert lines[-1] == "default: 3 x Standard_NC24ads_A100_v4 at $11.019/h"
+
+
+def test_cli_fit_json_with_cloud_and_max_model_len(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    code, out, _ = run_cli(capsys, "fit", "LLAMA-3.3-70B-INSTRUCT", "--cloud", "azure", "--max-model-len", "16384",
+                           "-o", "json", "--all")
+    assert code == 0
+    data = json.loads(out)
+    assert data["maxModelLen"] == 16384 and data["clouds"] == ["azure"]
+    nc48 = next(f for f in data["fits"] if f["sku"] == "Standard_NC48ads_A100_v4")
+    assert (nc48["nodes"], nc48["totalGpus"]) == (2, 4)  # what KAITO's own example deploys
+    assert any(f["sku"] == "Standard_NV36ads_A10_v5" and "8-node limit" in f["reason"] for f in data["doesNotFit"])
+
+
+def test_cli_fit_unknown_model_suggests(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "fit", "phi-4-mini")
+    assert code == 1 and out == ""
+    assert "unknown model 'phi-4-mini'" in err and "did you mean 'phi-4-mini-instruct'" in err
+    assert "Traceback" not in err
+
+
+def test_cli_fit_removed_model_names_replacement(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "fit", "falcon-40b")
+    assert code == 1 and "removed" in err and "use 'gpt-oss-20b' instead" in err
+
+
+def test_cli_fit_bad_max_model_len(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "fit", "phi-3-mini-4k-instruct", "--max-model-len", "8192")
+    assert code == 1 and "token limit 4096" in err
+
+
+def test_cli_fit_nothing_fits_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "fit", "deepseek-ai/DeepSeek-V4-Pro", "--cloud", "arc")
+    assert code == 1 and "no SKU in arc" in out
+
+
+def test_cli_fit_uses_repo_prices_and_clouds(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "gitops-kaito.yaml").write_text(
+        "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\nclouds: [aws]\nprices:\n  g5.xlarge: 0.5\n")
+    code, out, _ = run_cli(capsys, "fit", "phi-4-mini-instruct", "--repo", str(tmp_path))
+    assert code == 0 and "clouds aws" in out
+    assert out.splitlines()[-1] == "default: 1 x g5.xlarge at $0.5/h"
+    (tmp_path / "gitops-kaito.yaml").write_text("apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\nbogus: 1\n")
+    code, _, err = run_cli(capsys, "fit", "phi-4-mini-instruct", "--repo", str(tmp_path))
+    assert code == 1 and "gitops-kaito.yaml:3" in err
+
+
+def test_cli_catalog_without_subcommand_is_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys)
+    assert code == 2 and "models" in out and "fit" in out
