@@ -5,10 +5,19 @@ Parsing here trusts that the document already passed the JSON Schema; it fills d
 
 from __future__ import annotations
 
+import difflib
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
 from gitops_kaito.ownership import model_id
+from gitops_kaito.resources import data_path
+from gitops_kaito.yamlsource import LocatedDoc, SourceError
 
 API_VERSION = "gitops.kaito.sh/v1alpha1"
 KIND = "ModelDeployment"
@@ -102,3 +111,104 @@ def request_from_document(data: dict[str, Any], *, namespace: str, path: str, de
         annotations=tuple(sorted((str(k), str(v)) for k, v in (meta.get("annotations") or {}).items())),
         path=path,
     )
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The shipped JSON Schema (schemas/modeldeployment.schema.json)."""
+    path = data_path("schemas") / "modeldeployment.schema.json"
+    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return loaded
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(schema())
+
+
+def dotted(json_path: Sequence[str | int]) -> str:
+    """spec.adapters[2].name style, the way people read a path in a YAML file."""
+    out = ""
+    for part in json_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "the document"
+
+
+def validate_document(doc: LocatedDoc) -> list[SourceError]:
+    """Every schema violation of doc, one per offending field, located at its line."""
+    found: dict[tuple[str | int, ...], SourceError] = {}
+    errors = sorted(_validator().iter_errors(doc.data), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    for error in errors:
+        for json_path, message in _describe(error):
+            # One problem per field is easier to act on than jsonschema's several views of it.
+            found.setdefault(json_path, doc.error(json_path, message))
+    return list(found.values())
+
+
+_JSON_TYPES = {dict: "a mapping", list: "a list", str: "a string", bool: "true/false", int: "an integer",
+               float: "a number", type(None): "null"}
+
+
+def _type_name(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _known_properties(schema_part: Mapping[str, Any]) -> list[str]:
+    return sorted(schema_part.get("properties", {}))
+
+
+def _describe(error: ValidationError) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    here = tuple(error.absolute_path)
+    field = dotted(here)
+    rule: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
+    instance: Any = error.instance
+    value: Any = error.validator_value
+    if error.validator == "additionalProperties" and isinstance(instance, dict):
+        known = _known_properties(rule)
+        for extra in sorted(set(instance) - set(known)):
+            hint = difflib.get_close_matches(str(extra), known, n=1, cutoff=0.6)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            where = f" in {field}" if here else ""
+            yield (*here, extra), f"unknown field {extra!r}{where}{suggestion}; known fields: {', '.join(known)}"
+        return
+    if "propertyNames" in error.schema_path:
+        key = str(instance)
+        message = rule.get("x-error") or error.message
+        yield (*here, key), f"{field}: key {key!r} {message}"
+        return
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        yield here, f"missing required field {dotted((*here, missing))!r}"
+        return
+    if error.validator == "type":
+        wanted = value if isinstance(value, list) else [value]
+        names = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false",
+                 "object": "a mapping", "array": "a list"}
+        yield here, f"{field} must be {' or '.join(names.get(str(w), str(w)) for w in wanted)}, got {_type_name(instance)} {instance!r}"
+        return
+    if error.validator == "enum":
+        choices = [str(c) for c in value]
+        hint = difflib.get_close_matches(str(instance), choices, n=1, cutoff=0.5)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        yield here, f"{field} {instance!r} is not one of {', '.join(choices)}{suggestion}"
+        return
+    if error.validator == "const":
+        yield here, f"{field} must be {value!r}, got {instance!r}"
+        return
+    if error.validator == "maxItems":
+        extra = rule.get("x-error", f"at most {value} items")
+        yield here, f"{field} has {len(instance)} items: {extra}"
+        return
+    if error.validator == "maxLength":
+        yield here, f"{field} is {len(instance)} characters long: the limit is {value}"
+        return
+    if error.validator == "minLength":
+        yield here, f"{field} must not be empty"
+        return
+    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        yield here, f"{field} {error.message}"
+        return
+    if error.validator == "pattern":
+        yield here, f"{field} {instance!r} {rule.get('x-error') or 'has the wrong form'}"
+        return
+    yield here, f"{field}: {error.message}"

@@ -5,15 +5,27 @@ Pure: KAITO's admission rules that can be checked before a cluster sees the Work
 
 from __future__ import annotations
 
+import difflib
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from gitops_kaito.modelrequest import LoadError, ModelRequest
+from gitops_kaito.catalog import Catalog, Fit, GpuSku, Preset, RemovedPreset, UnknownPreset
+from gitops_kaito.config import RepoConfig
+from gitops_kaito.modelrequest import MAX_ADAPTERS, LoadError, ModelRequest
 
-if TYPE_CHECKING:
-    from gitops_kaito.catalog import Fit, GpuSku, Preset
-    from gitops_kaito.config import RepoConfig
+log = logging.getLogger(__name__)
+
+# KAITO drops these from a labelSelector and rejects a matchLabels made only of them (FACTS.md §4.2.3).
+RESERVED_LABEL_KEYS = frozenset({
+    "kaito.sh/workspace", "kaito.sh/workspacenamespace", "kaito.sh/ragengine", "kaito.sh/ragenginenamespace",
+    "karpenter.kaito.sh/workspace-name", "karpenter.kaito.sh/workspace-namespace",
+    "karpenter.kaito.sh/inferenceset", "karpenter.kaito.sh/inferenceset-namespace",
+})
+# Modes where a GPU SKU must be known: KAITO (NAP) needs instanceType, and the reconciler creates the nodes itself
+# in the others. byo is the only mode that can go without one.
+MODES_NEEDING_SKU = ("kaito", "nodeclaim", "machine", "aks")
 
 
 @dataclass(frozen=True)
@@ -42,3 +54,143 @@ class RepoLoad:
     errors: tuple[LoadError, ...]
     config_ok: bool  # False when gitops-kaito.yaml itself is broken: the sync must not prune
     discovered_ids: frozenset[str]  # every model id whose file was found, valid or not: prune must spare them
+
+
+class ResolveError(Exception):
+    """A request that cannot be served as written; json_path locates the field to blame."""
+
+    def __init__(self, json_path: Sequence[str | int], message: str) -> None:
+        super().__init__(message)
+        self.json_path = tuple(json_path)
+        self.message = message
+
+
+def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig) -> ResolvedModel:
+    """Decide preset, SKU, nodes and selector for one request, or raise ResolveError naming the field."""
+    preset = _preset(request, catalog)
+    _check_runtime(request, preset)
+    _check_config(request, preset)
+    _check_adapters(request)
+    label_selector = _label_selector(request)
+    sku, fit = _sku_and_fit(request, preset, catalog, config)
+    if fit is None:
+        nodes, gpus, price = request.nodes or 1, 0, None
+    else:
+        nodes = _nodes(request, fit)
+        gpus = nodes * fit.gpus_per_node
+        price = _price(fit, nodes)
+    return ResolvedModel(
+        request=request, preset=preset, sku=sku, fit=fit, nodes=nodes, gpus=gpus,
+        provisioning=request.provisioning, price_per_hour=price, disk_gib=preset.disk_gib,
+        label_selector=label_selector,
+    )
+
+
+def _preset(request: ModelRequest, catalog: Catalog) -> Preset:
+    try:
+        preset = catalog.preset(request.model)
+    except (UnknownPreset, RemovedPreset) as err:  # their messages carry the suggestions / the replacement
+        raise ResolveError(("spec", "model"), str(err))
+    if preset.gated and not request.model_access_secret:
+        raise ResolveError(("spec", "model"), f"model {preset.hf_id} is gated on Hugging Face: set "
+                           "spec.modelAccessSecret to a Secret holding HF_TOKEN")
+    return preset
+
+
+def _check_runtime(request: ModelRequest, preset: Preset) -> None:
+    if request.runtime not in preset.runtimes:
+        raise ResolveError(("spec", "runtime"), f"KAITO cannot serve {preset.name} with the {request.runtime} runtime "
+                           f"(supported: {', '.join(preset.runtimes)})")
+
+
+def _check_config(request: ModelRequest, preset: Preset) -> None:
+    length = request.max_model_len
+    if length is not None and preset.token_limit and length > preset.token_limit:
+        raise ResolveError(("spec", "config", "max-model-len"), f"max-model-len {length} exceeds the token limit "
+                           f"of {preset.name} ({preset.token_limit})")
+
+
+def _check_adapters(request: ModelRequest) -> None:
+    if len(request.adapters) > MAX_ADAPTERS:
+        raise ResolveError(("spec", "adapters"), f"{len(request.adapters)} adapters: KAITO allows at most {MAX_ADAPTERS}")
+    seen: set[str] = set()
+    for index, adapter in enumerate(request.adapters):
+        if adapter.name in seen:
+            raise ResolveError(("spec", "adapters", index, "name"), f"duplicate adapter name {adapter.name!r}")
+        seen.add(adapter.name)
+        if adapter.strength is not None and request.runtime == "vllm":
+            raise ResolveError(("spec", "adapters", index, "strength"),
+                               "the vllm runtime does not support adapter strength: remove it or use transformers")
+
+
+def _label_selector(request: ModelRequest) -> tuple[tuple[str, str], ...]:
+    if not request.node_selector:
+        return (("apps", request.name),)  # what KAITO's own examples use
+    kept = tuple((k, v) for k, v in request.node_selector if k not in RESERVED_LABEL_KEYS)
+    if not kept:
+        raise ResolveError(("spec", "nodeSelector"), "nodeSelector has only KAITO-reserved keys "
+                           f"({', '.join(k for k, _ in request.node_selector)}): KAITO rejects such a labelSelector")
+    if len(kept) < len(request.node_selector):
+        # KAITO drops reserved keys with a warning; dropping them here keeps the plan equal to what KAITO stores.
+        log.warning("%s: KAITO-reserved nodeSelector keys dropped", request.path)
+    return kept
+
+
+def _sku_and_fit(request: ModelRequest, preset: Preset, catalog: Catalog,
+                 config: RepoConfig) -> tuple[GpuSku | None, Fit | None]:
+    clouds = tuple(config.clouds)
+    if request.instance_type is None:
+        if request.provisioning not in MODES_NEEDING_SKU:
+            return None, None  # byo: the nodes exist already; the labelSelector is all KAITO needs
+        try:
+            fit = catalog.choose_sku(preset, clouds, request.max_model_len)
+        except LookupError:
+            raise ResolveError(("spec", "model"), f"no GPU SKU in the allowed clouds ({', '.join(clouds)}) fits "
+                               f"{preset.name} ({_size(preset)}); see `gitops-kaito catalog fit {preset.name}`")
+        return fit.sku, fit
+    sku = catalog.sku(request.instance_type, clouds)
+    if sku is None:
+        raise ResolveError(("spec", "instanceType"), _unknown_sku_message(request.instance_type, catalog, clouds))
+    fit = catalog.fit(preset, sku, request.max_model_len)
+    if not fit.fits:
+        raise ResolveError(("spec", "instanceType"), f"SKU too small: {fit.reason}")
+    if request.runtime == "transformers" and fit.nodes > 1:
+        raise ResolveError(("spec", "instanceType"), f"{preset.name} needs {fit.nodes} nodes of {sku.name}, and "
+                           "KAITO's transformers runtime cannot serve a model across nodes: use a larger SKU or vllm")
+    return sku, fit
+
+
+def _unknown_sku_message(name: str, catalog: Catalog, clouds: Sequence[str]) -> str:
+    elsewhere = catalog.sku(name)
+    if elsewhere is not None:
+        return (f"{elsewhere.name} is a {elsewhere.cloud} SKU, and this repo allows {', '.join(clouds)} "
+                "(set clouds in gitops-kaito.yaml)")
+    # KAITO's webhook lets unknown Azure Standard_N*/Standard_D* names through, but its node estimator then fails
+    # with "Unsupported SKU" and the Workspace never gets nodes: refuse them here, in the pull request.
+    names = [s.name for s in catalog.skus(clouds)]
+    hint = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    suggestion = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+    return (f"unknown GPU instance type {name!r} for {', '.join(clouds)}{suggestion} "
+            "(list them with `gitops-kaito catalog skus`)")
+
+
+def _nodes(request: ModelRequest, fit: Fit) -> int:
+    if request.nodes is None:
+        return fit.nodes
+    if request.nodes < fit.nodes:
+        raise ResolveError(("spec", "nodes"), f"nodes is {request.nodes}, but {fit.preset.name} "
+                           f"({_size(fit.preset)}) needs {fit.nodes} nodes of {fit.sku.name} "
+                           f"({fit.sku.gpu_count} x {fit.sku.gpu_memory_per_gpu_gib:g} GiB GPU memory each) "
+                           "by KAITO's estimate")
+    return request.nodes
+
+
+def _price(fit: Fit, nodes: int) -> float | None:
+    if fit.sku.price is None:
+        return None
+    return round(fit.sku.price.usd_per_hour * nodes, 4)
+
+
+def _size(preset: Preset) -> str:
+    size = preset.model_size_gib
+    return f"{size:g} GiB of weights" if size else "size unknown"

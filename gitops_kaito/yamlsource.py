@@ -103,6 +103,10 @@ def load_yaml_text(text: str, shown: str) -> LocatedDoc:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         problem = err.problem or err.context or "invalid YAML"
+        if err.context and err.context_mark is not None:
+            problem += f" ({err.context} started on line {err.context_mark.line + 1})"
+            if mark is not None and mark.index >= len(text.rstrip()):
+                mark = err.context_mark  # the end of the file is no place to send someone: point at the opener
         if mark is None:
             raise SourceError(shown, None, None, f"invalid YAML: {problem}")
         raise SourceError(shown, mark.line + 1, mark.column + 1, f"invalid YAML: {problem}")
@@ -135,61 +139,63 @@ def _check_events(text: str, shown: str) -> None:
     documents = 0
     depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        mark = event.start_mark
+        line, column = _at(event)
         if isinstance(event, yaml.AliasEvent):
-            raise SourceError(shown, mark.line + 1, mark.column + 1,
-                              f"YAML aliases (*{event.anchor}) are not allowed in model files: write the value out")
+            raise SourceError(shown, line, column, f"YAML aliases (*{event.anchor}) are not allowed in model files: write the value out")
         if isinstance(event, yaml.DocumentStartEvent):
             documents += 1
             if documents > 1:
-                raise SourceError(shown, mark.line + 1, mark.column + 1,
-                                  "more than one YAML document ('---'): put each model in its own file")
+                raise SourceError(shown, line, column, "more than one YAML document ('---'): put each model in its own file")
         elif isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                raise SourceError(shown, mark.line + 1, mark.column + 1,
-                                  f"nesting is deeper than {MAX_DEPTH} levels")
+                raise SourceError(shown, line, column, f"nesting is deeper than {MAX_DEPTH} levels")
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
 
 
+def _at(item: yaml.Node | yaml.Event) -> tuple[int | None, int | None]:
+    mark = item.start_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+
+
 def _scalar(node: yaml.ScalarNode, shown: str) -> Any:
     if node.tag == "tag:yaml.org,2002:merge":
-        raise SourceError(shown, node.start_mark.line + 1, node.start_mark.column + 1,
-                          "YAML merge keys ('<<') are not allowed in model files")
+        raise SourceError(shown, *_at(node), "YAML merge keys ('<<') are not allowed in model files")
     # SafeConstructor applies YAML 1.1's safe scalar rules (ints, bools, floats, null, timestamps, strings).
     try:
         return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as err:
-        raise SourceError(shown, node.start_mark.line + 1, node.start_mark.column + 1,
-                          f"invalid value: {err.problem}")
+        raise SourceError(shown, *_at(node), f"invalid value: {err.problem}")
 
 
 def _convert(node: yaml.Node, here: JsonPath, positions: dict[JsonPath, tuple[int, int]], shown: str) -> Any:
     if isinstance(node, yaml.ScalarNode):
         return _scalar(node, shown)
     if node.tag not in ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
-        raise SourceError(shown, node.start_mark.line + 1, node.start_mark.column + 1,
-                          f"unsupported YAML tag {node.tag!r}")
+        raise SourceError(shown, *_at(node), f"unsupported YAML tag {node.tag!r}")
     if isinstance(node, yaml.SequenceNode):
         items = []
         for index, child in enumerate(node.value):
-            positions[(*here, index)] = (child.start_mark.line + 1, child.start_mark.column + 1)
+            line, column = _at(child)
+            if line is not None and column is not None:
+                positions[(*here, index)] = (line, column)
             items.append(_convert(child, (*here, index), positions, shown))
         return items
     assert isinstance(node, yaml.MappingNode)
     result: dict[Any, Any] = {}
     for key_node, value_node in _pairs(node):
-        where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        line, column = _at(key_node)
         if not isinstance(key_node, yaml.ScalarNode):
-            raise SourceError(shown, *where, "mapping keys must be plain strings")
+            raise SourceError(shown, line, column, "mapping keys must be plain strings")
         key = _scalar(key_node, shown)
         if not isinstance(key, str):
             # 'on:', 'yes:', '1:' become bools/ints in YAML 1.1; the schema speaks of string keys.
             key = key_node.value
         if key in result:
-            raise SourceError(shown, *where, f"duplicate key {key!r}")
-        positions[(*here, key)] = where
+            raise SourceError(shown, line, column, f"duplicate key {key!r}")
+        if line is not None and column is not None:
+            positions[(*here, key)] = (line, column)
         result[key] = _convert(value_node, (*here, key), positions, shown)
     return result
 
