@@ -512,3 +512,33 @@ def test_cli_render_valid_repo_exits_0_and_broken_override_exits_1(tmp_path: Pat
     assert broken.returncode == 1
     assert "templates/workspace-v1beta1.yaml" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def test_cli_render_defaults_the_revision_to_the_checkout_commit(tmp_path: Path, loader: Any) -> None:
+    git = pytest.importorskip("git")
+    write_repo(tmp_path, {"ml/a.yaml": GOOD_MODEL.format(name="a")})
+    repo = git.Repo.init(tmp_path, initial_branch="main")
+    repo.index.add(["models/ml/a.yaml"])
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "t").set_value("user", "email", "t@example.invalid")
+    sha = repo.index.commit("a model").hexsha
+    result = run_cli("render", "--repo", str(tmp_path), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    revisions = {d["metadata"]["annotations"][ownership.ANNOTATION_REVISION] for d in json.loads(result.stdout)}
+    assert revisions == {f"main@sha1:{sha}"}
+
+
+def test_cli_render_internal_error_exits_2_without_traceback(tmp_path: Path, loader: Any,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from gitops_kaito.cli import main
+
+    write_repo(tmp_path, {"ml/a.yaml": GOOD_MODEL.format(name="a")})
+
+    def boom(*_args: Any, **_kwargs: Any) -> render.RenderedModel:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(render, "render_model", boom)
+    assert main(["render", "--repo", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "internal error" in err and "RuntimeError: bug" in err and "Traceback" not in err

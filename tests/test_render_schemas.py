@@ -238,3 +238,52 @@ def test_kaitos_own_examples_pass_the_schema_conversion(shared_kaito: Path) -> N
     bad = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "x"},
            "resource": {"labelSelector": {}, "instanceTyp": "typo"}}
     assert list(jsonschema.Draft7Validator(schema).iter_errors(bad)), "unknown fields must be reported"
+
+
+MODE_MODEL = """\
+apiVersion: gitops.kaito.sh/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: {name}
+spec:
+  model: {model}
+  provisioning: {mode}
+  nodes: 2
+  config:
+    max-model-len: 4096
+"""
+
+
+def test_a_loaded_repository_in_every_mode_renders_valid_objects(shared_kaito: Path, tmp_path: Path) -> None:
+    """End to end through the real loader and resolver: files -> RepoLoad -> render -> KAITO's schemas."""
+    from gitops_kaito.loader import load_repository
+
+    modes = ["kaito", "nodeclaim", "machine", "aks", "byo"]
+    for mode in modes:
+        path = tmp_path / "models" / "ml" / f"m-{mode}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(MODE_MODEL.format(name=f"m-{mode}", model="phi-4-mini-instruct", mode=mode))
+    load = load_repository(tmp_path)
+    assert not load.errors, [str(e) for e in load.errors]
+    schemas = {
+        ("kaito.sh/v1beta1", "Workspace"): crd_schema(shared_kaito / "crd-workspaces-v0.12.yaml", "v1beta1"),
+        ("kaito.sh/v1alpha1", "Workspace"): crd_schema(shared_kaito / "crd-workspaces-v0.3-legacy.yaml", "v1alpha1"),
+        ("karpenter.sh/v1", "NodeClaim"): crd_schema(shared_kaito / "crd-nodeclaims-karpenter-v1.yaml", "v1"),
+        ("karpenter.sh/v1alpha5", "Machine"): crd_schema(shared_kaito / "crd-machines-karpenter-v1alpha5.yaml",
+                                                         "v1alpha5"),
+    }
+    rendered = render.render_repository(load, REVISION)
+    seen = set()
+    for r in rendered:
+        for obj in r.objects:
+            key = (obj.manifest["apiVersion"], obj.manifest["kind"])
+            seen.add(key)
+            check_metadata(obj.manifest)
+            if key in schemas:
+                validate(obj.manifest, schemas[key], str(obj.ref))
+    assert seen == {*schemas, ("v1", "ConfigMap")}
+    by_mode = {r.model.provisioning: [o.manifest["kind"] for o in r.objects] for r in rendered}
+    assert by_mode["aks"] == by_mode["byo"] == by_mode["kaito"] == ["ConfigMap", "Workspace"]
+    assert by_mode["nodeclaim"][-1] == by_mode["machine"][-1] == "Workspace"
+    assert by_mode["nodeclaim"][1:-1] == ["NodeClaim", "NodeClaim"]  # one per node
+    assert by_mode["machine"][1:-1] == ["Machine", "Machine"]
