@@ -157,7 +157,8 @@ class ArmEmulator:
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> ArmEmulator:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="arm-emulator", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="arm-emulator", daemon=True)
         self._thread.start()
         return self
 
