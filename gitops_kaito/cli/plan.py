@@ -1,0 +1,268 @@
+"""`gitops-kaito plan` and `gitops-kaito diff`: what a sync pass would change, without changing anything.
+
+plan: text, JSON or a pull-request comment in markdown (split under GitHub's size limit); diff: per-object diffs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from gitops_kaito.cli.common import EXIT_CHANGES, EXIT_OK, CliError, add_cluster_flags, add_repo_flag
+from gitops_kaito.kube import Kube, KubeError
+from gitops_kaito.plan import Action, Change, Plan, comparable, owned_fields, project
+from gitops_kaito.sync import Desired, SyncError, plan_repository
+
+COMMENT_LIMIT = 65_000  # GitHub refuses comments over 65,536 characters
+COMMENT_MARKER = "<!-- gitops-kaito plan: comment {i} of {n} -->"
+_SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-",
+           Action.BLOCKED: "!", Action.NOOP: "="}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    plan = subparsers.add_parser("plan", help="show what a sync would change (exit 0: nothing, 1: changes, 2: error)")
+    add_repo_flag(plan)
+    add_cluster_flags(plan)
+    plan.add_argument("--format", choices=["text", "markdown", "json"], default="text", help="output format")
+    plan.add_argument("--revision", default="", help="revision to stamp (default: the checkout's branch@sha1:...)")
+    plan.add_argument("--split-dir", type=Path,
+                      help="markdown: write comment-1.md, comment-2.md, ... here instead of printing")
+    plan.add_argument("--allow-mass-prune", action="store_true", help="plan as if the prune guard were lifted")
+    plan.set_defaults(func=run_plan)
+
+    diff = subparsers.add_parser("diff", help="per-object diff of the repository against the cluster "
+                                              "(exit 0: no diff, 1: diff, 2: error)")
+    add_repo_flag(diff)
+    add_cluster_flags(diff)
+    diff.add_argument("--revision", default="", help="revision to stamp")
+    diff.set_defaults(func=run_diff)
+
+
+def _plan(args: argparse.Namespace) -> tuple[Desired, Plan]:
+    try:
+        with Kube.connect(args.kubeconfig, args.context) as kube:
+            return plan_repository(Path(args.repo), kube, revision=args.revision,
+                                   allow_mass_prune=getattr(args, "allow_mass_prune", False))
+    except (KubeError, SyncError) as err:
+        raise CliError(str(err)) from None
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    desired, plan = _plan(args)
+    if args.format == "json":
+        json.dump(plan_json(desired, plan), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.format == "markdown":
+        comments = split_comments(markdown_parts(desired, plan))
+        if args.split_dir:
+            args.split_dir.mkdir(parents=True, exist_ok=True)
+            for i, text in enumerate(comments, 1):
+                (args.split_dir / f"comment-{i}.md").write_text(text)
+            print(f"wrote {len(comments)} comment(s) to {args.split_dir}")
+        else:
+            sys.stdout.write("\n".join(comments))
+    else:
+        write_text(desired, plan, sys.stdout)
+    return EXIT_CHANGES if (plan.has_changes or desired.errors) else EXIT_OK
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    desired, plan = _plan(args)
+    for err in desired.errors:
+        print(f"error: {err}", file=sys.stderr)
+    for change in plan.pending:
+        sys.stdout.write(object_diff(change))
+    return EXIT_CHANGES if (plan.has_changes or desired.errors) else EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- diff
+
+
+def _yaml(obj: Any) -> list[str]:
+    if obj is None:
+        return []
+    return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False).splitlines(keepends=True)
+
+
+def _sides(change: Change) -> tuple[Any, Any]:
+    """Live restricted to what we manage, and desired, both normalised the way planning compares them."""
+    want = comparable(change.desired) if change.desired is not None else None
+    if change.live is None:
+        return None, want
+    if change.desired is None:
+        live = comparable({k: v for k, v in change.live.items() if k != "status"})
+        return live, None
+    return comparable(project(change.live, change.desired, owned_fields(change.live))), want
+
+
+def object_diff(change: Change) -> str:
+    live, want = _sides(change)
+    if change.action in (Action.DELETE, Action.BLOCKED) and change.desired is None:
+        want = None
+    head = f"{_SYMBOL[change.action]} {change.action.value} {change.ref} ({change.model_id}): {change.reason}\n"
+    lines = difflib.unified_diff(_yaml(live), _yaml(want), fromfile=f"live/{change.ref}",
+                                 tofile=f"desired/{change.ref}", n=3)
+    return head + "".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- text / json
+
+
+def write_text(desired: Desired, plan: Plan, out: TextIO) -> None:
+    for err in desired.errors:
+        print(f"error: {err}", file=out)
+    if not plan.has_changes:
+        print("No changes: the cluster matches the repository.", file=out)
+    for change in plan.changes:
+        if change.action == Action.NOOP:
+            continue
+        drift = " [drift]" if change.drift else ""
+        print(f"{_SYMBOL[change.action]:>3} {change.action.value:<7} {change.ref}{drift}  ({change.reason})", file=out)
+        for op in change.patch:
+            value = f" {json.dumps(op['value'])}" if "value" in op else ""
+            print(f"        {op['op']} {op['path']}{value}", file=out)
+    if plan.prune_refused:
+        print(plan.prune_refused, file=out)
+    counts = plan.counts()
+    print(f"Plan: {counts['create']} to create, {counts['update']} to update, {counts['replace']} to replace, "
+          f"{counts['delete']} to delete, {counts['blocked']} blocked.", file=out)
+
+
+def plan_json(desired: Desired, plan: Plan) -> dict[str, Any]:
+    return {
+        "hasChanges": plan.has_changes,
+        "pruneRefused": plan.prune_refused or None,
+        "errors": list(desired.errors),
+        "counts": plan.counts(),
+        "models": model_rows(desired, plan),
+        "changes": [{
+            "object": str(c.ref), "apiVersion": c.ref.api_version, "kind": c.ref.kind,
+            "namespace": c.ref.namespace or None, "name": c.ref.name, "model": c.model_id,
+            "action": c.action.value, "wave": c.wave.name, "drift": c.drift, "reason": c.reason,
+            "immutable": list(c.immutable), "patch": [dict(op) for op in c.patch],
+        } for c in plan.changes],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- markdown
+
+
+def model_action(changes: Sequence[Change]) -> str:
+    actions = {c.action for c in changes}
+    for action in (Action.BLOCKED, Action.REPLACE):
+        if action in actions:
+            return action.value
+    pending = actions - {Action.NOOP}
+    if pending == {Action.CREATE}:
+        return "create"
+    if pending == {Action.DELETE}:
+        return "update" if any(c.desired is not None for c in changes) else "delete"  # else: a stale object
+    return "update" if pending else "no change"
+
+
+def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
+    rendered = {r.model.request.id: r for r in desired.rendered}
+    invalid = dict(desired.invalid)
+    rows = []
+    for mid in sorted(set(rendered) | set(plan.model_ids) | set(invalid)):
+        r = rendered.get(mid)
+        m = r.model if r else None
+        action = "invalid" if mid in invalid else model_action(plan.for_model(mid))
+        if r is not None and r.suspended and action in ("delete", "no change"):
+            action = "suspend"
+        rows.append({
+            "model": mid, "action": action,
+            "preset": m.preset.name if m else None,
+            "sku": m.sku.name if m and m.sku else None,
+            "nodes": m.nodes if m and not (r and r.suspended) else None,
+            "gpus": m.gpus if m and not (r and r.suspended) else None,
+            "pricePerHour": m.price_per_hour if m and not (r and r.suspended) else None,
+            "path": m.request.path if m else None,
+            "note": invalid.get(mid, ""),
+        })
+    return rows
+
+
+def _money(value: float | None) -> str:
+    return f"${value:,.2f}" if value is not None else "–"
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None or value == "" else str(value).replace("|", "\\|")
+
+
+_ICON = {"create": "🟢 create", "update": "🟡 update", "replace": "🟠 replace", "delete": "🔴 delete",
+         "blocked": "⛔ blocked", "invalid": "❌ invalid", "suspend": "⏸️ suspend", "no change": "no change"}
+
+
+def markdown_parts(desired: Desired, plan: Plan) -> list[str]:
+    """The comment as units that are never split: a summary first, then one <details> block per object."""
+    rows = model_rows(desired, plan)
+    counts = plan.counts()
+    lines = ["### gitops-kaito plan", ""]
+    if plan.has_changes:
+        lines.append(f"**{counts['create']}** to create, **{counts['update']}** to update, "
+                     f"**{counts['replace']}** to replace, **{counts['delete']}** to delete"
+                     + (f", **{counts['blocked']}** blocked" if counts["blocked"] else "")
+                     + (f" ({counts['drift']} drifted in the cluster)" if counts["drift"] else "") + ".")
+    else:
+        lines.append("No changes: the cluster matches the repository.")
+    lines += ["", "| Model | Action | Preset | GPU SKU | Nodes | GPUs | Price / hour |",
+              "|---|---|---|---|---:|---:|---:|"]
+    total = 0.0
+    total_known = True
+    for row in rows:
+        if row["pricePerHour"] is not None:
+            total += row["pricePerHour"]
+        elif row["nodes"] and row["action"] not in ("delete", "invalid"):
+            total_known = False
+        lines.append(f"| `{row['model']}` | {_ICON.get(row['action'], row['action'])} | {_cell(row['preset'])} | "
+                     f"{_cell(row['sku'])} | {_cell(row['nodes'])} | {_cell(row['gpus'])} | "
+                     f"{_money(row['pricePerHour'])} |")
+    gpus = sum(r["gpus"] or 0 for r in rows if r["action"] not in ("delete", "invalid"))
+    lines.append(f"| **Total after this change** | | | | | **{gpus}** | "
+                 f"**{_money(total)}{'' if total_known else ' + unknown'}** |")
+    notes = []
+    if plan.prune_refused:
+        notes.append(f"> [!WARNING]\n> {plan.prune_refused}")
+    for err in desired.errors:
+        notes.append(f"> [!CAUTION]\n> `{err}`")
+    for change in plan.changes:
+        if change.action == Action.BLOCKED and change.desired is not None:
+            notes.append(f"> [!IMPORTANT]\n> `{change.ref}`: {change.reason}")
+    if notes:
+        lines += ["", *notes]
+    parts = ["\n".join(lines) + "\n"]
+    for change in plan.pending:
+        body = object_diff(change)
+        summary = f"{_SYMBOL[change.action]} <code>{change.ref}</code> — {change.action.value}"
+        if change.drift:
+            summary += " (drift)"
+        parts.append(f"<details><summary>{summary}</summary>\n\n```diff\n{body}```\n</details>\n")
+    return parts
+
+
+def split_comments(parts: Sequence[str], limit: int = COMMENT_LIMIT) -> list[str]:
+    """Pack the parts into comments of at most `limit` characters, each with a marker naming its place."""
+    budget = limit - len(COMMENT_MARKER.format(i=999, n=999)) - 2
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for part in parts:
+        if len(part) > budget:
+            cut = budget - 200
+            part = part[:cut] + "\n```\n… (truncated: run `gitops-kaito diff` for the full text)\n</details>\n"
+        if size + len(part) > budget and chunks[-1]:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(part)
+        size += len(part) + 1
+    n = len(chunks)
+    return [COMMENT_MARKER.format(i=i, n=n) + "\n" + "\n".join(chunk) for i, chunk in enumerate(chunks, 1)]
+

@@ -1,0 +1,74 @@
+"""`gitops-kaito sync`: one reconcile pass of a local repository directory against a cluster.
+
+Prints what it did per model; exit 0 when every model is fine, 1 when a model failed/is invalid/blocked, 2 on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from gitops_kaito.cli.common import (
+    EXIT_CHANGES,
+    EXIT_OK,
+    CliError,
+    add_cluster_flags,
+    add_repo_flag,
+    emit,
+    print_table,
+)
+from gitops_kaito.kube import Kube, KubeError
+from gitops_kaito.sync import PassResult, SyncError, run_pass
+
+_TROUBLE = frozenset({"Failed", "Blocked", "Invalid"})
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("sync", help="run one sync pass of a local repository against the cluster")
+    add_repo_flag(parser)
+    add_cluster_flags(parser)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="plan and validate every write with a server-side dry run; change nothing")
+    parser.add_argument("--allow-mass-prune", action="store_true",
+                        help="let this pass delete more than prune.maxShare of the managed models (or all)")
+    parser.add_argument("--revision", default="", help="revision to stamp (default: the checkout's branch@sha1:...)")
+    parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table", help="output format")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        with Kube.connect(args.kubeconfig, args.context) as kube:
+            result = run_pass(Path(args.repo), kube, revision=args.revision, dry_run=args.dry_run,
+                              allow_mass_prune=args.allow_mass_prune)
+    except (KubeError, SyncError) as err:
+        raise CliError(str(err)) from None
+    if args.output == "table":
+        print_result(result)
+    else:
+        emit(result_dict(result), args.output)
+    troubled = any(o.state in _TROUBLE for o in result.outcomes) or bool(result.errors) or result.failed > 0
+    return EXIT_CHANGES if troubled else EXIT_OK
+
+
+def print_result(result: PassResult) -> None:
+    print_table([{"model": o.model_id, "state": o.state, "message": o.message} for o in result.outcomes],
+                ["model", "state", "message"])
+    for err in result.errors:
+        print(f"error: {err}", file=sys.stderr)
+    print(("dry run, " if result.dry_run else "") + result.summary())
+
+
+def result_dict(result: PassResult) -> dict[str, Any]:
+    return {
+        "revision": result.revision, "dryRun": result.dry_run, "durationSeconds": round(result.duration_s, 3),
+        "created": result.created, "updated": result.updated, "replaced": result.replaced,
+        "pruned": result.pruned, "driftCorrected": result.drift_corrected, "failed": result.failed,
+        "errors": list(result.errors),
+        "models": [{"model": o.model_id, "state": o.state, "message": o.message, "path": o.path or None,
+                    "changes": [{"object": str(c.ref), "action": c.action.value, "drift": c.drift,
+                                 "reason": c.reason} for c in o.changes]}
+                   for o in result.outcomes],
+    }

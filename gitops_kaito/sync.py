@@ -1,0 +1,237 @@
+"""One reconcile pass over a local repository directory: load -> render -> read live -> plan -> apply.
+
+Thin orchestration with a clean boundary: git checkout and status write-back wrap it from the outside.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gitops_kaito import apply as applying
+from gitops_kaito.kube import MANAGED_KINDS, WORKSPACE_VERSIONS, Kube, KubeError
+from gitops_kaito.loader import load_repository
+from gitops_kaito.objects import DesiredObject, Manifest
+from gitops_kaito.ownership import ANNOTATION_REPLACE
+from gitops_kaito.plan import Action, Change, Plan, PlanPolicy, make_plan
+from gitops_kaito.render import RenderedModel, check_templates, render_model, repo_templates_dir
+from gitops_kaito.resolve import RepoLoad, ResolvedModel
+from gitops_kaito.yamlsource import SourceError
+
+log = logging.getLogger(__name__)
+
+INVALID = "Invalid"  # the model's file failed to load or render: nothing of it is touched
+SUSPENDED = "Suspended"
+
+
+class SyncError(Exception):
+    """The pass cannot run at all (KAITO not installed, cluster unreachable, broken template override)."""
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's outcome in a pass."""
+
+    model_id: str
+    state: str  # apply states (Applied, Unchanged, Provisioning, Blocked, Failed, ...) or Invalid / Suspended
+    message: str
+    path: str = ""
+    changes: tuple[Change, ...] = ()
+    model: ResolvedModel | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the repository wants: per-model renders, the flat object list, and what planning must obey."""
+
+    load: RepoLoad
+    rendered: tuple[RenderedModel, ...]
+    objects: tuple[DesiredObject, ...]
+    invalid: tuple[tuple[str, str], ...]  # (model id, message) for models that failed to load or render
+    errors: tuple[str, ...]  # every load/render error as "path:line: message"
+    templates_ok: bool = True
+
+
+@dataclass(frozen=True)
+class PassResult:
+    revision: str
+    plan: Plan
+    outcomes: tuple[ModelResult, ...]
+    errors: tuple[str, ...]
+    created: int = 0
+    updated: int = 0
+    replaced: int = 0
+    pruned: int = 0
+    drift_corrected: int = 0
+    failed: int = 0
+    duration_s: float = 0.0
+    dry_run: bool = False
+    desired: Desired | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.failed == 0 and not self.plan.prune_refused
+
+    def outcome(self, model_id: str) -> ModelResult | None:
+        return next((o for o in self.outcomes if o.model_id == model_id), None)
+
+    def summary(self) -> str:
+        verb = "would " if self.dry_run else ""
+        parts = [f"{verb}create {self.created}", f"{verb}update {self.updated}",
+                 f"{verb}replace {self.replaced}", f"{verb}prune {self.pruned}"]
+        text = f"revision {self.revision}: " + ", ".join(parts)
+        if self.drift_corrected:
+            text += f" ({self.drift_corrected} drift corrected)"
+        if self.failed:
+            text += f"; {self.failed} failed"
+        return text + f" in {self.duration_s:.2f}s"
+
+
+def local_revision(repo_dir: Path) -> str:
+    """'<branch>@sha1:<sha>' of a git checkout (marked '+dirty' with local edits), else 'local'."""
+    try:
+        import git
+
+        repo = git.Repo(repo_dir, search_parent_directories=True)
+        sha = repo.head.commit.hexsha
+        branch = "" if repo.head.is_detached else repo.active_branch.name
+        dirty = "+dirty" if repo.is_dirty(untracked_files=True) else ""
+    except Exception:  # not a repository, no commit yet, git missing: the revision is informational
+        return "local"
+    return (f"{branch}@sha1:{sha}" if branch else f"sha1:{sha}") + dirty
+
+
+def load_desired(repo_dir: Path, revision: str) -> Desired:
+    """Load and render; a model that fails is reported and excluded, never fatal for the others."""
+    load = load_repository(Path(repo_dir))
+    errors = [_load_error_text(e.path, e.line, e.message) for e in load.errors]
+    invalid: dict[str, str] = {e.model_id: e.message for e in load.errors if e.model_id}
+    templates_dir = repo_templates_dir(load.root)
+    templates_ok = True
+    try:
+        check_templates(templates_dir)
+    except SourceError as err:  # a broken override breaks every model: render nothing, prune nothing
+        templates_ok = False
+        errors.append(str(err))
+    rendered: list[RenderedModel] = []
+    if templates_ok:
+        for model in load.models:
+            try:
+                rendered.append(render_model(model, load.config, revision, templates_dir))
+            except (SourceError, ValueError) as err:
+                invalid[model.request.id] = str(err)
+                errors.append(f"{model.request.path}: {err}")
+    objects = tuple(o for r in rendered for o in r.objects)
+    return Desired(load, tuple(rendered), objects, tuple(sorted(invalid.items())), tuple(errors), templates_ok)
+
+
+def plan_policy(desired: Desired, *, allow_mass_prune: bool = False) -> PlanPolicy:
+    config = desired.load.config
+    rendered_ids = {r.model.request.id for r in desired.rendered}
+    return PlanPolicy(
+        prune=config.prune.enabled,
+        max_share=config.prune.max_share,
+        allow_all=config.prune.allow_all,
+        allow_mass_prune=allow_mass_prune,
+        replace_policy=config.replace_policy,
+        replace_allowed=frozenset(r.model.request.id for r in desired.rendered
+                                  if dict(r.model.request.annotations).get(ANNOTATION_REPLACE) == "allowed"),
+        # A model whose file exists but failed (to load or render) keeps whatever it has in the cluster.
+        keep=frozenset((set(desired.load.discovered_ids) - rendered_ids) | {m for m, _ in desired.invalid}),
+        suspended=frozenset(r.model.request.id for r in desired.rendered if r.suspended),
+        source_ok=desired.load.config_ok and desired.templates_ok,
+    )
+
+
+def read_live(kube: Kube, objects: Sequence[DesiredObject]) -> list[Manifest]:
+    """One LIST per managed kind the cluster serves; raises KaitoNotInstalled when Workspaces are not served."""
+    wanted = [o.ref.api_version for o in objects if o.ref.kind == "Workspace"]
+    prefer = max(set(wanted), key=wanted.count) if wanted else None
+    live: list[Manifest] = []
+    for versions, kind in MANAGED_KINDS:
+        if versions == WORKSPACE_VERSIONS:
+            live.extend(kube.list_owned(kube.workspace_version(prefer), kind))
+            continue
+        for version in versions:
+            if kube.served(version, kind):
+                live.extend(kube.list_owned(version, kind))
+                break
+    return live
+
+
+def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "",
+                    allow_mass_prune: bool = False) -> tuple[Desired, Plan]:
+    """Load, render, read live and plan, without writing anything (the `plan` and `diff` commands)."""
+    revision = revision or local_revision(Path(repo_dir))
+    desired = load_desired(Path(repo_dir), revision)
+    try:
+        live = read_live(kube, desired.objects)
+    except KubeError as err:
+        raise SyncError(str(err)) from None
+    return desired, make_plan(desired.objects, live, plan_policy(desired, allow_mass_prune=allow_mass_prune))
+
+
+def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = False,
+             allow_mass_prune: bool = False, options: applying.ApplyOptions | None = None) -> PassResult:
+    """One pass. Raises SyncError only when nothing can be done at all; model failures are in the result."""
+    started = time.monotonic()
+    revision = revision or local_revision(Path(repo_dir))
+    desired, plan = plan_repository(repo_dir, kube, revision=revision, allow_mass_prune=allow_mass_prune)
+    opts = options or applying.ApplyOptions()
+    if dry_run:
+        opts = applying.ApplyOptions(dry_run=True, replace_wait_s=opts.replace_wait_s, poll_s=opts.poll_s)
+    applied = applying.apply_plan(plan, kube, opts)
+    errors = list(desired.errors)
+    if plan.prune_refused:
+        errors.append(plan.prune_refused)
+    result = PassResult(
+        revision=revision, plan=plan, outcomes=_outcomes(desired, plan, applied), errors=tuple(errors),
+        created=applied.created, updated=applied.updated, replaced=applied.replaced, pruned=applied.pruned,
+        drift_corrected=applied.drift_corrected, failed=applied.failed,
+        duration_s=time.monotonic() - started, dry_run=dry_run, desired=desired,
+    )
+    if dry_run:  # nothing persisted: count what would have happened
+        counts = plan.counts()
+        result = PassResult(**{**result.__dict__, "created": counts["create"], "updated": counts["update"],
+                               "replaced": counts["replace"], "pruned": counts["delete"],
+                               "drift_corrected": counts["drift"]})
+    log.info("sync pass: %s", result.summary(), extra={"fields": {
+        "revision": revision, "created": result.created, "updated": result.updated, "replaced": result.replaced,
+        "pruned": result.pruned, "drift_corrected": result.drift_corrected, "failed": result.failed,
+        "duration_s": round(result.duration_s, 3)}})
+    return result
+
+
+def _outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult) -> tuple[ModelResult, ...]:
+    models = {r.model.request.id: r for r in desired.rendered}
+    by_id = {o.model_id: o for o in applied.outcomes}
+    invalid = dict(desired.invalid)
+    ids = set(models) | set(by_id) | set(invalid)
+    out: list[ModelResult] = []
+    for mid in sorted(ids):
+        rendered = models.get(mid)
+        model = rendered.model if rendered else None
+        path = model.request.path if model else ""
+        changes = plan.for_model(mid)
+        if mid in invalid:
+            out.append(ModelResult(mid, INVALID, f"not applied, nothing pruned: {invalid[mid]}", path, changes))
+            continue
+        outcome = by_id.get(mid)
+        state, message = (outcome.state, outcome.message) if outcome else (applying.UNCHANGED, "up to date")
+        if rendered is not None and rendered.suspended and state in (applying.UNCHANGED, applying.PRUNED):
+            state, message = SUSPENDED, "suspended: its objects are removed" if changes else "suspended"
+        if rendered is None and state == applying.PRUNED:
+            message = "removed from the repository: " + message if not message.startswith("model removed") else message
+        out.append(ModelResult(mid, state, message, path, changes, model))
+    return tuple(out)
+
+
+def _load_error_text(path: str, line: int | None, message: str) -> str:
+    return f"{path}:{line}: {message}" if line else f"{path}: {message}"
+
+
+__all__ = ["Action", "Desired", "ModelResult", "PassResult", "SyncError", "load_desired", "local_revision",
+           "plan_policy", "plan_repository", "read_live", "run_pass"]
