@@ -49,6 +49,13 @@ def test_committed_catalog_is_what_the_generator_writes(shared_kaito: Path, tmp_
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--shared", str(shared_kaito), "--out", str(tmp_path)]) == 0
+    # The counts above, checked against the facts themselves rather than our copy of them.
+    import yaml
+
+    facts = yaml.safe_load((shared_kaito / "presets.yaml").read_text())["presets"]
+    assert [p["kind"] for p in facts].count("legacy-preset") == 30 and len(facts) == 65
+    tables = yaml.safe_load((shared_kaito / "gpu_skus.yaml").read_text())["skus"]
+    assert {cloud: len(rows) for cloud, rows in tables.items()} == {"azure": 14, "aws": 35, "arc": 8}
     for name in ("presets.yaml", "skus.yaml", "prices.yaml"):
         assert (tmp_path / name).read_text() == (REPO_ROOT / "catalog" / name).read_text(), \
             f"catalog/{name} is stale: run python tools/build_catalog.py"
