@@ -1,0 +1,199 @@
+"""`gitops-kaito add MODEL`: the one-command deploy. Writes a valid models/<ns>/<name>.yaml and shows the plan.
+
+The SKU the catalog picks is written into the file, so a later catalog or price change never moves a running model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gitops_kaito.cli.common import EXIT_INVALID, EXIT_OK, CliError, add_repo_flag
+
+if TYPE_CHECKING:
+    from gitops_kaito.catalog import Catalog, Preset
+    from gitops_kaito.config import RepoConfig
+    from gitops_kaito.resolve import ResolvedModel
+
+DEFAULT_SECRET = "hf-token"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "add", help="add a model request to the repository and show what it will create",
+        description="Write models/<namespace>/<name>.yaml for MODEL (a KAITO preset or its Hugging Face id), "
+                    "choosing the cheapest GPU SKU that fits unless --instance-type is given.")
+    parser.add_argument("model", metavar="MODEL", help="preset name or Hugging Face id, e.g. phi-4-mini-instruct")
+    parser.add_argument("--name", help="request (Workspace) name; default: a DNS-safe form of the preset name")
+    parser.add_argument("--namespace", help="namespace; default: defaults.namespace of gitops-kaito.yaml")
+    parser.add_argument("--instance-type", help="GPU SKU; default: the cheapest in the allowed clouds that fits")
+    parser.add_argument("--nodes", type=int, help="node count; default: KAITO's estimate")
+    parser.add_argument("--provisioning", choices=["kaito", "nodeclaim", "machine", "aks", "byo"],
+                        help="GPU node mode; default: defaults.provisioning of gitops-kaito.yaml")
+    parser.add_argument("--model-access-secret", default=None,
+                        help=f"Secret with HF_TOKEN for gated models (default for gated models: {DEFAULT_SECRET})")
+    add_repo_flag(parser)
+    parser.set_defaults(func=run)
+
+
+def dns_name(model: str) -> str:
+    """A DNS-1123 label from a preset name or HF id: 'Qwen/Qwen3.5-9B' -> 'qwen3-5-9b'."""
+    base = model.rsplit("/", 1)[-1].lower()
+    base = re.sub(r"[^a-z0-9-]+", "-", base)
+    base = re.sub(r"-{2,}", "-", base).strip("-")
+    return base[:63].rstrip("-") or "model"
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """What `add` (and `init`) will write."""
+
+    name: str
+    namespace: str
+    model: str
+    instance_type: str | None
+    nodes: int | None
+    provisioning: str | None
+    model_access_secret: str | None
+
+    @property
+    def path(self) -> str:
+        return f"models/{self.namespace}/{self.name}.yaml"
+
+
+def request_text(new: NewRequest, preset: Preset) -> str:
+    """The request file: values quoted by the YAML dumper, so no argument can inject fields."""
+    import yaml
+
+    spec: dict[str, Any] = {"model": new.model}
+    if new.instance_type:
+        spec["instanceType"] = new.instance_type
+    if new.nodes is not None:
+        spec["nodes"] = new.nodes
+    if new.provisioning:
+        spec["provisioning"] = new.provisioning
+    if new.model_access_secret:
+        spec["modelAccessSecret"] = new.model_access_secret
+    document = {"apiVersion": "gitops.kaito.sh/v1alpha1", "kind": "ModelDeployment",
+                "metadata": {"name": new.name, "namespace": new.namespace}, "spec": spec}
+    head = (f"# {preset.name} ({preset.hf_id}), served by KAITO. Schema: schemas/modeldeployment.schema.json\n"
+            "# instanceType is immutable in KAITO: changing it later replaces the Workspace (and its nodes).\n")
+    if new.model_access_secret:
+        head += (f"# {preset.hf_id} is gated: create the Secret first, e.g.\n"
+                 f"#   kubectl -n {new.namespace} create secret generic {new.model_access_secret} "
+                 "--from-literal=HF_TOKEN=<token>\n")
+    return head + yaml.safe_dump(document, sort_keys=False)
+
+
+def resolve_text(text: str, shown: str, namespace: str, catalog: Catalog, config: RepoConfig) -> ResolvedModel:
+    """Run text through the same checks as `validate`; raise CliError with file and line when it fails."""
+    from gitops_kaito.modelrequest import request_from_document, validate_document
+    from gitops_kaito.resolve import ResolveError, resolve_request
+    from gitops_kaito.yamlsource import SourceError, load_yaml_text
+
+    try:
+        doc = load_yaml_text(text, shown)
+    except SourceError as err:
+        raise CliError(str(err), EXIT_INVALID)
+    problems = validate_document(doc)
+    if problems:
+        raise CliError("; ".join(str(p) for p in problems), EXIT_INVALID)
+    request = request_from_document(doc.data, namespace=namespace, path=shown, default_runtime=config.runtime,
+                                    default_provisioning=config.provisioning)
+    try:
+        return resolve_request(request, catalog, config)
+    except ResolveError as err:
+        line = doc.line_of(err.json_path)
+        raise CliError(f"{shown}:{line}: {err.message}" if line else f"{shown}: {err.message}", EXIT_INVALID)
+
+
+def plan_new(args: argparse.Namespace, root: Path, catalog: Catalog,
+             config: RepoConfig) -> tuple[NewRequest, Preset, ResolvedModel, str]:
+    """Decide the new request and check it completely, without writing anything."""
+    from gitops_kaito.catalog import RemovedPreset, UnknownPreset
+    from gitops_kaito.loader import is_dns_label
+
+    try:
+        preset = catalog.preset(args.model)
+    except (UnknownPreset, RemovedPreset) as err:
+        raise CliError(str(err), EXIT_INVALID)
+    name = args.name or dns_name(preset.name)
+    namespace = args.namespace or config.default_namespace
+    for what, value in (("name", name), ("namespace", namespace)):
+        if not is_dns_label(value):
+            raise CliError(f"{what} {value!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
+                           "at most 63 characters)", EXIT_INVALID)
+    secret = args.model_access_secret or (DEFAULT_SECRET if preset.gated else None)
+    provisional = NewRequest(name, namespace, preset.name, args.instance_type, args.nodes, args.provisioning, secret)
+    shown = provisional.path
+    resolved = resolve_text(request_text(provisional, preset), shown, namespace, catalog, config)
+    sku = resolved.sku.name if resolved.sku else None
+    new = NewRequest(name, namespace, preset.name, sku, args.nodes, args.provisioning, secret)
+    text = request_text(new, preset)
+    resolved = resolve_text(text, shown, namespace, catalog, config)  # what is written is exactly what was checked
+    return new, preset, resolved, text
+
+
+def run(args: argparse.Namespace) -> int:
+    from gitops_kaito.catalog import load_catalog
+    from gitops_kaito.config import load_config
+    from gitops_kaito.yamlsource import SourceError
+
+    root = Path(args.repo)
+    if not root.is_dir():
+        raise CliError(f"{root}: not a directory (create a repository with `gitops-kaito init DIR`)")
+    try:
+        config = load_config(root)
+    except SourceError as err:
+        raise CliError(f"{err} (fix gitops-kaito.yaml first)", EXIT_INVALID)
+    catalog = load_catalog()
+    if config.prices:
+        catalog = catalog.with_prices(config.prices)
+    new, _, resolved, text = plan_new(args, root, catalog, config)
+    target = root / new.path
+    for existing in (target, target.with_suffix(".yml")):
+        if existing.exists():
+            raise CliError(f"{existing.relative_to(root).as_posix()} already exists: edit it, or choose "
+                           "another --name", EXIT_INVALID)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("x", encoding="utf-8") as handle:  # "x": never overwrite, even if one appeared meanwhile
+        handle.write(text)
+    print(f"created {new.path}")
+    print_plan(resolved, config, root)
+    return EXIT_OK
+
+
+def print_plan(model: ResolvedModel, config: RepoConfig, root: Path) -> None:
+    """What the request will turn into: SKU, nodes, GPUs, price and the objects the reconciler will apply."""
+    from gitops_kaito.render import render_model
+
+    preset = model.preset
+    print(f"  model         {preset.name} ({preset.hf_id})")
+    print(f"  workspace     {model.request.namespace}/{model.request.name}")
+    print(f"  provisioning  {model.provisioning}")
+    if model.sku is not None:
+        sku = model.sku
+        print(f"  instanceType  {sku.name} ({sku.cloud}: {sku.gpu_count} x {sku.gpu_model}, "
+              f"{sku.gpu_memory_gib:g} GiB GPU memory)")
+        print(f"  nodes         {model.nodes} ({model.gpus} GPU{'s' if model.gpus != 1 else ''})")
+    else:
+        print(f"  nodes         your existing nodes labelled {dict(model.label_selector)}")
+    if model.price_per_hour is not None:
+        price = model.sku.price if model.sku else None
+        source = f" (on-demand list price, {price.region}, as of {price.as_of})" if price else ""
+        print(f"  price         ${model.price_per_hour:.2f}/hour{source}")
+    else:
+        print("  price         unknown (set prices in gitops-kaito.yaml)")
+    print(f"  disk          {model.disk_gib} GiB per node")
+    templates = root / "templates"
+    rendered = render_model(model, config, revision="uncommitted",
+                            templates_dir=templates if templates.is_dir() else None)
+    print("  objects (in apply order):")
+    for obj in rendered.objects:
+        print(f"    {obj.ref}")
+    if model.provisioning == "aks":
+        print(f"    AKS agent pool for {model.request.name} (created through Azure)")
+    print("next: commit and push; the daemon applies it (`gitops-kaito plan` shows the diff against the cluster)")

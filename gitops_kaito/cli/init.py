@@ -1,0 +1,131 @@
+"""`gitops-kaito init DIR`: a new model repository with settings, one example model and a README for its users.
+
+The example is written by the same code as `gitops-kaito add`, and the new repository is validated before exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from gitops_kaito.cli.common import EXIT_ERROR, EXIT_OK, CliError
+
+EXAMPLE_MODEL = "phi-4-mini-instruct"
+
+README = """\
+# Models served by KAITO, managed with gitops-kaito
+
+Every file under `models/<namespace>/<name>.yaml` asks for one model. gitops-kaito follows this
+repository: after a merge it creates the KAITO Workspace (and the GPU nodes, depending on the
+provisioning mode), and it writes each model's state back under `status/`.
+
+## Add a model
+
+    gitops-kaito add phi-4-mini-instruct --namespace ml     # writes models/ml/phi-4-mini-instruct.yaml
+    gitops-kaito catalog models                            # every model KAITO can serve
+    gitops-kaito catalog fit llama-3.1-8b-instruct         # GPU SKUs that fit, nodes, price
+
+or copy an existing file. The fields (schema: `schemas/modeldeployment.schema.json` in gitops-kaito):
+
+```yaml
+apiVersion: gitops.kaito.sh/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: phi-4-mini               # the Workspace name; must match the file name
+  namespace: ml                  # optional; must match the folder
+spec:
+  model: phi-4-mini-instruct     # KAITO preset name or its Hugging Face id
+  instanceType: Standard_NV36ads_A10_v5   # optional: the cheapest SKU that fits when absent
+  nodes: 1                       # optional: KAITO's estimate when absent
+  runtime: vllm                  # vllm | transformers
+  provisioning: kaito            # kaito | nodeclaim | machine | aks | byo
+  nodeSelector: {apps: phi-4}    # labels of the GPU nodes (default: apps: <name>)
+  config: {max-model-len: 8192}  # vLLM parameters
+  adapters: []                   # LoRA adapters, at most 10: {name, image}
+  modelAccessSecret: hf-token    # Secret with HF_TOKEN, for gated models (meta-llama/...)
+  suspend: false                 # true removes the Workspace but keeps the request
+```
+
+## Before you open a pull request
+
+    gitops-kaito validate            # every error as file:line: message; exit 1 when something is wrong
+    gitops-kaito render              # the Kubernetes objects the requests turn into
+
+## Remove or roll back
+
+Delete the file (or `git revert` the commit that added it): the reconciler deletes the Workspace
+and the GPU nodes it created for it. Never edit `status/` by hand: the daemon owns it.
+
+Settings for the whole repository (default namespace, provisioning mode, clouds, prune policy,
+status branch, prices) are in `gitops-kaito.yaml`.
+"""
+
+GITIGNORE = """\
+# editor and OS files
+.DS_Store
+*.swp
+.idea/
+.vscode/
+# local output of `gitops-kaito render`
+/rendered/
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("init", help="create a new model repository",
+                                   description="Create a model repository: gitops-kaito.yaml, an example model "
+                                               f"({EXAMPLE_MODEL}), README.md and .gitignore.")
+    parser.add_argument("dir", metavar="DIR", help="folder to create (must be empty or absent)")
+    parser.add_argument("--namespace", default="default", help="namespace of the example model (default: default)")
+    parser.add_argument("--force", action="store_true",
+                        help="write into a non-empty folder (replaces only the files init writes)")
+    parser.set_defaults(func=run)
+
+
+def config_text() -> str:
+    from gitops_kaito import config
+
+    return str(config.EXAMPLE_CONFIG)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gitops_kaito.catalog import load_catalog
+    from gitops_kaito.cli.add import NewRequest, request_text, resolve_text
+    from gitops_kaito.config import RepoConfig
+    from gitops_kaito.loader import is_dns_label, load_repository
+
+    root = Path(args.dir)
+    if root.exists() and not root.is_dir():
+        raise CliError(f"{root} exists and is not a folder")
+    if root.is_dir() and any(root.iterdir()) and not args.force:
+        raise CliError(f"{root} is not empty: choose a new folder, or pass --force to write into it")
+    if not is_dns_label(args.namespace):
+        raise CliError(f"namespace {args.namespace!r} is not a DNS-1123 label")
+
+    catalog = load_catalog()
+    config = RepoConfig()
+    preset = catalog.preset(EXAMPLE_MODEL)
+    draft = NewRequest(preset.name, args.namespace, preset.name, None, None, None, None)
+    chosen = resolve_text(request_text(draft, preset), draft.path, args.namespace, catalog, config)
+    example = NewRequest(preset.name, args.namespace, preset.name, chosen.sku.name if chosen.sku else None,
+                         None, None, None)
+    files = {
+        "gitops-kaito.yaml": config_text(),
+        example.path: request_text(example, preset),
+        "README.md": README,
+        ".gitignore": GITIGNORE,
+    }
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+    load = load_repository(root)
+    if load.errors:  # our own templates failed our own checks: a bug, not the user's input
+        for error in load.errors:
+            print(f"  {error}")
+        raise CliError(f"the new repository in {root} does not validate (a gitops-kaito bug)", EXIT_ERROR)
+    print(f"new model repository in {root}: {len(load.models)} example model; next: "
+          f"`cd {root} && git init && gitops-kaito validate`")
+    return EXIT_OK

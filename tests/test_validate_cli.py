@@ -1,0 +1,79 @@
+"""Tests for `gitops-kaito validate`: path:line messages, summary, JSON output and exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gitops_kaito.cli import main
+
+CORPUS = Path(__file__).parent / "corpus"
+CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expect.yaml").is_file())
+GOOD = ("apiVersion: gitops.kaito.sh/v1alpha1\nkind: ModelDeployment\nmetadata:\n  name: phi\n"
+        "spec:\n  model: phi-4-mini-instruct\n")
+
+
+def make_repo(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_valid_repo_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = make_repo(tmp_path, {"models/ml/phi.yaml": GOOD})
+    assert main(["validate", "--repo", str(repo)]) == 0
+    assert capsys.readouterr().out.strip() == "1 model(s) valid"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_corpus_case_exits_1_with_path_and_line(case: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    repo = tmp_path / case
+    shutil.copytree(CORPUS / case, repo, ignore=shutil.ignore_patterns("expect.yaml"))
+    assert main(["validate", "--repo", str(repo)]) == 1
+    captured = capsys.readouterr()
+    spec = yaml.safe_load((CORPUS / case / "expect.yaml").read_text())
+    for want in spec.get("errors", [spec]):
+        assert f"{want['path']}:{want['line']}: " in captured.out
+    assert "Traceback" not in captured.out + captured.err
+    assert captured.out.rstrip().splitlines()[-1].startswith(f"{len(spec.get('errors', [spec]))} error(s)")
+
+
+def test_json_output_lists_models_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = make_repo(tmp_path, {"models/ml/phi.yaml": GOOD,
+                                "models/ml/bad.yaml": GOOD.replace("name: phi", "name: bad") + "  nodes: x\n"})
+    assert main(["validate", "--repo", str(repo), "-o", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["valid"] is False
+    assert [m["id"] for m in report["models"]] == ["ml.phi"]
+    assert report["models"][0]["instanceType"] and report["models"][0]["nodes"] >= 1
+    assert report["errors"] == [{"path": "models/ml/bad.yaml", "line": 7, "model": "ml.bad",
+                                 "message": "spec.nodes must be an integer, got a string 'x'"}]
+
+
+def test_missing_repo_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--repo", str(tmp_path / "absent")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_empty_repo_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--repo", str(tmp_path)]) == 0
+    assert "no model requests found" in capsys.readouterr().out
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path: Path) -> None:
+    repo = tmp_path / "alias-bomb"
+    shutil.copytree(CORPUS / "alias-bomb", repo, ignore=shutil.ignore_patterns("expect.yaml"))
+    done = subprocess.run([sys.executable, "-m", "gitops_kaito", "validate", "--repo", str(repo)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "models/ml/bomb.yaml:9: YAML aliases" in done.stdout
+    assert "Traceback" not in done.stderr
