@@ -4,6 +4,3 @@ The emulator (`apiserver.ApiServer`) is the test double for everything that talk
 """
 
 from __future__ import annotations
-
-from gitops_kaito.sandbox.controllers.failures import Failure  # noqa: E402
-from gitops_kaito.sandbox.runtime import Sandbox, SandboxSettings  # noqa: E402
