@@ -1,0 +1,66 @@
+"""`gitops-kaito status`: the current report as the reconciler last wrote it into the repository.
+
+Reads status/<ns>/<name>.yaml from a local clone or a remote URL; no cluster access.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from gitops_kaito.cli.common import EXIT_OK, add_output_flag, emit, print_table
+from gitops_kaito.cli.history import add_source_flags, open_source
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "status", help="print the models' status as last written to the repository",
+        description="Print the status report the reconciler committed under status/: state, SKU x nodes, "
+                    "endpoint, applied revision, since when, message.")
+    add_source_flags(parser)
+    add_output_flag(parser)
+    parser.set_defaults(func=run)
+
+
+def read_reports(folder: Path) -> list[Any]:
+    from gitops_kaito.status import parse_model_yaml
+
+    reports = []
+    for path in sorted(folder.glob("*/*.yaml")):
+        try:
+            reports.append(parse_model_yaml(path.read_text()))
+        except (ValueError, OSError) as err:
+            print(f"warning: {path}: {err}", file=sys.stderr)
+    return sorted(reports, key=lambda r: r.model_id)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gitops_kaito.status import model_document, short_revision, sku_cell, summary_line
+
+    with open_source(args) as (repo, ref, root):
+        if args.branch and not args.git_url:
+            # A named branch of a local clone: read its tree, not the working directory.
+            from gitops_kaito.status import parse_model_yaml
+
+            reports = []
+            prefix = args.status_path.strip("/") + "/"
+            for name in repo.git.ls_tree("-r", "--name-only", ref, "--", prefix).splitlines():
+                if name.endswith(".yaml") and name.count("/") == prefix.count("/") + 1:
+                    try:
+                        reports.append(parse_model_yaml(repo.git.show(f"{ref}:{name}")))
+                    except ValueError:
+                        continue
+            reports.sort(key=lambda r: r.model_id)
+        else:
+            reports = read_reports(root / args.status_path)
+    if args.output != "table":
+        emit({"summary": summary_line(reports), "models": [model_document(r) for r in reports]}, args.output)
+        return EXIT_OK
+    rows = [{"model": f"{r.namespace}/{r.name}", "state": r.state, "sku x nodes": sku_cell(r),
+             "endpoint": r.endpoint, "revision": short_revision(r.revision), "since": r.since,
+             "message": r.message if r.state != "Ready" else (r.last_error or "")} for r in reports]
+    print_table(rows, ["model", "state", "sku x nodes", "endpoint", "revision", "since", "message"])
+    print(summary_line(reports))
+    return EXIT_OK
