@@ -1,0 +1,300 @@
+"""Sync passes through the real kubernetes client against the loopback API emulator (our CRDs installed via the API).
+
+Covers create, smallest-patch update, replace policy, prune and its guard, drift, no-op passes, isolation, missing CRDs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from gitops_kaito.apply import ApplyOptions
+from gitops_kaito.cli import main
+from gitops_kaito.config import API_VERSION as CONFIG_API_VERSION
+from gitops_kaito.config import KIND as CONFIG_KIND
+from gitops_kaito.kube import KAITO_MISSING, Kube, RetryPolicy
+from gitops_kaito.objects import ObjectRef
+from gitops_kaito.ownership import ANNOTATION_REVISION, LABEL_MODEL
+from gitops_kaito.plan import ANNOTATION_DIGEST, Action
+from gitops_kaito.resources import data_path
+from gitops_kaito.sandbox.apiserver import ApiServer, Fault
+from gitops_kaito.sync import SyncError, plan_repository, run_pass
+
+pytestmark = pytest.mark.cluster
+
+UA = "gitops-kaito/"
+WRITES = ("create", "update", "patch", "delete", "deletecollection")
+REV1, REV2, REV3 = "main@sha1:" + "1" * 40, "main@sha1:" + "2" * 40, "main@sha1:" + "3" * 40
+HEADER = "apiVersion: gitops.kaito.sh/v1alpha1\nkind: ModelDeployment\n"
+
+
+class Env:
+    """An emulator with KAITO's and Karpenter's CRDs, a namespace `ml`, a repo dir and a reconciler client."""
+
+    def __init__(self, tmp: Path, crds: bool = True) -> None:
+        self.server = ApiServer().start()
+        self.kubeconfig = self.server.write_kubeconfig(tmp / "kubeconfig")
+        self.kube = Kube.connect(self.kubeconfig, retry=RetryPolicy(base_delay_s=0.01, max_delay_s=0.05))
+        # A separate client with another User-Agent plays the people and controllers around us.
+        admin = client.ApiClient(self.kube.api_client.configuration)
+        admin.user_agent = "test-admin/1.0"
+        self.admin = admin
+        if crds:
+            ext = client.ApiextensionsV1Api(admin)
+            for path in sorted(data_path("deploy/crds").glob("*.yaml")):
+                ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+        client.CoreV1Api(admin).create_namespace({"metadata": {"name": "ml"}})
+        self.repo = tmp / "repo"
+        (self.repo / "models" / "ml").mkdir(parents=True)
+
+    def close(self) -> None:
+        self.kube.close()
+        self.server.stop()
+
+    def model(self, name: str, spec: str) -> Path:
+        path = self.repo / "models" / "ml" / f"{name}.yaml"
+        path.write_text(f"{HEADER}metadata:\n  name: {name}\nspec:\n{spec}")
+        return path
+
+    def config(self, text: str) -> None:
+        (self.repo / "gitops-kaito.yaml").write_text(f"apiVersion: {CONFIG_API_VERSION}\nkind: {CONFIG_KIND}\n{text}")
+
+    def three_models(self) -> None:
+        self.model("phi", "  model: phi-4-mini-instruct\n  config: {max-model-len: 4096}\n")
+        self.model("qwen", "  model: qwen2.5-coder-7b-instruct\n")
+        self.model("mistral", "  model: mistral-7b-instruct\n")
+
+    def sync(self, revision: str = REV1, **kwargs: Any) -> Any:
+        return run_pass(self.repo, self.kube, revision=revision, **kwargs)
+
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.admin)
+
+    def workspace(self, name: str) -> dict[str, Any]:
+        return self.custom().get_namespaced_custom_object("kaito.sh", "v1beta1", "ml", "workspaces", name)
+
+    def configmap(self, name: str) -> Any:
+        return client.CoreV1Api(self.admin).read_namespaced_config_map(name, "ml")
+
+    def writes(self) -> int:
+        return self.server.request_log.count(user_agent_prefix=UA, verbs=WRITES)
+
+    def names(self, kind: str) -> set[str]:
+        if kind == "ConfigMap":
+            items = client.CoreV1Api(self.admin).list_namespaced_config_map("ml").items
+            return {i.metadata.name for i in items if i.metadata.name != "kube-root-ca.crt"}
+        body = self.custom().list_namespaced_custom_object("kaito.sh", "v1beta1", "ml", "workspaces")
+        return {i["metadata"]["name"] for i in body["items"]}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    e.close()
+
+
+def test_first_sync_creates_and_a_second_pass_plans_and_writes_nothing(env: Env) -> None:
+    env.three_models()
+    first = env.sync()
+    assert (first.created, first.updated, first.pruned, first.failed) == (4, 0, 0, 0)
+    assert {o.model_id: o.state for o in first.outcomes} == {"ml.mistral": "Applied", "ml.phi": "Applied",
+                                                             "ml.qwen": "Applied"}
+    assert env.names("Workspace") == {"phi", "qwen", "mistral"}
+    assert env.names("ConfigMap") == {"phi-inference-config"}
+    ws = env.workspace("phi")
+    assert ws["metadata"]["labels"][LABEL_MODEL] == "ml.phi"
+    assert ws["metadata"]["annotations"][ANNOTATION_REVISION] == REV1
+    assert ws["metadata"]["annotations"][ANNOTATION_DIGEST].startswith("sha256:")
+    assert ws["inference"]["config"] == "phi-inference-config"
+
+    env.server.request_log.clear()
+    second = env.sync(revision=REV2)  # a new commit that changes nothing for these models
+    assert not second.plan.has_changes
+    assert (second.created, second.updated, second.pruned) == (0, 0, 0)
+    assert env.writes() == 0
+    lists = env.server.request_log.select(user_agent_prefix=UA, verbs=["list"])
+    assert sorted(e.path for e in lists) == ["/api/v1/configmaps", "/apis/kaito.sh/v1beta1/workspaces",
+                                             "/apis/karpenter.sh/v1/nodeclaims",
+                                             "/apis/karpenter.sh/v1alpha5/machines"]
+    assert env.server.request_log.count(user_agent_prefix=UA) == 4  # discovery is cached: the LISTs are all
+
+
+def test_editing_a_request_updates_with_the_smallest_patch(env: Env) -> None:
+    env.three_models()
+    env.sync()
+    ws_version = env.workspace("phi")["metadata"]["resourceVersion"]
+    env.model("phi", "  model: phi-4-mini-instruct\n  config: {max-model-len: 8192}\n")
+    env.server.request_log.clear()
+    result = env.sync(revision=REV2)
+    (change,) = result.plan.pending
+    assert (str(change.ref), change.action, change.drift) == ("ConfigMap/ml/phi-inference-config", Action.UPDATE,
+                                                               False)
+    assert [op["path"] for op in change.patch] == ["/data/inference_config.yaml"]
+    assert "8192" in env.configmap("phi-inference-config").data["inference_config.yaml"]
+    assert env.workspace("phi")["metadata"]["resourceVersion"] == ws_version
+    assert env.writes() == 1
+    assert result.updated == 1
+
+
+def test_a_preset_change_is_blocked_by_default_and_replaced_with_policy_auto(env: Env) -> None:
+    env.model("phi", "  model: phi-4-mini-instruct\n")
+    env.sync()
+    uid = env.workspace("phi")["metadata"]["uid"]
+    env.model("phi", "  model: phi-3.5-mini-instruct\n")
+    blocked = env.sync(revision=REV2)
+    outcome = blocked.outcome("ml.phi")
+    assert outcome is not None and outcome.state == "Blocked"
+    assert "inference.preset" in outcome.message and "replacePolicy: auto" in outcome.message
+    assert env.workspace("phi")["inference"]["preset"]["name"] == "phi-4-mini-instruct"
+
+    env.config("replacePolicy: auto\n")
+    replaced = env.sync(revision=REV3, options=ApplyOptions(replace_wait_s=5, poll_s=0.02))
+    assert replaced.replaced == 1 and replaced.outcome("ml.phi").state == "Applied"  # type: ignore[union-attr]
+    ws = env.workspace("phi")
+    assert ws["inference"]["preset"]["name"] == "phi-3.5-mini-instruct"
+    assert ws["metadata"]["uid"] != uid
+
+
+def test_deleting_a_request_prunes_its_objects_and_nothing_else(env: Env) -> None:
+    env.three_models()
+    env.sync()
+    # KAITO's own NodeClaim for the Workspace, and a person's ConfigMap, both without our labels.
+    env.custom().create_cluster_custom_object("karpenter.sh", "v1", "nodeclaims", {
+        "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+        "metadata": {"name": "ws0a1b2c3d4", "labels": {"kaito.sh/workspace": "phi", "kaito.sh/workspacenamespace": "ml"}},
+        "spec": {"nodeClassRef": {"group": "kaito.sh", "kind": "KaitoNodeClass", "name": "default"},
+                 "requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In",
+                                   "values": ["Standard_NC24ads_A100_v4"]}]}})
+    client.CoreV1Api(env.admin).create_namespaced_config_map("ml", {"metadata": {"name": "notes", "labels": {
+        "gitops.kaito.sh/model": "ml.phi"}}, "data": {"a": "b"}})
+    (env.repo / "models" / "ml" / "phi.yaml").unlink()
+    result = env.sync(revision=REV2)
+    assert result.pruned == 2 and not result.errors
+    assert [str(c.ref) for c in result.plan.pending] == ["Workspace/ml/phi", "ConfigMap/ml/phi-inference-config"]
+    assert env.names("Workspace") == {"qwen", "mistral"}
+    assert env.names("ConfigMap") == {"notes"}
+    assert env.custom().get_cluster_custom_object("karpenter.sh", "v1", "nodeclaims", "ws0a1b2c3d4")
+    assert result.outcome("ml.phi").state == "Pruned"  # type: ignore[union-attr]
+
+
+def test_the_prune_guard_holds_until_explicitly_allowed(env: Env) -> None:
+    env.three_models()
+    env.sync()
+    for name in ("phi", "qwen"):
+        (env.repo / "models" / "ml" / f"{name}.yaml").unlink()
+    env.server.request_log.clear()
+    refused = env.sync(revision=REV2)
+    assert refused.pruned == 0 and env.writes() == 0
+    assert any("refusing to delete 2 of 3 managed models" in e for e in refused.errors)
+    assert refused.outcome("ml.phi").state == "Blocked"  # type: ignore[union-attr]
+    assert env.names("Workspace") == {"phi", "qwen", "mistral"}
+    allowed = env.sync(revision=REV2, allow_mass_prune=True)
+    assert allowed.pruned == 3
+    assert env.names("Workspace") == {"mistral"}
+
+
+def test_a_repo_whose_config_is_broken_never_prunes(env: Env) -> None:
+    env.three_models()
+    env.sync()
+    (env.repo / "models" / "ml" / "phi.yaml").unlink()
+    env.config("prune: [not, a, mapping\n")
+    result = env.sync(revision=REV2)
+    assert result.pruned == 0 and result.errors
+    assert "phi" in env.names("Workspace")
+
+
+def test_a_hand_edit_is_reverted_and_reported_as_drift(env: Env) -> None:
+    env.three_models()
+    env.sync()
+    client.CoreV1Api(env.admin).patch_namespaced_config_map(
+        "phi-inference-config", "ml", {"data": {"inference_config.yaml": "vllm: {max-model-len: 1}\n"}},
+        field_manager="kubectl-edit")
+    env.custom().patch_namespaced_custom_object(
+        "kaito.sh", "v1beta1", "ml", "workspaces", "qwen", {"metadata": {"labels": {"team": "search"}}},
+        field_manager="kubectl-label")  # a field we do not manage: not drift
+    result = env.sync(revision=REV1)
+    (change,) = result.plan.pending
+    assert str(change.ref) == "ConfigMap/ml/phi-inference-config" and change.drift
+    assert result.drift_corrected == 1
+    assert "4096" in env.configmap("phi-inference-config").data["inference_config.yaml"]
+    assert env.workspace("qwen")["metadata"]["labels"]["team"] == "search"
+
+
+def test_a_broken_model_does_not_block_a_good_one(env: Env) -> None:
+    env.model("phi", "  model: phi-4-mini-instruct\n")
+    env.model("qwen", "  model: qwen2.5-coder-7b-instruct\n")
+    env.model("mistral", "  model: mistral-7b-instruct\n")
+    env.sync()
+    # phi's file breaks; qwen is new and the admission webhook denies it; mistral is edited.
+    (env.repo / "models" / "ml" / "phi.yaml").write_text(HEADER + "metadata: {name: phi\nspec: [\n")
+    env.model("mistral", "  model: mistral-7b-instruct\n  config: {max-model-len: 2048}\n")
+    env.model("llama", "  model: qwen2.5-coder-32b-instruct\n")
+    env.server.faults.add(Fault(method="PATCH", path_regex=r"/workspaces/llama$", status=400, times=None,
+                                message='admission webhook "validation.workspace.kaito.sh" denied the request'))
+    result = env.sync(revision=REV2)
+    states = {o.model_id: o.state for o in result.outcomes}
+    assert states == {"ml.phi": "Invalid", "ml.mistral": "Applied", "ml.llama": "Failed", "ml.qwen": "Unchanged"}
+    assert "denied the request" in result.outcome("ml.llama").message  # type: ignore[union-attr]
+    assert any("models/ml/phi.yaml" in e for e in result.errors)
+    assert "phi" in env.names("Workspace")  # not pruned: its file is broken, not gone
+    assert "mistral-inference-config" in env.names("ConfigMap")
+
+
+def test_transient_errors_are_retried(env: Env) -> None:
+    env.model("phi", "  model: phi-4-mini-instruct\n")
+    env.server.faults.add(Fault(method="GET", path_regex=r"/workspaces$", status=503, times=2))
+    env.server.faults.add(Fault(method="PATCH", path_regex=r"/workspaces/phi$", status=429, times=1, retry_after=0))
+    result = env.sync()
+    assert result.created == 1 and result.failed == 0
+
+
+def test_missing_crds_give_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    e = Env(tmp_path, crds=False)
+    try:
+        e.model("phi", "  model: phi-4-mini-instruct\n")
+        with pytest.raises(SyncError) as err:
+            plan_repository(e.repo, e.kube)
+        assert str(err.value) == KAITO_MISSING
+        code = main(["plan", "--repo", str(e.repo), "--kubeconfig", str(e.kubeconfig)])
+        assert code == 2
+        assert capsys.readouterr().err.strip() == f"error: {KAITO_MISSING}"
+    finally:
+        e.close()
+
+
+def test_cli_plan_diff_and_sync(env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env.three_models()
+    common = ["--repo", str(env.repo), "--kubeconfig", str(env.kubeconfig)]
+    assert main(["plan", "--format", "markdown", *common]) == 1
+    md = capsys.readouterr().out
+    assert md.startswith("<!-- gitops-kaito plan: comment 1 of 1 -->")
+    assert "| `ml.phi` | 🟢 create | phi-4-mini-instruct |" in md
+    assert "**Total after this change**" in md and "<details>" in md
+    assert main(["diff", *common]) == 1
+    assert "+++ desired/Workspace/ml/phi" in capsys.readouterr().out
+    assert env.writes() == 0
+    assert main(["sync", "--dry-run", *common]) == 0
+    assert env.names("Workspace") == set()
+    capsys.readouterr()
+    assert main(["sync", *common]) == 0
+    assert "create 4" in capsys.readouterr().out
+    assert main(["diff", *common]) == 0
+    assert main(["plan", "--format", "json", *common]) == 0
+    assert '"hasChanges": false' in capsys.readouterr().out
+    assert main(["plan", "--format", "markdown", "--split-dir", str(tmp_path / "md"), *common]) == 0
+    assert (tmp_path / "md" / "comment-1.md").read_text().count("no change") == 3
+
+
+def test_delete_of_a_missing_object_is_not_an_error(env: Env) -> None:
+    env.model("phi", "  model: phi-4-mini-instruct\n")
+    env.sync()
+    ref = ObjectRef("kaito.sh/v1beta1", "Workspace", "ml", "phi")
+    assert env.kube.delete(ref) is True
+    assert env.kube.delete(ref) is False
+    assert env.kube.get(ref) is None
