@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from gitops_kaito.provision import agentpool as ap
-from gitops_kaito.provision.agentpool import DesiredAgentPool, desired_pool
+from gitops_kaito.provision.agentpool import desired_pool
 from gitops_kaito.provision.aks import AksSettings, StaticTokenCredential
 from gitops_kaito.provision.provisioner import AgentPoolProvisioner, PoolOutcome
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmFault
@@ -289,7 +289,3 @@ def test_plan_reads_live_pools(h: Harness) -> None:
     prov.reconcile([PHI], revision="r1", wait_s=WAIT)
     changes = prov.plan([desired_pool(model("phi", nodes=3)), desired_pool(model("new"))])
     assert [(c.action, c.count, c.live_count) for c in changes] == [("scale", 3, 1), ("create", 1, None)]
-
-
-def _desired_names(pools: list[DesiredAgentPool]) -> list[str]:
-    return [p.name for p in pools]

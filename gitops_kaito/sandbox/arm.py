@@ -195,7 +195,10 @@ class ArmEmulator:
             self._faults.clear()
 
     def hold_operations(self) -> None:
-        """Keep every operation InProgress until release_operations(): a reconciler restart can happen in between."""
+        """Keep every operation InProgress until release_operations(): a reconciler restart can happen in between.
+
+        Operations whose time has already come finish first."""
+        self._advance()
         with self._lock:
             self._held = True
 
@@ -475,6 +478,7 @@ def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], A
 def _make_handler(arm: ArmEmulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out in two writes; no 40 ms delayed-ACK stalls
 
         def _serve(self) -> None:
             parts = urlsplit(self.path)
