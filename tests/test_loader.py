@@ -190,3 +190,34 @@ def test_non_yaml_and_hidden_housekeeping_files_are_ignored(tmp_path: Path) -> N
     write(tmp_path, "models/ml/.gitkeep", "")
     load = load_repository(tmp_path)
     assert load.errors == () and len(load.models) == 1
+
+
+def test_mutated_requests_never_crash_the_loader(tmp_path: Path) -> None:
+    """Seeded random edits of valid and corpus files: every outcome is a model or a located error."""
+    import random
+
+    seeds = [model_text("phi", "  model: phi-4-mini-instruct\n  nodes: 1\n  nodeSelector: {apps: phi}\n"
+                               "  config: {max-model-len: 4096}\n  adapters:\n  - {name: a, image: x.io/a:1}\n")]
+    seeds += [p.read_text() for p in sorted(CORPUS.rglob("*.y*ml")) if p.name != "expect.yaml"]
+    tokens = ["{", "}", "[", "]", ":", "- ", "\n", " &a", " *a", "!!binary ", "'", '"', "~", "yes", "<<: ",
+              "? ", "|\n", "\t", "%YAML 1.1\n", "`", "\x00", "2020-01-01", "99999999999999999999", ".nan"]
+    rng = random.Random(20240601)
+    target = tmp_path / "models" / "ml" / "phi.yaml"
+    target.parent.mkdir(parents=True)
+    for _ in range(300):
+        text = list(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randint(0, len(text))
+            roll = rng.random()
+            if roll < 0.4:
+                text[pos:pos] = list(rng.choice(tokens))
+            elif roll < 0.7:
+                del text[pos:pos + rng.randint(1, 5)]
+            else:
+                start = rng.randint(0, len(text))
+                text[pos:pos] = text[start:start + rng.randint(1, 20)]
+        target.write_text("".join(text))
+        load = load_repository(tmp_path)
+        assert len(load.models) + len(load.errors) >= 1
+        for error in load.errors:
+            assert error.path == "models/ml/phi.yaml" and error.line is not None, error
