@@ -7,13 +7,14 @@ from dataclasses import dataclass, replace
 import pytest
 
 from gitops_kaito.provision import agentpool as ap
-from gitops_kaito.provision.agentpool import LivePool, desired_pool, plan_pools, pool_name
+from gitops_kaito.provision.agentpool import LivePool, desired_pool, desired_pools, plan_pools, pool_name
 
 
 @dataclass(frozen=True)
 class Req:
     namespace: str
     name: str
+    suspend: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Model:
     disk_gib: int = 1024
     label_selector: tuple[tuple[str, str], ...] = (("apps", "phi-4"),)
     price_per_hour: float | None = 3.67
+    provisioning: str = "aks"
 
 
 def model(name: str = "phi", **kw: object) -> Model:
@@ -60,7 +62,7 @@ def test_desired_pool_labels_taint_tags_and_body() -> None:
     assert labels["nvidia.com/gpu.count"] == "1"
     assert labels["nvidia.com/gpu.memory"] == "81920"
     assert labels["apps"] == "phi-4"
-    assert labels["app.kubernetes.io/managed-by"] == "gitops-kaito"
+    assert labels["gitops.kaito.sh/managed-by"] == "gitops-kaito"
     assert labels["gitops.kaito.sh/model"] == "ml.phi"
     assert d.taints == ("sku=gpu:NoSchedule",)
     assert dict(d.tags) == {ap.TAG_MANAGED_BY: "gitops-kaito", ap.TAG_MODEL: "ml.phi"}
@@ -129,3 +131,17 @@ def test_plan_prunes_only_our_pools_and_respects_keep() -> None:
     assert {c.pool: c.action for c in plan_pools([d], live, prune=False)} == {d.name: "noop"}
     deleting = plan_pools([], [live_of(gone, provisioning_state="Deleting")])
     assert [c.action for c in deleting] == ["wait"]
+
+
+def test_desired_pools_only_for_running_aks_models() -> None:
+    models = [model("a"), model("b", provisioning="nodeclaim"), Model(Req("ml", "c", suspend=True))]
+    assert [p.model_id for p in desired_pools(models)] == ["ml.a"]
+
+
+def test_plan_rows_show_nodes_size_and_price() -> None:
+    d = desired_pool(model(nodes=2))
+    row = plan_pools([d], [live_of(desired_pool(model()))])[0].row()
+    assert (row["action"], row["nodes"], row["vmSize"], row["pricePerHour"]) == (
+        "scale", "1 -> 2", "Standard_NC24ads_A100_v4", 3.67)
+    gone = plan_pools([], [live_of(d)])[0].row()
+    assert (gone["action"], gone["pricePerHour"]) == ("delete", None)

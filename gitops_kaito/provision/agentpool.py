@@ -9,7 +9,7 @@ import hashlib
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gitops_kaito.ownership import MANAGED_BY_VALUE, owner_labels
 
@@ -45,6 +45,8 @@ class _RequestLike(Protocol):
     def namespace(self) -> str: ...
     @property
     def name(self) -> str: ...
+    @property
+    def suspend(self) -> bool: ...
 
 
 class _SkuLike(Protocol):
@@ -73,6 +75,15 @@ class ResolvedModelLike(Protocol):
     def label_selector(self) -> tuple[tuple[str, str], ...]: ...
     @property
     def price_per_hour(self) -> float | None: ...
+    @property
+    def provisioning(self) -> str: ...
+
+
+if TYPE_CHECKING:
+    from gitops_kaito.resolve import ResolvedModel
+
+    def _resolved_model_fits(model: ResolvedModel) -> ResolvedModelLike:  # mypy checks the contract here
+        return model
 
 
 @dataclass(frozen=True)
@@ -170,6 +181,15 @@ class PoolChange:
     def mutates(self) -> bool:
         return self.action in (CREATE, SCALE, UPDATE, REPLACE, DELETE, RETRY)
 
+    def row(self) -> dict[str, Any]:
+        """One line of `plan` output: what happens to which pool, its nodes and price."""
+        nodes = str(self.count) if self.live_count in (None, self.count) else f"{self.live_count} -> {self.count}"
+        size = self.vm_size if self.live_vm_size in (None, self.vm_size) else f"{self.live_vm_size} -> {self.vm_size}"
+        return {
+            "action": self.action, "model": self.model_id, "pool": self.pool, "vmSize": size, "nodes": nodes,
+            "pricePerHour": None if self.action == DELETE else self.price_per_hour, "reason": "; ".join(self.reasons),
+        }
+
 
 def pool_name(model_id: str) -> str:
     """A stable agent-pool name for a model: "gk" + 10 base36 chars of its sha256 (AKS: ^[a-z][a-z0-9]{0,11}$)."""
@@ -224,6 +244,11 @@ def desired_pool(model: ResolvedModelLike) -> DesiredAgentPool:
         os_disk_gb=int(model.disk_gib),
         price_per_hour=model.price_per_hour,
     )
+
+
+def desired_pools(models: Iterable[ResolvedModelLike]) -> tuple[DesiredAgentPool, ...]:
+    """The pools of the models in `aks` mode. A suspended model has none, so its pool is deleted (GPUs cost money)."""
+    return tuple(desired_pool(m) for m in models if m.provisioning == "aks" and not m.request.suspend)
 
 
 def plan_pools(
