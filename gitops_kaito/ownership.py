@@ -8,7 +8,9 @@ from __future__ import annotations
 FIELD_MANAGER = "gitops-kaito"
 
 # Labels (selectable): who manages the object and which model request it belongs to.
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# Not app.kubernetes.io/managed-by: gpu-provisioner and AKS copy NodeClaim/pool labels into kubelet's
+# --node-labels, and kubelet refuses keys under *.kubernetes.io outside a small allowed set.
+LABEL_MANAGED_BY = "gitops.kaito.sh/managed-by"
 MANAGED_BY_VALUE = "gitops-kaito"
 LABEL_MODEL = "gitops.kaito.sh/model"  # "<namespace>.<name>" (a valid label value)
 LABEL_MODEL_NAMESPACE = "gitops.kaito.sh/model-namespace"

@@ -30,10 +30,9 @@ Decisions worth knowing:
   ``^[a-z][a-z0-9]{0,11}$``. So NodeClaims for a kaito.sh nodeClassRef, and all Machines, get compact
   names "gk" + hex digest of (model id, index); other NodeClaims get "<name>-<sha8 of model id>-<i>".
   Both are stable across passes and unique across namespaces (NodeClaims and Machines are cluster-scoped).
-- Known limit, not solvable here: gpu-provisioner copies every NodeClaim label into the AKS pool's
-  nodeLabels (kubelet --node-labels), and kubelet refuses keys under *.kubernetes.io such as the owner
-  label app.kubernetes.io/managed-by (ownership.py). On a real gpu-provisioner cluster the owner label
-  key would have to move out of that domain.
+- gpu-provisioner copies every NodeClaim label into the AKS pool's nodeLabels (kubelet --node-labels),
+  and kubelet refuses keys under *.kubernetes.io; that is why the owner labels (ownership.py) all live
+  under gitops.kaito.sh/.
 - ``suspend: true`` renders no objects (``RenderedModel.suspended``). The model is still desired, so
   its earlier objects are deleted like a removal, but the sync must treat that as intentional and not
   count it against the prune guard.
