@@ -82,6 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in separate writes: without NODELAY, delayed ACKs add ~40 ms per request.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.conn_lock:
             self.server.connections.add(self.connection)
 
@@ -121,6 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
         user_agent = self.headers.get("User-Agent") or ""
         self._status = 0
         self._verb = ""
+        self._logged = False
+        self._log_entry = (self.command, path, split.query, user_agent, started, ctype)
         try:
             fault = owner.faults.take(self.command, path)
             if fault is not None:
@@ -136,8 +140,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except Exception as exc:  # an emulator bug must surface as a 500, not a hung client
             self._send_json(500, status_body(500, "InternalError", f"emulator error: {exc!r}"))
-        owner.request_log.add(
-            LoggedRequest(self.command, path, split.query, user_agent, self._status, started, self._verb, ctype)
+        self._log()
+
+    def _log(self) -> None:
+        """Record the request once: at its end, or when a watch stream starts."""
+        if self._logged:
+            return
+        self._logged = True
+        method, path, query, user_agent, started, ctype = self._log_entry
+        self.server.owner.request_log.add(
+            LoggedRequest(method, path, query, user_agent, self._status, started, self._verb, ctype)
         )
 
     def _apply_fault(self, fault: Fault) -> None:
@@ -321,15 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
         started = False
 
         def emit(event: dict[str, Any]) -> bool:
-            nonlocal started
-            if not started:
-                self._status = 200
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.send_header("Cache-Control", "no-cache, private")
-                self.end_headers()
-                started = True
+            begin()
             data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
             try:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -338,20 +342,22 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
             return True
 
-        def stopping() -> None:
-            return None
-
-        del stopping
-        owner.api.watch(target, query, emit, owner._stopping)
-        if not started:
-            # Nothing happened before the timeout: still a valid, empty watch stream.
-            emit_headers_only = emit
+        def begin() -> None:
+            nonlocal started
+            if started:
+                return
             self._status = 200
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Cache-Control", "no-cache, private")
             self.end_headers()
-            del emit_headers_only
+            self.wfile.flush()
+            started = True
+            self._log()
+
+        owner.api.watch(target, query, emit, owner._stopping, on_ready=begin)
+        begin()  # nothing happened before the timeout: still a valid, empty watch stream
         try:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()

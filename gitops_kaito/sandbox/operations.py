@@ -360,7 +360,8 @@ class Api:
                 if t.namespaced:
                     shell_meta["namespace"] = namespace
                 shell: Obj = {"apiVersion": t.api_version, "kind": t.kind, "metadata": shell_meta}
-                self.create(target, shell, WriteOptions(dry_run=True))  # validates namespace and name
+                # Namespace and name are validated by the dry-run create of the merged object below; the
+                # empty shell must not be schema-validated (a CRD with a required spec would refuse it).
                 live: Obj = shell
                 entries: list[ssa.ManagedEntry] = []
             else:
@@ -633,6 +634,7 @@ class Api:
         query: dict[str, str],
         emit: Callable[[Obj], bool],
         stop: threading.Event,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         """Stream watch events through emit (returns False when the client is gone) until timeout or stop."""
         t = target.type
@@ -655,6 +657,8 @@ class Api:
                 except (ValueError, Expired):
                     emit(_expired_event(rv_param))
                     return
+        if on_ready is not None:
+            on_ready()  # headers go out now, so clients see the stream open before the first event
         for obj in initial:
             if not emit({"type": "ADDED", "object": obj}):
                 return

@@ -153,6 +153,13 @@ def changed_paths(old: dict[str, Any], new: dict[str, Any], list_keys: ListKeys,
     return changed, old_set - new_set
 
 
+def _is_key_field(path: Path) -> bool:
+    """A list-map item's key field goes only with its item."""
+    if len(path) < 2 or not path[-2].startswith("k:") or not path[-1].startswith("f:"):
+        return False
+    return path[-1][2:] in json.loads(path[-2][2:])
+
+
 def overlaps(a: Path, b: Path) -> bool:
     n = min(len(a), len(b))
     return a[:n] == b[:n]
@@ -278,12 +285,16 @@ def apply(
 
     result = merge(live, _scoped(applied, scope), list_keys)
     # Fields this manager stopped sending go away unless someone else still owns them.
-    for p in sorted(previous - applied_set, key=len, reverse=True):
-        if any(overlaps(p, q) for q in applied_set):
+    removed: list[Path] = []
+    for p in sorted(previous - applied_set, key=len):
+        if any(p[: len(r)] == r for r in removed) or _is_key_field(p):
+            continue
+        if any(q[: len(p)] == p for q in applied_set):
             continue
         if any(any(overlaps(p, q) for q in e.fields) for e in others):
             continue
         remove_path(result, p)
+        removed.append(p)
 
     new_entries: list[ManagedEntry] = []
     for e in others:

@@ -1,0 +1,130 @@
+"""Watch on the sandbox API emulator: initial ADDED events, resume, selectors, timeouts, 410 and clean stop.
+
+Uses kubernetes.watch.Watch, the way informers and the reconciler consume events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+from gitops_kaito.sandbox.apiserver import ApiServer
+
+
+@pytest.fixture
+def server() -> Iterator[ApiServer]:
+    srv = ApiServer(history_limit=20).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def core(server: ApiServer, tmp_path: Path) -> client.CoreV1Api:
+    return client.CoreV1Api(config.new_client_from_config(str(server.write_kubeconfig(tmp_path / "kc"))))
+
+
+def cm(name: str, labels: dict[str, str] | None = None, data: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": labels or {}}, "data": data or {}}
+
+
+def collect(core: client.CoreV1Api, count: int, **kwargs: Any) -> list[tuple[str, str]]:
+    w = watch.Watch()
+    seen: list[tuple[str, str]] = []
+    for event in w.stream(core.list_namespaced_config_map, "default", timeout_seconds=5, **kwargs):
+        seen.append((event["type"], event["object"].metadata.name))
+        if len(seen) >= count:
+            w.stop()
+    return seen
+
+
+def test_initial_added_events_without_resource_version(core: client.CoreV1Api) -> None:
+    core.create_namespaced_config_map("default", cm("a"))
+    core.create_namespaced_config_map("default", cm("b"))
+    assert collect(core, 2) == [("ADDED", "a"), ("ADDED", "b")]
+
+
+def test_resume_from_resource_version_sees_only_later_changes(core: client.CoreV1Api) -> None:
+    core.create_namespaced_config_map("default", cm("a"))
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    core.patch_namespaced_config_map("a", "default", {"data": {"k": "v"}})
+    core.create_namespaced_config_map("default", cm("b"))
+    core.delete_namespaced_config_map("a", "default")
+    assert collect(core, 3, resource_version=rv) == [("MODIFIED", "a"), ("ADDED", "b"), ("DELETED", "a")]
+
+
+def test_label_selector_filters_and_translates_transitions(core: client.CoreV1Api) -> None:
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    core.create_namespaced_config_map("default", cm("a", {"app": "x"}))
+    core.create_namespaced_config_map("default", cm("b", {"app": "y"}))
+    core.patch_namespaced_config_map("a", "default", {"metadata": {"labels": {"app": "z"}}})  # leaves selector
+    core.patch_namespaced_config_map("b", "default", {"metadata": {"labels": {"app": "x"}}})  # enters selector
+    events = collect(core, 3, resource_version=rv, label_selector="app=x")
+    assert events == [("ADDED", "a"), ("DELETED", "a"), ("ADDED", "b")]
+
+
+def test_live_events_are_delivered_while_watching(core: client.CoreV1Api) -> None:
+    ready = threading.Event()
+    result: list[tuple[str, str]] = []
+
+    def watcher() -> None:
+        rv = core.list_namespaced_config_map("default").metadata.resource_version
+        ready.set()
+        result.extend(collect(core, 1, resource_version=rv))
+
+    t = threading.Thread(target=watcher)
+    t.start()
+    assert ready.wait(5)
+    core.create_namespaced_config_map("default", cm("live"))
+    t.join(10)
+    assert result == [("ADDED", "live")]
+
+
+def test_timeout_seconds_ends_the_stream(core: client.CoreV1Api) -> None:
+    start = time.monotonic()
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    events = list(watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=rv,
+                                       timeout_seconds=1))
+    assert events == []
+    assert time.monotonic() - start < 10  # ended by the server, not the pytest timeout
+
+
+def test_compacted_resource_version_gives_410(core: client.CoreV1Api) -> None:
+    first = core.create_namespaced_config_map("default", cm("a")).metadata.resource_version
+    for i in range(50):
+        core.patch_namespaced_config_map("a", "default", {"data": {"i": str(i)}})
+    with pytest.raises(ApiException) as gone:
+        list(watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=first,
+                                  timeout_seconds=2))
+    assert gone.value.status == 410
+
+
+def test_stop_ends_open_watch_streams_promptly(server: ApiServer, core: client.CoreV1Api) -> None:
+    finished = threading.Event()
+
+    def watcher() -> None:
+        try:
+            rv = core.list_namespaced_config_map("default").metadata.resource_version
+            for _ in watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=rv,
+                                          timeout_seconds=60):
+                pass
+        except Exception:
+            pass
+        finished.set()
+
+    t = threading.Thread(target=watcher, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 5
+    while server.request_log.count(verbs=["watch"]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.request_log.count(verbs=["watch"]) == 1
+    server.stop()
+    assert finished.wait(5)
