@@ -82,7 +82,7 @@ def raw_apply(api: client.ApiClient, path: str, body: dict[str, Any], manager: s
 
 
 def test_create_on_apply_returns_201_and_records_manager(env: Any) -> None:
-    srv, dyn, res = env
+    _srv, dyn, _res = env
     code, data = raw_apply(dyn.client, "/apis/example.com/v1/things/t", thing({"a": "1"}), "alpha")
     assert code == 201
     managed = data["metadata"]["managedFields"]
@@ -156,7 +156,7 @@ def test_list_map_items_merge_by_key(env: Any) -> None:
 
 
 def test_status_conditions_merge_by_type_on_status_subresource(env: Any) -> None:
-    srv, dyn, res = env
+    _srv, dyn, res = env
     apply(dyn, res, thing({"a": "1"}), "owner")
     path = "/apis/example.com/v1/things/t/status"
     body = {"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "t"},
