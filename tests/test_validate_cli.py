@@ -77,3 +77,11 @@ def test_real_process_exit_code_and_no_traceback(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "models/ml/bomb.yaml:9: YAML aliases" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_broken_template_override_fails_validation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = make_repo(tmp_path, {"models/ml/phi.yaml": GOOD,
+                                "templates/workspace-v1beta1.yaml": "apiVersion: kaito.sh/v1beta1\nkind: [\n"})
+    assert main(["validate", "--repo", str(repo)]) == 1
+    out = capsys.readouterr().out
+    assert "templates/workspace-v1beta1.yaml:" in out and "error(s)" in out

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from gitops_kaito.cli.common import EXIT_INVALID, EXIT_OK, CliError, add_output_flag, add_repo_flag, emit
 
 if TYPE_CHECKING:
+    from gitops_kaito.modelrequest import LoadError
     from gitops_kaito.resolve import RepoLoad
 
 
@@ -26,41 +27,69 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gitops_kaito.loader import load_repository
+    from gitops_kaito.modelrequest import LoadError
 
     root = Path(args.repo)
     if not root.is_dir():
         raise CliError(f"{root}: not a directory")
     try:
         load = load_repository(root)
+        problems = [LoadError(e.path, e.line, e.message, e.model_id) for e in load.errors]
+        problems += _render_problems(load)
     except Exception as err:  # a bug must still end as one line and exit 2, never a traceback in CI logs
         raise CliError(f"internal error while loading {root}: {type(err).__name__}: {err}")
     if args.output == "json":
-        emit(_as_json(load), "json")
+        emit(_as_json(load, problems), "json")
     else:
-        _print_text(load)
-    return EXIT_INVALID if load.errors else EXIT_OK
+        _print_text(load, problems)
+    return EXIT_INVALID if problems else EXIT_OK
 
 
-def _as_json(load: RepoLoad) -> dict[str, Any]:
+def _render_problems(load: RepoLoad) -> list[LoadError]:
+    """Rendering is part of validity: a request that resolves but cannot render (e.g. a broken template
+    override in templates/) must fail the pull request too, not the first sync after merge."""
+    from gitops_kaito import render
+    from gitops_kaito.modelrequest import LoadError
+    from gitops_kaito.yamlsource import SourceError
+
+    templates_dir = render.repo_templates_dir(load.root)
+    try:
+        render.check_templates(templates_dir)
+    except SourceError as err:
+        return [LoadError(err.path, err.line, err.message, None)]
+    problems: list[LoadError] = []
+    for model in load.models:
+        try:
+            render.render_model(model, load.config, "validate", templates_dir)
+        except SourceError as err:
+            problems.append(LoadError(err.path, err.line, err.message, model.request.id))
+        except render.RenderError as err:
+            problems.append(LoadError(model.request.path, None, str(err), model.request.id))
+    return problems
+
+
+def _as_json(load: RepoLoad, problems: list[LoadError]) -> dict[str, Any]:
+    failed = {p.model_id for p in problems}
     return {
-        "valid": not load.errors,
+        "valid": not problems,
         "models": [
             {"id": m.request.id, "path": m.request.path, "model": m.preset.name,
              "instanceType": m.sku.name if m.sku else None, "nodes": m.nodes, "gpus": m.gpus,
              "provisioning": m.provisioning, "pricePerHour": m.price_per_hour}
-            for m in load.models
+            for m in load.models if m.request.id not in failed
         ],
-        "errors": [{"path": e.path, "line": e.line, "message": e.message, "model": e.model_id} for e in load.errors],
+        "errors": [{"path": e.path, "line": e.line, "message": e.message, "model": e.model_id} for e in problems],
     }
 
 
-def _print_text(load: RepoLoad) -> None:
-    for error in load.errors:
+def _print_text(load: RepoLoad, problems: list[LoadError]) -> None:
+    for error in problems:
         print(str(error))
-    files = len({e.path for e in load.errors})
-    models = len(load.models)
-    if load.errors:
-        print(f"{len(load.errors)} error(s) in {files} file(s); {models} model(s) valid", file=sys.stdout)
+    files = len({e.path for e in problems})
+    failed = {p.model_id for p in problems}
+    models = len([m for m in load.models if m.request.id not in failed])
+    if problems:
+        print(f"{len(problems)} error(s) in {files} file(s); {models} model(s) valid", file=sys.stdout)
     elif models == 0:
         print("no model requests found under models/ (nothing to validate)")
     else:
