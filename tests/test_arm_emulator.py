@@ -139,3 +139,45 @@ def test_pool_ready_hook_and_sdk_paging(arm: ArmEmulator) -> None:
         assert ready == ["gka", "gkb", "gkc", "gkd", "gke"]
         client.agent_pools.begin_delete(s.resource_group, s.cluster_name, "gka").result(timeout=5)
         assert deleted == ["gka"]
+
+
+def test_node_bridge_registers_and_removes_nodes_in_the_api_emulator() -> None:
+    apiserver = pytest.importorskip("gitops_kaito.sandbox.apiserver")
+    from kubernetes import client as kclient
+
+    from gitops_kaito.provision.agentpool import desired_pool
+    from gitops_kaito.provision.provisioner import AgentPoolProvisioner
+    from gitops_kaito.sandbox.arm import KubeNodeApi, NodeBridge
+    from tests.test_aks_agentpool import model
+
+    srv = apiserver.ApiServer(host="127.0.0.1", port=0)
+    srv.start()
+    try:
+        with ArmEmulator() as emulator:
+            NodeBridge(KubeNodeApi(srv.url)).attach(emulator)
+            s = emulator.settings
+            prov = AgentPoolProvisioner.for_settings(
+                AksSettings(s.subscription_id, s.resource_group, s.cluster_name, emulator.url,
+                            polling_interval_s=0.01, retry_total=0), StaticTokenCredential(s.token))
+            pool = desired_pool(model("phi", nodes=2))
+            assert [o.state for o in prov.reconcile([pool], revision="r1", wait_s=20)] == ["Ready"]
+
+            config = kclient.Configuration()
+            config.host = srv.url
+            core = kclient.CoreV1Api(kclient.ApiClient(config))
+            nodes = core.list_node(label_selector="apps=phi-4").items
+            assert len(nodes) == 2
+            node = nodes[0]
+            assert node.metadata.labels["kubernetes.azure.com/agentpool"] == pool.name
+            assert node.metadata.labels["node.kubernetes.io/instance-type"] == "Standard_NC24ads_A100_v4"
+            assert node.metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-A100"
+            assert [(t.key, t.value, t.effect) for t in node.spec.taints] == [("sku", "gpu", "NoSchedule")]
+            assert node.spec.provider_id.startswith("azure:///subscriptions/")
+            assert node.status.capacity["nvidia.com/gpu"] == "1"
+
+            prov.reconcile([desired_pool(model("phi", nodes=1))], revision="r2", wait_s=20)
+            assert len(core.list_node(label_selector=f"agentpool={pool.name}").items) == 1
+            assert [o.state for o in prov.reconcile([], revision="r3", wait_s=20)] == ["Deleted"]
+            assert core.list_node(label_selector=f"agentpool={pool.name}").items == []
+    finally:
+        srv.stop()

@@ -7,6 +7,7 @@ PUT/GET/DELETE/list agentPools with ARM semantics: api-version and bearer checks
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import re
@@ -16,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qs, urlsplit
 
 _POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
@@ -145,6 +146,7 @@ class ArmEmulator:
         self.settings = settings or ArmSettings()
         self.request_log = RequestLog()
         self._lock = threading.RLock()
+        self._advance_lock = threading.Lock()
         self._pools: dict[str, dict[str, Any]] = {}
         self._ops: dict[str, _Operation] = {}
         self._faults: list[ArmFault] = []
@@ -268,38 +270,48 @@ class ArmEmulator:
         return None
 
     def _advance(self) -> None:
-        """Finish the operations whose time has come; hooks run outside the lock."""
-        hooks: list[Callable[[], None]] = []
-        now = time.monotonic()
-        with self._lock:
-            if self._held:
-                return
-            for op in self._ops.values():
-                if op.status != "InProgress" or now - op.started < self.settings.operation_duration_s:
-                    continue
-                op.ended = now
-                pool = self._pools.get(op.pool)
-                if op.kind == "delete":
-                    op.status = "Succeeded"
-                    self._pools.pop(op.pool, None)
-                    if self.settings.on_pool_deleted:
-                        hooks.append(_bind(self.settings.on_pool_deleted, op.pool))
-                elif op.fault is not None:
-                    op.status = "Failed"
-                    op.error = {"code": op.fault.code, "message": op.fault.message}
-                    if pool is not None:
-                        pool["properties"]["provisioningState"] = "Failed"
-                        pool["properties"]["status"] = {"provisioningError": dict(op.error)}
-                else:
-                    op.status = "Succeeded"
-                    if pool is not None:
-                        pool["properties"]["provisioningState"] = "Succeeded"
-                        pool["properties"].pop("status", None)
-                        pool["properties"]["powerState"] = {"code": "Running"}
-                        if self.settings.on_pool_ready:
-                            hooks.append(_bind(self.settings.on_pool_ready, json.loads(json.dumps(pool))))
-        for hook in hooks:
-            hook()
+        """Finish the operations whose time has come.
+
+        Hooks run before the operation reads as finished, so whoever sees Succeeded also sees the Nodes; other
+        requests wait for them (hooks must not call this endpoint)."""
+        with self._advance_lock:
+            now = time.monotonic()
+            with self._lock:
+                if self._held:
+                    return
+                due = [op for op in self._ops.values()
+                       if op.status == "InProgress" and now - op.started >= self.settings.operation_duration_s]
+                ready = {op.id: json.loads(json.dumps(self._pools[op.pool])) for op in due
+                         if op.kind != "delete" and op.fault is None and op.pool in self._pools}
+            for op in due:
+                if op.kind == "delete" and self.settings.on_pool_deleted:
+                    self.settings.on_pool_deleted(op.pool)
+                elif op.id in ready and self.settings.on_pool_ready:
+                    pool = ready[op.id]
+                    pool["properties"]["provisioningState"] = "Succeeded"
+                    self.settings.on_pool_ready(pool)
+            with self._lock:
+                for op in due:
+                    self._finish(op, now)
+
+    def _finish(self, op: _Operation, now: float) -> None:
+        op.ended = now
+        pool = self._pools.get(op.pool)
+        if op.kind == "delete":
+            op.status = "Succeeded"
+            self._pools.pop(op.pool, None)
+        elif op.fault is not None:
+            op.status = "Failed"
+            op.error = {"code": op.fault.code, "message": op.fault.message}
+            if pool is not None:
+                pool["properties"]["provisioningState"] = "Failed"
+                pool["properties"]["status"] = {"provisioningError": dict(op.error)}
+        else:
+            op.status = "Succeeded"
+            if pool is not None:
+                pool["properties"]["provisioningState"] = "Succeeded"
+                pool["properties"].pop("status", None)
+                pool["properties"]["powerState"] = {"code": "Running"}
 
     def _start_op(self, kind: str, pool: str, fault: ArmFault | None) -> _Operation:
         op = _Operation(f"{next(self._op_ids):04d}-{uuid.uuid4()}", kind, pool, time.monotonic(), fault)
@@ -462,10 +474,6 @@ class ArmEmulator:
             return (200, {}, json.loads(json.dumps(pool))) if pool else (204, {}, None)
 
 
-def _bind(fn: Callable[[Any], None], arg: Any) -> Callable[[], None]:
-    return lambda: fn(arg)
-
-
 def _iso(monotonic_at: float) -> str:
     wall = time.time() - (time.monotonic() - monotonic_at)
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
@@ -509,3 +517,120 @@ def _make_handler(arm: ArmEmulator) -> type[BaseHTTPRequestHandler]:
             return
 
     return Handler
+
+
+# --- nodes for pools: the on_pool_ready / on_pool_deleted hooks ------------------------------------------
+
+def pool_node_manifests(pool: dict[str, Any], subscription_id: str = "00000000-0000-0000-0000-000000000000",
+                        node_resource_group: str = "MC_rg-ml_aks-ml_eastus") -> list[dict[str, Any]]:
+    """The Nodes AKS would register for a pool: VMSS-style names and providerIDs, the pool's labels and taints,
+    AKS's own agentpool labels, and nvidia.com/gpu capacity from the pool's gpu.count label."""
+    name = pool["name"]
+    props = pool["properties"]
+    digits = f"{int(hashlib.sha256(name.encode()).hexdigest(), 16) % 10**8:08d}"
+    vmss = f"aks-{name}-{digits}-vmss"
+    labels = {
+        "agentpool": name,
+        "kubernetes.azure.com/agentpool": name,
+        "kubernetes.azure.com/mode": str(props.get("mode", "User")).lower(),
+        "node.kubernetes.io/instance-type": props.get("vmSize", ""),
+        "kubernetes.io/os": "linux",
+        **(props.get("nodeLabels") or {}),
+    }
+    taints = []
+    for taint in props.get("nodeTaints") or []:
+        key_value, _, effect = taint.partition(":")
+        key, _, value = key_value.partition("=")
+        taints.append({"key": key, "value": value, "effect": effect})
+    gpus = str((props.get("nodeLabels") or {}).get("nvidia.com/gpu.count", "0"))
+    nodes = []
+    for i in range(int(props.get("count") or 0)):
+        node_name = f"{vmss}{i:06d}"
+        nodes.append({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": node_name, "labels": {**labels, "kubernetes.io/hostname": node_name}},
+            "spec": {
+                "providerID": f"azure:///subscriptions/{subscription_id}/resourceGroups/{node_resource_group}/providers/"
+                              f"Microsoft.Compute/virtualMachineScaleSets/{vmss}/virtualMachines/{i}",
+                "taints": taints,
+            },
+            "status": {
+                "capacity": {"nvidia.com/gpu": gpus, "cpu": "24", "memory": "220Gi", "pods": "110"},
+                "allocatable": {"nvidia.com/gpu": gpus, "cpu": "23", "memory": "200Gi", "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                "message": "kubelet is posting ready status"}],
+            },
+        })
+    return nodes
+
+
+class NodeApi(Protocol):
+    def list_node_names(self, label_selector: str) -> list[str]: ...
+    def create_node(self, body: dict[str, Any]) -> None: ...
+    def delete_node(self, name: str) -> None: ...
+
+
+class KubeNodeApi:
+    """NodeApi over the official kubernetes client (for a sandbox ApiServer URL)."""
+
+    def __init__(self, url: str) -> None:
+        from kubernetes import client
+
+        config = client.Configuration()
+        config.host = url
+        api = client.ApiClient(config)
+        api.user_agent = "gitops-kaito-sandbox/arm"
+        self._core = client.CoreV1Api(api)
+
+    def list_node_names(self, label_selector: str) -> list[str]:
+        raw: Any = self._core.list_node(label_selector=label_selector, _preload_content=False)
+        return [str(n["metadata"]["name"]) for n in json.loads(raw.data).get("items", [])]
+
+    def create_node(self, body: dict[str, Any]) -> None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self._core.create_node(cast(Any, body))
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        # Status is a subresource: the kubelet would post it; here it comes right after the create.
+        self._core.patch_node_status(body["metadata"]["name"], {"status": body["status"]})
+
+    def delete_node(self, name: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self._core.delete_node(name)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+
+class NodeBridge:
+    """Keeps a cluster's Nodes in line with the emulator's pools: pass its methods as on_pool_ready/on_pool_deleted."""
+
+    def __init__(self, nodes: NodeApi, arm_settings: ArmSettings | None = None) -> None:
+        self._nodes = nodes
+        self._settings = arm_settings or ArmSettings()
+
+    def attach(self, arm: ArmEmulator) -> NodeBridge:
+        arm.settings.on_pool_ready = self.on_pool_ready
+        arm.settings.on_pool_deleted = self.on_pool_deleted
+        self._settings = arm.settings
+        return self
+
+    def on_pool_ready(self, pool: dict[str, Any]) -> None:
+        s = self._settings
+        wanted = pool_node_manifests(pool, s.subscription_id,
+                                     f"MC_{s.resource_group}_{s.cluster_name}_{s.location}")
+        names = {n["metadata"]["name"] for n in wanted}
+        for extra in set(self._nodes.list_node_names(f"agentpool={pool['name']}")) - names:
+            self._nodes.delete_node(extra)  # scaled down
+        for node in wanted:
+            self._nodes.create_node(node)
+
+    def on_pool_deleted(self, name: str) -> None:
+        for node in self._nodes.list_node_names(f"agentpool={name}"):
+            self._nodes.delete_node(node)
