@@ -56,6 +56,7 @@ def write_status(
     author: Author = Author(),
     status_path: str = "status",
     summary: str = "",
+    body: str = "",
     create_from: str | None = None,
     max_attempts: int = 5,
     backoff_s: float = 0.5,
@@ -78,7 +79,7 @@ def write_status(
         tree = _tree_with_status(source, parent, status_path, files)
         if parent and base and tree == source.run(["rev-parse", f"{parent}^{{tree}}"]):
             return WritebackResult(False, None, branch, attempt, base)
-        message = commit_message(files, revision, summary)
+        message = commit_message(revision, summary, body)
         sha = _commit_tree(source, tree, parent, message, author)
         if before_push is not None:
             before_push(attempt)
@@ -97,9 +98,10 @@ def write_status(
     raise WritebackError(f"status was not pushed to {branch}")  # pragma: no cover - loop always returns
 
 
-def commit_message(files: Mapping[str, str], revision: str, summary: str = "") -> str:
+def commit_message(revision: str, summary: str = "", body: str = "") -> str:
     first = f"status: {summary}" if summary else "status: update"
-    return f"{first}\n\n{REVISION_TRAILER}: {revision}\n"
+    middle = f"{body.strip()}\n\n" if body.strip() else ""
+    return f"{first}\n\n{middle}{REVISION_TRAILER}: {revision}\n"
 
 
 def read_tree_files(source: GitSource, commit: str, folder: str) -> dict[str, str]:

@@ -35,14 +35,55 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="let this pass delete more than prune.maxShare of the managed models (or all)")
     parser.add_argument("--revision", default="", help="revision to stamp (default: the checkout's branch@sha1:...)")
     parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table", help="output format")
+    add_git_flags(parser)
     parser.set_defaults(func=run)
+
+
+def add_git_flags(parser: argparse.ArgumentParser) -> None:
+    git = parser.add_argument_group("git source (instead of --repo: fetch, sync, write status back as a commit)")
+    git.add_argument("--git-url", help="repository URL (https token from $GITOPS_KAITO_GIT_TOKEN; ssh key from "
+                                       "$GITOPS_KAITO_SSH_KEY_FILE and $GITOPS_KAITO_KNOWN_HOSTS_FILE)")
+    git.add_argument("--branch", default="main", help="branch to follow (default: main)")
+    git.add_argument("--status-branch", help="branch for status commits (default: gitops-kaito.yaml, else --branch)")
+    git.add_argument("--cache-dir", help="where the clone is kept between runs (default: ~/.cache/gitops-kaito/git)")
+    git.add_argument("--no-write-back", action="store_true", help="do not commit status to the repository")
+
+
+def run_git(args: argparse.Namespace) -> PassResult:
+    import os
+
+    from gitops_kaito.gitsource import GitAuth, GitSourceError
+    from gitops_kaito.gitsync import GitSyncSettings, run_git_pass
+
+    env = os.environ.get
+    auth = GitAuth(token=env("GITOPS_KAITO_GIT_TOKEN") or None,
+                   ssh_key=Path(env("GITOPS_KAITO_SSH_KEY_FILE", "")) if env("GITOPS_KAITO_SSH_KEY_FILE") else None,
+                   known_hosts=Path(env("GITOPS_KAITO_KNOWN_HOSTS_FILE", ""))
+                   if env("GITOPS_KAITO_KNOWN_HOSTS_FILE") else None)
+    cache = Path(args.cache_dir) if args.cache_dir else Path("~/.cache/gitops-kaito/git").expanduser()
+    settings = GitSyncSettings(url=args.git_url, cache_dir=cache, branch=args.branch,
+                               status_branch=args.status_branch or None, auth=auth,
+                               write_back=not args.no_write_back)
+    try:
+        with Kube.connect(args.kubeconfig, args.context) as kube:
+            done = run_git_pass(settings, kube, dry_run=args.dry_run, allow_mass_prune=args.allow_mass_prune)
+    except (KubeError, SyncError, GitSourceError) as err:
+        raise CliError(str(err)) from None
+    wb = done.writeback
+    if wb is not None:
+        print(f"status: {'committed ' + (wb.sha or '')[:12] + ' to ' + wb.branch if wb.committed else 'unchanged'}",
+              file=sys.stderr)
+    return done.sync
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        with Kube.connect(args.kubeconfig, args.context) as kube:
-            result = run_pass(Path(args.repo), kube, revision=args.revision, dry_run=args.dry_run,
-                              allow_mass_prune=args.allow_mass_prune)
+        if getattr(args, "git_url", None):
+            result = run_git(args)
+        else:
+            with Kube.connect(args.kubeconfig, args.context) as kube:
+                result = run_pass(Path(args.repo), kube, revision=args.revision, dry_run=args.dry_run,
+                                  allow_mass_prune=args.allow_mass_prune)
     except (KubeError, SyncError) as err:
         raise CliError(str(err)) from None
     if args.output == "table":

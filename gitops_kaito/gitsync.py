@@ -1,0 +1,190 @@
+"""One pass with Git on both ends: fetch and pin a commit, sync it, assess health, write status back as a commit.
+
+The applied revision is the newest commit that changed desired state, so status-only commits never cause applies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gitops_kaito import apply as applying
+from gitops_kaito import health
+from gitops_kaito.config import RepoConfig, load_config
+from gitops_kaito.gitsource import Checkout, GitAuth, GitSource, SourceSpec, format_revision
+from gitops_kaito.kube import Kube, KubeError
+from gitops_kaito.ownership import LABEL_MODEL
+from gitops_kaito.status import EndpointCheck, ModelReport, render_files, report_from_health, summary_line
+from gitops_kaito.sync import INVALID, SUSPENDED, PassResult, run_pass
+from gitops_kaito.writeback import Author, WritebackResult, last_desired_commit, write_status
+from gitops_kaito.yamlsource import SourceError
+
+log = logging.getLogger(__name__)
+
+KAITO_WORKSPACE_LABEL = "kaito.sh/workspace"
+KAITO_WORKSPACE_NS_LABEL = "kaito.sh/workspacenamespace"
+NODE_KINDS = (("karpenter.sh/v1", "NodeClaim"), ("karpenter.sh/v1alpha5", "Machine"))
+
+
+@dataclass(frozen=True)
+class GitSyncSettings:
+    url: str
+    cache_dir: Path
+    branch: str = "main"
+    status_branch: str | None = None  # None: gitops-kaito.yaml status.branch, else the followed branch
+    auth: GitAuth = field(default_factory=GitAuth)
+    author: Author | None = None  # None: gitops-kaito.yaml status.author_*
+    write_back: bool = True
+    endpoint_check: bool = True
+
+
+@dataclass(frozen=True)
+class GitPassResult:
+    checkout: Checkout
+    revision: str  # the applied revision: "<branch>@sha1:<last commit that changed desired state>"
+    sync: PassResult
+    reports: tuple[ModelReport, ...]
+    writeback: WritebackResult | None
+
+
+EndpointChecker = Callable[[Any, str, str], EndpointCheck]
+
+
+def default_endpoint_check(api_client: Any, namespace: str, name: str) -> EndpointCheck:
+    """GET /v1/models through the API server's service proxy (port name http, FACTS.md §7)."""
+    from gitops_kaito import endpoint
+
+    found = endpoint.check_models(api_client, namespace, name)
+    return EndpointCheck(found.answers, found.served_model)
+
+
+def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False, allow_mass_prune: bool = False,
+                 now: str | None = None,
+                 before_push: Callable[[int], None] | None = None,
+                 endpoint_checker: EndpointChecker = default_endpoint_check,
+                 sleep: Callable[[float], None] | None = None) -> GitPassResult:
+    """fetch -> sync.run_pass on the checkout -> health -> status files -> commit and push when changed.
+
+    A git failure raises GitSourceError before anything is applied; the cluster keeps the last state.
+    """
+    source = GitSource(SourceSpec(settings.url, branch=settings.branch, auth=settings.auth), settings.cache_dir)
+    checkout = source.fetch()
+    config = _config(checkout.path)
+    status_path = config.status.path.strip("/") or "status"
+    desired_sha = last_desired_commit(source.repo, checkout.sha, status_path)
+    revision = format_revision(checkout.ref, desired_sha)
+    result = run_pass(checkout.path, kube, revision=revision, dry_run=dry_run, allow_mass_prune=allow_mass_prune)
+    reports = tuple(assess_models(result, kube, revision, settings.endpoint_check, endpoint_checker))
+    wb: WritebackResult | None = None
+    if settings.write_back and not dry_run:
+        stamp = now or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        branch = settings.status_branch or config.status.branch or settings.branch
+        author = settings.author or Author(config.status.author_name, config.status.author_email)
+        pruned = sorted(o.model_id for o in result.outcomes if o.state == applying.PRUNED
+                        and not any(r.model_id == o.model_id for r in reports))
+
+        def build(previous: Mapping[str, str]) -> Mapping[str, str]:
+            return render_files(reports, previous, stamp)
+
+        body = "".join(f"Pruned: {m}\n" for m in pruned)
+        extra: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
+        wb = write_status(source, branch, build, revision, author=author, status_path=status_path,
+                          summary=summary_line(reports), body=body, before_push=before_push, **extra)
+    return GitPassResult(checkout, revision, result, reports, wb)
+
+
+def _config(root: Path) -> RepoConfig:
+    try:
+        return load_config(root)
+    except SourceError:
+        return RepoConfig()  # the pass itself reports the broken file; status still needs a place to go
+
+
+def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints: bool = True,
+                  endpoint_checker: EndpointChecker = default_endpoint_check) -> list[ModelReport]:
+    """One report per model the repository names (valid or not); pruned models get none."""
+    desired = result.desired
+    rendered = {r.model.request.id: r for r in desired.rendered} if desired else {}
+    workspaces, nodes = _live(kube, result)
+    reports = []
+    for outcome in result.outcomes:
+        mid = outcome.model_id
+        if outcome.state == applying.PRUNED and mid not in rendered:
+            continue
+        model = outcome.model or (rendered[mid].model if mid in rendered else None)
+        ns, name = _split(mid, model)
+        ws = workspaces.get(mid)
+        h = health.assess(
+            ws, nodes.get(mid, ()),
+            invalid=outcome.message if outcome.state == INVALID else None,
+            blocked=outcome.message if outcome.state == applying.BLOCKED else None,
+            suspended=outcome.state == SUSPENDED,
+        )
+        last_error = outcome.message if outcome.state == applying.FAILED else None
+        if outcome.state == applying.FAILED and h.state in (health.PENDING, health.PROVISIONING):
+            h = health.ModelHealth(health.FAILED, "ApplyFailed", outcome.message, h.conditions, h.nodes,
+                                   h.endpoint, h.inference_ready)
+        check = EndpointCheck()
+        if check_endpoints and h.inference_ready:
+            try:
+                check = endpoint_checker(kube.api_client, ns, name)
+            except Exception as err:  # an endpoint probe must never fail the pass
+                log.warning("endpoint check of %s failed: %s", mid, err)
+                check = EndpointCheck(False, None)
+        sku = model.sku.name if model is not None and model.sku is not None else (
+            model.request.instance_type if model is not None else None)
+        reports.append(report_from_health(
+            ns, name, h, model_id=mid, sku=sku, nodes=model.nodes if model else None,
+            gpus=model.gpus if model else None, price_per_hour=model.price_per_hour if model else None,
+            revision=revision, source_path=outcome.path or (model.request.path if model else ""),
+            last_error=last_error, endpoint_check=check))
+    return reports
+
+
+def _split(model_id: str, model: Any) -> tuple[str, str]:
+    if model is not None:
+        return model.request.namespace, model.request.name
+    ns, _, name = model_id.partition(".")
+    return ns, name
+
+
+def _live(kube: Kube, result: PassResult) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Workspaces by model id (one LIST) and their GPU node objects: ours, and KAITO's by workspace label."""
+    workspaces: dict[str, dict[str, Any]] = {}
+    nodes: dict[str, list[dict[str, Any]]] = {}
+    if result.dry_run:
+        return workspaces, nodes
+    try:
+        prefer = next((o.ref.api_version for o in (result.desired.objects if result.desired else ())
+                       if o.ref.kind == "Workspace"), None)
+        for ws in kube.list_owned(kube.workspace_version(prefer), "Workspace"):
+            mid = ((ws.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL)
+            if mid:
+                workspaces[mid] = ws
+        by_ws = {((w["metadata"].get("namespace") or ""), w["metadata"]["name"]): m for m, w in workspaces.items()}
+        for version, kind in NODE_KINDS:
+            if not kube.served(version, kind):
+                continue
+            seen: set[str] = set()
+            for obj in _node_objects(kube, version, kind):
+                meta = obj.get("metadata") or {}
+                labels = meta.get("labels") or {}
+                mid = labels.get(LABEL_MODEL) or by_ws.get(
+                    (labels.get(KAITO_WORKSPACE_NS_LABEL, ""), labels.get(KAITO_WORKSPACE_LABEL, "")))
+                if mid and meta.get("name") not in seen:
+                    seen.add(str(meta.get("name")))
+                    nodes.setdefault(mid, []).append(obj)
+    except KubeError as err:
+        log.warning("cannot read live state for status: %s", err)
+    return workspaces, nodes
+
+
+def _node_objects(kube: Kube, version: str, kind: str) -> Sequence[dict[str, Any]]:
+    return [*kube.list_owned(version, kind), *kube.list_owned(version, kind, label_selector=KAITO_WORKSPACE_LABEL)]
+
+
+__all__ = ["GitPassResult", "GitSyncSettings", "assess_models", "run_git_pass"]
