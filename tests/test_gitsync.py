@@ -57,6 +57,9 @@ class World:
                               ("WorkspaceSucceeded", "workspaceSucceeded"))]
         api.patch_namespaced_custom_object_status("kaito.sh", "v1beta1", ns, "workspaces", name,
                                                   {"status": {"conditions": conds, "state": "Ready"}})
+        client.CoreV1Api(self.admin).create_namespaced_service(ns, {  # KAITO's Service (FACTS.md §7)
+            "metadata": {"name": name}, "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 5000}],
+                                                 "selector": {"kaito.sh/workspace": name}}})
 
     def workspace(self, name: str, ns: str = "ml") -> dict[str, Any] | None:
         try:
@@ -194,3 +197,32 @@ def test_separate_status_branch_and_cli(world: World, capsys: pytest.CaptureFixt
     assert main(["status", "--git-url", world.remote.url, "--branch", "gitops-status", "-o", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [m["model"] for m in report["models"]] == ["ml/phi"]
+
+
+def test_endpoint_check_goes_through_the_service_proxy(world: World) -> None:
+    pytest.importorskip("gitops_kaito.endpoint")
+    calls: list[tuple[str, str, str, str]] = []
+
+    def proxy(ns: str, service: str, port: str, method: str, subpath: str, body: bytes) -> Any:
+        calls.append((ns, service, port, subpath))
+        if subpath.strip("/") == "v1/models":
+            return 200, {"Content-Type": "application/json"}, json.dumps(
+                {"object": "list", "data": [{"id": "phi-4-mini-instruct"}]}).encode()
+        return 404, {}, b""
+
+    world.server.set_proxy_handler(proxy)
+    world.dev.write("models/ml/phi.yaml", model_file("phi"))
+    world.dev.commit("add phi")
+    first = run_git_pass(world.settings, world.kube, now="2025-01-01T00:00:00Z")
+    assert calls == []  # not InferenceReady yet: no probe
+    assert first.reports[0].endpoint_check == EndpointCheck()
+    world.kaito_ready("phi")
+    second = run_git_pass(world.settings, world.kube, now="2025-01-01T00:01:00Z")
+    assert calls and calls[0][:3] == ("ml", "phi", "http")
+    assert second.reports[0].endpoint_check == EndpointCheck(True, "phi-4-mini-instruct")
+    doc = yaml.safe_load(world.remote.show("status/ml/phi.yaml"))
+    assert doc["endpointCheck"] == {"answers": True, "servedModel": "phi-4-mini-instruct"}
+    world.server.set_proxy_handler(None)  # the model stops answering: 503 from the proxy
+    run_git_pass(world.settings, world.kube, now="2025-01-01T00:02:00Z")
+    doc = yaml.safe_load(world.remote.show("status/ml/phi.yaml"))
+    assert doc["endpointCheck"]["answers"] is False and doc["since"] == "2025-01-01T00:01:00Z"
