@@ -17,6 +17,8 @@ DEFAULT_MAX_BYTES = 256 * 1024
 MAX_DEPTH = 64
 
 JsonPath = tuple[str | int, ...]
+# libyaml parses about ten times faster than the pure-Python parser, with the same safe rules and marks.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def load_yaml_text(text: str, shown: str) -> LocatedDoc:
     _refuse_tab_indentation(text, shown)
     try:
         _check_events(text, shown)
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         problem = err.problem or err.context or "invalid YAML"
@@ -138,7 +140,7 @@ def _check_events(text: str, shown: str) -> None:
     """Refuse aliases, several documents and deep nesting before anything is built."""
     documents = 0
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=_LOADER):
         line, column = _at(event)
         if isinstance(event, yaml.AliasEvent):
             raise SourceError(shown, line, column, f"YAML aliases (*{event.anchor}) are not allowed in model files: write the value out")
