@@ -76,7 +76,7 @@ EXAMPLE_CONFIG = f"""\
 apiVersion: {API_VERSION}
 kind: {KIND}
 defaults:
-  namespace: default        # for requests outside a models/<namespace>/ folder
+  namespace: default        # the namespace `gitops-kaito add` uses when --namespace is not given
   provisioning: kaito       # kaito | nodeclaim | machine | aks | byo
   runtime: vllm             # vllm | transformers
 clouds: [azure]             # where a SKU may be chosen when a request names none: azure, aws, arc
