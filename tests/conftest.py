@@ -16,3 +16,6 @@ def shared_kaito() -> Path:
     if not SHARED_KAITO.is_dir():
         pytest.skip(f"{SHARED_KAITO} is absent: KAITO's own CRDs are not available on this machine")
     return SHARED_KAITO
+
+# The `cluster` / `sandbox` fixtures (the sandbox, or a real cluster via GITOPS_KAITO_TEST_KUBECONFIG).
+pytest_plugins = ["tests.fixtures_cluster"]

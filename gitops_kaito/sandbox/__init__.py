@@ -4,3 +4,7 @@ The emulator (`apiserver.ApiServer`) is the test double for everything that talk
 """
 
 from __future__ import annotations
+
+from gitops_kaito.sandbox.controllers.failures import Failure as Failure
+from gitops_kaito.sandbox.runtime import Sandbox as Sandbox
+from gitops_kaito.sandbox.runtime import SandboxSettings as SandboxSettings

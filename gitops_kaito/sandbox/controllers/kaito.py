@@ -1,0 +1,471 @@
+"""Simulated KAITO workspace controller: NodeClaims (auto-provisioning) or matching GPU Nodes (BYO), Services,
+and the Workspace conditions in KAITO's order (FACTS.md sections 5.2, 5.4, 5.5 and 7).
+
+Approximations, stated openly:
+- No admission webhook runs in the emulator, so what KAITO's webhook would reject at create time (BYO with no
+  matching GPU nodes, instanceType set with BYO / missing with NAP, neither or both of inference and tuning)
+  is shown as ResourceReady=False and WorkspaceSucceeded=False with reason ValidationFailed, state Failed, and
+  the webhook's message. The check is re-run every pass, so the Workspace proceeds once the cause goes away
+  (as a re-apply after the fix would on a real cluster).
+- No StatefulSet or pods: InferenceReady follows ResourceReady after Timing.model_load_s, unless an
+  image-pull failure is injected (reason ImagePullError).
+- Conditions turn True one per status write, in the order NodeClaimReady, NodesReady, ResourceReady,
+  InferenceReady, WorkspaceSucceeded, so a watcher sees each step; KAITO may set several in one update.
+- Services are deleted by the controller on Workspace deletion (no ownerReference garbage collector here).
+- Tuning Workspaces get JobStarted=True once resources are ready, then state Succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from functools import partial
+from typing import Any
+
+import yaml
+
+from gitops_kaito.sandbox.controllers import conditions as c
+from gitops_kaito.sandbox.controllers.base import Controller
+from gitops_kaito.sandbox.controllers.failures import IMAGE_PULL, FailureBook
+from gitops_kaito.sandbox.controllers.gpus import disk_request, estimate_nodes
+from gitops_kaito.sandbox.controllers.timing import Timing
+
+GROUP = "kaito.sh"
+VERSION = "v1beta1"
+PLURAL = "workspaces"
+FINALIZER = "workspace.finalizer.kaito.sh"
+ANNOTATION_HASH = "workspace.kaito.io/hash"
+ANNOTATION_REVISION = "workspace.kaito.io/revision"
+LABEL_WORKSPACE = "kaito.sh/workspace"
+LABEL_WORKSPACE_NS = "kaito.sh/workspacenamespace"
+LABEL_NODEPOOL = "karpenter.sh/nodepool"
+RESERVED_KEYS = frozenset({
+    "kaito.sh/workspace", "kaito.sh/workspacenamespace", "kaito.sh/ragengine", "kaito.sh/ragenginenamespace",
+    "karpenter.kaito.sh/workspace-name", "karpenter.kaito.sh/workspace-namespace",
+    "karpenter.kaito.sh/inferenceset", "karpenter.kaito.sh/inferenceset-namespace",
+})
+GPU_LABELS = ("nvidia.com/gpu.product", "nvidia.com/gpu.count", "nvidia.com/gpu.memory")
+KARPENTER_STEPS = ("Launched", "Registered", "Initialized")
+WEBHOOK_PREFIX = 'admission webhook "validation.workspace.kaito.sh" denied the request: '
+REASON_REJECTED = "ValidationFailed"
+BASE_IMAGE = "mcr.microsoft.com/aks/kaito/kaito-base:0.5.0"
+
+# Condition types, in the order KAITO reports them.
+NODECLAIM_READY = "NodeClaimReady"
+NODES_READY = "NodesReady"
+RESOURCE_READY = "ResourceReady"
+INFERENCE_READY = "InferenceReady"
+JOB_STARTED = "JobStarted"
+WORKSPACE_SUCCEEDED = "WorkspaceSucceeded"
+
+
+def workspace_hash(ws: dict[str, Any]) -> str:
+    spec = {k: ws.get(k) for k in ("resource", "inference", "tuning")}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def match_labels(ws: dict[str, Any]) -> dict[str, str]:
+    """labelSelector.matchLabels plus single-value In expressions, minus KAITO's reserved keys."""
+    sel = ws.get("resource", {}).get("labelSelector", {}) or {}
+    out = {str(k): str(v) for k, v in (sel.get("matchLabels") or {}).items()}
+    for expr in sel.get("matchExpressions") or []:
+        if expr.get("operator") == "In" and len(expr.get("values") or []) == 1:
+            out[str(expr["key"])] = str(expr["values"][0])
+    return {k: v for k, v in out.items() if k not in RESERVED_KEYS}
+
+
+def selector_matches(ws: dict[str, Any], labels: dict[str, str]) -> bool:
+    sel = ws.get("resource", {}).get("labelSelector", {}) or {}
+    for k, v in (sel.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in sel.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        present = key in labels
+        if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and present and labels[key] in values):
+            return False
+        if (op == "Exists" and not present) or (op == "DoesNotExist" and present):
+            return False
+    return True
+
+
+def node_ready(node: dict[str, Any]) -> bool:
+    if node.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    return c.is_true(node.get("status", {}).get("conditions"), "Ready")
+
+
+def gpu_capacity(node: dict[str, Any]) -> int:
+    try:
+        return int(str(node.get("status", {}).get("capacity", {}).get("nvidia.com/gpu", "0")))
+    except ValueError:
+        return 0
+
+
+def nodeclaim_name(namespace: str, name: str) -> str:
+    return "ws" + hashlib.sha256(f"{namespace}{name}{time.time_ns()}".encode()).hexdigest()[:9]
+
+
+def service_manifests(ws: dict[str, Any]) -> list[dict[str, Any]]:
+    meta = ws["metadata"]
+    name, ns = meta["name"], meta["namespace"]
+    owner = [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "Workspace", "name": name, "uid": meta.get("uid", ""),
+              "controller": True, "blockOwnerDeletion": True}]
+    labels = {LABEL_WORKSPACE: name}
+    lb = (meta.get("annotations") or {}).get("kaito.sh/enablelb") == "True"
+    ports = [{"name": "http", "port": 80, "targetPort": 5000, "protocol": "TCP"},
+             {"name": "ray", "port": 6379, "targetPort": 6379, "protocol": "TCP"},
+             {"name": "dashboard", "port": 8265, "targetPort": 8265, "protocol": "TCP"}]
+    runtime = (meta.get("annotations") or {}).get("kaito.sh/runtime", "vllm")
+    if runtime == "vllm" and not lb:
+        ports.append({"name": "kv-events", "port": 5557, "targetPort": 5557, "protocol": "TCP"})
+    service = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "ownerReferences": owner},
+        "spec": {"type": "LoadBalancer" if lb else "ClusterIP", "publishNotReadyAddresses": True,
+                 "selector": {LABEL_WORKSPACE: name, "statefulset.kubernetes.io/pod-name": f"{name}-0"},
+                 "ports": ports},
+    }
+    headless = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": f"{name}-headless", "namespace": ns, "labels": labels, "ownerReferences": owner},
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": {LABEL_WORKSPACE: name},
+                 "ports": [{"name": "torchrun", "port": 29500, "targetPort": 29500, "protocol": "TCP"}]},
+    }
+    return [service, headless]
+
+
+class KaitoController(Controller):
+    """The workspace controller, in NAP mode (creates NodeClaims) or BYO mode (uses matching Nodes)."""
+
+    name = "kaito"
+
+    def __init__(self, url: str, timing: Timing, failures: FailureBook, node_provisioning: str = "nap",
+                 cloud: str = "azure") -> None:
+        super().__init__(url, timing, failures)
+        if node_provisioning not in ("nap", "byo"):
+            raise ValueError(f"node_provisioning must be nap or byo, not {node_provisioning!r}")
+        self.nap = node_provisioning == "nap"
+        self.cloud = cloud
+        self._last_write: dict[str, float] = {}
+
+    def watched(self) -> list[Any]:
+        return [partial(self.kube.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL),
+                partial(self.kube.custom.list_cluster_custom_object, "karpenter.sh", "v1", "nodeclaims",
+                        label_selector=LABEL_WORKSPACE),
+                self.kube.core.list_node]
+
+    def reconcile(self) -> float | None:
+        workspaces = self.kube.list_custom(GROUP, VERSION, PLURAL) or []
+        claims = self.kube.list_custom("karpenter.sh", "v1", "nodeclaims", label_selector=LABEL_WORKSPACE) or []
+        nodes = self.kube.list_nodes()
+        wanted: float | None = None
+        for ws in workspaces:
+            meta = ws["metadata"]
+            mine = [cl for cl in claims
+                    if (cl["metadata"].get("labels") or {}).get(LABEL_WORKSPACE) == meta["name"]
+                    and (cl["metadata"].get("labels") or {}).get(LABEL_WORKSPACE_NS) == meta["namespace"]]
+            delay = self._reconcile(ws, mine, nodes)
+            if delay is not None:
+                wanted = delay if wanted is None else min(wanted, delay)
+        return wanted
+
+    # writes ---------------------------------------------------------------------------------------
+    def _patch(self, ws: dict[str, Any], patch: dict[str, Any], status: bool = False) -> None:
+        meta = ws["metadata"]
+        self.kube.patch_custom(GROUP, VERSION, PLURAL, meta["name"], patch, namespace=meta["namespace"], status=status)
+
+    # one workspace ----------------------------------------------------------------------------------
+    def _reconcile(self, ws: dict[str, Any], claims: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> float | None:
+        meta = ws["metadata"]
+        key = meta.get("uid") or f"{meta['namespace']}/{meta['name']}"
+        if meta.get("deletionTimestamp"):
+            return self._finalize(ws, claims)
+
+        # 1-2: finalizer, then the ControllerRevision annotations.
+        finalizers = list(meta.get("finalizers") or [])
+        annotations = dict(meta.get("annotations") or {})
+        digest = workspace_hash(ws)
+        meta_patch: dict[str, Any] = {}
+        if FINALIZER not in finalizers:
+            meta_patch["finalizers"] = [*finalizers, FINALIZER]
+        if annotations.get(ANNOTATION_HASH) != digest:
+            revision = int(annotations.get(ANNOTATION_REVISION, "0") or "0") + 1
+            meta_patch["annotations"] = {ANNOTATION_HASH: digest, ANNOTATION_REVISION: str(revision)}
+        if meta_patch:
+            self._patch(ws, {"metadata": meta_patch})
+            return 0.0
+
+        status = ws.get("status") or {}
+        rejection = self._admission(ws, nodes)
+        if rejection:
+            return self._write_status(ws, key, self._rejected(ws, rejection), force=True)
+
+        # 3: the node count, decided once.
+        if not status.get("targetNodeCount"):
+            self._patch(ws, {"status": {"targetNodeCount": self._target(ws, nodes)}}, status=True)
+            return 0.0
+        target = int(status["targetNodeCount"])
+
+        # 4: provision (NAP) and assess readiness.
+        live_claims = [cl for cl in claims if not cl["metadata"].get("deletionTimestamp")]
+        if self.nap and len(live_claims) < target:
+            for _ in range(target - len(live_claims)):
+                self.kube.create_custom("karpenter.sh", "v1", "nodeclaims", self._nodeclaim(ws))
+            return 0.0
+        resource_conditions, resource_ready, ready_nodes = self._resources(ws, target, live_claims, nodes)
+
+        # 6: Services once the nodes are ready.
+        if resource_ready:
+            self._ensure_services(ws)
+        delay = self._write_status(ws, key, self._progress(ws, key, resource_conditions, resource_ready, ready_nodes))
+        if delay is None and resource_ready:
+            loading = self.waited(key, "model", self.timing.model_load_s)
+            return loading if loading > 0 else None
+        return delay
+
+    def _admission(self, ws: dict[str, Any], nodes: list[dict[str, Any]]) -> str | None:
+        """The message KAITO's validating webhook would reject this Workspace with, if any."""
+        has_inference, has_tuning = bool(ws.get("inference")), bool(ws.get("tuning"))
+        if has_inference == has_tuning:
+            return "Either Inference or Tuning must be specified, but not both"
+        instance_type = ws.get("resource", {}).get("instanceType")
+        if self.nap and not instance_type:
+            return "instanceType is required when node auto-provisioning is enabled"
+        if self.nap:
+            return None
+        if instance_type:
+            return "instanceType must be empty when node auto-provisioning is disabled (BYO scenario)"
+        matching = [n for n in nodes if selector_matches(ws, n["metadata"].get("labels") or {})]
+        if not matching:
+            return "No nodes found matching the specified label selector"
+        for n in matching:
+            labels = n["metadata"].get("labels") or {}
+            missing = [lbl for lbl in GPU_LABELS if lbl not in labels]
+            if missing:
+                return f"node {n['metadata']['name']} is missing required GPU labels: {', '.join(missing)}"
+        return None
+
+    def _target(self, ws: dict[str, Any], nodes: list[dict[str, Any]]) -> int:
+        count = int(ws.get("resource", {}).get("count") or 1)
+        preset = (ws.get("inference") or {}).get("preset") or {}
+        runtime = (ws["metadata"].get("annotations") or {}).get("kaito.sh/runtime", "vllm")
+        instance_type = ws.get("resource", {}).get("instanceType")
+        if not self.nap or not preset.get("name") or runtime != "vllm" or not instance_type:
+            return max(count, 1)
+        return estimate_nodes(str(preset["name"]), str(instance_type), self._max_model_len(ws), count)
+
+    def _max_model_len(self, ws: dict[str, Any]) -> int | None:
+        config_name = (ws.get("inference") or {}).get("config")
+        if not config_name:
+            return None
+        cm = self.kube.get_configmap(ws["metadata"]["namespace"], str(config_name))
+        try:
+            doc = yaml.safe_load((cm or {}).get("data", {}).get("inference_config.yaml", "") or "") or {}
+            value = (doc.get("vllm") or {}).get("max-model-len")
+            return int(value) if value is not None else None
+        except (yaml.YAMLError, AttributeError, ValueError, TypeError):
+            return None
+
+    def _nodeclaim(self, ws: dict[str, Any]) -> dict[str, Any]:
+        meta = ws["metadata"]
+        name, ns = meta["name"], meta["namespace"]
+        instance_type = str(ws["resource"]["instanceType"])
+        family = (meta.get("annotations") or {}).get("kaito.sh/node-image-family", "ubuntu").lower()
+        labels = {LABEL_NODEPOOL: "kaito", LABEL_WORKSPACE: name, LABEL_WORKSPACE_NS: ns, **match_labels(ws)}
+        requirements = [
+            {"key": LABEL_NODEPOOL, "operator": "In", "values": ["kaito"]},
+            {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [instance_type]},
+            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+        ]
+        if self.cloud == "aws":
+            node_class = {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "default"}
+            requirements.append({"key": "karpenter.k8s.aws/instance-gpu-count", "operator": "Gt", "values": ["0"]})
+        else:
+            node_class = {"group": "kaito.sh", "kind": "KaitoNodeClass", "name": "default"}
+            requirements.append({"key": "karpenter.azure.com/sku-name", "operator": "In", "values": [instance_type]})
+        preset = ((ws.get("inference") or {}).get("preset") or {}).get("name")
+        return {
+            "apiVersion": "karpenter.sh/v1", "kind": "NodeClaim",
+            "metadata": {"name": nodeclaim_name(ns, name), "labels": labels,
+                         "annotations": {"karpenter.sh/do-not-disrupt": "true",
+                                         "kaito.sh/node-image-family": family if family in ("ubuntu", "azurelinux")
+                                         else "ubuntu"}},
+            "spec": {"nodeClassRef": node_class,
+                     "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+                     "requirements": requirements,
+                     "resources": {"requests": {"storage": disk_request(preset)}}},
+        }
+
+    def _resources(self, ws: dict[str, Any], target: int, claims: list[dict[str, Any]],
+                   nodes: list[dict[str, Any]]) -> tuple[list[c.Condition], bool, list[str]]:
+        gen = ws["metadata"].get("generation")
+        name, ns = ws["metadata"]["name"], ws["metadata"]["namespace"]
+        out: list[c.Condition] = []
+        claims_ready = True
+        if self.nap:
+            ready_claims = [cl for cl in claims if c.is_true(cl.get("status", {}).get("conditions"), "Ready")
+                            or cl.get("status", {}).get("nodeName")]
+            claims_ready = len(ready_claims) >= target
+            if claims_ready:
+                out.append(c.cond(NODECLAIM_READY, True, "NodeClaimsReady", "Enough NodeClaims are ready", gen))
+            else:
+                reason, message = "NodeClaimNotReady", (f"Ready NodeClaims are not enough (TargetNodeClaims: {target}, "
+                                                         f"CurrentReadyNodeClaims: {len(ready_claims)})")
+                first = self._first_provisioning_state(claims)
+                if first:
+                    reason, message = first
+                out.append(c.cond(NODECLAIM_READY, False, reason, message, gen))
+            instance_type = ws.get("resource", {}).get("instanceType")
+            claim_nodes = {cl.get("status", {}).get("nodeName") for cl in claims}
+            candidates = [n for n in nodes if n["metadata"]["name"] in claim_nodes
+                          or ((n["metadata"].get("labels") or {}).get(LABEL_WORKSPACE) == name
+                              and (n["metadata"].get("labels") or {}).get(LABEL_WORKSPACE_NS) == ns)]
+            usable = [n for n in candidates if node_ready(n)
+                      and (n["metadata"].get("labels") or {}).get("node.kubernetes.io/instance-type") == instance_type
+                      and (n["metadata"].get("labels") or {}).get("accelerator") == "nvidia"]
+        else:
+            candidates = [n for n in nodes if selector_matches(ws, n["metadata"].get("labels") or {})]
+            usable = [n for n in candidates if node_ready(n)]
+        with_gpus = [n for n in usable if gpu_capacity(n) > 0]
+        nodes_ready = len(with_gpus) >= target
+        if nodes_ready:
+            out.append(c.cond(NODES_READY, True, "NodesReady", "Enough nodes are ready", gen))
+        elif len(usable) >= target:
+            out.append(c.cond(NODES_READY, False, "NodePluginsNotReady",
+                              "GPU device plugins are not ready on the nodes (no nvidia.com/gpu capacity)", gen))
+        else:
+            out.append(c.cond(NODES_READY, False, "NodeNotReady",
+                              f"Ready nodes are not enough (TargetNodes: {target}, CurrentReadyNodes: {len(usable)})",
+                              gen))
+        ready = claims_ready and nodes_ready
+        out.append(c.cond(RESOURCE_READY, ready, "workspaceResourceStatusSuccess" if ready
+                          else "workspaceResourceStatusNotReady",
+                          "workspace resource is ready" if ready else "workspace resource is not ready", gen))
+        return out, ready, sorted(n["metadata"]["name"] for n in with_gpus)
+
+    @staticmethod
+    def _first_provisioning_state(claims: list[dict[str, Any]]) -> tuple[str, str] | None:
+        """KAITO's FirstNodeClaimProvisioningState: the first non-True Launched/Registered/Initialized."""
+        for step in KARPENTER_STEPS:
+            for cl in claims:
+                cond = c.find(cl.get("status", {}).get("conditions"), step)
+                if cond is not None and cond.get("status") != "True":
+                    return str(cond.get("reason") or step), str(cond.get("message") or "")
+        return None
+
+    def _ensure_services(self, ws: dict[str, Any]) -> None:
+        ns = ws["metadata"]["namespace"]
+        for svc in service_manifests(ws):
+            if not self.kube.service_exists(ns, svc["metadata"]["name"]):
+                self.kube.create_service(ns, svc)
+
+    def _progress(self, ws: dict[str, Any], key: str, resource_conditions: list[c.Condition], resource_ready: bool,
+                  ready_nodes: list[str]) -> dict[str, Any]:
+        """The status to write: conditions turn True one at a time, in KAITO's order, each only after the ones
+        before it; a condition is computed from the effective (written) state of the earlier ones."""
+        meta = ws["metadata"]
+        gen = meta.get("generation")
+        old_status = ws.get("status") or {}
+        old = old_status.get("conditions")
+        tuning = bool(ws.get("tuning"))
+        desired: list[c.Condition] = []
+        promoted = False
+
+        def add(cond: c.Condition) -> bool:
+            nonlocal promoted
+            if cond["status"] == "True":
+                earlier_true = all(d["status"] == "True" for d in desired)
+                if not earlier_true or (promoted and not c.is_true(old, cond["type"])):
+                    cond = self._held_back(cond)
+                elif not c.is_true(old, cond["type"]):
+                    promoted = True
+            desired.append(cond)
+            return cond["status"] == "True"
+
+        for rc in resource_conditions:
+            add(rc)
+        resources_ok = bool(desired) and desired[-1]["status"] == "True"
+        if not resource_ready:
+            self.forget(key, "model")
+        if tuning:
+            workload_ok = add(c.cond(JOB_STARTED, resources_ok, "JobStarted" if resources_ok else "JobPending",
+                                     "tuning job has started" if resources_ok else "Waiting for resources", gen))
+        else:
+            failure = self.failures.find(IMAGE_PULL, meta["namespace"], meta["name"])
+            loaded = resources_ok and self.waited(key, "model", self.timing.model_load_s) == 0
+            if resources_ok and failure:
+                workload_ok = add(c.cond(INFERENCE_READY, False, "ImagePullError",
+                                         f'Back-off pulling image "{BASE_IMAGE}": ErrImagePull: failed to pull and '
+                                         f"unpack image: unexpected status 403 Forbidden", gen))
+            elif loaded:
+                workload_ok = add(c.cond(INFERENCE_READY, True, "WorkspaceInferenceStatusSuccess",
+                                         "Inference has been deployed successfully", gen))
+            else:
+                workload_ok = add(c.cond(INFERENCE_READY, False, "WorkspaceInferenceStatusPending",
+                                         "Inference is not ready", gen))
+        succeeded = add(c.cond(WORKSPACE_SUCCEEDED, workload_ok, "workspaceSucceeded" if workload_ok
+                               else "workspacePending", "workspace succeeds" if workload_ok else "workspace is pending",
+                               gen))
+        previous = old_status.get("state")
+        if succeeded:
+            state = "Succeeded" if tuning else "Ready"
+        elif tuning and workload_ok:
+            state = "Running"
+        else:
+            state = "NotReady" if previous in ("Ready", "NotReady") else "Pending"
+        return {"conditions": desired, "state": state, "workerNodes": ready_nodes}
+
+    @staticmethod
+    def _held_back(cond: c.Condition) -> c.Condition:
+        pending = {NODECLAIM_READY: ("NodeClaimNotReady", "NodeClaims are being checked"),
+                   NODES_READY: ("NodeNotReady", "Nodes are being checked"),
+                   RESOURCE_READY: ("workspaceResourceStatusNotReady", "workspace resource is not ready"),
+                   INFERENCE_READY: ("WorkspaceInferenceStatusPending", "Inference is not ready"),
+                   JOB_STARTED: ("JobPending", "Waiting for resources"),
+                   WORKSPACE_SUCCEEDED: ("workspacePending", "workspace is pending")}
+        reason, message = pending[cond["type"]]
+        return c.cond(cond["type"], False, reason, message, cond.get("observedGeneration"))
+
+    def _rejected(self, ws: dict[str, Any], message: str) -> dict[str, Any]:
+        gen = ws["metadata"].get("generation")
+        text = WEBHOOK_PREFIX + message
+        return {"conditions": [c.cond(RESOURCE_READY, False, REASON_REJECTED, text, gen),
+                               c.cond(WORKSPACE_SUCCEEDED, False, REASON_REJECTED, text, gen)],
+                "state": "Failed"}
+
+    def _write_status(self, ws: dict[str, Any], key: str, new: dict[str, Any], force: bool = False) -> float | None:
+        old = ws.get("status") or {}
+        unchanged = (c.same(old.get("conditions"), new["conditions"])
+                     and all(old.get(k) == v for k, v in new.items() if k != "conditions"))
+        if unchanged:
+            return None
+        if not force and self.timing.condition_step_s > 0:
+            rest = self._last_write.get(key, 0.0) + self.timing.condition_step_s - time.monotonic()
+            if rest > 0:
+                return rest
+        body = dict(new)
+        body["conditions"] = c.merge(old.get("conditions"), new["conditions"])
+        if force and old.get("conditions"):
+            # a rejection replaces the progress conditions rather than adding to them
+            body["conditions"] = c.merge([x for x in old["conditions"] if x["type"] in
+                                          {y["type"] for y in new["conditions"]}], new["conditions"])
+        self._patch(ws, {"status": body}, status=True)
+        self._last_write[key] = time.monotonic()
+        return 0.0
+
+    def _finalize(self, ws: dict[str, Any], claims: list[dict[str, Any]]) -> float | None:
+        meta = ws["metadata"]
+        for cl in claims:
+            if not cl["metadata"].get("deletionTimestamp"):
+                self.kube.delete_custom("karpenter.sh", "v1", "nodeclaims", cl["metadata"]["name"])
+        for svc in service_manifests(ws):
+            self.kube.delete_service(meta["namespace"], svc["metadata"]["name"])
+        if claims:
+            return None  # wait for Karpenter to release them; their deletion wakes us
+        if FINALIZER in (meta.get("finalizers") or []):
+            rest = [f for f in meta["finalizers"] if f != FINALIZER]
+            self._patch(ws, {"metadata": {"finalizers": rest or None}})
+        self.forget(meta.get("uid") or "")
+        return None
