@@ -5,6 +5,7 @@ Covers create, smallest-patch update, replace policy, prune and its guard, drift
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ class Env:
             for path in sorted(data_path("deploy/crds").glob("*.yaml")):
                 ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
         client.CoreV1Api(admin).create_namespace({"metadata": {"name": "ml"}})
+        self._since = 0.0
         self.repo = tmp / "repo"
         (self.repo / "models" / "ml").mkdir(parents=True)
 
@@ -81,8 +83,16 @@ class Env:
     def configmap(self, name: str) -> Any:
         return client.CoreV1Api(self.admin).read_namespaced_config_map(name, "ml")
 
+    def mark(self) -> None:
+        """Count requests from now on (by arrival time: the log entry of a reply may land a moment late)."""
+        self._since = time.time()
+
+    def requests(self, verbs: tuple[str, ...] | None = None) -> list[Any]:
+        return [e for e in self.server.request_log.select(user_agent_prefix=UA, verbs=verbs)
+                if e.time >= self._since]
+
     def writes(self) -> int:
-        return self.server.request_log.count(user_agent_prefix=UA, verbs=WRITES)
+        return len(self.requests(WRITES))
 
     def names(self, kind: str) -> set[str]:
         if kind == "ConfigMap":
@@ -113,16 +123,16 @@ def test_first_sync_creates_and_a_second_pass_plans_and_writes_nothing(env: Env)
     assert ws["metadata"]["annotations"][ANNOTATION_DIGEST].startswith("sha256:")
     assert ws["inference"]["config"] == "phi-inference-config"
 
-    env.server.request_log.clear()
+    env.mark()
     second = env.sync(revision=REV2)  # a new commit that changes nothing for these models
     assert not second.plan.has_changes
     assert (second.created, second.updated, second.pruned) == (0, 0, 0)
     assert env.writes() == 0
-    lists = env.server.request_log.select(user_agent_prefix=UA, verbs=["list"])
+    lists = env.requests(("list",))
     assert sorted(e.path for e in lists) == ["/api/v1/configmaps", "/apis/kaito.sh/v1beta1/workspaces",
                                              "/apis/karpenter.sh/v1/nodeclaims",
                                              "/apis/karpenter.sh/v1alpha5/machines"]
-    assert env.server.request_log.count(user_agent_prefix=UA) == 4  # discovery is cached: the LISTs are all
+    assert len(env.requests()) == 4  # discovery is cached: the LISTs are all
 
 
 def test_editing_a_request_updates_with_the_smallest_patch(env: Env) -> None:
@@ -130,7 +140,7 @@ def test_editing_a_request_updates_with_the_smallest_patch(env: Env) -> None:
     env.sync()
     ws_version = env.workspace("phi")["metadata"]["resourceVersion"]
     env.model("phi", "  model: phi-4-mini-instruct\n  config: {max-model-len: 8192}\n")
-    env.server.request_log.clear()
+    env.mark()
     result = env.sync(revision=REV2)
     (change,) = result.plan.pending
     assert (str(change.ref), change.action, change.drift) == ("ConfigMap/ml/phi-inference-config", Action.UPDATE,
@@ -188,7 +198,7 @@ def test_the_prune_guard_holds_until_explicitly_allowed(env: Env) -> None:
     env.sync()
     for name in ("phi", "qwen"):
         (env.repo / "models" / "ml" / f"{name}.yaml").unlink()
-    env.server.request_log.clear()
+    env.mark()
     refused = env.sync(revision=REV2)
     assert refused.pruned == 0 and env.writes() == 0
     assert any("refusing to delete 2 of 3 managed models" in e for e in refused.errors)
@@ -298,3 +308,32 @@ def test_delete_of_a_missing_object_is_not_an_error(env: Env) -> None:
     assert env.kube.delete(ref) is True
     assert env.kube.delete(ref) is False
     assert env.kube.get(ref) is None
+
+
+def test_nodeclaim_mode_applies_the_workspace_once_its_nodes_are_ready(env: Env) -> None:
+    env.model("phi", "  model: phi-4-mini-instruct\n  provisioning: nodeclaim\n")
+    first = env.sync()
+    outcome = first.outcome("ml.phi")
+    assert outcome is not None and outcome.state == "Provisioning" and "waiting for nodes" in outcome.message
+    claims = env.custom().list_cluster_custom_object("karpenter.sh", "v1", "nodeclaims")["items"]
+    assert [c["metadata"]["labels"][LABEL_MODEL] for c in claims] == ["ml.phi"]
+    assert env.names("Workspace") == set()
+
+    assert env.sync(revision=REV2).outcome("ml.phi").state == "Provisioning"  # type: ignore[union-attr]
+    name = claims[0]["metadata"]["name"]
+    env.custom().patch_cluster_custom_object_status("karpenter.sh", "v1", "nodeclaims", name, {"status": {
+        "nodeName": "aks-gpu-0", "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                                                  "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    second = env.sync(revision=REV2)
+    assert second.outcome("ml.phi").state == "Applied" and second.created == 1  # type: ignore[union-attr]
+    assert env.names("Workspace") == {"phi"}
+    assert "instanceType" not in env.workspace("phi")["resource"]
+
+    env.mark()
+    assert not env.sync(revision=REV3).plan.has_changes
+    assert env.writes() == 0
+
+    (env.repo / "models" / "ml" / "phi.yaml").unlink()
+    gone = env.sync(revision=REV3, allow_mass_prune=True)
+    assert [str(c.ref) for c in gone.plan.pending] == ["Workspace/ml/phi", f"NodeClaim/{name}"]
+    assert env.custom().list_cluster_custom_object("karpenter.sh", "v1", "nodeclaims")["items"] == []
