@@ -1,0 +1,154 @@
+"""Benchmarks of gitops-kaito: `python bench/run.py [--sizes 10,100,1000,5000] [--json FILE]`.
+
+Prints a Markdown table (date, machine, targets) and optionally writes one JSON row per size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make `bench` and the working tree's package importable
+    sys.path.insert(0, str(ROOT))
+
+# Only light imports at the top: the spawned worker re-imports this module, and its RSS must stay its own.
+from bench import genrepo  # noqa: E402
+
+DEFAULT_SIZES = "10,100,1000,5000"
+WORKER_TIMEOUT_S = 480.0
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "nproc": os.cpu_count(),
+            "cpu": cpu, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def run_size(size: int, workdir: Path, kubectl: str | None) -> dict[str, Any]:
+    from bench import emulator, kubectl_baseline, worker
+
+    repo = workdir / "repo"
+    genrepo.generate(repo, size)
+    server, kubeconfig = emulator.start(workdir, genrepo.NAMESPACES)
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    dump = workdir / "manifests"
+    proc = ctx.Process(target=worker.measure, args=(size, str(repo), str(kubeconfig), str(dump), theirs),
+                       name=f"bench-{size}")
+    row: dict[str, Any] | None = None
+    try:
+        proc.start()
+        theirs.close()
+        deadline = time.monotonic() + WORKER_TIMEOUT_S
+        while row is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"size {size}: the worker did not finish in {WORKER_TIMEOUT_S:.0f}s")
+            if not ours.poll(0.2):
+                if not proc.is_alive():
+                    raise RuntimeError(f"size {size}: the worker died (exit {proc.exitcode})")
+                continue
+            message = ours.recv()
+            if message[0] == "clear":
+                server.request_log.clear()
+                ours.send(None)
+            elif message[0] == "count":
+                ours.send(emulator.counts(server, emulator.OURS).as_dict())
+            elif message[0] == "error":
+                raise RuntimeError(f"size {size}: the worker failed:\n{message[1]}")
+            else:
+                row = message[1]
+        proc.join(timeout=30)
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=10)
+        server.stop()
+    if kubectl:
+        row.update(kubectl_baseline.run(kubectl, workdir / "kubectl", dump, list(genrepo.NAMESPACES)))
+    return row
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def size_table(rows: list[dict[str, Any]]) -> str:
+    head = ("| models | objects | load+render s | plan s | render+plan s | µs/model | first sync s | no-op pass s "
+            "| no-op requests (LISTs) | no-op writes | peak RSS MB | kubectl first apply s / requests "
+            "| kubectl re-apply s / requests |")
+    lines = [head, "|" + "|".join("---:" for _ in range(head.count("|") - 1)) + "|"]
+    for r in rows:
+        kubectl_first = kubectl_again = "n/a"
+        if "kubectl_first_s" in r:
+            kubectl_first = f"{r['kubectl_first_s']:.2f} / {r['kubectl_first_requests']}"
+            kubectl_again = f"{r['kubectl_noop_s']:.2f} / {r['kubectl_noop_requests']}"
+        lines.append(
+            f"| {r['models']} | {r['objects']} | {fmt(r['load_render_s'])} | {fmt(r['plan_s'])} "
+            f"| {fmt(r['render_plan_s'])} | {r['render_plan_s'] / r['models'] * 1e6:.0f} | {fmt(r['first_sync_s'])} "
+            f"| {fmt(r['noop_sync_s'])} | {r['noop_api_requests']} ({r['noop_lists']}) | {r['noop_writes']} "
+            f"| {fmt(r['peak_rss_mb'], 0)} | {kubectl_first} | {kubectl_again} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated model counts (default %(default)s)")
+    parser.add_argument("--json", type=Path, help="write the rows and the scenario figures to this file")
+    parser.add_argument("--no-kubectl", action="store_true", help="skip the kubectl baseline")
+    parser.add_argument("--keep", action="store_true", help="keep the generated repositories (printed at the end)")
+    args = parser.parse_args(argv)
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        parser.error("--sizes takes comma-separated integers")
+    from bench import kubectl_baseline
+
+    kubectl = None if args.no_kubectl else kubectl_baseline.kubectl_path()
+    info = machine()
+    info["kubectl"] = kubectl_baseline.kubectl_version(kubectl) if kubectl else "absent"
+    started = time.monotonic()
+    base = Path(tempfile.mkdtemp(prefix="gitops-kaito-bench-"))
+    rows: list[dict[str, Any]] = []
+    for size in sizes:
+        print(f"size {size} ...", file=sys.stderr, flush=True)
+        rows.append(run_size(size, base / f"n{size}", kubectl))
+    info["total_s"] = round(time.monotonic() - started, 1)
+
+    print(f"gitops-kaito benchmarks, {info['date']}: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
+          f"kubectl {info['kubectl']}; total {info['total_s']} s")
+    print()
+    print(size_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
+    if args.keep:
+        print(f"\nworking files: {base}", file=sys.stderr)
+    else:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

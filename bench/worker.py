@@ -1,0 +1,100 @@
+"""One benchmark size in its own process: load/render/plan, a first sync and a no-op pass against the emulator.
+
+Runs in a spawned child so its peak RSS belongs to this size alone; the parent hosts the emulator and counts requests.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REV1 = "main@sha1:" + "1" * 40
+REV2 = "main@sha1:" + "2" * 40  # a new commit that changes nothing for the models
+
+
+def rss_mb() -> float:
+    """Peak RSS of this process so far (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Parent:
+    """Asks the parent (which owns the emulator's request log) to clear or count requests."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def ask(self, what: str) -> Any:
+        self.conn.send((what,))
+        return self.conn.recv()
+
+
+def measure(size: int, repo: str, kubeconfig: str, dump_dir: str, conn: Connection) -> None:
+    parent = Parent(conn)
+    try:
+        conn.send(("done", _measure(size, Path(repo), kubeconfig, Path(dump_dir), parent)))
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def _measure(size: int, repo: Path, kubeconfig: str, dump_dir: Path, parent: Parent) -> dict[str, Any]:
+    from gitops_kaito.kube import Kube
+    from gitops_kaito.plan import make_plan
+    from gitops_kaito.sync import load_desired, plan_policy, read_live, run_pass
+
+    row: dict[str, Any] = {"models": size, "base_rss_mb": round(rss_mb(), 1)}
+
+    started = time.perf_counter()
+    desired = load_desired(repo, REV1)
+    loaded = time.perf_counter()
+    plan = make_plan(desired.objects, [], plan_policy(desired))
+    planned = time.perf_counter()
+    if desired.errors:
+        raise RuntimeError(f"the generated repository has errors: {desired.errors[:3]}")
+    row.update(objects=len(desired.objects), load_render_s=loaded - started, plan_s=planned - loaded,
+               render_plan_s=planned - started, planned_creates=plan.counts()["create"])
+    del plan
+
+    with Kube.connect(kubeconfig) as kube:
+        parent.ask("clear")
+        started = time.perf_counter()
+        first = run_pass(repo, kube, revision=REV1)
+        row["first_sync_s"] = time.perf_counter() - started
+        c = parent.ask("count")
+        row.update(first_requests=c["total"], first_writes=c["writes"], first_created=first.created,
+                   first_failed=first.failed)
+
+        parent.ask("clear")
+        started = time.perf_counter()
+        noop = run_pass(repo, kube, revision=REV2)
+        row["noop_sync_s"] = time.perf_counter() - started
+        c = parent.ask("count")
+        row.update(noop_api_requests=c["total"], noop_writes=c["writes"], noop_lists=c["lists"],
+                   noop_changes=int(noop.plan.has_changes), noop_failed=noop.failed)
+
+        # The no-op pass split into its parts, so a slow pass can be pinned on load, LIST or planning.
+        started = time.perf_counter()
+        desired2 = load_desired(repo, REV2)
+        loaded = time.perf_counter()
+        live = read_live(kube, desired2.objects)
+        listed = time.perf_counter()
+        make_plan(desired2.objects, live, plan_policy(desired2))
+        row.update(noop_load_render_s=loaded - started, noop_list_s=listed - loaded,
+                   noop_plan_s=time.perf_counter() - listed, live_objects=len(live))
+        del live, desired2
+    row["peak_rss_mb"] = round(rss_mb(), 1)
+
+    # What kubectl applies for the baseline: the same rendered objects, one file per model.
+    dump_dir.mkdir(parents=True, exist_ok=True)
+    for rendered in desired.rendered:
+        request = rendered.model.request
+        docs = [dict(o.manifest) for o in rendered.objects]
+        (dump_dir / f"{request.namespace}-{request.name}.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return row
