@@ -164,6 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.owner._stopping.wait(fault.delay_s)
         if fault.drop_connection:
             self._verb = "fault"
+            self._log()
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -182,6 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_raw(self, code: int, payload: bytes, ctype: str, headers: Mapping[str, str] | None = None) -> None:
         self._status = code
+        self._log()  # before the reply: a client that has its answer also finds the log entry
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(payload)))
@@ -354,6 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
             if started:
                 return
             self._status = 200
+            self._log()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
@@ -361,7 +364,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.flush()
             started = True
-            self._log()
 
         owner.api.watch(target, query, emit, owner._stopping, on_ready=begin)
         begin()  # nothing happened before the timeout: still a valid, empty watch stream

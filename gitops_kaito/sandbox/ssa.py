@@ -90,12 +90,15 @@ def value_at(obj: Any, path: Path) -> Any:
 
 
 def merge(live: Any, applied: Any, list_keys: ListKeys, path: Path = ()) -> Any:
-    """Merge an applied configuration into a live object: maps per key, list-maps per item, else replace."""
+    """Merge an applied configuration into a live object: maps per key, list-maps per item, else replace.
+
+    Shares subtrees of both inputs (never mutates them): callers pass a freshly parsed `applied`.
+    """
     if isinstance(live, dict) and isinstance(applied, dict):
         out = dict(live)
         for key, value in applied.items():
             sub = (*path, f"f:{key}")
-            out[key] = merge(live[key], value, list_keys, sub) if key in live else copy.deepcopy(value)
+            out[key] = merge(live[key], value, list_keys, sub) if key in live else value
         return out
     if isinstance(live, list) and isinstance(applied, list):
         keys = list_keys(_schema_path(path))
@@ -109,27 +112,40 @@ def merge(live: Any, applied: Any, list_keys: ListKeys, path: Path = ()) -> Any:
                     result[index[ik]] = merge(live[index[ik]], item, list_keys, (*path, ik))
                 else:
                     index[ik] = len(result)
-                    result.append(copy.deepcopy(item))
+                    result.append(item)
             return result
-    return copy.deepcopy(applied)
+    return applied
 
 
 def remove_path(obj: dict[str, Any], path: Path) -> None:
-    """Remove one field (or list-map item) in place, then prune parents it left empty."""
+    """Remove one field (or list-map item), then prune parents it left empty.
+
+    Containers along the path are replaced by shallow copies first: `obj` may share subtrees with a
+    stored object, which must never change.
+    """
     parents: list[tuple[Any, str]] = []
     cur: Any = obj
     for element in path[:-1]:
         nxt = _get(cur, element)
-        if nxt is _MISSING:
+        if nxt is _MISSING or not isinstance(nxt, dict | list):
             return
+        fresh = dict(nxt) if isinstance(nxt, dict) else list(nxt)
+        _replace(cur, element, nxt, fresh)
         parents.append((cur, element))
-        cur = nxt
+        cur = fresh
     if not _delete(cur, path[-1]):
         return
     while parents and cur in ({}, []):
         parent, element = parents.pop()
         _delete(parent, element)
         cur = parent
+
+
+def _replace(container: Any, element: str, old: Any, new: Any) -> None:
+    if element.startswith("f:"):
+        container[element[2:]] = new
+    else:
+        container[next(i for i, item in enumerate(container) if item is old)] = new
 
 
 def _delete(container: Any, element: str) -> bool:
