@@ -5,7 +5,6 @@ Field sets are sets of paths ("f:spec", "k:{\"type\":\"Ready\"}", ...); managedF
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
