@@ -25,6 +25,7 @@ from gitops_kaito.plan import ANNOTATION_DIGEST, Action
 from gitops_kaito.resources import data_path
 from gitops_kaito.sandbox.apiserver import ApiServer, Fault
 from gitops_kaito.sync import SyncError, plan_repository, run_pass
+from tests.fixtures_cluster import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -91,7 +92,12 @@ class Env:
         return [e for e in self.server.request_log.select(user_agent_prefix=UA, verbs=verbs)
                 if e.time >= self._since]
 
-    def writes(self) -> int:
+    def writes(self, expect: int = 0) -> int:
+        """Writes since mark(), once the pass's last request is in the log (the emulator logs after replying)."""
+        if expect:
+            wait_until(lambda: len(self.requests(WRITES)) >= expect, timeout=10, what=f"{expect} logged writes")
+        else:
+            wait_until(lambda: len(self.requests(("list",))) >= 4, timeout=10, what="the pass's 4 LISTs logged")
         return len(self.requests(WRITES))
 
     def names(self, kind: str) -> set[str]:
@@ -148,7 +154,7 @@ def test_editing_a_request_updates_with_the_smallest_patch(env: Env) -> None:
     assert [op["path"] for op in change.patch] == ["/data/inference_config.yaml"]
     assert "8192" in env.configmap("phi-inference-config").data["inference_config.yaml"]
     assert env.workspace("phi")["metadata"]["resourceVersion"] == ws_version
-    assert env.writes() == 1
+    assert env.writes(expect=1) == 1
     assert result.updated == 1
 
 
