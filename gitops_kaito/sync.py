@@ -5,6 +5,7 @@ Thin orchestration with a clean boundary: git checkout and status write-back wra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -195,9 +196,9 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
     )
     if dry_run:  # nothing persisted: count what would have happened
         counts = plan.counts()
-        result = PassResult(**{**result.__dict__, "created": counts["create"], "updated": counts["update"],
-                               "replaced": counts["replace"], "pruned": counts["delete"],
-                               "drift_corrected": counts["drift"]})
+        result = dataclasses.replace(result, created=counts["create"], updated=counts["update"],
+                                     replaced=counts["replace"], pruned=counts["delete"],
+                                     drift_corrected=counts["drift"])
     log.info("sync pass: %s", result.summary(), extra={"fields": {
         "revision": revision, "created": result.created, "updated": result.updated, "replaced": result.replaced,
         "pruned": result.pruned, "drift_corrected": result.drift_corrected, "failed": result.failed,

@@ -343,3 +343,16 @@ def test_node_ready() -> None:
     assert not node_ready(claim)
     assert node_ready({"status": {"nodeName": "aks-gpu-1"}})
     assert node_ready({"status": {"conditions": [{"type": "MachineReady", "status": "True"}]}})
+
+
+def test_markdown_comments_are_split_below_the_limit() -> None:
+    from gitops_kaito.cli.plan import COMMENT_LIMIT, split_comments
+
+    parts = ["summary\n"] + [f"<details>{i}\n" + "x" * 30_000 + "\n</details>\n" for i in range(5)]
+    comments = split_comments(parts)
+    assert len(comments) == 3
+    assert all(len(c) <= COMMENT_LIMIT for c in comments)
+    assert [c.splitlines()[0] for c in comments] == [f"<!-- gitops-kaito plan: comment {i} of 3 -->" for i in (1, 2, 3)]
+    assert "".join(comments).count("<details>") == 5
+    (huge,) = split_comments(["y" * 200_000])
+    assert len(huge) <= COMMENT_LIMIT and "truncated" in huge

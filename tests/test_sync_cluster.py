@@ -343,3 +343,40 @@ def test_nodeclaim_mode_applies_the_workspace_once_its_nodes_are_ready(env: Env)
     gone = env.sync(revision=REV3, allow_mass_prune=True)
     assert [str(c.ref) for c in gone.plan.pending] == ["Workspace/ml/phi", f"NodeClaim/{name}"]
     assert env.custom().list_cluster_custom_object("karpenter.sh", "v1", "nodeclaims")["items"] == []
+
+
+def test_kubeconfig_context_is_honoured(env: Env, tmp_path: Path) -> None:
+    doc = yaml.safe_load(env.kubeconfig.read_text())
+    doc["clusters"].append({"name": "dead", "cluster": {"server": "http://127.0.0.1:9"}})
+    doc["contexts"].append({"name": "dead", "context": {"cluster": "dead", "user": "sandbox"}})
+    doc["current-context"] = "dead"
+    path = tmp_path / "two-contexts"
+    path.write_text(yaml.safe_dump(doc))
+    with Kube.connect(path, context="sandbox") as kube:
+        assert kube.host == env.server.url
+        assert kube.workspace_version() == "kaito.sh/v1beta1"
+    assert main(["plan", "--repo", str(env.repo), "--kubeconfig", str(path), "--context", "nope"]) == 2
+
+
+def test_a_kind_the_cluster_does_not_serve_fails_only_its_models(tmp_path: Path) -> None:
+    e = Env(tmp_path, crds=False)
+    try:
+        ext = client.ApiextensionsV1Api(e.admin)
+        ext.create_custom_resource_definition(yaml.safe_load((data_path("deploy/crds") / "workspaces.kaito.sh.yaml")
+                                                             .read_text()))
+        e.model("phi", "  model: phi-4-mini-instruct\n  provisioning: nodeclaim\n")
+        e.model("qwen", "  model: qwen2.5-coder-7b-instruct\n")
+        result = e.sync()
+        assert result.outcome("ml.qwen").state == "Applied"  # type: ignore[union-attr]
+        phi = result.outcome("ml.phi")
+        assert phi is not None and phi.state == "Failed" and "does not serve NodeClaim" in phi.message
+    finally:
+        e.close()
+
+
+def test_dropped_connections_are_retried(env: Env) -> None:
+    env.model("phi", "  model: phi-4-mini-instruct\n")
+    env.server.faults.add(Fault(method="PATCH", path_regex=r"/workspaces/phi$", drop_connection=True, times=1))
+    result = env.sync()
+    assert result.created == 1 and result.failed == 0
+    assert env.names("Workspace") == {"phi"}

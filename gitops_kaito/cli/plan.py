@@ -177,10 +177,11 @@ def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
         action = "invalid" if mid in invalid else model_action(plan.for_model(mid))
         if r is not None and r.suspended and action in ("delete", "no change"):
             action = "suspend"
+        live_ws = next((c.live for c in plan.for_model(mid) if c.ref.kind == "Workspace" and c.live), None)
         rows.append({
             "model": mid, "action": action,
-            "preset": m.preset.name if m else None,
-            "sku": m.sku.name if m and m.sku else None,
+            "preset": m.preset.name if m else _get(live_ws, "inference", "preset", "name"),
+            "sku": m.sku.name if m and m.sku else (None if m else _get(live_ws, "resource", "instanceType")),
             "nodes": m.nodes if m and not (r and r.suspended) else None,
             "gpus": m.gpus if m and not (r and r.suspended) else None,
             "pricePerHour": m.price_per_hour if m and not (r and r.suspended) else None,
@@ -188,6 +189,12 @@ def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
             "note": invalid.get(mid, ""),
         })
     return rows
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
 
 
 def _money(value: float | None) -> str:
