@@ -85,6 +85,38 @@ def run_size(size: int, workdir: Path, kubectl: str | None) -> dict[str, Any]:
     return row
 
 
+def scenarios(base: Path, git_models: int) -> dict[str, Any]:
+    """The git scenarios, in a spawned child too (its imports and threads stay out of the parent)."""
+    from bench import gitloop
+
+    (base / "writeback").mkdir(parents=True)
+    (base / "webhook").mkdir(parents=True)
+    return {"writeback": gitloop.writeback(base / "writeback", git_models),
+            "webhook": gitloop.webhook_latency(base / "webhook", git_models)}
+
+
+def scenario_lines(s: dict[str, Any]) -> list[str]:
+    wb, hook = s["writeback"], s["webhook"]
+
+    def git_ops(p: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(p["git_network"].items()))
+
+    lines = [f"Git scenarios ({wb['models']} models, bare repository on disk as the remote, emulator as the cluster):",
+             "",
+             "| pass | status commits | status files in the commit | API requests (LISTs / writes) "
+             "| git operations marked network | seconds |",
+             "|---|---:|---:|---|---|---:|"]
+    for key, label in (("first", "first pass"), ("unchanged", "nothing changed (target 0 commits)"),
+                       ("one_changed", "one model changed (target 1 commit)"), ("unchanged_again", "nothing changed")):
+        p = wb[key]
+        lines.append(f"| {label} | {p['commits']} | {p['status_files_changed']} "
+                     f"| {p['api_requests']} ({p['api_lists']} / {p['api_writes']}) | {git_ops(p)} | {p['seconds']:.2f} |")
+    lines += ["", f"Webhook to first apply ({hook['models']} models, signed GitHub push delivery on loopback, "
+              f"{hook['deliveries']} deliveries): median {hook['median_s']:.3f} s, max {hook['max_s']:.3f} s "
+              f"(target < 1 s); whole pass median {hook['pass_s_median']:.2f} s."]
+    return lines
+
+
 def fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "n/a"
@@ -116,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated model counts (default %(default)s)")
     parser.add_argument("--json", type=Path, help="write the rows and the scenario figures to this file")
     parser.add_argument("--no-kubectl", action="store_true", help="skip the kubectl baseline")
+    parser.add_argument("--no-git", action="store_true", help="skip the git scenarios (write-back, webhook)")
+    parser.add_argument("--git-models", type=int, default=100, help="models in the git scenarios (default %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the generated repositories (printed at the end)")
     args = parser.parse_args(argv)
     try:
@@ -133,14 +167,22 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         print(f"size {size} ...", file=sys.stderr, flush=True)
         rows.append(run_size(size, base / f"n{size}", kubectl))
+    extra: dict[str, Any] = {}
+    if not args.no_git:
+        print("git scenarios ...", file=sys.stderr, flush=True)
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            extra = pool.apply(scenarios, (base / "git", args.git_models))
     info["total_s"] = round(time.monotonic() - started, 1)
 
     print(f"gitops-kaito benchmarks, {info['date']}: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}, "
           f"kubectl {info['kubectl']}; total {info['total_s']} s")
     print()
     print(size_table(rows))
+    if extra:
+        print()
+        print("\n".join(scenario_lines(extra)))
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": info, "rows": rows, **extra}, indent=2) + "\n")
     if args.keep:
         print(f"\nworking files: {base}", file=sys.stderr)
     else:

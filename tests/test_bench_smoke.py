@@ -1,0 +1,33 @@
+"""Keeps bench/run.py from rotting: a tiny run must finish, print its table and write sane JSON rows.
+
+No timing is asserted; only that every measurement ran and the no-op pass wrote nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.cluster
+
+
+def test_bench_runs_at_three_models_and_the_noop_pass_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--sizes", "3", "--no-kubectl",
+                           "--no-git", "--json", str(out)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| models |" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["machine"]["nproc"] >= 1 and data["machine"]["python"]
+    (row,) = data["rows"]
+    assert row["models"] == 3 and row["objects"] >= 3
+    assert row["first_created"] == row["objects"] and row["first_failed"] == 0
+    assert row["noop_writes"] == 0 and row["noop_changes"] == 0
+    assert 1 <= row["noop_lists"] <= 4
+    assert row["peak_rss_mb"] > 0
