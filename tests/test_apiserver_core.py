@@ -39,6 +39,8 @@ WIDGET_CRD = {
                                     "size": {"type": "integer", "minimum": 1, "default": 1},
                                     "color": {"type": "string", "enum": ["red", "blue"]},
                                     "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                                    "maybe": {"type": "string", "nullable": True},
+                                    "quantity": {"x-kubernetes-int-or-string": True},
                                 },
                             },
                             "status": {
@@ -228,6 +230,19 @@ def test_schema_prune_default_validate(widgets: client.CustomObjectsApi) -> None
     causes = json.loads(bad.value.body)["details"]["causes"]
     assert bad.value.status == 422
     assert {c["field"] for c in causes} == {"spec.size", "spec.color"}
+    ok = widgets.create_namespaced_custom_object(
+        "example.com", "v1", "default", "widgets",
+        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "y"},
+         "spec": {"maybe": None, "quantity": "10Gi"}},
+    )
+    assert ok["spec"]["quantity"] == "10Gi" and ok["spec"]["maybe"] is None
+    with pytest.raises(ApiException) as not_int_or_string:
+        widgets.create_namespaced_custom_object(
+            "example.com", "v1", "default", "widgets",
+            {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "z"},
+             "spec": {"quantity": [1]}},
+        )
+    assert not_int_or_string.value.status == 422
 
 
 def test_patch_types(api: client.ApiClient, widgets: client.CustomObjectsApi) -> None:

@@ -228,3 +228,11 @@ def test_kaito_and_karpenter_crds_install_and_serve(api: client.ApiClient, share
                                         "values": ["Standard_NC24ads_A100_v4"]}]}}
     co.create_cluster_custom_object("karpenter.sh", "v1", "nodeclaims", claim)
     assert co.list_cluster_custom_object("karpenter.sh", "v1", "nodeclaims")["items"][0]["metadata"]["name"] == "nc"
+
+
+def test_delete_collection_by_label_selector(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    for name, owner in [("a", "me"), ("b", "me"), ("c", "other")]:
+        core.create_namespaced_config_map("default", {"metadata": {"name": name, "labels": {"owner": owner}}})
+    core.delete_collection_namespaced_config_map("default", label_selector="owner=me")
+    assert [c.metadata.name for c in core.list_namespaced_config_map("default").items] == ["c"]

@@ -128,3 +128,17 @@ def test_stop_ends_open_watch_streams_promptly(server: ApiServer, core: client.C
     assert server.request_log.count(verbs=["watch"]) == 1
     server.stop()
     assert finished.wait(5)
+
+
+def test_watch_cluster_scoped_nodes_through_dynamic_client(server: ApiServer, core: client.CoreV1Api,
+                                                           tmp_path: Path) -> None:
+    from kubernetes.dynamic import DynamicClient
+
+    core.create_node({"metadata": {"name": "n1"}})
+    dyn = DynamicClient(core.api_client, cache_file=str(tmp_path / "discovery.json"))
+    nodes = dyn.resources.get(api_version="v1", kind="Node")
+    seen = []
+    for event in dyn.watch(nodes, timeout=5):
+        seen.append((event["type"], event["object"].metadata.name))
+        break
+    assert seen == [("ADDED", "n1")]

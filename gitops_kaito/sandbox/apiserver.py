@@ -21,9 +21,17 @@ What it only approximates, openly:
 - Validation: CRD schemas through jsonschema (formats unchecked); built-in kinds only get metadata,
   label/annotation and a few type checks, nothing from their OpenAPI schemas.
 - No /openapi/v2 or /openapi/v3 (404): kubectl needs `--validate=false` for apply/create.
+- Request log entries are written before the reply is sent (a client that has its answer finds them).
+  Faults: `Fault(status=0, delay_s=...)` only slows a request; urllib3 under the official client retries
+  429/503 answers that carry Retry-After by itself.
 - Watch history is bounded (`history_limit` events): older resourceVersions get a 410 ERROR event.
   `limit`/`continue` pages read the current state, not a snapshot; resourceVersion on get/list is ignored.
 - Field selectors accept any dotted path with =, ==, != (a cluster accepts only a per-kind set).
+- core/v1 Events and events.k8s.io/v1 Events are stored separately (a cluster shows one store in two shapes).
+- generation is kept for custom resources, CRDs and Deployments only; it bumps on any change outside
+  metadata (and outside status when status is a subresource), which is what a cluster does for CRs.
+- DELETE returns the object for custom resources, namespaces and objects held by finalizers, a Status
+  otherwise; propagationPolicy and gracePeriodSeconds are accepted and ignored.
 - No BOOKMARK events, no protobuf, no aggregated discovery (clients fall back to the legacy documents).
 - Service proxy: /api/v1/namespaces/{ns}/services/{name}[:port]/proxy/{path} calls the handler set with
   `set_proxy_handler(fn)`; fn(namespace, service, port, method, subpath, body) -> (status, headers, body)

@@ -471,7 +471,7 @@ class Api:
                 meta["generation"] = 1
             else:
                 gen = int(old["metadata"].get("generation") or 1)
-                meta["generation"] = gen + 1 if _spec_of(old) != _spec_of(new) else gen
+                meta["generation"] = gen + 1 if _spec_of(old, t) != _spec_of(new, t) else gen
         if old is not None:
             meta["resourceVersion"] = old["metadata"]["resourceVersion"]
             if _same(old, new):
@@ -715,8 +715,10 @@ def _expired_event(rv: str) -> Obj:
     }
 
 
-def _spec_of(obj: Obj) -> Obj:
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+def _spec_of(obj: Obj, t: ResourceType) -> Obj:
+    """What bumps generation: everything but metadata (and status, when it is a subresource)."""
+    skip = ("metadata", "apiVersion", "kind", "status") if t.status_subresource else ("metadata", "apiVersion", "kind")
+    return {k: v for k, v in obj.items() if k not in skip}
 
 
 def _same(old: Obj, new: Obj) -> bool:
