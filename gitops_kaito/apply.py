@@ -153,7 +153,8 @@ def _nodes_waiting(plan: Plan, model_id: str, written_nodes: set[str]) -> str:
         return ""
     if model_id in written_nodes:
         return f"waiting for nodes: 0/{len(nodes)} {nodes[0].ref.kind}s ready (just created)"
-    ready = sum(1 for c in nodes if c.live is not None and c.action == Action.NOOP and node_ready(c.live))
+    ready = sum(1 for c in nodes if c.live is not None and c.action in (Action.NOOP, Action.UPDATE)
+                and node_ready(c.live))
     if ready < len(nodes):
         return f"waiting for nodes: {ready}/{len(nodes)} {nodes[0].ref.kind}s ready"
     return ""

@@ -215,7 +215,8 @@ def _outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult) -> tu
     for mid in sorted(ids):
         rendered = models.get(mid)
         model = rendered.model if rendered else None
-        path = model.request.path if model else ""
+        path = model.request.path if model else next(
+            (e.path for e in desired.load.errors if e.model_id == mid), "")
         changes = plan.for_model(mid)
         if mid in invalid:
             out.append(ModelResult(mid, INVALID, f"not applied, nothing pruned: {invalid[mid]}", path, changes))
