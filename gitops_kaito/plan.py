@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import jsonpatch
@@ -105,7 +106,15 @@ class Plan:
         return bool(self.pending)
 
     def for_model(self, model_id: str) -> tuple[Change, ...]:
-        return tuple(c for c in self.changes if c.model_id == model_id)
+        return self._by_model.get(model_id, ())
+
+    @cached_property
+    def _by_model(self) -> dict[str, tuple[Change, ...]]:
+        # Callers ask once per model; scanning every change each time made a 5,000-model pass quadratic.
+        grouped: dict[str, list[Change]] = {}
+        for c in self.changes:
+            grouped.setdefault(c.model_id, []).append(c)
+        return {m: tuple(cs) for m, cs in grouped.items()}
 
     @property
     def model_ids(self) -> tuple[str, ...]:
