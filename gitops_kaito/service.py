@@ -1,0 +1,162 @@
+"""The reconciler as a service: Daemon + HTTP listener + Lease leader election + the git pass, feeding the metrics.
+
+`gitops-kaito run` and `gitops-kaito demo` both build one with build_service(); tests drive it in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from gitops_kaito import apply as applying
+from gitops_kaito.daemon import Daemon, DaemonSettings, PassContext
+from gitops_kaito.gitsource import GitAuth, GitSourceError
+from gitops_kaito.gitsync import GitPassResult, GitSyncSettings, run_git_pass
+from gitops_kaito.kube import Kube, KubeError
+from gitops_kaito.leader import LeaderElector, LeaseSettings
+from gitops_kaito.metrics import Metrics
+from gitops_kaito.plan import Action
+from gitops_kaito.settings import RunSettings
+from gitops_kaito.sync import SyncError
+from gitops_kaito.webserver import Listener, ListenerHooks
+from gitops_kaito.writeback import WritebackError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path("~/.cache/gitops-kaito/git")
+_ACTION_NAMES = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REPLACE: "replaced",
+                 Action.DELETE: "pruned"}
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """What the daemon logs and the readiness probe reads; `result` is the full git pass when there was one."""
+
+    ok: bool
+    summary: str
+    result: GitPassResult | None = field(default=None, compare=False, repr=False)
+
+
+def git_settings(settings: RunSettings) -> GitSyncSettings:
+    auth = GitAuth(token=settings.git_token or None,
+                   ssh_key=Path(settings.ssh_key_file) if settings.ssh_key_file else None,
+                   known_hosts=Path(settings.known_hosts_file) if settings.known_hosts_file else None)
+    cache = Path(settings.cache_dir) if settings.cache_dir else DEFAULT_CACHE.expanduser()
+    return GitSyncSettings(url=settings.git_url, cache_dir=cache, branch=settings.branch,
+                           status_branch=settings.status_branch or None, auth=auth)
+
+
+def record_pass(metrics: Metrics, done: GitPassResult) -> None:
+    """Feed one pass's outcome into the Prometheus metrics."""
+    result = done.sync
+    failed = {o.model_id for o in result.outcomes if o.state == applying.FAILED}
+    if not result.dry_run:
+        for change in result.plan.pending:
+            name = _ACTION_NAMES.get(change.action)
+            if name is None or change.model_id in failed:
+                continue
+            metrics.objects.labels(action=name, kind=change.ref.kind).inc()
+            if change.drift and change.action == Action.UPDATE:
+                metrics.drift.labels(kind=change.ref.kind).inc()
+    metrics.set_model_states(Counter(r.state for r in done.reports))
+    metrics.set_revision(done.revision)
+    if done.writeback is not None and done.writeback.committed:
+        metrics.status_commits.inc()
+
+
+class GitPass:
+    """The daemon's RunPass: one git pass, errors counted and turned into a failed report (never raised)."""
+
+    def __init__(self, settings: GitSyncSettings, kube: Kube, metrics: Metrics, allow_mass_prune: bool = False
+                 ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.metrics = metrics
+        self.allow_mass_prune = allow_mass_prune
+
+    def __call__(self, ctx: PassContext) -> PassReport:
+        if not ctx.should_continue():
+            return PassReport(True, "skipped: not the leader or stopping")
+        try:
+            done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune)
+        except WritebackError as err:
+            self.metrics.git_errors.labels(operation="push").inc()
+            return PassReport(False, f"status write-back failed: {err}")
+        except GitSourceError as err:
+            self.metrics.git_errors.labels(operation="fetch").inc()
+            return PassReport(False, f"git: {err}")
+        except KubeError as err:
+            self.metrics.api_errors.labels(api="kubernetes", code=str(err.status)).inc()
+            return PassReport(False, f"kubernetes: {err}")
+        except SyncError as err:
+            self.metrics.api_errors.labels(api="kubernetes", code="0").inc()
+            return PassReport(False, str(err))
+        for _ in range(done.sync.failed):
+            self.metrics.api_errors.labels(api="kubernetes", code="apply").inc()
+        record_pass(self.metrics, done)
+        summary = done.sync.summary()
+        if done.writeback is not None and done.writeback.committed:
+            summary += f"; status {str(done.writeback.sha)[:12]} -> {done.writeback.branch}"
+        return PassReport(done.sync.ok, summary, done)
+
+
+class Service:
+    """Start/stop everything `gitops-kaito run` runs; `url` is where the listener answers."""
+
+    def __init__(self, settings: RunSettings, *, daemon_settings: DaemonSettings | None = None,
+                 lease: LeaseSettings | None = None, kube: Kube | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._started = False
+        self.kube = kube or Kube.connect(settings.kubeconfig or None, settings.context or None)
+        self.elector: LeaderElector | None = None
+        if settings.leader_election:
+            lease = lease or LeaseSettings(name=settings.lease_name, namespace=settings.lease_namespace)
+            self.elector = LeaderElector(client.CoordinationV1Api(self.kube.api_client), lease,
+                                         on_change=self._leadership)
+        interval = settings.interval_s
+        self.git = GitPass(git_settings(settings), self.kube, self.metrics, settings.allow_mass_prune)
+        self.daemon = Daemon(daemon_settings or DaemonSettings(interval_s=interval, jitter_s=min(5.0, interval / 10)),
+                             self.git, self.metrics, self.elector)
+        host, port = settings.listen_address
+        self.listener = Listener(host, port, ListenerHooks(
+            branch=lambda: settings.branch, secret=settings.webhook_secret(), trigger=self.daemon.trigger,
+            healthy=self.daemon.health, ready=self.daemon.readiness, metrics=self.metrics))
+
+    @property
+    def url(self) -> str:
+        return self.listener.url
+
+    def _leadership(self, leading: bool) -> None:
+        self.metrics.leader.set(1 if leading else 0)
+        if leading and self._started:
+            # Passes skipped while following would otherwise wait a whole interval.
+            self.daemon.trigger("became leader")
+
+    def start(self) -> Service:
+        self.listener.start()
+        self._started = True
+        self.daemon.start()
+        log.warning("gitops-kaito running: following %s (%s) every %s, listening on %s", self.settings.git_url,
+                    self.settings.branch, self.settings.interval, self.url,
+                    extra={"fields": {"leader_election": self.settings.leader_election}})
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Finish (or abandon after timeout_s) the current pass, release the Lease, close the listener."""
+        if self._started:
+            self.daemon.stop(timeout_s)
+            self.listener.stop()
+            self._started = False
+        self.kube.close()
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
