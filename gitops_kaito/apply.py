@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from gitops_kaito.events import record_changes
 from gitops_kaito.kube import KubeError
 from gitops_kaito.objects import Manifest, ObjectRef, Wave
 from gitops_kaito.plan import Action, Change, Plan, node_ready
@@ -128,6 +129,10 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
             record(change, ERROR, _describe(err))
             continue
         record(change, DONE, change.reason)
+    if not options.dry_run:
+        # Kubernetes Events on the Workspaces changed (best effort, never fails the pass).
+        done = {(r.ref, r.action) for r in results if r.result == DONE}
+        record_changes(kube, [c for c in plan.changes if (c.ref, c.action) in done])
     return _summarise(results)
 
 

@@ -1,0 +1,121 @@
+"""Kubernetes Events on each Workspace the reconciler changes (Created, Updated, Replaced, Pruned, DriftCorrected).
+
+Repeats of one event are aggregated like kubelet does: the same Event's count and lastTimestamp go up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from gitops_kaito.objects import ObjectRef
+from gitops_kaito.plan import Action, Change
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "gitops-kaito"
+EVENT_KINDS = frozenset({"Workspace"})
+_REASONS = {Action.CREATE: "Created", Action.UPDATE: "Updated", Action.REPLACE: "Replaced", Action.DELETE: "Pruned"}
+
+
+def reason_for(change: Change) -> str | None:
+    if change.action == Action.UPDATE and change.drift:
+        return "DriftCorrected"
+    return _REASONS.get(change.action)
+
+
+def message_for(change: Change, reason: str) -> str:
+    revision = ""
+    if change.desired is not None:
+        revision = ((change.desired.get("metadata") or {}).get("annotations") or {}).get(
+            "gitops.kaito.sh/revision", "")
+    at = f" at {revision}" if revision else ""
+    return {
+        "Created": f"created from the repository{at}",
+        "Updated": f"updated from the repository{at}",
+        "Replaced": f"deleted and created again (immutable fields changed){at}",
+        "Pruned": "deleted: its model request was removed from the repository",
+        # No revision: a hand edit reverted again and again is one event with a growing count.
+        "DriftCorrected": "a change made in the cluster was reverted to the repository's state",
+    }[reason]
+
+
+class EventRecorder:
+    """Writes core/v1 Events for one client; counts repeats of (object, reason, message) on one Event."""
+
+    def __init__(self, api_client: client.ApiClient, component: str = COMPONENT) -> None:
+        self.api = client.CoreV1Api(api_client)
+        self.component = component
+        self._counts: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def record(self, ref: ObjectRef, reason: str, message: str, uid: str | None = None, type_: str = "Normal") -> None:
+        namespace = ref.namespace or "default"
+        key = hashlib.sha256(f"{ref}|{reason}|{message}".encode()).hexdigest()[:16]
+        name = f"{ref.name}.{key}"
+        now = datetime.now(UTC)
+        with self._lock:
+            known = self._counts.get((namespace, name))
+        if known is not None:
+            try:
+                self._bump(namespace, name, known + 1, now)
+                return
+            except ApiException as err:
+                if err.status != 404:  # expired (events live about an hour): create it again
+                    raise
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+            involved_object=client.V1ObjectReference(api_version=ref.api_version, kind=ref.kind, name=ref.name,
+                                                     namespace=namespace, uid=uid),
+            reason=reason, message=message, type=type_, count=1, first_timestamp=now, last_timestamp=now,
+            source=client.V1EventSource(component=self.component), reporting_component=self.component,
+            reporting_instance=self.component)
+        try:
+            self.api.create_namespaced_event(namespace, body)
+            count = 1
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            # Another replica (or an earlier run of this one) wrote it: aggregate onto it.
+            existing: Any = self.api.read_namespaced_event(name, namespace)
+            count = int(existing.count or 1) + 1
+            self._bump(namespace, name, count, now)
+        with self._lock:
+            self._counts[(namespace, name)] = count
+
+    def _bump(self, namespace: str, name: str, count: int, now: datetime) -> None:
+        self.api.patch_namespaced_event(name, namespace, {"count": count, "lastTimestamp": now.isoformat()})
+        with self._lock:
+            self._counts[(namespace, name)] = count
+
+
+_recorders: dict[int, EventRecorder] = {}
+
+
+def record_changes(kube: Any, changes: Iterable[Change]) -> int:
+    """Record an Event for each done change of a Workspace; never raises (Events are best effort). Returns count."""
+    api_client = getattr(kube, "api_client", None)
+    if api_client is None:  # a test double without a cluster behind it
+        return 0
+    recorder = _recorders.get(id(api_client))
+    if recorder is None or recorder.api.api_client is not api_client:
+        recorder = _recorders[id(api_client)] = EventRecorder(api_client)
+    written = 0
+    for change in changes:
+        reason = reason_for(change)
+        if reason is None or change.ref.kind not in EVENT_KINDS:
+            continue
+        uid = ((change.live or {}).get("metadata") or {}).get("uid") if change.action != Action.CREATE else None
+        try:
+            recorder.record(change.ref, reason, message_for(change, reason), uid=uid)
+            written += 1
+        except Exception as err:  # an Event must never fail a pass
+            log.info("could not record event %s on %s: %s", reason, change.ref, err)
+    return written

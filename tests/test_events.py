@@ -1,0 +1,58 @@
+"""Kubernetes Events on the Workspaces a sync pass changes: reasons, source component, and aggregation of repeats.
+
+Runs real passes against the sandbox and reads the Events back as `kubectl get events` would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from gitops_kaito.kube import Kube
+from gitops_kaito.sync import run_pass
+from tests.fixtures_cluster import ClusterTarget
+from tests.gitfixtures import model_file
+
+pytestmark = pytest.mark.cluster
+REV = "main@sha1:" + "e" * 40
+
+
+def events_of(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
+    items = client.CoreV1Api(api).list_namespaced_event(ns).items
+    return {e.reason: e for e in items if e.involved_object.name == name and e.involved_object.kind == "Workspace"}
+
+
+def test_created_drift_corrected_aggregated_and_pruned(cluster: ClusterTarget, tmp_path: Path) -> None:
+    ns = cluster.namespace
+    path = tmp_path / "models" / ns / "phi.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(model_file("phi", namespace=ns))
+    admin = cluster.api_client()
+    custom = client.CustomObjectsApi(admin)
+    with Kube.connect(cluster.kubeconfig, cluster.context) as kube:
+        run_pass(tmp_path, kube, revision=REV)
+        created = events_of(admin, ns, "phi")["Created"]
+        assert created.source.component == "gitops-kaito" and created.type == "Normal"
+        assert created.count == 1 and REV in created.message
+        assert created.involved_object.api_version == "kaito.sh/v1beta1"
+
+        for _ in range(2):  # a person edits an owned field twice; each pass reverts it
+            custom.patch_namespaced_custom_object("kaito.sh", "v1beta1", ns, "workspaces", "phi",
+                                                  {"metadata": {"annotations": {"gitops.kaito.sh/source-path": "x"}}})
+            result = run_pass(tmp_path, kube, revision=REV)
+            assert result.drift_corrected == 1
+        drift = events_of(admin, ns, "phi")["DriftCorrected"]
+        assert drift.count == 2, "a repeated event is aggregated, not duplicated"
+        assert drift.involved_object.uid
+
+        quiet = len(client.CoreV1Api(admin).list_namespaced_event(ns).items)
+        run_pass(tmp_path, kube, revision=REV)  # nothing changes: no event
+        assert len(client.CoreV1Api(admin).list_namespaced_event(ns).items) == quiet
+
+        path.unlink()
+        run_pass(tmp_path, kube, revision=REV, allow_mass_prune=True)
+        assert "Pruned" in events_of(admin, ns, "phi")
+    admin.close()
