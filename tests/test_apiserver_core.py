@@ -167,6 +167,12 @@ def test_label_and_field_selectors(api: client.ApiClient) -> None:
     assert names(field_selector="metadata.name!=b") == ["a", "c"]
     all_ns = core.list_config_map_for_all_namespaces(field_selector="metadata.namespace=default")
     assert len(all_ns.items) == 3
+    # Relabelling and deleting keep the label index honest.
+    core.patch_namespaced_config_map("a", "default", {"metadata": {"labels": {"app": "y"}}})
+    assert names(label_selector="app=x") == [] and names(label_selector="app=y") == ["a", "b"]
+    core.delete_namespaced_config_map("b", "default")
+    assert names(label_selector="app=y") == ["a"]
+    assert names(label_selector="app=y,tier=web") == ["a"] and names(label_selector="app=y,tier=db") == []
 
 
 def test_limit_and_continue(api: client.ApiClient) -> None:

@@ -23,7 +23,7 @@ from gitops_kaito.sandbox import ssa
 from gitops_kaito.sandbox.builtin import CRD_TYPE, NAMESPACE_TYPE, ResourceType
 from gitops_kaito.sandbox.errors import ApiError, already_exists, conflict, invalid, not_found, status_body
 from gitops_kaito.sandbox.registry import Registry
-from gitops_kaito.sandbox.selectors import matcher, parse_field_selector
+from gitops_kaito.sandbox.selectors import matcher, parse_field_selector, parse_label_selector
 from gitops_kaito.sandbox.store import Expired, Obj, Store
 from gitops_kaito.sandbox.validation import metadata_errors, string_map_errors
 
@@ -185,6 +185,7 @@ class Api:
         t = target.type
         match = matcher(query.get("labelSelector"), query.get("fieldSelector"))
         pinned = parse_field_selector(query.get("fieldSelector")).name()
+        equalities = parse_label_selector(query.get("labelSelector")).equalities()
         limit = int(query.get("limit") or 0)
         start: tuple[str, str] | None = None
         if query.get("continue"):
@@ -203,6 +204,9 @@ class Api:
             if pinned is not None and ns is not None:
                 one = self.store.get(t.storage_key, ns, pinned)
                 source = [one] if one is not None else []
+            elif equalities:
+                label, value = min(equalities, key=lambda kv: self.store.label_count(t.storage_key, *kv))
+                source = self.store.with_label(t.storage_key, label, value, ns)
             else:
                 source = self.store.iter(t.storage_key, ns)  # type: ignore[assignment]
             for obj in source:

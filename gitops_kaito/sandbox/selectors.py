@@ -59,6 +59,10 @@ class LabelSelector:
         labels = labels or {}
         return all(r.matches(labels) for r in self.requirements)
 
+    def equalities(self) -> list[tuple[str, str]]:
+        """The key=value requirements, which an index can answer."""
+        return [(r.key, next(iter(r.values))) for r in self.requirements if r.op == "in" and len(r.values) == 1]
+
 
 def parse_label_selector(expr: str | None) -> LabelSelector:
     if not expr:

@@ -37,6 +37,8 @@ class Store:
         self.rv = 1
         self.closed = False
         self._objects: dict[StorageKey, dict[str, dict[str, Obj]]] = {}
+        # (label key, value) -> {(namespace, name)}: selective lists cost O(matches), not O(objects).
+        self._labels: dict[StorageKey, dict[tuple[str, str], set[tuple[str, str]]]] = {}
         self._events: list[WatchEvent] = []
         self._event_rvs: list[int] = []
         self._history_limit = max(1, history_limit)
@@ -57,6 +59,38 @@ class Store:
             for name in sorted(names):
                 yield names[name]
 
+    def with_label(self, key: StorageKey, label: str, value: str, namespace: str | None = None) -> list[Obj]:
+        """Objects carrying label=value, in list order."""
+        hits = self._labels.get(key, {}).get((label, value), set())
+        by_ns = self._objects.get(key, {})
+        out = []
+        for ns, name in sorted(hits):
+            if namespace is None or ns == namespace:
+                out.append(by_ns[ns][name])
+        return out
+
+    def label_count(self, key: StorageKey, label: str, value: str) -> int:
+        return len(self._labels.get(key, {}).get((label, value), ()))
+
+    def _index(self, key: StorageKey, obj: Obj | None, add: bool) -> None:
+        if obj is None:
+            return
+        meta = obj["metadata"]
+        labels = meta.get("labels") or {}
+        if not labels:
+            return
+        pos = (meta.get("namespace") or "", meta["name"])
+        index = self._labels.setdefault(key, {})
+        for pair in labels.items():
+            if add:
+                index.setdefault(pair, set()).add(pos)
+            else:
+                members = index.get(pair)
+                if members is not None:
+                    members.discard(pos)
+                    if not members:
+                        del index[pair]
+
     def count_in_namespace(self, namespace: str) -> int:
         return sum(len(by_ns.get(namespace, {})) for by_ns in self._objects.values())
 
@@ -72,7 +106,10 @@ class Store:
     def put(self, key: StorageKey, obj: Obj, prev: Obj | None) -> Obj:
         """Store a new version (metadata.resourceVersion already set by the caller via next_rv)."""
         meta = obj["metadata"]
-        self._objects.setdefault(key, {}).setdefault(meta.get("namespace") or "", {})[meta["name"]] = obj
+        names = self._objects.setdefault(key, {}).setdefault(meta.get("namespace") or "", {})
+        self._index(key, names.get(meta["name"]), add=False)
+        names[meta["name"]] = obj
+        self._index(key, obj, add=True)
         self._record(key, "MODIFIED" if prev is not None else "ADDED", obj, prev)
         return obj
 
@@ -82,11 +119,13 @@ class Store:
         ns = meta.get("namespace") or ""
         names = self._objects.get(key, {}).get(ns, {})
         prev = names.pop(meta["name"], None)
+        self._index(key, prev, add=False)
         if not names:
             self._objects.get(key, {}).pop(ns, None)
         self._record(key, "DELETED", obj, prev)
 
     def drop_kind(self, key: StorageKey) -> list[Obj]:
+        self._labels.pop(key, None)
         by_ns = self._objects.pop(key, {})
         return [o for names in by_ns.values() for o in names.values()]
 
