@@ -151,6 +151,9 @@ def test_list_map_items_merge_by_key(env: Any) -> None:
     assert sorted(p["name"] for p in both["spec"]["ports"]) == ["grpc", "http"]
     alpha = next(m for m in both["metadata"]["managedFields"] if m["manager"] == "alpha")
     assert 'k:{"name":"http"}' in alpha["fieldsV1"]["f:spec"]["f:ports"]
+    # Co-owning beta's item (with fewer fields) is no conflict.
+    shared = apply(dyn, res, thing({"ports": [{"name": "http", "port": 80}, {"name": "grpc"}]}), "alpha")
+    assert {p["name"]: p.get("port") for p in shared["spec"]["ports"]} == {"http": 80, "grpc": 9000}
     dropped = apply(dyn, res, thing({}), "alpha")
     assert [p["name"] for p in dropped["spec"]["ports"]] == ["grpc"]
 

@@ -293,6 +293,8 @@ def apply(
         if e.operation != "Apply":
             continue
         for p in applied_set & e.fields:
+            if p[-1].startswith("k:"):
+                continue  # an item marker is shared ownership, not a value
             if value_at(applied, p) != value_at(live, p):
                 conflicts.append(Conflict(e.manager, p))
     if conflicts and not force:
@@ -313,7 +315,10 @@ def apply(
 
     new_entries: list[ManagedEntry] = []
     for e in others:
-        kept = {p for p in e.fields if p not in applied_set or value_at(result, p) == value_at(live, p)}
+        kept = {
+            p for p in e.fields
+            if p not in applied_set or p[-1].startswith("k:") or value_at(result, p) == value_at(live, p)
+        }
         new_entries.append(ManagedEntry(e.manager, e.operation, e.api_version, e.time, e.subresource, kept))
     same = mine is not None and mine.fields == applied_set
     new_entries.append(
