@@ -18,9 +18,25 @@ REV1 = "main@sha1:" + "1" * 40
 REV2 = "main@sha1:" + "2" * 40  # a new commit that changes nothing for the models
 
 
+def _status_kib(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def rss_mb() -> float:
-    """Peak RSS of this process so far (ru_maxrss is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak RSS of this process so far. VmHWM, because Linux carries ru_maxrss over from the parent across exec."""
+    kib = _status_kib("VmHWM")
+    return (kib if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+
+
+def rss_now_mb() -> float:
+    kib = _status_kib("VmRSS")
+    return round(kib / 1024, 1) if kib is not None else 0.0
 
 
 class Parent:
@@ -65,6 +81,7 @@ def _measure(size: int, repo: Path, kubeconfig: str, dump_dir: Path, parent: Par
                render_plan_s=planned - started, planned_creates=plan.counts()["create"])
     del plan
     row["render_rss_mb"] = round(rss_mb(), 1)
+    row["rss_after_render_mb"] = rss_now_mb()
 
     with Kube.connect(kubeconfig) as kube:
         in_apply = [0.0]
@@ -85,6 +102,8 @@ def _measure(size: int, repo: Path, kubeconfig: str, dump_dir: Path, parent: Par
         row["first_sync_s"] = time.perf_counter() - started
         row["first_sync_cpu_s"] = time.process_time() - cpu
         row["first_apply_calls_s"] = in_apply[0]
+        row["rss_after_first_sync_mb"] = rss_now_mb()
+        row["peak_after_first_sync_mb"] = round(rss_mb(), 1)
         c = parent.ask("count")
         row.update(first_requests=c["total"], first_writes=c["writes"], first_created=first.created,
                    first_failed=first.failed)
@@ -95,9 +114,11 @@ def _measure(size: int, repo: Path, kubeconfig: str, dump_dir: Path, parent: Par
         noop = run_pass(repo, kube, revision=REV2)
         row["noop_sync_s"] = time.perf_counter() - started
         row["noop_sync_cpu_s"] = time.process_time() - cpu
+        row["rss_after_noop_mb"] = rss_now_mb()
         c = parent.ask("count")
         row.update(noop_api_requests=c["total"], noop_writes=c["writes"], noop_lists=c["lists"],
                    noop_changes=int(noop.plan.has_changes), noop_failed=noop.failed)
+        del first, noop
 
         # The no-op pass split into its parts, so a slow pass can be pinned on load, LIST or planning.
         started = time.perf_counter()
