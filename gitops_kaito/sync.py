@@ -151,10 +151,11 @@ def read_live(kube: Kube, objects: Sequence[DesiredObject]) -> list[Manifest]:
     """One LIST per managed kind the cluster serves; raises KaitoNotInstalled when Workspaces are not served."""
     wanted = [o.ref.api_version for o in objects if o.ref.kind == "Workspace"]
     prefer = max(set(wanted), key=wanted.count) if wanted else None
+    workspace_version = kube.workspace_version(prefer)  # first: without KAITO there is nothing to do
     live: list[Manifest] = []
     for versions, kind in MANAGED_KINDS:
         if versions == WORKSPACE_VERSIONS:
-            live.extend(kube.list_owned(kube.workspace_version(prefer), kind))
+            live.extend(kube.list_owned(workspace_version, kind))
             continue
         for version in versions:
             if kube.served(version, kind):
@@ -173,6 +174,21 @@ def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "",
     except KubeError as err:
         raise SyncError(str(err)) from None
     return desired, make_plan(desired.objects, live, plan_policy(desired, allow_mass_prune=allow_mass_prune))
+
+
+def server_dry_run(plan: Plan, kube: Kube) -> tuple[tuple[Change, str], ...]:
+    """Send every create/update/replace as a server-side dry run: what admission or validation would refuse."""
+    refused: list[tuple[Change, str]] = []
+    for change in plan.changes:
+        if change.desired is None or change.action not in (Action.CREATE, Action.UPDATE, Action.REPLACE):
+            continue
+        if change.action == Action.REPLACE:
+            continue  # the object is deleted first: an update dry run would only repeat the immutability error
+        try:
+            kube.apply(change.desired, dry_run=True)
+        except KubeError as err:
+            refused.append((change, f"{err.reason}: {err.message}" if err.status else err.message))
+    return tuple(refused)
 
 
 def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = False,
@@ -236,4 +252,4 @@ def _load_error_text(path: str, line: int | None, message: str) -> str:
 
 
 __all__ = ["Action", "Desired", "ModelResult", "PassResult", "SyncError", "load_desired", "local_revision",
-           "plan_policy", "plan_repository", "read_live", "run_pass"]
+           "plan_policy", "plan_repository", "read_live", "run_pass", "server_dry_run"]

@@ -380,3 +380,20 @@ def test_dropped_connections_are_retried(env: Env) -> None:
     result = env.sync()
     assert result.created == 1 and result.failed == 0
     assert env.names("Workspace") == {"phi"}
+
+
+def test_plan_with_server_dry_run_shows_what_admission_would_refuse(env: Env,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    env.model("phi", "  model: phi-4-mini-instruct\n")
+    env.model("qwen", "  model: qwen2.5-coder-7b-instruct\n")
+    denial = 'admission webhook "validation.workspace.kaito.sh" denied the request: instanceType not supported'
+    env.server.faults.add(Fault(method="PATCH", path_regex=r"/workspaces/qwen$", status=400, times=None,
+                                message=denial))
+    common = ["--repo", str(env.repo), "--kubeconfig", str(env.kubeconfig)]
+    assert main(["plan", "--server-dry-run", "--format", "json", *common]) == 1
+    out = capsys.readouterr().out
+    assert "Workspace/ml/qwen (ml.qwen): the API server would refuse it" in out and "instanceType not supported" in out
+    assert "Workspace/ml/phi (ml.phi)" not in out
+    patches = [e for e in env.requests() if e.method == "PATCH"]
+    assert len(patches) == 2 and all("dryRun=All" in e.query for e in patches if e.status < 400)
+    assert env.names("Workspace") == set()

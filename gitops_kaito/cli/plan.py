@@ -6,6 +6,7 @@ plan: text, JSON or a pull-request comment in markdown (split under GitHub's siz
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import json
 import sys
@@ -18,7 +19,7 @@ import yaml
 from gitops_kaito.cli.common import EXIT_CHANGES, EXIT_OK, CliError, add_cluster_flags, add_repo_flag
 from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.plan import Action, Change, Plan, comparable, owned_fields, project
-from gitops_kaito.sync import Desired, SyncError, plan_repository
+from gitops_kaito.sync import Desired, SyncError, plan_repository, server_dry_run
 
 COMMENT_LIMIT = 65_000  # GitHub refuses comments over 65,536 characters
 COMMENT_MARKER = "<!-- gitops-kaito plan: comment {i} of {n} -->"
@@ -35,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     plan.add_argument("--split-dir", type=Path,
                       help="markdown: write comment-1.md, comment-2.md, ... here instead of printing")
     plan.add_argument("--allow-mass-prune", action="store_true", help="plan as if the prune guard were lifted")
+    plan.add_argument("--server-dry-run", action="store_true",
+                      help="also send each change as a server-side dry run: admission and validation errors show "
+                           "in the plan (exit 1)")
     plan.set_defaults(func=run_plan)
 
     diff = subparsers.add_parser("diff", help="per-object diff of the repository against the cluster "
@@ -48,8 +52,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _plan(args: argparse.Namespace) -> tuple[Desired, Plan]:
     try:
         with Kube.connect(args.kubeconfig, args.context) as kube:
-            return plan_repository(Path(args.repo), kube, revision=args.revision,
-                                   allow_mass_prune=getattr(args, "allow_mass_prune", False))
+            desired, plan = plan_repository(Path(args.repo), kube, revision=args.revision,
+                                            allow_mass_prune=getattr(args, "allow_mass_prune", False))
+            if getattr(args, "server_dry_run", False):
+                refused = server_dry_run(plan, kube)
+                errors = tuple(f"{c.ref} ({c.model_id}): the API server would refuse it: {why}" for c, why in refused)
+                desired = dataclasses.replace(desired, errors=desired.errors + errors)
+            return desired, plan
     except (KubeError, SyncError) as err:
         raise CliError(str(err)) from None
 
