@@ -107,6 +107,8 @@ def local_revision(repo_dir: Path) -> str:
 
 def load_desired(repo_dir: Path, revision: str) -> Desired:
     """Load and render; a model that fails is reported and excluded, never fatal for the others."""
+    if not Path(repo_dir).is_dir():  # a mistyped path must never read as "no models": that would prune
+        raise SyncError(f"repository directory {repo_dir} does not exist")
     load = load_repository(Path(repo_dir))
     errors = [_load_error_text(e.path, e.line, e.message) for e in load.errors]
     invalid: dict[str, str] = {e.model_id: e.message for e in load.errors if e.model_id}

@@ -397,3 +397,12 @@ def test_plan_with_server_dry_run_shows_what_admission_would_refuse(env: Env,
     patches = [e for e in env.requests() if e.method == "PATCH"]
     assert len(patches) == 2 and all("dryRun=All" in e.query for e in patches if e.status < 400)
     assert env.names("Workspace") == set()
+
+
+def test_a_missing_repository_directory_is_an_error_not_zero_models(env: Env) -> None:
+    env.three_models()
+    env.sync()
+    with pytest.raises(SyncError, match="does not exist"):
+        run_pass(env.repo / "typo", env.kube, revision=REV2, allow_mass_prune=True)
+    assert main(["sync", "--repo", str(env.repo / "typo"), "--kubeconfig", str(env.kubeconfig)]) == 2
+    assert env.names("Workspace") == {"phi", "qwen", "mistral"}
