@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes.client import rest as k8s_rest
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
@@ -84,6 +85,8 @@ class RetryPolicy:
     base_delay_s: float = 0.2
     max_delay_s: float = 5.0
     max_retry_after_s: float = 10.0
+    # Every call's (connect, read) deadline: a server that accepts and never answers must not hang the pass.
+    request_timeout_s: float | None = 30.0
 
 
 class Kube:
@@ -92,8 +95,13 @@ class Kube:
     def __init__(self, api_client: k8s_client.ApiClient, *, retry: RetryPolicy | None = None,
                  cache_file: Path | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         api_client.user_agent = USER_AGENT
-        # Our own retry loop decides what is retried; urllib3's silent retries would hide and repeat writes.
+        # Our own retry loop decides what is retried; urllib3's silent retries would hide and repeat writes,
+        # and sleep through a server's whole Retry-After (an hour, if it says so). The pool manager copies
+        # `retries` when the rest client is built, so an existing one is rebuilt to see the change.
         api_client.configuration.retries = False
+        if api_client.rest_client.pool_manager.connection_pool_kw.get("retries") is not False:
+            api_client.rest_client.close()
+            api_client.rest_client = k8s_rest.RESTClientObject(api_client.configuration)
         self.api_client = api_client
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -203,7 +211,8 @@ class Kube:
         token: str | None = None
         while True:
             body = self._json(lambda t=token: self.dynamic.get(  # type: ignore[misc]
-                resource, label_selector=label_selector, limit=500, _continue=t, serialize=False),
+                resource, label_selector=label_selector, limit=500, _continue=t, serialize=False,
+                _request_timeout=self.retry.request_timeout_s),
                 f"list {kind}")
             for item in body.get("items") or []:
                 item.setdefault("apiVersion", api_version)
@@ -217,7 +226,8 @@ class Kube:
         resource = self._required(ref.api_version, ref.kind)
         try:
             return self._json(lambda: self.dynamic.get(resource, name=ref.name, namespace=ref.namespace or None,
-                                                       serialize=False), f"get {ref}")
+                                                       serialize=False, _request_timeout=self.retry.request_timeout_s),
+                              f"get {ref}")
         except KubeError as err:
             if err.status == 404:
                 return None
@@ -237,14 +247,15 @@ class Kube:
         return self._json(lambda: self.dynamic.server_side_apply(
             resource, body=manifest, name=ref.name, namespace=ref.namespace or None,
             field_manager=FIELD_MANAGER, force_conflicts=True, dry_run="All" if dry_run else None,
-            serialize=False), f"apply {ref}")
+            serialize=False, _request_timeout=self.retry.request_timeout_s), f"apply {ref}")
 
     def delete(self, ref: ObjectRef) -> bool:
         """Delete in the background; False when it was already gone."""
         resource = self._required(ref.api_version, ref.kind)
         try:
             self._call(lambda: self.dynamic.delete(resource, name=ref.name, namespace=ref.namespace or None,
-                                                   propagation_policy="Background", serialize=False),
+                                                   propagation_policy="Background", serialize=False,
+                                                   _request_timeout=self.retry.request_timeout_s),
                        f"delete {ref}")
         except KubeError as err:
             if err.status == 404:
