@@ -135,6 +135,9 @@ def test_signed_push_applies_at_once_bad_signature_refused_metrics_move(world: W
         assert post_hook(svc.url, body, webhooks.sign(SECRET, body)) == 202
         wait_until(lambda: world.workspace("qwen"), 30, what="qwen applied after the webhook")
         assert svc.daemon.wait_for_passes(passes + 1, 10)
+        # The pass that applied qwen records its metrics when it ends (after its status commit): wait for that.
+        wait_until(lambda: metric(get(f"{svc.url}/metrics")[1], "gitops_kaito_applied_revision_info",
+                                  revision=f"main@sha1:{sha}") == 1, 30, what="the webhook pass's metrics")
 
         after = get(f"{svc.url}/metrics")[1]
         assert metric(after, "gitops_kaito_webhooks_total", source="github", status="401") == 2
