@@ -153,7 +153,7 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
         for key, obj in live_by_key.items()
         if key not in desired_keys
     ]
-    managed = frozenset(_labels(o).get(LABEL_MODEL, "") for o in live_by_key.values())
+    managed = frozenset(_labels(o).get(LABEL_MODEL, "") for o in live_by_key.values() if applied_by_us(o))
     deletes, refused = _guard(deletes, managed, desired_models, policy)
     applies.sort(key=lambda c: (c.wave, c.model_id, c.ref))
     deletes.sort(key=lambda c: (-c.wave, c.model_id, c.ref))
@@ -202,6 +202,8 @@ def _plan_stale(obj: Manifest, desired_models: set[str], policy: PlanPolicy) -> 
         action, reason = Action.NOOP, "not pruned: the repository's gitops-kaito.yaml failed to load"
     elif model in policy.keep:
         action, reason = Action.NOOP, "not pruned: the model's file failed to load"
+    elif not applied_by_us(obj):
+        action, reason = Action.NOOP, "not pruned: it carries our labels but gitops-kaito never applied it (a copy?)"
     elif annotations.get(ANNOTATION_PRUNE) == "disabled":
         action, reason = Action.NOOP, f"not pruned: {ANNOTATION_PRUNE}: disabled"
     elif not policy.prune:
@@ -269,6 +271,18 @@ def owned_fields(live: Manifest) -> Mapping[str, Any] | None:
             tree = entry.get("fieldsV1")
             return tree if isinstance(tree, Mapping) else None
     return None
+
+
+def applied_by_us(live: Manifest) -> bool:
+    """Whether our field manager ever applied this object; labels alone can be copied onto anything.
+
+    Like Argo CD's self-referencing tracking id, this keeps prune away from a copy of one of our objects. A server
+    that keeps no managedFields at all leaves the labels as the only evidence.
+    """
+    entries = (live.get("metadata") or {}).get("managedFields")
+    if not entries:
+        return True
+    return any(e.get("manager") == FIELD_MANAGER for e in entries if isinstance(e, Mapping))
 
 
 def foreign_owned(live: Manifest) -> list[Mapping[str, Any]]:

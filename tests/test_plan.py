@@ -356,3 +356,15 @@ def test_markdown_comments_are_split_below_the_limit() -> None:
     assert "".join(comments).count("<details>") == 5
     (huge,) = split_comments(["y" * 200_000])
     assert len(huge) <= COMMENT_LIMIT and "truncated" in huge
+
+
+def test_a_copy_carrying_our_labels_is_never_pruned() -> None:
+    copied = served(configmap("c"))
+    copied["metadata"]["name"] = "c-copy"
+    copied["metadata"]["managedFields"] = [{"manager": "kubectl-create", "operation": "Update", "fieldsV1": {}}]
+    plan = make_plan([workspace("a")], [served(workspace("a")), served(workspace("b")), copied],
+                     PlanPolicy(allow_all=True))
+    kept = next(c for c in plan.changes if c.ref.name == "c-copy")
+    assert kept.action == Action.NOOP and "never applied it" in kept.reason
+    assert by_action(plan)["delete"] == ["Workspace/ml/b"]
+    assert plan.managed_models == {"ml.a", "ml.b"}
