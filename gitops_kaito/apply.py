@@ -204,7 +204,10 @@ def _outcome(model_id: str, objects: tuple[ObjectResult, ...]) -> ModelOutcome:
         elif o.result in (DONE, DRY_RUN) and o.action == Action.DELETE:
             candidates.append((PRUNED, o.message))
         elif o.result in (DONE, DRY_RUN):
-            candidates.append((APPLIED, f"{sum(1 for x in objects if x.result in (DONE, DRY_RUN))} object(s) written"))
+            written = sum(1 for x in objects if x.result in (DONE, DRY_RUN))
+            drifted = [str(x.ref) for x in objects if x.drift and x.result in (DONE, DRY_RUN)]
+            candidates.append((APPLIED, f"{written} object(s) written"
+                               + (f"; drift corrected: {', '.join(drifted)}" if drifted else "")))
     if not candidates:
         return ModelOutcome(model_id, UNCHANGED, "up to date", objects)
     if any(s == PRUNED for s, _ in candidates) and any(s == APPLIED for s, _ in candidates):

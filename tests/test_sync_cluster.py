@@ -238,6 +238,8 @@ def test_a_hand_edit_is_reverted_and_reported_as_drift(env: Env) -> None:
     (change,) = result.plan.pending
     assert str(change.ref) == "ConfigMap/ml/phi-inference-config" and change.drift
     assert result.drift_corrected == 1
+    assert result.outcome("ml.phi").message == (  # type: ignore[union-attr]
+        "1 object(s) written; drift corrected: ConfigMap/ml/phi-inference-config")
     assert "4096" in env.configmap("phi-inference-config").data["inference_config.yaml"]
     assert env.workspace("qwen")["metadata"]["labels"]["team"] == "search"
 
