@@ -116,7 +116,8 @@ class Kube:
     def connect(cls, kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None,
                 **kwargs: Any) -> Kube:
         """kubeconfig (or $KUBECONFIG, ~/.kube/config) with an optional context; in-cluster config otherwise."""
-        path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+        # $KUBECONFIG may list several files; the client merges them like kubectl when given the whole value.
+        path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG", "")
         if not path and Path("~/.kube/config").expanduser().exists():
             path = str(Path("~/.kube/config").expanduser())
         try:

@@ -408,3 +408,16 @@ def test_a_missing_repository_directory_is_an_error_not_zero_models(env: Env) ->
         run_pass(env.repo / "typo", env.kube, revision=REV2, allow_mass_prune=True)
     assert main(["sync", "--repo", str(env.repo / "typo"), "--kubeconfig", str(env.kubeconfig)]) == 2
     assert env.names("Workspace") == {"phi", "qwen", "mistral"}
+
+
+def test_kubeconfig_env_with_several_files_is_merged(env: Env, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = yaml.safe_load(env.kubeconfig.read_text())
+    other = {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [],
+             "contexts": [{"name": "second", "context": {"cluster": "sandbox", "user": "sandbox"}}]}
+    doc.pop("current-context")
+    (tmp_path / "a").write_text(yaml.safe_dump(doc))
+    (tmp_path / "b").write_text(yaml.safe_dump(other))
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'b'}:{tmp_path / 'a'}")
+    with Kube.connect(context="second") as kube:
+        assert kube.host == env.server.url and kube.workspace_version() == "kaito.sh/v1beta1"
