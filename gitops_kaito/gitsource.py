@@ -340,7 +340,9 @@ class GitSource:
             return False
 
     def _reclone(self) -> git.Repo:
-        if self.path.exists():
+        if self.path.is_symlink() or self.path.is_file():  # a stray file where the clone belongs
+            self.path.unlink()
+        elif self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
         repo = git.Repo.init(self.path)

@@ -6,21 +6,28 @@ The reconciler talks to the API emulator through `CutProxy`, so a test can make 
 
 from __future__ import annotations
 
+import base64
+import http.server
+import os
 import re
 import socket
+import subprocess
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import git
 import yaml
 from kubernetes import client
 
+from gitops_kaito.gitsource import GitAuth, GitSource, SourceSpec
+from gitops_kaito.gitsync import GitPassResult, GitSyncSettings, run_git_pass
 from gitops_kaito.kube import Kube, RetryPolicy
 from gitops_kaito.ownership import LABEL_MODEL
 from gitops_kaito.sandbox.apiserver import ApiServer
 from tests.fixtures_cluster import wait_until
-from tests.gitfixtures import model_file
+from tests.gitfixtures import Developer, make_remote, model_file
 
 UA = "gitops-kaito/"
 WRITES = ("create", "update", "patch", "delete", "deletecollection")
@@ -32,7 +39,7 @@ _VOLATILE_META = ("uid", "resourceVersion", "creationTimestamp", "managedFields"
                   "deletionTimestamp", "deletionGracePeriodSeconds")
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
-__all__ = ["FAST_RETRY", "UA", "WRITES", "CutProxy", "KubeWorld", "model_file", "normalize_status", "wait_until"]
+__all__ = ["FAST_RETRY", "UA", "WRITES", "CutProxy", "GitHttpServer", "GitWorld", "KubeWorld", "model_file", "normalize_status", "wait_until"]
 
 
 class CutProxy:
@@ -257,3 +264,132 @@ def normalize_status(files: dict[str, str]) -> dict[str, Any]:
         else:
             out[path] = _ISO.sub("<time>", text)
     return out
+
+
+class GitHttpServer:
+    """Smart-HTTP git on loopback (git http-backend as CGI) with Basic auth that a test can revoke.
+
+    `token` is what the server accepts; `refuse` = "all" answers 401 to everything, "push" 403 to pushes only.
+    """
+
+    def __init__(self, root: Path, token: str, username: str = "x-access-token") -> None:
+        self.root = root
+        self.token = token
+        self.username = username
+        self.refuse = ""
+        self.requests: list[tuple[str, str, int]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._serve()
+
+            def do_POST(self) -> None:
+                self._serve()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _serve(self) -> None:
+                path, _, query = self.path.partition("?")
+                status = server._gate(self.headers.get("Authorization") or "", path, query)
+                if status:
+                    server.requests.append((self.command, self.path, status))
+                    self.send_response(status)
+                    if status == 401:
+                        self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                env = {**os.environ, "GIT_PROJECT_ROOT": str(server.root), "GIT_HTTP_EXPORT_ALL": "1",
+                       "REQUEST_METHOD": self.command, "PATH_INFO": path, "QUERY_STRING": query,
+                       "CONTENT_TYPE": self.headers.get("Content-Type") or "", "CONTENT_LENGTH": str(len(body)),
+                       "REMOTE_USER": server.username, "REMOTE_ADDR": "127.0.0.1",
+                       "GIT_PROTOCOL": self.headers.get("Git-Protocol") or "",
+                       "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding") or ""}
+                out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True,
+                                     check=False).stdout
+                head, _, payload = out.partition(b"\r\n\r\n")
+                if not _:
+                    head, _, payload = out.partition(b"\n\n")
+                headers = [ln.split(":", 1) for ln in head.decode().splitlines() if ":" in ln]
+                code = next((int(v.split()[0]) for k, v in headers if k.lower() == "status"), 200)
+                server.requests.append((self.command, self.path, code))
+                self.send_response(code)
+                for k, v in headers:
+                    if k.lower() not in ("status", "content-length"):
+                        self.send_header(k, v.strip())
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True, name="fault-git-http")
+        self._thread.start()
+
+    def url(self, repo: str) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/{repo}"
+
+    def _gate(self, authorization: str, path: str, query: str) -> int:
+        expected = "Basic " + base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
+        if self.refuse == "all" or authorization != expected:
+            return 401
+        pushing = path.endswith("/git-receive-pack") or "service=git-receive-pack" in query
+        if self.refuse == "push" and pushing:
+            return 403
+        return 0
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+class GitWorld:
+    """A KubeWorld plus a bare remote, a developer clone and the git-integrated pass's settings."""
+
+    def __init__(self, tmp: Path, *, url: str | None = None, auth: GitAuth | None = None) -> None:
+        self.tmp = tmp
+        self.kw = KubeWorld(tmp)
+        self.remote = make_remote(tmp)
+        self.dev = Developer(self.remote, tmp / "dev")
+        self.dev_commits: list[str] = []
+        self.dev.write("README.md", "models\n")
+        self.commit("init")
+        self.settings = GitSyncSettings(url=url or self.remote.url, cache_dir=tmp / "cache",
+                                        auth=auth or GitAuth())
+
+    def close(self) -> None:
+        self.kw.close()
+
+    def commit(self, message: str, **files: str) -> str:
+        """A developer commit of models/ml/<name>.yaml per keyword (value: the preset), pushed."""
+        for name, preset in files.items():
+            self.dev.write(f"models/ml/{name}.yaml", model_file(name, preset))
+        sha = self.dev.commit(message)
+        self.dev_commits.append(sha)
+        return sha
+
+    def run(self, now: str = "2025-01-01T00:00:00Z", **kwargs: Any) -> GitPassResult:
+        kwargs.setdefault("sleep", lambda s: None)
+        return run_git_pass(self.settings, self.kw.kube, now=now, **kwargs)
+
+    def cache(self) -> Path:
+        return GitSource(SourceSpec(self.settings.url), self.settings.cache_dir).path
+
+    def lost_commits(self, commits: Iterable[str] | None = None, branch: str = "main") -> list[str]:
+        """Developer commits that are not in the remote branch's history (must be none)."""
+        repo = git.Repo(self.remote.bare)
+        lost = []
+        for sha in self.dev_commits if commits is None else commits:
+            try:
+                repo.git.merge_base("--is-ancestor", sha, branch)
+            except git.GitCommandError:
+                lost.append(sha)
+        return lost
+
+    def status_commits(self, branch: str = "main") -> list[str]:
+        return [sha for sha, _, subject in (ln.partition(" ") for ln in self.remote.log(branch))
+                if subject.startswith("status: ")]
