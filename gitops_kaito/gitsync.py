@@ -6,6 +6,8 @@ The applied revision is the newest commit that changed desired state, so status-
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +26,12 @@ from gitops_kaito.writeback import Author, WritebackResult, last_desired_commit,
 from gitops_kaito.yamlsource import SourceError
 
 log = logging.getLogger(__name__)
+
+# Test hook for the crash tests (tests/test_faults_process.py): when GITOPS_KAITO_TEST_PAUSE_AT names a stage,
+# the pass writes that name to GITOPS_KAITO_TEST_PAUSE_FILE and blocks there until the test kills the process.
+# Inert when the variable is unset. Stages: fetched, applied, status-built, committed (before the push).
+PAUSE_AT_ENV = "GITOPS_KAITO_TEST_PAUSE_AT"
+PAUSE_FILE_ENV = "GITOPS_KAITO_TEST_PAUSE_FILE"
 
 KAITO_WORKSPACE_LABEL = "kaito.sh/workspace"
 KAITO_WORKSPACE_NS_LABEL = "kaito.sh/workspacenamespace"
@@ -73,11 +81,13 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
     """
     source = GitSource(SourceSpec(settings.url, branch=settings.branch, auth=settings.auth), settings.cache_dir)
     checkout = source.fetch()
+    _pause_point("fetched")
     config = _config(checkout.path)
     status_path = config.status.path.strip("/") or "status"
     desired_sha = last_desired_commit(source.repo, checkout.sha, status_path)
     revision = format_revision(checkout.ref, desired_sha)
     result = run_pass(checkout.path, kube, revision=revision, dry_run=dry_run, allow_mass_prune=allow_mass_prune)
+    _pause_point("applied")
     reports = tuple(assess_models(result, kube, revision, settings.endpoint_check, endpoint_checker))
     wb: WritebackResult | None = None
     if settings.write_back and not dry_run:
@@ -88,13 +98,30 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
                         and not any(r.model_id == o.model_id for r in reports))
 
         def build(previous: Mapping[str, str]) -> Mapping[str, str]:
-            return render_files(reports, previous, stamp)
+            files = render_files(reports, previous, stamp)
+            _pause_point("status-built")
+            return files
+
+        def pushing(attempt: int) -> None:
+            _pause_point("committed")
+            if before_push is not None:
+                before_push(attempt)
 
         body = "".join(f"Pruned: {m}\n" for m in pruned)
         extra: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
         wb = write_status(source, branch, build, revision, author=author, status_path=status_path,
-                          summary=summary_line(reports), body=body, before_push=before_push, **extra)
+                          summary=summary_line(reports), body=body, before_push=pushing, **extra)
     return GitPassResult(checkout, revision, result, reports, wb)
+
+
+def _pause_point(stage: str) -> None:
+    """The crash tests' stopping point (see PAUSE_AT_ENV); returns at once unless this stage is named."""
+    if os.environ.get(PAUSE_AT_ENV) != stage:
+        return
+    marker = os.environ.get(PAUSE_FILE_ENV)
+    if marker:
+        Path(marker).write_text(stage)
+    threading.Event().wait()  # until the test's SIGKILL
 
 
 def _config(root: Path) -> RepoConfig:
