@@ -140,7 +140,9 @@ def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable
            sleep: Callable[[float], None]) -> str:
     """Apply one create/update/replace; returns a non-empty message when it has to wait for a later pass."""
     assert change.desired is not None
-    if change.action == Action.REPLACE and not options.dry_run:
+    if change.action == Action.REPLACE and options.dry_run:
+        return ""  # a dry run of the update would only repeat the immutable-field refusal the plan already shows
+    if change.action == Action.REPLACE:
         kube.delete(change.ref)
         deadline = clock() + options.replace_wait_s
         while kube.get(change.ref) is not None:
