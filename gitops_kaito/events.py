@@ -6,6 +6,7 @@ Repeats of one event are aggregated like kubelet does: the same Event's count an
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections.abc import Iterable
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from gitops_kaito.objects import ObjectRef
 from gitops_kaito.plan import Action, Change
@@ -48,11 +49,17 @@ def message_for(change: Change, reason: str) -> str:
 
 
 class EventRecorder:
-    """Writes core/v1 Events for one client; counts repeats of (object, reason, message) on one Event."""
+    """Writes core/v1 Events for one client; counts repeats of (object, reason, message) on one Event.
 
-    def __init__(self, api_client: client.ApiClient, component: str = COMPONENT) -> None:
-        self.api = client.CoreV1Api(api_client)
+    Plain JSON requests through the ApiClient: CoreV1Api and its generated models would import ~250 pydantic
+    classes on the first Event (0.6 s, once per process, in the middle of the first pass).
+    """
+
+    def __init__(self, api_client: client.ApiClient, component: str = COMPONENT,
+                 request_timeout_s: float | None = 30.0) -> None:
+        self.api_client = api_client
         self.component = component
+        self.request_timeout_s = request_timeout_s
         self._counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
@@ -70,30 +77,51 @@ class EventRecorder:
             except ApiException as err:
                 if err.status != 404:  # expired (events live about an hour): create it again
                     raise
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
-            involved_object=client.V1ObjectReference(api_version=ref.api_version, kind=ref.kind, name=ref.name,
-                                                     namespace=namespace, uid=uid),
-            reason=reason, message=message, type=type_, count=1, first_timestamp=now, last_timestamp=now,
-            source=client.V1EventSource(component=self.component), reporting_component=self.component,
-            reporting_instance=self.component)
+        involved = {"apiVersion": ref.api_version, "kind": ref.kind, "name": ref.name, "namespace": namespace}
+        if uid:
+            involved["uid"] = uid
+        body = {
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": involved, "reason": reason, "message": message, "type": type_, "count": 1,
+            "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(),
+            "source": {"component": self.component}, "reportingComponent": self.component,
+            "reportingInstance": self.component,
+        }
         try:
-            self.api.create_namespaced_event(namespace, body)
+            self._request("POST", f"{_events_path(namespace)}", body)
             count = 1
         except ApiException as err:
             if err.status != 409:
                 raise
             # Another replica (or an earlier run of this one) wrote it: aggregate onto it.
-            existing: Any = self.api.read_namespaced_event(name, namespace)
-            count = int(existing.count or 1) + 1
+            existing = self._request("GET", f"{_events_path(namespace)}/{name}")
+            count = int(existing.get("count") or 1) + 1
             self._bump(namespace, name, count, now)
         with self._lock:
             self._counts[(namespace, name)] = count
 
     def _bump(self, namespace: str, name: str, count: int, now: datetime) -> None:
-        self.api.patch_namespaced_event(name, namespace, {"count": count, "lastTimestamp": now.isoformat()})
+        self._request("PATCH", f"{_events_path(namespace)}/{name}", {"count": count, "lastTimestamp": now.isoformat()},
+                      content_type="application/merge-patch+json")
         with self._lock:
             self._counts[(namespace, name)] = count
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                 content_type: str = "application/json") -> dict[str, Any]:
+        """One call; raises ApiException (with .status) for a non-2xx answer, like the generated API does."""
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        request = self.api_client.param_serialize(method, path, header_params=headers, body=body,
+                                                  auth_settings=["BearerToken"])
+        response = self.api_client.call_api(*request, _request_timeout=self.request_timeout_s)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+        loaded: Any = json.loads(data) if data else {}
+        return loaded if isinstance(loaded, dict) else {}
+
+
+def _events_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/events"
 
 
 _recorders: dict[int, EventRecorder] = {}
@@ -105,7 +133,7 @@ def record_changes(kube: Any, changes: Iterable[Change]) -> int:
     if api_client is None:  # a test double without a cluster behind it
         return 0
     recorder = _recorders.get(id(api_client))
-    if recorder is None or recorder.api.api_client is not api_client:
+    if recorder is None or recorder.api_client is not api_client:
         recorder = _recorders[id(api_client)] = EventRecorder(api_client)
     written = 0
     for change in changes:

@@ -56,3 +56,20 @@ def test_created_drift_corrected_aggregated_and_pruned(cluster: ClusterTarget, t
         run_pass(tmp_path, kube, revision=REV, allow_mass_prune=True)
         assert "Pruned" in events_of(admin, ns, "phi")
     admin.close()
+
+
+def test_a_second_recorder_aggregates_onto_the_event_another_one_wrote(cluster: ClusterTarget) -> None:
+    from gitops_kaito.events import EventRecorder
+    from gitops_kaito.objects import ObjectRef
+
+    ns = cluster.namespace
+    ref = ObjectRef("kaito.sh/v1beta1", "Workspace", ns, "phi")
+    admin = cluster.api_client()
+    first, second = EventRecorder(admin), EventRecorder(admin)  # e.g. two replicas, or a restart
+    first.record(ref, "Updated", "updated from the repository", uid="u-1")
+    second.record(ref, "Updated", "updated from the repository", uid="u-1")  # 409 on create: GET, then PATCH
+    second.record(ref, "Updated", "updated from the repository", uid="u-1")  # known now: PATCH only
+    event = events_of(admin, ns, "phi")["Updated"]
+    assert event.count == 3 and event.involved_object.uid == "u-1"
+    assert event.source.component == "gitops-kaito" and event.first_timestamp is not None
+    admin.close()
