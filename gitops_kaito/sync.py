@@ -8,9 +8,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gitops_kaito import apply as applying
 from gitops_kaito.kube import MANAGED_KINDS, WORKSPACE_VERSIONS, Kube, KubeError
@@ -18,9 +19,13 @@ from gitops_kaito.loader import load_repository
 from gitops_kaito.objects import DesiredObject, Manifest
 from gitops_kaito.ownership import ANNOTATION_REPLACE
 from gitops_kaito.plan import Action, Change, Plan, PlanPolicy, make_plan
-from gitops_kaito.render import RenderedModel, check_templates, render_model, repo_templates_dir
+from gitops_kaito.render import RenderedModel, Template, load_templates, render_model, repo_templates_dir
 from gitops_kaito.resolve import RepoLoad, ResolvedModel
 from gitops_kaito.yamlsource import SourceError
+
+if TYPE_CHECKING:
+    from gitops_kaito.provision.pools import PoolPlan, PoolRunner
+    from gitops_kaito.provision.provisioner import PoolOutcome
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,7 @@ class ModelResult:
     path: str = ""
     changes: tuple[Change, ...] = ()
     model: ResolvedModel | None = field(default=None, compare=False, repr=False)
+    pool: PoolOutcome | None = None  # aks mode: what happened to the model's agent pool in this pass
 
 
 @dataclass(frozen=True)
@@ -71,10 +77,12 @@ class PassResult:
     duration_s: float = 0.0
     dry_run: bool = False
     desired: Desired | None = field(default=None, compare=False, repr=False)
+    pools: tuple[PoolOutcome, ...] = ()  # aks mode: one outcome per agent pool
 
     @property
     def ok(self) -> bool:
-        return not self.errors and self.failed == 0 and not self.plan.prune_refused
+        return (not self.errors and self.failed == 0 and not self.plan.prune_refused
+                and not any(o.state == applying.FAILED for o in self.outcomes))
 
     def outcome(self, model_id: str) -> ModelResult | None:
         return next((o for o in self.outcomes if o.model_id == model_id), None)
@@ -113,9 +121,10 @@ def load_desired(repo_dir: Path, revision: str) -> Desired:
     errors = [_load_error_text(e.path, e.line, e.message) for e in load.errors]
     invalid: dict[str, str] = {e.model_id: e.message for e in load.errors if e.model_id}
     templates_dir = repo_templates_dir(load.root)
+    templates: dict[str, Template] = {}
     templates_ok = True
     try:
-        check_templates(templates_dir)
+        templates = load_templates(templates_dir)
     except SourceError as err:  # a broken override breaks every model: render nothing, prune nothing
         templates_ok = False
         errors.append(str(err))
@@ -123,7 +132,7 @@ def load_desired(repo_dir: Path, revision: str) -> Desired:
     if templates_ok:
         for model in load.models:
             try:
-                rendered.append(render_model(model, load.config, revision, templates_dir))
+                rendered.append(render_model(model, load.config, revision, templates_dir, templates=templates))
             except (SourceError, ValueError) as err:
                 invalid[model.request.id] = str(err)
                 errors.append(f"{model.request.path}: {err}")
