@@ -100,7 +100,8 @@ def load_yaml_text(text: str, shown: str) -> LocatedDoc:
     """Parse text (already size-checked) as one YAML mapping; shown is the path used in errors."""
     _refuse_tab_indentation(text, shown)
     try:
-        _check_events(text, shown)
+        if _may_need_event_check(text):
+            _check_events(text, shown)
         nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
@@ -136,6 +137,23 @@ def _refuse_tab_indentation(text: str, shown: str) -> None:
                               "tab character in indentation: YAML indentation must use spaces")
 
 
+def _may_need_event_check(text: str) -> bool:
+    """False only when text cannot hold an alias, a second document or nesting past MAX_DEPTH.
+
+    The event check is a second parse (~a third of the YAML cost of a plain model file), so it is skipped
+    when none of those can occur: no anchor/alias/flow/explicit-key indicator, no document marker, and too few
+    lines and dashes to nest deeply (in block style each line opens at most one collection on a path,
+    and each '-' at most two more on its line: a sequence and the collection in its entry).
+    """
+    if any(c in text for c in "&*[{?") or "---" in text or "..." in text:
+        return True
+    breaks = sum(text.count(c) for c in _LINE_BREAKS)
+    return breaks + 2 * text.count("-") + 2 > MAX_DEPTH
+
+
+_LINE_BREAKS = "\n\r\x85\u2028\u2029"  # every character YAML 1.1 (and PyYAML) reads as a line break
+
+
 def _check_events(text: str, shown: str) -> None:
     """Refuse aliases, several documents and deep nesting before anything is built."""
     documents = 0
@@ -161,8 +179,23 @@ def _at(item: yaml.Node | yaml.Event) -> tuple[int | None, int | None]:
     return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+# Scalar tags whose SafeConstructor function returns the value directly and keeps no state, so one shared
+# constructor serves them all (a new SafeConstructor per scalar was ~5 % of loading a repository).
+_PLAIN_SCALAR_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in ("int", "float", "bool", "null"))
+_SHARED_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
 def _scalar(node: yaml.ScalarNode, shown: str) -> Any:
-    if node.tag == "tag:yaml.org,2002:merge":
+    tag = node.tag
+    if tag == _STR_TAG:
+        return node.value
+    if tag in _PLAIN_SCALAR_TAGS:
+        try:
+            return yaml.constructor.SafeConstructor.yaml_constructors[tag](_SHARED_CONSTRUCTOR, node)
+        except (yaml.constructor.ConstructorError, ValueError):
+            pass  # let the general path below report it
+    if tag == "tag:yaml.org,2002:merge":
         raise SourceError(shown, *_at(node), "YAML merge keys ('<<') are not allowed in model files")
     # SafeConstructor applies YAML 1.1's safe scalar rules (ints, bools, floats, null, timestamps, strings).
     try:
