@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client, config
+
+from gitops_kaito.sandbox.apiserver import ApiServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_KAITO = REPO_ROOT.parent / "shared" / "kaito"
@@ -19,3 +23,19 @@ def shared_kaito() -> Path:
 
 # The `cluster` / `sandbox` fixtures (the sandbox, or a real cluster via GITOPS_KAITO_TEST_KUBECONFIG).
 pytest_plugins = ["tests.fixtures_cluster"]
+
+
+@pytest.fixture
+def server() -> Iterator[ApiServer]:
+    """A bare API emulator (no CRDs, no controllers) for the emulator's own conformance tests."""
+    srv = ApiServer().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def api(server: ApiServer, tmp_path: Path) -> client.ApiClient:
+    """The official client, configured from the kubeconfig the emulator writes."""
+    return config.new_client_from_config(str(server.write_kubeconfig(tmp_path / "kubeconfig")))

@@ -5,11 +5,10 @@ Every test talks HTTP to a fresh emulator on 127.0.0.1 through kubernetes.client
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
@@ -54,20 +53,6 @@ WIDGET_CRD = {
         ],
     },
 }
-
-
-@pytest.fixture
-def server() -> Iterator[ApiServer]:
-    srv = ApiServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-def api(server: ApiServer, tmp_path: Path) -> client.ApiClient:
-    return config.new_client_from_config(str(server.write_kubeconfig(tmp_path / "kubeconfig")))
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ Faults and the log are what reconciler tests use to count calls and simulate a f
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -16,15 +16,6 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from gitops_kaito.sandbox.apiserver import ApiServer, Fault
-
-
-@pytest.fixture
-def server() -> Iterator[ApiServer]:
-    srv = ApiServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

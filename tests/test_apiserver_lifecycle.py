@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
-
-from gitops_kaito.sandbox.apiserver import ApiServer
 
 GADGET_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -35,20 +32,6 @@ GADGET_CRD: dict[str, Any] = {
         ],
     },
 }
-
-
-@pytest.fixture
-def server() -> Iterator[ApiServer]:
-    srv = ApiServer().start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-def api(server: ApiServer, tmp_path: Path) -> client.ApiClient:
-    return config.new_client_from_config(str(server.write_kubeconfig(tmp_path / "kc")))
 
 
 def test_finalizers_hold_deletion_until_removed(api: client.ApiClient) -> None:
