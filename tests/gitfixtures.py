@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import git
+import pytest
 
 DEV_ENV = {"GIT_AUTHOR_NAME": "Dev", "GIT_AUTHOR_EMAIL": "dev@example.com",
            "GIT_COMMITTER_NAME": "Dev", "GIT_COMMITTER_EMAIL": "dev@example.com"}
@@ -74,3 +75,18 @@ def make_remote(tmp: Path, name: str = "models.git") -> Remote:
 def model_file(name: str, model: str = "phi-4-mini-instruct", namespace: str = "ml") -> str:
     return (f"apiVersion: gitops.kaito.sh/v1alpha1\nkind: ModelDeployment\nmetadata:\n  name: {name}\n"
             f"  namespace: {namespace}\nspec:\n  model: {model}\n")
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Remote:
+    """A bare repository on disk, the remote every test pushes to and fetches from."""
+    return make_remote(tmp_path)
+
+
+@pytest.fixture
+def dev(remote: Remote, tmp_path: Path) -> Developer:
+    """A developer's clone with one model file committed and pushed."""
+    d = Developer(remote, tmp_path / "dev")
+    d.write("models/ml/a.yaml", "a: 1\n")
+    d.commit("add a")
+    return d

@@ -26,22 +26,9 @@ from gitops_kaito.gitsource import (
     parse_revision,
     split_credentials,
 )
-from tests.gitfixtures import Developer, Remote, make_remote
+from tests.gitfixtures import Developer, Remote
 
 TOKEN = "ghp_s3cretT0kenValue1234567890abcdef"
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Remote:
-    return make_remote(tmp_path)
-
-
-@pytest.fixture
-def dev(remote: Remote, tmp_path: Path) -> Developer:
-    d = Developer(remote, tmp_path / "dev")
-    d.write("models/ml/a.yaml", "a: 1\n")
-    d.commit("add a")
-    return d
 
 
 def closed_port() -> int:

@@ -17,22 +17,9 @@ from gitops_kaito.writeback import (
     last_desired_commit,
     write_status,
 )
-from tests.gitfixtures import Developer, Remote, make_remote
+from tests.gitfixtures import Developer, Remote
 
 REV = "main@sha1:" + "1" * 40
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Remote:
-    return make_remote(tmp_path)
-
-
-@pytest.fixture
-def dev(remote: Remote, tmp_path: Path) -> Developer:
-    d = Developer(remote, tmp_path / "dev")
-    d.write("models/ml/a.yaml", "a: 1\n")
-    d.commit("add a")
-    return d
 
 
 @pytest.fixture
