@@ -6,7 +6,7 @@ Workspaces of NodeClaim/Machine models wait for their nodes; a replace deletes a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,8 +86,11 @@ class ApplyOptions:
 
 
 def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *,
-               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> ApplyResult:
+               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+               gates: Mapping[str, str] | None = None) -> ApplyResult:
+    """`gates`: per model, why its Workspace must wait for nodes made outside Kubernetes (aks agent pools)."""
     options = options or ApplyOptions()
+    gates = gates or {}
     results: list[ObjectResult] = []
     failed_models: set[str] = set()
     written_nodes: set[str] = set()  # models whose NodeClaims/Machines were (re)created in this pass
@@ -106,7 +109,7 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
                 record(change, SKIPPED, "not applied: an earlier object of this model failed")
                 continue
             if wave == Wave.WORKLOAD and change.action != Action.UPDATE:
-                waiting = _nodes_waiting(plan, change.model_id, written_nodes)
+                waiting = gates.get(change.model_id) or _nodes_waiting(plan, change.model_id, written_nodes)
                 if waiting:
                     record(change, WAITING, waiting)
                     continue

@@ -20,6 +20,7 @@ from gitops_kaito.config import RepoConfig, load_config
 from gitops_kaito.gitsource import Checkout, GitAuth, GitSource, SourceSpec, format_revision
 from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.ownership import LABEL_MODEL
+from gitops_kaito.provision.pools import PoolRunner, pool_summary
 from gitops_kaito.status import EndpointCheck, ModelReport, render_files, report_from_health, summary_line
 from gitops_kaito.sync import INVALID, SUSPENDED, PassResult, run_pass
 from gitops_kaito.writeback import Author, WritebackResult, last_desired_commit, write_status
@@ -74,7 +75,8 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
                  now: str | None = None,
                  before_push: Callable[[int], None] | None = None,
                  endpoint_checker: EndpointChecker = default_endpoint_check,
-                 sleep: Callable[[float], None] | None = None) -> GitPassResult:
+                 sleep: Callable[[float], None] | None = None,
+                 pools: PoolRunner | None = None) -> GitPassResult:
     """fetch -> sync.run_pass on the checkout -> health -> status files -> commit and push when changed.
 
     A git failure raises GitSourceError before anything is applied; the cluster keeps the last state.
@@ -86,7 +88,8 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
     status_path = config.status.path.strip("/") or "status"
     desired_sha = last_desired_commit(source.repo, checkout.sha, status_path)
     revision = format_revision(checkout.ref, desired_sha)
-    result = run_pass(checkout.path, kube, revision=revision, dry_run=dry_run, allow_mass_prune=allow_mass_prune)
+    result = run_pass(checkout.path, kube, revision=revision, dry_run=dry_run, allow_mass_prune=allow_mass_prune,
+                      pools=pools)
     _pause_point("applied")
     reports = tuple(assess_models(result, kube, revision, settings.endpoint_check, endpoint_checker))
     wb: WritebackResult | None = None
@@ -145,8 +148,9 @@ def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints
         model = outcome.model or (rendered[mid].model if mid in rendered else None)
         ns, name = _split(mid, model)
         ws = workspaces.get(mid)
+        pools = [pool_summary(outcome.pool)] if outcome.pool is not None else []
         h = health.assess(
-            ws, nodes.get(mid, ()),
+            ws, nodes.get(mid, ()), pools,
             invalid=outcome.message if outcome.state == INVALID else None,
             blocked=outcome.message if outcome.state == applying.BLOCKED else None,
             suspended=outcome.state == SUSPENDED,

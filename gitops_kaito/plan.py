@@ -6,13 +6,14 @@ Decides create/update/replace/delete/noop/blocked, the JSON patch of the fields 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonpatch
 
@@ -38,6 +39,9 @@ _IGNORED_ANNOTATION_PREFIXES = ("workspace.kaito.io/",)
 # Metadata the server or other controllers set; never ours to compare even if a template carries it.
 _SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
                     "deletionGracePeriodSeconds", "managedFields", "finalizers", "selfLink", "ownerReferences")
+
+if TYPE_CHECKING:  # pure data only: planning never imports the Azure side of provision/
+    from gitops_kaito.provision.agentpool import PoolChange
 
 Key = tuple[str, str, str, str]  # group, kind, namespace, name: the version is not part of an object's identity
 
@@ -96,14 +100,20 @@ class Plan:
     changes: tuple[Change, ...]
     prune_refused: str = ""  # the guard's reason when it refused every delete
     managed_models: frozenset[str] = frozenset()
+    # aks mode: provision.agentpool.PoolChange per agent pool (not Kubernetes objects), after the prune guard.
+    node_pools: tuple[PoolChange, ...] = ()
 
     @property
     def pending(self) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.action != Action.NOOP)
 
     @property
+    def pending_pools(self) -> tuple[PoolChange, ...]:
+        return tuple(p for p in self.node_pools if p.action != "noop")
+
+    @property
     def has_changes(self) -> bool:
-        return bool(self.pending)
+        return bool(self.pending) or bool(self.pending_pools)
 
     def for_model(self, model_id: str) -> tuple[Change, ...]:
         return self._by_model.get(model_id, ())
@@ -132,8 +142,13 @@ def key_of(ref: ObjectRef) -> Key:
     return (ref.group, ref.kind, ref.namespace, ref.name)
 
 
-def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy: PlanPolicy | None = None) -> Plan:
-    """Compare what we want with the live objects that carry our owner labels."""
+def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy: PlanPolicy | None = None, *,
+              pools: Sequence[PoolChange] = (), pool_models: Iterable[str] = ()) -> Plan:
+    """Compare what we want with the live objects that carry our owner labels.
+
+    `pools` (aks mode) are the agent-pool changes and `pool_models` the models that own a live pool: the prune
+    guard counts models, so a model that only exists as a pool counts as managed and its pool delete as a removal.
+    """
     policy = policy or PlanPolicy()
     live_by_key: dict[Key, Manifest] = {}
     for obj in live:
@@ -154,10 +169,15 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
         if key not in desired_keys
     ]
     managed = frozenset(_labels(o).get(LABEL_MODEL, "") for o in live_by_key.values() if applied_by_us(o))
-    deletes, refused = _guard(deletes, managed, desired_models, policy)
+    managed |= frozenset(pool_models)
+    pool_removed = {p.model_id for p in pools if p.action == "delete"}
+    deletes, refused = _guard(deletes, managed, desired_models, policy, pool_removed)
     applies.sort(key=lambda c: (c.wave, c.model_id, c.ref))
     deletes.sort(key=lambda c: (-c.wave, c.model_id, c.ref))
-    return Plan(changes=tuple(applies + deletes), prune_refused=refused, managed_models=managed)
+    node_pools = tuple(dataclasses.replace(p, action="blocked", reasons=(refused,)) if refused and p.action == "delete"
+                       else p for p in pools)
+    return Plan(changes=tuple(applies + deletes), prune_refused=refused, managed_models=managed,
+                node_pools=node_pools)
 
 
 def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy) -> Change:
@@ -218,10 +238,10 @@ def _plan_stale(obj: Manifest, desired_models: set[str], policy: PlanPolicy) -> 
 
 
 def _guard(deletes: list[Change], managed: frozenset[str], desired_models: set[str],
-           policy: PlanPolicy) -> tuple[list[Change], str]:
+           policy: PlanPolicy, pool_removed: Iterable[str] = ()) -> tuple[list[Change], str]:
     """Refuse every delete when the pass would remove too many of the managed models."""
-    removed = {c.model_id for c in deletes if c.action == Action.DELETE
-               and c.model_id not in desired_models and c.model_id not in policy.suspended}
+    removed = {c.model_id for c in deletes if c.action == Action.DELETE}
+    removed = {m for m in removed | set(pool_removed) if m not in desired_models and m not in policy.suspended}
     if not removed or policy.allow_all or policy.allow_mass_prune:
         return deletes, ""
     share = len(removed) / len(managed)

@@ -21,6 +21,7 @@ from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.leader import LeaderElector, LeaseSettings
 from gitops_kaito.metrics import Metrics
 from gitops_kaito.plan import Action
+from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.settings import RunSettings
 from gitops_kaito.sync import SyncError
 from gitops_kaito.webserver import Listener, ListenerHooks
@@ -72,18 +73,20 @@ def record_pass(metrics: Metrics, done: GitPassResult) -> None:
 class GitPass:
     """The daemon's RunPass: one git pass, errors counted and turned into a failed report (never raised)."""
 
-    def __init__(self, settings: GitSyncSettings, kube: Kube, metrics: Metrics, allow_mass_prune: bool = False
-                 ) -> None:
+    def __init__(self, settings: GitSyncSettings, kube: Kube, metrics: Metrics, allow_mass_prune: bool = False,
+                 pools: PoolRunner | None = None) -> None:
         self.settings = settings
         self.kube = kube
         self.metrics = metrics
         self.allow_mass_prune = allow_mass_prune
+        # One runner for the life of the daemon: AKS operations started in one pass are harvested by the next.
+        self.pools = pools or PoolRunner()
 
     def __call__(self, ctx: PassContext) -> PassReport:
         if not ctx.should_continue():
             return PassReport(True, "skipped: not the leader or stopping")
         try:
-            done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune)
+            done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune, pools=self.pools)
         except WritebackError as err:
             self.metrics.git_errors.labels(operation="push").inc()
             return PassReport(False, f"status write-back failed: {err}")
@@ -109,7 +112,8 @@ class Service:
     """Start/stop everything `gitops-kaito run` runs; `url` is where the listener answers."""
 
     def __init__(self, settings: RunSettings, *, daemon_settings: DaemonSettings | None = None,
-                 lease: LeaseSettings | None = None, kube: Kube | None = None) -> None:
+                 lease: LeaseSettings | None = None, kube: Kube | None = None,
+                 pools: PoolRunner | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self._started = False
@@ -120,7 +124,7 @@ class Service:
             self.elector = LeaderElector(client.CoordinationV1Api(self.kube.api_client), lease,
                                          on_change=self._leadership)
         interval = settings.interval_s
-        self.git = GitPass(git_settings(settings), self.kube, self.metrics, settings.allow_mass_prune)
+        self.git = GitPass(git_settings(settings), self.kube, self.metrics, settings.allow_mass_prune, pools)
         self.daemon = Daemon(daemon_settings or DaemonSettings(interval_s=interval, jitter_s=min(5.0, interval / 10)),
                              self.git, self.metrics, self.elector)
         host, port = settings.listen_address

@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gitops_kaito import apply as applying
 from gitops_kaito.kube import MANAGED_KINDS, WORKSPACE_VERSIONS, Kube, KubeError
@@ -175,16 +175,46 @@ def read_live(kube: Kube, objects: Sequence[DesiredObject]) -> list[Manifest]:
     return live
 
 
-def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "",
-                    allow_mass_prune: bool = False) -> tuple[Desired, Plan]:
-    """Load, render, read live and plan, without writing anything (the `plan` and `diff` commands)."""
-    revision = revision or local_revision(Path(repo_dir))
-    desired = load_desired(Path(repo_dir), revision)
+def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "", allow_mass_prune: bool = False,
+                    pools: PoolRunner | None = None) -> tuple[Desired, Plan]:
+    """Load, render, read live and plan, without writing anything (the `plan` and `diff` commands).
+
+    aks mode: the agent pools are listed and planned too (Plan.node_pools); nothing is written to Azure.
+    """
+    desired, plan, _, _ = _plan(Path(repo_dir), kube, revision or local_revision(Path(repo_dir)),
+                                allow_mass_prune, pools)
+    return desired, plan
+
+
+def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
+          pools: PoolRunner | None) -> tuple[Desired, Plan, PlanPolicy, PoolPlan | None]:
+    desired = load_desired(repo_dir, revision)
     try:
         live = read_live(kube, desired.objects)
     except KubeError as err:
         raise SyncError(str(err)) from None
-    return desired, make_plan(desired.objects, live, plan_policy(desired, allow_mass_prune=allow_mass_prune))
+    policy = plan_policy(desired, allow_mass_prune=allow_mass_prune)
+    pool_plan = _pool_plan(desired, policy, pools)
+    if pool_plan is None:
+        return desired, make_plan(desired.objects, live, policy), policy, None
+    plan = make_plan(desired.objects, live, policy, pools=pool_plan.changes, pool_models=pool_plan.managed_models)
+    return desired, plan, policy, pool_plan
+
+
+def _pool_plan(desired: Desired, policy: PlanPolicy, pools: PoolRunner | None) -> PoolPlan | None:
+    """aks mode: list and plan the agent pools, or None when no model uses aks and Azure is not configured."""
+    from gitops_kaito.provision.pools import PoolRunner
+
+    runner = pools or PoolRunner()
+    models = [r.model for r in desired.rendered]
+    if not runner.active(models, desired.load.config.azure):
+        return None
+    return runner.prepare(models, desired.load.config.azure, prune=_pool_prune(policy), keep_model_ids=policy.keep)
+
+
+def _pool_prune(policy: PlanPolicy) -> bool:
+    # Same rules as Kubernetes objects: a broken repo/config never prunes, nor does prune: false.
+    return policy.source_ok and policy.prune
 
 
 def server_dry_run(plan: Plan, kube: Kube) -> tuple[tuple[Change, str], ...]:
@@ -203,23 +233,35 @@ def server_dry_run(plan: Plan, kube: Kube) -> tuple[tuple[Change, str], ...]:
 
 
 def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = False,
-             allow_mass_prune: bool = False, options: applying.ApplyOptions | None = None) -> PassResult:
-    """One pass. Raises SyncError only when nothing can be done at all; model failures are in the result."""
+             allow_mass_prune: bool = False, options: applying.ApplyOptions | None = None,
+             pools: PoolRunner | None = None) -> PassResult:
+    """One pass. Raises SyncError only when nothing can be done at all; model failures are in the result.
+
+    aks mode: the agent pools are reconciled after planning and before the kube apply (pass the same `pools`
+    runner every pass so operations started in one pass are harvested by the next); an aks model's Workspace
+    waits until its pool is Succeeded and the pool's Nodes are Ready.
+    """
     started = time.monotonic()
     revision = revision or local_revision(Path(repo_dir))
-    desired, plan = plan_repository(repo_dir, kube, revision=revision, allow_mass_prune=allow_mass_prune)
+    desired, plan, policy, pool_plan = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools)
     opts = options or applying.ApplyOptions()
     if dry_run:
         opts = applying.ApplyOptions(dry_run=True, replace_wait_s=opts.replace_wait_s, poll_s=opts.poll_s)
-    applied = applying.apply_plan(plan, kube, opts)
+    pool_outcomes: tuple[PoolOutcome, ...] = ()
+    gates: dict[str, str] = {}
+    if pool_plan is not None:
+        pool_outcomes = _reconcile_pools(pools, pool_plan, plan, policy, desired, revision, dry_run)
+        gates = _pool_gates(kube, desired, plan, pool_outcomes)
+    applied = applying.apply_plan(plan, kube, opts, gates=gates)
     errors = list(desired.errors)
     if plan.prune_refused:
         errors.append(plan.prune_refused)
     result = PassResult(
-        revision=revision, plan=plan, outcomes=_outcomes(desired, plan, applied), errors=tuple(errors),
+        revision=revision, plan=plan, outcomes=_outcomes(desired, plan, applied, pool_outcomes),
+        errors=tuple(errors),
         created=applied.created, updated=applied.updated, replaced=applied.replaced, pruned=applied.pruned,
         drift_corrected=applied.drift_corrected, failed=applied.failed,
-        duration_s=time.monotonic() - started, dry_run=dry_run, desired=desired,
+        duration_s=time.monotonic() - started, dry_run=dry_run, desired=desired, pools=pool_outcomes,
     )
     if dry_run:  # nothing persisted: count what would have happened
         counts = plan.counts()
@@ -233,11 +275,69 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
     return result
 
 
-def _outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult) -> tuple[ModelResult, ...]:
+def _reconcile_pools(pools: PoolRunner | None, pool_plan: PoolPlan, plan: Plan, policy: PlanPolicy,
+                     desired: Desired, revision: str, dry_run: bool) -> tuple[PoolOutcome, ...]:
+    from gitops_kaito.provision.pools import PoolRunner
+
+    runner = pools or PoolRunner()
+    config = desired.load.config
+    allow_replace: bool | frozenset[str] = True if config.replace_policy == "auto" else policy.replace_allowed
+    return runner.reconcile(pool_plan, revision=revision, dry_run=dry_run,
+                            prune=_pool_prune(policy) and not plan.prune_refused, keep_model_ids=policy.keep,
+                            allow_replace=allow_replace)
+
+
+def _pool_gates(kube: Kube, desired: Desired, plan: Plan, outcomes: Sequence[PoolOutcome]) -> dict[str, str]:
+    """Per aks model: why its Workspace must wait ('' = go). Nodes are listed once, only when a Workspace of a
+    model whose pool is ready is about to be created, so a settled pass costs no extra request."""
+    from gitops_kaito.provision.pools import AKS, gate, ready_nodes
+
+    by_model = {o.model_id: o for o in outcomes}
+    aks = {r.model.request.id: r.model for r in desired.rendered if r.model.provisioning == AKS and not r.suspended}
+    starting = {c.model_id for c in plan.changes if c.model_id in aks and c.ref.kind == "Workspace"
+                and c.action in (Action.CREATE, Action.REPLACE)}
+    ready: dict[str, int] = {}
+    if any(by_model.get(m) is not None and by_model[m].ready for m in starting):
+        try:
+            ready = ready_nodes(kube.list_owned("v1", "Node"))
+        except KubeError as err:
+            return {m: f"waiting for nodes: cannot list Nodes: {err}" for m in aks}
+    return {m: gate(by_model.get(m), model.nodes, ready.get(m, 0)) for m, model in aks.items()}
+
+
+def _with_pool(result: ModelResult, pool: PoolOutcome | None) -> ModelResult:
+    """The model's outcome with its agent pool's: a failed pool fails the model, with Azure's code and message."""
+    from gitops_kaito.provision.pools import failed
+
+    if pool is None:
+        return result
+    text = f"agent pool {pool.pool}: {pool.state}" + (f" ({pool.code}: {pool.message})" if pool.code else
+                                                    f" ({pool.message})" if pool.message else "")
+    state, message = result.state, result.message
+    if failed(pool):
+        state, message = applying.FAILED, text
+    elif pool.state == "Blocked" and state not in (applying.FAILED,):
+        state, message = applying.BLOCKED, text
+    elif state in (applying.UNCHANGED, applying.APPLIED) and not pool.ready and pool.state != "Deleted":
+        state, message = applying.PROVISIONING, text
+    elif not pool.ready:
+        message = f"{message}; {text}"
+    return dataclasses.replace(result, state=state, message=message, pool=pool)
+
+
+def _outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult,
+              pools: Sequence[PoolOutcome] = ()) -> tuple[ModelResult, ...]:
+    results = _object_outcomes(desired, plan, applied, {p.model_id for p in pools})
+    by_model = {p.model_id: p for p in pools}
+    return tuple(_with_pool(r, by_model.get(r.model_id)) if r.state != INVALID else r for r in results)
+
+
+def _object_outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult,
+                     pool_models: set[str]) -> tuple[ModelResult, ...]:
     models = {r.model.request.id: r for r in desired.rendered}
     by_id = {o.model_id: o for o in applied.outcomes}
     invalid = dict(desired.invalid)
-    ids = set(models) | set(by_id) | set(invalid)
+    ids = set(models) | set(by_id) | set(invalid) | pool_models
     out: list[ModelResult] = []
     for mid in sorted(ids):
         rendered = models.get(mid)
@@ -254,6 +354,8 @@ def _outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult) -> tu
             state, message = SUSPENDED, "suspended: its objects are removed" if changes else "suspended"
         if rendered is None and state == applying.PRUNED:
             message = "removed from the repository: " + message if not message.startswith("model removed") else message
+        if rendered is None and outcome is None:  # only its agent pool was left
+            state, message = applying.PRUNED, "removed from the repository"
         out.append(ModelResult(mid, state, message, path, changes, model))
     return tuple(out)
 

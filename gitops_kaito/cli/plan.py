@@ -19,10 +19,14 @@ import yaml
 from gitops_kaito.cli.common import EXIT_CHANGES, EXIT_OK, CliError, add_cluster_flags, add_repo_flag
 from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.plan import Action, Change, Plan, comparable, owned_fields, project
+from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
+from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.sync import Desired, SyncError, plan_repository, server_dry_run
 
 COMMENT_LIMIT = 65_000  # GitHub refuses comments over 65,536 characters
 COMMENT_MARKER = "<!-- gitops-kaito plan: comment {i} of {n} -->"
+_POOL_SYMBOL = {"create": "+", "scale": "~", "update": "~", "retry": "~", "replace": "-/+", "delete": "-",
+                "wait": "…", "conflict": "!", "blocked": "!"}
 _SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-",
            Action.BLOCKED: "!", Action.NOOP: "="}
 
@@ -39,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     plan.add_argument("--server-dry-run", action="store_true",
                       help="also send each change as a server-side dry run: admission and validation errors show "
                            "in the plan (exit 1)")
+    add_azure_flags(plan)
     plan.set_defaults(func=run_plan)
 
     diff = subparsers.add_parser("diff", help="per-object diff of the repository against the cluster "
@@ -53,7 +58,8 @@ def _plan(args: argparse.Namespace) -> tuple[Desired, Plan]:
     try:
         with Kube.connect(args.kubeconfig, args.context) as kube:
             desired, plan = plan_repository(Path(args.repo), kube, revision=args.revision,
-                                            allow_mass_prune=getattr(args, "allow_mass_prune", False))
+                                            allow_mass_prune=getattr(args, "allow_mass_prune", False),
+                                            pools=PoolRunner(azure_overrides(args)))
             if getattr(args, "server_dry_run", False):
                 refused = server_dry_run(plan, kube)
                 errors = tuple(f"{c.ref} ({c.model_id}): the API server would refuse it: {why}" for c, why in refused)
@@ -137,11 +143,18 @@ def write_text(desired: Desired, plan: Plan, out: TextIO) -> None:
         for op in change.patch:
             value = f" {json.dumps(op['value'])}" if "value" in op else ""
             print(f"        {op['op']} {op['path']}{value}", file=out)
+    for pool in plan.pending_pools:
+        row = pool.row()
+        print(f"{_POOL_SYMBOL.get(pool.action, '!'):>3} {pool.action:<7} AgentPool/{pool.pool} ({pool.model_id}): "
+              f"{row['nodes']} x {row['vmSize']}"
+              + (f", {_money(row['pricePerHour'])}/h" if row["pricePerHour"] is not None else "")
+              + (f"  ({row['reason']})" if row["reason"] else ""), file=out)
     if plan.prune_refused:
         print(plan.prune_refused, file=out)
     counts = plan.counts()
+    pools = f", {len(plan.pending_pools)} agent pool change(s)" if plan.pending_pools else ""
     print(f"Plan: {counts['create']} to create, {counts['update']} to update, {counts['replace']} to replace, "
-          f"{counts['delete']} to delete, {counts['blocked']} blocked.", file=out)
+          f"{counts['delete']} to delete, {counts['blocked']} blocked{pools}.", file=out)
 
 
 def plan_json(desired: Desired, plan: Plan) -> dict[str, Any]:
@@ -157,7 +170,32 @@ def plan_json(desired: Desired, plan: Plan) -> dict[str, Any]:
             "action": c.action.value, "wave": c.wave.name, "drift": c.drift, "reason": c.reason,
             "immutable": list(c.immutable), "patch": [dict(op) for op in c.patch],
         } for c in plan.changes],
+        "nodePools": [p.row() for p in plan.node_pools],
+        "newNodes": new_nodes(desired, plan),
     }
+
+
+def new_nodes(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
+    """The GPU nodes this plan makes per model: NodeClaims/Machines (nodeclaim, machine) or an agent pool (aks)."""
+    models = {r.model.request.id: r.model for r in desired.rendered}
+    rows: list[dict[str, Any]] = []
+    for mid in plan.model_ids:
+        made = [c for c in plan.for_model(mid) if c.ref.kind in ("NodeClaim", "Machine")
+                and c.action in (Action.CREATE, Action.REPLACE)]
+        if made:
+            m = models.get(mid)
+            sku = m.sku.name if m is not None and m.sku is not None else None
+            price = m.price_per_hour / m.nodes if m is not None and m.price_per_hour and m.nodes else None
+            rows.append({"model": mid, "mode": made[0].ref.kind.lower(), "what": made[0].ref.kind,
+                         "count": len(made), "sku": sku,
+                         "pricePerHour": price * len(made) if price is not None else None})
+    for pool in plan.node_pools:
+        if pool.action in ("create", "replace") or (pool.action == "scale" and (pool.live_count or 0) < pool.count):
+            count = pool.count - (pool.live_count or 0) if pool.action == "scale" else pool.count
+            per_node = pool.price_per_hour / pool.count if pool.price_per_hour and pool.count else None
+            rows.append({"model": pool.model_id, "mode": "aks", "what": f"AgentPool {pool.pool}", "count": count,
+                         "sku": pool.vm_size, "pricePerHour": per_node * count if per_node is not None else None})
+    return sorted(rows, key=lambda r: (r["model"], r["mode"]))
 
 
 # ---------------------------------------------------------------------------------------------- markdown
@@ -253,6 +291,18 @@ def markdown_parts(desired: Desired, plan: Plan) -> list[str]:
     for change in plan.changes:
         if change.action == Action.BLOCKED and change.desired is not None:
             notes.append(f"> [!IMPORTANT]\n> `{change.ref}`: {change.reason}")
+    made = new_nodes(desired, plan)
+    if made:
+        lines += ["", "#### GPU nodes this change creates", "",
+                  "| Model | Mode | Creates | Nodes | SKU | Price / hour |", "|---|---|---|---:|---|---:|"]
+        for row in made:
+            lines.append(f"| `{row['model']}` | {row['mode']} | {row['what']} | {row['count']} | {_cell(row['sku'])} "
+                         f"| {_money(row['pricePerHour'])} |")
+    removed_pools = [p for p in plan.node_pools if p.action in ("delete", "blocked")]
+    if removed_pools:
+        lines += ["", "Agent pools deleted: " + ", ".join(
+            f"`{p.pool}` ({p.model_id}, {p.live_count} x {p.vm_size}{', blocked' if p.action == 'blocked' else ''})"
+            for p in removed_pools)]
     if notes:
         lines += ["", *notes]
     parts = ["\n".join(lines) + "\n"]

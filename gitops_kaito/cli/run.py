@@ -12,6 +12,7 @@ from types import FrameType
 from typing import Any
 
 from gitops_kaito.cli.common import EXIT_OK, CliError
+from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +43,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--lease-namespace", help="namespace of the Lease (default gitops-kaito)")
     parser.add_argument("--allow-mass-prune", dest="allow_mass_prune", action="store_const", const=True,
                         help="let a pass prune more than the repository's prune.maxShare")
+    add_azure_flags(parser)
     parser.set_defaults(func=run, leader_election=None, allow_mass_prune=None)
 
 
@@ -63,11 +65,12 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from gitops_kaito.kube import KubeError
+    from gitops_kaito.provision.pools import PoolRunner
     from gitops_kaito.service import Service
 
     settings = settings_from_args(args)
     try:
-        service = Service(settings)
+        service = Service(settings, pools=PoolRunner(azure_overrides(args)))
     except KubeError as err:
         raise CliError(str(err)) from None
     except OSError as err:  # the listen address is taken or not ours

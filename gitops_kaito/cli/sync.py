@@ -20,6 +20,8 @@ from gitops_kaito.cli.common import (
     print_table,
 )
 from gitops_kaito.kube import Kube, KubeError
+from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
+from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.sync import PassResult, SyncError, run_pass
 
 _TROUBLE = frozenset({"Failed", "Blocked", "Invalid"})
@@ -36,7 +38,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--revision", default="", help="revision to stamp (default: the checkout's branch@sha1:...)")
     parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table", help="output format")
     add_git_flags(parser)
+    add_azure_flags(parser)
     parser.set_defaults(func=run)
+
+
+def pool_runner(args: argparse.Namespace) -> PoolRunner:
+    """aks mode: the --azure-* flags override gitops-kaito.yaml's azure section and GITOPS_KAITO_AZURE_*."""
+    return PoolRunner(azure_overrides(args))
 
 
 def add_git_flags(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +74,8 @@ def run_git(args: argparse.Namespace) -> PassResult:
                                write_back=not args.no_write_back)
     try:
         with Kube.connect(args.kubeconfig, args.context) as kube:
-            done = run_git_pass(settings, kube, dry_run=args.dry_run, allow_mass_prune=args.allow_mass_prune)
+            done = run_git_pass(settings, kube, dry_run=args.dry_run, allow_mass_prune=args.allow_mass_prune,
+                                pools=pool_runner(args))
     except (KubeError, SyncError, GitSourceError) as err:
         raise CliError(str(err)) from None
     wb = done.writeback
@@ -83,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             with Kube.connect(args.kubeconfig, args.context) as kube:
                 result = run_pass(Path(args.repo), kube, revision=args.revision, dry_run=args.dry_run,
-                                  allow_mass_prune=args.allow_mass_prune)
+                                  allow_mass_prune=args.allow_mass_prune, pools=pool_runner(args))
     except (KubeError, SyncError) as err:
         raise CliError(str(err)) from None
     if args.output == "table":

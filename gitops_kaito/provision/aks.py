@@ -109,9 +109,14 @@ def add_azure_flags(parser: argparse.ArgumentParser) -> None:
                            help=f"overrides azure.{_camel(f)} and ${env_var(f)}")
 
 
+def azure_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The --azure-* flags that were given, as merge_settings overrides."""
+    return {f: v for f in _FIELDS if (v := getattr(args, f"azure_{f}", None)) not in (None, "")}
+
+
 def settings_from_args(base: AzureSettingsLike | None, args: argparse.Namespace,
                        env: Mapping[str, str] | None = None) -> AksSettings:
-    return merge_settings(base, env, {f: getattr(args, f"azure_{f}", None) for f in _FIELDS})
+    return merge_settings(base, env, azure_overrides(args))
 
 
 def is_loopback_url(url: str) -> bool:

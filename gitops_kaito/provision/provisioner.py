@@ -128,17 +128,21 @@ class AgentPoolProvisioner:
         dry_run: bool = False,
         prune: bool = True,
         keep_model_ids: Collection[str] = (),
-        allow_replace: bool = True,
+        allow_replace: bool | Collection[str] = True,
         wait_s: float = 0.0,
+        live: Sequence[LivePool] | None = None,
     ) -> tuple[PoolOutcome, ...]:
         """One level-triggered pass. Started operations run concurrently; `wait_s` bounds how long this call
-        waits for them (0: return at once, the next pass sees their provisioningState)."""
+        waits for them (0: return at once, the next pass sees their provisioningState). `allow_replace` is a
+        flag, or the model ids whose pools may be replaced. `live`: pools the caller listed this pass already."""
         self._harvest()
-        try:
-            live = self.list_pools()
-        except AzureError as err:
-            # Nothing is known about the live pools, so nothing is changed (and certainly nothing pruned).
-            return tuple(self._error_outcome(_unknown_change(d), err, "listing agent pools failed") for d in desired)
+        if live is None:
+            try:
+                live = self.list_pools()
+            except AzureError as err:
+                # Nothing is known about the live pools, so nothing is changed (and certainly nothing pruned).
+                return tuple(self._error_outcome(_unknown_change(d), err, "listing agent pools failed")
+                             for d in desired)
         self._settle_with_live(live)
         changes = plan_pools(desired, live, prune=prune, keep_model_ids=keep_model_ids)
         outcomes: dict[str, PoolOutcome] = {}
@@ -149,7 +153,8 @@ class AgentPoolProvisioner:
                 outcomes[change.pool] = self._error_outcome(change, auth_error)
                 continue
             try:
-                outcomes[change.pool] = self._apply(change, revision, dry_run, allow_replace)
+                replace_ok = allow_replace if isinstance(allow_replace, bool) else change.model_id in allow_replace
+                outcomes[change.pool] = self._apply(change, revision, dry_run, replace_ok)
             except ClientAuthenticationError as err:
                 auth_error = err
                 outcomes[change.pool] = self._error_outcome(change, err)

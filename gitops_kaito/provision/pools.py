@@ -1,0 +1,169 @@
+"""AKS agent pools inside a sync pass: settings (file < env < flags), the provisioner kept across passes, the
+pool plan the prune guard counts, and the gate that holds an aks-mode Workspace until its pool's Nodes are Ready.
+
+sync.run_pass drives it: prepare() before planning, reconcile() after, gates() before the Workspace wave.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gitops_kaito.ownership import LABEL_MODEL
+from gitops_kaito.provision import agentpool as ap
+from gitops_kaito.provision.agentpool import DesiredAgentPool, LivePool, PoolChange, ResolvedModelLike
+from gitops_kaito.provision.aks import AksSettings, AksSettingsError, AzureSettingsLike, merge_settings
+
+AKS = "aks"
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """The pools of one pass before anything is done: what is wanted, what is live, what would change."""
+
+    settings: AksSettings | None
+    desired: tuple[DesiredAgentPool, ...]
+    live: tuple[LivePool, ...] | None  # None: unknown (settings invalid or listing failed): nothing is pruned
+    changes: tuple[PoolChange, ...]
+    error: str = ""  # why the pools cannot be reconciled this pass (every aks model reports it)
+
+    @property
+    def managed_models(self) -> frozenset[str]:
+        """Models that have a pool tagged as ours: they count as managed for the prune guard."""
+        return frozenset(p.model_id for p in self.live or () if p.managed and p.model_id)
+
+    @property
+    def removed_models(self) -> frozenset[str]:
+        return frozenset(c.model_id for c in self.changes if c.action == ap.DELETE)
+
+
+def aks_models(models: Iterable[ResolvedModelLike]) -> list[ResolvedModelLike]:
+    return [m for m in models if m.provisioning == AKS]
+
+
+class PoolRunner:
+    """Keeps one AgentPoolProvisioner per Azure target across passes (operations started in one pass are
+    harvested by the next). `credential` None: DefaultAzureCredential; tests pass a StaticTokenCredential."""
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None, *, credential: Any | None = None,
+                 env: Mapping[str, str] | None = None, wait_s: float = 0.0,
+                 provisioner_kwargs: Mapping[str, Any] | None = None) -> None:
+        self.overrides = dict(overrides or {})
+        self.credential = credential
+        self.env = env
+        self.wait_s = wait_s
+        self._provisioner_kwargs = dict(provisioner_kwargs or {})
+        self._provisioners: dict[AksSettings, Any] = {}
+
+    def settings(self, config_azure: AzureSettingsLike | None) -> AksSettings:
+        return merge_settings(config_azure, self.env, self.overrides)
+
+    def active(self, models: Sequence[ResolvedModelLike], config_azure: AzureSettingsLike | None) -> bool:
+        """Pools are reconciled when a model is in aks mode, or when Azure is configured at all: the pool of the
+        last aks model removed from the repository must still be deleted."""
+        if aks_models(models):
+            return True
+        s = self.settings(config_azure)
+        return bool(s.subscription_id and s.resource_group and s.cluster_name)
+
+    def provisioner(self, settings: AksSettings) -> Any:
+        from gitops_kaito.provision.provisioner import AgentPoolProvisioner
+
+        found = self._provisioners.get(settings)
+        if found is None:
+            found = AgentPoolProvisioner.for_settings(settings, self.credential, **self._provisioner_kwargs)
+            self._provisioners[settings] = found
+        return found
+
+    def prepare(self, models: Sequence[ResolvedModelLike], config_azure: AzureSettingsLike | None, *,
+                prune: bool, keep_model_ids: Collection[str]) -> PoolPlan:
+        """List the live pools once and plan against them (pure plan_pools); errors become PoolPlan.error."""
+        from azure.core.exceptions import AzureError
+
+        settings = self.settings(config_azure)
+        try:
+            desired = ap.desired_pools(models)
+        except ValueError as err:
+            return PoolPlan(None, (), None, (), str(err))
+        try:
+            settings.validate()
+        except AksSettingsError as err:
+            return PoolPlan(None, desired, None, (), str(err))
+        try:
+            live = self.provisioner(settings).list_pools()
+        except AzureError as err:
+            from gitops_kaito.provision.provisioner import error_code, error_message
+
+            return PoolPlan(settings, desired, None, (),
+                            f"listing agent pools failed: {error_code(err)}: {error_message(err)}")
+        changes = ap.plan_pools(desired, live, prune=prune, keep_model_ids=keep_model_ids)
+        return PoolPlan(settings, desired, tuple(live), changes)
+
+    def reconcile(self, plan: PoolPlan, *, revision: str, dry_run: bool, prune: bool,
+                  keep_model_ids: Collection[str], allow_replace: bool | Collection[str]) -> tuple[Any, ...]:
+        """Carry the pool plan out; returns one provisioner.PoolOutcome per pool (an error outcome per model
+        when the pools could not even be listed)."""
+        from gitops_kaito.provision.provisioner import FAILED, PoolOutcome
+
+        if plan.settings is None or plan.live is None:
+            return tuple(PoolOutcome(d.name, d.model_id, "unknown", FAILED, "AksNotReachable", plan.error,
+                                     vm_size=d.vm_size, count=d.count) for d in plan.desired)
+        return tuple(self.provisioner(plan.settings).reconcile(
+            plan.desired, revision=revision, dry_run=dry_run, prune=prune, keep_model_ids=keep_model_ids,
+            allow_replace=allow_replace, wait_s=self.wait_s, live=plan.live))
+
+
+def guarded(changes: Sequence[PoolChange], refused: str) -> tuple[PoolChange, ...]:
+    """The pool changes as the plan shows them once the prune guard refused: deletes blocked with its reason."""
+    if not refused:
+        return tuple(changes)
+    return tuple(dataclasses.replace(c, action="blocked", reasons=(refused,)) if c.action == ap.DELETE else c
+                 for c in changes)
+
+
+def ready_nodes(nodes: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Ready Nodes per model (the pool's nodeLabels carry our model label onto every Node)."""
+    out: dict[str, int] = {}
+    for node in nodes:
+        mid = ((node.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL)
+        if not mid or (node.get("spec") or {}).get("unschedulable"):
+            continue
+        conditions = (node.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions if isinstance(c, Mapping)):
+            out[mid] = out.get(mid, 0) + 1
+    return out
+
+
+def gate(outcome: Any | None, want_nodes: int, ready: int) -> str:
+    """Why an aks model's Workspace must wait, or '' when its pool is Succeeded and all its Nodes are Ready."""
+    if outcome is None:
+        return "waiting for the agent pool: not planned in this pass"
+    if not outcome.ready:
+        detail = f" ({outcome.code}: {outcome.message})" if outcome.code else (
+            f" ({outcome.message})" if outcome.message else "")
+        return f"waiting for agent pool {outcome.pool}: {outcome.state}{detail}"
+    if ready < want_nodes:
+        return f"waiting for nodes: {ready}/{want_nodes} Nodes of agent pool {outcome.pool} ready"
+    return ""
+
+
+def pool_summary(outcome: Any) -> dict[str, Any]:
+    """A PoolOutcome in the shape health.agent_pool_info reads (for the model's status node phases)."""
+    from gitops_kaito.provision import provisioner as pv
+
+    state = {pv.READY: "Succeeded", pv.DELETED: "Deleting", pv.IN_PROGRESS: outcome.provisioning_state or "Creating",
+             pv.PLANNED: "Planned", pv.BLOCKED: outcome.provisioning_state or "Succeeded"}.get(outcome.state, "Failed")
+    message = f"{outcome.code}: {outcome.message}" if outcome.code else outcome.message
+    return {"name": outcome.pool, "provisioningState": state, "count": outcome.count, "message": message}
+
+
+def failed(outcome: Any) -> bool:
+    from gitops_kaito.provision import provisioner as pv
+
+    return bool(outcome.state in (pv.FAILED, pv.AUTH_FAILED, pv.CONFLICT, pv.THROTTLED))
+
+
+__all__ = ["AKS", "PoolPlan", "PoolRunner", "aks_models", "failed", "gate", "guarded", "pool_summary",
+           "ready_nodes"]
