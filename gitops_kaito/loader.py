@@ -5,6 +5,7 @@ A bad file fails that model only; every error names the file and line, and broke
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -65,8 +66,8 @@ def load_repository(root: Path, catalog: Catalog | None = None) -> RepoLoad:
     if config.prices:
         catalog = catalog.with_prices(config.prices)
 
-    for path, namespace in _model_files(root, real_root, out):
-        _load_one(path, namespace, root, config, out)
+    for path, namespace, shown in _model_files(root, real_root, out):
+        _load_one(path, namespace, shown, root, config, out)
 
     models = _resolve_all(out, catalog, config)
     return RepoLoad(
@@ -75,10 +76,6 @@ def load_repository(root: Path, catalog: Catalog | None = None) -> RepoLoad:
         # An unreadable models/ tree must not read as "no models" either: prune keys off config_ok.
         config_ok=config_ok and out.tree_ok, discovered_ids=frozenset(out.discovered),
     )
-
-
-def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
 
 
 def _escapes(path: Path, real_root: Path) -> bool:
@@ -96,8 +93,8 @@ def _stem_id(namespace: str | None, path: Path) -> str | None:
     return model_id(namespace, stem)
 
 
-def _model_files(root: Path, real_root: Path, out: _Collected) -> list[tuple[Path, str | None]]:
-    """Candidate model files with the namespace folder they sit in (None when misplaced)."""
+def _model_files(root: Path, real_root: Path, out: _Collected) -> list[tuple[Path, str | None, str]]:
+    """Candidate model files with the namespace folder they sit in (None when misplaced) and their shown path."""
     models = root / MODELS_DIR
     if not models.exists() and not models.is_symlink():
         return []
@@ -105,55 +102,63 @@ def _model_files(root: Path, real_root: Path, out: _Collected) -> list[tuple[Pat
         out.tree_ok = False
         out.fail(MODELS_DIR, None, "models/ must be a real directory inside the repository", None)
         return []
-    found: list[tuple[Path, str | None]] = []
+    found: list[tuple[Path, str | None, str]] = []
     try:
-        entries = sorted(models.iterdir())
+        entries = _scan(models)
     except OSError as err:
         out.tree_ok = False
         out.fail(MODELS_DIR, None, f"cannot list models/: {err.strerror or err}", None)
         return []
     for entry in entries:
-        shown = _rel(entry, root)
+        shown = f"{MODELS_DIR}/{entry.name}"
+        path = models / entry.name
         if entry.name.startswith("."):
             if entry.name.endswith(SUFFIXES) or entry.is_dir():
                 out.fail(shown, None, "hidden files and folders under models/ are not read: rename it", None)
             continue
-        if entry.is_symlink() and _escapes(entry, real_root):
+        if entry.is_symlink() and _escapes(path, real_root):
             out.fail(shown, None, "symlink points outside the repository: refused", None)
             continue
         if entry.is_file():
             if entry.name.endswith(SUFFIXES):
-                found.append((entry, None))
+                found.append((path, None, shown))
             continue
         if not entry.is_dir():
             continue
-        for child in _walk(entry, root, real_root, out):
-            found.append((child, entry.name if child.parent == entry else None))
+        for child, child_shown in _walk(path, shown, real_root, out):
+            found.append((child, entry.name if child.parent == path else None, child_shown))
     return found
 
 
-def _walk(folder: Path, root: Path, real_root: Path, out: _Collected) -> list[Path]:
-    files: list[Path] = []
+def _scan(folder: Path) -> list[os.DirEntry[str]]:
+    # os.scandir: the entry types come with the listing, not one or two stat calls per file.
+    with os.scandir(folder) as listing:
+        return sorted(listing, key=lambda e: e.name)
+
+
+def _walk(folder: Path, shown_folder: str, real_root: Path, out: _Collected) -> list[tuple[Path, str]]:
+    files: list[tuple[Path, str]] = []
     try:
-        entries = sorted(folder.iterdir())
+        entries = _scan(folder)
     except OSError as err:
         out.tree_ok = False
-        out.fail(_rel(folder, root), None, f"cannot list folder: {err.strerror or err}", None)
+        out.fail(shown_folder, None, f"cannot list folder: {err.strerror or err}", None)
         return files
     for entry in entries:
-        shown = _rel(entry, root)
+        shown = f"{shown_folder}/{entry.name}"
+        path = folder / entry.name
         if entry.name.startswith("."):
             if entry.name.endswith(SUFFIXES) or entry.is_dir():
                 out.fail(shown, None, "hidden files and folders under models/ are not read: rename it",
-                         _stem_id(folder.name, entry.with_name(entry.name.lstrip("."))))
+                         _stem_id(folder.name, path.with_name(entry.name.lstrip("."))))
             continue
-        if entry.is_symlink() and _escapes(entry, real_root):
-            out.fail(shown, None, "symlink points outside the repository: refused", _stem_id(folder.name, entry))
+        if entry.is_symlink() and _escapes(path, real_root):
+            out.fail(shown, None, "symlink points outside the repository: refused", _stem_id(folder.name, path))
             continue
         if entry.is_dir():
-            files.extend(_walk(entry, root, real_root, out))
+            files.extend(_walk(path, shown, real_root, out))
         elif entry.is_file() and entry.name.endswith(SUFFIXES):
-            files.append(entry)
+            files.append((path, shown))
     return files
 
 
@@ -169,10 +174,10 @@ def _doc_id(doc: LocatedDoc | None, namespace: str | None, path: Path, default_n
     return _stem_id(namespace, path)
 
 
-def _load_one(path: Path, namespace: str | None, root: Path, config: RepoConfig, out: _Collected) -> None:
-    shown = _rel(path, root)
+def _load_one(path: Path, namespace: str | None, shown: str, root: Path, config: RepoConfig,
+              out: _Collected) -> None:
     try:
-        doc = load_yaml_file(path, root)
+        doc = load_yaml_file(path, root, shown=shown)
     except SourceError as err:
         out.fail(err.path, err.line, err.message, _stem_id(namespace, path))
         return
@@ -236,4 +241,4 @@ def _resolve_all(out: _Collected, catalog: Catalog, config: RepoConfig) -> list[
 def iter_model_paths(root: Path) -> list[str]:
     """Repo-relative paths of the files load_repository would read (for tools that watch them)."""
     out = _Collected()
-    return [_rel(p, root) for p, _ in _model_files(root, root.resolve(), out)]
+    return [shown for _, _, shown in _model_files(root, root.resolve(), out)]

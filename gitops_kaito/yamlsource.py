@@ -74,9 +74,13 @@ def display_path(path: Path, root: Path) -> str:
         return str(path)
 
 
-def load_yaml_file(path: Path, root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> LocatedDoc:
-    """Read one YAML file holding exactly one mapping. Raises SourceError with the file and line."""
-    shown = display_path(path, root)
+def load_yaml_file(path: Path, root: Path, max_bytes: int = DEFAULT_MAX_BYTES, *, shown: str | None = None
+                   ) -> LocatedDoc:
+    """Read one YAML file holding exactly one mapping. Raises SourceError with the file and line.
+
+    shown: the path for errors when the caller already knows it (else display_path(path, root)).
+    """
+    shown = shown if shown is not None else display_path(path, root)
     try:
         size = path.stat().st_size
         if size > max_bytes:
