@@ -19,11 +19,13 @@ from gitops_kaito.plan import Action, Change, Plan, node_ready
 FAILED = "Failed"
 BLOCKED = "Blocked"
 REPLACING = "Replacing"
+ABANDONED = "Abandoned"  # the pass stopped before reaching this model's objects (leadership lost, stopping)
 PROVISIONING = "Provisioning"
 PRUNED = "Pruned"
 APPLIED = "Applied"
 UNCHANGED = "Unchanged"
-_PRIORITY = (FAILED, BLOCKED, REPLACING, PROVISIONING, PRUNED, APPLIED, UNCHANGED)
+_PRIORITY = (FAILED, BLOCKED, REPLACING, ABANDONED, PROVISIONING, PRUNED, APPLIED, UNCHANGED)
+ABANDONED_MESSAGE = "abandoned: lost leadership / stopping"
 
 # What happened to one object.
 DONE = "done"
@@ -87,10 +89,15 @@ class ApplyOptions:
 
 def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *,
                clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-               gates: Mapping[str, str] | None = None) -> ApplyResult:
-    """`gates`: per model, why its Workspace must wait for nodes made outside Kubernetes (aks agent pools)."""
+               gates: Mapping[str, str] | None = None,
+               should_continue: Callable[[], bool] | None = None) -> ApplyResult:
+    """`gates`: per model, why its Workspace must wait for nodes made outside Kubernetes (aks agent pools).
+    `should_continue` is asked before each wave and before the deletes: once False, nothing more is written
+    (a replica that lost its Lease must stop acting at once) and the rest is recorded as abandoned."""
     options = options or ApplyOptions()
     gates = gates or {}
+    go_on = should_continue or (lambda: True)
+    abandoned = False
     results: list[ObjectResult] = []
     failed_models: set[str] = set()
     written_nodes: set[str] = set()  # models whose NodeClaims/Machines were (re)created in this pass
@@ -101,7 +108,11 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
             failed_models.add(change.model_id)
 
     for wave in Wave:  # blocked prunes (the guard) pass through here too, recorded as skipped with the reason
+        abandoned = abandoned or not go_on()
         for change in (c for c in plan.changes if c.wave == wave and c.action != Action.DELETE):
+            if abandoned and change.writes:
+                record(change, SKIPPED, ABANDONED_MESSAGE)
+                continue
             if change.action in (Action.NOOP, Action.BLOCKED):
                 record(change, SKIPPED, change.reason)
                 continue
@@ -122,7 +133,11 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
                 written_nodes.add(change.model_id)
             record(change, WAITING if message else (DRY_RUN if options.dry_run else DONE), message)
 
+    abandoned = abandoned or not go_on()
     for change in (c for c in plan.changes if c.action == Action.DELETE):
+        if abandoned:
+            record(change, SKIPPED, ABANDONED_MESSAGE)
+            continue
         if options.dry_run:
             record(change, DRY_RUN, change.reason)
             continue
@@ -200,6 +215,8 @@ def _outcome(model_id: str, objects: tuple[ObjectResult, ...]) -> ModelOutcome:
             candidates.append((FAILED, f"{o.ref}: {o.message}"))
         elif o.action == Action.BLOCKED:
             candidates.append((BLOCKED, f"{o.ref}: {o.message}"))
+        elif o.result == SKIPPED and o.message == ABANDONED_MESSAGE:
+            candidates.append((ABANDONED, f"{o.ref}: not written: {o.message}"))
         elif o.result == WAITING and o.action == Action.REPLACE:
             candidates.append((REPLACING, f"{o.ref}: {o.message}"))
         elif o.result == WAITING:

@@ -76,7 +76,8 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
                  before_push: Callable[[int], None] | None = None,
                  endpoint_checker: EndpointChecker = default_endpoint_check,
                  sleep: Callable[[float], None] | None = None,
-                 pools: PoolRunner | None = None) -> GitPassResult:
+                 pools: PoolRunner | None = None,
+                 should_continue: Callable[[], bool] | None = None) -> GitPassResult:
     """fetch -> sync.run_pass on the checkout -> health -> status files -> commit and push when changed.
 
     A git failure raises GitSourceError before anything is applied; the cluster keeps the last state.
@@ -89,11 +90,13 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
     desired_sha = last_desired_commit(source.repo, checkout.sha, status_path)
     revision = format_revision(checkout.ref, desired_sha)
     result = run_pass(checkout.path, kube, revision=revision, dry_run=dry_run, allow_mass_prune=allow_mass_prune,
-                      pools=pools)
+                      pools=pools, should_continue=should_continue)
     _pause_point("applied")
     reports = tuple(assess_models(result, kube, revision, settings.endpoint_check, endpoint_checker))
     wb: WritebackResult | None = None
-    if settings.write_back and not dry_run:
+    # A replica that lost its Lease (or is stopping) must not push status over the new leader's.
+    still_leading = should_continue is None or (not result.abandoned and should_continue())
+    if settings.write_back and not dry_run and still_leading:
         stamp = now or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         branch = settings.status_branch or config.status.branch or settings.branch
         author = settings.author or Author(config.status.author_name, config.status.author_email)

@@ -86,7 +86,8 @@ class GitPass:
         if not ctx.should_continue():
             return PassReport(True, "skipped: not the leader or stopping")
         try:
-            done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune, pools=self.pools)
+            done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune, pools=self.pools,
+                                should_continue=ctx.should_continue)
         except WritebackError as err:
             self.metrics.git_errors.labels(operation="push").inc()
             return PassReport(False, f"status write-back failed: {err}")

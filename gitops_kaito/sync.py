@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,6 +78,7 @@ class PassResult:
     dry_run: bool = False
     desired: Desired | None = field(default=None, compare=False, repr=False)
     pools: tuple[PoolOutcome, ...] = ()  # aks mode: one outcome per agent pool
+    abandoned: str = ""  # why the pass stopped early (should_continue turned False); nothing after it was written
 
     @property
     def ok(self) -> bool:
@@ -96,6 +97,8 @@ class PassResult:
             text += f" ({self.drift_corrected} drift corrected)"
         if self.failed:
             text += f"; {self.failed} failed"
+        if self.abandoned:
+            text += f"; {self.abandoned}"
         return text + f" in {self.duration_s:.2f}s"
 
 
@@ -234,8 +237,11 @@ def server_dry_run(plan: Plan, kube: Kube) -> tuple[tuple[Change, str], ...]:
 
 def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = False,
              allow_mass_prune: bool = False, options: applying.ApplyOptions | None = None,
-             pools: PoolRunner | None = None) -> PassResult:
+             pools: PoolRunner | None = None, should_continue: Callable[[], bool] | None = None) -> PassResult:
     """One pass. Raises SyncError only when nothing can be done at all; model failures are in the result.
+
+    `should_continue` (the daemon's leadership and stop flag) is asked before the agent pools and before each
+    apply wave; once it says False nothing more is written and the result says the pass was abandoned.
 
     aks mode: the agent pools are reconciled after planning and before the kube apply (pass the same `pools`
     runner every pass so operations started in one pass are harvested by the next); an aks model's Workspace
@@ -247,12 +253,16 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
     opts = options or applying.ApplyOptions()
     if dry_run:
         opts = applying.ApplyOptions(dry_run=True, replace_wait_s=opts.replace_wait_s, poll_s=opts.poll_s)
+    go_on = should_continue or (lambda: True)
     pool_outcomes: tuple[PoolOutcome, ...] = ()
     gates: dict[str, str] = {}
     if pool_plan is not None:
-        pool_outcomes = _reconcile_pools(pools, pool_plan, plan, policy, desired, revision, dry_run)
-        gates = _pool_gates(kube, desired, plan, pool_outcomes)
-    applied = applying.apply_plan(plan, kube, opts, gates=gates)
+        if go_on():
+            pool_outcomes = _reconcile_pools(pools, pool_plan, plan, policy, desired, revision, dry_run)
+        gates = _pool_gates(kube, desired, plan, pool_outcomes)  # no outcome: every aks Workspace waits
+    applied = applying.apply_plan(plan, kube, opts, gates=gates, should_continue=go_on)
+    abandoned = applying.ABANDONED_MESSAGE if (not go_on() or any(
+        o.message == applying.ABANDONED_MESSAGE for o in applied.objects)) else ""
     errors = list(desired.errors)
     if plan.prune_refused:
         errors.append(plan.prune_refused)
@@ -262,6 +272,7 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
         created=applied.created, updated=applied.updated, replaced=applied.replaced, pruned=applied.pruned,
         drift_corrected=applied.drift_corrected, failed=applied.failed,
         duration_s=time.monotonic() - started, dry_run=dry_run, desired=desired, pools=pool_outcomes,
+        abandoned=abandoned,
     )
     if dry_run:  # nothing persisted: count what would have happened
         counts = plan.counts()
