@@ -148,3 +148,50 @@ def test_status_only_commits_are_not_desired_state_changes(source: GitSource, re
     assert last_desired_commit(source.repo, change) == change
     assert desired_state_changed(source.repo, None, change)
     assert desired_state_changed(source.repo, "f" * 40, change)  # unknown old commit counts as a change
+
+
+def test_previous_files_are_read_with_one_batch_byte_exact(source: GitSource, remote: Remote,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {"STATUS.md": "# ü ✓\n", "ml/empty.yaml": "", "ml/no-newline.yaml": "a: 1", "ml/lines.yaml": "a\n\nb\n\n",
+             "ml/same.yaml": "a: 1"}  # same content as another file: one blob, two paths
+    write_status(source, "main", fixed(files), REV)  # type: ignore[arg-type]
+    calls: list[list[str]] = []
+    original = GitSource._run
+
+    def counting(self: GitSource, repo: git.Repo, args: list[str], *a: object, **kw: object) -> str:
+        calls.append(list(args))
+        return original(self, repo, args, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GitSource, "_run", counting)
+    seen: list[dict[str, str]] = []
+
+    def build(previous: Mapping[str, str]) -> Mapping[str, str]:
+        seen.append(dict(previous))
+        return previous
+
+    assert not write_status(source, "main", build, REV).committed
+    assert seen == [files]
+    assert [c[:2] for c in calls if c[0] == "cat-file"] == [["cat-file", "--batch"]]
+
+
+def test_a_known_tip_saves_the_fetch_and_a_stale_one_is_rejected_then_rebuilt(
+        source: GitSource, remote: Remote, dev: Developer, monkeypatch: pytest.MonkeyPatch) -> None:
+    tip = remote.sha()
+    fetched: list[str] = []
+    original = GitSource.fetch_branch
+
+    def fetch_branch(self: GitSource, branch: str) -> str | None:
+        fetched.append(branch)
+        return original(self, branch)
+
+    monkeypatch.setattr(GitSource, "fetch_branch", fetch_branch)
+    res = write_status(source, "main", fixed({"STATUS.md": "one\n"}), REV, tip=tip)  # type: ignore[arg-type]
+    assert res.committed and res.base_sha == tip and fetched == []
+
+    dev.pull()
+    dev.write("models/ml/c.yaml", "c: 1\n")
+    racer = dev.commit("the branch moved after our fetch")
+    res = write_status(source, "main", fixed({"STATUS.md": "two\n"}), REV, tip=res.sha,  # type: ignore[arg-type]
+                       sleep=lambda _s: None)
+    assert res.committed and res.attempts == 2 and fetched == ["main"] and res.base_sha == racer
+    assert remote.show("models/ml/c.yaml") == "c: 1" and remote.show("status/STATUS.md") == "two"
