@@ -13,6 +13,7 @@ from typing import Protocol
 from gitops_kaito.events import record_changes
 from gitops_kaito.kube import KubeError
 from gitops_kaito.objects import Manifest, ObjectRef, Wave
+from gitops_kaito.ownership import LABEL_MANAGED_BY, MANAGED_BY_VALUE
 from gitops_kaito.plan import Action, Change, Plan, node_ready
 
 # Model outcomes of one apply, most important first (a model shows the first that applies).
@@ -25,6 +26,9 @@ PRUNED = "Pruned"
 APPLIED = "Applied"
 UNCHANGED = "Unchanged"
 _PRIORITY = (FAILED, BLOCKED, REPLACING, ABANDONED, PROVISIONING, PRUNED, APPLIED, UNCHANGED)
+
+# Namespaces a model names are created when missing (never pruned: see namespace_manifest).
+ANNOTATION_CREATED_BY = "gitops.kaito.sh/created-by"
 ABANDONED_MESSAGE = "abandoned: lost leadership / stopping"
 
 # What happened to one object.
@@ -167,8 +171,33 @@ def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable
             if clock() >= deadline:
                 return f"waiting for the old {change.ref.kind} to be deleted; it is created again on a later pass"
             sleep(options.poll_s)
-    kube.apply(change.desired, dry_run=options.dry_run)
+    try:
+        kube.apply(change.desired, dry_run=options.dry_run)
+    except KubeError as err:
+        namespace = change.ref.namespace
+        if not namespace or not namespace_missing(err, namespace):
+            raise
+        # Checking namespaces only when a write says one is missing keeps a settled pass at one LIST per kind.
+        kube.apply(namespace_manifest(namespace), dry_run=options.dry_run)
+        if not options.dry_run:  # a dry-run Namespace is not persisted: the object's dry run would fail again
+            kube.apply(change.desired)
     return ""
+
+
+def namespace_missing(err: KubeError, namespace: str) -> bool:
+    """The API server's answer when a namespaced object's namespace does not exist (404 'namespaces "x" not found')."""
+    return err.status == 404 and f'namespaces "{namespace}" not found' in err.message
+
+
+def namespace_manifest(name: str) -> Manifest:
+    """A Namespace for a model that names one that does not exist yet, applied server-side as gitops-kaito.
+
+    It carries the managed-by label (so people can find it) but no model label: nothing ever lists it as ours and
+    it is never pruned or deleted, because other things (Secrets, other teams' workloads) may live there by then.
+    """
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": name, "labels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE},
+        "annotations": {ANNOTATION_CREATED_BY: "gitops-kaito: a model request named this namespace; never pruned"}}}
 
 
 def _nodes_waiting(plan: Plan, model_id: str, written_nodes: set[str]) -> str:

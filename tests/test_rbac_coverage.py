@@ -7,6 +7,7 @@ chat, import) is recorded by the emulator; its request log, mapped to RBAC terms
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -16,8 +17,11 @@ import yaml
 from kubernetes import client
 
 from gitops_kaito.cli import main
+from gitops_kaito.provision.aks import StaticTokenCredential
+from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.resources import data_path
 from gitops_kaito.sandbox import Sandbox
+from gitops_kaito.sandbox.arm import ArmEmulator, KubeNodeApi, NodeBridge
 from gitops_kaito.service import Service
 from gitops_kaito.settings import RunSettings
 from tests.fixtures_cluster import wait_until
@@ -86,7 +90,7 @@ def _state(text: str) -> str:
     return str((yaml.safe_load(text) or {}).get("state", ""))
 
 
-def run_flow(sb: Sandbox, tmp: Path) -> None:
+def run_flow(sb: Sandbox, tmp: Path, stack: ExitStack) -> None:
     ns = "ml"
     sb.ensure_namespace(ns)
     sb.ensure_namespace("gitops-kaito")
@@ -98,8 +102,19 @@ def run_flow(sb: Sandbox, tmp: Path) -> None:
               + "  provisioning: nodeclaim\n  instanceType: Standard_NC24ads_A100_v4\n")
     dev.write(f"models/{ns}/mistral.yaml", model_file("mistral", "mistral-7b-instruct", ns)
               + "  provisioning: machine\n  instanceType: Standard_NC24ads_A100_v4\n")
-    dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\nreplacePolicy: auto\n")
+    # aks mode (pools in the local ARM endpoint, whose Nodes register in the sandbox: the gate lists Nodes) and a
+    # model in a namespace that does not exist yet (created by server-side apply).
+    dev.write(f"models/{ns}/llama.yaml", model_file("llama", namespace=ns)
+              + "  provisioning: aks\n  instanceType: Standard_NC24ads_A100_v4\n")
+    dev.write("models/fresh/falcon.yaml", model_file("falcon", namespace="fresh"))
+    dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\nreplacePolicy: auto\n"
+              "azure: {subscriptionId: 00000000-0000-0000-0000-000000000000, resourceGroup: rg-ml, "
+              "clusterName: aks-ml}\n")
     dev.commit("models")
+    arm = stack.enter_context(ArmEmulator())
+    NodeBridge(KubeNodeApi(sb.url)).attach(arm)
+    pools = PoolRunner({"arm_endpoint": arm.url, "polling_interval_s": 0.01, "retry_total": 0},
+                       credential=StaticTokenCredential(arm.settings.token), env={}, wait_s=5)
     secret = tmp / "secret"
     secret.write_bytes(b"0123456789abcdef0123456789abcdef")
     settings = RunSettings(git_url=remote.url, interval="1s", listen="127.0.0.1:0",
@@ -112,9 +127,11 @@ def run_flow(sb: Sandbox, tmp: Path) -> None:
             text = remote.show("status/STATUS.md")
         except Exception:
             return False
-        return all(f"ml/{m}" in text for m in ("phi", "qwen", "mistral")) and _state(remote.show("status/ml/phi.yaml")) == "Ready"
+        return (all(f"ml/{m}" in text for m in ("phi", "qwen", "mistral", "llama")) and "fresh/falcon" in text
+                and _state(remote.show("status/ml/phi.yaml")) == "Ready" and bool(custom.list_namespaced_custom_object(
+                    "kaito.sh", "v1beta1", ns, "workspaces", label_selector="gitops.kaito.sh/model=ml.llama")["items"]))
 
-    with Service(settings) as svc:
+    with Service(settings, pools=pools) as svc:
         wait_until(committed_ready, 60, interval=0.1, what="both models in the committed status, phi Ready")
         # Drift twice on phi (an Event created, then aggregated), then chat with it.
         for _ in range(2):
@@ -144,17 +161,20 @@ def run_flow(sb: Sandbox, tmp: Path) -> None:
         dev.remove(f"models/{ns}/mistral.yaml")
         dev.remove(f"models/{ns}/phi.yaml")
         dev.remove(f"models/{ns}/qwen.yaml")
+        dev.remove(f"models/{ns}/llama.yaml")
+        dev.remove("models/fresh/falcon.yaml")
         dev.commit("remove all")
-        wait_until(lambda: not custom.list_namespaced_custom_object("kaito.sh", "v1beta1", ns, "workspaces",
-                                                                    label_selector="gitops.kaito.sh/managed-by")
-                   ["items"], 30, interval=0.1, what="every managed Workspace pruned")
+        wait_until(lambda: not custom.list_cluster_custom_object("kaito.sh", "v1beta1", "workspaces",
+                                                                 label_selector="gitops.kaito.sh/managed-by")
+                   ["items"] and not arm.pool_names(), 30, interval=0.1, what="every managed Workspace and pool pruned")
         done = svc.daemon.passes_done
         assert svc.daemon.wait_for_passes(done + 1, 30)
     admin.close()
 
 
 def test_cluster_role_covers_exactly_what_the_code_calls(sandbox: Sandbox, tmp_path: Path) -> None:
-    run_flow(sandbox, tmp_path)
+    with ExitStack() as stack:
+        run_flow(sandbox, tmp_path, stack)
     used: set[Access] = set()
     for entry in sandbox.server.request_log.select(user_agent_prefix=UA):
         access = rbac_access(entry.method, entry.path, entry.query)
