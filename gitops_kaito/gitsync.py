@@ -5,6 +5,7 @@ The applied revision is the newest commit that changed desired state, so status-
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from gitops_kaito import apply as applying
 from gitops_kaito import health
 from gitops_kaito.config import RepoConfig, load_config
@@ -21,8 +24,15 @@ from gitops_kaito.gitsource import Checkout, GitAuth, GitSource, SourceSpec, for
 from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.ownership import LABEL_MODEL
 from gitops_kaito.provision.pools import PoolRunner, pool_summary
-from gitops_kaito.status import EndpointCheck, ModelReport, render_files, report_from_health, summary_line
-from gitops_kaito.sync import INVALID, SUSPENDED, PassResult, run_pass
+from gitops_kaito.status import (
+    EndpointCheck,
+    ModelReport,
+    parse_model_yaml,
+    render_files,
+    report_from_health,
+    summary_line,
+)
+from gitops_kaito.sync import INVALID, KAITO_WORKSPACE_LABEL, SUSPENDED, PassResult, read_live_state, run_pass
 from gitops_kaito.writeback import Author, WritebackResult, last_desired_commit, write_status
 from gitops_kaito.yamlsource import SourceError
 
@@ -34,9 +44,8 @@ log = logging.getLogger(__name__)
 PAUSE_AT_ENV = "GITOPS_KAITO_TEST_PAUSE_AT"
 PAUSE_FILE_ENV = "GITOPS_KAITO_TEST_PAUSE_FILE"
 
-KAITO_WORKSPACE_LABEL = "kaito.sh/workspace"
 KAITO_WORKSPACE_NS_LABEL = "kaito.sh/workspacenamespace"
-NODE_KINDS = (("karpenter.sh/v1", "NodeClaim"), ("karpenter.sh/v1alpha5", "Machine"))
+NODE_KINDS = ("NodeClaim", "Machine")
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,7 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
                         and not any(r.model_id == o.model_id for r in reports))
 
         def build(previous: Mapping[str, str]) -> Mapping[str, str]:
-            files = render_files(reports, previous, stamp)
+            files = render_files(applied_revisions(reports, result, previous), previous, stamp)
             _pause_point("status-built")
             return files
 
@@ -115,9 +124,36 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
 
         body = "".join(f"Pruned: {m}\n" for m in pruned)
         extra: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
+        # The followed branch was fetched a moment ago: build on that tip (a push rejected as stale fetches again).
+        tip = checkout.sha if branch == settings.branch and checkout.ref == settings.branch else None
         wb = write_status(source, branch, build, revision, author=author, status_path=status_path,
-                          summary=summary_line(reports), body=body, before_push=pushing, **extra)
-    return GitPassResult(checkout, revision, result, reports, wb)
+                          summary=summary_line(reports), body=body, before_push=pushing, tip=tip, **extra)
+    # The live objects were for health only: a daemon keeps the last result, and it need not keep a cluster copy.
+    return GitPassResult(checkout, revision, dataclasses.replace(result, live=None), reports, wb)
+
+
+def applied_revisions(reports: Sequence[ModelReport], result: PassResult,
+                      previous: Mapping[str, str]) -> list[ModelReport]:
+    """Each report with the revision applied to its model: this pass's revision when the pass wrote the model's
+    objects (or nothing was recorded before), else the one its status file already carries. So a commit that
+    changes one model rewrites that model's status file, not every file."""
+    out = []
+    for report in reports:
+        if not any(c.writes for c in result.plan.for_model(report.model_id)):
+            before = _previous_revision(previous.get(report.status_path))
+            if before:
+                report = dataclasses.replace(report, revision=before)
+        out.append(report)
+    return out
+
+
+def _previous_revision(text: str | None) -> str:
+    if not text:
+        return ""
+    try:
+        return parse_model_yaml(text).revision
+    except (ValueError, yaml.YAMLError):
+        return ""
 
 
 def _pause_point(stage: str) -> None:
@@ -187,38 +223,39 @@ def _split(model_id: str, model: Any) -> tuple[str, str]:
 
 
 def _live(kube: Kube, result: PassResult) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """Workspaces by model id (one LIST) and their GPU node objects: ours, and KAITO's by workspace label."""
+    """Workspaces by model id and their GPU node objects: ours, and KAITO's by workspace label.
+
+    A pass that wrote nothing already read all of it before applying; otherwise it is read again (one LIST
+    per kind) so the status shows what the writes made.
+    """
     workspaces: dict[str, dict[str, Any]] = {}
     nodes: dict[str, list[dict[str, Any]]] = {}
     if result.dry_run:
         return workspaces, nodes
+    state = result.live
     try:
-        prefer = next((o.ref.api_version for o in (result.desired.objects if result.desired else ())
-                       if o.ref.kind == "Workspace"), None)
-        for ws in kube.list_owned(kube.workspace_version(prefer), "Workspace"):
-            mid = ((ws.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL)
-            if mid:
-                workspaces[mid] = ws
-        by_ws = {((w["metadata"].get("namespace") or ""), w["metadata"]["name"]): m for m, w in workspaces.items()}
-        for version, kind in NODE_KINDS:
-            if not kube.served(version, kind):
-                continue
-            seen: set[str] = set()
-            for obj in _node_objects(kube, version, kind):
-                meta = obj.get("metadata") or {}
-                labels = meta.get("labels") or {}
-                mid = labels.get(LABEL_MODEL) or by_ws.get(
-                    (labels.get(KAITO_WORKSPACE_NS_LABEL, ""), labels.get(KAITO_WORKSPACE_LABEL, "")))
-                if mid and meta.get("name") not in seen:
-                    seen.add(str(meta.get("name")))
-                    nodes.setdefault(mid, []).append(obj)
+        if state is None or any(c.writes for c in result.plan.changes):
+            state = read_live_state(kube, result.desired.objects if result.desired else ())
     except KubeError as err:
         log.warning("cannot read live state for status: %s", err)
+        return workspaces, nodes
+    for obj in state.owned:
+        if obj.get("kind") == "Workspace":
+            mid = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL)
+            if mid:
+                workspaces[mid] = obj
+    by_ws = {((w["metadata"].get("namespace") or ""), w["metadata"]["name"]): m for m, w in workspaces.items()}
+    seen: set[tuple[str, str]] = set()
+    for obj in (*(o for o in state.owned if o.get("kind") in NODE_KINDS), *state.kaito_nodes):
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        mid = labels.get(LABEL_MODEL) or by_ws.get(
+            (labels.get(KAITO_WORKSPACE_NS_LABEL, ""), labels.get(KAITO_WORKSPACE_LABEL, "")))
+        key = (str(obj.get("kind")), str(meta.get("name")))
+        if mid and key not in seen:
+            seen.add(key)
+            nodes.setdefault(mid, []).append(obj)
     return workspaces, nodes
-
-
-def _node_objects(kube: Kube, version: str, kind: str) -> Sequence[dict[str, Any]]:
-    return [*kube.list_owned(version, kind), *kube.list_owned(version, kind, label_selector=KAITO_WORKSPACE_LABEL)]
 
 
 __all__ = ["GitPassResult", "GitSyncSettings", "assess_models", "run_git_pass"]

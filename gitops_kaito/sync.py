@@ -17,7 +17,7 @@ from gitops_kaito import apply as applying
 from gitops_kaito.kube import MANAGED_KINDS, WORKSPACE_VERSIONS, Kube, KubeError
 from gitops_kaito.loader import load_repository
 from gitops_kaito.objects import DesiredObject, Manifest
-from gitops_kaito.ownership import ANNOTATION_REPLACE
+from gitops_kaito.ownership import ANNOTATION_REPLACE, LABEL_MANAGED_BY, MANAGED_BY_VALUE
 from gitops_kaito.plan import Action, Change, Plan, PlanPolicy, make_plan
 from gitops_kaito.render import RenderedModel, Template, load_templates, render_model, repo_templates_dir
 from gitops_kaito.resolve import RepoLoad, ResolvedModel
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 INVALID = "Invalid"  # the model's file failed to load or render: nothing of it is touched
 SUSPENDED = "Suspended"
+NODE_KINDS = ("NodeClaim", "Machine")
+KAITO_WORKSPACE_LABEL = "kaito.sh/workspace"  # on the NodeClaims/Machines KAITO creates for a Workspace
 
 
 class SyncError(Exception):
@@ -78,6 +80,7 @@ class PassResult:
     dry_run: bool = False
     desired: Desired | None = field(default=None, compare=False, repr=False)
     pools: tuple[PoolOutcome, ...] = ()  # aks mode: one outcome per agent pool
+    live: LiveState | None = field(default=None, compare=False, repr=False)  # read before applying
     abandoned: str = ""  # why the pass stopped early (should_continue turned False); nothing after it was written
 
     @property
@@ -161,21 +164,48 @@ def plan_policy(desired: Desired, *, allow_mass_prune: bool = False) -> PlanPoli
     )
 
 
+@dataclass(frozen=True)
+class LiveState:
+    """What a pass read from the cluster before applying: our objects, and the GPU node objects KAITO made.
+
+    Health and status reuse it (no second round of LISTs) when the pass wrote nothing.
+    """
+
+    owned: tuple[Manifest, ...]
+    kaito_nodes: tuple[Manifest, ...] = ()  # NodeClaims/Machines labelled kaito.sh/workspace (KAITO's own)
+
+
 def read_live(kube: Kube, objects: Sequence[DesiredObject]) -> list[Manifest]:
     """One LIST per managed kind the cluster serves; raises KaitoNotInstalled when Workspaces are not served."""
+    return list(read_live_state(kube, objects).owned)
+
+
+def read_live_state(kube: Kube, objects: Sequence[DesiredObject]) -> LiveState:
+    """read_live, keeping KAITO's node objects too: GPU node kinds are listed once without a selector (there
+    are about as many as nodes) and split here, instead of one LIST by our label and another by KAITO's."""
     wanted = [o.ref.api_version for o in objects if o.ref.kind == "Workspace"]
     prefer = max(set(wanted), key=wanted.count) if wanted else None
     workspace_version = kube.workspace_version(prefer)  # first: without KAITO there is nothing to do
     live: list[Manifest] = []
+    kaito_nodes: list[Manifest] = []
     for versions, kind in MANAGED_KINDS:
         if versions == WORKSPACE_VERSIONS:
             live.extend(kube.list_owned(workspace_version, kind))
             continue
         for version in versions:
-            if kube.served(version, kind):
+            if not kube.served(version, kind):
+                continue
+            if kind not in NODE_KINDS:
                 live.extend(kube.list_owned(version, kind))
                 break
-    return live
+            for obj in kube.list_owned(version, kind, label_selector=""):
+                labels = (obj.get("metadata") or {}).get("labels") or {}
+                if labels.get(LABEL_MANAGED_BY) == MANAGED_BY_VALUE:
+                    live.append(obj)
+                elif KAITO_WORKSPACE_LABEL in labels:
+                    kaito_nodes.append(obj)
+            break
+    return LiveState(tuple(live), tuple(kaito_nodes))
 
 
 def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "", allow_mass_prune: bool = False,
@@ -184,24 +214,25 @@ def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "", allow_mas
 
     aks mode: the agent pools are listed and planned too (Plan.node_pools); nothing is written to Azure.
     """
-    desired, plan, _, _ = _plan(Path(repo_dir), kube, revision or local_revision(Path(repo_dir)),
+    desired, plan, _, _, _ = _plan(Path(repo_dir), kube, revision or local_revision(Path(repo_dir)),
                                 allow_mass_prune, pools)
     return desired, plan
 
 
 def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
-          pools: PoolRunner | None) -> tuple[Desired, Plan, PlanPolicy, PoolPlan | None]:
+          pools: PoolRunner | None) -> tuple[Desired, Plan, PlanPolicy, PoolPlan | None, LiveState]:
     desired = load_desired(repo_dir, revision)
     try:
-        live = read_live(kube, desired.objects)
+        state = read_live_state(kube, desired.objects)
     except KubeError as err:
         raise SyncError(str(err)) from None
+    live = list(state.owned)
     policy = plan_policy(desired, allow_mass_prune=allow_mass_prune)
     pool_plan = _pool_plan(desired, policy, pools)
     if pool_plan is None:
-        return desired, make_plan(desired.objects, live, policy), policy, None
+        return desired, make_plan(desired.objects, live, policy), policy, None, state
     plan = make_plan(desired.objects, live, policy, pools=pool_plan.changes, pool_models=pool_plan.managed_models)
-    return desired, plan, policy, pool_plan
+    return desired, plan, policy, pool_plan, state
 
 
 def _pool_plan(desired: Desired, policy: PlanPolicy, pools: PoolRunner | None) -> PoolPlan | None:
@@ -249,7 +280,7 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
     """
     started = time.monotonic()
     revision = revision or local_revision(Path(repo_dir))
-    desired, plan, policy, pool_plan = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools)
+    desired, plan, policy, pool_plan, live = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools)
     opts = options or applying.ApplyOptions()
     if dry_run:
         opts = applying.ApplyOptions(dry_run=True, replace_wait_s=opts.replace_wait_s, poll_s=opts.poll_s)
@@ -271,7 +302,7 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
         errors=tuple(errors),
         created=applied.created, updated=applied.updated, replaced=applied.replaced, pruned=applied.pruned,
         drift_corrected=applied.drift_corrected, failed=applied.failed,
-        duration_s=time.monotonic() - started, dry_run=dry_run, desired=desired, pools=pool_outcomes,
+        duration_s=time.monotonic() - started, dry_run=dry_run, desired=desired, pools=pool_outcomes, live=live,
         abandoned=abandoned,
     )
     if dry_run:  # nothing persisted: count what would have happened

@@ -226,3 +226,47 @@ def test_endpoint_check_goes_through_the_service_proxy(world: World) -> None:
     run_git_pass(world.settings, world.kube, now="2025-01-01T00:02:00Z")
     doc = yaml.safe_load(world.remote.show("status/ml/phi.yaml"))
     assert doc["endpointCheck"]["answers"] is False and doc["since"] == "2025-01-01T00:01:00Z"
+
+
+def test_one_model_changed_rewrites_its_status_file_only_and_a_noop_pass_lists_once_per_kind(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gitops_kaito.gitsource import GitSource
+
+    dev = world.dev
+    for name in ("a", "b", "c"):
+        dev.write(f"models/ml/{name}.yaml", model_file(name))
+    first_sha = dev.commit("three models")
+    first = run_git_pass(world.settings, world.kube, now="2025-01-01T00:00:00Z", endpoint_checker=served)
+    assert first.writeback is not None and first.writeback.committed
+    before = {n: world.remote.show(f"status/ml/{n}.yaml") for n in ("a", "b", "c")}
+
+    dev.pull()
+    # A mutable change (an annotation the Workspace carries): b's objects are updated in place.
+    dev.write("models/ml/b.yaml", model_file("b").replace("  namespace: ml\n",
+                                                          "  namespace: ml\n  annotations:\n    team: blue\n"))
+    second_sha = dev.commit("change b only")
+    second = run_git_pass(world.settings, world.kube, now="2025-01-01T00:05:00Z", endpoint_checker=served)
+    assert second.writeback is not None and second.writeback.committed
+    commit = git.Repo(world.remote.bare).commit("main")
+    assert sorted(commit.stats.files) == ["status/STATUS.md", "status/ml/b.yaml"]
+    assert yaml.safe_load(world.remote.show("status/ml/b.yaml"))["revision"] == f"main@sha1:{second_sha}"
+    for name in ("a", "c"):  # untouched models keep the revision last applied to them, byte for byte
+        assert world.remote.show(f"status/ml/{name}.yaml") == before[name]
+        assert yaml.safe_load(before[name])["revision"] == f"main@sha1:{first_sha}"
+
+    remote_calls: list[str] = []
+    original = GitSource._run
+
+    def counting(self: GitSource, repo: Any, args: Any, network: bool = False, **kw: Any) -> str:
+        if network:
+            remote_calls.append(args[0])
+        return original(self, repo, args, network=network, **kw)
+
+    monkeypatch.setattr(GitSource, "_run", counting)
+    world.server.request_log.clear()
+    third = run_git_pass(world.settings, world.kube, now="2025-01-01T00:09:00Z", endpoint_checker=served)
+    assert third.writeback is not None and not third.writeback.committed
+    ours = world.server.request_log.select(user_agent_prefix=UA)
+    assert [e.verb for e in ours].count("list") == len(ours) == 4  # ConfigMap, NodeClaim, Machine, Workspace
+    assert remote_calls.count("fetch") == 1 and "ls-remote" not in remote_calls
+    assert remote_calls.count("cat-file") == 1  # every status file read with one batch
