@@ -9,7 +9,7 @@ import copy
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -151,9 +151,12 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
     """
     policy = policy or PlanPolicy()
     live_by_key: dict[Key, Manifest] = {}
+    unowned: dict[Key, Manifest] = {}  # objects of a desired name made by someone else: adopted, never pruned
     for obj in live:
         if is_owned(_labels(obj)):
             live_by_key[key_of(ObjectRef.of(obj))] = obj
+        else:
+            unowned[key_of(ObjectRef.of(obj))] = obj
     applies: list[Change] = []
     desired_keys: set[Key] = set()
     for want in desired:
@@ -161,7 +164,10 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
         if key in desired_keys:
             raise ValueError(f"{want.ref} is rendered twice")
         desired_keys.add(key)
-        applies.append(_plan_desired(want, live_by_key.get(key), policy))
+        if key in live_by_key or key not in unowned:
+            applies.append(_plan_desired(want, live_by_key.get(key), policy))
+        else:
+            applies.append(_plan_desired(want, unowned[key], policy, adopt=True))
     desired_models = {d.model_id for d in desired}
     deletes = [
         _plan_stale(obj, desired_models, policy)
@@ -180,7 +186,7 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
                 node_pools=node_pools)
 
 
-def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy) -> Change:
+def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy, adopt: bool = False) -> Change:
     manifest = with_digest(want.manifest)
 
     def change(action: Action, reason: str, **extra: Any) -> Change:
@@ -198,6 +204,8 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
     patch = tuple(jsonpatch.make_patch(live_cmp, want_cmp).patch)
     drift = _is_drift(live, manifest, patch)
     immutable = immutable_changes(want.ref, live, live_cmp, want_cmp)
+    if adopt:
+        return _plan_adopt(want, policy, change, patch, immutable)
     if immutable:
         fields = ", ".join(immutable)
         if _replace_allowed(want, policy):
@@ -209,6 +217,25 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
                       f"{ANNOTATION_REPLACE}: allowed", patch=patch, drift=drift, immutable=immutable)
     reason = "drift: changed in the cluster by someone else" if drift else "changed in the repository"
     return change(Action.UPDATE, reason, patch=patch, drift=drift)
+
+
+ADOPT_REASON = "adopting an existing object not managed by gitops-kaito yet: updated in place, not recreated"
+
+
+def _plan_adopt(want: DesiredObject, policy: PlanPolicy, change: Callable[..., Change], patch: tuple[Mapping[str, Any], ...],
+                immutable: tuple[str, ...]) -> Change:
+    """An object of the desired name that someone else made: taken over in place, unless it is something else."""
+    if not immutable:
+        return change(Action.UPDATE, ADOPT_REASON, patch=patch)
+    fields = ", ".join(immutable)
+    what = (f"an existing {want.ref.kind} of this name, not managed by gitops-kaito, differs in immutable "
+            f"field(s) {fields}")
+    if _replace_allowed(want, policy):
+        return change(Action.REPLACE, f"{what}: delete it and create ours", patch=patch,
+                      immutable=immutable)
+    return change(Action.BLOCKED, f"{what}; it is not taken over. Rename the model, delete the object, or allow "
+                  f"replacing (replacePolicy: auto or {ANNOTATION_REPLACE}: allowed)", patch=patch,
+                  immutable=immutable)
 
 
 def _plan_stale(obj: Manifest, desired_models: set[str], policy: PlanPolicy) -> Change:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 from gitops_kaito import apply as applying
 from gitops_kaito.kube import MANAGED_KINDS, WORKSPACE_VERSIONS, Kube, KubeError
 from gitops_kaito.loader import load_repository
-from gitops_kaito.objects import DesiredObject, Manifest
+from gitops_kaito.objects import DesiredObject, Manifest, ObjectRef
 from gitops_kaito.ownership import ANNOTATION_REPLACE, LABEL_MANAGED_BY, MANAGED_BY_VALUE
-from gitops_kaito.plan import Action, Change, Plan, PlanPolicy, make_plan
+from gitops_kaito.plan import Action, Change, Plan, PlanPolicy, key_of, make_plan
 from gitops_kaito.render import RenderedModel, Template, load_templates, render_model, repo_templates_dir
 from gitops_kaito.resolve import RepoLoad, ResolvedModel
 from gitops_kaito.yamlsource import SourceError
@@ -227,12 +227,35 @@ def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
     except KubeError as err:
         raise SyncError(str(err)) from None
     live = list(state.owned)
+    live += read_unowned(kube, desired.objects, live)
     policy = plan_policy(desired, allow_mass_prune=allow_mass_prune)
     pool_plan = _pool_plan(desired, policy, pools)
     if pool_plan is None:
         return desired, make_plan(desired.objects, live, policy), policy, None, state
     plan = make_plan(desired.objects, live, policy, pools=pool_plan.changes, pool_models=pool_plan.managed_models)
     return desired, plan, policy, pool_plan, state
+
+
+def read_unowned(kube: Kube, objects: Sequence[DesiredObject], owned: Sequence[Manifest]) -> list[Manifest]:
+    """GET each desired object the owned LIST did not return (a create): an object of that name made by someone
+    else (e.g. brought in by `gitops-kaito import`) is adopted in place, never created over or pruned.
+
+    Only creates cost a request, so a settled pass still makes one LIST per kind and nothing more.
+    """
+    have = {key_of(ObjectRef.of(o)) for o in owned}
+    found: list[Manifest] = []
+    for obj in objects:
+        if key_of(obj.ref) in have:
+            continue
+        try:
+            live = kube.get(obj.ref)
+        except KubeError:  # a kind not served, a namespace not there yet: the create reports it
+            continue
+        if live is not None:
+            live.setdefault("apiVersion", obj.ref.api_version)
+            live.setdefault("kind", obj.ref.kind)
+            found.append(live)
+    return found
 
 
 def _pool_plan(desired: Desired, policy: PlanPolicy, pools: PoolRunner | None) -> PoolPlan | None:

@@ -19,8 +19,8 @@ from gitops_kaito.config import RepoConfig
 from gitops_kaito.kube import Kube
 from gitops_kaito.loader import load_repository
 from gitops_kaito.ownership import LABEL_MANAGED_BY, owner_labels
-from gitops_kaito.plan import Action
-from gitops_kaito.sync import run_pass
+from gitops_kaito.plan import ADOPT_REASON, Action
+from gitops_kaito.sync import plan_repository, run_pass
 from tests.fixtures_cluster import ClusterTarget
 from tests.kaito_helpers import SKU, create, get, workspace
 
@@ -156,8 +156,15 @@ def test_import_then_sync_adopts_in_place(cluster: ClusterTarget, tmp_path: Path
     capsys.readouterr()
 
     with Kube.connect(cluster.kubeconfig, cluster.context) as kube:
+        # The plan shows the imported Workspaces as adopted in place (an update), not as creates.
+        _, plan = plan_repository(repo, kube, revision="main@sha1:" + "a" * 40)
+        adopted = {str(c.ref): (c.action, c.reason) for c in plan.changes if c.ref.kind == "Workspace"}
+        assert adopted == {f"Workspace/{ns}/{n}": (Action.UPDATE, ADOPT_REASON) for n in ("phi", "mistral")}
+        assert f"Workspace/{ns}/tuner" not in {str(c.ref) for c in plan.changes}  # never pruned: not ours
         result = run_pass(repo, kube, revision="main@sha1:" + "a" * 40)
         assert result.ok, result.errors
+        assert {str(c.ref): c.action for c in result.plan.changes if c.ref.kind == "Workspace"} == {
+            f"Workspace/{ns}/phi": Action.UPDATE, f"Workspace/{ns}/mistral": Action.UPDATE}
         actions = {str(c.ref): c.action for c in result.plan.changes}
         assert Action.REPLACE not in actions.values() and Action.DELETE not in actions.values()
         assert result.replaced == 0 and result.pruned == 0

@@ -368,3 +368,35 @@ def test_a_copy_carrying_our_labels_is_never_pruned() -> None:
     assert kept.action == Action.NOOP and "never applied it" in kept.reason
     assert by_action(plan)["delete"] == ["Workspace/ml/b"]
     assert plan.managed_models == {"ml.a", "ml.b"}
+
+
+def _unowned(obj: DesiredObject, **changes: Any) -> Manifest:
+    """The same object as someone else made it: no owner labels, no managedFields of ours."""
+    live = copy.deepcopy(obj.manifest)
+    live["metadata"].pop("labels")
+    live["metadata"].pop("annotations")
+    live.update(changes)
+    return live
+
+
+def test_an_unowned_object_of_a_desired_name_is_adopted_in_place_and_never_pruned() -> None:
+    from gitops_kaito.plan import ADOPT_REASON
+
+    want = workspace()
+    plan = make_plan([want], [_unowned(want)])
+    [change] = plan.changes
+    assert (change.action, change.reason) == (Action.UPDATE, ADOPT_REASON)
+    assert any(op["path"].startswith("/metadata/labels") for op in change.patch)
+    # Someone else's object that nothing desires is not ours to prune.
+    other = _unowned(workspace("qwen"))
+    assert make_plan([], [other]).changes == ()
+
+
+def test_adopting_something_different_is_blocked_or_replaced_per_policy() -> None:
+    want = workspace()
+    different = _unowned(want, inference={"preset": {"name": "mistral-7b-instruct"}, "config": "phi-inference-config"})
+    [blocked] = make_plan([want], [different]).changes
+    assert blocked.action == Action.BLOCKED and "not managed by gitops-kaito" in blocked.reason
+    assert blocked.immutable
+    [replaced] = make_plan([want], [different], PlanPolicy(replace_policy="auto")).changes
+    assert replaced.action == Action.REPLACE and "delete it and create ours" in replaced.reason
