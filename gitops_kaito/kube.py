@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 USER_AGENT = f"gitops-kaito/{__version__}"
 WORKSPACE_VERSIONS = ("kaito.sh/v1beta1", "kaito.sh/v1alpha1")
+LIST_PAGE_SIZE = 10_000  # pages of 500 made a 5,000-model pass 16 requests instead of 4
 KAITO_MISSING = "KAITO is not installed: the API server does not serve workspaces.kaito.sh/v1beta1"
 
 # The kinds the reconciler renders, each listed once per pass by owner label. Secrets are deliberately
@@ -206,13 +207,14 @@ class Kube:
     # ------------------------------------------------------------------ reads
 
     def list_owned(self, api_version: str, kind: str, label_selector: str = OWNER_SELECTOR) -> list[Manifest]:
-        """Every object of one kind, in every namespace, carrying our owner label: one LIST (paged past 500)."""
+        """Every object of one kind, in every namespace, carrying our owner label: one LIST (paged past
+        LIST_PAGE_SIZE, so a repository of thousands of models is still one request per kind)."""
         resource = self._required(api_version, kind)
         items: list[Manifest] = []
         token: str | None = None
         while True:
             body = self._json(lambda t=token: self.dynamic.get(  # type: ignore[misc]
-                resource, label_selector=label_selector, limit=500, _continue=t, serialize=False,
+                resource, label_selector=label_selector, limit=LIST_PAGE_SIZE, _continue=t, serialize=False,
                 _request_timeout=self.retry.request_timeout_s),
                 f"list {kind}")
             for item in body.get("items") or []:
