@@ -5,9 +5,12 @@ A bad file fails that model only; every error names the file and line, and broke
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +55,25 @@ class _Collected:
 
 def load_repository(root: Path, catalog: Catalog | None = None) -> RepoLoad:
     """Load, validate and resolve every model request under root. Never raises for bad user input."""
-    root = Path(root)
+    with _no_cyclic_gc():
+        return _load_repository(Path(root), catalog)
+
+
+@contextlib.contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    # Loading allocates hundreds of thousands of small acyclic objects (parsed YAML, positions, requests),
+    # and the cyclic collector kept re-scanning them: ~8 % of loading 5,000 files. Reference counting still
+    # frees everything; the collector runs again as usual afterwards.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _load_repository(root: Path, catalog: Catalog | None) -> RepoLoad:
     real_root = root.resolve()
     out = _Collected()
     config_ok = True
