@@ -12,43 +12,15 @@ from gitops_kaito.provision.agentpool import desired_pools, plan_pools
 from gitops_kaito.provision.aks import StaticTokenCredential, merge_settings
 from gitops_kaito.provision.provisioner import AgentPoolProvisioner
 from gitops_kaito.sandbox.arm import ArmEmulator
+from tests.aksfixtures import write_repo
 
 loader = pytest.importorskip("gitops_kaito.loader")
 render = pytest.importorskip("gitops_kaito.render")
-
-CONFIG = """apiVersion: gitops.kaito.sh/v1alpha1
-kind: Config
-defaults:
-  provisioning: aks
-azure:
-  subscriptionId: 00000000-0000-0000-0000-000000000000
-  resourceGroup: rg-ml
-  clusterName: aks-ml
-"""
-MODEL = """apiVersion: gitops.kaito.sh/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: {name}
-spec:
-  model: phi-4-mini-instruct
-  instanceType: Standard_NC24ads_A100_v4
-  nodeSelector: {{apps: {name}}}
-"""
-
 
 @pytest.fixture
 def arm() -> Iterator[ArmEmulator]:
     with ArmEmulator() as emulator:
         yield emulator
-
-
-def write_repo(root: Path, names: list[str]) -> None:
-    (root / "models" / "ml").mkdir(parents=True, exist_ok=True)
-    (root / "gitops-kaito.yaml").write_text(CONFIG)
-    for old in (root / "models" / "ml").glob("*.yaml"):
-        old.unlink()
-    for name in names:
-        (root / "models" / "ml" / f"{name}.yaml").write_text(MODEL.format(name=name))
 
 
 def test_repository_to_pools_and_back(tmp_path: Path, arm: ArmEmulator) -> None:

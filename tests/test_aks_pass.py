@@ -25,26 +25,10 @@ from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmFault, KubeNodeApi, NodeBridge
 from gitops_kaito.sync import PassResult, plan_repository, run_pass
+from tests.aksfixtures import CONFIG, MODEL
 
 pytestmark = pytest.mark.cluster
 
-CONFIG = """apiVersion: gitops.kaito.sh/v1alpha1
-kind: Config
-defaults:
-  provisioning: aks
-azure:
-  subscriptionId: 00000000-0000-0000-0000-000000000000
-  resourceGroup: rg-ml
-  clusterName: aks-ml
-"""
-MODEL = """apiVersion: gitops.kaito.sh/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: {name}
-spec:
-  model: phi-4-mini-instruct
-  instanceType: Standard_NC24ads_A100_v4
-"""
 UNTAGGED = {"count": 1, "vmSize": "Standard_D4s_v5", "mode": "System", "osType": "Linux", "tags": {}}
 
 

@@ -18,8 +18,8 @@ from gitops_kaito.provision.aks import AksSettings, StaticTokenCredential
 from gitops_kaito.provision.provisioner import AgentPoolProvisioner, PoolOutcome
 from gitops_kaito.resolve import RepoLoad
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmFault
+from tests.aksfixtures import write_repo
 from tests.faultkit import wait_until
-from tests.test_aks_e2e import write_repo
 
 WAIT = 20.0  # bound for LROs inside a pass; they finish in milliseconds here
 MODELS = ["phi", "phi-b", "phi-c"]
