@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gitops_kaito.cli.common import EXIT_INVALID, EXIT_OK, CliError, add_repo_flag
+from gitops_kaito.cli.common import EXIT_INVALID, EXIT_OK, CliError, add_repo_flag, open_repo_config
 
 if TYPE_CHECKING:
     from gitops_kaito.catalog import Catalog, Preset
@@ -139,16 +139,8 @@ def plan_new(args: argparse.Namespace, root: Path, catalog: Catalog,
 
 def run(args: argparse.Namespace) -> int:
     from gitops_kaito.catalog import load_catalog
-    from gitops_kaito.config import load_config
-    from gitops_kaito.yamlsource import SourceError
 
-    root = Path(args.repo)
-    if not root.is_dir():
-        raise CliError(f"{root}: not a directory (create a repository with `gitops-kaito init DIR`)")
-    try:
-        config = load_config(root)
-    except SourceError as err:
-        raise CliError(f"{err} (fix gitops-kaito.yaml first)", EXIT_INVALID)
+    root, config = open_repo_config(args.repo, hint=" (create a repository with `gitops-kaito init DIR`)")
     catalog = load_catalog()
     if config.prices:
         catalog = catalog.with_prices(config.prices)

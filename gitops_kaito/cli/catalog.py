@@ -6,7 +6,6 @@ Read-only and offline: everything comes from the shipped catalog (and a repo's g
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from gitops_kaito.catalog import (
@@ -20,7 +19,15 @@ from gitops_kaito.catalog import (
     UnknownPreset,
     load_catalog,
 )
-from gitops_kaito.cli.common import EXIT_INVALID, EXIT_OK, CliError, add_output_flag, emit, print_table
+from gitops_kaito.cli.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    CliError,
+    add_output_flag,
+    emit,
+    open_repo_config,
+    print_table,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -188,17 +195,10 @@ def _clouds(values: list[str] | None) -> tuple[str, ...]:
 
 def _catalog_for(repo: str | None) -> tuple[Catalog, tuple[str, ...]]:
     """The catalog with the repo's price overrides, and the repo's clouds (defaults without --repo)."""
-    from gitops_kaito.config import RepoConfig, load_config
-    from gitops_kaito.yamlsource import SourceError
+    from gitops_kaito.config import RepoConfig
 
     catalog = load_catalog()
     if repo is None:
         return catalog, RepoConfig().clouds
-    root = Path(repo)
-    if not root.is_dir():
-        raise CliError(f"{root}: not a directory")
-    try:
-        config = load_config(root, catalog)
-    except SourceError as err:
-        raise CliError(str(err), EXIT_INVALID)
+    _root, config = open_repo_config(repo, catalog)
     return (catalog.with_prices(config.prices) if config.prices else catalog), config.clouds

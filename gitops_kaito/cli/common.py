@@ -9,9 +9,14 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
+
+if TYPE_CHECKING:
+    from gitops_kaito.catalog import Catalog
+    from gitops_kaito.config import RepoConfig
 
 EXIT_OK = 0
 EXIT_CHANGES = 1  # diff/plan: there are changes; validate: the input is invalid
@@ -79,3 +84,17 @@ def emit(data: Any, fmt: str, out: TextIO | None = None) -> None:
             yaml.safe_dump(data, out, sort_keys=False)
     else:
         raise CliError(f"unknown output format {fmt!r}")
+
+
+def open_repo_config(repo: str, catalog: Catalog | None = None, hint: str = "") -> tuple[Path, RepoConfig]:
+    """The repository folder and its gitops-kaito.yaml, or one plain error (exit 2 no folder, 1 bad config)."""
+    from gitops_kaito.config import load_config
+    from gitops_kaito.yamlsource import SourceError
+
+    root = Path(repo)
+    if not root.is_dir():
+        raise CliError(f"{root}: not a directory{hint}")
+    try:
+        return root, load_config(root, catalog)
+    except SourceError as err:
+        raise CliError(f"{err} (fix gitops-kaito.yaml first)", EXIT_INVALID) from None

@@ -17,6 +17,7 @@ from gitops_kaito.cli.common import (
     CliError,
     add_cluster_flags,
     emit,
+    open_repo_config,
     print_table,
 )
 
@@ -39,17 +40,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_kaito.config import load_config
     from gitops_kaito.kube import Kube, KubeError
-    from gitops_kaito.yamlsource import SourceError
 
-    root = Path(args.repo)
-    if not root.is_dir():
-        raise CliError(f"repository directory {root} does not exist")
-    try:
-        config = load_config(root)
-    except SourceError as err:
-        raise CliError(str(err), EXIT_INVALID) from None
+    root, config = open_repo_config(args.repo)
     namespace = None if args.all_namespaces else args.namespace
     try:
         with Kube.connect(args.kubeconfig, args.context) as kube:
