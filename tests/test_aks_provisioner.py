@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -13,17 +12,11 @@ from gitops_kaito.provision.agentpool import desired_pool
 from gitops_kaito.provision.aks import AksSettings, StaticTokenCredential
 from gitops_kaito.provision.provisioner import AgentPoolProvisioner, PoolOutcome
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmFault
+from tests.fixtures_cluster import wait_until
 from tests.test_aks_agentpool import model
 
 WAIT = 20.0  # upper bound for LROs in a pass; they finish in milliseconds here
 
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.01)
 
 
 class FakeClock:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -40,12 +39,6 @@ def call(arm: ArmEmulator, method: str, path: str, body: Any = None, token: str 
         raw = err.read()
         return err.code, dict(err.headers), json.loads(raw) if raw else None
 
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.01)
 
 
 def test_auth_and_api_version_are_checked(arm: ArmEmulator) -> None:
