@@ -5,7 +5,6 @@ Decides create/update/replace/delete/noop/blocked, the JSON patch of the fields 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -304,11 +303,11 @@ def digest(manifest: Manifest) -> str:
 
 
 def with_digest(manifest: Manifest) -> Manifest:
-    out = copy.deepcopy(manifest)
-    meta = out.setdefault("metadata", {})
-    annotations = meta.get("annotations") or {}
-    meta["annotations"] = {**annotations, ANNOTATION_DIGEST: digest(manifest)}
-    return out
+    """The manifest plus our applied-digest annotation. Only the metadata path is copied: the rest is shared
+    with the desired manifest, which nothing mutates (a deep copy per object was a third of plan time)."""
+    meta = dict(manifest.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_DIGEST: digest(manifest)}
+    return {**manifest, "metadata": meta}
 
 
 def owned_fields(live: Manifest) -> Mapping[str, Any] | None:
