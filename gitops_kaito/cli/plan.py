@@ -1,6 +1,7 @@
 """`gitops-kaito plan` and `gitops-kaito diff`: what a sync pass would change, without changing anything.
 
 plan: text, JSON or a pull-request comment in markdown (split under GitHub's size limit); diff: per-object diffs.
+With --base REV both plan against the repository as rendered at REV instead of the cluster (gitops_kaito.offline).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 
 from gitops_kaito.cli.common import EXIT_CHANGES, EXIT_OK, CliError, add_cluster_flags, add_repo_flag
 from gitops_kaito.kube import Kube, KubeError
+from gitops_kaito.offline import WORKING_TREE, OfflineError, OfflinePlan, plan_offline
 from gitops_kaito.plan import Action, Change, Plan, comparable, owned_fields, project
 from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
 from gitops_kaito.provision.pools import PoolRunner
@@ -31,8 +33,29 @@ _SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action
            Action.BLOCKED: "!", Action.NOOP: "="}
 
 
+OFFLINE_HELP = """\
+offline (--base REV): no cluster and no Azure contact. The repository as rendered at REV (read from git
+objects; the working tree and index are never touched) stands in for the cluster, as if REV had been applied;
+the working tree (or --head REV) is planned against it, with the change in cost per hour. Objects made
+outside gitops-kaito and drift in the cluster are not visible this way. --kubeconfig, --context and the Azure
+flags are ignored.
+
+exit codes: 0 no changes; 1 changes, or invalid input in the head (each error with file:line); 2 usage or
+internal error (unknown REV, not a git repository, cluster unreachable without --base).
+"""
+
+
+def _add_offline_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", metavar="REV",
+                        help="plan offline against the repository at this git revision (e.g. origin/main) "
+                             "instead of the cluster")
+    parser.add_argument("--head", metavar="REV",
+                        help="with --base: plan this git revision instead of the working tree")
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    plan = subparsers.add_parser("plan", help="show what a sync would change (exit 0: nothing, 1: changes, 2: error)")
+    plan = subparsers.add_parser("plan", help="show what a sync would change (exit 0: nothing, 1: changes, 2: error)",
+                                 epilog=OFFLINE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_repo_flag(plan)
     add_cluster_flags(plan)
     plan.add_argument("--format", choices=["text", "markdown", "json"], default="text", help="output format")
@@ -44,17 +67,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                       help="also send each change as a server-side dry run: admission and validation errors show "
                            "in the plan (exit 1)")
     add_azure_flags(plan)
+    _add_offline_flags(plan)
     plan.set_defaults(func=run_plan)
 
     diff = subparsers.add_parser("diff", help="per-object diff of the repository against the cluster "
-                                              "(exit 0: no diff, 1: diff, 2: error)")
+                                              "(exit 0: no diff, 1: diff, 2: error)",
+                                 epilog=OFFLINE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_repo_flag(diff)
     add_cluster_flags(diff)
     diff.add_argument("--revision", default="", help="revision to stamp")
+    _add_offline_flags(diff)
     diff.set_defaults(func=run_diff)
 
 
-def _plan(args: argparse.Namespace) -> tuple[Desired, Plan]:
+def _plan(args: argparse.Namespace) -> tuple[Desired, Plan, OfflinePlan | None]:
+    if getattr(args, "head", None) and not getattr(args, "base", None):
+        raise CliError("--head needs --base")
+    if getattr(args, "base", None):
+        if getattr(args, "server_dry_run", False):
+            raise CliError("--server-dry-run needs the cluster; it cannot be combined with --base")
+        try:
+            offline = plan_offline(Path(args.repo), args.base, args.head, revision=args.revision,
+                                   allow_mass_prune=getattr(args, "allow_mass_prune", False))
+        except OfflineError as err:
+            raise CliError(str(err)) from None
+        return offline.head, offline.plan, offline
+    return (*_cluster_plan(args), None)
+
+
+def _cluster_plan(args: argparse.Namespace) -> tuple[Desired, Plan]:
     try:
         with Kube.connect(args.kubeconfig, args.context) as kube:
             desired, plan = plan_repository(Path(args.repo), kube, revision=args.revision,
@@ -70,12 +111,12 @@ def _plan(args: argparse.Namespace) -> tuple[Desired, Plan]:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    desired, plan = _plan(args)
+    desired, plan, offline = _plan(args)
     if args.format == "json":
-        json.dump(plan_json(desired, plan), sys.stdout, indent=2)
+        json.dump(plan_json(desired, plan, offline), sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif args.format == "markdown":
-        comments = split_comments(markdown_parts(desired, plan))
+        comments = split_comments(markdown_parts(desired, plan, offline))
         if args.split_dir:
             args.split_dir.mkdir(parents=True, exist_ok=True)
             for i, text in enumerate(comments, 1):
@@ -84,16 +125,16 @@ def run_plan(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write("\n".join(comments))
     else:
-        write_text(desired, plan, sys.stdout)
+        write_text(desired, plan, sys.stdout, offline)
     return EXIT_CHANGES if (plan.has_changes or desired.errors) else EXIT_OK
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    desired, plan = _plan(args)
+    desired, plan, offline = _plan(args)
     for err in desired.errors:
         print(f"error: {err}", file=sys.stderr)
     for change in plan.pending:
-        sys.stdout.write(object_diff(change))
+        sys.stdout.write(object_diff(change, _before(offline)))
     return EXIT_CHANGES if (plan.has_changes or desired.errors) else EXIT_OK
 
 
@@ -117,12 +158,17 @@ def _sides(change: Change) -> tuple[Any, Any]:
     return comparable(project(change.live, change.desired, owned_fields(change.live))), want
 
 
-def object_diff(change: Change) -> str:
+def _before(offline: OfflinePlan | None) -> str:
+    """What the left side of a diff is: the cluster, or the base revision of an offline plan."""
+    return offline.base_ref if offline is not None else "live"
+
+
+def object_diff(change: Change, before: str = "live") -> str:
     live, want = _sides(change)
     if change.action in (Action.DELETE, Action.BLOCKED) and change.desired is None:
         want = None
     head = f"{_SYMBOL[change.action]} {change.action.value} {change.ref} ({change.model_id}): {change.reason}\n"
-    lines = difflib.unified_diff(_yaml(live), _yaml(want), fromfile=f"live/{change.ref}",
+    lines = difflib.unified_diff(_yaml(live), _yaml(want), fromfile=f"{before}/{change.ref}",
                                  tofile=f"desired/{change.ref}", n=3)
     return head + "".join(lines) + "\n"
 
@@ -130,11 +176,41 @@ def object_diff(change: Change) -> str:
 # ---------------------------------------------------------------------------------------------- text / json
 
 
-def write_text(desired: Desired, plan: Plan, out: TextIO) -> None:
+def _signed_money(value: float) -> str:
+    return f"{'-' if value < 0 else '+'}${abs(value):,.2f}/h"
+
+
+def _cost_line(offline: OfflinePlan, bold: bool = False) -> str:
+    """'+$3.67/h ($7.34/h at origin/main -> $11.01/h)'; '+ unknown' when a side has a SKU without a price."""
+    unknown = "" if offline.before.known and offline.after.known else " + unknown"
+    b = "**" if bold else ""
+    where = f"`{offline.base_ref}`" if bold else offline.base_ref
+    return (f"{b}{_signed_money(offline.cost_change)}{unknown}{b} ({_money(offline.before.per_hour)}/h at {where} "
+            f"-> {_money(offline.after.per_hour)}/h)")
+
+
+def _no_changes(offline: OfflinePlan | None) -> str:
+    if offline is None:
+        return "No changes: the cluster matches the repository."
+    return f"No changes: the repository renders the same as {offline.base_ref}."
+
+
+def _offline_note(offline: OfflinePlan, code: bool = False) -> str:
+    head = "the working tree" if offline.head_ref == WORKING_TREE else offline.head_ref
+    base = f"`{offline.base_ref}`" if code else offline.base_ref
+    return (f"Planned offline: {head} against {base} ({offline.base_sha[:12]}) as if it were applied; "
+            f"no cluster was read, so drift and objects made outside gitops-kaito do not show.")
+
+
+def write_text(desired: Desired, plan: Plan, out: TextIO, offline: OfflinePlan | None = None) -> None:
+    if offline is not None:
+        print(_offline_note(offline), file=out)
+        for err in offline.base_errors:
+            print(f"warning: at {offline.base_ref}: {err} (planned as absent there)", file=out)
     for err in desired.errors:
         print(f"error: {err}", file=out)
     if not plan.has_changes:
-        print("No changes: the cluster matches the repository.", file=out)
+        print(_no_changes(offline), file=out)
     for change in plan.changes:
         if change.action == Action.NOOP:
             continue
@@ -155,9 +231,24 @@ def write_text(desired: Desired, plan: Plan, out: TextIO) -> None:
     pools = f", {len(plan.pending_pools)} agent pool change(s)" if plan.pending_pools else ""
     print(f"Plan: {counts['create']} to create, {counts['update']} to update, {counts['replace']} to replace, "
           f"{counts['delete']} to delete, {counts['blocked']} blocked{pools}.", file=out)
+    if offline is not None:
+        print(f"Change in cost per hour: {_cost_line(offline)}", file=out)
 
 
-def plan_json(desired: Desired, plan: Plan) -> dict[str, Any]:
+def plan_json(desired: Desired, plan: Plan, offline: OfflinePlan | None = None) -> dict[str, Any]:
+    out = _plan_json(desired, plan)
+    if offline is not None:
+        out["offline"] = {
+            "base": offline.base_ref, "baseSha": offline.base_sha, "head": offline.head_ref,
+            "baseErrors": list(offline.base_errors),
+            "costPerHour": {"before": offline.before.per_hour, "after": offline.after.per_hour,
+                            "change": round(offline.cost_change, 6),
+                            "known": offline.before.known and offline.after.known},
+        }
+    return out
+
+
+def _plan_json(desired: Desired, plan: Plan) -> dict[str, Any]:
     return {
         "hasChanges": plan.has_changes,
         "pruneRefused": plan.prune_refused or None,
@@ -256,18 +347,20 @@ _ICON = {"create": "🟢 create", "update": "🟡 update", "replace": "🟠 repl
          "blocked": "⛔ blocked", "invalid": "❌ invalid", "suspend": "⏸️ suspend", "no change": "no change"}
 
 
-def markdown_parts(desired: Desired, plan: Plan) -> list[str]:
+def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = None) -> list[str]:
     """The comment as units that are never split: a summary first, then one <details> block per object."""
     rows = model_rows(desired, plan)
     counts = plan.counts()
     lines = ["### gitops-kaito plan", ""]
+    if offline is not None:
+        lines += [_offline_note(offline, code=True), ""]
     if plan.has_changes:
         lines.append(f"**{counts['create']}** to create, **{counts['update']}** to update, "
                      f"**{counts['replace']}** to replace, **{counts['delete']}** to delete"
                      + (f", **{counts['blocked']}** blocked" if counts["blocked"] else "")
                      + (f" ({counts['drift']} drifted in the cluster)" if counts["drift"] else "") + ".")
     else:
-        lines.append("No changes: the cluster matches the repository.")
+        lines.append(_no_changes(offline))
     lines += ["", "| Model | Action | Preset | GPU SKU | Nodes | GPUs | Price / hour |",
               "|---|---|---|---|---:|---:|---:|"]
     total = 0.0
@@ -283,9 +376,14 @@ def markdown_parts(desired: Desired, plan: Plan) -> list[str]:
     gpus = sum(r["gpus"] or 0 for r in rows if r["action"] not in ("delete", "invalid"))
     lines.append(f"| **Total after this change** | | | | | **{gpus}** | "
                  f"**{_money(total)}{'' if total_known else ' + unknown'}** |")
+    if offline is not None:
+        lines += ["", f"Change in cost per hour: {_cost_line(offline, bold=True)}"]
     notes = []
     if plan.prune_refused:
         notes.append(f"> [!WARNING]\n> {plan.prune_refused}")
+    if offline is not None:
+        notes += [f"> [!NOTE]\n> at `{offline.base_ref}`: `{err}` (planned as absent there)"
+                  for err in offline.base_errors]
     for err in desired.errors:
         notes.append(f"> [!CAUTION]\n> `{err}`")
     for change in plan.changes:
@@ -307,7 +405,7 @@ def markdown_parts(desired: Desired, plan: Plan) -> list[str]:
         lines += ["", *notes]
     parts = ["\n".join(lines) + "\n"]
     for change in plan.pending:
-        body = object_diff(change)
+        body = object_diff(change, _before(offline))
         summary = f"{_SYMBOL[change.action]} <code>{change.ref}</code> — {change.action.value}"
         if change.drift:
             summary += " (drift)"
