@@ -275,9 +275,10 @@ def test_aks_pools_are_planned_between_the_two_renderings(tmp_path: Path, capsys
 def test_base_objects_stand_in_as_applied_by_us() -> None:
     """Fields we applied at the base and no longer want show as removals (managedFields), and the objects prune."""
     labels = owner_labels("ml", "m")
-    base = {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "m", "namespace": "ml", "labels": labels, "annotations": {"team": "x"}},
-            "data": {"a": "1"}}
+    base: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": "m", "namespace": "ml", "labels": labels,
+                                         "annotations": {"team": "x"}},
+                            "data": {"a": "1"}}
     head = {**base, "metadata": {"name": "m", "namespace": "ml", "labels": labels}}
     live = [as_applied(DesiredObject(base, "ml.m", Wave.CONFIG))]
 
