@@ -69,15 +69,21 @@ class ModelOutcome:
         return sum(1 for o in self.objects if o.result == DONE)
 
 
-@dataclass(frozen=True)
-class ApplyResult:
-    outcomes: tuple[ModelOutcome, ...]
+@dataclass(frozen=True, kw_only=True)
+class ChangeCounts:
+    """What a pass did to objects; shared by the apply step's result and the whole pass's result."""
+
     created: int = 0
     updated: int = 0
     replaced: int = 0
     pruned: int = 0
     drift_corrected: int = 0
     failed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApplyResult(ChangeCounts):
+    outcomes: tuple[ModelOutcome, ...]
 
     @property
     def objects(self) -> tuple[ObjectResult, ...]:

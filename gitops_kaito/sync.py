@@ -64,18 +64,12 @@ class Desired:
     templates_ok: bool = True
 
 
-@dataclass(frozen=True)
-class PassResult:
+@dataclass(frozen=True, kw_only=True)
+class PassResult(applying.ChangeCounts):
     revision: str
     plan: Plan
     outcomes: tuple[ModelResult, ...]
     errors: tuple[str, ...]
-    created: int = 0
-    updated: int = 0
-    replaced: int = 0
-    pruned: int = 0
-    drift_corrected: int = 0
-    failed: int = 0
     duration_s: float = 0.0
     dry_run: bool = False
     desired: Desired | None = field(default=None, compare=False, repr=False)
