@@ -129,6 +129,15 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
         yield sb
 
 
+@pytest.fixture
+def byo_sandbox() -> Iterator[Sandbox]:
+    """A private sandbox whose simulated KAITO runs with bring-your-own nodes (node provisioning off), with an
+    "ml" namespace: for the modes where gitops-kaito provisions the GPU nodes itself."""
+    with Sandbox(SandboxSettings(speed="fast", node_provisioning="byo", namespaces=("default", "ml"))) as sb:
+        print(f"cluster target: sandbox ({sb.url}, private, BYO)")
+        yield sb
+
+
 def skip_on_real(target: ClusterTarget, why: str) -> None:
     """For tests that rely on what only the sandbox does (simulated controllers, injected failures)."""
     if target.sandbox is None:

@@ -4,7 +4,6 @@ they are Ready; removing the model removes its Machines and nothing else (the sa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from kubernetes import client
 from gitops_kaito.gitsync import assess_models
 from gitops_kaito.kube import Kube
 from gitops_kaito.ownership import LABEL_MODEL
-from gitops_kaito.sandbox import Sandbox, SandboxSettings
+from gitops_kaito.sandbox import Sandbox
 from gitops_kaito.sync import PassResult, run_pass
 
 pytestmark = pytest.mark.cluster
@@ -35,12 +34,6 @@ FOREIGN = {"apiVersion": "karpenter.sh/v1alpha5", "kind": "Machine",
                                       "values": ["Standard_NC24ads_A100_v4"]}]}}
 
 
-@pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    with Sandbox(SandboxSettings(speed="fast", node_provisioning="byo", namespaces=("default", "ml"))) as sandbox:
-        yield sandbox
-
-
 def machines(custom: client.CustomObjectsApi) -> dict[str, dict[str, Any]]:
     items = custom.list_cluster_custom_object("karpenter.sh", "v1alpha5", "machines")["items"]
     return {m["metadata"]["name"]: m for m in items if not m["metadata"].get("deletionTimestamp")}
@@ -55,7 +48,9 @@ def workspace(custom: client.CustomObjectsApi) -> dict[str, Any] | None:
         raise
 
 
-def test_machine_mode_waits_for_machines_then_applies_the_legacy_workspace(sb: Sandbox, tmp_path: Path) -> None:
+def test_machine_mode_waits_for_machines_then_applies_the_legacy_workspace(byo_sandbox: Sandbox,
+                                                                          tmp_path: Path) -> None:
+    sb = byo_sandbox
     repo = tmp_path / "repo"
     (repo / "models" / "ml").mkdir(parents=True)
     (repo / "models" / "ml" / "phi.yaml").write_text(MODEL)

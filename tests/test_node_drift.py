@@ -3,7 +3,6 @@ the model comes back Ready; a NodeClaim edited by hand (its spec is immutable in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from kubernetes import client
 from gitops_kaito.gitsync import assess_models
 from gitops_kaito.kube import Kube
 from gitops_kaito.ownership import LABEL_MODEL
-from gitops_kaito.sandbox import Sandbox, SandboxSettings
+from gitops_kaito.sandbox import Sandbox
 from gitops_kaito.sync import run_pass
 from tests.fixtures_cluster import wait_until
 
@@ -31,16 +30,17 @@ spec:
 """
 
 
-@pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    with Sandbox(SandboxSettings(speed="fast", node_provisioning="byo", namespaces=("default", "ml"))) as sandbox:
-        yield sandbox
-
-
 def ours(custom: client.CustomObjectsApi, terminating: bool = False) -> dict[str, dict[str, Any]]:
     items = custom.list_cluster_custom_object("karpenter.sh", "v1", "nodeclaims",
                                               label_selector=f"{LABEL_MODEL}=ml.phi")["items"]
     return {n["metadata"]["name"]: n for n in items if terminating or not n["metadata"].get("deletionTimestamp")}
+
+
+def repo_with_model(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / "models" / "ml").mkdir(parents=True)
+    (repo / "models" / "ml" / "phi.yaml").write_text(MODEL)
+    return repo
 
 
 def ready_after_passes(repo: Path, kube: Kube) -> str:
@@ -52,11 +52,9 @@ def ready_after_passes(repo: Path, kube: Kube) -> str:
     return wait_until(state, timeout=30, interval=0.05, what="model ml.phi Ready")
 
 
-def test_a_nodeclaim_deleted_by_hand_is_recreated(sb: Sandbox, tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    (repo / "models" / "ml").mkdir(parents=True)
-    (repo / "models" / "ml" / "phi.yaml").write_text(MODEL)
-    with Kube.connect(sb.kubeconfig_path) as kube:
+def test_a_nodeclaim_deleted_by_hand_is_recreated(byo_sandbox: Sandbox, tmp_path: Path) -> None:
+    repo = repo_with_model(tmp_path)
+    with Kube.connect(byo_sandbox.kubeconfig_path) as kube:
         custom = client.CustomObjectsApi(kube.api_client)
         assert ready_after_passes(repo, kube) == "Ready"
         (name,) = ours(custom)
@@ -71,11 +69,9 @@ def test_a_nodeclaim_deleted_by_hand_is_recreated(sb: Sandbox, tmp_path: Path) -
         assert set(ours(custom)) == {name}
 
 
-def test_a_nodeclaim_edited_by_hand_is_replaced_not_patched(sb: Sandbox, tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    (repo / "models" / "ml").mkdir(parents=True)
-    (repo / "models" / "ml" / "phi.yaml").write_text(MODEL)
-    with Kube.connect(sb.kubeconfig_path) as kube:
+def test_a_nodeclaim_edited_by_hand_is_replaced_not_patched(byo_sandbox: Sandbox, tmp_path: Path) -> None:
+    repo = repo_with_model(tmp_path)
+    with Kube.connect(byo_sandbox.kubeconfig_path) as kube:
         custom = client.CustomObjectsApi(kube.api_client)
         assert ready_after_passes(repo, kube) == "Ready"
         (name,) = ours(custom)
