@@ -401,8 +401,8 @@ def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = N
         lines += ["", "Agent pools deleted: " + ", ".join(
             f"`{p.pool}` ({p.model_id}, {p.live_count} x {p.vm_size}{', blocked' if p.action == 'blocked' else ''})"
             for p in removed_pools)]
-    if notes:
-        lines += ["", *notes]
+    for note in notes:  # a blank line between alerts, or GitHub renders consecutive ones as one box
+        lines += ["", note]
     parts = ["\n".join(lines) + "\n"]
     for change in plan.pending:
         body = object_diff(change, _before(offline))
