@@ -271,6 +271,11 @@ def test_aks_pools_are_planned_between_the_two_renderings(tmp_path: Path, capsys
     assert made == {("ml.b", A10), ("ml.c", A100)}
     repo.close()
 
+    # The model table must not say "no change" for b: its Workspace is the same, but its pool is replaced.
+    code, out, _ = run(capsys, "plan", "--repo", str(root), "--base", "main", "--format", "markdown")
+    b_row = next(line for line in out.splitlines() if line.startswith("| `ml.b`"))  # the model table comes first
+    assert "replace" in b_row, b_row
+
 
 def test_base_objects_stand_in_as_applied_by_us() -> None:
     """Fields we applied at the base and no longer want show as removals (managedFields), and the objects prune."""

@@ -313,6 +313,9 @@ def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
         r = rendered.get(mid)
         m = r.model if r else None
         action = "invalid" if mid in invalid else model_action(plan.for_model(mid))
+        if action == "no change":  # aks mode: the agent pool may change while the Workspace does not
+            pool_actions = {p.action for p in plan.node_pools if p.model_id == mid and (p.mutates or p.action == "blocked")}
+            action = next((a for a in ("blocked", "replace") if a in pool_actions), "update" if pool_actions else action)
         if r is not None and r.suspended and action in ("delete", "no change"):
             action = "suspend"
         live_ws = next((c.live for c in plan.for_model(mid) if c.ref.kind == "Workspace" and c.live), None)
