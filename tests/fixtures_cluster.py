@@ -102,6 +102,17 @@ def pytest_report_header(config: pytest.Config) -> str:
             f"set {ENV_KUBECONFIG} for a real cluster")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The `emulator_only` marker: such tests use private emulators whatever the target, so on a real cluster
+    they would pass without touching it; skip them there and say so."""
+    if not real_cluster():
+        return
+    skip = pytest.mark.skip(reason="emulator only: marked emulator_only (private emulator hooks, not the target)")
+    for item in items:
+        if item.get_closest_marker("emulator_only"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def shared_sandbox() -> Iterator[Sandbox | None]:
     """One sandbox for the session (fast, NAP), started lazily; None when a real cluster is the target."""

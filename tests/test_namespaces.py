@@ -13,6 +13,7 @@ from kubernetes import client
 
 from gitops_kaito.apply import ANNOTATION_CREATED_BY
 from gitops_kaito.ownership import LABEL_MANAGED_BY
+from tests.fixtures_cluster import private_emulator
 from tests.test_sync_cluster import HEADER, REV2, REV3, Env
 
 pytestmark = pytest.mark.cluster
@@ -20,9 +21,11 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    e = Env(tmp_path)
-    yield e
-    e.close()
+    """A private emulator: these tests create and inspect namespaces, cluster-wide state a real cluster shares."""
+    with private_emulator(tmp_path / "emulator") as target:
+        e = Env(tmp_path, target)
+        yield e
+        e.close()
 
 
 def write(env: Env, ns: str, name: str) -> Path:
