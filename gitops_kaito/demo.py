@@ -12,13 +12,15 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import git
 import yaml
+
+from gitops_kaito import progress
 
 NAMESPACE = "demo"
 LEASE_NAMESPACE = "gitops-kaito"
@@ -60,34 +62,19 @@ class DemoResult:
     chat_answer: str = ""
 
 
-class Progress:
-    """A compact table: redrawn in place on a terminal, one line per change otherwise."""
+DEMO_COLUMNS = ("model", "cluster", "status in git", "message")
+
+
+def _demo_line(row: Sequence[str]) -> str:
+    model, cluster, in_git, message = row
+    return f"  {model}: cluster {cluster}, status in git {in_git}" + (f" ({message[:90]})" if message else "")
+
+
+class Progress(progress.Progress):
+    """The demo's table (cluster state beside the state committed to Git), drawn by gitops_kaito.progress."""
 
     def __init__(self, out: TextIO, live: bool) -> None:
-        self.out = out
-        self.live = live
-        self._drawn = 0
-        self._last: dict[str, str] = {}
-
-    def say(self, text: str) -> None:
-        self._drawn = 0
-        print(text, file=self.out, flush=True)
-
-    def show(self, rows: list[tuple[str, str, str, str]]) -> None:
-        if self.live:
-            if self._drawn:
-                self.out.write(f"\x1b[{self._drawn}F\x1b[J")
-            lines = [f"  {'MODEL':<12} {'CLUSTER':<13} {'STATUS IN GIT':<14} MESSAGE"]
-            lines += [f"  {m:<12} {c:<13} {g:<14} {msg[:70]}" for m, c, g, msg in rows]
-            self.out.write("\n".join(lines) + "\n")
-            self.out.flush()
-            self._drawn = len(lines)
-            return
-        for model, cluster, in_git, message in rows:
-            line = f"  {model}: cluster {cluster}, status in git {in_git}" + (f" ({message[:90]})" if message else "")
-            if self._last.get(model) != line:
-                self._last[model] = line
-                print(line, file=self.out, flush=True)
+        super().__init__(out, live, DEMO_COLUMNS, plain=_demo_line)
 
 
 class Demo:
