@@ -5,17 +5,22 @@ Validated against schemas/config.schema.json; every error names the file and lin
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import difflib
 import functools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import yaml
 
 from gitops_kaito.catalog import Catalog, load_catalog
+from gitops_kaito.ownership import DEFAULT_INSTANCE
 from gitops_kaito.resources import data_path
 from gitops_kaito.yamlsource import LocatedDoc, SourceError, load_yaml_file
 
@@ -68,6 +73,56 @@ class RepoConfig:
     prices: Mapping[str, float] = field(default_factory=dict)  # SKU name (catalog spelling) -> USD per node-hour
     azure: AzureSettings = field(default_factory=AzureSettings)
     node_class_ref: Mapping[str, str] = field(default_factory=_default_node_class_ref)
+    instance: str = DEFAULT_INSTANCE  # gitops.kaito.sh/instance of everything this repository's daemon owns
+    paths: tuple[str, ...] = ()  # only model files under these repo-relative paths are loaded; () = all of models/
+
+    @property
+    def status_dir(self) -> str:
+        """Where this instance's status files go: status.path, or status.path/<instance> for a named instance
+        (so two instances writing status into one repository never rewrite each other's STATUS.md)."""
+        root = self.status.path.strip("/") or StatusSettings.path
+        return root if self.instance == DEFAULT_INSTANCE else f"{root}/{self.instance}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Command-line (or environment) overrides of a repository's instance and paths; None = the file's value."""
+
+    instance: str | None = None
+    paths: tuple[str, ...] | None = None
+
+    def apply(self, config: RepoConfig) -> RepoConfig:
+        out = config
+        if self.instance is not None:
+            out = dataclasses.replace(out, instance=self.instance)
+        if self.paths is not None:
+            out = dataclasses.replace(out, paths=self.paths)
+        return out
+
+
+_INSTANCE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def check_instance(value: str) -> str:
+    """An instance name as given on the command line or in the environment; ValueError when it is not a label."""
+    if len(value) > 63 or not _INSTANCE_RE.match(value):
+        raise ValueError(f"instance {value!r} must be a DNS-1123 label (lowercase letters, digits and '-', "
+                         "at most 63 characters)")
+    return value
+
+
+def normalize_scope_path(value: str) -> str:
+    """A --path/paths entry as the loader compares it: relative to the repository root, no './', no trailing '/'.
+    ValueError unless it is under models/."""
+    text = value.strip().replace("\\", "/")
+    while text.startswith("./"):
+        text = text[2:]
+    text = text.rstrip("/")
+    parts = text.split("/")
+    if parts[0] != "models" or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"path {value!r} must be a folder or file under models/ (e.g. models/team-a), "
+                         "relative to the repository root")
+    return text
 
 
 EXAMPLE_CONFIG = f"""\
@@ -75,6 +130,9 @@ EXAMPLE_CONFIG = f"""\
 # Schema: schemas/config.schema.json in gitops-kaito; `gitops-kaito validate` checks this file.
 apiVersion: {API_VERSION}
 kind: {KIND}
+instance: default           # several gitops-kaito daemons on one cluster each need their own name; each only
+                            # touches objects labelled gitops.kaito.sh/instance=<its name> (status: status/<name>/)
+# paths: [models/team-a]    # load only these parts of models/; the rest belongs to another instance
 defaults:
   namespace: default        # the namespace `gitops-kaito add` uses when --namespace is not given
   provisioning: kaito       # kaito | nodeclaim | machine | aks | byo
@@ -101,6 +159,30 @@ def load_config(repo_dir: Path, catalog: Catalog | None = None) -> RepoConfig:
         return RepoConfig()
     doc = load_yaml_file(path, Path(repo_dir), max_bytes=MAX_CONFIG_BYTES)
     return config_from_document(doc, catalog)
+
+
+def recover_scope(repo_dir: Path) -> RepoConfig:
+    """Defaults plus whatever valid instance/paths a broken gitops-kaito.yaml still states.
+
+    A named instance whose config breaks must not fall back to the default instance's identity: it would then
+    list, update and adopt the default instance's objects (prune is off while the file is broken, writes are not).
+    """
+    try:
+        data = yaml.safe_load((Path(repo_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, yaml.YAMLError):
+        return RepoConfig()
+    if not isinstance(data, dict):
+        return RepoConfig()
+    out = RepoConfig()
+    instance = data.get("instance")
+    if isinstance(instance, str):
+        with contextlib.suppress(ValueError):
+            out = dataclasses.replace(out, instance=check_instance(instance))
+    paths = data.get("paths")
+    if isinstance(paths, list) and paths and all(isinstance(p, str) for p in paths):
+        with contextlib.suppress(ValueError):
+            out = dataclasses.replace(out, paths=tuple(dict.fromkeys(normalize_scope_path(p) for p in paths)))
+    return out
 
 
 def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> RepoConfig:
@@ -141,6 +223,8 @@ def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> Rep
             location=azure.get("location", ""),
         ),
         node_class_ref=dict(data.get("nodeClassRef") or _default_node_class_ref()),
+        instance=data.get("instance", DEFAULT_INSTANCE),
+        paths=tuple(dict.fromkeys(normalize_scope_path(p) for p in data.get("paths") or ())),
     )
 
 

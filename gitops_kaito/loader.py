@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gitops_kaito.catalog import Catalog, load_catalog
-from gitops_kaito.config import RepoConfig, load_config
+from gitops_kaito.config import RepoConfig, Scope, load_config, recover_scope
 from gitops_kaito.modelrequest import LoadError, ModelRequest, request_from_document, validate_document
 from gitops_kaito.ownership import model_id
 from gitops_kaito.resolve import RepoLoad, ResolvedModel, ResolveError, resolve_request
@@ -53,10 +53,14 @@ class _Collected:
             self.discovered.add(mid)
 
 
-def load_repository(root: Path, catalog: Catalog | None = None) -> RepoLoad:
-    """Load, validate and resolve every model request under root. Never raises for bad user input."""
+def load_repository(root: Path, catalog: Catalog | None = None, scope: Scope | None = None) -> RepoLoad:
+    """Load, validate and resolve every model request under root. Never raises for bad user input.
+
+    `scope` overrides the config's instance and paths; only model files under the paths are read (the others
+    belong to another instance: they are not loaded, reported, nor spared from anything here).
+    """
     with _no_cyclic_gc():
-        return _load_repository(Path(root), catalog)
+        return _load_repository(Path(root), catalog, scope or Scope())
 
 
 @contextlib.contextmanager
@@ -73,7 +77,7 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _load_repository(root: Path, catalog: Catalog | None) -> RepoLoad:
+def _load_repository(root: Path, catalog: Catalog | None, scope: Scope) -> RepoLoad:
     real_root = root.resolve()
     out = _Collected()
     config_ok = True
@@ -81,14 +85,23 @@ def _load_repository(root: Path, catalog: Catalog | None) -> RepoLoad:
         config = load_config(root)
     except SourceError as err:
         config_ok = False
-        config = RepoConfig()
+        config = recover_scope(root)
         out.fail(err.path, err.line, err.message, None)
+    config = scope.apply(config)
     catalog = catalog or load_catalog()
     if config.prices:
         catalog = catalog.with_prices(config.prices)
 
     for path, namespace, shown in _model_files(root, real_root, out):
-        _load_one(path, namespace, shown, root, config, out)
+        if in_scope(shown, config.paths):
+            _load_one(path, namespace, shown, root, config, out)
+    if config.paths:
+        out.errors = [e for e in out.errors if e.path in (MODELS_DIR, CONFIG_FILE) or in_scope(e.path, config.paths)]
+        for missing in (p for p in config.paths if not (root / p).exists()):
+            # A mistyped path must not read as "this instance has no models": that would prune them all.
+            out.tree_ok = False
+            out.fail(missing, None, f"path {missing} (instance {config.instance!r}) does not exist: nothing is "
+                     "pruned until it does", None)
 
     models = _resolve_all(out, catalog, config)
     return RepoLoad(
@@ -97,6 +110,11 @@ def _load_repository(root: Path, catalog: Catalog | None) -> RepoLoad:
         # An unreadable models/ tree must not read as "no models" either: prune keys off config_ok.
         config_ok=config_ok and out.tree_ok, discovered_ids=frozenset(out.discovered),
     )
+
+
+def in_scope(shown: str, paths: tuple[str, ...]) -> bool:
+    """Whether a repo-relative path is one of `paths` or below one (no paths: everything is)."""
+    return not paths or any(shown == p or shown.startswith(p + "/") for p in paths)
 
 
 def _escapes(path: Path, real_root: Path) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 import git
 
+from gitops_kaito.config import Scope
 from gitops_kaito.loader import CONFIG_FILE, MODELS_DIR
 from gitops_kaito.objects import DesiredObject, Manifest
 from gitops_kaito.ownership import FIELD_MANAGER
@@ -74,20 +75,21 @@ class OfflinePlan:
 
 
 def plan_offline(repo_dir: Path, base: str, head: str | None = None, *, revision: str = "",
-                 allow_mass_prune: bool = False) -> OfflinePlan:
-    """Render `base` and the head (the working tree, or the `head` revision) and plan the difference."""
+                 allow_mass_prune: bool = False, scope: Scope | None = None) -> OfflinePlan:
+    """Render `base` and the head (the working tree, or the `head` revision) and plan the difference.
+    `scope` (--instance/--path) applies to both sides."""
     repo, rel = open_repository(Path(repo_dir))
     try:
         base_sha = resolve_revision(repo, base)
         head_sha = resolve_revision(repo, head) if head else ""
         with tempfile.TemporaryDirectory(prefix="gitops-kaito-base-") as tmp:
             base_dir = export_tree(repo, base_sha, rel, Path(tmp) / "base")
-            base_desired = _load(base_dir, f"{base}@sha1:{base_sha}")
+            base_desired = _load(base_dir, f"{base}@sha1:{base_sha}", scope)
             if head:
                 head_dir = export_tree(repo, head_sha, rel, Path(tmp) / "head")
-                head_desired = _load(head_dir, revision or f"{head}@sha1:{head_sha}")
+                head_desired = _load(head_dir, revision or f"{head}@sha1:{head_sha}", scope)
             else:
-                head_desired = _load(Path(repo_dir), revision or local_revision(Path(repo_dir)))
+                head_desired = _load(Path(repo_dir), revision or local_revision(Path(repo_dir)), scope)
     finally:
         repo.close()
     policy = plan_policy(head_desired, allow_mass_prune=allow_mass_prune)
@@ -101,9 +103,9 @@ def plan_offline(repo_dir: Path, base: str, head: str | None = None, *, revision
                        after=cost(head_desired))
 
 
-def _load(root: Path, revision: str) -> Desired:
+def _load(root: Path, revision: str, scope: Scope | None) -> Desired:
     try:
-        return load_desired(root, revision)
+        return load_desired(root, revision, scope)
     except SyncError as err:
         raise OfflineError(str(err)) from None
 
@@ -219,20 +221,21 @@ def offline_pools(base: Desired, head: Desired, policy: PlanPolicy,
     head_models = [r.model for r in head.rendered]
     if not any(m.provisioning == AKS for m in [*base_models, *head_models]):
         return (), frozenset(), []
-    live = [live_pool(p, base_revision) for p in _pools(base_models, [])]
+    live = [live_pool(p, base_revision) for p in _pools(base_models, [], base.load.config.instance)]
     errors: list[str] = []
-    wanted = _pools(head_models, errors)
-    changes = plan_pools(wanted, live, prune=policy.source_ok and policy.prune, keep_model_ids=policy.keep)
+    wanted = _pools(head_models, errors, policy.instance)
+    changes = plan_pools(wanted, live, prune=policy.source_ok and policy.prune, keep_model_ids=policy.keep,
+                         instance=policy.instance)
     return changes, frozenset(p.model_id for p in live), errors
 
 
-def _pools(models: Iterable[ResolvedModel], errors: list[str]) -> list[DesiredAgentPool]:
+def _pools(models: Iterable[ResolvedModel], errors: list[str], instance: str) -> list[DesiredAgentPool]:
     out = []
     for m in models:
         if m.provisioning != AKS or m.request.suspend:
             continue
         try:
-            out.append(desired_pool(m))
+            out.append(desired_pool(m, instance))
         except ValueError as err:
             errors.append(f"{m.request.path}: {err}")
     return out

@@ -15,6 +15,10 @@ MANAGED_BY_VALUE = "gitops-kaito"
 LABEL_MODEL = "gitops.kaito.sh/model"  # "<namespace>.<name>" (a valid label value)
 LABEL_MODEL_NAMESPACE = "gitops.kaito.sh/model-namespace"
 LABEL_MODEL_NAME = "gitops.kaito.sh/model-name"
+# Which gitops-kaito instance (daemon) owns the object, so several can share a cluster without pruning each
+# other's models. Objects made before instances existed have no such label: they belong to DEFAULT_INSTANCE.
+LABEL_INSTANCE = "gitops.kaito.sh/instance"
+DEFAULT_INSTANCE = "default"
 
 # Annotations (provenance and per-object policy).
 ANNOTATION_REVISION = "gitops.kaito.sh/revision"  # "<branch>@sha1:<sha>" of the source commit
@@ -22,7 +26,7 @@ ANNOTATION_SOURCE_PATH = "gitops.kaito.sh/source-path"  # models/<ns>/<name>.yam
 ANNOTATION_PRUNE = "gitops.kaito.sh/prune"  # "disabled" opts an object out of prune
 ANNOTATION_REPLACE = "gitops.kaito.sh/replace"  # "allowed" lets an immutable change delete and recreate
 
-OWNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"
+OWNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"  # every instance's objects
 
 
 def model_id(namespace: str, name: str) -> str:
@@ -30,16 +34,43 @@ def model_id(namespace: str, name: str) -> str:
     return f"{namespace}.{name}"
 
 
-def owner_labels(namespace: str, name: str) -> dict[str, str]:
+def owner_labels(namespace: str, name: str, instance: str = DEFAULT_INSTANCE) -> dict[str, str]:
     return {
         LABEL_MANAGED_BY: MANAGED_BY_VALUE,
         LABEL_MODEL: model_id(namespace, name),
         LABEL_MODEL_NAMESPACE: namespace,
         LABEL_MODEL_NAME: name,
+        LABEL_INSTANCE: instance,
     }
 
 
+def instance_selector(instance: str = DEFAULT_INSTANCE) -> str:
+    """The label selector of the LIST that reads one instance's objects.
+
+    The default instance also owns the objects without an instance label (made before instances existed), and
+    no single selector says "label missing or = default". So it lists every gitops-kaito object and keeps its
+    own with `owned_by` (one LIST per kind either way; other instances' objects are filtered out client-side).
+    """
+    if instance == DEFAULT_INSTANCE:
+        return OWNER_SELECTOR
+    return f"{OWNER_SELECTOR},{LABEL_INSTANCE}={instance}"
+
+
 def is_owned(labels: dict[str, str] | None) -> bool:
+    """Managed by some gitops-kaito instance (any)."""
     if not labels:
         return False
     return labels.get(LABEL_MANAGED_BY) == MANAGED_BY_VALUE and LABEL_MODEL in labels
+
+
+def instance_of(labels: dict[str, str] | None) -> str:
+    """The instance owning a managed object ('' when gitops-kaito does not manage it; no label = default)."""
+    if not is_owned(labels):
+        return ""
+    assert labels is not None
+    return labels.get(LABEL_INSTANCE) or DEFAULT_INSTANCE
+
+
+def owned_by(labels: dict[str, str] | None, instance: str = DEFAULT_INSTANCE) -> bool:
+    """Managed by this very instance: the only objects it may update without adopting, or prune."""
+    return instance_of(labels) == instance

@@ -21,9 +21,11 @@ from gitops_kaito.ownership import (
     ANNOTATION_PRUNE,
     ANNOTATION_REPLACE,
     ANNOTATION_REVISION,
+    DEFAULT_INSTANCE,
     FIELD_MANAGER,
+    LABEL_INSTANCE,
     LABEL_MODEL,
-    is_owned,
+    instance_of,
 )
 
 # Digest of what we last applied (revision annotation excluded). It makes drift exact: when live differs
@@ -90,6 +92,7 @@ class PlanPolicy:
     keep: frozenset[str] = frozenset()  # model ids whose file exists but failed to load: never pruned
     suspended: frozenset[str] = frozenset()  # model ids suspended on purpose: pruned, not counted by the guard
     source_ok: bool = True  # False when the repo config failed to load: nothing is pruned
+    instance: str = DEFAULT_INSTANCE  # only objects of this gitops-kaito instance are updated or pruned
 
 
 @dataclass(frozen=True)
@@ -145,15 +148,22 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
               pools: Sequence[PoolChange] = (), pool_models: Iterable[str] = ()) -> Plan:
     """Compare what we want with the live objects that carry our owner labels.
 
+    `live` may also hold objects of a desired name made by someone else (adopted in place) or owned by another
+    gitops-kaito instance (blocked, never taken over); only the policy's own instance's objects are ever pruned.
+
     `pools` (aks mode) are the agent-pool changes and `pool_models` the models that own a live pool: the prune
     guard counts models, so a model that only exists as a pool counts as managed and its pool delete as a removal.
     """
     policy = policy or PlanPolicy()
     live_by_key: dict[Key, Manifest] = {}
     unowned: dict[Key, Manifest] = {}  # objects of a desired name made by someone else: adopted, never pruned
+    foreign: dict[Key, str] = {}  # objects another gitops-kaito instance owns -> that instance: never touched
     for obj in live:
-        if is_owned(_labels(obj)):
+        owner = instance_of(_labels(obj))
+        if owner == policy.instance:
             live_by_key[key_of(ObjectRef.of(obj))] = obj
+        elif owner:
+            foreign[key_of(ObjectRef.of(obj))] = owner
         else:
             unowned[key_of(ObjectRef.of(obj))] = obj
     applies: list[Change] = []
@@ -163,7 +173,9 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
         if key in desired_keys:
             raise ValueError(f"{want.ref} is rendered twice")
         desired_keys.add(key)
-        if key in live_by_key or key not in unowned:
+        if key in foreign and key not in live_by_key:
+            applies.append(_plan_foreign(want, foreign[key]))
+        elif key in live_by_key or key not in unowned:
             applies.append(_plan_desired(want, live_by_key.get(key), policy))
         else:
             applies.append(_plan_desired(want, unowned[key], policy, adopt=True))
@@ -196,7 +208,7 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
         return change(Action.CREATE, "not in the cluster")
     if (live.get("metadata") or {}).get("deletionTimestamp"):
         return change(Action.NOOP, "being deleted; created again once it is gone")
-    want_cmp = comparable(manifest)
+    want_cmp = comparable(_as_unlabelled_default(manifest, live) if not adopt else manifest)
     live_cmp = comparable(project(live, manifest, owned_fields(live)))
     if want_cmp == live_cmp:
         return change(Action.NOOP, "up to date")
@@ -216,6 +228,25 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
                       f"{ANNOTATION_REPLACE}: allowed", patch=patch, drift=drift, immutable=immutable)
     reason = "drift: changed in the cluster by someone else" if drift else "changed in the repository"
     return change(Action.UPDATE, reason, patch=patch, drift=drift)
+
+
+def _as_unlabelled_default(manifest: Manifest, live: Manifest) -> Manifest:
+    """Objects made before instances existed lack the instance label and belong to the default instance. The
+    default instance does not count the missing label as a change (upgrading must not rewrite every object, nor
+    report drift); the label is added with the next real change."""
+    labels = _labels(manifest)
+    if LABEL_INSTANCE in _labels(live) or labels.get(LABEL_INSTANCE) != DEFAULT_INSTANCE:
+        return manifest
+    del labels[LABEL_INSTANCE]
+    return {**manifest, "metadata": {**(manifest.get("metadata") or {}), "labels": labels}}
+
+
+def _plan_foreign(want: DesiredObject, owner: str) -> Change:
+    """An object of a desired name that another gitops-kaito instance owns: never adopted, updated or replaced."""
+    return Change(ref=want.ref, action=Action.BLOCKED, model_id=want.model_id, wave=want.wave,
+                  reason=f"blocked: owned by gitops-kaito instance {owner!r}; two instances must not claim the "
+                         f"same model (move it to one repository or path, or delete the other's object)",
+                  desired=with_digest(want.manifest))
 
 
 ADOPT_REASON = "adopting an existing object not managed by gitops-kaito yet: updated in place, not recreated"

@@ -356,8 +356,8 @@ def _match_labels(model: ResolvedModel) -> dict[str, str]:
     return dict(sorted(labels.items()))
 
 
-def _owner_labels(model: ResolvedModel) -> dict[str, str]:
-    return ownership.owner_labels(model.request.namespace, model.request.name)
+def _owner_labels(model: ResolvedModel, instance: str) -> dict[str, str]:
+    return ownership.owner_labels(model.request.namespace, model.request.name, instance)
 
 
 def _source_annotations(model: ResolvedModel, revision: str) -> dict[str, str]:
@@ -371,12 +371,12 @@ def _source_annotations(model: ResolvedModel, revision: str) -> dict[str, str]:
 # Slots per object kind.
 # --------------------------------------------------------------------------------------------------
 
-def _common_slots(model: ResolvedModel, revision: str) -> dict[str, Any]:
+def _common_slots(model: ResolvedModel, revision: str, instance: str) -> dict[str, Any]:
     request = model.request
     return {
         "name": request.name,
         "namespace": request.namespace,
-        "labels": _owner_labels(model),
+        "labels": _owner_labels(model, instance),
         "annotations": _source_annotations(model, revision),
         "model": model.preset.hf_id,
         "model_id": request.id,
@@ -415,9 +415,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _workspace_slots(model: ResolvedModel, revision: str, legacy: bool) -> dict[str, Any]:
+def _workspace_slots(model: ResolvedModel, revision: str, legacy: bool, instance: str) -> dict[str, Any]:
     request = model.request
-    slots = _common_slots(model, revision)
+    slots = _common_slots(model, revision, instance)
     annotations = dict(request.annotations)
     if request.runtime == "transformers":
         annotations[ANNOTATION_RUNTIME] = "transformers"
@@ -440,7 +440,7 @@ def _workspace_slots(model: ResolvedModel, revision: str, legacy: bool) -> dict[
     return slots
 
 
-def _node_labels(model: ResolvedModel) -> dict[str, str]:
+def _node_labels(model: ResolvedModel, instance: str) -> dict[str, str]:
     """Labels a GPU node of this model carries: the Workspace selector plus what KAITO reads on BYO nodes."""
     sku = model.sku
     assert sku is not None
@@ -448,7 +448,7 @@ def _node_labels(model: ResolvedModel) -> dict[str, str]:
     labels[LABEL_GPU_PRODUCT] = _label_value(sku.gpu_model) or "unknown"
     labels[LABEL_GPU_COUNT] = str(int(sku.gpu_count))
     labels[LABEL_GPU_MEMORY] = str(round(float(sku.gpu_memory_per_gpu_gib) * 1024))
-    labels.update(_owner_labels(model))
+    labels.update(_owner_labels(model, instance))
     return dict(sorted(labels.items()))
 
 
@@ -456,7 +456,7 @@ def _nodeclaim_slots(model: ResolvedModel, config: RepoConfig, revision: str, na
                      ) -> dict[str, Any]:
     sku = model.sku
     assert sku is not None
-    slots = _common_slots(model, revision)
+    slots = _common_slots(model, revision, config.instance)
     annotations = {ANNOTATION_DO_NOT_DISRUPT: "true", **_source_annotations(model, revision)}
     requirements: list[dict[str, Any]] = [
         {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [sku.name]},
@@ -471,7 +471,7 @@ def _nodeclaim_slots(model: ResolvedModel, config: RepoConfig, revision: str, na
         "name": name,
         "namespace": None,
         "index": index,
-        "labels": _node_labels(model),
+        "labels": _node_labels(model, config.instance),
         "annotations": dict(sorted(annotations.items())),
         "requirements": requirements,
         "node_class_ref": {k: str(ref[k]) for k in ("group", "kind", "name") if k in ref},
@@ -479,11 +479,11 @@ def _nodeclaim_slots(model: ResolvedModel, config: RepoConfig, revision: str, na
     return slots
 
 
-def _machine_slots(model: ResolvedModel, revision: str, name: str, index: int) -> dict[str, Any]:
+def _machine_slots(model: ResolvedModel, revision: str, name: str, index: int, instance: str) -> dict[str, Any]:
     sku = model.sku
     assert sku is not None
-    slots = _common_slots(model, revision)
-    labels = _node_labels(model)
+    slots = _common_slots(model, revision, instance)
+    labels = _node_labels(model, instance)
     labels[LEGACY_PROVISIONER_LABEL] = "default"
     slots.update({
         "name": name,
@@ -506,7 +506,7 @@ def _machine_slots(model: ResolvedModel, revision: str, name: str, index: int) -
 # --------------------------------------------------------------------------------------------------
 
 def _finish(template: Template, manifest: Manifest, slots: Mapping[str, Any], model: ResolvedModel,
-            revision: str) -> Manifest:
+            revision: str, instance: str) -> Manifest:
     """Enforce identity, ownership and provenance whatever the template (or an override) wrote."""
     api_version, kind, namespaced = _EXPECTED_KIND[template.file_name]
     if manifest.get("apiVersion") != api_version or manifest.get("kind") != kind:
@@ -514,7 +514,7 @@ def _finish(template: Template, manifest: Manifest, slots: Mapping[str, Any], mo
     meta = manifest.get("metadata")
     if not isinstance(meta, dict):
         meta = {}
-    labels = {**_string_map(meta.get("labels")), **_owner_labels(model)}
+    labels = {**_string_map(meta.get("labels")), **_owner_labels(model, instance)}
     annotations = {**_string_map(meta.get("annotations")), **_source_annotations(model, revision)}
     if kind in ("NodeClaim", "Machine"):
         reserved = sorted(KAITO_RESERVED_LABELS & labels.keys())
@@ -542,9 +542,9 @@ def _string_map(value: Any) -> dict[str, str]:
 
 
 def _render_one(file_name: str, templates_dir: Path | None, slots: Mapping[str, Any], model: ResolvedModel,
-                revision: str, templates: Mapping[str, Template] | None) -> Manifest:
+                revision: str, templates: Mapping[str, Template] | None, instance: str) -> Manifest:
     template = templates[file_name] if templates is not None else load_template(file_name, templates_dir)
-    return _finish(template, fill(template, slots), slots, model, revision)
+    return _finish(template, fill(template, slots), slots, model, revision, instance)
 
 
 def render_model(model: ResolvedModel, config: RepoConfig, revision: str,
@@ -563,10 +563,11 @@ def render_model(model: ResolvedModel, config: RepoConfig, revision: str,
     objects: list[DesiredObject] = []
 
     if request.config:
-        slots = _common_slots(model, revision)
+        slots = _common_slots(model, revision, config.instance)
         slots["name"] = config_map_name(request.name)
         slots["inference_config"] = _inference_config_text(model)
-        manifest = _render_one(TEMPLATE_INFERENCE_CONFIG, templates_dir, slots, model, revision, templates)
+        manifest = _render_one(TEMPLATE_INFERENCE_CONFIG, templates_dir, slots, model, revision, templates,
+                               config.instance)
         objects.append(DesiredObject(manifest, mid, Wave.CONFIG))
 
     if mode in ("kaito", "nodeclaim", "machine") and model.sku is None:
@@ -575,12 +576,14 @@ def render_model(model: ResolvedModel, config: RepoConfig, revision: str,
     if mode == "nodeclaim":
         for i, name in enumerate(node_object_names(model, config, "NodeClaim")):
             slots = _nodeclaim_slots(model, config, revision, name, i)
-            manifest = _render_one(TEMPLATE_NODECLAIM, templates_dir, slots, model, revision, templates)
+            manifest = _render_one(TEMPLATE_NODECLAIM, templates_dir, slots, model, revision, templates,
+                                   config.instance)
             objects.append(DesiredObject(manifest, mid, Wave.NODES))
     elif mode == "machine":
         for i, name in enumerate(node_object_names(model, config, "Machine")):
-            slots = _machine_slots(model, revision, name, i)
-            manifest = _render_one(TEMPLATE_MACHINE, templates_dir, slots, model, revision, templates)
+            slots = _machine_slots(model, revision, name, i, config.instance)
+            manifest = _render_one(TEMPLATE_MACHINE, templates_dir, slots, model, revision, templates,
+                                   config.instance)
             objects.append(DesiredObject(manifest, mid, Wave.NODES))
 
     if mode == "kaito":
@@ -591,8 +594,8 @@ def render_model(model: ResolvedModel, config: RepoConfig, revision: str,
         file_name = TEMPLATE_WORKSPACE_BYO
     else:
         raise RenderError(f"{request.path}: unknown provisioning mode {mode!r}")
-    slots = _workspace_slots(model, revision, legacy=(mode == "machine"))
-    manifest = _render_one(file_name, templates_dir, slots, model, revision, templates)
+    slots = _workspace_slots(model, revision, legacy=(mode == "machine"), instance=config.instance)
+    manifest = _render_one(file_name, templates_dir, slots, model, revision, templates, config.instance)
     objects.append(DesiredObject(manifest, mid, Wave.WORKLOAD))
     return RenderedModel(model, tuple(objects))
 

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gitops_kaito import apply as applying
+from gitops_kaito.config import Scope
 from gitops_kaito.kube import MANAGED_KINDS, WORKSPACE_VERSIONS, Kube, KubeError
 from gitops_kaito.loader import load_repository
 from gitops_kaito.objects import DesiredObject, Manifest, ObjectRef
-from gitops_kaito.ownership import ANNOTATION_REPLACE, LABEL_MANAGED_BY, MANAGED_BY_VALUE
+from gitops_kaito.ownership import ANNOTATION_REPLACE, DEFAULT_INSTANCE, instance_of, instance_selector
 from gitops_kaito.plan import Action, Change, Plan, PlanPolicy, key_of, make_plan
 from gitops_kaito.render import RenderedModel, Template, load_templates, render_model, repo_templates_dir
 from gitops_kaito.resolve import RepoLoad, ResolvedModel
@@ -113,11 +114,13 @@ def local_revision(repo_dir: Path) -> str:
     return (f"{branch}@sha1:{sha}" if branch else f"sha1:{sha}") + dirty
 
 
-def load_desired(repo_dir: Path, revision: str) -> Desired:
-    """Load and render; a model that fails is reported and excluded, never fatal for the others."""
+def load_desired(repo_dir: Path, revision: str, scope: Scope | None = None) -> Desired:
+    """Load and render; a model that fails is reported and excluded, never fatal for the others.
+
+    `scope`: the --instance/--path overrides of the repository's gitops-kaito.yaml."""
     if not Path(repo_dir).is_dir():  # a mistyped path must never read as "no models": that would prune
         raise SyncError(f"repository directory {repo_dir} does not exist")
-    load = load_repository(Path(repo_dir))
+    load = load_repository(Path(repo_dir), scope=scope)
     errors = [_load_error_text(e.path, e.line, e.message) for e in load.errors]
     invalid: dict[str, str] = {e.model_id: e.message for e in load.errors if e.model_id}
     templates_dir = repo_templates_dir(load.root)
@@ -155,6 +158,7 @@ def plan_policy(desired: Desired, *, allow_mass_prune: bool = False) -> PlanPoli
         keep=frozenset((set(desired.load.discovered_ids) - rendered_ids) | {m for m, _ in desired.invalid}),
         suspended=frozenset(r.model.request.id for r in desired.rendered if r.suspended),
         source_ok=desired.load.config_ok and desired.templates_ok,
+        instance=config.instance,
     )
 
 
@@ -167,60 +171,72 @@ class LiveState:
 
     owned: tuple[Manifest, ...]
     kaito_nodes: tuple[Manifest, ...] = ()  # NodeClaims/Machines labelled kaito.sh/workspace (KAITO's own)
+    others: tuple[Manifest, ...] = ()  # objects of other gitops-kaito instances the LISTs returned anyway
 
 
-def read_live(kube: Kube, objects: Sequence[DesiredObject]) -> list[Manifest]:
+def read_live(kube: Kube, objects: Sequence[DesiredObject], instance: str = DEFAULT_INSTANCE) -> list[Manifest]:
     """One LIST per managed kind the cluster serves; raises KaitoNotInstalled when Workspaces are not served."""
-    return list(read_live_state(kube, objects).owned)
+    return list(read_live_state(kube, objects, instance).owned)
 
 
-def read_live_state(kube: Kube, objects: Sequence[DesiredObject]) -> LiveState:
+def read_live_state(kube: Kube, objects: Sequence[DesiredObject], instance: str = DEFAULT_INSTANCE) -> LiveState:
     """read_live, keeping KAITO's node objects too: GPU node kinds are listed once without a selector (there
-    are about as many as nodes) and split here, instead of one LIST by our label and another by KAITO's."""
+    are about as many as nodes) and split here, instead of one LIST by our label and another by KAITO's.
+
+    Only `instance`'s objects count as owned. A named instance's LISTs select its label on the server; the
+    default instance's select every gitops-kaito object (it also owns those without the label, made before
+    instances existed) and the split happens here: still one LIST per kind."""
     wanted = [o.ref.api_version for o in objects if o.ref.kind == "Workspace"]
     prefer = max(set(wanted), key=wanted.count) if wanted else None
     workspace_version = kube.workspace_version(prefer)  # first: without KAITO there is nothing to do
+    selector = instance_selector(instance)
     live: list[Manifest] = []
     kaito_nodes: list[Manifest] = []
+    others: list[Manifest] = []
+
+    def split(objs: Sequence[Manifest]) -> None:
+        for obj in objs:
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            owner = instance_of(labels)
+            if owner == instance:
+                live.append(obj)
+            elif owner:
+                others.append(obj)
+            elif KAITO_WORKSPACE_LABEL in labels:
+                kaito_nodes.append(obj)
+
     for versions, kind in MANAGED_KINDS:
         if versions == WORKSPACE_VERSIONS:
-            live.extend(kube.list_owned(workspace_version, kind))
+            split(kube.list_owned(workspace_version, kind, label_selector=selector))
             continue
         for version in versions:
             if not kube.served(version, kind):
                 continue
-            if kind not in NODE_KINDS:
-                live.extend(kube.list_owned(version, kind))
-                break
-            for obj in kube.list_owned(version, kind, label_selector=""):
-                labels = (obj.get("metadata") or {}).get("labels") or {}
-                if labels.get(LABEL_MANAGED_BY) == MANAGED_BY_VALUE:
-                    live.append(obj)
-                elif KAITO_WORKSPACE_LABEL in labels:
-                    kaito_nodes.append(obj)
+            split(kube.list_owned(version, kind, label_selector="" if kind in NODE_KINDS else selector))
             break
-    return LiveState(tuple(live), tuple(kaito_nodes))
+    return LiveState(tuple(live), tuple(kaito_nodes), tuple(others))
 
 
 def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "", allow_mass_prune: bool = False,
-                    pools: PoolRunner | None = None) -> tuple[Desired, Plan]:
+                    pools: PoolRunner | None = None, scope: Scope | None = None) -> tuple[Desired, Plan]:
     """Load, render, read live and plan, without writing anything (the `plan` and `diff` commands).
 
     aks mode: the agent pools are listed and planned too (Plan.node_pools); nothing is written to Azure.
     """
     desired, plan, _, _, _ = _plan(Path(repo_dir), kube, revision or local_revision(Path(repo_dir)),
-                                allow_mass_prune, pools)
+                                allow_mass_prune, pools, scope)
     return desired, plan
 
 
 def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
-          pools: PoolRunner | None) -> tuple[Desired, Plan, PlanPolicy, PoolPlan | None, LiveState]:
-    desired = load_desired(repo_dir, revision)
+          pools: PoolRunner | None, scope: Scope | None = None
+          ) -> tuple[Desired, Plan, PlanPolicy, PoolPlan | None, LiveState]:
+    desired = load_desired(repo_dir, revision, scope)
     try:
-        state = read_live_state(kube, desired.objects)
+        state = read_live_state(kube, desired.objects, desired.load.config.instance)
     except KubeError as err:
         raise SyncError(str(err)) from None
-    live = list(state.owned)
+    live = [*state.owned, *state.others]  # make_plan blocks a desired object another instance owns
     live += read_unowned(kube, desired.objects, live)
     policy = plan_policy(desired, allow_mass_prune=allow_mass_prune)
     pool_plan = _pool_plan(desired, policy, pools)
@@ -232,7 +248,8 @@ def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
 
 def read_unowned(kube: Kube, objects: Sequence[DesiredObject], owned: Sequence[Manifest]) -> list[Manifest]:
     """GET each desired object the owned LIST did not return (a create): an object of that name made by someone
-    else (e.g. brought in by `gitops-kaito import`) is adopted in place, never created over or pruned.
+    else (e.g. brought in by `gitops-kaito import`) is adopted in place, never created over or pruned; one that
+    another gitops-kaito instance owns is blocked (make_plan decides from its labels).
 
     Only creates cost a request, so a settled pass still makes one LIST per kind and nothing more.
     """
@@ -260,7 +277,8 @@ def _pool_plan(desired: Desired, policy: PlanPolicy, pools: PoolRunner | None) -
     models = [r.model for r in desired.rendered]
     if not runner.active(models, desired.load.config.azure):
         return None
-    return runner.prepare(models, desired.load.config.azure, prune=_pool_prune(policy), keep_model_ids=policy.keep)
+    return runner.prepare(models, desired.load.config.azure, prune=_pool_prune(policy), keep_model_ids=policy.keep,
+                          instance=policy.instance)
 
 
 def _pool_prune(policy: PlanPolicy) -> bool:
@@ -285,7 +303,8 @@ def server_dry_run(plan: Plan, kube: Kube) -> tuple[tuple[Change, str], ...]:
 
 def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = False,
              allow_mass_prune: bool = False, options: applying.ApplyOptions | None = None,
-             pools: PoolRunner | None = None, should_continue: Callable[[], bool] | None = None) -> PassResult:
+             pools: PoolRunner | None = None, should_continue: Callable[[], bool] | None = None,
+             scope: Scope | None = None) -> PassResult:
     """One pass. Raises SyncError only when nothing can be done at all; model failures are in the result.
 
     `should_continue` (the daemon's leadership and stop flag) is asked before the agent pools and before each
@@ -297,7 +316,7 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
     """
     started = time.monotonic()
     revision = revision or local_revision(Path(repo_dir))
-    desired, plan, policy, pool_plan, live = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools)
+    desired, plan, policy, pool_plan, live = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools, scope)
     opts = options or applying.ApplyOptions()
     if dry_run:
         opts = applying.ApplyOptions(dry_run=True, replace_wait_s=opts.replace_wait_s, poll_s=opts.poll_s)

@@ -65,7 +65,7 @@ def test_desired_pool_labels_taint_tags_and_body() -> None:
     assert labels["gitops.kaito.sh/managed-by"] == "gitops-kaito"
     assert labels["gitops.kaito.sh/model"] == "ml.phi"
     assert d.taints == ("sku=gpu:NoSchedule",)
-    assert dict(d.tags) == {ap.TAG_MANAGED_BY: "gitops-kaito", ap.TAG_MODEL: "ml.phi"}
+    assert dict(d.tags) == {ap.TAG_MANAGED_BY: "gitops-kaito", ap.TAG_MODEL: "ml.phi", ap.TAG_INSTANCE: "default"}
     assert (d.count, d.vm_size, d.os_disk_gb, d.model_id) == (2, "Standard_NC24ads_A100_v4", 1024, "ml.phi")
 
     body = d.body("main@sha1:abc", keep_tags={"costcenter": "42", ap.TAG_REVISION: "stale"})
@@ -74,7 +74,7 @@ def test_desired_pool_labels_taint_tags_and_body() -> None:
     assert props["gpuProfile"] == {"driver": "Install"}
     assert props["nodeTaints"] == ["sku=gpu:NoSchedule"]
     assert props["tags"] == {"costcenter": "42", ap.TAG_MANAGED_BY: "gitops-kaito", ap.TAG_MODEL: "ml.phi",
-                             ap.TAG_REVISION: "main@sha1:abc"}
+                             ap.TAG_INSTANCE: "default", ap.TAG_REVISION: "main@sha1:abc"}
     assert props["osDiskSizeGB"] == 1024 and props["count"] == 2
 
 

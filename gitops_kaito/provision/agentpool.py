@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gitops_kaito.ownership import MANAGED_BY_VALUE, owner_labels
+from gitops_kaito.ownership import DEFAULT_INSTANCE, LABEL_INSTANCE, MANAGED_BY_VALUE, owner_labels
 
 POOL_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 POOL_NAME_PREFIX = "gk"
@@ -19,7 +19,8 @@ POOL_NAME_PREFIX = "gk"
 TAG_MANAGED_BY = "gitops-kaito-managed-by"
 TAG_MODEL = "gitops-kaito-model"
 TAG_REVISION = "gitops-kaito-revision"
-OUR_TAGS = frozenset({TAG_MANAGED_BY, TAG_MODEL, TAG_REVISION})
+TAG_INSTANCE = "gitops-kaito-instance"  # the gitops-kaito instance owning the pool; absent on older pools = default
+OUR_TAGS = frozenset({TAG_MANAGED_BY, TAG_MODEL, TAG_REVISION, TAG_INSTANCE})
 
 GPU_TAINT = "sku=gpu:NoSchedule"
 LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
@@ -152,6 +153,11 @@ class LivePool:
         return dict(self.tags).get(TAG_MODEL, "")
 
     @property
+    def instance(self) -> str:
+        """The gitops-kaito instance owning the pool ('' when not ours; untagged = the default instance)."""
+        return (dict(self.tags).get(TAG_INSTANCE) or DEFAULT_INSTANCE) if self.managed else ""
+
+    @property
     def busy(self) -> bool:
         return self.provisioning_state.lower() in BUSY_STATES
 
@@ -218,7 +224,7 @@ def gpu_labels(sku: _SkuLike) -> dict[str, str]:
     }
 
 
-def desired_pool(model: ResolvedModelLike) -> DesiredAgentPool:
+def desired_pool(model: ResolvedModelLike, instance: str = DEFAULT_INSTANCE) -> DesiredAgentPool:
     """The agent pool a resolved model needs. Raises ValueError when the model has no VM size (nothing to provision).
 
     The revision tag is not part of it: the provisioner stamps the revision of the pass that writes the pool.
@@ -229,10 +235,10 @@ def desired_pool(model: ResolvedModelLike) -> DesiredAgentPool:
         raise ValueError(f"model {mid} has no instance type; aks provisioning needs one")
     if model.nodes < 1:
         raise ValueError(f"model {mid} needs at least one node, got {model.nodes}")
-    labels = owner_labels(req.namespace, req.name)
+    labels = owner_labels(req.namespace, req.name, instance)
     labels.update(gpu_labels(model.sku))
     labels.update(dict(model.label_selector))
-    tags = {TAG_MANAGED_BY: MANAGED_BY_VALUE, TAG_MODEL: mid}
+    tags = {TAG_MANAGED_BY: MANAGED_BY_VALUE, TAG_MODEL: mid, TAG_INSTANCE: instance}
     return DesiredAgentPool(
         name=pool_name(mid),
         model_id=mid,
@@ -246,9 +252,10 @@ def desired_pool(model: ResolvedModelLike) -> DesiredAgentPool:
     )
 
 
-def desired_pools(models: Iterable[ResolvedModelLike]) -> tuple[DesiredAgentPool, ...]:
+def desired_pools(models: Iterable[ResolvedModelLike], instance: str = DEFAULT_INSTANCE
+                  ) -> tuple[DesiredAgentPool, ...]:
     """The pools of the models in `aks` mode. A suspended model has none, so its pool is deleted (GPUs cost money)."""
-    return tuple(desired_pool(m) for m in models if m.provisioning == "aks" and not m.request.suspend)
+    return tuple(desired_pool(m, instance) for m in models if m.provisioning == "aks" and not m.request.suspend)
 
 
 def plan_pools(
@@ -257,8 +264,10 @@ def plan_pools(
     *,
     prune: bool = True,
     keep_model_ids: Collection[str] = (),
+    instance: str = DEFAULT_INSTANCE,
 ) -> tuple[PoolChange, ...]:
-    """Desired pools against live ones. Pools without our managed-by tag are never changed or deleted.
+    """Desired pools against live ones. Pools without our managed-by tag, or tagged for another gitops-kaito
+    `instance`, are never changed or deleted.
 
     `keep_model_ids` are models whose pools must survive even though they are not desired (e.g. their file is broken).
     """
@@ -267,9 +276,9 @@ def plan_pools(
     wanted: set[str] = set()
     for d in desired:
         wanted.add(d.name)
-        changes.append(_plan_one(d, live_by_name.get(d.name)))
+        changes.append(_plan_one(d, live_by_name.get(d.name), instance))
     for p in sorted(live_by_name.values(), key=lambda p: p.name):
-        if p.name in wanted or not p.managed:
+        if p.name in wanted or p.instance != instance:
             continue
         if not prune or p.model_id in keep_model_ids:
             continue
@@ -281,7 +290,7 @@ def plan_pools(
     return tuple(changes)
 
 
-def _plan_one(d: DesiredAgentPool, live: LivePool | None) -> PoolChange:
+def _plan_one(d: DesiredAgentPool, live: LivePool | None, instance: str = DEFAULT_INSTANCE) -> PoolChange:
     def change(action: str, *reasons: str) -> PoolChange:
         return PoolChange(
             action, d.name, d.model_id, d.vm_size, d.count,
@@ -293,6 +302,8 @@ def _plan_one(d: DesiredAgentPool, live: LivePool | None) -> PoolChange:
         return change(CREATE, "pool does not exist")
     if not live.managed:
         return change(CONFLICT, f"agent pool {d.name} exists and is not tagged {TAG_MANAGED_BY}={MANAGED_BY_VALUE}; not touching it")
+    if live.instance != instance:
+        return change(CONFLICT, f"blocked: agent pool {d.name} is owned by gitops-kaito instance {live.instance!r}")
     if live.model_id and live.model_id != d.model_id:
         return change(CONFLICT, f"agent pool {d.name} belongs to model {live.model_id}")
     if live.busy:
@@ -314,6 +325,8 @@ def _plan_one(d: DesiredAgentPool, live: LivePool | None) -> PoolChange:
 def _drift(d: DesiredAgentPool, live: LivePool) -> list[str]:
     reasons = []
     want_labels, have_labels = dict(d.labels), dict(live.labels)
+    if want_labels.get(LABEL_INSTANCE) == DEFAULT_INSTANCE and LABEL_INSTANCE not in have_labels:
+        del want_labels[LABEL_INSTANCE]  # a pool made before instances existed: no AKS operation just for that
     if want_labels != have_labels:
         diff = sorted(
             k for k in want_labels.keys() | have_labels.keys() if want_labels.get(k) != have_labels.get(k)
@@ -324,6 +337,8 @@ def _drift(d: DesiredAgentPool, live: LivePool) -> list[str]:
     # The revision tag is provenance, not desired state: a new commit alone must not cost an AKS operation.
     live_tags = dict(live.tags)
     for key, value in d.tags:
+        if key == TAG_INSTANCE and value == DEFAULT_INSTANCE and key not in live_tags:
+            continue  # untagged means default (see LivePool.instance)
         if key != TAG_REVISION and live_tags.get(key) != value:
             reasons.append(f"tag {key} missing or changed")
     return reasons

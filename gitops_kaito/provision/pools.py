@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_kaito.ownership import LABEL_MODEL
+from gitops_kaito.ownership import DEFAULT_INSTANCE, LABEL_MODEL
 from gitops_kaito.provision import agentpool as ap
 from gitops_kaito.provision.agentpool import DesiredAgentPool, LivePool, PoolChange, ResolvedModelLike
 from gitops_kaito.provision.aks import AksSettings, AksSettingsError, AzureSettingsLike, merge_settings
@@ -28,11 +28,12 @@ class PoolPlan:
     live: tuple[LivePool, ...] | None  # None: unknown (settings invalid or listing failed): nothing is pruned
     changes: tuple[PoolChange, ...]
     error: str = ""  # why the pools cannot be reconciled this pass (every aks model reports it)
+    instance: str = DEFAULT_INSTANCE  # the gitops-kaito instance whose pools these are
 
     @property
     def managed_models(self) -> frozenset[str]:
         """Models that have a pool tagged as ours: they count as managed for the prune guard."""
-        return frozenset(p.model_id for p in self.live or () if p.managed and p.model_id)
+        return frozenset(p.model_id for p in self.live or () if p.instance == self.instance and p.model_id)
 
     @property
     def removed_models(self) -> frozenset[str]:
@@ -78,28 +79,29 @@ class PoolRunner:
         return found
 
     def prepare(self, models: Sequence[ResolvedModelLike], config_azure: AzureSettingsLike | None, *,
-                prune: bool, keep_model_ids: Collection[str]) -> PoolPlan:
-        """List the live pools once and plan against them (pure plan_pools); errors become PoolPlan.error."""
+                prune: bool, keep_model_ids: Collection[str], instance: str = DEFAULT_INSTANCE) -> PoolPlan:
+        """List the live pools once and plan against them (pure plan_pools); errors become PoolPlan.error.
+        Only `instance`'s pools are changed or pruned."""
         from azure.core.exceptions import AzureError
 
         settings = self.settings(config_azure)
         try:
-            desired = ap.desired_pools(models)
+            desired = ap.desired_pools(models, instance)
         except ValueError as err:
-            return PoolPlan(None, (), None, (), str(err))
+            return PoolPlan(None, (), None, (), str(err), instance)
         try:
             settings.validate()
         except AksSettingsError as err:
-            return PoolPlan(None, desired, None, (), str(err))
+            return PoolPlan(None, desired, None, (), str(err), instance)
         try:
             live = self.provisioner(settings).list_pools()
         except AzureError as err:
             from gitops_kaito.provision.provisioner import error_code, error_message
 
             return PoolPlan(settings, desired, None, (),
-                            f"listing agent pools failed: {error_code(err)}: {error_message(err)}")
-        changes = ap.plan_pools(desired, live, prune=prune, keep_model_ids=keep_model_ids)
-        return PoolPlan(settings, desired, tuple(live), changes)
+                            f"listing agent pools failed: {error_code(err)}: {error_message(err)}", instance)
+        changes = ap.plan_pools(desired, live, prune=prune, keep_model_ids=keep_model_ids, instance=instance)
+        return PoolPlan(settings, desired, tuple(live), changes, instance=instance)
 
     def reconcile(self, plan: PoolPlan, *, revision: str, dry_run: bool, prune: bool,
                   keep_model_ids: Collection[str], allow_replace: bool | Collection[str]) -> tuple[Any, ...]:
@@ -112,7 +114,7 @@ class PoolRunner:
                                      vm_size=d.vm_size, count=d.count) for d in plan.desired)
         return tuple(self.provisioner(plan.settings).reconcile(
             plan.desired, revision=revision, dry_run=dry_run, prune=prune, keep_model_ids=keep_model_ids,
-            allow_replace=allow_replace, wait_s=self.wait_s, live=plan.live))
+            allow_replace=allow_replace, wait_s=self.wait_s, live=plan.live, instance=plan.instance))
 
 
 def guarded(changes: Sequence[PoolChange], refused: str) -> tuple[PoolChange, ...]:

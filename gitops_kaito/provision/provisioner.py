@@ -17,6 +17,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 
+from gitops_kaito.ownership import DEFAULT_INSTANCE
 from gitops_kaito.provision import agentpool as ap
 from gitops_kaito.provision.agentpool import DesiredAgentPool, LivePool, PoolChange, plan_pools
 from gitops_kaito.provision.aks import AksSettings, live_pool, make_client
@@ -116,8 +117,8 @@ class AgentPoolProvisioner:
         return self._call(lambda: tuple(live_pool(p) for p in self.client.agent_pools.list(s.resource_group, s.cluster_name)))
 
     def plan(self, desired: Sequence[DesiredAgentPool], *, prune: bool = True,
-             keep_model_ids: Collection[str] = ()) -> tuple[PoolChange, ...]:
-        return plan_pools(desired, self.list_pools(), prune=prune, keep_model_ids=keep_model_ids)
+             keep_model_ids: Collection[str] = (), instance: str = DEFAULT_INSTANCE) -> tuple[PoolChange, ...]:
+        return plan_pools(desired, self.list_pools(), prune=prune, keep_model_ids=keep_model_ids, instance=instance)
 
     # --- reconciling -----------------------------------------------------------------------------------
     def reconcile(
@@ -131,6 +132,7 @@ class AgentPoolProvisioner:
         allow_replace: bool | Collection[str] = True,
         wait_s: float = 0.0,
         live: Sequence[LivePool] | None = None,
+        instance: str = DEFAULT_INSTANCE,
     ) -> tuple[PoolOutcome, ...]:
         """One level-triggered pass. Started operations run concurrently; `wait_s` bounds how long this call
         waits for them (0: return at once, the next pass sees their provisioningState). `allow_replace` is a
@@ -144,7 +146,7 @@ class AgentPoolProvisioner:
                 return tuple(self._error_outcome(_unknown_change(d), err, "listing agent pools failed")
                              for d in desired)
         self._settle_with_live(live)
-        changes = plan_pools(desired, live, prune=prune, keep_model_ids=keep_model_ids)
+        changes = plan_pools(desired, live, prune=prune, keep_model_ids=keep_model_ids, instance=instance)
         outcomes: dict[str, PoolOutcome] = {}
         started: list[str] = []
         auth_error: ClientAuthenticationError | None = None
