@@ -6,9 +6,11 @@ Prints what it did per model; exit 0 when every model is fine, 1 when a model fa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitops_kaito.cli.common import (
     EXIT_CHANGES,
@@ -24,7 +26,14 @@ from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
 from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.sync import PassResult, SyncError, run_pass
 
+if TYPE_CHECKING:
+    from gitops_kaito.gitsync import GitSyncSettings
+    from gitops_kaito.status import ModelReport
+    from gitops_kaito.syncwait import PassView, WaitOutcome
+    from gitops_kaito.writeback import WritebackResult
+
 _TROUBLE = frozenset({"Failed", "Blocked", "Invalid"})
+EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table", help="output format")
     add_git_flags(parser)
     add_azure_flags(parser)
+    add_wait_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -57,11 +67,9 @@ def add_git_flags(parser: argparse.ArgumentParser) -> None:
     git.add_argument("--no-write-back", action="store_true", help="do not commit status to the repository")
 
 
-def run_git(args: argparse.Namespace) -> PassResult:
-    import os
-
-    from gitops_kaito.gitsource import GitAuth, GitSourceError
-    from gitops_kaito.gitsync import GitSyncSettings, run_git_pass
+def git_settings(args: argparse.Namespace) -> GitSyncSettings:
+    from gitops_kaito.gitsource import GitAuth
+    from gitops_kaito.gitsync import GitSyncSettings
 
     env = os.environ.get
     auth = GitAuth(token=env("GITOPS_KAITO_GIT_TOKEN") or None,
@@ -69,9 +77,15 @@ def run_git(args: argparse.Namespace) -> PassResult:
                    known_hosts=Path(env("GITOPS_KAITO_KNOWN_HOSTS_FILE", ""))
                    if env("GITOPS_KAITO_KNOWN_HOSTS_FILE") else None)
     cache = Path(args.cache_dir) if args.cache_dir else Path("~/.cache/gitops-kaito/git").expanduser()
-    settings = GitSyncSettings(url=args.git_url, cache_dir=cache, branch=args.branch,
-                               status_branch=args.status_branch or None, auth=auth,
-                               write_back=not args.no_write_back)
+    return GitSyncSettings(url=args.git_url, cache_dir=cache, branch=args.branch,
+                           status_branch=args.status_branch or None, auth=auth, write_back=not args.no_write_back)
+
+
+def run_git(args: argparse.Namespace) -> PassResult:
+    from gitops_kaito.gitsource import GitSourceError
+    from gitops_kaito.gitsync import run_git_pass
+
+    settings = git_settings(args)
     try:
         with Kube.connect(args.kubeconfig, args.context) as kube:
             done = run_git_pass(settings, kube, dry_run=args.dry_run, allow_mass_prune=args.allow_mass_prune,
@@ -80,12 +94,17 @@ def run_git(args: argparse.Namespace) -> PassResult:
         raise CliError(str(err)) from None
     wb = done.writeback
     if wb is not None:
-        print(f"status: {'committed ' + (wb.sha or '')[:12] + ' to ' + wb.branch if wb.committed else 'unchanged'}",
-              file=sys.stderr)
+        print(writeback_line(wb), file=sys.stderr)
     return done.sync
 
 
+def writeback_line(wb: WritebackResult) -> str:
+    return f"status: {'committed ' + (wb.sha or '')[:12] + ' to ' + wb.branch if wb.committed else 'unchanged'}"
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "wait", False):
+        return run_wait(args)
     try:
         if getattr(args, "git_url", None):
             result = run_git(args)
@@ -121,4 +140,137 @@ def result_dict(result: PassResult) -> dict[str, Any]:
                     "changes": [{"object": str(c.ref), "action": c.action.value, "drift": c.drift,
                                  "reason": c.reason} for c in o.changes]}
                    for o in result.outcomes],
+    }
+
+
+# -- --wait ------------------------------------------------------------------------------------------------------
+
+def add_wait_flags(parser: argparse.ArgumentParser) -> None:
+    wait = parser.add_argument_group("waiting (keep reconciling until the models are Ready)")
+    wait.add_argument("--wait", action="store_true",
+                      help="after the pass, keep passing every --interval until every model is Ready (exit 0), "
+                           "none can get further (exit 1, says which failed) or --timeout passes (exit 1)")
+    wait.add_argument("--timeout", default="30m", help="how long --wait waits (default 30m; e.g. 90s, 10m, 1h)")
+    wait.add_argument("--interval", default="5s", help="time between two passes while waiting (default 5s)")
+    wait.add_argument("-q", "--quiet", action="store_true", help="no progress display while waiting")
+
+
+def run_wait(args: argparse.Namespace) -> int:
+    """Passes until settled; progress on stderr (redrawn on a terminal), the final report on stdout."""
+    from gitops_kaito.progress import ModelProgress
+    from gitops_kaito.settings import SettingsError, parse_duration
+    from gitops_kaito.syncwait import Interrupt, PassFailed, WaitSettings, wait_ready
+
+    if args.dry_run:
+        raise CliError("--wait waits for what a pass applies: it cannot be combined with --dry-run")
+    try:
+        settings = WaitSettings(timeout_s=parse_duration(args.timeout), interval_s=parse_duration(args.interval))
+    except SettingsError as err:
+        raise CliError(str(err)) from None
+    if settings.interval_s <= 0:
+        raise CliError("--interval must be more than 0")
+    live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    display = ModelProgress(sys.stderr, live, quiet=args.quiet or args.output != "table")
+    pools = pool_runner(args)  # one runner for every pass: Azure operations started in one are harvested later
+    try:
+        with Kube.connect(args.kubeconfig, args.context) as kube, Interrupt() as interrupt:
+            one_pass = _git_wait_pass(args, kube, pools, display.say) if args.git_url else \
+                _repo_wait_pass(args, kube, pools)
+            try:
+                first = one_pass(interrupt.should_continue)
+            except PassFailed as err:  # the first pass fails as a plain `sync` would: nothing to wait for yet
+                raise CliError(str(err)) from None
+            outcome = wait_ready(one_pass, settings, first=first, stop=interrupt.event,
+                                 on_pass=lambda view: display.update(view.reports), on_tick=display.tick,
+                                 on_error=lambda text: display.say(f"pass failed, will retry: {text}"))
+    except KubeError as err:
+        raise CliError(str(err)) from None
+    finally:
+        display.close(clear=sys.stdout.isatty())
+    if args.output == "table":
+        print_wait(outcome)
+    else:
+        emit(wait_dict(outcome, settings), args.output)
+    if outcome.verdict == "Interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_OK if outcome.ok and not outcome.errors else EXIT_CHANGES
+
+
+def _repo_wait_pass(args: argparse.Namespace, kube: Kube,
+                    pools: PoolRunner) -> Callable[[Callable[[], bool]], PassView]:
+    from gitops_kaito.gitsync import assess_models
+    from gitops_kaito.syncwait import PassFailed, PassView
+
+    def one(should_continue: Callable[[], bool]) -> PassView:
+        try:
+            result = run_pass(Path(args.repo), kube, revision=args.revision, allow_mass_prune=args.allow_mass_prune,
+                              pools=pools, should_continue=should_continue)
+            reports = assess_models(result, kube, result.revision)
+        except (KubeError, SyncError) as err:
+            raise PassFailed(str(err)) from None
+        return PassView(tuple(reports), result.errors, result.revision)
+
+    return one
+
+
+def _git_wait_pass(args: argparse.Namespace, kube: Kube, pools: PoolRunner,
+                   say: Callable[[str], None]) -> Callable[[Callable[[], bool]], PassView]:
+    from gitops_kaito.gitsource import GitSourceError
+    from gitops_kaito.gitsync import run_git_pass
+    from gitops_kaito.syncwait import PassFailed, PassView
+
+    settings = git_settings(args)
+
+    def one(should_continue: Callable[[], bool]) -> PassView:
+        try:
+            done = run_git_pass(settings, kube, allow_mass_prune=args.allow_mass_prune, pools=pools,
+                                should_continue=should_continue)
+        except (KubeError, SyncError, GitSourceError) as err:
+            raise PassFailed(str(err)) from None
+        if done.writeback is not None and done.writeback.committed:  # only news: an unchanged status says nothing
+            say(writeback_line(done.writeback))
+        return PassView(done.reports, done.sync.errors, done.revision)
+
+    return one
+
+
+def _why(report: ModelReport) -> str:
+    reason = f"{report.reason}: " if report.reason and report.reason not in report.message else ""
+    return f"{report.namespace}/{report.name} {report.state} ({reason}{report.message})"
+
+
+def verdict_line(outcome: WaitOutcome) -> str:
+    from gitops_kaito.progress import format_elapsed, summary
+
+    took = format_elapsed(outcome.elapsed_s)
+    counts = summary(outcome.reports)
+    if outcome.verdict == "Ready":
+        return f"{counts} after {took} ({outcome.passes} passes)"
+    if outcome.verdict == "Failed":
+        return f"{counts}; no model can get further: " + "; ".join(_why(r) for r in outcome.failed)
+    still = "; ".join(_why(r) for r in outcome.pending) or "nothing"
+    if outcome.verdict == "Timeout":
+        return f"timed out after {took} ({counts}); still waiting for " + still
+    return f"interrupted after {took} ({counts}); not Ready yet: " + still
+
+
+def print_wait(outcome: WaitOutcome) -> None:
+    from gitops_kaito.progress import model_row
+
+    print_table([dict(zip(("model", "state", "sku x nodes", "message"), model_row(r), strict=True))
+                 for r in outcome.reports], ["model", "state", "sku x nodes", "message"])
+    for err in outcome.errors:
+        print(f"error: {err}", file=sys.stderr)
+    print(verdict_line(outcome))
+
+
+def wait_dict(outcome: WaitOutcome, settings: Any) -> dict[str, Any]:
+    from gitops_kaito.status import model_document
+
+    return {
+        "result": outcome.verdict, "ready": outcome.ok, "message": verdict_line(outcome),
+        "elapsedSeconds": round(outcome.elapsed_s, 3), "passes": outcome.passes,
+        "timeoutSeconds": settings.timeout_s, "revision": outcome.revision, "errors": list(outcome.errors),
+        "passErrors": list(outcome.pass_errors),
+        "models": [model_document(r) for r in outcome.reports],
     }
