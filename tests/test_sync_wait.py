@@ -64,7 +64,7 @@ def test_a_model_reaches_ready_and_the_final_table_is_printed(cluster: ClusterTa
     assert re.split(r"\s{2,}", lines[0]) == ["MODEL", "STATE", "SKU X NODES", "MESSAGE"]
     assert re.split(r"\s{2,}", lines[1])[:2] == [f"{cluster.namespace}/phi", "Ready"]
     assert " x 1" in lines[1] and f"http://phi.{cluster.namespace}.svc" in lines[1]
-    assert re.fullmatch(r"1/1 Ready after \d+s \(\d+ passes\)", lines[-1])
+    assert re.fullmatch(r"1/1 Ready after \d+s \(\d+ pass(es)?\)", lines[-1])
 
 
 @pytest.mark.cluster

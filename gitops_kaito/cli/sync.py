@@ -18,8 +18,10 @@ from gitops_kaito.cli.common import (
     CliError,
     add_cluster_flags,
     add_repo_flag,
+    add_scope_flags,
     emit,
     print_table,
+    scope_from_args,
 )
 from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
@@ -29,7 +31,7 @@ from gitops_kaito.sync import PassResult, SyncError, run_pass
 if TYPE_CHECKING:
     from gitops_kaito.gitsync import GitSyncSettings
     from gitops_kaito.status import ModelReport
-    from gitops_kaito.syncwait import PassView, WaitOutcome
+    from gitops_kaito.syncwait import PassView, WaitOutcome, WaitSettings
     from gitops_kaito.writeback import WritebackResult
 
 _TROUBLE = frozenset({"Failed", "Blocked", "Invalid"})
@@ -46,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="let this pass delete more than prune.maxShare of the managed models (or all)")
     parser.add_argument("--revision", default="", help="revision to stamp (default: the checkout's branch@sha1:...)")
     parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table", help="output format")
+    add_scope_flags(parser)
     add_git_flags(parser)
     add_azure_flags(parser)
     add_wait_flags(parser)
@@ -78,7 +81,8 @@ def git_settings(args: argparse.Namespace) -> GitSyncSettings:
                    if env("GITOPS_KAITO_KNOWN_HOSTS_FILE") else None)
     cache = Path(args.cache_dir) if args.cache_dir else Path("~/.cache/gitops-kaito/git").expanduser()
     return GitSyncSettings(url=args.git_url, cache_dir=cache, branch=args.branch,
-                           status_branch=args.status_branch or None, auth=auth, write_back=not args.no_write_back)
+                           status_branch=args.status_branch or None, auth=auth, write_back=not args.no_write_back,
+                           scope=scope_from_args(args))
 
 
 def run_git(args: argparse.Namespace) -> PassResult:
@@ -111,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             with Kube.connect(args.kubeconfig, args.context) as kube:
                 result = run_pass(Path(args.repo), kube, revision=args.revision, dry_run=args.dry_run,
-                                  allow_mass_prune=args.allow_mass_prune, pools=pool_runner(args))
+                                  allow_mass_prune=args.allow_mass_prune, pools=pool_runner(args),
+                                  scope=scope_from_args(args))
     except (KubeError, SyncError) as err:
         raise CliError(str(err)) from None
     if args.output == "table":
@@ -204,7 +209,7 @@ def _repo_wait_pass(args: argparse.Namespace, kube: Kube,
     def one(should_continue: Callable[[], bool]) -> PassView:
         try:
             result = run_pass(Path(args.repo), kube, revision=args.revision, allow_mass_prune=args.allow_mass_prune,
-                              pools=pools, should_continue=should_continue)
+                              pools=pools, should_continue=should_continue, scope=scope_from_args(args))
             reports = assess_models(result, kube, result.revision)
         except (KubeError, SyncError) as err:
             raise PassFailed(str(err)) from None
@@ -245,7 +250,7 @@ def verdict_line(outcome: WaitOutcome) -> str:
     took = format_elapsed(outcome.elapsed_s)
     counts = summary(outcome.reports)
     if outcome.verdict == "Ready":
-        return f"{counts} after {took} ({outcome.passes} passes)"
+        return f"{counts} after {took} ({outcome.passes} {'pass' if outcome.passes == 1 else 'passes'})"
     if outcome.verdict == "Failed":
         return f"{counts}; no model can get further: " + "; ".join(_why(r) for r in outcome.failed)
     still = "; ".join(_why(r) for r in outcome.pending) or "nothing"
@@ -264,7 +269,7 @@ def print_wait(outcome: WaitOutcome) -> None:
     print(verdict_line(outcome))
 
 
-def wait_dict(outcome: WaitOutcome, settings: Any) -> dict[str, Any]:
+def wait_dict(outcome: WaitOutcome, settings: WaitSettings) -> dict[str, Any]:
     from gitops_kaito.status import model_document
 
     return {
