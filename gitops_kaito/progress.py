@@ -54,12 +54,20 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence[str]], width: i
     cells = [[clean(str(c)) for c in row] for row in rows]
     n = len(columns)
     widths = [max(len(columns[i]), *(len(r[i]) for r in cells), *(min_widths[i:i + 1])) for i in range(n)]
-    fixed = len(indent) + sum(widths[:-1]) + len(GAP) * (n - 1)
-    flex = max(width - fixed, MIN_FLEX)
-    widths[-1] = min(widths[-1], flex)
+    def fixed() -> int:
+        return len(indent) + sum(widths[:-1]) + len(GAP) * (n - 1)
+
+    # Too narrow for the last column: squeeze the middle ones (never the first, which names the row) first.
+    while fixed() + MIN_FLEX > width:
+        middle = [i for i in range(1, n - 1) if widths[i] > len(columns[i])]
+        if not middle:
+            break
+        widest = max(middle, key=lambda i: widths[i])
+        widths[widest] = max(len(columns[widest]), widths[widest] - (fixed() + MIN_FLEX - width))
+    widths[-1] = min(widths[-1], max(width - fixed(), MIN_FLEX))
 
     def line(values: Sequence[str]) -> str:
-        padded = [v.ljust(w) for v, w in zip(values[:-1], widths[:-1], strict=True)]
+        padded = [fit(v, w, ellipsis).ljust(w) for v, w in zip(values[:-1], widths[:-1], strict=True)]
         text = indent + GAP.join([*padded, fit(values[-1], widths[-1], ellipsis)])
         return fit(text.rstrip(), width, ellipsis)
 
