@@ -19,14 +19,15 @@ import yaml
 
 from gitops_kaito import apply as applying
 from gitops_kaito import health
-from gitops_kaito.config import RepoConfig, load_config
+from gitops_kaito.config import RepoConfig, Scope, load_config, recover_scope
 from gitops_kaito.gitsource import Checkout, GitAuth, GitSource, SourceSpec, format_revision
 from gitops_kaito.kube import Kube, KubeError
-from gitops_kaito.ownership import LABEL_MODEL
+from gitops_kaito.ownership import DEFAULT_INSTANCE, LABEL_MODEL
 from gitops_kaito.provision.pools import PoolRunner, pool_summary
 from gitops_kaito.status import (
     EndpointCheck,
     ModelReport,
+    other_instances_files,
     parse_model_yaml,
     render_files,
     report_from_health,
@@ -58,6 +59,7 @@ class GitSyncSettings:
     author: Author | None = None  # None: gitops-kaito.yaml status.author_*
     write_back: bool = True
     endpoint_check: bool = True
+    scope: Scope = field(default_factory=Scope)  # --instance/--path over gitops-kaito.yaml
 
 
 @dataclass(frozen=True)
@@ -94,12 +96,14 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
     source = GitSource(SourceSpec(settings.url, branch=settings.branch, auth=settings.auth), settings.cache_dir)
     checkout = source.fetch()
     _pause_point("fetched")
-    config = _config(checkout.path)
-    status_path = config.status.path.strip("/") or "status"
-    desired_sha = last_desired_commit(source.repo, checkout.sha, status_path)
+    config = settings.scope.apply(_config(checkout.path))
+    status_root = config.status.path.strip("/") or "status"
+    status_path = config.status_dir  # status/<instance> for a named instance
+    # Every instance's status commits are left out, not only this one's: none of them is a change of desired state.
+    desired_sha = last_desired_commit(source.repo, checkout.sha, status_root)
     revision = format_revision(checkout.ref, desired_sha)
     result = run_pass(checkout.path, kube, revision=revision, dry_run=dry_run, allow_mass_prune=allow_mass_prune,
-                      pools=pools, should_continue=should_continue)
+                      pools=pools, should_continue=should_continue, scope=settings.scope)
     _pause_point("applied")
     reports = tuple(assess_models(result, kube, revision, settings.endpoint_check, endpoint_checker))
     wb: WritebackResult | None = None
@@ -114,6 +118,8 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
 
         def build(previous: Mapping[str, str]) -> Mapping[str, str]:
             files = render_files(applied_revisions(reports, result, previous), previous, stamp)
+            if status_path == status_root:  # the root also holds the named instances' folders: keep them
+                files = {**other_instances_files(previous), **files}
             _pause_point("status-built")
             return files
 
@@ -170,7 +176,7 @@ def _config(root: Path) -> RepoConfig:
     try:
         return load_config(root)
     except SourceError:
-        return RepoConfig()  # the pass itself reports the broken file; status still needs a place to go
+        return recover_scope(root)  # the pass itself reports the broken file; status still needs a place to go
 
 
 def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints: bool = True,
@@ -235,7 +241,8 @@ def _live(kube: Kube, result: PassResult) -> tuple[dict[str, dict[str, Any]], di
     state = result.live
     try:
         if state is None or any(c.writes for c in result.plan.changes):
-            state = read_live_state(kube, result.desired.objects if result.desired else ())
+            state = read_live_state(kube, result.desired.objects if result.desired else (),
+                                    result.desired.load.config.instance if result.desired else DEFAULT_INSTANCE)
     except KubeError as err:
         log.warning("cannot read live state for status: %s", err)
         return workspaces, nodes

@@ -70,7 +70,9 @@ def _status_commits(repo: git.Repo, ref: str, paths: Sequence[str]) -> list[tupl
 
 def revisions_applied(repo: git.Repo, ref: str = "HEAD", status_path: str = "status") -> list[AppliedRevision]:
     """Each source revision the reconciler reported, newest first, with when it was first reported."""
-    rows = _status_commits(repo, ref, [status_path])
+    root = status_path.strip("/")
+    # Only this folder's own files: the default instance's status/ also holds named instances' <instance>/ folders.
+    rows = _status_commits(repo, ref, [f"{root}/STATUS.md", f":(glob){root}/*/*.yaml"])
     firsts: dict[str, tuple[str, str, str, str]] = {}
     lasts: dict[str, str] = {}
     order: list[str] = []

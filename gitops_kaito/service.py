@@ -49,7 +49,7 @@ def git_settings(settings: RunSettings) -> GitSyncSettings:
                    known_hosts=Path(settings.known_hosts_file) if settings.known_hosts_file else None)
     cache = Path(settings.cache_dir) if settings.cache_dir else DEFAULT_CACHE.expanduser()
     return GitSyncSettings(url=settings.git_url, cache_dir=cache, branch=settings.branch,
-                           status_branch=settings.status_branch or None, auth=auth)
+                           status_branch=settings.status_branch or None, auth=auth, scope=settings.scope())
 
 
 def record_pass(metrics: Metrics, done: GitPassResult) -> None:

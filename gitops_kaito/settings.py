@@ -12,6 +12,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from gitops_kaito.config import Scope, check_instance, normalize_scope_path
+from gitops_kaito.ownership import DEFAULT_INSTANCE
+
 ENV_PREFIX = "GITOPS_KAITO_"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
@@ -57,6 +60,12 @@ class RunSettings:
     leader_election: bool = True
     allow_mass_prune: bool = False
     log_format: str = "text"
+    instance: str = ""  # "" = gitops-kaito.yaml's instance (else "default")
+    paths: tuple[str, ...] = ()  # () = gitops-kaito.yaml's paths; env GITOPS_KAITO_PATHS is comma-separated
+
+    def scope(self) -> Scope:
+        """The --instance/--path overrides of the followed repository's gitops-kaito.yaml."""
+        return Scope(instance=self.instance or None, paths=self.paths or None)
 
     @property
     def interval_s(self) -> float:
@@ -99,8 +108,19 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = N
             continue
         if f.type in ("bool", bool):
             values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif f.name == "paths":
+            values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
         else:
             values[f.name] = raw
+    try:
+        if values.get("instance"):
+            check_instance(values["instance"])
+        values["paths"] = tuple(dict.fromkeys(normalize_scope_path(p) for p in values.get("paths") or ()))
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    if values.get("instance") not in (None, "", DEFAULT_INSTANCE) and "lease_name" not in values:
+        # Instances sharing a Lease would elect one leader among them all: only one of them would ever sync.
+        values["lease_name"] = f"{RunSettings.lease_name}-{values['instance']}"
     settings = RunSettings(**values)
     settings.interval_s  # noqa: B018 - validate early, with a clear message
     settings.listen_address  # noqa: B018

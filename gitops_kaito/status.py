@@ -142,6 +142,17 @@ def render_files(reports: Iterable[ModelReport], previous: Mapping[str, str], no
     return files
 
 
+def other_instances_files(previous: Mapping[str, str]) -> dict[str, str]:
+    """The files under the status root that named instances keep in their own <instance>/ folders.
+
+    The default instance writes STATUS.md and <namespace>/<name>.yaml at the root; anything else there
+    (<instance>/STATUS.md, <instance>/<namespace>/<name>.yaml) belongs to another instance and is carried over
+    untouched when the root is rewritten.
+    """
+    return {rel: text for rel, text in previous.items()
+            if rel != STATUS_MD and not (rel.count("/") == 1 and rel.endswith(".yaml"))}
+
+
 def model_document(report: ModelReport) -> dict[str, Any]:
     r = report
     return {

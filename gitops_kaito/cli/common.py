@@ -16,7 +16,7 @@ import yaml
 
 if TYPE_CHECKING:
     from gitops_kaito.catalog import Catalog
-    from gitops_kaito.config import RepoConfig
+    from gitops_kaito.config import RepoConfig, Scope
 
 EXIT_OK = 0
 EXIT_CHANGES = 1  # diff/plan: there are changes; validate: the input is invalid
@@ -44,6 +44,34 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_repo_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", default=".", help="model repository directory (default: .)")
+
+
+INSTANCE_ENV = "GITOPS_KAITO_INSTANCE"
+
+
+def add_scope_flags(parser: argparse.ArgumentParser, *, env_default: bool = True) -> None:
+    """--instance and --path: which gitops-kaito instance this is and which part of models/ it follows."""
+    where = f" (default: ${INSTANCE_ENV}, else gitops-kaito.yaml's instance, else default)" if env_default else ""
+    parser.add_argument("--instance", help="gitops-kaito instance name: only objects labelled "
+                                           f"gitops.kaito.sh/instance=<name> are listed, changed or pruned{where}")
+    parser.add_argument("--path", dest="paths", action="append", metavar="PATH",
+                        help="load only model files under this repo-relative path (e.g. models/team-a); "
+                             "repeatable (default: gitops-kaito.yaml's paths, else all of models/)")
+
+
+def scope_from_args(args: argparse.Namespace) -> Scope:
+    """The Scope of --instance (or $GITOPS_KAITO_INSTANCE) and --path; a bad value is a usage error."""
+    import os
+
+    from gitops_kaito.config import Scope, check_instance, normalize_scope_path
+
+    instance = getattr(args, "instance", None) or os.environ.get(INSTANCE_ENV) or None
+    paths = getattr(args, "paths", None)
+    try:
+        return Scope(instance=check_instance(instance) if instance else None,
+                     paths=tuple(dict.fromkeys(normalize_scope_path(p) for p in paths)) if paths else None)
+    except ValueError as err:
+        raise CliError(str(err)) from None
 
 
 def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,

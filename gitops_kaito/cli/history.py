@@ -23,6 +23,25 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--branch", default=None,
                         help="branch holding the status commits (default: the clone's HEAD, or main for --git-url)")
     parser.add_argument("--status-path", default="status", help="folder of the status files (default: status)")
+    parser.add_argument("--instance", help="the gitops-kaito instance whose status to read: a named instance "
+                                           "writes under <status-path>/<instance>/ (default: $GITOPS_KAITO_INSTANCE, "
+                                           "else default)")
+
+
+def status_folder(args: argparse.Namespace) -> str:
+    """--status-path, or its <instance>/ folder for a named instance (where that instance writes)."""
+    import os
+
+    from gitops_kaito.config import check_instance
+    from gitops_kaito.ownership import DEFAULT_INSTANCE
+
+    root = args.status_path.strip("/") or "status"
+    instance = getattr(args, "instance", None) or os.environ.get("GITOPS_KAITO_INSTANCE") or DEFAULT_INSTANCE
+    try:
+        check_instance(instance)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    return root if instance == DEFAULT_INSTANCE else f"{root}/{instance}"
 
 
 @contextmanager
@@ -67,10 +86,11 @@ def run(args: argparse.Namespace) -> int:
     with open_source(args) as (repo, ref, _root):
         try:
             if args.model:
-                rows: list[dict[str, Any]] = [asdict(e) for e in model_history(repo, args.model, ref, args.status_path)]
+                rows: list[dict[str, Any]] = [asdict(e) for e in model_history(repo, args.model, ref,
+                                                                               status_folder(args))]
                 columns = ["at", "state", "revision", "message"]
             else:
-                rows = [asdict(r) for r in revisions_applied(repo, ref, args.status_path)]
+                rows = [asdict(r) for r in revisions_applied(repo, ref, status_folder(args))]
                 columns = ["revision", "applied_at", "last_reported_at", "summary"]
         except HistoryError as err:
             raise CliError(str(err), exit_code=1) from None

@@ -16,9 +16,11 @@ from gitops_kaito.cli.common import (
     EXIT_OK,
     CliError,
     add_cluster_flags,
+    add_scope_flags,
     emit,
     open_repo_config,
     print_table,
+    scope_from_args,
 )
 
 
@@ -36,6 +38,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--dry-run", action="store_true", help="check and show, write nothing")
     parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table", help="output format")
     add_cluster_flags(parser)
+    add_scope_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from gitops_kaito.kube import Kube, KubeError
 
     root, config = open_repo_config(args.repo)
+    config = scope_from_args(args).apply(config)  # files land where this instance reads; rendered with its label
     namespace = None if args.all_namespaces else args.namespace
     try:
         with Kube.connect(args.kubeconfig, args.context) as kube:
@@ -66,6 +70,7 @@ def import_workspaces(kube: Any, root: Path, config: Any, namespace: str | None,
     """Read the cluster, decide each Workspace's file, check it renders back in place, write the good ones."""
     from gitops_kaito import adopt
     from gitops_kaito.catalog import load_catalog
+    from gitops_kaito.loader import in_scope
     from gitops_kaito.objects import ObjectRef
 
     version = kube.workspace_version("kaito.sh/v1beta1")
@@ -80,6 +85,10 @@ def import_workspaces(kube: Any, root: Path, config: Any, namespace: str | None,
         meta = ws["metadata"]
         ns, name = meta.get("namespace") or "default", meta["name"]
         target = root / "models" / ns / f"{name}.yaml"
+        if not in_scope(f"models/{ns}/{name}.yaml", config.paths):
+            rows.append(_row(adopt.Adoption(ns, name, skipped=f"models/{ns}/{name}.yaml is outside the paths "
+                                            f"of instance {config.instance!r} ({', '.join(config.paths)})")))
+            continue
         if target.exists() or target.with_suffix(".yml").exists():
             rows.append(_row(adopt.Adoption(ns, name, skipped=f"{target.relative_to(root)} exists already")))
             continue
@@ -90,7 +99,7 @@ def import_workspaces(kube: Any, root: Path, config: Any, namespace: str | None,
             rows.append(_row(adoption))
         else:
             candidates.append((adoption, ws))
-    checked = _check(root, candidates)
+    checked = _check(root, candidates, config.instance)
     for adoption in checked:
         if not adoption.skipped and not dry_run:
             path = root / adoption.path
@@ -100,11 +109,12 @@ def import_workspaces(kube: Any, root: Path, config: Any, namespace: str | None,
     return sorted(rows, key=lambda r: r["model"])
 
 
-def _check(root: Path, candidates: list[tuple[Any, dict[str, Any]]]) -> list[Any]:
+def _check(root: Path, candidates: list[tuple[Any, dict[str, Any]]], instance: str) -> list[Any]:
     """Load and render the new files beside the repo's own config and templates, exactly as a pass would."""
     from dataclasses import replace
 
     from gitops_kaito import adopt
+    from gitops_kaito.config import Scope
     from gitops_kaito.loader import load_repository
     from gitops_kaito.render import RenderError, TemplateError, render_model, repo_templates_dir
 
@@ -122,7 +132,7 @@ def _check(root: Path, candidates: list[tuple[Any, dict[str, Any]]]) -> list[Any
             path = scratch / adoption.path
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(adoption.text)
-        load = load_repository(scratch)
+        load = load_repository(scratch, scope=Scope(instance=instance, paths=()))  # only candidates are here
         errors = {e.model_id: str(e) for e in load.errors if e.model_id}
         models = {m.request.id: m for m in load.models}
         for adoption, live in candidates:

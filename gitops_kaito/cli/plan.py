@@ -17,7 +17,15 @@ from typing import Any, TextIO
 
 import yaml
 
-from gitops_kaito.cli.common import EXIT_CHANGES, EXIT_OK, CliError, add_cluster_flags, add_repo_flag
+from gitops_kaito.cli.common import (
+    EXIT_CHANGES,
+    EXIT_OK,
+    CliError,
+    add_cluster_flags,
+    add_repo_flag,
+    add_scope_flags,
+    scope_from_args,
+)
 from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.offline import WORKING_TREE, OfflineError, OfflinePlan, plan_offline
 from gitops_kaito.plan import Action, Change, Plan, comparable, owned_fields, project
@@ -66,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     plan.add_argument("--server-dry-run", action="store_true",
                       help="also send each change as a server-side dry run: admission and validation errors show "
                            "in the plan (exit 1)")
+    add_scope_flags(plan)
     add_azure_flags(plan)
     _add_offline_flags(plan)
     plan.set_defaults(func=run_plan)
@@ -76,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_repo_flag(diff)
     add_cluster_flags(diff)
     diff.add_argument("--revision", default="", help="revision to stamp")
+    add_scope_flags(diff)
     _add_offline_flags(diff)
     diff.set_defaults(func=run_diff)
 
@@ -88,7 +98,8 @@ def _plan(args: argparse.Namespace) -> tuple[Desired, Plan, OfflinePlan | None]:
             raise CliError("--server-dry-run needs the cluster; it cannot be combined with --base")
         try:
             offline = plan_offline(Path(args.repo), args.base, args.head, revision=args.revision,
-                                   allow_mass_prune=getattr(args, "allow_mass_prune", False))
+                                   allow_mass_prune=getattr(args, "allow_mass_prune", False),
+                                   scope=scope_from_args(args))
         except OfflineError as err:
             raise CliError(str(err)) from None
         return offline.head, offline.plan, offline
@@ -100,7 +111,7 @@ def _cluster_plan(args: argparse.Namespace) -> tuple[Desired, Plan]:
         with Kube.connect(args.kubeconfig, args.context) as kube:
             desired, plan = plan_repository(Path(args.repo), kube, revision=args.revision,
                                             allow_mass_prune=getattr(args, "allow_mass_prune", False),
-                                            pools=PoolRunner(azure_overrides(args)))
+                                            pools=PoolRunner(azure_overrides(args)), scope=scope_from_args(args))
             if getattr(args, "server_dry_run", False):
                 refused = server_dry_run(plan, kube)
                 errors = tuple(f"{c.ref} ({c.model_id}): the API server would refuse it: {why}" for c, why in refused)

@@ -11,7 +11,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from gitops_kaito.cli.common import EXIT_OK, CliError
+from gitops_kaito.cli.common import EXIT_OK, CliError, add_scope_flags
 from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
 
 
@@ -39,10 +39,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--known-hosts-file", help="known_hosts for the ssh key")
     parser.add_argument("--no-leader-election", dest="leader_election", action="store_const", const=False,
                         help="act without a Lease (a single replica)")
-    parser.add_argument("--lease-name", help="Lease name (default gitops-kaito-leader)")
+    parser.add_argument("--lease-name", help="Lease name (default gitops-kaito-leader, or gitops-kaito-leader-<instance> "
+                                             "with --instance)")
     parser.add_argument("--lease-namespace", help="namespace of the Lease (default gitops-kaito)")
     parser.add_argument("--allow-mass-prune", dest="allow_mass_prune", action="store_const", const=True,
                         help="let a pass prune more than the repository's prune.maxShare")
+    add_scope_flags(parser, env_default=False)  # env GITOPS_KAITO_INSTANCE / GITOPS_KAITO_PATHS via settings
     add_azure_flags(parser)
     parser.set_defaults(func=run, leader_election=None, allow_mass_prune=None)
 

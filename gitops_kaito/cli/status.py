@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gitops_kaito.cli.common import EXIT_OK, add_output_flag, emit, print_table
-from gitops_kaito.cli.history import add_source_flags, open_source
+from gitops_kaito.cli.history import add_source_flags, open_source, status_folder
 
 
 def register(subparsers: Any) -> None:
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             from gitops_kaito.status import parse_model_yaml
 
             reports = []
-            prefix = args.status_path.strip("/") + "/"
+            prefix = status_folder(args) + "/"
             for name in repo.git.ls_tree("-r", "--name-only", ref, "--", prefix).splitlines():
                 if name.endswith(".yaml") and name.count("/") == prefix.count("/") + 1:
                     try:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                         continue
             reports.sort(key=lambda r: r.model_id)
         else:
-            reports = read_reports(root / args.status_path)
+            reports = read_reports(root / status_folder(args))
     if args.output != "table":
         emit({"summary": summary_line(reports), "models": [model_document(r) for r in reports]}, args.output)
         return EXIT_OK
