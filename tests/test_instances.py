@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import git
 import pytest
 from kubernetes import client
 
 from gitops_kaito.cli import main
 from gitops_kaito.config import API_VERSION, KIND, RepoConfig, Scope, StatusSettings, load_config
+from gitops_kaito.history import revisions_applied
 from gitops_kaito.kube import Kube, RetryPolicy
 from gitops_kaito.loader import load_repository
 from gitops_kaito.ownership import (
@@ -32,7 +34,7 @@ from gitops_kaito.plan import Action, make_plan
 from gitops_kaito.provision import agentpool as ap
 from gitops_kaito.settings import SettingsError, resolve_settings
 from gitops_kaito.status import other_instances_files
-from gitops_kaito.sync import load_desired, run_pass
+from gitops_kaito.sync import load_desired, plan_policy, run_pass
 from gitops_kaito.yamlsource import SourceError
 from tests.fixtures_cluster import ClusterTarget, private_emulator, wait_until
 
@@ -137,8 +139,6 @@ def _live(desired: Any, instance: str | None) -> list[dict[str, Any]]:
 def test_plan_blocks_another_instances_object_and_never_prunes_it(tmp_path: Path) -> None:
     write_repo(tmp_path, {"phi": "phi-4-mini-instruct"}, "instance: team-b\n")
     desired = load_desired(tmp_path, REV1)
-    from gitops_kaito.sync import plan_policy
-
     policy = plan_policy(desired)
     assert policy.instance == "team-b"
     theirs = _live(desired, "team-a")
@@ -153,8 +153,6 @@ def test_plan_blocks_another_instances_object_and_never_prunes_it(tmp_path: Path
 def test_plan_of_the_default_instance_owns_unlabelled_objects_without_rewriting_them(tmp_path: Path) -> None:
     write_repo(tmp_path, {"phi": "phi-4-mini-instruct", "qwen": "qwen2.5-coder-7b-instruct"})
     desired = load_desired(tmp_path, REV1)
-    from gitops_kaito.sync import plan_policy
-
     legacy = _live(desired, None)
     plan = make_plan(desired.objects, legacy, plan_policy(desired))
     assert not plan.has_changes, [(str(c.ref), c.patch) for c in plan.pending]
@@ -236,8 +234,6 @@ def test_run_settings_instance_paths_and_lease_name() -> None:
 
 
 def test_status_and_history_cli_read_the_instance_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import git
-
     repo = git.Repo.init(tmp_path)
     doc = "model: ml/{n}\nstate: Ready\nrevision: main@sha1:{r}\nsku: Standard_NC24ads_A100_v4\nnodes: 1\n"
     for folder, name, rev in (("status", "phi", "1" * 40), ("status/team-a", "qwen", "2" * 40)):
@@ -253,8 +249,6 @@ def test_status_and_history_cli_read_the_instance_folder(tmp_path: Path, capsys:
     assert main(["status", "--repo", str(tmp_path), "--instance", "team-a", "-o", "json"]) == 0
     out = capsys.readouterr().out
     assert "ml/qwen" in out and "ml/phi" not in out
-
-    from gitops_kaito.history import revisions_applied
 
     assert [r.revision for r in revisions_applied(repo, "HEAD", "status")] == ["main@sha1:" + "1" * 40]
     assert [r.revision for r in revisions_applied(repo, "HEAD", "status/team-a")] == ["main@sha1:" + "2" * 40]
@@ -406,3 +400,36 @@ def test_two_instances_split_one_repository_by_path(cluster: Cluster, tmp_path: 
     assert main(["sync", "--repo", str(repo), "--instance", "a", "--path", "models/ml/phi.yaml",
                  "--path", "models/ml/qwen.yaml", "--revision", REV2, *cluster.target.cli_args()]) == 1
     assert cluster.workspaces()["qwen"][LABEL_INSTANCE] == "b"  # claimed by both: blocked for a, still b's
+
+
+@pytestmark_cluster
+def test_two_instances_write_status_into_one_repository_without_fighting(cluster: Cluster, tmp_path: Path) -> None:
+    from gitops_kaito.gitsync import GitSyncSettings, run_git_pass
+    from gitops_kaito.status import EndpointCheck
+    from tests.gitfixtures import Developer, make_remote, model_file
+
+    remote = make_remote(tmp_path)
+    dev = Developer(remote, tmp_path / "dev")
+    dev.write("models/ml/phi.yaml", model_file("phi"))
+    dev.write("models/ml/qwen.yaml", model_file("qwen", "qwen2.5-coder-7b-instruct"))
+    dev.commit("two models")
+    base = GitSyncSettings(url=remote.url, cache_dir=tmp_path / "cache-default",
+                           scope=Scope(paths=("models/ml/phi.yaml",)))
+    team = GitSyncSettings(url=remote.url, cache_dir=tmp_path / "cache-team",
+                           scope=Scope(instance="team-a", paths=("models/ml/qwen.yaml",)))
+
+    def served(api: Any, ns: str, name: str) -> EndpointCheck:
+        return EndpointCheck(True, name)
+
+    first = run_git_pass(base, cluster.kube, now="2026-01-01T00:00:00Z", endpoint_checker=served)
+    applied = first.revision
+    team_pass = run_git_pass(team, cluster.kube, now="2026-01-01T00:00:01Z", endpoint_checker=served)
+    assert team_pass.revision == applied  # the default instance's status commit is not a desired-state change
+    assert team_pass.writeback is not None and team_pass.writeback.committed
+    again = run_git_pass(base, cluster.kube, now="2026-01-01T00:00:02Z", endpoint_checker=served)
+    assert again.revision == applied and again.writeback is not None and not again.writeback.committed
+
+    files = set(git.Repo(remote.bare).git.ls_tree("-r", "--name-only", "main", "--", "status").splitlines())
+    assert files == {"status/STATUS.md", "status/ml/phi.yaml", "status/team-a/STATUS.md",
+                     "status/team-a/ml/qwen.yaml"}
+    assert "qwen" not in remote.show("status/STATUS.md") and "qwen" in remote.show("status/team-a/STATUS.md")
