@@ -58,24 +58,17 @@ def status_body(code: int, reason: str, message: str, details: dict[str, Any] | 
     return body
 
 
-def not_found(resource: str, group: str, name: str) -> ApiError:
+def _named(code: int, reason: str, what: str, resource: str, group: str, name: str) -> ApiError:
     qualified = f"{resource}.{group}" if group else resource
-    return ApiError(
-        404,
-        f'{qualified} "{name}" not found',
-        "NotFound",
-        {"name": name, "group": group, "kind": resource},
-    )
+    return ApiError(code, f'{qualified} "{name}" {what}', reason, {"name": name, "group": group, "kind": resource})
+
+
+def not_found(resource: str, group: str, name: str) -> ApiError:
+    return _named(404, "NotFound", "not found", resource, group, name)
 
 
 def already_exists(resource: str, group: str, name: str) -> ApiError:
-    qualified = f"{resource}.{group}" if group else resource
-    return ApiError(
-        409,
-        f'{qualified} "{name}" already exists',
-        "AlreadyExists",
-        {"name": name, "group": group, "kind": resource},
-    )
+    return _named(409, "AlreadyExists", "already exists", resource, group, name)
 
 
 def conflict(resource: str, group: str, name: str, why: str) -> ApiError:
