@@ -20,6 +20,7 @@ import yaml
 from gitops_kaito import apply as applying
 from gitops_kaito import health
 from gitops_kaito.config import RepoConfig, Scope, load_config, recover_scope
+from gitops_kaito.desiredcache import DesiredCache, tree_fingerprint
 from gitops_kaito.gitsource import Checkout, GitAuth, GitSource, SourceSpec, format_revision
 from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.ownership import DEFAULT_INSTANCE, LABEL_MODEL
@@ -88,10 +89,13 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
                  endpoint_checker: EndpointChecker = default_endpoint_check,
                  sleep: Callable[[float], None] | None = None,
                  pools: PoolRunner | None = None,
-                 should_continue: Callable[[], bool] | None = None) -> GitPassResult:
+                 should_continue: Callable[[], bool] | None = None,
+                 cache: DesiredCache | None = None) -> GitPassResult:
     """fetch -> sync.run_pass on the checkout -> health -> status files -> commit and push when changed.
 
     A git failure raises GitSourceError before anything is applied; the cluster keeps the last state.
+    `cache` (the daemon's, kept across passes): the checked-out commit's trees outside status/ key the rendered
+    desired state, so a pass after a status-only commit, or after no commit, neither reads nor renders a model.
     """
     source = GitSource(SourceSpec(settings.url, branch=settings.branch, auth=settings.auth), settings.cache_dir)
     checkout = source.fetch()
@@ -102,8 +106,9 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
     # Every instance's status commits are left out, not only this one's: none of them is a change of desired state.
     desired_sha = last_desired_commit(source.repo, checkout.sha, status_root)
     revision = format_revision(checkout.ref, desired_sha)
+    load = cache.loader(tree_fingerprint(source.repo, checkout.sha, status_root)) if cache is not None else None
     result = run_pass(checkout.path, kube, revision=revision, dry_run=dry_run, allow_mass_prune=allow_mass_prune,
-                      pools=pools, should_continue=should_continue, scope=settings.scope)
+                      pools=pools, should_continue=should_continue, scope=settings.scope, load=load)
     _pause_point("applied")
     reports = tuple(assess_models(result, kube, revision, settings.endpoint_check, endpoint_checker))
     wb: WritebackResult | None = None

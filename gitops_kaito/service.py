@@ -15,6 +15,7 @@ from kubernetes import client
 
 from gitops_kaito import apply as applying
 from gitops_kaito.daemon import Daemon, DaemonSettings, PassContext
+from gitops_kaito.desiredcache import DesiredCache
 from gitops_kaito.gitsource import GitAuth, GitSourceError
 from gitops_kaito.gitsync import GitPassResult, GitSyncSettings, run_git_pass
 from gitops_kaito.kube import Kube, KubeError
@@ -74,20 +75,22 @@ class GitPass:
     """The daemon's RunPass: one git pass, errors counted and turned into a failed report (never raised)."""
 
     def __init__(self, settings: GitSyncSettings, kube: Kube, metrics: Metrics, allow_mass_prune: bool = False,
-                 pools: PoolRunner | None = None) -> None:
+                 pools: PoolRunner | None = None, desired_cache: DesiredCache | None = None) -> None:
         self.settings = settings
         self.kube = kube
         self.metrics = metrics
         self.allow_mass_prune = allow_mass_prune
         # One runner for the life of the daemon: AKS operations started in one pass are harvested by the next.
         self.pools = pools or PoolRunner()
+        # The last pass's rendered desired state: a pass on the same desired commit skips load and render.
+        self.desired_cache = desired_cache or DesiredCache()
 
     def __call__(self, ctx: PassContext) -> PassReport:
         if not ctx.should_continue():
             return PassReport(True, "skipped: not the leader or stopping")
         try:
             done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune, pools=self.pools,
-                                should_continue=ctx.should_continue)
+                                should_continue=ctx.should_continue, cache=self.desired_cache)
         except WritebackError as err:
             self.metrics.git_errors.labels(operation="push").inc()
             return PassReport(False, f"status write-back failed: {err}")

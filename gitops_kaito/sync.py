@@ -100,6 +100,9 @@ class PassResult(applying.ChangeCounts):
         return text + f" in {self.duration_s:.2f}s"
 
 
+DesiredLoader = Callable[[Path, str, Scope | None], Desired]  # load_desired, or a cache in front of it
+
+
 def local_revision(repo_dir: Path) -> str:
     """'<branch>@sha1:<sha>' of a git checkout (marked '+dirty' with local edits), else 'local'."""
     try:
@@ -229,9 +232,9 @@ def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "", allow_mas
 
 
 def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
-          pools: PoolRunner | None, scope: Scope | None = None
+          pools: PoolRunner | None, scope: Scope | None = None, load: DesiredLoader | None = None
           ) -> tuple[Desired, Plan, PlanPolicy, PoolPlan | None, LiveState]:
-    desired = load_desired(repo_dir, revision, scope)
+    desired = (load or load_desired)(repo_dir, revision, scope)
     try:
         state = read_live_state(kube, desired.objects, desired.load.config.instance)
     except KubeError as err:
@@ -304,8 +307,11 @@ def server_dry_run(plan: Plan, kube: Kube) -> tuple[tuple[Change, str], ...]:
 def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = False,
              allow_mass_prune: bool = False, options: applying.ApplyOptions | None = None,
              pools: PoolRunner | None = None, should_continue: Callable[[], bool] | None = None,
-             scope: Scope | None = None) -> PassResult:
+             scope: Scope | None = None, load: DesiredLoader | None = None) -> PassResult:
     """One pass. Raises SyncError only when nothing can be done at all; model failures are in the result.
+
+    `load`: what loads and renders the repository (default load_desired); the long-running loops pass a
+    `desiredcache.DesiredCache` loader so a pass whose inputs did not change skips loading and rendering.
 
     `should_continue` (the daemon's leadership and stop flag) is asked before the agent pools and before each
     apply wave; once it says False nothing more is written and the result says the pass was abandoned.
@@ -316,7 +322,8 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
     """
     started = time.monotonic()
     revision = revision or local_revision(Path(repo_dir))
-    desired, plan, policy, pool_plan, live = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools, scope)
+    desired, plan, policy, pool_plan, live = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools, scope,
+                                                   load)
     opts = options or applying.ApplyOptions()
     if dry_run:
         opts = applying.ApplyOptions(dry_run=True, replace_wait_s=opts.replace_wait_s, poll_s=opts.poll_s)
@@ -442,5 +449,5 @@ def _load_error_text(path: str, line: int | None, message: str) -> str:
     return f"{path}:{line}: {message}" if line else f"{path}: {message}"
 
 
-__all__ = ["Action", "Desired", "ModelResult", "PassResult", "SyncError", "load_desired", "local_revision",
-           "plan_policy", "plan_repository", "read_live", "run_pass", "server_dry_run"]
+__all__ = ["Action", "Desired", "DesiredLoader", "ModelResult", "PassResult", "SyncError", "load_desired",
+           "local_revision", "plan_policy", "plan_repository", "read_live", "run_pass", "server_dry_run"]

@@ -203,13 +203,17 @@ def run_wait(args: argparse.Namespace) -> int:
 
 def _repo_wait_pass(args: argparse.Namespace, kube: Kube,
                     pools: PoolRunner) -> Callable[[Callable[[], bool]], PassView]:
+    from gitops_kaito.desiredcache import DesiredCache
     from gitops_kaito.gitsync import assess_models
     from gitops_kaito.syncwait import PassFailed, PassView
+
+    cache = DesiredCache()  # keyed by the stats of the repository's inputs: an edit while waiting is picked up
 
     def one(should_continue: Callable[[], bool]) -> PassView:
         try:
             result = run_pass(Path(args.repo), kube, revision=args.revision, allow_mass_prune=args.allow_mass_prune,
-                              pools=pools, should_continue=should_continue, scope=scope_from_args(args))
+                              pools=pools, should_continue=should_continue, scope=scope_from_args(args),
+                              load=cache.loader())
             reports = assess_models(result, kube, result.revision)
         except (KubeError, SyncError) as err:
             raise PassFailed(str(err)) from None
@@ -220,16 +224,18 @@ def _repo_wait_pass(args: argparse.Namespace, kube: Kube,
 
 def _git_wait_pass(args: argparse.Namespace, kube: Kube, pools: PoolRunner,
                    say: Callable[[str], None]) -> Callable[[Callable[[], bool]], PassView]:
+    from gitops_kaito.desiredcache import DesiredCache
     from gitops_kaito.gitsource import GitSourceError
     from gitops_kaito.gitsync import run_git_pass
     from gitops_kaito.syncwait import PassFailed, PassView
 
     settings = git_settings(args)
+    cache = DesiredCache()  # as the daemon's: passes on the same desired commit skip load and render
 
     def one(should_continue: Callable[[], bool]) -> PassView:
         try:
             done = run_git_pass(settings, kube, allow_mass_prune=args.allow_mass_prune, pools=pools,
-                                should_continue=should_continue)
+                                should_continue=should_continue, cache=cache)
         except (KubeError, SyncError, GitSourceError) as err:
             raise PassFailed(str(err)) from None
         if done.writeback is not None and done.writeback.committed:  # only news: an unchanged status says nothing
