@@ -130,7 +130,7 @@ def fmt(value: Any, digits: int = 2) -> str:
 
 def size_table(rows: list[dict[str, Any]]) -> str:
     head = ("| models | objects | load+render s | plan s | render+plan s (CPU s) | µs/model | first sync s | no-op pass s "
-            "| no-op requests (LISTs) | no-op writes | peak RSS MB | kubectl first apply s / requests "
+            "| cached no-op pass s (CPU s) | no-op requests (LISTs) | no-op writes | peak RSS MB | kubectl first apply s / requests "
             "| kubectl re-apply s / requests |")
     lines = [head, "|" + "|".join("---:" for _ in range(head.count("|") - 1)) + "|"]
     for r in rows:
@@ -141,7 +141,8 @@ def size_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['models']} | {r['objects']} | {fmt(r['load_render_s'])} | {fmt(r['plan_s'])} "
             f"| {fmt(r['render_plan_s'])} ({fmt(r['render_plan_cpu_s'])}) | {r['render_plan_s'] / r['models'] * 1e6:.0f} | {fmt(r['first_sync_s'])} "
-            f"| {fmt(r['noop_sync_s'])} | {r['noop_api_requests']} ({r['noop_lists']}) | {r['noop_writes']} "
+            f"| {fmt(r['noop_sync_s'])} | {fmt(r.get('noop_cached_s'))} ({fmt(r.get('noop_cached_cpu_s'))}) "
+            f"| {r['noop_api_requests']} ({r['noop_lists']}) | {r['noop_writes']} "
             f"| {fmt(r['peak_rss_mb'], 0)} | {kubectl_first} | {kubectl_again} |")
     return "\n".join(lines)
 

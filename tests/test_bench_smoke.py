@@ -29,5 +29,6 @@ def test_bench_runs_at_three_models_and_the_noop_pass_writes_nothing(tmp_path: P
     assert row["models"] == 3 and row["objects"] >= 3
     assert row["first_created"] == row["objects"] and row["first_failed"] == 0
     assert row["noop_writes"] == 0 and row["noop_changes"] == 0
+    assert row["noop_cached_writes"] == 0 and row["noop_cached_requests"] == row["noop_api_requests"]
     assert 1 <= row["noop_lists"] <= 4
     assert row["peak_rss_mb"] > 0
