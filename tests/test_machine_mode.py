@@ -70,9 +70,11 @@ def test_machine_mode_waits_for_machines_then_applies_the_legacy_workspace(byo_s
         while workspace(custom) is None:
             assert time.monotonic() < deadline, "the Workspace was never applied"
             result = run_pass(repo, kube, revision=REV)
-            ready = [m for n, m in machines(custom).items() if n in ours and any(
-                c.get("type") in ("Ready", "MachineReady") and c.get("status") == "True"
-                for c in (m.get("status") or {}).get("conditions") or [])]
+            # KAITO's rule (FACTS 5.2): ready when the Ready condition is True or status.nodeName is set.
+            ready = [m for n, m in machines(custom).items() if n in ours and (
+                (m.get("status") or {}).get("nodeName") or any(
+                    c.get("type") in ("Ready", "MachineReady") and c.get("status") == "True"
+                    for c in (m.get("status") or {}).get("conditions") or []))]
             if workspace(custom) is None:
                 assert "waiting for nodes" in result.outcome("ml.phi").message  # type: ignore[union-attr]
             else:
