@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
 import pytest
 from azure.core.exceptions import ServiceRequestError
 
+from gitops_kaito.config import AzureSettings
 from gitops_kaito.provision.aks import (
     AksSettings,
     AksSettingsError,
@@ -21,18 +21,14 @@ from gitops_kaito.provision.aks import (
 from gitops_kaito.sandbox.arm import ArmEmulator
 
 
-@dataclass(frozen=True)
-class FileSettings:
-    subscription_id: str = "file-sub"
-    resource_group: str = "file-rg"
-    cluster_name: str = "file-cluster"
-    arm_endpoint: str = "https://management.azure.com"
-    location: str = ""
+def file_settings() -> AzureSettings:
+    """What a repo's gitops-kaito.yaml `azure:` section would give."""
+    return AzureSettings(subscription_id="file-sub", resource_group="file-rg", cluster_name="file-cluster")
 
 
 def test_precedence_file_env_flags() -> None:
     env = {"GITOPS_KAITO_AZURE_RESOURCE_GROUP": "env-rg", "GITOPS_KAITO_AZURE_CLUSTER_NAME": "env-cluster"}
-    merged = merge_settings(FileSettings(), env, {"cluster_name": "flag-cluster", "location": None})
+    merged = merge_settings(file_settings(), env, {"cluster_name": "flag-cluster", "location": None})
     assert (merged.subscription_id, merged.resource_group, merged.cluster_name) == ("file-sub", "env-rg", "flag-cluster")
     assert merged.arm_endpoint == "https://management.azure.com"
 
@@ -41,7 +37,7 @@ def test_flags_through_argparse() -> None:
     parser = argparse.ArgumentParser()
     add_azure_flags(parser)
     args = parser.parse_args(["--azure-subscription-id", "flag-sub", "--azure-arm-endpoint", "http://127.0.0.1:1"])
-    merged = settings_from_args(FileSettings(), args, env={})
+    merged = settings_from_args(file_settings(), args, env={})
     assert merged.subscription_id == "flag-sub" and merged.arm_endpoint == "http://127.0.0.1:1"
     assert merged.resource_group == "file-rg"
 
