@@ -276,8 +276,3 @@ def _resolve_all(out: _Collected, catalog: Catalog, config: RepoConfig) -> list[
             out.fail(request.path, doc.line_of(err.json_path), err.message, mid)
     return models
 
-
-def iter_model_paths(root: Path) -> list[str]:
-    """Repo-relative paths of the files load_repository would read (for tools that watch them)."""
-    out = _Collected()
-    return [shown for _, _, shown in _model_files(root, root.resolve(), out)]
