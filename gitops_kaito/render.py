@@ -99,7 +99,6 @@ LEGACY_PROVISIONER_LABEL = "karpenter.sh/provisioner-name"
 
 _DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _PLACEHOLDER = re.compile(r"^\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
-_GPU_PROVISIONER_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
 # Every slot a template may use; a template naming any other slot is an error (typos fail loudly).
