@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import urllib3
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from gitops_kaito.sandbox.apiserver import ApiServer, Fault
 
 
 @pytest.fixture
-def api(server: ApiServer, tmp_path: Path) -> client.ApiClient:
-    api = config.new_client_from_config(str(server.write_kubeconfig(tmp_path / "kc")))
+def api(api: client.ApiClient) -> client.ApiClient:
+    """The shared client, identified as the reconciler in the request log."""
     api.user_agent = "gitops-kaito/0.1.0"
     return api
 

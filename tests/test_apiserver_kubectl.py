@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,14 +49,10 @@ data:
 
 
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[tuple[ApiServer, Path]]:
-    srv = ApiServer().start()
-    try:
-        kc = srv.write_kubeconfig(tmp_path / "kc.yaml")
-        client.ApiextensionsV1Api(config.new_client_from_config(str(kc))).create_custom_resource_definition(CRD)
-        yield srv, kc
-    finally:
-        srv.stop()
+def kube(server: ApiServer, tmp_path: Path) -> tuple[ApiServer, Path]:
+    kc = server.write_kubeconfig(tmp_path / "kc.yaml")
+    client.ApiextensionsV1Api(config.new_client_from_config(str(kc))).create_custom_resource_definition(CRD)
+    return server, kc
 
 
 def kubectl(kc: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

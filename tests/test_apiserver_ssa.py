@@ -6,12 +6,11 @@ Driven through kubernetes.dynamic.DynamicClient and raw ApiClient calls, as the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
@@ -49,15 +48,10 @@ THING_CRD = {
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[ApiServer, DynamicClient, Any]]:
-    srv = ApiServer().start()
-    try:
-        api = config.new_client_from_config(str(srv.write_kubeconfig(tmp_path / "kubeconfig")))
-        client.ApiextensionsV1Api(api).create_custom_resource_definition(THING_CRD)
-        dyn = DynamicClient(api, cache_file=str(tmp_path / "discovery.json"))
-        yield srv, dyn, dyn.resources.get(api_version="example.com/v1", kind="Thing")
-    finally:
-        srv.stop()
+def env(server: ApiServer, api: client.ApiClient, tmp_path: Path) -> tuple[ApiServer, DynamicClient, Any]:
+    client.ApiextensionsV1Api(api).create_custom_resource_definition(THING_CRD)
+    dyn = DynamicClient(api, cache_file=str(tmp_path / "discovery.json"))
+    return server, dyn, dyn.resources.get(api_version="example.com/v1", kind="Thing")
 
 
 def thing(spec: dict[str, Any]) -> dict[str, Any]:

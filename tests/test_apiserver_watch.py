@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from gitops_kaito.sandbox.apiserver import ApiServer
@@ -20,6 +20,7 @@ from gitops_kaito.sandbox.apiserver import ApiServer
 
 @pytest.fixture
 def server() -> Iterator[ApiServer]:
+    """The shared server with a short watch history, so a resume from an old resourceVersion hits 410."""
     srv = ApiServer(history_limit=20).start()
     try:
         yield srv
@@ -28,8 +29,8 @@ def server() -> Iterator[ApiServer]:
 
 
 @pytest.fixture
-def core(server: ApiServer, tmp_path: Path) -> client.CoreV1Api:
-    return client.CoreV1Api(config.new_client_from_config(str(server.write_kubeconfig(tmp_path / "kc"))))
+def core(api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
 
 
 def cm(name: str, labels: dict[str, str] | None = None, data: dict[str, str] | None = None) -> dict[str, Any]:
