@@ -320,8 +320,12 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
     runner every pass so operations started in one pass are harvested by the next); an aks model's Workspace
     waits until its pool is Succeeded and the pool's Nodes are Ready.
     """
+    from gitops_kaito.provision.pools import PoolRunner
+
     started = time.monotonic()
     revision = revision or local_revision(Path(repo_dir))
+    # One runner for planning and reconciling: two would build two Azure clients (and credentials) in one pass.
+    pools = pools or PoolRunner()
     desired, plan, policy, pool_plan, live = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools, scope,
                                                    load)
     opts = options or applying.ApplyOptions()
@@ -360,11 +364,8 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
     return result
 
 
-def _reconcile_pools(pools: PoolRunner | None, pool_plan: PoolPlan, plan: Plan, policy: PlanPolicy,
+def _reconcile_pools(runner: PoolRunner, pool_plan: PoolPlan, plan: Plan, policy: PlanPolicy,
                      desired: Desired, revision: str, dry_run: bool) -> tuple[PoolOutcome, ...]:
-    from gitops_kaito.provision.pools import PoolRunner
-
-    runner = pools or PoolRunner()
     config = desired.load.config
     allow_replace: bool | frozenset[str] = True if config.replace_policy == "auto" else policy.replace_allowed
     return runner.reconcile(pool_plan, revision=revision, dry_run=dry_run,
