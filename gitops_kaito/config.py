@@ -11,7 +11,7 @@ import difflib
 import functools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import jsonschema
 import yaml
 
 from gitops_kaito.catalog import Catalog, load_catalog
+from gitops_kaito.modelrequest import dotted
 from gitops_kaito.ownership import DEFAULT_INSTANCE
 from gitops_kaito.resources import data_path
 from gitops_kaito.yamlsource import LocatedDoc, SourceError, load_yaml_file
@@ -262,7 +263,7 @@ def _validate(doc: LocatedDoc) -> None:
 
 def _locate(doc: LocatedDoc, err: jsonschema.ValidationError) -> SourceError:
     path: list[str | int] = list(err.absolute_path)
-    where = _dotted(path) or "the top level"
+    where = dotted(path) if path else "the top level"
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = list((err.schema.get("properties") or {}) if isinstance(err.schema, dict) else {})
         extra = sorted(k for k in err.instance if k not in allowed)
@@ -270,20 +271,13 @@ def _locate(doc: LocatedDoc, err: jsonschema.ValidationError) -> SourceError:
             key = extra[0]
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
-            return doc.error([*path, key], f"unknown field {_dotted([*path, key])!r}{hint}")
+            return doc.error([*path, key], f"unknown field {dotted([*path, key])!r}{hint}")
     if err.validator == "required":
         return doc.error(path, f"{where}: {err.message}")
     custom = err.schema.get("x-error") if isinstance(err.schema, dict) else None
     if custom:
         return doc.error(path, f"{where}: {_shown(err.instance)} {custom}")
     return doc.error(path, f"{where}: {err.message}")
-
-
-def _dotted(path: Sequence[str | int]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _shown(value: Any) -> str:
