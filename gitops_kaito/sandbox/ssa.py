@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 Path = tuple[str, ...]
@@ -319,7 +319,7 @@ def apply(
             p for p in e.fields
             if p not in applied_set or p[-1].startswith("k:") or value_at(result, p) == value_at(live, p)
         }
-        new_entries.append(ManagedEntry(e.manager, e.operation, e.api_version, e.time, e.subresource, kept))
+        new_entries.append(replace(e, fields=kept))
     same = mine is not None and mine.fields == applied_set
     new_entries.append(
         ManagedEntry(manager, "Apply", api_version, mine.time if (same and mine) else now, subresource, applied_set)
@@ -364,9 +364,9 @@ def record_update(
         if e.key == key:
             found = True
             fields |= changed
-            out.append(ManagedEntry(e.manager, e.operation, api_version, now, subresource, fields))
+            out.append(replace(e, api_version=api_version, time=now, fields=fields))
         else:
-            out.append(ManagedEntry(e.manager, e.operation, e.api_version, e.time, e.subresource, fields))
+            out.append(replace(e, fields=fields))
     if not found:
         out.append(ManagedEntry(manager, "Update", api_version, now, subresource, set(changed)))
     return out
