@@ -10,7 +10,6 @@ import dataclasses
 import difflib
 import functools
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import yaml
 
 from gitops_kaito.catalog import Catalog, load_catalog
 from gitops_kaito.modelrequest import dotted
-from gitops_kaito.ownership import DEFAULT_INSTANCE
+from gitops_kaito.ownership import DEFAULT_INSTANCE, is_dns_label
 from gitops_kaito.resources import data_path
 from gitops_kaito.yamlsource import LocatedDoc, SourceError, load_yaml_file
 
@@ -101,12 +100,9 @@ class Scope:
         return out
 
 
-_INSTANCE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
 def check_instance(value: str) -> str:
     """An instance name as given on the command line or in the environment; ValueError when it is not a label."""
-    if len(value) > 63 or not _INSTANCE_RE.match(value):
+    if not is_dns_label(value):
         raise ValueError(f"instance {value!r} must be a DNS-1123 label (lowercase letters, digits and '-', "
                          "at most 63 characters)")
     return value

@@ -8,17 +8,15 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from gitops_kaito.catalog import Catalog, load_catalog
 from gitops_kaito.config import RepoConfig, Scope, load_config, recover_scope
 from gitops_kaito.modelrequest import LoadError, ModelRequest, request_from_document, validate_document
-from gitops_kaito.ownership import model_id
+from gitops_kaito.ownership import is_dns_label, model_id
 from gitops_kaito.resolve import RepoLoad, ResolvedModel, ResolveError, resolve_request
 from gitops_kaito.yamlsource import LocatedDoc, SourceError, load_yaml_file
 
@@ -27,11 +25,6 @@ __all__ = ["MODELS_DIR", "RepoLoad", "load_repository"]
 MODELS_DIR = "models"
 CONFIG_FILE = "gitops-kaito.yaml"
 SUFFIXES = (".yaml", ".yml")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def is_dns_label(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= 63 and bool(_DNS_LABEL.match(value))
 
 
 @dataclass

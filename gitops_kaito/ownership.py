@@ -5,6 +5,9 @@ Every object the reconciler creates carries these; prune and live-state reads re
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 FIELD_MANAGER = "gitops-kaito"
 
 # Labels (selectable): who manages the object and which model request it belongs to.
@@ -27,6 +30,13 @@ ANNOTATION_PRUNE = "gitops.kaito.sh/prune"  # "disabled" opts an object out of p
 ANNOTATION_REPLACE = "gitops.kaito.sh/replace"  # "allowed" lets an immutable change delete and recreate
 
 OWNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"  # every instance's objects
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def is_dns_label(value: Any) -> bool:
+    """Whether value is a DNS-1123 label: what namespaces, model names and instance names must be."""
+    return isinstance(value, str) and len(value) <= 63 and bool(_DNS_LABEL.match(value))
 
 
 def model_id(namespace: str, name: str) -> str:

@@ -114,7 +114,7 @@ def plan_new(args: argparse.Namespace, root: Path, catalog: Catalog,
              config: RepoConfig) -> tuple[NewRequest, Preset, ResolvedModel, str]:
     """Decide the new request and check it completely, without writing anything."""
     from gitops_kaito.catalog import RemovedPreset, UnknownPreset
-    from gitops_kaito.loader import is_dns_label
+    from gitops_kaito.ownership import is_dns_label
 
     try:
         preset = catalog.preset(args.model)

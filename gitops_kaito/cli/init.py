@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     from gitops_kaito.catalog import load_catalog
     from gitops_kaito.cli.add import NewRequest, request_text, resolve_text
     from gitops_kaito.config import RepoConfig
-    from gitops_kaito.loader import is_dns_label, load_repository
+    from gitops_kaito.loader import load_repository
+    from gitops_kaito.ownership import is_dns_label
 
     root = Path(args.dir)
     if root.exists() and not root.is_dir():
