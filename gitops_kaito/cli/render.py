@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         load = load_repository(root)
         templates_dir = render.repo_templates_dir(load.root)
-        render.check_templates(templates_dir)
+        templates = render.load_templates(templates_dir)
     except SourceError as err:  # a broken override template is the user's input, like a broken model
         print(str(err), file=sys.stderr)
         return EXIT_INVALID
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     rendered = []
     for model in sorted(load.models, key=lambda m: m.request.id):
         try:
-            rendered.append(render.render_model(model, load.config, revision, templates_dir))
+            rendered.append(render.render_model(model, load.config, revision, templates_dir,
+                                                templates=templates))
         except (render.RenderError, SourceError) as err:
             messages.append(str(err))
         except Exception as err:

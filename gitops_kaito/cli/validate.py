@@ -54,13 +54,13 @@ def _render_problems(load: RepoLoad) -> list[LoadError]:
 
     templates_dir = render.repo_templates_dir(load.root)
     try:
-        render.check_templates(templates_dir)
+        templates = render.load_templates(templates_dir)
     except SourceError as err:
         return [LoadError(err.path, err.line, err.message, None)]
     problems: list[LoadError] = []
     for model in load.models:
         try:
-            render.render_model(model, load.config, "validate", templates_dir)
+            render.render_model(model, load.config, "validate", templates_dir, templates=templates)
         except SourceError as err:
             problems.append(LoadError(err.path, err.line, err.message, model.request.id))
         except render.RenderError as err:
