@@ -218,12 +218,12 @@ class GitSource:
             raise
 
     def run(self, args: Sequence[str], network: bool = False, env: Mapping[str, str] | None = None,
-            raw: bool = False) -> str:
+            raw: bool = False, stdin: bytes | None = None) -> str:
         """Run one git command in the cache clone; errors come back as GitSourceError, scrubbed.
 
         `raw` keeps stdout byte-exact (file contents); otherwise surrounding whitespace is stripped.
         """
-        return self._run(self.repo, args, network=network, env=env, raw=raw)
+        return self._run(self.repo, args, network=network, env=env, raw=raw, stdin=stdin)
 
     # -- internals ------------------------------------------------------------------------------
     def read_blobs(self, shas: Sequence[str]) -> dict[str, str]:
