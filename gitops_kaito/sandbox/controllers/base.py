@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 USER_AGENT_PREFIX = "gitops-kaito-sandbox/"
 ERROR_BACKOFF_S = 0.2
+
+T = TypeVar("T")
 
 
 def make_api_client(url: str, controller: str) -> client.ApiClient:
@@ -44,30 +46,26 @@ class Kube:
     # custom resources -----------------------------------------------------------------------
     def list_custom(self, group: str, version: str, plural: str, label_selector: str = "") -> list[dict[str, Any]] | None:
         """All objects of a kind across namespaces; None when the kind is not served."""
-        try:
-            out: Any = self.custom.list_cluster_custom_object(group, version, plural, label_selector=label_selector)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return list(out.get("items", []))
+        out: Any = _answer(404, lambda: self.custom.list_cluster_custom_object(
+            group, version, plural, label_selector=label_selector))
+        return None if out is None else list(out.get("items", []))
 
     def create_custom(self, group: str, version: str, plural: str, body: dict[str, Any],
                       namespace: str | None = None) -> dict[str, Any] | None:
-        try:
+        def create() -> Any:
             if namespace:
-                return dict(cast(Any, self.custom.create_namespaced_custom_object(group, version, namespace, plural, body)))
-            return dict(cast(Any, self.custom.create_cluster_custom_object(group, version, plural, body)))
-        except ApiException as err:
-            if err.status == 409:
-                return None
-            raise
+                return self.custom.create_namespaced_custom_object(group, version, namespace, plural, body)
+            return self.custom.create_cluster_custom_object(group, version, plural, body)
+
+        out = _answer(409, create)
+        return None if out is None else dict(out)
 
     def patch_custom(self, group: str, version: str, plural: str, name: str, patch: dict[str, Any],
                      namespace: str | None = None, status: bool = False) -> bool:
         """JSON merge patch; False when the object is gone."""
         kw: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
-        try:
+
+        def call() -> None:
             if namespace and status:
                 self.custom.patch_namespaced_custom_object_status(group, version, namespace, plural, name, patch, **kw)
             elif namespace:
@@ -76,21 +74,14 @@ class Kube:
                 self.custom.patch_cluster_custom_object_status(group, version, plural, name, patch, **kw)
             else:
                 self.custom.patch_cluster_custom_object(group, version, plural, name, patch, **kw)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+
+        return _done(404, call)
 
     def delete_custom(self, group: str, version: str, plural: str, name: str, namespace: str | None = None) -> None:
-        try:
-            if namespace:
-                self.custom.delete_namespaced_custom_object(group, version, namespace, plural, name)
-            else:
-                self.custom.delete_cluster_custom_object(group, version, plural, name)
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        if namespace:
+            _done(404, lambda: self.custom.delete_namespaced_custom_object(group, version, namespace, plural, name))
+        else:
+            _done(404, lambda: self.custom.delete_cluster_custom_object(group, version, plural, name))
 
     # core --------------------------------------------------------------------------------------
     def _raw(self, resp: Any) -> Any:
@@ -100,60 +91,48 @@ class Kube:
         return list(self._raw(self.core.list_node(_preload_content=False)).get("items", []))
 
     def create_node(self, body: dict[str, Any]) -> bool:
-        try:
-            self.core.create_node(cast(Any, body))
-        except ApiException as err:
-            if err.status == 409:
-                return False
-            raise
-        return True
+        return _done(409, lambda: self.core.create_node(cast(Any, body)))
 
     def patch_node_status(self, name: str, patch: dict[str, Any]) -> bool:
-        try:
-            self.core.patch_node_status(name, patch, _content_type="application/merge-patch+json")
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+        return _done(404, lambda: self.core.patch_node_status(name, patch,
+                                                              _content_type="application/merge-patch+json"))
 
     def delete_node(self, name: str) -> None:
-        try:
-            self.core.delete_node(name)
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        _done(404, lambda: self.core.delete_node(name))
 
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return dict(self._raw(self.core.read_namespaced_config_map(name, namespace, _preload_content=False)))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        resp = _answer(404, lambda: self.core.read_namespaced_config_map(name, namespace, _preload_content=False))
+        return None if resp is None else dict(self._raw(resp))
 
     def service_exists(self, namespace: str, name: str) -> bool:
-        try:
-            self.core.read_namespaced_service(name, namespace, _preload_content=False)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+        return _done(404, lambda: self.core.read_namespaced_service(name, namespace, _preload_content=False))
 
     def create_service(self, namespace: str, body: dict[str, Any]) -> None:
-        try:
-            self.core.create_namespaced_service(namespace, cast(Any, body))
-        except ApiException as err:
-            if err.status != 409:
-                raise
+        _done(409, lambda: self.core.create_namespaced_service(namespace, cast(Any, body)))
 
     def delete_service(self, namespace: str, name: str) -> None:
-        try:
-            self.core.delete_namespaced_service(name, namespace)
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        _done(404, lambda: self.core.delete_namespaced_service(name, namespace))
+
+
+def _answer(tolerated: int, call: Callable[[], T]) -> T | None:
+    """The call's answer, or None when it fails with `tolerated` (404: gone or not served, 409: exists)."""
+    try:
+        return call()
+    except ApiException as err:
+        if err.status == tolerated:
+            return None
+        raise
+
+
+def _done(tolerated: int, call: Callable[[], object]) -> bool:
+    """True when the call succeeds, False when it fails with `tolerated`."""
+    try:
+        call()
+    except ApiException as err:
+        if err.status == tolerated:
+            return False
+        raise
+    return True
 
 
 class Controller:
