@@ -198,7 +198,9 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
 
 
 def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy, adopt: bool = False) -> Change:
-    manifest = with_digest(want.manifest)
+    # Normalised once: the digest and the comparison both start from it (the digest annotation is ignored by it).
+    want_full = comparable(want.manifest)
+    manifest = with_digest(want.manifest, _digest_of(want_full))
 
     def change(action: Action, reason: str, **extra: Any) -> Change:
         return Change(ref=want.ref, action=action, model_id=want.model_id, wave=want.wave, reason=reason,
@@ -208,7 +210,7 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
         return change(Action.CREATE, "not in the cluster")
     if (live.get("metadata") or {}).get("deletionTimestamp"):
         return change(Action.NOOP, "being deleted; created again once it is gone")
-    want_cmp = comparable(_as_unlabelled_default(manifest, live) if not adopt else manifest)
+    want_cmp = _as_unlabelled_default(want_full, live) if not adopt else want_full
     live_cmp = comparable(project(live, manifest, owned_fields(live)))
     if want_cmp == live_cmp:
         return change(Action.NOOP, "up to date")
@@ -230,15 +232,18 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
     return change(Action.UPDATE, reason, patch=patch, drift=drift)
 
 
-def _as_unlabelled_default(manifest: Manifest, live: Manifest) -> Manifest:
+def _as_unlabelled_default(want_cmp: Manifest, live: Manifest) -> Manifest:
     """Objects made before instances existed lack the instance label and belong to the default instance. The
     default instance does not count the missing label as a change (upgrading must not rewrite every object, nor
-    report drift); the label is added with the next real change."""
-    labels = _labels(manifest)
+    report drift); the label is added with the next real change. `want_cmp` is comparable() output."""
+    labels = _labels(want_cmp)
     if LABEL_INSTANCE in _labels(live) or labels.get(LABEL_INSTANCE) != DEFAULT_INSTANCE:
-        return manifest
+        return want_cmp
     del labels[LABEL_INSTANCE]
-    return {**manifest, "metadata": {**(manifest.get("metadata") or {}), "labels": labels}}
+    meta = {k: v for k, v in want_cmp["metadata"].items() if k != "labels"}
+    if labels:  # comparable() drops an empty map
+        meta["labels"] = labels
+    return {**want_cmp, "metadata": meta}
 
 
 def _plan_foreign(want: DesiredObject, owner: str) -> Change:
@@ -329,15 +334,20 @@ def wave_of(ref: ObjectRef) -> Wave:
 
 def digest(manifest: Manifest) -> str:
     """A stable digest of a desired manifest, ignoring the annotations that never count as a change."""
-    text = json.dumps(comparable(manifest), sort_keys=True, separators=(",", ":"))
+    return _digest_of(comparable(manifest))
+
+
+def _digest_of(normalised: Any) -> str:
+    text = json.dumps(normalised, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def with_digest(manifest: Manifest) -> Manifest:
-    """The manifest plus our applied-digest annotation. Only the metadata path is copied: the rest is shared
-    with the desired manifest, which nothing mutates (a deep copy per object was a third of plan time)."""
+def with_digest(manifest: Manifest, stamp: str = "") -> Manifest:
+    """The manifest plus our applied-digest annotation (`stamp`: its digest, when the caller has it already).
+    Only the metadata path is copied: the rest is shared with the desired manifest, which nothing mutates (a deep
+    copy per object was a third of plan time)."""
     meta = dict(manifest.get("metadata") or {})
-    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_DIGEST: digest(manifest)}
+    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_DIGEST: stamp or digest(manifest)}
     return {**manifest, "metadata": meta}
 
 
