@@ -17,6 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from gitops_kaito.objects import ObjectRef
+from gitops_kaito.ownership import ANNOTATION_REVISION
 from gitops_kaito.plan import Action, Change
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,7 @@ def reason_for(change: Change) -> str | None:
 def message_for(change: Change, reason: str) -> str:
     revision = ""
     if change.desired is not None:
-        revision = ((change.desired.get("metadata") or {}).get("annotations") or {}).get(
-            "gitops.kaito.sh/revision", "")
+        revision = ((change.desired.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_REVISION, "")
     at = f" at {revision}" if revision else ""
     return {
         "Created": f"created from the repository{at}",
