@@ -13,8 +13,6 @@ from typing import Any
 from gitops_kaito.cli.common import EXIT_INVALID, EXIT_OK, CliError, add_output_flag, add_repo_flag, emit
 from gitops_kaito.yamlsource import SourceError
 
-LOCAL_REVISION = "local"  # the repo is not a git checkout
-
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -35,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.repo)
     if not root.is_dir():
         raise CliError(f"{root}: not a directory")
-    revision = args.revision or checkout_revision(root)
+    from gitops_kaito.sync import local_revision  # the same revision `sync` and `plan` stamp
+
+    revision = args.revision or local_revision(root)
     try:
         load = load_repository(root)
         templates_dir = render.repo_templates_dir(load.root)
@@ -64,16 +64,3 @@ def run(args: argparse.Namespace) -> int:
     for message in messages:
         print(message, file=sys.stderr)
     return EXIT_INVALID if messages else EXIT_OK
-
-
-def checkout_revision(root: Path) -> str:
-    """"<branch>@sha1:<commit>" of the git checkout holding root, in the revision annotation's format."""
-    try:
-        import git
-
-        repo = git.Repo(root, search_parent_directories=True)
-        sha = repo.head.commit.hexsha
-        branch = "" if repo.head.is_detached else repo.active_branch.name
-    except Exception:  # not a checkout, no commits yet, or git missing: the output is still useful
-        return LOCAL_REVISION
-    return f"{branch}@sha1:{sha}" if branch else f"sha1:{sha}"
