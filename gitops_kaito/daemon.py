@@ -64,7 +64,6 @@ class Daemon:
         self._running = threading.Lock()  # never two passes at once, whoever asks
         self._failures = 0
         self._last_ok: float | None = None
-        self._last_report: PassReport | None = None
         self._passes_done = 0
         self._done = threading.Condition()
         self._scheduler = BackgroundScheduler(timezone=UTC)
@@ -114,10 +113,6 @@ class Daemon:
     def passes_done(self) -> int:
         return self._passes_done
 
-    @property
-    def last_report(self) -> PassReport | None:
-        return self._last_report
-
     def wait_for_passes(self, count: int, timeout_s: float) -> bool:
         """Block until `count` passes have completed in total (for tests and the demo)."""
         with self._done:
@@ -148,7 +143,6 @@ class Daemon:
         try:
             report = self.run_pass(PassContext(reason=reason, should_continue=self._may_act))
             ok = report.ok
-            self._last_report = report
             log.warning("pass %s: %s", "ok" if ok else "failed", report.summary,
                         extra={"fields": {"reason": reason, "duration_s": round(time.monotonic() - started, 3)}})
         except Exception:

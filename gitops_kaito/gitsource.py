@@ -23,7 +23,6 @@ import git
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 60.0
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 # Git's words for "the remote refused this push because it moved on" (non-fast-forward, stale info).
 _REJECTED_RE = re.compile(
     r"\[rejected\]|non-fast-forward|fetch first|Updates were rejected because|stale info"
@@ -384,8 +383,3 @@ class GitSource:
             cfg.set_value("gc", "auto", "0")  # a gc mid-pass would race with readers of the checkout
         self._repo = repo
         return repo
-
-
-def is_sha(text: str) -> bool:
-    return bool(_SHA_RE.match(text.lower()))
-
