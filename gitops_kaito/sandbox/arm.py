@@ -17,8 +17,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
+
+from gitops_kaito.sandbox.controllers.base import Kube, make_api_client
 
 _POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 IN_PROGRESS_MESSAGE = "Operation is not allowed because there's an in progress {kind} node pool operation"
@@ -575,37 +577,19 @@ class KubeNodeApi:
     """NodeApi over the official kubernetes client (for a sandbox ApiServer URL)."""
 
     def __init__(self, url: str) -> None:
-        from kubernetes import client
-
-        config = client.Configuration()
-        config.host = url
-        api = client.ApiClient(config)
-        api.user_agent = "gitops-kaito-sandbox/arm"
-        self._core = client.CoreV1Api(api)
+        self._kube = Kube(make_api_client(url, "arm"))
 
     def list_node_names(self, label_selector: str) -> list[str]:
-        raw: Any = self._core.list_node(label_selector=label_selector, _preload_content=False)
+        raw: Any = self._kube.core.list_node(label_selector=label_selector, _preload_content=False)
         return [str(n["metadata"]["name"]) for n in json.loads(raw.data).get("items", [])]
 
     def create_node(self, body: dict[str, Any]) -> None:
-        from kubernetes.client.rest import ApiException
-
-        try:
-            self._core.create_node(cast(Any, body))
-        except ApiException as err:
-            if err.status != 409:
-                raise
+        self._kube.create_node(body)  # already there (409): its status is refreshed below all the same
         # Status is a subresource: the kubelet would post it; here it comes right after the create.
-        self._core.patch_node_status(body["metadata"]["name"], {"status": body["status"]})
+        self._kube.core.patch_node_status(body["metadata"]["name"], {"status": body["status"]})
 
     def delete_node(self, name: str) -> None:
-        from kubernetes.client.rest import ApiException
-
-        try:
-            self._core.delete_node(name)
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        self._kube.delete_node(name)
 
 
 class NodeBridge:
