@@ -27,13 +27,14 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import git
 
+    from gitops_kaito.gitsource import parse_revision
     from gitops_kaito.history import HistoryError, push_rollback, rollback
 
     try:
         repo = git.Repo(args.repo)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise CliError(f"{args.repo}: not a git repository") from None
-    rev = args.rev.rpartition("sha1:")[2] if "sha1:" in args.rev else args.rev
+    rev = parse_revision(args.rev)[1]  # main@sha1:<sha> from `history` -> <sha>; a plain sha or tag as given
     try:
         result = rollback(repo, rev, branch=args.branch)
         if args.push:
