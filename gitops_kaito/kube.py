@@ -193,9 +193,6 @@ class Kube:
                 return version
         raise KaitoNotInstalled()
 
-    def require_kaito(self) -> None:
-        self.workspace_version()
-
     def _required(self, api_version: str, kind: str) -> Any:
         found = self.resource(api_version, kind)
         if found is None:

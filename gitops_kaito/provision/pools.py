@@ -6,7 +6,6 @@ sync.run_pass drives it: prepare() before planning, reconcile() after, gates() b
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +33,6 @@ class PoolPlan:
     def managed_models(self) -> frozenset[str]:
         """Models that have a pool tagged as ours: they count as managed for the prune guard."""
         return frozenset(p.model_id for p in self.live or () if p.instance == self.instance and p.model_id)
-
-    @property
-    def removed_models(self) -> frozenset[str]:
-        return frozenset(c.model_id for c in self.changes if c.action == ap.DELETE)
 
 
 def aks_models(models: Iterable[ResolvedModelLike]) -> list[ResolvedModelLike]:
@@ -117,14 +112,6 @@ class PoolRunner:
             allow_replace=allow_replace, wait_s=self.wait_s, live=plan.live, instance=plan.instance))
 
 
-def guarded(changes: Sequence[PoolChange], refused: str) -> tuple[PoolChange, ...]:
-    """The pool changes as the plan shows them once the prune guard refused: deletes blocked with its reason."""
-    if not refused:
-        return tuple(changes)
-    return tuple(dataclasses.replace(c, action="blocked", reasons=(refused,)) if c.action == ap.DELETE else c
-                 for c in changes)
-
-
 def ready_nodes(nodes: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Ready Nodes per model (the pool's nodeLabels carry our model label onto every Node)."""
     out: dict[str, int] = {}
@@ -167,5 +154,5 @@ def failed(outcome: Any) -> bool:
     return bool(outcome.state in (pv.FAILED, pv.AUTH_FAILED, pv.CONFLICT, pv.THROTTLED))
 
 
-__all__ = ["AKS", "PoolPlan", "PoolRunner", "aks_models", "failed", "gate", "guarded", "pool_summary",
+__all__ = ["AKS", "PoolPlan", "PoolRunner", "aks_models", "failed", "gate", "pool_summary",
            "ready_nodes"]
