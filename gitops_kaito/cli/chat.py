@@ -125,17 +125,17 @@ def run(args: argparse.Namespace) -> int:
                                f"{check.error}", EXIT_NOT_READY)
             model = check.served_model
 
-        def ask(messages: list[dict[str, str]]) -> str:
+        def send(messages: list[dict[str, str]]) -> endpoint.ChatReply:
             return endpoint.chat(kube.api_client, namespace, name, messages, model=model,
-                                 max_tokens=args.max_tokens, temperature=args.temperature,
-                                 timeout_s=args.timeout).content
+                                 max_tokens=args.max_tokens, temperature=args.temperature, timeout_s=args.timeout)
+
+        def ask(messages: list[dict[str, str]]) -> str:
+            return send(messages).content
 
         conversation = Conversation(system=args.system)
         if prompt is not None:
             try:
-                reply = endpoint.chat(kube.api_client, namespace, name, conversation.outgoing(prompt), model=model,
-                                      max_tokens=args.max_tokens, temperature=args.temperature,
-                                      timeout_s=args.timeout)
+                reply = send(conversation.outgoing(prompt))
             except endpoint.EndpointError as err:
                 raise CliError(f"{namespace}/{name}: {err}", EXIT_ERROR) from None
             if args.output == "json":
