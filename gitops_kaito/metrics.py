@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-MODEL_STATES = ("Pending", "Provisioning", "Ready", "Failed", "Blocked", "Suspended", "Invalid")
+from gitops_kaito.health import STATES
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Metrics:
         self.applied_revision.labels(revision=revision).set(1)
 
     def set_model_states(self, counts: Mapping[str, int]) -> None:
-        for state in MODEL_STATES:
+        for state in STATES:
             self.models.labels(state=state).set(counts.get(state, 0))
 
     def render(self) -> bytes:
