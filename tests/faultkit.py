@@ -25,6 +25,7 @@ from gitops_kaito.gitsource import GitAuth, GitSource, SourceSpec
 from gitops_kaito.gitsync import GitPassResult, GitSyncSettings, run_git_pass
 from gitops_kaito.kube import Kube, RetryPolicy
 from gitops_kaito.ownership import LABEL_MODEL
+from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.apiserver import ApiServer
 from tests.fixtures_cluster import wait_until
 from tests.gitfixtures import Developer, make_remote, model_file
@@ -135,15 +136,8 @@ class KubeWorld:
     a repository directory, the reconciler's Kube client through a CutProxy, and an admin client straight to it."""
 
     def __init__(self, tmp: Path, *, retry: RetryPolicy = FAST_RETRY, sleep: Any = None) -> None:
-        self._sandbox: Any = None
-        try:
-            from gitops_kaito.sandbox import Sandbox, SandboxSettings
-        except ImportError:  # before the controllers helper's runtime lands: the bare emulator + CRDs
-            self.server = ApiServer().start()
-            self._install_crds()
-        else:
-            self._sandbox = Sandbox(SandboxSettings(controllers=False, namespaces=("ml",))).start()
-            self.server = self._sandbox.server
+        self._sandbox = Sandbox(SandboxSettings(controllers=False, namespaces=("ml",))).start()
+        self.server: ApiServer = self._sandbox.server
         self.proxy = CutProxy(self.server.port)
         self.kubeconfig = tmp / "kubeconfig"
         self.kubeconfig.write_text(yaml.safe_dump({
@@ -159,29 +153,14 @@ class KubeWorld:
         configuration.host = self.server.url
         self.admin = client.ApiClient(configuration)
         self.admin.user_agent = "fault-tests-admin/1.0"
-        if self._sandbox is None:
-            client.CoreV1Api(self.admin).create_namespace({"metadata": {"name": "ml"}})
         self.repo = tmp / "repo"
         (self.repo / "models" / "ml").mkdir(parents=True)
-
-    def _install_crds(self) -> None:
-        from gitops_kaito.resources import data_path
-
-        configuration = client.Configuration()
-        configuration.host = self.server.url
-        with client.ApiClient(configuration) as api:
-            ext = client.ApiextensionsV1Api(api)
-            for path in sorted(data_path("deploy/crds").glob("*.yaml")):
-                ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
 
     def close(self) -> None:
         self.proxy.cut()
         self.kube.close()
         self.admin.close()
-        if self._sandbox is not None:
-            self._sandbox.stop()
-        else:
-            self.server.stop()
+        self._sandbox.stop()
 
     # -- the repository ------------------------------------------------------------------------------------
     def model(self, name: str, model: str = "phi-4-mini-instruct", extra: str = "", note: str = "") -> Path:
