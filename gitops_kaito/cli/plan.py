@@ -26,11 +26,11 @@ from gitops_kaito.cli.common import (
     add_scope_flags,
     scope_from_args,
 )
+from gitops_kaito.cli.sync import pool_runner
 from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.offline import WORKING_TREE, OfflineError, OfflinePlan, plan_offline
 from gitops_kaito.plan import Action, Change, Plan, comparable, owned_fields, project
-from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
-from gitops_kaito.provision.pools import PoolRunner
+from gitops_kaito.provision.aks import add_azure_flags
 from gitops_kaito.sync import Desired, SyncError, plan_repository, server_dry_run
 
 COMMENT_LIMIT = 65_000  # GitHub refuses comments over 65,536 characters
@@ -111,7 +111,7 @@ def _cluster_plan(args: argparse.Namespace) -> tuple[Desired, Plan]:
         with Kube.connect(args.kubeconfig, args.context) as kube:
             desired, plan = plan_repository(Path(args.repo), kube, revision=args.revision,
                                             allow_mass_prune=getattr(args, "allow_mass_prune", False),
-                                            pools=PoolRunner(azure_overrides(args)), scope=scope_from_args(args))
+                                            pools=pool_runner(args), scope=scope_from_args(args))
             if getattr(args, "server_dry_run", False):
                 refused = server_dry_run(plan, kube)
                 errors = tuple(f"{c.ref} ({c.model_id}): the API server would refuse it: {why}" for c, why in refused)
