@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gitops_kaito import apply as applying
 from gitops_kaito import health
 from gitops_kaito.config import RepoConfig, Scope, load_config, recover_scope
@@ -29,7 +27,6 @@ from gitops_kaito.status import (
     EndpointCheck,
     ModelReport,
     other_instances_files,
-    parse_model_yaml,
     render_files,
     report_from_health,
     summary_line,
@@ -122,7 +119,7 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
                         and not any(r.model_id == o.model_id for r in reports))
 
         def build(previous: Mapping[str, str]) -> Mapping[str, str]:
-            files = render_files(applied_revisions(reports, result, previous), previous, stamp)
+            files = render_files(reports, previous, stamp, keep_revision=unwritten_models(reports, result))
             if status_path == status_root:  # the root also holds the named instances' folders: keep them
                 files = {**other_instances_files(previous), **files}
             _pause_point("status-built")
@@ -143,28 +140,11 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
     return GitPassResult(checkout, revision, dataclasses.replace(result, live=None), reports, wb)
 
 
-def applied_revisions(reports: Sequence[ModelReport], result: PassResult,
-                      previous: Mapping[str, str]) -> list[ModelReport]:
-    """Each report with the revision applied to its model: this pass's revision when the pass wrote the model's
-    objects (or nothing was recorded before), else the one its status file already carries. So a commit that
-    changes one model rewrites that model's status file, not every file."""
-    out = []
-    for report in reports:
-        if not any(c.writes for c in result.plan.for_model(report.model_id)):
-            before = _previous_revision(previous.get(report.status_path))
-            if before:
-                report = dataclasses.replace(report, revision=before)
-        out.append(report)
-    return out
-
-
-def _previous_revision(text: str | None) -> str:
-    if not text:
-        return ""
-    try:
-        return parse_model_yaml(text).revision
-    except (ValueError, yaml.YAMLError):
-        return ""
+def unwritten_models(reports: Sequence[ModelReport], result: PassResult) -> set[str]:
+    """The models this pass wrote no object of: their status files keep the revision they already carry (this
+    pass's revision when none was recorded). So a commit that changes one model rewrites that model's status
+    file, not every file."""
+    return {r.model_id for r in reports if not any(c.writes for c in result.plan.for_model(r.model_id))}
 
 
 def _pause_point(stage: str) -> None:

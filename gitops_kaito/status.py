@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -114,13 +114,16 @@ def scrubbed(report: ModelReport) -> ModelReport:
 
 
 # -- since ----------------------------------------------------------------------------------------
-def carry_since(reports: Iterable[ModelReport], previous: Mapping[str, str], now: str) -> tuple[ModelReport, ...]:
-    """Keep each model's `since` from its previous status file while its state is unchanged."""
+def carry_since(reports: Iterable[ModelReport], previous: Mapping[str, str], now: str,
+                keep_revision: Collection[str] = ()) -> tuple[ModelReport, ...]:
+    """Keep each model's `since` from its previous status file while its state is unchanged, and for the
+    models in `keep_revision` the revision that file names (when it names one): one parse per file for both."""
     out = []
     for r in reports:
         prev = _safe_parse(previous.get(r.status_path))
         since = prev.since if prev is not None and prev.state == r.state and prev.since else now
-        out.append(replace(r, since=since))
+        revision = prev.revision if prev is not None and prev.revision and r.model_id in keep_revision else r.revision
+        out.append(replace(r, since=since, revision=revision))
     return tuple(out)
 
 
@@ -134,9 +137,14 @@ def _safe_parse(text: str | None) -> ModelReport | None:
 
 
 # -- rendering ------------------------------------------------------------------------------------
-def render_files(reports: Iterable[ModelReport], previous: Mapping[str, str], now: str) -> dict[str, str]:
-    """All files of the status folder, keyed by path relative to it. Files not listed should not exist."""
-    final = sorted(carry_since((scrubbed(r) for r in reports), previous, now), key=lambda r: r.model_id)
+def render_files(reports: Iterable[ModelReport], previous: Mapping[str, str], now: str,
+                 keep_revision: Collection[str] = ()) -> dict[str, str]:
+    """All files of the status folder, keyed by path relative to it. Files not listed should not exist.
+
+    `keep_revision`: model ids whose previous status file's revision stays (see carry_since).
+    """
+    final = sorted(carry_since((scrubbed(r) for r in reports), previous, now, keep_revision),
+                   key=lambda r: r.model_id)
     files = {r.status_path: render_model_yaml(r) for r in final}
     files[STATUS_MD] = render_status_md(final)
     return files
