@@ -115,8 +115,9 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
         stamp = now or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         branch = settings.status_branch or config.status.branch or settings.branch
         author = settings.author or Author(config.status.author_name, config.status.author_email)
-        pruned = sorted(o.model_id for o in result.outcomes if o.state == applying.PRUNED
-                        and not any(r.model_id == o.model_id for r in reports))
+        reported = {r.model_id for r in reports}
+        pruned = sorted(o.model_id for o in result.outcomes
+                        if o.state == applying.PRUNED and o.model_id not in reported)
 
         def build(previous: Mapping[str, str]) -> Mapping[str, str]:
             files = render_files(reports, previous, stamp, keep_revision=unwritten_models(reports, result))
