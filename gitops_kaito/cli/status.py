@@ -46,10 +46,13 @@ def run(args: argparse.Namespace) -> int:
 
             reports = []
             prefix = status_folder(args) + "/"
-            for name in repo.git.ls_tree("-r", "--name-only", ref, "--", prefix).splitlines():
+            for entry in repo.git.ls_tree("-r", ref, "--", prefix).splitlines():
+                info, _, name = entry.partition("\t")
                 if name.endswith(".yaml") and name.count("/") == prefix.count("/") + 1:
+                    # Through GitPython's one long-lived `cat-file --batch`, not a `git show` process per file.
+                    blob = repo.odb.stream(bytes.fromhex(info.split()[2])).read()
                     try:
-                        reports.append(parse_model_yaml(repo.git.show(f"{ref}:{name}")))
+                        reports.append(parse_model_yaml(blob.decode("utf-8", "surrogateescape")))
                     except ValueError:
                         continue
             reports.sort(key=lambda r: r.model_id)
