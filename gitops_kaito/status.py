@@ -132,7 +132,7 @@ def _safe_parse(text: str | None) -> ModelReport | None:
         return None
     try:
         return parse_model_yaml(text)
-    except (ValueError, yaml.YAMLError):
+    except ValueError:
         return None
 
 
@@ -188,8 +188,11 @@ def render_model_yaml(report: ModelReport) -> str:
 
 
 def parse_model_yaml(text: str) -> ModelReport:
-    """Inverse of render_model_yaml (for `gitops-kaito status` and `since` carry-over)."""
-    doc = yaml.safe_load(text)
+    """Inverse of render_model_yaml (for `gitops-kaito status` and `since` carry-over); ValueError when not one."""
+    try:
+        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as err:  # a hand-edited or truncated file: callers skip it with a warning
+        raise ValueError(f"not a gitops-kaito status file: {str(err).splitlines()[0]}") from None
     if not isinstance(doc, dict) or "/" not in str(doc.get("model", "")):
         raise ValueError("not a gitops-kaito status file")
     ns, _, name = str(doc["model"]).partition("/")
