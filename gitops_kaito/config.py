@@ -57,6 +57,43 @@ class AzureSettings:
     location: str = ""
 
 
+@dataclass(frozen=True)
+class DaemonConfig:
+    """`daemon:`: settings of `gitops-kaito run` kept in the repository; None = not set here.
+
+    Field names are RunSettings' own; flags and GITOPS_KAITO_* environment variables win (RunSettings.with_repo).
+    """
+
+    interval: str | None = None
+    jitter: str | None = None
+    log_format: str | None = None
+    # Bound when the service starts (the listener's socket, the Lease it campaigns for): read from the repository
+    # at start-up; a later change is reported and takes effect at the next restart.
+    listen: str | None = None
+    leader_election: bool | None = None
+    lease_name: str | None = None
+    lease_namespace: str | None = None
+
+
+# Settings a repository must not choose, and why: a merged pull request could otherwise redirect the daemon to
+# another cluster or repository, or make it read a file of the operator's choosing.
+NOT_FROM_REPOSITORY = {
+    "gitUrl": "it is how the repository is found",
+    "branch": "it is how the repository is found",
+    "cacheDir": "the clone lives there before the repository is read",
+    "gitToken": "credentials never live in Git; use GITOPS_KAITO_GIT_TOKEN",
+    "sshKeyFile": "credentials are the operator's; use --ssh-key-file or GITOPS_KAITO_SSH_KEY_FILE",
+    "knownHostsFile": "credentials are the operator's; use --known-hosts-file or GITOPS_KAITO_KNOWN_HOSTS_FILE",
+    "webhookSecretFile": "secrets are the operator's; use --webhook-secret-file or GITOPS_KAITO_WEBHOOK_SECRET_FILE",
+    "kubeconfig": "a merged change must not pick the cluster; use --kubeconfig or KUBECONFIG",
+    "context": "a merged change must not pick the cluster; use --context",
+    "allowMassPrune": "use prune.allowAll in this file, or --allow-mass-prune",
+    "instance": "set instance at the top level of this file",
+    "paths": "set paths at the top level of this file",
+    "statusBranch": "set status.branch in this file",
+}
+
+
 def _default_node_class_ref() -> Mapping[str, str]:
     return {"group": "kaito.sh", "kind": "KaitoNodeClass", "name": "default"}
 
@@ -75,6 +112,7 @@ class RepoConfig:
     node_class_ref: Mapping[str, str] = field(default_factory=_default_node_class_ref)
     instance: str = DEFAULT_INSTANCE  # gitops.kaito.sh/instance of everything this repository's daemon owns
     paths: tuple[str, ...] = ()  # only model files under these repo-relative paths are loaded; () = all of models/
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
 
     @property
     def status_dir(self) -> str:
@@ -146,6 +184,14 @@ status:
   authorName: gitops-kaito
   authorEmail: gitops-kaito@users.noreply.local
 prices: {{}}                  # e.g. {{Standard_NC24ads_A100_v4: 2.95}}: your USD per node-hour
+# daemon:                   # `gitops-kaito run`; its flags and GITOPS_KAITO_* environment variables win
+#   interval: 60s           # time between passes (re-read after every pass)
+#   jitter: 5s              # random delay added to each interval; default a tenth of it, at most 5s
+#   logFormat: text         # text | json
+#   listen: 127.0.0.1:8080  # webhooks, probes, metrics; this and the lease settings apply at the next restart
+#   leaderElection: true
+#   leaseName: gitops-kaito-leader   # default gitops-kaito-leader-<instance> for a named instance
+#   leaseNamespace: gitops-kaito
 """
 
 
@@ -185,11 +231,16 @@ def recover_scope(repo_dir: Path) -> RepoConfig:
 def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> RepoConfig:
     """Validate one parsed config document and build the RepoConfig (prices are checked against catalog)."""
     data = doc.data
-    _validate(doc)
     defaults = data.get("defaults", {})
     prune = data.get("prune", {})
     status = data.get("status", {})
     azure = data.get("azure", {})
+    daemon = data.get("daemon") or {}
+    for key in daemon if isinstance(daemon, dict) else ():
+        if key in NOT_FROM_REPOSITORY:
+            raise doc.error(("daemon", key), f"daemon.{key} cannot come from the repository: "
+                            f"{NOT_FROM_REPOSITORY[key]}")
+    _validate(doc)
     status_path = str(status.get("path", StatusSettings.path)).strip("/")
     if status_path.split("/", 1)[0] in RESERVED_STATUS_ROOTS:
         raise doc.error(("status", "path"), f"status.path {status_path!r} is inside "
@@ -222,6 +273,21 @@ def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> Rep
         node_class_ref=dict(data.get("nodeClassRef") or _default_node_class_ref()),
         instance=data.get("instance", DEFAULT_INSTANCE),
         paths=tuple(dict.fromkeys(normalize_scope_path(p) for p in data.get("paths") or ())),
+        daemon=_daemon(doc),
+    )
+
+
+def _daemon(doc: LocatedDoc) -> DaemonConfig:
+    """The schema has checked the forms (durations, HOST:PORT, names); an empty string counts as not set."""
+    daemon = doc.data.get("daemon") or {}
+    return DaemonConfig(
+        interval=daemon.get("interval") or None,
+        jitter=daemon.get("jitter") or None,
+        log_format=daemon.get("logFormat"),
+        listen=daemon.get("listen") or None,
+        leader_election=daemon.get("leaderElection"),
+        lease_name=daemon.get("leaseName") or None,
+        lease_namespace=daemon.get("leaseNamespace") or None,
     )
 
 

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -75,11 +75,13 @@ class Daemon:
             self._elector_thread = threading.Thread(target=self.elector.run, args=(self._stop,),
                                                     name="leader-election", daemon=True)
             self._elector_thread.start()
-        trigger = IntervalTrigger(seconds=self.settings.interval_s, jitter=self.settings.jitter_s or None)
         first = datetime.now(UTC) if run_first_now else None
-        self._scheduler.add_job(self._job, trigger, id="pass", max_instances=1, coalesce=True,
+        self._scheduler.add_job(self._job, self._trigger(), id="pass", max_instances=1, coalesce=True,
                                 next_run_time=first, misfire_grace_time=None)
         self._scheduler.start()
+
+    def _trigger(self) -> IntervalTrigger:
+        return IntervalTrigger(seconds=self.settings.interval_s, jitter=self.settings.jitter_s or None, timezone=UTC)
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Ask the running pass to stop at its next safe point, wait for it, then shut down."""
@@ -91,6 +93,18 @@ class Daemon:
             log.warning("stop: the current pass did not finish within %.0fs; abandoning it", timeout_s)
         if self._elector_thread is not None:
             self._elector_thread.join(timeout=5)
+
+    def reschedule(self, interval_s: float, jitter_s: float) -> None:
+        """A new interval (the repository's `daemon.interval` changed): the next pass is one new interval away.
+
+        Called from within a pass: a failure backoff the pass then sets still applies.
+        """
+        if (interval_s, jitter_s) == (self.settings.interval_s, self.settings.jitter_s):
+            return
+        self.settings = replace(self.settings, interval_s=interval_s, jitter_s=jitter_s)
+        if self._scheduler.running and not self._stop.is_set():
+            self._scheduler.reschedule_job("pass", trigger=self._trigger())
+        log.warning("interval is now %gs (jitter %gs)", interval_s, jitter_s)
 
     def trigger(self, reason: str) -> None:
         """Run a pass as soon as possible (a webhook arrived). Coalesces with one already queued."""

@@ -67,6 +67,7 @@ class GitPassResult:
     sync: PassResult
     reports: tuple[ModelReport, ...]
     writeback: WritebackResult | None
+    config: RepoConfig | None = None  # the pinned commit's gitops-kaito.yaml; None when that file is broken
 
 
 EndpointChecker = Callable[[Any, str, str], EndpointCheck]
@@ -87,17 +88,20 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
                  sleep: Callable[[float], None] | None = None,
                  pools: PoolRunner | None = None,
                  should_continue: Callable[[], bool] | None = None,
-                 cache: DesiredCache | None = None) -> GitPassResult:
+                 cache: DesiredCache | None = None,
+                 source: GitSource | None = None) -> GitPassResult:
     """fetch -> sync.run_pass on the checkout -> health -> status files -> commit and push when changed.
 
     A git failure raises GitSourceError before anything is applied; the cluster keeps the last state.
     `cache` (the daemon's, kept across passes): the checked-out commit's trees outside status/ key the rendered
     desired state, so a pass after a status-only commit, or after no commit, neither reads nor renders a model.
+    `source` (the daemon's, kept across passes: its repository handle is opened once): else one for `settings`.
     """
-    source = GitSource(SourceSpec(settings.url, branch=settings.branch, auth=settings.auth), settings.cache_dir)
+    source = source or git_source(settings)
     checkout = source.fetch()
     _pause_point("fetched")
-    config = settings.scope.apply(_config(checkout.path))
+    file_config = read_config(checkout.path)
+    config = settings.scope.apply(file_config or recover_scope(checkout.path))
     status_root = config.status.path.strip("/") or "status"
     status_path = config.status_dir  # status/<instance> for a named instance
     # Every instance's status commits are left out, not only this one's: none of them is a change of desired state.
@@ -138,7 +142,11 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
         wb = write_status(source, branch, build, revision, author=author, status_path=status_path,
                           summary=summary_line(reports), body=body, before_push=pushing, tip=tip, **extra)
     # The live objects were for health only: a daemon keeps the last result, and it need not keep a cluster copy.
-    return GitPassResult(checkout, revision, dataclasses.replace(result, live=None), reports, wb)
+    return GitPassResult(checkout, revision, dataclasses.replace(result, live=None), reports, wb, file_config)
+
+
+def git_source(settings: GitSyncSettings) -> GitSource:
+    return GitSource(SourceSpec(settings.url, branch=settings.branch, auth=settings.auth), settings.cache_dir)
 
 
 def unwritten_models(reports: Sequence[ModelReport], result: PassResult) -> set[str]:
@@ -158,11 +166,13 @@ def _pause_point(stage: str) -> None:
     threading.Event().wait()  # until the test's SIGKILL
 
 
-def _config(root: Path) -> RepoConfig:
+def read_config(root: Path) -> RepoConfig | None:
+    """The checkout's gitops-kaito.yaml, or None when it is broken: the pass itself reports the broken file, and
+    status still needs a place to go (recover_scope)."""
     try:
         return load_config(root)
     except SourceError:
-        return recover_scope(root)  # the pass itself reports the broken file; status still needs a place to go
+        return None
 
 
 def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints: bool = True,

@@ -60,3 +60,10 @@ def configure_logging(verbosity: int = 0, fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("gitops_kaito").setLevel(level)
+
+
+def set_format(fmt: str) -> None:
+    """Switch the format of the lines already configured (the repository's daemon.logFormat changed)."""
+    formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)

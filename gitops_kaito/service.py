@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,16 +16,18 @@ from typing import Any
 from kubernetes import client
 
 from gitops_kaito import apply as applying
+from gitops_kaito.config import DaemonConfig, RepoConfig
 from gitops_kaito.daemon import Daemon, DaemonSettings, PassContext
 from gitops_kaito.desiredcache import DesiredCache
 from gitops_kaito.gitsource import GitAuth, GitSourceError
-from gitops_kaito.gitsync import GitPassResult, GitSyncSettings, run_git_pass
+from gitops_kaito.gitsync import GitPassResult, GitSyncSettings, git_source, read_config, run_git_pass
 from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.leader import LeaderElector, LeaseSettings
+from gitops_kaito.logs import set_format
 from gitops_kaito.metrics import Metrics
 from gitops_kaito.plan import Action
 from gitops_kaito.provision.pools import PoolRunner
-from gitops_kaito.settings import RunSettings
+from gitops_kaito.settings import RunSettings, SettingsError
 from gitops_kaito.sync import SyncError
 from gitops_kaito.webserver import Listener, ListenerHooks
 from gitops_kaito.writeback import WritebackError
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path("~/.cache/gitops-kaito/git")
 _ACTION_NAMES = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REPLACE: "replaced",
                  Action.DELETE: "pruned"}
+# The repository's daemon settings that are bound when the service starts: a later change waits for a restart.
+_AT_START = ("listen", "leader_election", "lease_name", "lease_namespace")
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,11 @@ class GitPass:
     """The daemon's RunPass: one git pass, errors counted and turned into a failed report (never raised)."""
 
     def __init__(self, settings: GitSyncSettings, kube: Kube, metrics: Metrics, allow_mass_prune: bool = False,
-                 pools: PoolRunner | None = None, desired_cache: DesiredCache | None = None) -> None:
+                 pools: PoolRunner | None = None, desired_cache: DesiredCache | None = None,
+                 on_config: Callable[[RepoConfig], None] | None = None) -> None:
         self.settings = settings
+        self.source = git_source(settings)  # one clone handle for the life of the daemon
+        self.on_config = on_config  # told the gitops-kaito.yaml of every pass that could read it
         self.kube = kube
         self.metrics = metrics
         self.allow_mass_prune = allow_mass_prune
@@ -90,7 +99,7 @@ class GitPass:
             return PassReport(True, "skipped: not the leader or stopping")
         try:
             done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune, pools=self.pools,
-                                should_continue=ctx.should_continue, cache=self.desired_cache)
+                                should_continue=ctx.should_continue, cache=self.desired_cache, source=self.source)
         except WritebackError as err:
             self.metrics.git_errors.labels(operation="push").inc()
             return PassReport(False, f"status write-back failed: {err}")
@@ -103,6 +112,8 @@ class GitPass:
         except SyncError as err:
             self.metrics.api_errors.labels(api="kubernetes", code="0").inc()
             return PassReport(False, str(err))
+        if done.config is not None and self.on_config is not None:
+            self.on_config(done.config)
         for _ in range(done.sync.failed):
             self.metrics.api_errors.labels(api="kubernetes", code="apply").inc()
         record_pass(self.metrics, done)
@@ -113,28 +124,81 @@ class GitPass:
 
 
 class Service:
-    """Start/stop everything `gitops-kaito run` runs; `url` is where the listener answers."""
+    """Start/stop everything `gitops-kaito run` runs; `url` is where the listener answers.
+
+    Settings no flag or environment variable set come from the followed repository's `daemon:` (RunSettings.with_repo):
+    read once before the listener binds, then again after every pass (interval, jitter and log format follow it live).
+    """
 
     def __init__(self, settings: RunSettings, *, daemon_settings: DaemonSettings | None = None,
                  lease: LeaseSettings | None = None, kube: Kube | None = None,
                  pools: PoolRunner | None = None) -> None:
-        self.settings = settings
+        self.base_settings = settings  # flags, environment, defaults: what the repository's values go over
         self.metrics = Metrics()
         self._started = False
+        self._restart_noted: set[tuple[str, Any]] = set()
         self.kube = kube or Kube.connect(settings.kubeconfig or None, settings.context or None)
+        self.git = GitPass(git_settings(settings), self.kube, self.metrics, settings.allow_mass_prune, pools,
+                           on_config=self._repo_config)
+        settings = self.settings = self._startup_settings(settings)
+        if settings.log_format != self.base_settings.log_format:
+            set_format(settings.log_format)
         self.elector: LeaderElector | None = None
         if settings.leader_election:
             lease = lease or LeaseSettings(name=settings.lease_name, namespace=settings.lease_namespace)
             self.elector = LeaderElector(client.CoordinationV1Api(self.kube.api_client), lease,
                                          on_change=self._leadership)
-        interval = settings.interval_s
-        self.git = GitPass(git_settings(settings), self.kube, self.metrics, settings.allow_mass_prune, pools)
-        self.daemon = Daemon(daemon_settings or DaemonSettings(interval_s=interval, jitter_s=min(5.0, interval / 10)),
+        self.daemon = Daemon(daemon_settings or DaemonSettings(interval_s=settings.interval_s,
+                                                               jitter_s=settings.jitter_s),
                              self.git, self.metrics, self.elector)
         host, port = settings.listen_address
         self.listener = Listener(host, port, ListenerHooks(
             branch=lambda: settings.branch, secret=settings.webhook_secret(), trigger=self.daemon.trigger,
             healthy=self.daemon.health, ready=self.daemon.readiness, metrics=self.metrics))
+
+    def _startup_settings(self, settings: RunSettings) -> RunSettings:
+        """The settings to start with: the repository's `daemon:` under flags and environment. A repository that
+        cannot be read yet leaves flags, environment and defaults; the first pass reports why."""
+        if not settings.defaulted:
+            return settings
+        try:
+            checkout = self.git.source.fetch()
+        except GitSourceError as err:
+            log.warning("cannot read gitops-kaito.yaml before starting, so flags, environment and defaults apply: "
+                        "%s", err)
+            return settings
+        config = read_config(checkout.path)
+        if config is None:
+            log.warning("gitops-kaito.yaml is broken, so flags, environment and defaults apply; the pass says why")
+            return settings
+        try:
+            out = settings.with_repo(config.daemon, config.instance)
+        except SettingsError as err:
+            log.warning("%s; flags, environment and defaults apply", err)
+            return settings
+        for name in (f.name for f in dataclasses.fields(DaemonConfig)):
+            if getattr(out, name) != getattr(settings, name):
+                log.warning("%s %s (from gitops-kaito.yaml)", name, getattr(out, name))
+        return out
+
+    def _repo_config(self, config: RepoConfig) -> None:
+        """After a pass: follow a changed `daemon:` where that can be done live; say so where it needs a restart."""
+        try:
+            new = self.base_settings.with_repo(config.daemon, config.instance)
+        except SettingsError as err:
+            log.warning("%s; keeping the current settings", err)
+            return
+        self.daemon.reschedule(new.interval_s, new.jitter_s)
+        if new.log_format != self.settings.log_format:
+            set_format(new.log_format)
+        for name in _AT_START:
+            value = getattr(new, name)
+            if value != getattr(self.settings, name) and (name, value) not in self._restart_noted:
+                self._restart_noted.add((name, value))
+                log.warning("gitops-kaito.yaml now sets %s to %s (running with %s); it applies at the next restart",
+                            name, value, getattr(self.settings, name))
+        self.settings = dataclasses.replace(self.settings, interval=new.interval, jitter=new.jitter,
+                                            log_format=new.log_format)
 
     @property
     def url(self) -> str:

@@ -1,6 +1,5 @@
-"""Settings of the daemon (`gitops-kaito run`): flags first, then GITOPS_KAITO_* environment variables, then defaults.
-
-Kept as one frozen dataclass so every setting has one name, one type and one documented source.
+"""Settings of the daemon (`gitops-kaito run`): flags, then GITOPS_KAITO_* environment variables, then the followed
+repository's gitops-kaito.yaml (`daemon:`), then defaults. One frozen dataclass: one name, type and source each.
 """
 
 from __future__ import annotations
@@ -8,11 +7,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from gitops_kaito.config import Scope, check_instance, normalize_scope_path
+from gitops_kaito.config import DaemonConfig, Scope, check_instance, normalize_scope_path
 from gitops_kaito.ownership import DEFAULT_INSTANCE
 
 ENV_PREFIX = "GITOPS_KAITO_"
@@ -47,6 +46,7 @@ class RunSettings:
     branch: str = "main"
     status_branch: str = ""
     interval: str = "60s"
+    jitter: str = ""  # "" = a tenth of the interval, at most 5s
     listen: str = "127.0.0.1:8080"
     webhook_secret_file: str = ""
     kubeconfig: str = ""
@@ -62,6 +62,9 @@ class RunSettings:
     log_format: str = "text"
     instance: str = ""  # "" = gitops-kaito.yaml's instance (else "default")
     paths: tuple[str, ...] = ()  # () = gitops-kaito.yaml's paths; env GITOPS_KAITO_PATHS is comma-separated
+    # The fields that took their default (neither flag nor environment): only these may come from the repository.
+    # Settings built directly (tests, the demo) have none, so a repository never overrides what was passed in.
+    defaulted: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def scope(self) -> Scope:
         """The --instance/--path overrides of the followed repository's gitops-kaito.yaml."""
@@ -69,11 +72,40 @@ class RunSettings:
 
     @property
     def interval_s(self) -> float:
-        return parse_duration(self.interval)
+        seconds = parse_duration(self.interval)
+        if seconds < 1:
+            raise SettingsError(f"interval {self.interval!r} is shorter than 1s")
+        return seconds
+
+    @property
+    def jitter_s(self) -> float:
+        return parse_duration(self.jitter) if self.jitter else min(5.0, self.interval_s / 10)
 
     @property
     def listen_address(self) -> tuple[str, int]:
         return parse_listen(self.listen)
+
+    def with_repo(self, daemon: DaemonConfig, instance: str = DEFAULT_INSTANCE) -> RunSettings:
+        """These settings with the repository's `daemon:` values for every field no flag or environment set.
+
+        A named instance from the repository also names the Lease, as --instance does, unless a Lease name is set.
+        """
+        values: dict[str, Any] = {}
+        for f in fields(DaemonConfig):
+            value = getattr(daemon, f.name)
+            if value is not None and f.name in self.defaulted:
+                values[f.name] = value
+        if ("lease_name" in self.defaulted and "lease_name" not in values and "instance" in self.defaulted
+                and instance != DEFAULT_INSTANCE):
+            values["lease_name"] = f"{RunSettings.lease_name}-{instance}"
+        try:
+            out = replace(self, **values)
+            out.interval_s  # noqa: B018 - the schema checked the form; this also checks the value
+            out.jitter_s  # noqa: B018
+            out.listen_address  # noqa: B018
+        except SettingsError as err:
+            raise SettingsError(f"gitops-kaito.yaml daemon: {err}") from None
+        return out
 
     def webhook_secret(self) -> bytes | None:
         if not self.webhook_secret_file:
@@ -88,7 +120,7 @@ class RunSettings:
 
     def redacted(self) -> dict[str, Any]:
         """For logs: the token never appears."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "defaulted"}
         if out["git_token"]:
             out["git_token"] = "***"
         return out
@@ -99,6 +131,8 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = N
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     for f in fields(RunSettings):
+        if f.name == "defaulted":
+            continue
         flag = flags.get(f.name)
         if flag is not None:
             values[f.name] = flag
@@ -121,7 +155,9 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = N
     if values.get("instance") not in (None, "", DEFAULT_INSTANCE) and "lease_name" not in values:
         # Instances sharing a Lease would elect one leader among them all: only one of them would ever sync.
         values["lease_name"] = f"{RunSettings.lease_name}-{values['instance']}"
-    settings = RunSettings(**values)
+    defaulted = frozenset(f.name for f in fields(RunSettings) if f.name not in values and f.name != "defaulted")
+    settings = RunSettings(**values, defaulted=defaulted)
     settings.interval_s  # noqa: B018 - validate early, with a clear message
+    settings.jitter_s  # noqa: B018
     settings.listen_address  # noqa: B018
     return settings

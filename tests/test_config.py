@@ -11,6 +11,7 @@ import pytest
 from gitops_kaito.config import (
     EXAMPLE_CONFIG,
     AzureSettings,
+    DaemonConfig,
     PrunePolicy,
     RepoConfig,
     StatusSettings,
@@ -152,3 +153,52 @@ def test_shipped_schema_is_valid_and_strict() -> None:
     for name, sub in schema["properties"].items():
         if sub.get("type") == "object" and name != "prices":
             assert sub.get("additionalProperties") is False, name
+
+
+def test_daemon_section_is_read(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, HEADER + """\
+daemon:
+  interval: 5m
+  jitter: 2s
+  logFormat: json
+  listen: 0.0.0.0:9090
+  leaderElection: false
+  leaseName: models-leader
+  leaseNamespace: ops
+"""))
+    assert config.daemon == DaemonConfig(interval="5m", jitter="2s", log_format="json", listen="0.0.0.0:9090",
+                                         leader_election=False, lease_name="models-leader", lease_namespace="ops")
+
+
+def test_example_daemon_section_uncommented_is_valid(tmp_path: Path) -> None:
+    lines = EXAMPLE_CONFIG.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# daemon:"))
+    uncommented = [line[2:] if i >= start and line.startswith("# ") else line for i, line in enumerate(lines)]
+    config = load_config(write(tmp_path, "\n".join(uncommented) + "\n"))
+    assert config.daemon.interval == "60s" and config.daemon.listen == "127.0.0.1:8080"
+    assert config.daemon.lease_namespace == "gitops-kaito" and config.daemon.leader_election is True
+
+
+@pytest.mark.parametrize(("key", "value", "reason"), [
+    ("gitUrl", "https://evil.example/r.git", "how the repository is found"),
+    ("kubeconfig", "/etc/other", "must not pick the cluster"),
+    ("context", "prod", "must not pick the cluster"),
+    ("gitToken", "ghp_x", "credentials never live in Git"),
+    ("webhookSecretFile", "/tmp/s", "secrets are the operator's"),
+])
+def test_daemon_settings_a_repository_may_not_choose(tmp_path: Path, key: str, value: str, reason: str) -> None:
+    err = error_of(tmp_path, HEADER + f"daemon:\n  interval: 30s\n  {key}: {value}\n")
+    assert err.line == 5
+    assert f"daemon.{key} cannot come from the repository" in str(err) and reason in str(err)
+
+
+@pytest.mark.parametrize(("body", "line", "message"), [
+    ("daemon:\n  interval: soon\n", 4, "must be a duration"),
+    ("daemon:\n  listen: '8080'\n", 4, "must be HOST:PORT"),
+    ("daemon:\n  logFormat: xml\n", 4, "daemon.logFormat"),
+    ("daemon:\n  intervall: 30s\n", 4, "did you mean 'interval'"),
+    ("daemon:\n  leaseName: Not_A_Name\n", 4, "Kubernetes object name"),
+])
+def test_daemon_section_errors_name_the_line(tmp_path: Path, body: str, line: int, message: str) -> None:
+    err = error_of(tmp_path, HEADER + body)
+    assert err.line == line and message in str(err), str(err)

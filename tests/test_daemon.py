@@ -113,3 +113,17 @@ def test_stop_waits_for_running_pass_and_tells_it_to_stop() -> None:
     assert not stopper.is_alive()
     assert seen == [False], "a pass running during stop must be told not to continue"
     assert not daemon.health().ok
+
+
+def test_a_new_interval_takes_effect_without_a_restart() -> None:
+    rec = Recorder()
+    daemon = Daemon(DaemonSettings(interval_s=3600, jitter_s=0), rec, Metrics())
+    daemon.start(run_first_now=False)
+    try:
+        assert not daemon.wait_for_passes(1, 0.3), "a pass ran although the interval is an hour"
+        daemon.reschedule(1, 0)
+        assert daemon.wait_for_passes(2, 10), "the new 1s interval did not drive passes"
+        assert rec.reasons[:2] == ["interval", "interval"]
+        assert daemon.settings.interval_s == 1
+    finally:
+        daemon.stop()

@@ -24,7 +24,7 @@ from kubernetes import client
 from gitops_kaito import webhooks
 from gitops_kaito.leader import LeaseSettings
 from gitops_kaito.service import Service
-from gitops_kaito.settings import RunSettings
+from gitops_kaito.settings import RunSettings, resolve_settings
 from tests.fixtures_cluster import ClusterTarget, skip_on_real, wait_until
 from tests.gitfixtures import Developer, Remote, make_remote, model_file
 
@@ -213,3 +213,38 @@ def test_missing_git_url_and_bad_settings_are_usage_errors(capsys: pytest.Captur
     assert "--git-url" in capsys.readouterr().err
     assert main(["run", "--git-url", "file:///x", "--interval", "soon"]) == 2
     assert "not a duration" in capsys.readouterr().err
+
+
+def test_repository_daemon_settings_apply_under_flags_and_follow_changes(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """gitops-kaito.yaml's daemon: sets what flags and environment leave open, read before the listener binds and
+    again after every pass: a merged interval change drives passes without a restart or a webhook."""
+    world.dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\ndaemon:\n"
+                    "  interval: 1h\n  listen: 127.0.0.1:0\n  leaseName: from-the-repo\n"
+                    "  leaseNamespace: not-this-one\n")
+    world.dev.commit("daemon settings in the repository")
+    flags = dict(git_url=world.remote.url, kubeconfig=str(world.cluster.kubeconfig),
+                 context=world.cluster.context or None, cache_dir=str(world.tmp / "cache"),
+                 webhook_secret_file=str(world.secret_file), lease_namespace=world.ns)
+    settings = resolve_settings(flags, {})  # no GITOPS_KAITO_* from the test's own environment
+    assert settings.listen == "127.0.0.1:8080" and settings.interval == "60s"
+    with Service(settings) as svc:
+        assert svc.settings.listen == "127.0.0.1:0" and svc.daemon.settings.interval_s == 3600
+        assert svc.settings.lease_namespace == world.ns, "the flag wins over the repository"
+        assert svc.daemon.wait_for_passes(1, 30)
+        lease: Any = client.CoordinationV1Api(world.admin).read_namespaced_lease("from-the-repo", world.ns)
+        assert lease.spec.holder_identity, "the Lease named by the repository is not held"
+
+        world.dev.pull()
+        world.dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\ndaemon:\n"
+                        "  interval: 1s\n  jitter: 0s\n  listen: 127.0.0.1:0\n  leaseName: renamed\n"
+                        "  leaseNamespace: not-this-one\n")
+        sha = world.dev.commit("pass every second")
+        body = push_body(sha)
+        assert post_hook(svc.url, body, webhooks.sign(SECRET, body)) == 202
+        wait_until(lambda: svc.daemon.settings.interval_s == 1, 30, what="the new interval read after a pass")
+        done = svc.daemon.passes_done
+        # No more webhooks: only the new 1s interval can run these passes (the old one was an hour).
+        assert svc.daemon.wait_for_passes(done + 2, 20), "passes did not follow the repository's new interval"
+    assert any("lease_name to renamed" in r.getMessage() and "next restart" in r.getMessage()
+               for r in caplog.records), "the change that needs a restart was not reported"

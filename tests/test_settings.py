@@ -1,10 +1,13 @@
-"""Daemon settings: flags beat environment variables beat defaults; durations and addresses are checked."""
+"""Daemon settings: flags beat environment variables beat the repository's daemon: beat defaults; values checked."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
-from gitops_kaito.settings import SettingsError, parse_duration, resolve_settings
+from gitops_kaito.config import DaemonConfig
+from gitops_kaito.settings import RunSettings, SettingsError, parse_duration, resolve_settings
 
 
 def test_flags_win_over_env_over_defaults() -> None:
@@ -30,3 +33,40 @@ def test_bad_values_are_clear_errors() -> None:
 
 def test_token_is_redacted() -> None:
     assert resolve_settings({}, {"GITOPS_KAITO_GIT_TOKEN": "ghp_secret"}).redacted()["git_token"] == "***"
+
+
+def test_repository_values_fill_only_what_flags_and_env_left_to_defaults() -> None:
+    env = {"GITOPS_KAITO_LISTEN": "0.0.0.0:9000"}
+    base = resolve_settings({"interval": "2m", "git_url": "file:///r"}, env)
+    repo = DaemonConfig(interval="10m", jitter="1s", listen="0.0.0.0:7000", lease_namespace="ops",
+                        leader_election=False, log_format="json")
+    s = base.with_repo(repo)
+    assert s.interval == "2m", "the flag wins over the repository"
+    assert s.listen == "0.0.0.0:9000", "the environment wins over the repository"
+    assert (s.jitter_s, s.lease_namespace, s.leader_election, s.log_format) == (1.0, "ops", False, "json")
+    assert base.with_repo(DaemonConfig()) == base, "nothing set in the repository changes nothing"
+
+
+def test_settings_built_directly_are_never_overridden_by_the_repository() -> None:
+    s = RunSettings(git_url="file:///r")
+    assert s.with_repo(DaemonConfig(interval="10m", listen="0.0.0.0:1")) == s
+
+
+def test_a_named_instance_from_the_repository_names_the_lease() -> None:
+    base = resolve_settings({}, {})
+    assert base.with_repo(DaemonConfig(), "team-a").lease_name == "gitops-kaito-leader-team-a"
+    assert base.with_repo(DaemonConfig(lease_name="mine"), "team-a").lease_name == "mine"
+    flagged = resolve_settings({"lease_name": "flagged"}, {})
+    assert flagged.with_repo(DaemonConfig(lease_name="mine"), "team-a").lease_name == "flagged"
+
+
+def test_every_repository_daemon_setting_is_a_run_setting() -> None:
+    names = {f.name for f in fields(RunSettings)}
+    assert {f.name for f in fields(DaemonConfig)} <= names
+
+
+def test_repository_interval_is_checked() -> None:
+    with pytest.raises(SettingsError, match=r"gitops-kaito\.yaml daemon: interval '0s' is shorter than 1s"):
+        resolve_settings({}, {}).with_repo(DaemonConfig(interval="0s"))
+    with pytest.raises(SettingsError, match="shorter than 1s"):
+        resolve_settings({"interval": "500ms"}, {})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -22,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gitops-kaito {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (repeatable)")
-    parser.add_argument("--log-format", choices=["text", "json"], default="text", help="log line format")
+    parser.add_argument("--log-format", choices=["text", "json"],
+                        help="log line format (default: env GITOPS_KAITO_LOG_FORMAT, else text)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_") or info.name == "common":
@@ -42,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     from gitops_kaito.logs import configure_logging
 
-    configure_logging(verbosity=args.verbose, fmt=args.log_format)
+    fmt = args.log_format or os.environ.get("GITOPS_KAITO_LOG_FORMAT", "").strip().lower()
+    configure_logging(verbosity=args.verbose, fmt="json" if fmt == "json" else "text")
     try:
         return int(args.func(args) or 0)
     except CliError as err:
@@ -53,8 +56,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `gitops-kaito ... | head` closed the pipe: not an error worth a traceback.
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0

@@ -21,7 +21,9 @@ def register(subparsers: Any) -> None:
         description="Follow a Git repository: a pass at start, then every --interval (with jitter) and at once on "
                     "a signed webhook push. Serves /hooks/{github,gitlab,generic}, /healthz, /readyz and /metrics "
                     "on --listen. Several replicas elect one leader with a Lease; only it acts. Every setting also "
-                    "from GITOPS_KAITO_<NAME> (e.g. GITOPS_KAITO_GIT_URL, GITOPS_KAITO_INTERVAL); flags win. "
+                    "from GITOPS_KAITO_<NAME> (e.g. GITOPS_KAITO_GIT_URL, GITOPS_KAITO_INTERVAL), and the "
+                    "interval, jitter, log format, listen address and Lease also from the repository's "
+                    "gitops-kaito.yaml (daemon:); flags win, then the environment, then the repository. "
                     "The https token comes from GITOPS_KAITO_GIT_TOKEN only, never a flag. SIGTERM finishes the "
                     "current pass, releases the Lease and exits.")
     # Defaults are None so settings.resolve_settings can tell "not given" from a value and fall back to env.
@@ -29,6 +31,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--branch", help="branch to follow (default main)")
     parser.add_argument("--status-branch", help="branch for status commits (default: gitops-kaito.yaml, else --branch)")
     parser.add_argument("--interval", help="time between passes, e.g. 60s, 5m (default 60s)")
+    parser.add_argument("--jitter", help="random delay added to each interval (default: a tenth of it, at most 5s)")
     parser.add_argument("--listen", help="HOST:PORT of the webhook/metrics listener (default 127.0.0.1:8080)")
     parser.add_argument("--webhook-secret-file", help="file with the webhook secret (at least 16 bytes); "
                                                       "without it webhooks are refused")
@@ -54,7 +57,6 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
     flags = {name: getattr(args, name, None) for name in RunSettings.__dataclass_fields__}
     flags.pop("git_token", None)  # a token on the command line would show in `ps`
-    flags.pop("log_format", None)
     try:
         settings = resolve_settings(flags)
         settings.webhook_secret()
