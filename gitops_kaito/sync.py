@@ -249,26 +249,43 @@ def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
     return desired, plan, policy, pool_plan, state
 
 
+# A create costs one GET to find an object of that name someone else made. Past this many creates of one kind
+# (a first sync of a large repository), one LIST of the kind without a selector is cheaper than the GETs.
+GETS_PER_KIND = 16
+
+
 def read_unowned(kube: Kube, objects: Sequence[DesiredObject], owned: Sequence[Manifest]) -> list[Manifest]:
-    """GET each desired object the owned LIST did not return (a create): an object of that name made by someone
+    """Find each desired object the owned LIST did not return (a create): an object of that name made by someone
     else (e.g. brought in by `gitops-kaito import`) is adopted in place, never created over or pruned; one that
     another gitops-kaito instance owns is blocked (make_plan decides from its labels).
 
-    Only creates cost a request, so a settled pass still makes one LIST per kind and nothing more.
+    Only creates cost a request (a GET each, or one LIST per kind past GETS_PER_KIND), so a settled pass still
+    makes one LIST per kind and nothing more.
     """
     have = {key_of(ObjectRef.of(o)) for o in owned}
-    found: list[Manifest] = []
+    missing: dict[tuple[str, str], list[ObjectRef]] = {}
     for obj in objects:
-        if key_of(obj.ref) in have:
+        if key_of(obj.ref) not in have:
+            missing.setdefault((obj.ref.api_version, obj.ref.kind), []).append(obj.ref)
+    found: list[Manifest] = []
+    for (api_version, kind), refs in missing.items():
+        try:  # a kind not served, a namespace not there yet: the create reports it
+            if len(refs) > GETS_PER_KIND:
+                wanted = {key_of(ref) for ref in refs}
+                found += [o for o in kube.list_owned(api_version, kind, label_selector="")
+                          if key_of(ObjectRef.of(o)) in wanted]
+                continue
+        except KubeError:
             continue
-        try:
-            live = kube.get(obj.ref)
-        except KubeError:  # a kind not served, a namespace not there yet: the create reports it
-            continue
-        if live is not None:
-            live.setdefault("apiVersion", obj.ref.api_version)
-            live.setdefault("kind", obj.ref.kind)
-            found.append(live)
+        for ref in refs:
+            try:
+                live = kube.get(ref)
+            except KubeError:
+                continue
+            if live is not None:
+                live.setdefault("apiVersion", ref.api_version)
+                live.setdefault("kind", ref.kind)
+                found.append(live)
     return found
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import yaml
@@ -24,10 +25,10 @@ from gitops_kaito.config import KIND as CONFIG_KIND
 from gitops_kaito.kube import KAITO_MISSING, Kube, RetryPolicy
 from gitops_kaito.objects import ObjectRef
 from gitops_kaito.ownership import ANNOTATION_REVISION, LABEL_MODEL
-from gitops_kaito.plan import ANNOTATION_DIGEST, Action
+from gitops_kaito.plan import ADOPT_REASON, ANNOTATION_DIGEST, Action
 from gitops_kaito.resources import data_path
 from gitops_kaito.sandbox.apiserver import ApiServer, Fault
-from gitops_kaito.sync import SyncError, plan_repository, run_pass
+from gitops_kaito.sync import GETS_PER_KIND, SyncError, plan_repository, run_pass
 from tests.fixtures_cluster import ClusterTarget, private_emulator, skip_on_real, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -509,3 +510,33 @@ def test_kubeconfig_env_with_several_files_is_merged(env: Env, tmp_path: Path,
     with Kube.connect(context="second") as kube:
         assert kube.host.rstrip("/") == _context_server(doc, context).rstrip("/")
         assert kube.workspace_version() == "kaito.sh/v1beta1"
+
+
+def test_many_creates_look_for_unowned_objects_with_one_list_not_a_get_each(env: Env) -> None:
+    """A first sync of a large repository: past GETS_PER_KIND creates of a kind, one LIST without a selector finds
+    objects someone else made under a desired name (adopted in place), instead of one GET per create."""
+    skip_on_real(env.target, COUNTS)
+    names = [f"m{i:02d}" for i in range(GETS_PER_KIND + 4)]
+    for name in names:
+        env.model(name, "  model: phi-4-mini-instruct\n")
+    desired, _ = plan_repository(env.repo, env.kube, revision=REV1)
+    [made] = [o.manifest for o in desired.objects if o.ref.kind == "Workspace" and o.ref.name == "m05"]
+    by_hand = {k: v for k, v in made.items() if k not in ("metadata", "status")}
+    by_hand["metadata"] = {"name": "m05", "namespace": env.ns}
+    uid = env.custom().create_namespaced_custom_object("kaito.sh", "v1beta1", env.ns, "workspaces",
+                                                       by_hand)["metadata"]["uid"]
+    env.mark()
+    result = env.sync()
+    assert result.ok, result.errors
+    actions = {c.ref.name: (c.action, c.reason) for c in result.plan.changes if c.ref.kind == "Workspace"}
+    assert actions.pop("m05") == (Action.UPDATE, ADOPT_REASON)
+    assert {a for a, _ in actions.values()} == {Action.CREATE} and len(actions) == len(names) - 1
+    assert env.workspace("m05")["metadata"]["uid"] == uid, "the hand-made Workspace was recreated"
+
+    def unfiltered() -> list[Any]:
+        return [e for e in env.requests(("list",))
+                if e.path.endswith("/workspaces") and not parse_qs(e.query).get("labelSelector")]
+
+    wait_until(lambda: unfiltered(), 10, what="the LIST without a selector logged")
+    assert len(unfiltered()) == 1
+    assert [e.path for e in env.requests(("get",)) if "/workspaces/" in e.path] == [], "a GET per create"
