@@ -84,6 +84,7 @@ class Demo:
         live = settings.live if settings.live is not None else self.out.isatty()
         self.progress = Progress(self.out, live)
         self.secret = os.urandom(24).hex().encode()
+        self._api: Any = None  # the sandbox's admin client while the tour runs
 
     # -- the tour ------------------------------------------------------------------------------------------------
     def run(self) -> DemoResult:
@@ -100,6 +101,8 @@ class Demo:
         sandbox = Sandbox(SandboxSettings(speed=self.settings.speed, kubeconfig_path=work / "kubeconfig.yaml",
                                           namespaces=("default", NAMESPACE, LEASE_NAMESPACE)))
         sandbox.start()
+        # One client for every look the demo takes at the cluster (progress polls, chat, the ConfigMap check).
+        self._api = sandbox.api_client("gitops-kaito-demo/progress")
         try:
             result = DemoResult(work, work / "models.git", work / "models", sandbox.kubeconfig_path)
             say("2/5 creating the model repository (a local bare remote) with two model requests")
@@ -117,7 +120,7 @@ class Demo:
             try:
                 say(f"3/5 running the reconciler (gitops-kaito run, every {interval}, webhooks on {service.url}); "
                     "waiting for both models to be Ready with their status committed")
-                self._wait_ready(result, sandbox)
+                self._wait_ready(result)
                 result.chat_answer = self._chat(result)
                 say(f"4/5 a change: {CHANGED} max-model-len 4096 -> {CHANGED_LEN}, pushed, webhook sent")
                 result.change_sha = self._change(clone, service.url)
@@ -136,6 +139,7 @@ class Demo:
             finally:
                 service.stop()
         finally:
+            self._api.close()
             sandbox.stop()
         return result
 
@@ -172,18 +176,14 @@ class Demo:
                 continue
         return out
 
-    def _cluster_states(self, sandbox: Any) -> dict[str, tuple[str, str]]:
+    def _cluster_states(self) -> dict[str, tuple[str, str]]:
         from kubernetes import client
 
         from gitops_kaito import health
 
-        api = sandbox.api_client("gitops-kaito-demo/progress")
-        try:
-            listed: Any = client.CustomObjectsApi(api).list_namespaced_custom_object(
-                "kaito.sh", "v1beta1", NAMESPACE, "workspaces")
-            items = list(listed["items"])
-        finally:
-            api.close()
+        listed: Any = client.CustomObjectsApi(self._api).list_namespaced_custom_object(
+            "kaito.sh", "v1beta1", NAMESPACE, "workspaces")
+        items = list(listed["items"])
         out = {}
         for ws in items:
             h = health.assess(ws)
@@ -197,9 +197,9 @@ class Demo:
                 raise DemoError(f"timed out after {self.settings.step_timeout_s:.0f}s waiting for {what}")
             time.sleep(0.3)
 
-    def _wait_ready(self, result: DemoResult, sandbox: Any) -> None:
+    def _wait_ready(self, result: DemoResult) -> None:
         def check() -> bool:
-            live = self._cluster_states(sandbox)
+            live = self._cluster_states()
             committed = self._status(result)
             rows = []
             for name in MODELS:
@@ -215,11 +215,9 @@ class Demo:
 
     def _chat(self, result: DemoResult) -> str:
         from gitops_kaito import endpoint
-        from gitops_kaito.kube import Kube
 
-        with Kube.connect(result.kubeconfig) as kube:
-            reply = endpoint.chat(kube.api_client, NAMESPACE, CHANGED,
-                                  [{"role": "user", "content": "What does gitops-kaito do?"}], max_tokens=64)
+        reply = endpoint.chat(self._api, NAMESPACE, CHANGED,
+                              [{"role": "user", "content": "What does gitops-kaito do?"}], max_tokens=64)
         self.progress.say(f"   chat with {NAMESPACE}/{CHANGED} through the service proxy: {reply.content[:100]}")
         return reply.content
 
@@ -261,12 +259,8 @@ class Demo:
     def _wait_reconciled(self, result: DemoResult, max_len: int, sha: str) -> None:
         from kubernetes import client
 
-        from gitops_kaito.kube import Kube
-
         def check() -> bool:
-            with Kube.connect(result.kubeconfig) as kube:
-                cm: Any = client.CoreV1Api(kube.api_client).read_namespaced_config_map(
-                    f"{CHANGED}-inference-config", NAMESPACE)
+            cm: Any = client.CoreV1Api(self._api).read_namespaced_config_map(f"{CHANGED}-inference-config", NAMESPACE)
             applied = yaml.safe_load(cm.data["inference_config.yaml"])["vllm"]["max-model-len"] == max_len
             report = self._status(result).get(CHANGED)
             committed = report is not None and sha in report.revision and report.state == "Ready"
