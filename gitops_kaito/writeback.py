@@ -77,6 +77,8 @@ def write_status(
         parent = base or create_from
         previous = read_tree_files(source, parent, status_path) if parent else {}
         files = dict(build(previous))
+        if parent and base and files == previous:  # the common pass: nothing to write, and no index to build
+            return WritebackResult(False, None, branch, attempt, base)
         tree = _tree_with_status(source, parent, status_path, files)
         if parent and base and tree == source.run(["rev-parse", f"{parent}^{{tree}}"]):
             return WritebackResult(False, None, branch, attempt, base)
