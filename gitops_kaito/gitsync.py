@@ -19,7 +19,14 @@ from gitops_kaito import apply as applying
 from gitops_kaito import health
 from gitops_kaito.config import RepoConfig, Scope, load_config, recover_scope
 from gitops_kaito.desiredcache import DesiredCache, tree_fingerprint
-from gitops_kaito.gitsource import Checkout, GitAuth, GitSource, SourceSpec, format_revision
+from gitops_kaito.gitsource import (
+    DEFAULT_TIMEOUT_S,
+    Checkout,
+    GitAuth,
+    GitSource,
+    SourceSpec,
+    format_revision,
+)
 from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.ownership import DEFAULT_INSTANCE, LABEL_MODEL
 from gitops_kaito.provision.pools import PoolRunner, pool_summary
@@ -145,8 +152,9 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
     return GitPassResult(checkout, revision, dataclasses.replace(result, live=None), reports, wb, file_config)
 
 
-def git_source(settings: GitSyncSettings) -> GitSource:
-    return GitSource(SourceSpec(settings.url, branch=settings.branch, auth=settings.auth), settings.cache_dir)
+def git_source(settings: GitSyncSettings, timeout_s: float = DEFAULT_TIMEOUT_S) -> GitSource:
+    return GitSource(SourceSpec(settings.url, branch=settings.branch, auth=settings.auth), settings.cache_dir,
+                     timeout_s)
 
 
 def unwritten_models(reports: Sequence[ModelReport], result: PassResult) -> set[str]:

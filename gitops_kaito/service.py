@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path("~/.cache/gitops-kaito/git")
 _ACTION_NAMES = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REPLACE: "replaced",
                  Action.DELETE: "pruned"}
+# How long start-up waits for the repository's gitops-kaito.yaml before the listener binds (probes must answer).
+STARTUP_FETCH_TIMEOUT_S = 10.0
 # The repository's daemon settings that are bound when the service starts: a later change waits for a restart.
 _AT_START = ("listen", "leader_election", "lease_name", "lease_namespace")
 
@@ -157,17 +159,21 @@ class Service:
             healthy=self.daemon.health, ready=self.daemon.readiness, metrics=self.metrics))
 
     def _startup_settings(self, settings: RunSettings) -> RunSettings:
-        """The settings to start with: the repository's `daemon:` under flags and environment. A repository that
-        cannot be read yet leaves flags, environment and defaults; the first pass reports why."""
+        """The settings to start with: the repository's `daemon:` under flags and environment.
+
+        The listener must answer its probes soon, so the fetch is bounded (STARTUP_FETCH_TIMEOUT_S); past that, or
+        with the remote down, the clone cached by an earlier run is read; without one, flags, environment and
+        defaults apply and the first pass reports any difference.
+        """
         if not settings.defaulted:
             return settings
+        source = git_source(self.git.settings, timeout_s=STARTUP_FETCH_TIMEOUT_S)
         try:
-            checkout = self.git.source.fetch()
+            root = source.fetch().path
         except GitSourceError as err:
-            log.warning("cannot read gitops-kaito.yaml before starting, so flags, environment and defaults apply: "
-                        "%s", err)
-            return settings
-        config = read_config(checkout.path)
+            log.warning("cannot fetch gitops-kaito.yaml before starting (%s); reading the cached clone", err)
+            root = source.path
+        config = read_config(root) if (root / ".git").exists() else RepoConfig()
         if config is None:
             log.warning("gitops-kaito.yaml is broken, so flags, environment and defaults apply; the pass says why")
             return settings
@@ -223,8 +229,8 @@ class Service:
         """Finish (or abandon after timeout_s) the current pass, release the Lease, close the listener."""
         if self._started:
             self.daemon.stop(timeout_s)
-            self.listener.stop()
             self._started = False
+        self.listener.stop()
         self.kube.close()
 
     def __enter__(self) -> Service:

@@ -248,3 +248,25 @@ def test_repository_daemon_settings_apply_under_flags_and_follow_changes(
         assert svc.daemon.wait_for_passes(done + 2, 20), "passes did not follow the repository's new interval"
     assert any("lease_name to renamed" in r.getMessage() and "next restart" in r.getMessage()
                for r in caplog.records), "the change that needs a restart was not reported"
+
+
+def test_start_up_reads_the_cached_clone_when_the_remote_is_down(world: World,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    world.dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\ndaemon:\n"
+                    "  interval: 2h\n  listen: 127.0.0.1:0\n  leaseName: cached-lease\n")
+    world.dev.commit("daemon settings")
+    flags = dict(git_url=world.remote.url, kubeconfig=str(world.cluster.kubeconfig),
+                 context=world.cluster.context or None, cache_dir=str(world.tmp / "cache"), lease_namespace=world.ns)
+    first = Service(resolve_settings(flags, {}))  # built, not started: the start-up read cloned into the cache
+    try:
+        assert (first.settings.lease_name, first.daemon.settings.interval_s) == ("cached-lease", 7200)
+    finally:
+        first.stop()
+    world.remote.bare.rename(world.tmp / "moved-away.git")
+    second = Service(resolve_settings(flags, {}))
+    try:
+        assert (second.settings.lease_name, second.daemon.settings.interval_s) == ("cached-lease", 7200)
+        assert second.settings.listen == "127.0.0.1:0"
+    finally:
+        second.stop()
+    assert any("reading the cached clone" in r.getMessage() for r in caplog.records)
