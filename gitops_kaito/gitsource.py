@@ -9,6 +9,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -127,18 +128,69 @@ def git_env(url: str, auth: GitAuth) -> dict[str, str]:
             "GIT_CONFIG_KEY_0": "http.extraHeader",
             "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
         })
-    if scheme == "ssh" or (not scheme and ":" in url and not url.startswith("/")):
+    if is_ssh_url(url):
         env["GIT_SSH_COMMAND"] = ssh_command(auth)
     return env
 
 
+def is_ssh_url(url: str) -> bool:
+    """Whether git reaches `url` over ssh: ssh:// (git+ssh://, ssh+git://) or scp-like [user@]host:path.
+
+    Git's own rule (connect.c): without "://", a colon before any slash is scp-like ssh ("github.com:o/r.git",
+    "[git@host:2222]:r.git"); a slash first is a local path ("./a:b", "/srv/a:b").
+    """
+    if "://" in url:
+        return url.partition("://")[0].lower() in ("ssh", "git+ssh", "ssh+git")
+    colon, slash = url.find(":"), url.find("/")
+    return colon > 0 and (slash < 0 or colon < slash)
+
+
 def ssh_command(auth: GitAuth) -> str:
-    parts = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    """The ssh git runs: never prompts, refuses unknown host keys; an explicit key makes it hermetic.
+
+    With `ssh_key` the connection ignores ~/.ssh/config and /etc/ssh/ssh_config (-F /dev/null: no Host alias,
+    IdentityFile or ProxyCommand of whoever runs us) and the ssh-agent: only that key is offered. With `known_hosts`
+    that file is the whole trust (not /etc/ssh/ssh_known_hosts too). Without a key, the user's own ssh setup applies
+    (a developer's `sync --git-url git@...`).
+    """
+    parts = ["ssh"]
     if auth.ssh_key:
-        parts += ["-i", str(auth.ssh_key), "-o", "IdentitiesOnly=yes"]
+        parts += ["-F", "/dev/null", "-o", "IdentityAgent=none"]
+    parts += ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    if auth.ssh_key:
+        parts += ["-i", str(auth.ssh_key), "-o", "IdentitiesOnly=yes"]  # -i is one argv word: spaces are fine
     if auth.known_hosts:
-        parts += ["-o", f"UserKnownHostsFile={auth.known_hosts}"]
+        parts += ["-o", f"UserKnownHostsFile={_ssh_option_path(auth.known_hosts)}",
+                  "-o", "GlobalKnownHostsFile=/dev/null"]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def _ssh_option_path(path: Path) -> str:
+    """A path as an -o value: ssh splits option values at whitespace (a list of files), so quote when needed."""
+    text = str(path)
+    if not re.search(r'[\s"\\]', text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def ssh_auth_problem(auth: GitAuth) -> str | None:
+    """What ssh would refuse about the key or known_hosts files, said plainly before ssh runs; None when fine.
+
+    ssh ignores a private key that its owner left readable by group or others (only when we own it: a root-owned
+    Kubernetes Secret file read by another uid is accepted), then fails as a bare "Permission denied (publickey)".
+    A key that cannot be read at all is left to ssh, whose warning names the file.
+    """
+    if auth.ssh_key is not None:
+        try:
+            st = auth.ssh_key.stat()
+        except OSError:
+            st = None
+        if st is not None and st.st_uid == os.getuid() and st.st_mode & 0o077:
+            return (f"ssh key file {auth.ssh_key} is readable by group or others (mode {st.st_mode & 0o777:04o}) "
+                    f"and ssh refuses such a key: chmod 600 it (a Kubernetes Secret volume: defaultMode: 0400)")
+    if auth.known_hosts is not None and not auth.known_hosts.is_file():
+        return f"known_hosts file {auth.known_hosts} does not exist: every host key would be refused"
+    return None
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:
@@ -252,6 +304,10 @@ class GitSource:
              env: Mapping[str, str] | None = None, raw: bool = False, stdin: bytes | None = None) -> str:
         full_env = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
         full_env.update(git_env(self.url, self.auth))
+        if network and "GIT_SSH_COMMAND" in full_env:
+            problem = ssh_auth_problem(self.auth)
+            if problem:
+                raise GitSourceError(f"git {args[0]} failed contacting {redact_url(self.url)}: {problem}")
         if env:
             full_env.update(env)
         try:
