@@ -5,93 +5,14 @@ Only environment variables are set; no code is patched, so the token really flow
 
 from __future__ import annotations
 
-import json
-import secrets
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
-
-import pytest
-
 from gitops_kaito.provision.agentpool import desired_pool
 from gitops_kaito.provision.aks import AksSettings
 from gitops_kaito.provision.provisioner import AgentPoolProvisioner
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmSettings
+from tests.aksfixtures import IDENTITY_HEADER, TokenEndpoint
 from tests.test_aks_agentpool import model
 
-IDENTITY_HEADER = "identity-header-secret"
 WAIT = 20.0  # upper bound for LROs in a pass; they finish in milliseconds here
-
-# Variables that would make DefaultAzureCredential pick another source (or none) before managed identity.
-_OTHER_SOURCES = (
-    "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_USERNAME", "AZURE_PASSWORD", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_TOKEN_CREDENTIALS",
-    "IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT",
-    "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy",
-)
-
-
-@dataclass
-class TokenEndpoint:
-    """An App Service-style managed-identity token endpoint (what IDENTITY_ENDPOINT points at on Azure)."""
-
-    token: str = field(default_factory=lambda: "mi-" + secrets.token_urlsafe(16))
-    requests: list[tuple[str, dict[str, list[str]], dict[str, str]]] = field(default_factory=list)
-    url: str = ""
-
-    def answer(self, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        self.requests.append((path, query, headers))
-        if headers.get("x-identity-header") != IDENTITY_HEADER:
-            return 401, {"error": "invalid_request", "error_description": "wrong X-IDENTITY-HEADER"}
-        if query.get("api-version") != ["2019-08-01"] or len(query.get("resource", [])) != 1:
-            return 400, {"error": "invalid_request", "error_description": f"bad query {query}"}
-        return 200, {"access_token": self.token, "expires_on": str(int(time.time()) + 3600),
-                     "resource": query["resource"][0], "token_type": "Bearer"}
-
-
-@pytest.fixture
-def token_endpoint() -> Iterator[TokenEndpoint]:
-    endpoint = TokenEndpoint()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            parts = urlsplit(self.path)
-            status, body = endpoint.answer(parts.path, parse_qs(parts.query),
-                                           {k.lower(): v for k, v in self.headers.items()})
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    endpoint.url = f"http://127.0.0.1:{server.server_address[1]}/msi/token"
-    try:
-        yield endpoint
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@pytest.fixture
-def app_service_env(monkeypatch: pytest.MonkeyPatch, token_endpoint: TokenEndpoint) -> TokenEndpoint:
-    for name in _OTHER_SOURCES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("IDENTITY_ENDPOINT", token_endpoint.url)
-    monkeypatch.setenv("IDENTITY_HEADER", IDENTITY_HEADER)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    return token_endpoint
 
 
 def settings_for(arm: ArmEmulator) -> AksSettings:

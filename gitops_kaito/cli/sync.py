@@ -226,16 +226,17 @@ def _git_wait_pass(args: argparse.Namespace, kube: Kube, pools: PoolRunner,
                    say: Callable[[str], None]) -> Callable[[Callable[[], bool]], PassView]:
     from gitops_kaito.desiredcache import DesiredCache
     from gitops_kaito.gitsource import GitSourceError
-    from gitops_kaito.gitsync import run_git_pass
+    from gitops_kaito.gitsync import git_source, run_git_pass
     from gitops_kaito.syncwait import PassFailed, PassView
 
     settings = git_settings(args)
     cache = DesiredCache()  # as the daemon's: passes on the same desired commit skip load and render
+    source = git_source(settings)  # one repository handle for every pass
 
     def one(should_continue: Callable[[], bool]) -> PassView:
         try:
             done = run_git_pass(settings, kube, allow_mass_prune=args.allow_mass_prune, pools=pools,
-                                should_continue=should_continue, cache=cache)
+                                should_continue=should_continue, cache=cache, source=source)
         except (KubeError, SyncError, GitSourceError) as err:
             raise PassFailed(str(err)) from None
         if done.writeback is not None and done.writeback.committed:  # only news: an unchanged status says nothing
