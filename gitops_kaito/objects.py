@@ -64,3 +64,28 @@ class DesiredObject:
     @property
     def ref(self) -> ObjectRef:
         return ObjectRef.of(self.manifest)
+
+    @property
+    def normalised(self) -> Normalised:
+        """What planning derives from the manifest alone (plan.normalise), computed on first use and kept: the
+        long-running loops plan the same objects every pass (desiredcache), and a no-op pass normalised and
+        digested every one of them again."""
+        # Kept in the instance __dict__, as functools.cached_property would (a frozen dataclass without slots
+        # allows it), without the lock Python 3.11's cached_property takes on every first use (~5 us each).
+        # Two threads racing here both compute the same value.
+        found: Normalised | None = self.__dict__.get("_normalised")
+        if found is None:
+            from gitops_kaito.plan import normalise  # plan imports this module
+
+            found = self.__dict__["_normalised"] = normalise(self.manifest)
+        return found
+
+
+@dataclass(frozen=True)
+class Normalised:
+    """A desired manifest as planning compares and applies it. The manifest is never mutated (plan.with_digest
+    shares all but its metadata), so this stays true for the object's life."""
+
+    comparable: Any  # plan.comparable(manifest)
+    digest: str  # plan.digest(manifest)
+    stamped: Manifest  # plan.with_digest(manifest): plus the applied-digest annotation, as it is applied

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonpatch
 
-from gitops_kaito.objects import DesiredObject, Manifest, ObjectRef, Wave
+from gitops_kaito.objects import DesiredObject, Manifest, Normalised, ObjectRef, Wave
 from gitops_kaito.ownership import (
     ANNOTATION_PRUNE,
     ANNOTATION_REPLACE,
@@ -198,9 +199,8 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
 
 
 def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy, adopt: bool = False) -> Change:
-    # Normalised once: the digest and the comparison both start from it (the digest annotation is ignored by it).
-    want_full = comparable(want.manifest)
-    manifest = with_digest(want.manifest, _digest_of(want_full))
+    # Normalised and digested once per desired object (kept on it): the comparison starts from the same form.
+    want_full, manifest = want.normalised.comparable, want.normalised.stamped
 
     def change(action: Action, reason: str, **extra: Any) -> Change:
         return Change(ref=want.ref, action=action, model_id=want.model_id, wave=want.wave, reason=reason,
@@ -251,7 +251,7 @@ def _plan_foreign(want: DesiredObject, owner: str) -> Change:
     return Change(ref=want.ref, action=Action.BLOCKED, model_id=want.model_id, wave=want.wave,
                   reason=f"blocked: owned by gitops-kaito instance {owner!r}; two instances must not claim the "
                          f"same model (move it to one repository or path, or delete the other's object)",
-                  desired=with_digest(want.manifest))
+                  desired=want.normalised.stamped)
 
 
 ADOPT_REASON = "adopting an existing object not managed by gitops-kaito yet: updated in place, not recreated"
@@ -337,6 +337,14 @@ def digest(manifest: Manifest) -> str:
     return _digest_of(comparable(manifest))
 
 
+def normalise(manifest: Manifest) -> Normalised:
+    """comparable(), digest() and with_digest() of a desired manifest, from one normalisation (what
+    DesiredObject.normalised keeps)."""
+    normal = comparable(manifest)
+    stamp = _digest_of(normal)
+    return Normalised(normal, stamp, with_digest(manifest, stamp))
+
+
 def _digest_of(normalised: Any) -> str:
     text = json.dumps(normalised, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -399,15 +407,21 @@ def project(live: Any, desired: Any, owned: Mapping[str, Any] | None = None) -> 
 
 
 def comparable(manifest: Any) -> Any:
-    """Normalise for comparison: no apiVersion, nulls, empty maps, server metadata or ignored annotations."""
+    """Normalise for comparison: no apiVersion, nulls, empty maps, server metadata or ignored annotations.
+
+    The result's top level and metadata are new dicts; below them, what normalising leaves as it was is shared
+    with `manifest`, not copied (neither is mutated there), so the form each desired object keeps across passes
+    (objects.DesiredObject.normalised) costs little memory."""
     cleaned = _clean(manifest)
-    if isinstance(cleaned, dict):
-        cleaned.pop("apiVersion", None)  # live is read in one version per kind; identity ignores it too
-        meta = cleaned.get("metadata")
-        if isinstance(meta, dict):
-            for server_set in _SERVER_METADATA:
-                meta.pop(server_set, None)
-        if isinstance(meta, dict) and isinstance(meta.get("annotations"), dict):
+    if not isinstance(cleaned, dict):
+        return cleaned
+    # The top level and metadata are always new dicts: _clean may have returned the manifest's own. No apiVersion:
+    # live is read in one version per kind, and identity ignores it too.
+    cleaned = {k: v for k, v in cleaned.items() if k != "apiVersion"}
+    meta = cleaned.get("metadata")
+    if isinstance(meta, dict):
+        meta = cleaned["metadata"] = {k: v for k, v in meta.items() if k not in _SERVER_METADATA}
+        if isinstance(meta.get("annotations"), dict):
             kept = {k: v for k, v in meta["annotations"].items()
                     if k not in _IGNORED_ANNOTATIONS and not k.startswith(_IGNORED_ANNOTATION_PREFIXES)}
             if kept:
@@ -418,16 +432,25 @@ def comparable(manifest: Any) -> Any:
 
 
 def _clean(value: Any) -> Any:
+    """`value` without nulls and empty maps. A dict or list with nothing to drop is returned itself: a copy is
+    made only from the first entry that differs (most have none)."""
+    if isinstance(value, (str, int, float)):  # most values are leaves: spared the Mapping (ABC) check
+        return value
     if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
+        out: dict[str, Any] | None = None if type(value) is dict else {}
+        for i, (k, v) in enumerate(value.items()):
             c = _clean(v)
-            if c is None or (isinstance(c, dict) and not c):
-                continue
-            out[k] = c
-        return out
+            keep = c is not None and not (isinstance(c, dict) and not c)
+            if out is None:
+                if keep and c is v:
+                    continue
+                out = dict(itertools.islice(value.items(), i))  # the entries before this one were kept as they are
+            if keep:
+                out[k] = c
+        return value if out is None else out
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        items = [_clean(v) for v in value]
+        return value if all(c is v for c, v in zip(items, value, strict=True)) else items
     return value
 
 

@@ -20,6 +20,8 @@ from gitops_kaito.plan import (
     ANNOTATION_DIGEST,
     Action,
     PlanPolicy,
+    comparable,
+    digest,
     make_plan,
     node_ready,
     with_digest,
@@ -120,6 +122,41 @@ def test_cluster_owned_fields_never_show_as_differences() -> None:
     plan = make_plan(desired, live)
     assert by_action(plan) == {"noop": [str(d.ref) for d in (desired[0], desired[2], desired[1])]}
     assert not plan.has_changes
+
+
+def test_a_desired_object_is_normalised_and_digested_once_across_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The long-running loops plan the same (cached) desired objects every pass: only the live side is normalised
+    again."""
+    from gitops_kaito import plan as planning
+
+    desired = [configmap(), workspace(), nodeclaim()]
+    live = [served(d) for d in desired]
+    first = make_plan(desired, live)
+    seen: list[Any] = []
+    real = planning.comparable
+    monkeypatch.setattr(planning, "comparable", lambda m: seen.append(m) or real(m))
+    second = make_plan(desired, live)
+    assert [c.action for c in second.changes] == [c.action for c in first.changes] == [Action.NOOP] * 3
+    assert len(seen) == len(live)  # one per live object; none for a desired manifest
+    assert [c.desired for c in second.changes] == [c.desired for c in first.changes]
+    for d in desired:
+        assert d.normalised.comparable == real(d.manifest)
+        assert d.normalised.digest == digest(d.manifest)
+        assert d.normalised.stamped == with_digest(d.manifest)
+
+
+def test_comparable_drops_what_never_counts_and_leaves_the_manifest_as_it_was() -> None:
+    live = served(workspace())
+    live["spec"] = {"gone": None, "empty": {}, "kept": {"a": None, "b": 1}, "items": [{"x": None}, 2]}
+    before = copy.deepcopy(live)
+    normal = comparable(live)
+    assert live == before
+    assert "apiVersion" not in normal
+    assert not {"uid", "resourceVersion", "managedFields", "finalizers"} & set(normal["metadata"])
+    assert set(normal["metadata"]["annotations"]) == {"gitops.kaito.sh/source-path"}
+    assert normal["spec"] == {"kept": {"b": 1}, "items": [{}, 2]}
+    # What normalising leaves as it was is shared, not copied: the form kept per desired object stays small.
+    assert normal["inference"] is live["inference"] and normal["metadata"]["labels"] is live["metadata"]["labels"]
 
 
 def test_a_new_revision_alone_is_not_a_change() -> None:
