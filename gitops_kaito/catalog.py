@@ -288,7 +288,7 @@ def estimate_fit(preset: Preset, sku: GpuSku, max_model_len: int | None = None) 
 
     def no(reason: str, nodes: int = 0) -> Fit:
         return Fit(preset, sku, False, nodes, sku.gpu_count, nodes * sku.gpu_count,
-                   _price(sku, nodes) if nodes else None, reason)
+                   price_for(sku, nodes) if nodes else None, reason)
 
     if not preset.supported:
         return no(f"{preset.name} is {preset.status} in KAITO v0.12.0")
@@ -318,10 +318,12 @@ def estimate_fit(preset: Preset, sku: GpuSku, max_model_len: int | None = None) 
                   f"{sku.gpu_memory_per_gpu_gib:g} GiB ({model_bytes / GIB:.1f} GiB loaded weights, "
                   f"{for_weights / GIB:.1f} GiB per GPU for weights), more than the {MAX_NODES}-node limit",
                   nodes)
-    return Fit(preset, sku, True, nodes, sku.gpu_count, nodes * sku.gpu_count, _price(sku, nodes), "")
+    return Fit(preset, sku, True, nodes, sku.gpu_count, nodes * sku.gpu_count, price_for(sku, nodes), "")
 
 
-def _price(sku: GpuSku, nodes: int) -> float | None:
+def price_for(sku: GpuSku, nodes: int) -> float | None:
+    """USD per hour for `nodes` nodes of `sku`, None when its price is unknown. Every price figure (a fit, a resolved
+    model, its status file and agent pool) comes from here, rounded to 6 decimals: prices.yaml's own precision."""
     return round(sku.price.usd_per_hour * nodes, 6) if sku.price is not None else None
 
 

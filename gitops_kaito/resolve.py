@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitops_kaito.catalog import Catalog, Fit, GpuSku, Preset, RemovedPreset, UnknownPreset
+from gitops_kaito.catalog import Catalog, Fit, GpuSku, Preset, RemovedPreset, UnknownPreset, price_for
 from gitops_kaito.config import RepoConfig
 from gitops_kaito.modelrequest import MAX_ADAPTERS, LoadError, ModelRequest
 
@@ -78,7 +78,7 @@ def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig)
     else:
         nodes = _nodes(request, fit)
         gpus = nodes * fit.gpus_per_node
-        price = _price(fit, nodes)
+        price = price_for(fit.sku, nodes)
     return ResolvedModel(
         request=request, preset=preset, sku=sku, fit=fit, nodes=nodes, gpus=gpus,
         provisioning=request.provisioning, price_per_hour=price, disk_gib=preset.disk_gib,
@@ -183,12 +183,6 @@ def _nodes(request: ModelRequest, fit: Fit) -> int:
                            f"({fit.sku.gpu_count} x {fit.sku.gpu_memory_per_gpu_gib:g} GiB GPU memory each) "
                            "by KAITO's estimate")
     return request.nodes
-
-
-def _price(fit: Fit, nodes: int) -> float | None:
-    if fit.sku.price is None:
-        return None
-    return round(fit.sku.price.usd_per_hour * nodes, 4)
 
 
 def _size(preset: Preset) -> str:

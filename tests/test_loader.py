@@ -125,6 +125,22 @@ def test_resolution_defaults(tmp_path: Path) -> None:
         assert model.price_per_hour == pytest.approx(model.sku.price.usd_per_hour * model.nodes)
 
 
+def test_a_models_price_is_the_catalogs_figure_for_its_nodes(tmp_path: Path) -> None:
+    """One rounding for every price: a resolved model's (status files, plan) is the catalog's for that many
+    nodes, to the precision prices.yaml is written in (p4d.24xlarge: 21.957642 USD an hour)."""
+    from gitops_kaito.catalog import price_for
+
+    write(tmp_path, "gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\nclouds: [aws]\n")
+    write(tmp_path, "models/ml/phi.yaml", model_text("phi", "  model: phi-4-mini-instruct\n"
+                                                             "  instanceType: p4d.24xlarge\n  nodes: 3\n"))
+    load = load_repository(tmp_path)
+    assert load.errors == ()
+    (model,) = load.models
+    assert model.sku is not None and model.fit is not None and model.nodes == 3
+    assert model.price_per_hour == price_for(model.sku, 3) == 65.872926
+    assert model.fit.nodes == 1 and model.fit.price_per_hour == price_for(model.sku, 1) == 21.957642
+
+
 def test_request_fields_are_carried(tmp_path: Path) -> None:
     spec = ("  model: phi-4\n  instanceType: standard_nc24ads_a100_v4\n  nodes: 3\n  suspend: true\n"
             "  nodeSelector: {pool: gpu, kaito.sh/workspace: x}\n  config: {max-model-len: 4096}\n"
