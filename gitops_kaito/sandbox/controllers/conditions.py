@@ -5,14 +5,11 @@ lastTransitionTime moves only when a condition's status changes, as on a real cl
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
+from gitops_kaito.sandbox.operations import now_iso  # the emulator's own timestamps: one format for both
+
 Condition = dict[str, Any]
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def cond(type_: str, status: bool | str, reason: str, message: str = "",
@@ -39,7 +36,7 @@ def is_true(conditions: list[Condition] | None, type_: str) -> bool:
 def merge(old: list[Condition] | None, new: list[Condition]) -> list[Condition]:
     """The new list (in its order), keeping lastTransitionTime of conditions whose status did not change;
     conditions of other types already present (set by someone else) are kept after ours."""
-    now = now_rfc3339()
+    now = now_iso()
     out: list[Condition] = []
     for c in new:
         prev = find(old, c["type"])

@@ -17,6 +17,7 @@ from gitops_kaito.sandbox.controllers import conditions as c
 from gitops_kaito.sandbox.controllers.base import Controller
 from gitops_kaito.sandbox.controllers.failures import QUOTA, SKU_UNAVAILABLE
 from gitops_kaito.sandbox.controllers.gpus import GpuShape, gpu_shape
+from gitops_kaito.sandbox.operations import now_iso
 
 TERMINATION_FINALIZER = "karpenter.sh/termination"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
@@ -120,7 +121,7 @@ def node_status(shape: GpuShape, storage: str, ready: bool) -> dict[str, Any]:
                 "ephemeral-storage": storage, "nvidia.com/gpu": str(shape.gpu_count)}
     ready_cond = (c.cond("Ready", True, "KubeletReady", "kubelet is posting ready status") if ready
                   else c.cond("Ready", False, "KubeletNotReady", "container runtime network not ready"))
-    ready_cond["lastHeartbeatTime"] = ready_cond["lastTransitionTime"] = c.now_rfc3339()
+    ready_cond["lastHeartbeatTime"] = ready_cond["lastTransitionTime"] = now_iso()
     return {"status": {"capacity": capacity, "allocatable": dict(capacity), "conditions": [ready_cond],
                        "addresses": [{"type": "InternalIP", "address": "10.224.0.4"}],
                        "nodeInfo": {"architecture": "amd64", "bootID": "00000000-0000-0000-0000-000000000001",
