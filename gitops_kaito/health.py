@@ -1,6 +1,7 @@
 """Pure: a live Workspace and its GPU nodes (NodeClaims, Machines, AKS agent pools) -> one model state.
 
 Follows KAITO's status progression (FACTS.md §5.5): done is WorkspaceSucceeded=True, state Ready, observed generation.
+Legacy KAITO (v1alpha1, Machines) reports MachineReady where v0.12 reports NodeClaimReady, and no state.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ TERMINAL_REASONS = frozenset({
     "ContainerStartError", "SASTokenFetchFailed", "BenchmarkFailed", "InvalidImageName",
 })
 _NODECLAIM_LIFECYCLE = ("Launched", "Registered", "Initialized")
-_CONDITION_ORDER = ("NodeClaimReady", "NodesReady", "ResourceReady", "InferenceReady", "JobStarted",
-                    "BenchmarkCompleted", "WorkspaceSucceeded")
+_MACHINE_LIFECYCLE = ("MachineLaunched", "MachineRegistered", "MachineInitialized")  # karpenter.sh/v1alpha5
+_NODE_CONDITIONS = ("MachineReady", "NodeClaimReady", "NodesReady", "ResourceReady")
+_CONDITION_ORDER = (*_NODE_CONDITIONS, "InferenceReady", "JobStarted", "BenchmarkCompleted", "WorkspaceSucceeded")
 
 
 @dataclass(frozen=True)
@@ -110,12 +112,12 @@ def node_info(obj: Mapping[str, Any]) -> NodeInfo:
     ready = _find(conds, "Ready") or _find(conds, "MachineReady")
     if ready is not None and ready.status == "True":
         return NodeInfo(name, kind, "Ready", "", node_name)
-    phases = {"Launched": "Launching", "Registered": "Registering", "Initialized": "Initializing"}
-    for ctype in _NODECLAIM_LIFECYCLE:
+    lifecycle = _MACHINE_LIFECYCLE if kind == "Machine" else _NODECLAIM_LIFECYCLE
+    for ctype, phase in zip(lifecycle, ("Launching", "Registering", "Initializing"), strict=True):
         step = _find(conds, ctype)
         if step is None or step.status != "True":
             reason = _join(step.reason, step.message) if step else ""
-            return NodeInfo(name, kind, phases[ctype], reason, node_name)
+            return NodeInfo(name, kind, phase, reason, node_name)
     if ready is not None:
         return NodeInfo(name, kind, "Pending", _join(ready.reason, ready.message), node_name)
     return NodeInfo(name, kind, "Pending", "", node_name)
@@ -205,13 +207,12 @@ def _from_live(workspace: Mapping[str, Any] | None, conds: tuple[Condition, ...]
         return health(PROVISIONING, "Reconciling", f"KAITO has not observed generation {generation} yet")
 
     # The first condition on KAITO's way to ready that is not True says where it is stuck.
-    for ctype in ("NodeClaimReady", "NodesReady", "ResourceReady", "InferenceReady", "BenchmarkCompleted",
-                  "WorkspaceSucceeded"):
+    for ctype in (*_NODE_CONDITIONS, "InferenceReady", "BenchmarkCompleted", "WorkspaceSucceeded"):
         cond = _find(current, ctype)
         if cond is not None and cond.status != "True":
             waiting = next((n for n in nodes if n.phase != "Ready"), None)
             message = cond.message or f"{ctype} is {cond.status}"
-            if waiting is not None and ctype in ("NodeClaimReady", "NodesReady", "ResourceReady") and waiting.reason:
+            if waiting is not None and ctype in _NODE_CONDITIONS and waiting.reason:
                 message = f"{message} ({waiting.name}: {waiting.phase}, {waiting.reason})"
             reason = cond.reason or ctype
             if state == "NotReady":

@@ -140,3 +140,63 @@ def test_was_ready_now_not_ready() -> None:
     h = assess(workspace(cond("ResourceReady", "False", "workspaceResourceStatusNotReady", "node lost"),
                          cond("WorkspaceSucceeded", "False", "workspacePending"), state="NotReady"))
     assert h.state == health.PROVISIONING and h.reason.startswith("NotReady/")
+
+
+# --- legacy KAITO (<= v0.4.1): v1alpha1 Workspaces with Machines (FACTS.md history and appendix) ---------------
+
+def legacy_workspace(*conds: dict[str, Any], generation: int = 1) -> dict[str, Any]:
+    ws = workspace(*conds, generation=generation)  # no state: v1alpha1 status has conditions and workerNodes only
+    ws["apiVersion"] = "kaito.sh/v1alpha1"
+    return ws
+
+
+def machine(name: str, *conds: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "karpenter.sh/v1alpha5", "kind": "Machine", "metadata": {"name": name},
+            "status": {"conditions": list(conds)}}
+
+
+LEGACY_READY = (
+    cond("MachineReady", "True", "installNodePluginsSuccess"),
+    cond("ResourceReady", "True", "workspaceResourceStatusSuccess"),
+    cond("InferenceReady", "True", "WorkspaceInferenceStatusSuccess"),
+    cond("WorkspaceSucceeded", "True", "workspaceSucceeded"),
+)
+
+
+def test_legacy_done_is_workspace_succeeded_at_the_current_generation() -> None:
+    h = assess(legacy_workspace(*LEGACY_READY))
+    assert h.state == health.READY and h.done
+    assert [c.type for c in h.conditions] == ["MachineReady", "ResourceReady", "InferenceReady", "WorkspaceSucceeded"]
+    stale = assess(legacy_workspace(*LEGACY_READY, generation=2))
+    assert stale.state == health.PROVISIONING and "generation 2" in stale.message
+
+
+def test_legacy_waiting_for_machines_says_so_with_the_machine_phase() -> None:
+    m = machine("ws0a1b2c3d4", cond("MachineLaunched", "True", gen=None),
+                cond("MachineRegistered", "Unknown", "NodeNotFound", "Node not registered with cluster", gen=None),
+                cond("Ready", "Unknown", "UnhealthyDependents", "MachineRegistered=Unknown", gen=None))
+    h = assess(legacy_workspace(
+        cond("MachineReady", "Unknown", "CreateMachinePending", "creating 1 machines"),
+        cond("ResourceReady", "False", "workspaceResourceStatusNotReady", "workspace resource is not ready"),
+        cond("InferenceReady", "False", "WorkspaceInferenceStatusPending", "Inference is not ready"),
+        cond("WorkspaceSucceeded", "False", "workspacePending", "workspace is pending")), [m])
+    assert (h.state, h.reason) == (health.PROVISIONING, "CreateMachinePending")
+    assert h.message.startswith("creating 1 machines") and "ws0a1b2c3d4: Registering" in h.message
+
+
+def test_machine_phases_follow_the_legacy_lifecycle() -> None:
+    assert node_info(machine("m")).phase == "Launching"
+    assert node_info(machine("m", cond("MachineLaunched", "True", gen=None))).phase == "Registering"
+    registered = machine("m", cond("MachineLaunched", "True"), cond("MachineRegistered", "True"),
+                         cond("MachineInitialized", "Unknown", "NodeNotReady", "Node status is NotReady"))
+    info = node_info(registered)
+    assert info.phase == "Initializing" and "NotReady" in info.reason
+    assert node_info(machine("m", cond("Ready", "True"))).phase == "Ready"
+
+
+def test_legacy_machine_that_cannot_launch_fails_the_model() -> None:
+    m = machine("ws1", cond("MachineLaunched", "False", "LaunchFailed", ICE, gen=None))
+    h = assess(legacy_workspace(cond("MachineReady", "False", "checkMachineStatusFailed", ICE),
+                                cond("ResourceReady", "False", "workspaceResourceStatusFailed", ICE),
+                                cond("WorkspaceSucceeded", "False", "workspaceFailed", ICE)), [m])
+    assert h.state == health.FAILED and ICE in h.message and h.nodes[0].phase == "Failed"
