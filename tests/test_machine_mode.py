@@ -1,5 +1,7 @@
-"""machine mode against the sandbox: legacy karpenter.sh/v1alpha5 Machines first, the v1alpha1 Workspace only once
-they are Ready; removing the model removes its Machines and nothing else (the same gating code as nodeclaim)."""
+"""machine mode against the sandbox, end to end: legacy karpenter.sh/v1alpha5 Machines first, the v1alpha1 Workspace
+only once they are Ready (the same gating code as nodeclaim), then the simulated legacy KAITO uses the Machines' nodes
+(creating none of its own) up to WorkspaceSucceeded, and the model is Ready with its nodes, SKU and endpoint;
+removing the model removes its Machines and Workspace and nothing else."""
 
 from __future__ import annotations
 
@@ -14,11 +16,14 @@ from gitops_kaito.gitsync import assess_models
 from gitops_kaito.kube import Kube
 from gitops_kaito.ownership import LABEL_MODEL
 from gitops_kaito.sandbox import Sandbox
+from gitops_kaito.status import ModelReport
 from gitops_kaito.sync import PassResult, run_pass
+from tests.fixtures_cluster import wait_until
 
 pytestmark = pytest.mark.cluster
 
 REV = "main@sha1:" + "c" * 40
+SKU = "Standard_NC24ads_A100_v4"
 MODEL = """apiVersion: gitops.kaito.sh/v1alpha1
 kind: ModelDeployment
 metadata:
@@ -48,8 +53,13 @@ def workspace(custom: client.CustomObjectsApi) -> dict[str, Any] | None:
         raise
 
 
-def test_machine_mode_waits_for_machines_then_applies_the_legacy_workspace(byo_sandbox: Sandbox,
-                                                                          tmp_path: Path) -> None:
+def kaito_made(custom: client.CustomObjectsApi, plural: str, version: str) -> list[str]:
+    """NodeClaims or Machines KAITO created for a Workspace (its kaito.sh/workspace label)."""
+    items = custom.list_cluster_custom_object("karpenter.sh", version, plural, label_selector="kaito.sh/workspace")
+    return [i["metadata"]["name"] for i in items["items"]]
+
+
+def test_machine_mode_end_to_end_on_legacy_kaito(byo_sandbox: Sandbox, tmp_path: Path) -> None:
     sb = byo_sandbox
     repo = tmp_path / "repo"
     (repo / "models" / "ml").mkdir(parents=True)
@@ -83,12 +93,30 @@ def test_machine_mode_waits_for_machines_then_applies_the_legacy_workspace(byo_s
         ws = workspace(custom)
         assert ws is not None and ws["apiVersion"] == "kaito.sh/v1alpha1"
 
-        # The status reads the Machine's phase (the simulated KAITO is modern and refuses a legacy instanceType in
-        # BYO mode, so the model itself does not go Ready here: the gating and the prune are what this covers).
-        result = run_pass(repo, kube, revision=REV)
-        assert not result.plan.has_changes
-        report = assess_models(result, kube, REV, check_endpoints=False)[0]
+        # Legacy KAITO finds enough Ready nodes of the instanceType matching resource.labelSelector (the Machine's),
+        # uses them, and goes MachineReady -> ResourceReady -> InferenceReady -> WorkspaceSucceeded.
+        def ready() -> ModelReport | None:
+            result = run_pass(repo, kube, revision=REV)
+            assert not result.plan.has_changes  # nothing left to write once the Workspace is there
+            report = assess_models(result, kube, REV)[0]
+            return report if report.state == "Ready" else None
+        report = wait_until(ready, 30, interval=0.05, what="the model Ready")
+        assert (report.sku, report.nodes, report.gpus) == (SKU, 1, 1)
         assert [(p[0] in ours, p[1]) for p in report.node_phases] == [(True, "Ready")]
+        assert report.endpoint_check.answers and report.endpoint_check.served_model
+        assert [c[:3] for c in report.conditions] == [
+            ("MachineReady", "True", "installNodePluginsSuccess"),
+            ("ResourceReady", "True", "workspaceResourceStatusSuccess"),
+            ("InferenceReady", "True", "WorkspaceInferenceStatusSuccess"),
+            ("WorkspaceSucceeded", "True", "workspaceSucceeded")]
+        ws = workspace(custom)
+        assert ws is not None
+        [node_name] = [(m.get("status") or {}).get("nodeName") for n, m in machines(custom).items() if n in ours]
+        assert ws["status"]["workerNodes"] == [node_name]
+        assert "state" not in ws["status"] and "targetNodeCount" not in ws["status"]  # v1alpha1 has neither
+        assert all(c["observedGeneration"] == ws["metadata"]["generation"] for c in ws["status"]["conditions"])
+        # KAITO used gitops-kaito's Machine: it made no Machine or NodeClaim of its own.
+        assert kaito_made(custom, "machines", "v1alpha5") == [] and kaito_made(custom, "nodeclaims", "v1") == []
 
         (repo / "models" / "ml" / "phi.yaml").unlink()
         gone = run_pass(repo, kube, revision=REV, allow_mass_prune=True)
@@ -99,3 +127,7 @@ def test_machine_mode_waits_for_machines_then_applies_the_legacy_workspace(byo_s
             time.sleep(0.05)
         left = workspace(custom)  # read once: it may vanish between two reads
         assert left is None or left["metadata"].get("deletionTimestamp")
+        wait_until(lambda: workspace(custom) is None, what="the Workspace gone (KAITO's finalizer released)")
+        nodes = [n.metadata.name for n in client.CoreV1Api(kube.api_client).list_node().items]
+        assert node_name not in nodes
+        assert kaito_made(custom, "machines", "v1alpha5") == [] and kaito_made(custom, "nodeclaims", "v1") == []

@@ -1,18 +1,50 @@
 """Simulated KAITO workspace controller: NodeClaims (auto-provisioning) or matching GPU Nodes (BYO), Services,
-and the Workspace conditions in KAITO's order (FACTS.md sections 5.2, 5.4, 5.5 and 7).
+and the Workspace conditions in KAITO's order (FACTS.md sections 5.2, 5.4, 5.5 and 7); Workspaces written
+through kaito.sh/v1alpha1 are handled as legacy KAITO (<= v0.4.1) handled them, with Machines.
+
+Legacy KAITO (FACTS.md history "Machine -> NodeClaim" and appendix "legacy Machine"), for kaito.sh/v1alpha1:
+- Nodes: resource.count of them (no estimator, no status.targetNodeCount). Ready, not deleting Nodes that
+  match resource.labelSelector.matchLabels and carry node.kubernetes.io/instance-type = resource.instanceType
+  are used first (preferredNodes, then the previous workerNodes, then nodes with kaito.sh/machine-type, then by
+  name), so Machines made by someone else (gitops-kaito's machine mode) are used and none is created; only the
+  shortfall becomes karpenter.sh/v1alpha5 Machines of the appendix's shape, and nothing more is created while
+  one of them is not Ready. They are deleted with the Workspace (finalizer).
+- Conditions: MachineReady (in place of NodeClaimReady; no NodesReady), ResourceReady, InferenceReady (or
+  JobStarted), WorkspaceSucceeded, with observedGeneration; no status.state. status.workerNodes lists the nodes
+  in use.
 
 Approximations, stated openly:
+- Which KAITO a Workspace gets is decided per object: legacy when every managedFields entry owning its spec
+  (resource, inference, tuning) was written through kaito.sh/v1alpha1 (one cluster runs one KAITO; the
+  sandbox serves both versions of one CRD). A v1alpha1 Workspace in a nap or byo sandbox is legacy alike:
+  legacy KAITO had no BYO mode.
+- Legacy reasons where FACTS.md is silent (KAITO's workspace controller before #806, v0.3): MachineReady Unknown
+  CreateMachinePending "creating N machines" while its Machines come up, True installNodePluginsSuccess once
+  enough nodes are in use (also when none had to be created, as legacy KAITO did); a Machine that fails to
+  launch gives MachineReady=False checkMachineStatusFailed, ResourceReady=False workspaceResourceStatusFailed
+  and WorkspaceSucceeded=False workspaceFailed with the Machine's message, at once (legacy KAITO waited up to
+  240 s). Nodes without nvidia.com/gpu capacity give MachineReady=False NodePluginsNotReady (the FACTS 5.5
+  reason; legacy KAITO waited 60 s, labelled the node accelerator=nvidia and then failed ResourceReady).
+  While waiting, ResourceReady, InferenceReady and WorkspaceSucceeded show the pending reasons of FACTS 5.5
+  (legacy KAITO blocked in its reconcile and wrote nothing until it was done); an injected image-pull
+  failure shows as InferenceReady=False ImagePullError.
+- Legacy admission checks only inference XOR tuning (no SKU or memory check); observedGeneration is always
+  the current generation (legacy KAITO skipped a condition write when status, reason and message were
+  unchanged, which can leave an older observedGeneration after a spec change); injected node loss (chaos)
+  strikes only Workspaces whose state is Ready, so never a legacy one.
 - No admission webhook runs in the emulator, so what KAITO's webhook would reject at create time (BYO with no
   matching GPU nodes, instanceType set with BYO / missing with NAP, neither or both of inference and tuning)
-  is shown as ResourceReady=False and WorkspaceSucceeded=False with reason ValidationFailed, state Failed, and
-  the webhook's message. The check is re-run every pass, so the Workspace proceeds once the cause goes away
-  (as a re-apply after the fix would on a real cluster).
+  is shown as ResourceReady=False and WorkspaceSucceeded=False with reason ValidationFailed, state Failed (none
+  for legacy), and the webhook's message. The check is re-run every pass, so the Workspace proceeds once the
+  cause goes away (as a re-apply after the fix would on a real cluster).
 - No StatefulSet or pods: InferenceReady follows ResourceReady after Timing.model_load_s, unless an
   image-pull failure is injected (reason ImagePullError).
 - Conditions turn True one per status write, in the order NodeClaimReady, NodesReady, ResourceReady,
-  InferenceReady, WorkspaceSucceeded, so a watcher sees each step; KAITO may set several in one update.
+  InferenceReady, WorkspaceSucceeded (legacy: MachineReady, ResourceReady, InferenceReady, WorkspaceSucceeded),
+  so a watcher sees each step; KAITO may set several in one update.
 - Services are deleted by the controller on Workspace deletion (no ownerReference garbage collector here).
-- Tuning Workspaces get JobStarted=True once resources are ready, then state Succeeded.
+- Tuning Workspaces get JobStarted=True once resources are ready, then state Succeeded (legacy: no state).
+- Services are the same for legacy Workspaces (legacy KAITO made the headless one only for distributed models).
 """
 
 from __future__ import annotations
@@ -33,6 +65,7 @@ from gitops_kaito.sandbox.controllers.timing import Timing
 
 GROUP = "kaito.sh"
 VERSION = "v1beta1"
+LEGACY_VERSION = "v1alpha1"
 PLURAL = "workspaces"
 FINALIZER = "workspace.finalizer.kaito.sh"
 ANNOTATION_HASH = "workspace.kaito.io/hash"
@@ -40,6 +73,11 @@ ANNOTATION_REVISION = "workspace.kaito.io/revision"
 LABEL_WORKSPACE = "kaito.sh/workspace"
 LABEL_WORKSPACE_NS = "kaito.sh/workspacenamespace"
 LABEL_NODEPOOL = "karpenter.sh/nodepool"
+LABEL_PROVISIONER = "karpenter.sh/provisioner-name"
+LABEL_MACHINE_TYPE = "kaito.sh/machine-type"
+LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
+MACHINE_VERSION, MACHINES = "v1alpha5", "machines"
+SPEC_FIELDS = frozenset({"f:resource", "f:inference", "f:tuning"})
 RESERVED_KEYS = frozenset({
     "kaito.sh/workspace", "kaito.sh/workspacenamespace", "kaito.sh/ragengine", "kaito.sh/ragenginenamespace",
     "karpenter.kaito.sh/workspace-name", "karpenter.kaito.sh/workspace-namespace",
@@ -47,11 +85,13 @@ RESERVED_KEYS = frozenset({
 })
 GPU_LABELS = ("nvidia.com/gpu.product", "nvidia.com/gpu.count", "nvidia.com/gpu.memory")
 KARPENTER_STEPS = ("Launched", "Registered", "Initialized")
+MACHINE_STEPS = ("MachineLaunched", "MachineRegistered", "MachineInitialized")
 WEBHOOK_PREFIX = 'admission webhook "validation.workspace.kaito.sh" denied the request: '
 REASON_REJECTED = "ValidationFailed"
 BASE_IMAGE = "mcr.microsoft.com/aks/kaito/kaito-base:0.5.0"
 
 # Condition types, in the order KAITO reports them.
+MACHINE_READY = "MachineReady"  # legacy KAITO's, where v0.12 has NodeClaimReady
 NODECLAIM_READY = "NodeClaimReady"
 NODES_READY = "NodesReady"
 RESOURCE_READY = "ResourceReady"
@@ -107,10 +147,59 @@ def nodeclaim_name(namespace: str, name: str) -> str:
     return "ws" + hashlib.sha256(f"{namespace}{name}{time.time_ns()}".encode()).hexdigest()[:9]
 
 
-def service_manifests(ws: dict[str, Any]) -> list[dict[str, Any]]:
+def is_legacy(ws: dict[str, Any]) -> bool:
+    """Written through kaito.sh/v1alpha1: every managedFields entry that owns spec fields used that version.
+
+    Objects are stored once and only relabelled between versions, so the write's version is what is left."""
+    owners = [e for e in (ws.get("metadata") or {}).get("managedFields") or []
+              if e.get("subresource") != "status" and SPEC_FIELDS & set(e.get("fieldsV1") or {})]
+    return bool(owners) and all(e.get("apiVersion") == f"{GROUP}/{LEGACY_VERSION}" for e in owners)
+
+
+def owned_by(obj: dict[str, Any], ws: dict[str, Any]) -> bool:
+    """The NodeClaim / Machine / Node carries KAITO's labels for this Workspace."""
+    labels = obj["metadata"].get("labels") or {}
+    meta = ws["metadata"]
+    return labels.get(LABEL_WORKSPACE) == meta["name"] and labels.get(LABEL_WORKSPACE_NS) == meta["namespace"]
+
+
+def machine_ready(machine: dict[str, Any]) -> bool:
+    return c.is_true(machine.get("status", {}).get("conditions"), "Ready")
+
+
+def machine_failure(machine: dict[str, Any]) -> str | None:
+    """The message of a Machine whose launch failed (gpu-provisioner reports it as MachineLaunched=False)."""
+    for step in MACHINE_STEPS:
+        cond = c.find(machine.get("status", {}).get("conditions"), step)
+        if cond is not None and cond.get("status") == "False":
+            return str(cond.get("message") or cond.get("reason") or f"{step} is False")
+    return None
+
+
+def legacy_nodes(ws: dict[str, Any], nodes: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """Legacy KAITO's choice: Ready nodes matching matchLabels with the Workspace's instanceType (or preferred),
+    ordered preferred, previous workerNodes, made for KAITO (kaito.sh/machine-type), name; at most count."""
+    resource = ws.get("resource") or {}
+    wanted = {str(k): str(v) for k, v in ((resource.get("labelSelector") or {}).get("matchLabels") or {}).items()}
+    preferred = set(resource.get("preferredNodes") or [])
+    previous = set((ws.get("status") or {}).get("workerNodes") or [])
+    qualified = []
+    for node in nodes:
+        labels = node["metadata"].get("labels") or {}
+        name = node["metadata"]["name"]
+        if any(labels.get(k) != v for k, v in wanted.items()) or not node_ready(node):
+            continue
+        if name in preferred or labels.get(LABEL_INSTANCE_TYPE) == resource.get("instanceType"):
+            qualified.append(node)
+    qualified.sort(key=lambda n: (n["metadata"]["name"] not in preferred, n["metadata"]["name"] not in previous,
+                                  LABEL_MACHINE_TYPE not in (n["metadata"].get("labels") or {}), n["metadata"]["name"]))
+    return qualified[:count]
+
+
+def service_manifests(ws: dict[str, Any], version: str = VERSION) -> list[dict[str, Any]]:
     meta = ws["metadata"]
     name, ns = meta["name"], meta["namespace"]
-    owner = [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "Workspace", "name": name, "uid": meta.get("uid", ""),
+    owner = [{"apiVersion": f"{GROUP}/{version}", "kind": "Workspace", "name": name, "uid": meta.get("uid", ""),
               "controller": True, "blockOwnerDeletion": True}]
     labels = {LABEL_WORKSPACE: name}
     lb = (meta.get("annotations") or {}).get("kaito.sh/enablelb") == "True"
@@ -137,7 +226,8 @@ def service_manifests(ws: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class KaitoController(Controller):
-    """The workspace controller, in NAP mode (creates NodeClaims) or BYO mode (uses matching Nodes)."""
+    """The workspace controller, in NAP mode (creates NodeClaims) or BYO mode (uses matching Nodes); legacy KAITO
+    (Machines) for Workspaces written through kaito.sh/v1alpha1."""
 
     name = "kaito"
 
@@ -154,19 +244,24 @@ class KaitoController(Controller):
         return [partial(self.kube.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL),
                 partial(self.kube.custom.list_cluster_custom_object, "karpenter.sh", "v1", "nodeclaims",
                         label_selector=LABEL_WORKSPACE),
+                partial(self.kube.custom.list_cluster_custom_object, "karpenter.sh", MACHINE_VERSION, MACHINES,
+                        label_selector=LABEL_WORKSPACE),
                 self.kube.core.list_node]
 
     def reconcile(self) -> float | None:
         workspaces = self.kube.list_custom(GROUP, VERSION, PLURAL) or []
         claims = self.kube.list_custom("karpenter.sh", "v1", "nodeclaims", label_selector=LABEL_WORKSPACE) or []
         nodes = self.kube.list_nodes()
+        legacy = {id(ws) for ws in workspaces if is_legacy(ws)}
+        # KAITO's own Machines are read only when a legacy Workspace exists: a v0.12-only pass stays as it was.
+        machines = (self.kube.list_custom("karpenter.sh", MACHINE_VERSION, MACHINES, label_selector=LABEL_WORKSPACE)
+                    or []) if legacy else []
         wanted: float | None = None
         for ws in workspaces:
-            meta = ws["metadata"]
-            mine = [cl for cl in claims
-                    if (cl["metadata"].get("labels") or {}).get(LABEL_WORKSPACE) == meta["name"]
-                    and (cl["metadata"].get("labels") or {}).get(LABEL_WORKSPACE_NS) == meta["namespace"]]
-            delay = self._reconcile(ws, mine, nodes)
+            if id(ws) in legacy:
+                delay = self._reconcile_legacy(ws, [m for m in machines if owned_by(m, ws)], nodes)
+            else:
+                delay = self._reconcile(ws, [cl for cl in claims if owned_by(cl, ws)], nodes)
             if delay is not None:
                 wanted = delay if wanted is None else min(wanted, delay)
         return wanted
@@ -184,17 +279,7 @@ class KaitoController(Controller):
             return self._finalize(ws, claims)
 
         # 1-2: finalizer, then the ControllerRevision annotations.
-        finalizers = list(meta.get("finalizers") or [])
-        annotations = dict(meta.get("annotations") or {})
-        digest = workspace_hash(ws)
-        meta_patch: dict[str, Any] = {}
-        if FINALIZER not in finalizers:
-            meta_patch["finalizers"] = [*finalizers, FINALIZER]
-        if annotations.get(ANNOTATION_HASH) != digest:
-            revision = int(annotations.get(ANNOTATION_REVISION, "0") or "0") + 1
-            meta_patch["annotations"] = {ANNOTATION_HASH: digest, ANNOTATION_REVISION: str(revision)}
-        if meta_patch:
-            self._patch(ws, {"metadata": meta_patch})
+        if self._ensure_metadata(ws):
             return 0.0
 
         status = ws.get("status") or {}
@@ -225,6 +310,104 @@ class KaitoController(Controller):
             return loading if loading > 0 else None
         return delay
 
+    def _ensure_metadata(self, ws: dict[str, Any]) -> bool:
+        """The finalizer and the ControllerRevision annotations; True when a patch was sent."""
+        meta = ws["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        annotations = dict(meta.get("annotations") or {})
+        digest = workspace_hash(ws)
+        meta_patch: dict[str, Any] = {}
+        if FINALIZER not in finalizers:
+            meta_patch["finalizers"] = [*finalizers, FINALIZER]
+        if annotations.get(ANNOTATION_HASH) != digest:
+            revision = int(annotations.get(ANNOTATION_REVISION, "0") or "0") + 1
+            meta_patch["annotations"] = {ANNOTATION_HASH: digest, ANNOTATION_REVISION: str(revision)}
+        if meta_patch:
+            self._patch(ws, {"metadata": meta_patch})
+        return bool(meta_patch)
+
+    # one legacy (kaito.sh/v1alpha1) workspace ---------------------------------------------------------
+    def _reconcile_legacy(self, ws: dict[str, Any], machines: list[dict[str, Any]],
+                          nodes: list[dict[str, Any]]) -> float | None:
+        """Legacy KAITO's applyWorkspaceResource, level-triggered: wait for its pending Machines, use the Ready
+        nodes that qualify, create Machines only for the shortfall; then Services and the inference conditions."""
+        meta = ws["metadata"]
+        key = meta.get("uid") or f"{meta['namespace']}/{meta['name']}"
+        if meta.get("deletionTimestamp"):
+            return self._finalize(ws, [], machines)
+        if self._ensure_metadata(ws):
+            return 0.0
+        if bool(ws.get("inference")) == bool(ws.get("tuning")):
+            message = "Either Inference or Tuning must be specified, but not both"
+            return self._write_status(ws, key, self._rejected(ws, message, legacy=True), force=True)
+
+        gen = meta.get("generation")
+        count = max(int((ws.get("resource") or {}).get("count") or 1), 1)
+        live = [m for m in machines if not m["metadata"].get("deletionTimestamp")]
+        for m in live:
+            failure = machine_failure(m)
+            if failure:
+                return self._write_status(ws, key, {"conditions": [
+                    c.cond(MACHINE_READY, False, "checkMachineStatusFailed", failure, gen),
+                    c.cond(RESOURCE_READY, False, "workspaceResourceStatusFailed", failure, gen),
+                    c.cond(WORKSPACE_SUCCEEDED, False, "workspaceFailed", failure, gen)]}, force=True)
+        pending = [m for m in live if not machine_ready(m)]
+        selected = legacy_nodes(ws, nodes, count)
+        missing = count - len(selected)
+        if missing > 0 and not pending:
+            for _ in range(missing):
+                self.kube.create_custom("karpenter.sh", MACHINE_VERSION, MACHINES, self._machine(ws))
+            return 0.0
+
+        with_gpus = [n for n in selected if gpu_capacity(n) > 0]
+        if pending or missing > 0:
+            machine = c.cond(MACHINE_READY, "Unknown", "CreateMachinePending",
+                             f"creating {len(pending) or missing} machines", gen)
+        elif len(with_gpus) < count:
+            machine = c.cond(MACHINE_READY, False, "NodePluginsNotReady",
+                             "GPU device plugins are not ready on the nodes (no nvidia.com/gpu capacity)", gen)
+        else:
+            machine = c.cond(MACHINE_READY, True, "installNodePluginsSuccess",
+                             "machines plugins have been installed successfully", gen)
+        ready = machine["status"] == "True"
+        resource = c.cond(RESOURCE_READY, ready, "workspaceResourceStatusSuccess" if ready
+                          else "workspaceResourceStatusNotReady",
+                          "workspace resource is ready" if ready else "workspace resource is not ready", gen)
+        if ready:
+            self._ensure_services(ws, LEGACY_VERSION)
+        names = sorted(n["metadata"]["name"] for n in with_gpus)
+        delay = self._write_status(ws, key, self._progress(ws, key, [machine, resource], ready, names, legacy=True))
+        if delay is None and ready:
+            loading = self.waited(key, "model", self.timing.model_load_s)
+            return loading if loading > 0 else None
+        return delay
+
+    def _machine(self, ws: dict[str, Any]) -> dict[str, Any]:
+        """A karpenter.sh/v1alpha5 Machine as legacy KAITO generated it (FACTS.md appendix)."""
+        meta = ws["metadata"]
+        name, ns = meta["name"], meta["namespace"]
+        resource = ws.get("resource") or {}
+        instance_type = str(resource.get("instanceType") or "")
+        selector = {str(k): str(v) for k, v in ((resource.get("labelSelector") or {}).get("matchLabels") or {}).items()}
+        machine_name = nodeclaim_name(ns, name)
+        preset = ((ws.get("inference") or {}).get("preset") or {}).get("name")
+        return {
+            "apiVersion": f"karpenter.sh/{MACHINE_VERSION}", "kind": "Machine",
+            "metadata": {"name": machine_name,
+                         "labels": {LABEL_PROVISIONER: "default", LABEL_WORKSPACE: name, LABEL_WORKSPACE_NS: ns,
+                                    **selector}},
+            "spec": {"machineTemplateRef": {"name": machine_name},
+                     "requirements": [
+                         {"key": LABEL_INSTANCE_TYPE, "operator": "In", "values": [instance_type]},
+                         {"key": LABEL_PROVISIONER, "operator": "In", "values": ["default"]},
+                         {"key": LABEL_MACHINE_TYPE, "operator": "In", "values": ["gpu"]},
+                         {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                         {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}],
+                     "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+                     "resources": {"requests": {"storage": disk_request(preset)}}},
+        }
+
+    # one v1beta1 workspace, helpers -------------------------------------------------------------------
     def _admission(self, ws: dict[str, Any], nodes: list[dict[str, Any]]) -> str | None:
         """The message KAITO's validating webhook would reject this Workspace with, if any."""
         has_inference, has_tuning = bool(ws.get("inference")), bool(ws.get("tuning"))
@@ -355,16 +538,17 @@ class KaitoController(Controller):
                     return str(cond.get("reason") or step), str(cond.get("message") or "")
         return None
 
-    def _ensure_services(self, ws: dict[str, Any]) -> None:
+    def _ensure_services(self, ws: dict[str, Any], version: str = VERSION) -> None:
         ns = ws["metadata"]["namespace"]
-        for svc in service_manifests(ws):
+        for svc in service_manifests(ws, version):
             if not self.kube.service_exists(ns, svc["metadata"]["name"]):
                 self.kube.create_service(ns, svc)
 
     def _progress(self, ws: dict[str, Any], key: str, resource_conditions: list[c.Condition], resource_ready: bool,
-                  ready_nodes: list[str]) -> dict[str, Any]:
+                  ready_nodes: list[str], legacy: bool = False) -> dict[str, Any]:
         """The status to write: conditions turn True one at a time, in KAITO's order, each only after the ones
-        before it; a condition is computed from the effective (written) state of the earlier ones."""
+        before it; a condition is computed from the effective (written) state of the earlier ones. Legacy
+        (v1alpha1) status has no state."""
         meta = ws["metadata"]
         gen = meta.get("generation")
         old_status = ws.get("status") or {}
@@ -408,6 +592,8 @@ class KaitoController(Controller):
         succeeded = add(c.cond(WORKSPACE_SUCCEEDED, workload_ok, "workspaceSucceeded" if workload_ok
                                else "workspacePending", "workspace succeeds" if workload_ok else "workspace is pending",
                                gen))
+        if legacy:
+            return {"conditions": desired, "workerNodes": ready_nodes}
         previous = old_status.get("state")
         if succeeded:
             state = "Succeeded" if tuning else "Ready"
@@ -419,7 +605,8 @@ class KaitoController(Controller):
 
     @staticmethod
     def _held_back(cond: c.Condition) -> c.Condition:
-        pending = {NODECLAIM_READY: ("NodeClaimNotReady", "NodeClaims are being checked"),
+        pending = {MACHINE_READY: ("CreateMachinePending", "Machines are being checked"),
+                   NODECLAIM_READY: ("NodeClaimNotReady", "NodeClaims are being checked"),
                    NODES_READY: ("NodeNotReady", "Nodes are being checked"),
                    RESOURCE_READY: ("workspaceResourceStatusNotReady", "workspace resource is not ready"),
                    INFERENCE_READY: ("WorkspaceInferenceStatusPending", "Inference is not ready"),
@@ -428,12 +615,12 @@ class KaitoController(Controller):
         reason, message = pending[cond["type"]]
         return c.cond(cond["type"], False, reason, message, cond.get("observedGeneration"))
 
-    def _rejected(self, ws: dict[str, Any], message: str) -> dict[str, Any]:
+    def _rejected(self, ws: dict[str, Any], message: str, legacy: bool = False) -> dict[str, Any]:
         gen = ws["metadata"].get("generation")
         text = WEBHOOK_PREFIX + message
-        return {"conditions": [c.cond(RESOURCE_READY, False, REASON_REJECTED, text, gen),
-                               c.cond(WORKSPACE_SUCCEEDED, False, REASON_REJECTED, text, gen)],
-                "state": "Failed"}
+        conditions = [c.cond(RESOURCE_READY, False, REASON_REJECTED, text, gen),
+                      c.cond(WORKSPACE_SUCCEEDED, False, REASON_REJECTED, text, gen)]
+        return {"conditions": conditions} if legacy else {"conditions": conditions, "state": "Failed"}
 
     def _write_status(self, ws: dict[str, Any], key: str, new: dict[str, Any], force: bool = False) -> float | None:
         old = ws.get("status") or {}
@@ -455,14 +642,19 @@ class KaitoController(Controller):
         self._last_write[key] = time.monotonic()
         return 0.0
 
-    def _finalize(self, ws: dict[str, Any], claims: list[dict[str, Any]]) -> float | None:
+    def _finalize(self, ws: dict[str, Any], claims: list[dict[str, Any]],
+                  machines: list[dict[str, Any]] | None = None) -> float | None:
+        """Delete KAITO's own NodeClaims (or, legacy, Machines) and Services, then drop the finalizer."""
         meta = ws["metadata"]
         for cl in claims:
             if not cl["metadata"].get("deletionTimestamp"):
                 self.kube.delete_custom("karpenter.sh", "v1", "nodeclaims", cl["metadata"]["name"])
+        for m in machines or []:
+            if not m["metadata"].get("deletionTimestamp"):
+                self.kube.delete_custom("karpenter.sh", MACHINE_VERSION, MACHINES, m["metadata"]["name"])
         for svc in service_manifests(ws):
             self.kube.delete_service(meta["namespace"], svc["metadata"]["name"])
-        if claims:
+        if claims or machines:
             return None  # wait for Karpenter to release them; their deletion wakes us
         if FINALIZER in (meta.get("finalizers") or []):
             rest = [f for f in meta["finalizers"] if f != FINALIZER]
