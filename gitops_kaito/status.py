@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from gitops_kaito.health import ModelHealth
+from gitops_kaito.health import INVALID, SUSPENDED, ModelHealth
 
 STATUS_MD = "STATUS.md"
 HEADER = "# Written by gitops-kaito after each sync pass. Do not edit: the next pass overwrites it.\n"
@@ -222,6 +222,40 @@ def summary_line(reports: Sequence[ModelReport]) -> str:
     return f"{len(reports)} {noun}: " + ", ".join(f"{counts[s]} {s}" for s in order)
 
 
+def price_cell(report: ModelReport) -> str:
+    return f"${report.price_per_hour:,.2f}/h" if report.price_per_hour is not None else ""
+
+
+@dataclass(frozen=True)
+class GpuCost:
+    """The GPU nodes the models hold and what they cost per hour at the prices the plan used."""
+
+    nodes: int
+    usd_per_hour: float
+    unpriced_models: int  # models on nodes without a known price (bring-your-own nodes)
+
+
+def gpu_cost(reports: Sequence[ModelReport]) -> GpuCost | None:
+    """None when no model holds nodes; Invalid and Suspended models hold none."""
+    holding = [r for r in reports if r.state not in (INVALID, SUSPENDED) and r.nodes]
+    if not holding:
+        return None
+    priced = [r for r in holding if r.price_per_hour is not None]
+    return GpuCost(sum(r.nodes or 0 for r in priced), round(sum(r.price_per_hour or 0.0 for r in priced), 6),
+                   len(holding) - len(priced))
+
+
+def cost_line(reports: Sequence[ModelReport]) -> str:
+    """"GPU nodes: 3 at $8.81 per hour (...)", or "" when no model holds nodes."""
+    cost = gpu_cost(reports)
+    if cost is None:
+        return ""
+    line = f"GPU nodes: {cost.nodes} at ${cost.usd_per_hour:,.2f} per hour (catalog prices, or prices: in gitops-kaito.yaml)"
+    if cost.unpriced_models:
+        line += f"; {cost.unpriced_models} model{'s' if cost.unpriced_models > 1 else ''} on nodes without a known price"
+    return line
+
+
 def short_revision(revision: str) -> str:
     ref, sep, sha = revision.rpartition("sha1:")
     return f"{ref}{sep}{sha[:12]}" if sep else revision
@@ -249,16 +283,19 @@ def render_status_md(reports: Sequence[ModelReport]) -> str:
         summary_line(ordered),
         "",
     ]
+    if cost := cost_line(ordered):
+        lines += [cost, ""]
     if ordered:
-        lines += ["| Model | State | SKU x nodes | Endpoint | Revision | Since | Message |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| Model | State | SKU x nodes | Per hour | Endpoint | Revision | Since | Message |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in ordered:
             endpoint = r.endpoint or ""
             if endpoint and r.endpoint_check.answers is not None:
                 served = f" ({r.endpoint_check.served_model})" if r.endpoint_check.served_model else ""
                 endpoint += " answers" + served if r.endpoint_check.answers else " not answering"
             message = r.message if r.state != "Ready" else (r.last_error or "")
-            cells = [f"{r.namespace}/{r.name}", f"{MARKERS.get(r.state, '[??]')} {r.state}", sku_cell(r), endpoint,
+            cells = [f"{r.namespace}/{r.name}", f"{MARKERS.get(r.state, '[??]')} {r.state}", sku_cell(r),
+                     price_cell(r), endpoint,
                      short_revision(r.revision), r.since, message]
             lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -10,7 +10,10 @@ from gitops_kaito.health import Condition, ModelHealth
 from gitops_kaito.status import (
     STATUS_MD,
     EndpointCheck,
+    GpuCost,
     ModelReport,
+    cost_line,
+    gpu_cost,
     parse_model_yaml,
     render_files,
     report_from_health,
@@ -107,3 +110,15 @@ def test_report_from_health() -> None:
     r = report_from_health("ml", "phi", h, sku="S", nodes=2, revision=REV)
     assert r.model_id == "ml.phi" and r.conditions == (("InferenceReady", "True", "ok", ""),)
     assert r.endpoint == "http://x" and r.nodes == 2
+
+
+def test_status_shows_what_the_gpu_nodes_cost_per_hour() -> None:
+    reports = [report("a"), report("b", "Provisioning", nodes=2, price_per_hour=7.34),
+               report("byo", sku=None, price_per_hour=None), report("bad", "Invalid"), report("off", "Suspended")]
+    md = render_files(reports, {}, T1)[STATUS_MD]
+    assert "GPU nodes: 3 at $11.01 per hour" in md
+    assert "1 model on nodes without a known price" in md  # bring-your-own nodes
+    [row] = [ln for ln in md.splitlines() if ln.startswith("| ml/b ")]
+    assert "| $7.34/h |" in row
+    assert gpu_cost(reports) == GpuCost(nodes=3, usd_per_hour=11.01, unpriced_models=1)
+    assert gpu_cost([report("x", "Invalid")]) is None and cost_line([report("x", "Suspended")]) == ""

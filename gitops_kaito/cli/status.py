@@ -37,7 +37,15 @@ def read_reports(folder: Path) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_kaito.status import model_document, short_revision, sku_cell, summary_line
+    from gitops_kaito.status import (
+        cost_line,
+        gpu_cost,
+        model_document,
+        price_cell,
+        short_revision,
+        sku_cell,
+        summary_line,
+    )
 
     with open_source(args) as (repo, ref, root):
         if args.branch and not args.git_url:
@@ -59,11 +67,17 @@ def run(args: argparse.Namespace) -> int:
         else:
             reports = read_reports(root / status_folder(args))
     if args.output != "table":
-        emit({"summary": summary_line(reports), "models": [model_document(r) for r in reports]}, args.output)
+        cost = gpu_cost(reports)
+        emit({"summary": summary_line(reports),
+              "gpuCost": None if cost is None else {"nodes": cost.nodes, "pricePerHour": cost.usd_per_hour,
+                                                    "unpricedModels": cost.unpriced_models},
+              "models": [model_document(r) for r in reports]}, args.output)
         return EXIT_OK
     rows = [{"model": f"{r.namespace}/{r.name}", "state": r.state, "sku x nodes": sku_cell(r),
-             "endpoint": r.endpoint, "revision": short_revision(r.revision), "since": r.since,
+             "per hour": price_cell(r), "endpoint": r.endpoint, "revision": short_revision(r.revision), "since": r.since,
              "message": r.message if r.state != "Ready" else (r.last_error or "")} for r in reports]
-    print_table(rows, ["model", "state", "sku x nodes", "endpoint", "revision", "since", "message"])
+    print_table(rows, ["model", "state", "sku x nodes", "per hour", "endpoint", "revision", "since", "message"])
     print(summary_line(reports))
+    if line := cost_line(reports):
+        print(line)
     return EXIT_OK
