@@ -386,8 +386,7 @@ def _reconcile_pools(runner: PoolRunner, pool_plan: PoolPlan, plan: Plan, policy
     config = desired.load.config
     allow_replace: bool | frozenset[str] = True if config.replace_policy == "auto" else policy.replace_allowed
     return runner.reconcile(pool_plan, revision=revision, dry_run=dry_run,
-                            prune=_pool_prune(policy) and not plan.prune_refused, keep_model_ids=policy.keep,
-                            allow_replace=allow_replace)
+                            prune=_pool_prune(policy) and not plan.prune_refused, allow_replace=allow_replace)
 
 
 def _pool_gates(kube: Kube, desired: Desired, plan: Plan, outcomes: Sequence[PoolOutcome]) -> dict[str, str]:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 
 from gitops_kaito.provision import agentpool as ap
 from gitops_kaito.provision.agentpool import desired_pool
 from gitops_kaito.provision.aks import AksSettings, StaticTokenCredential
+from gitops_kaito.provision.pools import PoolPlan, PoolRunner
 from gitops_kaito.provision.provisioner import AgentPoolProvisioner, PoolOutcome
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmFault
 from tests.fixtures_cluster import wait_until
-from tests.test_aks_agentpool import model
+from tests.test_aks_agentpool import Model, model
 
 WAIT = 20.0  # upper bound for LROs in a pass; they finish in milliseconds here
 
@@ -282,3 +283,49 @@ def test_plan_reads_live_pools(h: Harness) -> None:
     prov.reconcile([PHI], revision="r1", wait_s=WAIT)
     changes = prov.plan([desired_pool(model("phi", nodes=3)), desired_pool(model("new"))])
     assert [(c.action, c.count, c.live_count) for c in changes] == [("scale", 3, 1), ("create", 1, None)]
+
+
+# --- the sync pass's runner: prepare() plans once, reconcile() carries that plan out ---------------------------
+
+
+def runner(h: Harness) -> PoolRunner:
+    s = h.settings
+    return PoolRunner({f.name: getattr(s, f.name) for f in fields(s)},
+                      credential=StaticTokenCredential(h.arm.settings.token), env={}, wait_s=WAIT)
+
+
+def prepare(r: PoolRunner, *models: Model) -> PoolPlan:
+    return r.prepare(models, None, prune=True, keep_model_ids=())
+
+
+def reconcile(r: PoolRunner, plan: PoolPlan, revision: str, prune: bool = True) -> tuple[PoolOutcome, ...]:
+    return r.reconcile(plan, revision=revision, dry_run=False, prune=prune, allow_replace=True)
+
+
+def test_reconcile_carries_out_the_prepared_plan_without_planning_again(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = runner(h)
+    reconcile(r, prepare(r, model("gone")), "r1")
+    plan = prepare(r, model("phi"))
+    assert sorted(c.action for c in plan.changes) == ["create", "delete"]
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the pools were planned again")
+
+    monkeypatch.setattr("gitops_kaito.provision.provisioner.plan_pools", refuse)
+    monkeypatch.setattr("gitops_kaito.provision.agentpool.plan_pools", refuse)
+    outcomes = reconcile(r, plan, "r2")
+    assert {(o.model_id, o.action, o.state) for o in outcomes} == {("ml.phi", "create", "Ready"),
+                                                                  ("ml.gone", "delete", "Deleted")}
+    assert h.arm.pool_names() == [PHI.name]
+
+
+def test_reconcile_without_prune_leaves_out_the_prepared_deletes(h: Harness) -> None:
+    """The prune guard refused: the plan prepared with prune still creates, but deletes nothing."""
+    r = runner(h)
+    gone = desired_pool(model("gone"))
+    reconcile(r, prepare(r, model("gone")), "r1")
+    outcomes = reconcile(r, prepare(r, model("phi")), "r2", prune=False)
+    assert [(o.model_id, o.action, o.state) for o in outcomes] == [("ml.phi", "create", "Ready")]
+    assert h.arm.pool_names() == sorted([PHI.name, gone.name])
+    assert h.arm.request_log.count(method="DELETE") == 0

@@ -99,17 +99,20 @@ class PoolRunner:
         return PoolPlan(settings, desired, tuple(live), changes, instance=instance)
 
     def reconcile(self, plan: PoolPlan, *, revision: str, dry_run: bool, prune: bool,
-                  keep_model_ids: Collection[str], allow_replace: bool | Collection[str]) -> tuple[Any, ...]:
-        """Carry the pool plan out; returns one provisioner.PoolOutcome per pool (an error outcome per model
-        when the pools could not even be listed)."""
+                  allow_replace: bool | Collection[str]) -> tuple[Any, ...]:
+        """Carry out the changes prepare() planned (not planned again); returns one provisioner.PoolOutcome per
+        pool (an error outcome per model when the pools could not even be listed). `prune` False (the prune guard
+        refused) leaves out the plan's deletes of pools no model wants, as planning without prune would."""
         from gitops_kaito.provision.provisioner import FAILED, PoolOutcome
 
         if plan.settings is None or plan.live is None:
             return tuple(PoolOutcome(d.name, d.model_id, "unknown", FAILED, "AksNotReachable", plan.error,
                                      vm_size=d.vm_size, count=d.count) for d in plan.desired)
+        # plan_pools gives a pool no model wants (delete, or wait while it is deleting) no desired pool.
+        changes = plan.changes if prune else tuple(c for c in plan.changes if c.desired is not None)
         return tuple(self.provisioner(plan.settings).reconcile(
-            plan.desired, revision=revision, dry_run=dry_run, prune=prune, keep_model_ids=keep_model_ids,
-            allow_replace=allow_replace, wait_s=self.wait_s, live=plan.live, instance=plan.instance))
+            plan.desired, revision=revision, dry_run=dry_run, allow_replace=allow_replace, wait_s=self.wait_s,
+            live=plan.live, instance=plan.instance, changes=changes))
 
 
 def ready_nodes(nodes: Iterable[Mapping[str, Any]]) -> dict[str, int]:

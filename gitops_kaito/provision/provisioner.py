@@ -133,10 +133,13 @@ class AgentPoolProvisioner:
         wait_s: float = 0.0,
         live: Sequence[LivePool] | None = None,
         instance: str = DEFAULT_INSTANCE,
+        changes: Sequence[PoolChange] | None = None,
     ) -> tuple[PoolOutcome, ...]:
         """One level-triggered pass. Started operations run concurrently; `wait_s` bounds how long this call
         waits for them (0: return at once, the next pass sees their provisioningState). `allow_replace` is a
-        flag, or the model ids whose pools may be replaced. `live`: pools the caller listed this pass already."""
+        flag, or the model ids whose pools may be replaced. `live`: pools the caller listed this pass already;
+        `changes`: the plan_pools the caller made against that `live` already (prune and keep_model_ids are
+        then its own), carried out instead of planning again."""
         self._harvest()
         if live is None:
             try:
@@ -146,7 +149,8 @@ class AgentPoolProvisioner:
                 return tuple(self._error_outcome(_unknown_change(d), err, "listing agent pools failed")
                              for d in desired)
         self._settle_with_live(live)
-        changes = plan_pools(desired, live, prune=prune, keep_model_ids=keep_model_ids, instance=instance)
+        if changes is None:
+            changes = plan_pools(desired, live, prune=prune, keep_model_ids=keep_model_ids, instance=instance)
         outcomes: dict[str, PoolOutcome] = {}
         started: list[str] = []
         auth_error: ClientAuthenticationError | None = None
