@@ -45,6 +45,11 @@ class Metrics:
                                 ["source", "status"], registry=r)
         self.status_commits = Counter("gitops_kaito_status_commits", "Status commits pushed.", registry=r)
         self.leader = Gauge("gitops_kaito_leader", "1 while this replica holds the leader Lease.", registry=r)
+        self.gpu_nodes = Gauge("gitops_kaito_gpu_nodes", "GPU nodes the models hold (those with a known price).",
+                               registry=r)
+        self.gpu_cost = Gauge("gitops_kaito_gpu_cost_usd_per_hour",
+                              "What those GPU nodes cost per hour (catalog prices or gitops-kaito.yaml prices).",
+                              registry=r)
         self._revision = ""
 
     def set_revision(self, revision: str) -> None:

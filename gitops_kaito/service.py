@@ -28,6 +28,7 @@ from gitops_kaito.metrics import Metrics
 from gitops_kaito.plan import Action
 from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.settings import RunSettings, SettingsError
+from gitops_kaito.status import gpu_cost
 from gitops_kaito.sync import SyncError
 from gitops_kaito.webserver import Listener, ListenerHooks
 from gitops_kaito.writeback import WritebackError
@@ -74,6 +75,9 @@ def record_pass(metrics: Metrics, done: GitPassResult) -> None:
             if change.drift and change.action == Action.UPDATE:
                 metrics.drift.labels(kind=change.ref.kind).inc()
     metrics.set_model_states(Counter(r.state for r in done.reports))
+    cost = gpu_cost(done.reports)
+    metrics.gpu_nodes.set(cost.nodes if cost else 0)
+    metrics.gpu_cost.set(cost.usd_per_hour if cost else 0.0)
     metrics.set_revision(done.revision)
     if done.writeback is not None and done.writeback.committed:
         metrics.status_commits.inc()

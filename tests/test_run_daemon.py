@@ -148,6 +148,9 @@ def test_signed_push_applies_at_once_bad_signature_refused_metrics_move(world: W
         assert metric(after, "gitops_kaito_status_commits_total") >= 1
         assert sum(metric(after, "gitops_kaito_models", state=s) for s in ("Pending", "Provisioning", "Ready")) == 2
         assert metric(after, "gitops_kaito_last_success_timestamp_seconds") > 0
+        # phi (A100 x 1) and qwen (A10 x 1) at catalog prices: the metric moves with the models.
+        assert metric(after, "gitops_kaito_gpu_nodes") == 2
+        assert metric(after, "gitops_kaito_gpu_cost_usd_per_hour") > metric(before, "gitops_kaito_gpu_cost_usd_per_hour") > 0
     # Status was committed to the remote by the daemon.
     assert any("status" in line.lower() for line in world.remote.log()[:3])
 
