@@ -22,16 +22,8 @@ from gitops_kaito.loader import CONFIG_FILE, MODELS_DIR
 from gitops_kaito.objects import DesiredObject, Manifest
 from gitops_kaito.ownership import FIELD_MANAGER
 from gitops_kaito.plan import Plan, PlanPolicy, make_plan, with_digest
-from gitops_kaito.provision.agentpool import (
-    TAG_REVISION,
-    DesiredAgentPool,
-    LivePool,
-    PoolChange,
-    desired_pool,
-    plan_pools,
-)
+from gitops_kaito.provision.agentpool import TAG_REVISION, DesiredAgentPool, LivePool, PoolChange, model_pools
 from gitops_kaito.provision.pools import AKS
-from gitops_kaito.resolve import ResolvedModel
 from gitops_kaito.sync import Desired, SyncError, load_desired, local_revision, plan_policy
 
 # What load_desired reads below a repository root; nothing else is exported from the base commit.
@@ -221,24 +213,12 @@ def offline_pools(base: Desired, head: Desired, policy: PlanPolicy,
     head_models = [r.model for r in head.rendered]
     if not any(m.provisioning == AKS for m in [*base_models, *head_models]):
         return (), frozenset(), []
-    live = [live_pool(p, base_revision) for p in _pools(base_models, [], base.load.config.instance)]
-    errors: list[str] = []
-    wanted = _pools(head_models, errors, policy.instance)
-    changes = plan_pools(wanted, live, prune=policy.source_ok and policy.prune, keep_model_ids=policy.keep,
-                         instance=policy.instance)
-    return changes, frozenset(p.model_id for p in live), errors
-
-
-def _pools(models: Iterable[ResolvedModel], errors: list[str], instance: str) -> list[DesiredAgentPool]:
-    out = []
-    for m in models:
-        if m.provisioning != AKS or m.request.suspend:
-            continue
-        try:
-            out.append(desired_pool(m, instance))
-        except ValueError as err:
-            errors.append(f"{m.request.path}: {err}")
-    return out
+    # A base model whose pool cannot be built had none to list; a head one is its own error (and keeps its pool).
+    live = [live_pool(p, base_revision) for p in model_pools(base_models, base.load.config.instance).pools]
+    wanted = model_pools(head_models, policy.instance)
+    paths = {m.request.id: m.request.path for m in head_models}
+    changes = wanted.plan(live, prune=policy.source_ok and policy.prune, keep_model_ids=policy.keep)
+    return changes, frozenset(p.model_id for p in live), [f"{paths[mid]}: {why}" for mid, why in wanted.invalid]
 
 
 def live_pool(pool: DesiredAgentPool, revision: str) -> LivePool:

@@ -7,7 +7,14 @@ from dataclasses import dataclass, replace
 import pytest
 
 from gitops_kaito.provision import agentpool as ap
-from gitops_kaito.provision.agentpool import LivePool, desired_pool, desired_pools, plan_pools, pool_name
+from gitops_kaito.provision.agentpool import (
+    LivePool,
+    desired_pool,
+    desired_pools,
+    model_pools,
+    plan_pools,
+    pool_name,
+)
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,17 @@ def test_plan_prunes_only_our_pools_and_respects_keep() -> None:
     assert {c.pool: c.action for c in plan_pools([d], live, prune=False)} == {d.name: "noop"}
     deleting = plan_pools([], [live_of(gone, provisioning_state="Deleting")])
     assert [c.action for c in deleting] == ["wait"]
+
+
+def test_a_model_whose_pool_cannot_be_built_is_its_own_error_and_keeps_its_pool() -> None:
+    a, broken, c = desired_pool(model("a")), desired_pool(model("broken")), desired_pool(model("c"))
+    found = model_pools([model("a"), model("broken", sku=None), model("c")])
+    assert [p.model_id for p in found.pools] == ["ml.a", "ml.c"]
+    assert found.invalid == (("ml.broken", "model ml.broken has no instance type; aks provisioning needs one"),)
+    changes = {c.pool: c.action for c in found.plan([live_of(a), live_of(broken)])}
+    assert changes == {a.name: "noop", c.name: "create"}  # the broken model's pool is not deleted
+    with pytest.raises(ValueError, match="no instance type"):
+        desired_pools([model("a"), model("broken", sku=None)])
 
 
 def test_desired_pools_only_for_running_aks_models() -> None:

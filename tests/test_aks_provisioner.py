@@ -10,7 +10,7 @@ import pytest
 from gitops_kaito.provision import agentpool as ap
 from gitops_kaito.provision.agentpool import desired_pool
 from gitops_kaito.provision.aks import AksSettings, StaticTokenCredential
-from gitops_kaito.provision.pools import PoolPlan, PoolRunner
+from gitops_kaito.provision.pools import INVALID_POOL, PoolPlan, PoolRunner
 from gitops_kaito.provision.provisioner import AgentPoolProvisioner, PoolOutcome
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmFault
 from tests.fixtures_cluster import wait_until
@@ -329,3 +329,21 @@ def test_reconcile_without_prune_leaves_out_the_prepared_deletes(h: Harness) -> 
     assert [(o.model_id, o.action, o.state) for o in outcomes] == [("ml.phi", "create", "Ready")]
     assert h.arm.pool_names() == sorted([PHI.name, gone.name])
     assert h.arm.request_log.count(method="DELETE") == 0
+
+
+def test_a_model_whose_pool_cannot_be_built_fails_alone(h: Harness) -> None:
+    """One aks model without a VM size: its own error outcome; the other models' pools are planned and made, and
+    the pool it already has is kept (its error is no reason to delete its GPUs)."""
+    r = runner(h)
+    broken = desired_pool(model("broken"))
+    reconcile(r, prepare(r, model("broken")), "r1")
+    plan = prepare(r, model("phi"), model("broken", sku=None))
+    assert not plan.error
+    assert [(c.model_id, c.action) for c in plan.changes] == [("ml.phi", "create")]
+    assert plan.invalid == (("ml.broken", "model ml.broken has no instance type; aks provisioning needs one"),)
+
+    outcomes = reconcile(r, plan, "r2")
+    assert [(o.model_id, o.pool, o.state, o.code) for o in outcomes] == [
+        ("ml.phi", PHI.name, "Ready", ""), ("ml.broken", broken.name, "Failed", INVALID_POOL)]
+    assert "no instance type" in outcomes[1].message
+    assert h.arm.pool_names() == sorted([PHI.name, broken.name])

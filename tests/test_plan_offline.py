@@ -5,6 +5,7 @@ Real git repositories (a bare remote and a clone, tests/gitfixtures.py); the clu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -18,9 +19,10 @@ import pytest
 
 from gitops_kaito.cli import main
 from gitops_kaito.objects import DesiredObject, Wave
-from gitops_kaito.offline import as_applied
+from gitops_kaito.offline import as_applied, offline_pools
 from gitops_kaito.ownership import owner_labels
 from gitops_kaito.plan import Action, make_plan
+from gitops_kaito.sync import load_desired, plan_policy
 from tests.aksfixtures import write_repo as write_aks_repo
 from tests.gitfixtures import Developer, Remote
 
@@ -275,6 +277,26 @@ def test_aks_pools_are_planned_between_the_two_renderings(tmp_path: Path, capsys
     code, out, _ = run(capsys, "plan", "--repo", str(root), "--base", "main", "--format", "markdown")
     b_row = next(line for line in out.splitlines() if line.startswith("| `ml.b`"))  # the model table comes first
     assert "replace" in b_row, b_row
+
+
+def test_an_aks_model_whose_pool_cannot_be_built_is_one_error_and_the_other_pools_are_planned(tmp_path: Path) -> None:
+    """The same isolation as the sync pass (pools.PoolRunner.prepare): one error naming the model's file, its
+    pool at the base kept, every other model's pool planned."""
+    base_root, head_root = tmp_path / "base", tmp_path / "head"
+    write_aks_repo(base_root, ["a", "b"])
+    write_aks_repo(head_root, ["a", "b", "c"])
+    base = load_desired(base_root, "main@sha1:" + "1" * 40)
+    head = load_desired(head_root, "local")
+    # No VM size for b: the loader refuses such a request, so the resolved model is made so here.
+    head = dataclasses.replace(head, rendered=tuple(
+        dataclasses.replace(r, model=dataclasses.replace(r.model, sku=None)) if r.model.request.name == "b" else r
+        for r in head.rendered))
+
+    changes, pool_models, errors = offline_pools(base, head, plan_policy(head), "main@sha1:" + "1" * 40)
+
+    assert errors == ["models/ml/b.yaml: model ml.b has no instance type; aks provisioning needs one"]
+    assert {c.model_id: c.action for c in changes} == {"ml.a": "noop", "ml.c": "create"}  # b's pool is not deleted
+    assert pool_models == {"ml.a", "ml.b"}
 
 
 def test_base_objects_stand_in_as_applied_by_us() -> None:

@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gitops_kaito.ownership import DEFAULT_INSTANCE, LABEL_INSTANCE, MANAGED_BY_VALUE, owner_labels
+from gitops_kaito.ownership import DEFAULT_INSTANCE, LABEL_INSTANCE, MANAGED_BY_VALUE, model_id, owner_labels
 
 POOL_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 POOL_NAME_PREFIX = "gk"
@@ -252,10 +252,45 @@ def desired_pool(model: ResolvedModelLike, instance: str = DEFAULT_INSTANCE) -> 
     )
 
 
+@dataclass(frozen=True)
+class ModelPools:
+    """The pools of a set of models, and the models whose pool cannot be built: each of those is its own error."""
+
+    pools: tuple[DesiredAgentPool, ...]
+    invalid: tuple[tuple[str, str], ...]  # (model id, why) for aks models whose pool cannot be built
+    instance: str = DEFAULT_INSTANCE
+
+    def plan(self, live: Iterable[LivePool], *, prune: bool = True,
+             keep_model_ids: Collection[str] = ()) -> tuple[PoolChange, ...]:
+        """plan_pools of these pools. A model whose pool cannot be built keeps the pool it has, like a model whose
+        file is broken: its error is not a reason to delete its GPUs."""
+        keep = {*keep_model_ids, *(mid for mid, _ in self.invalid)}
+        return plan_pools(self.pools, live, prune=prune, keep_model_ids=keep, instance=self.instance)
+
+
+def model_pools(models: Iterable[ResolvedModelLike], instance: str = DEFAULT_INSTANCE) -> ModelPools:
+    """The pools of the models in `aks` mode (a suspended model has none, so its pool is deleted: GPUs cost money).
+    A model whose pool cannot be built (desired_pool's ValueError) is set aside with the reason; the other models'
+    pools are still planned. Both the sync pass (pools.PoolRunner.prepare) and the offline plan use this."""
+    pools: list[DesiredAgentPool] = []
+    invalid: list[tuple[str, str]] = []
+    for m in models:
+        if m.provisioning != "aks" or m.request.suspend:
+            continue
+        try:
+            pools.append(desired_pool(m, instance))
+        except ValueError as err:
+            invalid.append((model_id(m.request.namespace, m.request.name), str(err)))
+    return ModelPools(tuple(pools), tuple(invalid), instance)
+
+
 def desired_pools(models: Iterable[ResolvedModelLike], instance: str = DEFAULT_INSTANCE
                   ) -> tuple[DesiredAgentPool, ...]:
-    """The pools of the models in `aks` mode. A suspended model has none, so its pool is deleted (GPUs cost money)."""
-    return tuple(desired_pool(m, instance) for m in models if m.provisioning == "aks" and not m.request.suspend)
+    """model_pools(...).pools, raising the ValueError of the first model whose pool cannot be built."""
+    found = model_pools(models, instance)
+    if found.invalid:
+        raise ValueError(found.invalid[0][1])
+    return found.pools
 
 
 def plan_pools(

@@ -16,6 +16,7 @@ from gitops_kaito.provision.agentpool import DesiredAgentPool, LivePool, PoolCha
 from gitops_kaito.provision.aks import AksSettings, AksSettingsError, AzureSettingsLike, merge_settings
 
 AKS = "aks"
+INVALID_POOL = "InvalidAgentPool"  # the outcome code of a model whose pool cannot be built (PoolPlan.invalid)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class PoolPlan:
     changes: tuple[PoolChange, ...]
     error: str = ""  # why the pools cannot be reconciled this pass (every aks model reports it)
     instance: str = DEFAULT_INSTANCE  # the gitops-kaito instance whose pools these are
+    invalid: tuple[tuple[str, str], ...] = ()  # (model id, why): aks models whose pool cannot be built; each fails
 
     @property
     def managed_models(self) -> frozenset[str]:
@@ -75,28 +77,27 @@ class PoolRunner:
 
     def prepare(self, models: Sequence[ResolvedModelLike], config_azure: AzureSettingsLike | None, *,
                 prune: bool, keep_model_ids: Collection[str], instance: str = DEFAULT_INSTANCE) -> PoolPlan:
-        """List the live pools once and plan against them (pure plan_pools); errors become PoolPlan.error.
-        Only `instance`'s pools are changed or pruned."""
+        """List the live pools once and plan against them (pure plan_pools); errors become PoolPlan.error, or,
+        for a model whose pool cannot be built, its entry in PoolPlan.invalid. Only `instance`'s pools are changed
+        or pruned."""
         from azure.core.exceptions import AzureError
 
         settings = self.settings(config_azure)
-        try:
-            desired = ap.desired_pools(models, instance)
-        except ValueError as err:
-            return PoolPlan(None, (), None, (), str(err), instance)
+        wanted = ap.model_pools(models, instance)
+        desired, invalid = wanted.pools, wanted.invalid
         try:
             settings.validate()
         except AksSettingsError as err:
-            return PoolPlan(None, desired, None, (), str(err), instance)
+            return PoolPlan(None, desired, None, (), str(err), instance, invalid)
         try:
             live = self.provisioner(settings).list_pools()
         except AzureError as err:
             from gitops_kaito.provision.provisioner import error_code, error_message
 
             return PoolPlan(settings, desired, None, (),
-                            f"listing agent pools failed: {error_code(err)}: {error_message(err)}", instance)
-        changes = ap.plan_pools(desired, live, prune=prune, keep_model_ids=keep_model_ids, instance=instance)
-        return PoolPlan(settings, desired, tuple(live), changes, instance=instance)
+                            f"listing agent pools failed: {error_code(err)}: {error_message(err)}", instance, invalid)
+        changes = wanted.plan(live, prune=prune, keep_model_ids=keep_model_ids)
+        return PoolPlan(settings, desired, tuple(live), changes, instance=instance, invalid=invalid)
 
     def reconcile(self, plan: PoolPlan, *, revision: str, dry_run: bool, prune: bool,
                   allow_replace: bool | Collection[str]) -> tuple[Any, ...]:
@@ -105,14 +106,16 @@ class PoolRunner:
         refused) leaves out the plan's deletes of pools no model wants, as planning without prune would."""
         from gitops_kaito.provision.provisioner import FAILED, PoolOutcome
 
+        invalid = tuple(PoolOutcome(ap.pool_name(mid), mid, "unknown", FAILED, INVALID_POOL, why)
+                        for mid, why in plan.invalid)
         if plan.settings is None or plan.live is None:
             return tuple(PoolOutcome(d.name, d.model_id, "unknown", FAILED, "AksNotReachable", plan.error,
-                                     vm_size=d.vm_size, count=d.count) for d in plan.desired)
+                                     vm_size=d.vm_size, count=d.count) for d in plan.desired) + invalid
         # plan_pools gives a pool no model wants (delete, or wait while it is deleting) no desired pool.
         changes = plan.changes if prune else tuple(c for c in plan.changes if c.desired is not None)
         return tuple(self.provisioner(plan.settings).reconcile(
             plan.desired, revision=revision, dry_run=dry_run, allow_replace=allow_replace, wait_s=self.wait_s,
-            live=plan.live, instance=plan.instance, changes=changes))
+            live=plan.live, instance=plan.instance, changes=changes)) + invalid
 
 
 def ready_nodes(nodes: Iterable[Mapping[str, Any]]) -> dict[str, int]:
@@ -157,5 +160,5 @@ def failed(outcome: Any) -> bool:
     return bool(outcome.state in (pv.FAILED, pv.AUTH_FAILED, pv.CONFLICT, pv.THROTTLED))
 
 
-__all__ = ["AKS", "PoolPlan", "PoolRunner", "aks_models", "failed", "gate", "pool_summary",
+__all__ = ["AKS", "INVALID_POOL", "PoolPlan", "PoolRunner", "aks_models", "failed", "gate", "pool_summary",
            "ready_nodes"]
