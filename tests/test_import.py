@@ -112,6 +112,28 @@ def test_the_written_text_loads_with_the_repository_loader(tmp_path: Path) -> No
                                                                                     SKU)
 
 
+def test_the_check_renders_with_the_repositorys_template_overrides(tmp_path: Path) -> None:
+    """import keeps a file only if the next pass, which renders with the repository's templates/, adopts in place."""
+    from gitops_kaito.cli.importer import _check
+    from gitops_kaito.ownership import DEFAULT_INSTANCE
+    from gitops_kaito.render import builtin_templates_dir
+
+    adoption = adopt.request_for(_ws(), None, CATALOG, RepoConfig())
+    (plain,) = _check(tmp_path, [(adoption, _ws())], DEFAULT_INSTANCE)
+    assert not plain.skipped and plain.notes == adoption.notes
+
+    override = tmp_path / "templates" / "workspace-v1beta1.yaml"
+    override.parent.mkdir()
+    builtin = (builtin_templates_dir() / "workspace-v1beta1.yaml").read_text()
+    override.write_text(builtin.replace('name: "{{ .preset_name }}"', "name: phi-4"))
+    (pinned,) = _check(tmp_path, [(adoption, _ws())], DEFAULT_INSTANCE)
+    assert pinned.skipped == "adopting would replace the Workspace: immutable inference.preset would differ"
+
+    override.write_text("resource: [unclosed\n")  # a broken override: the pass renders nothing, import writes nothing
+    (broken,) = _check(tmp_path, [(adoption, _ws())], DEFAULT_INSTANCE)
+    assert broken.skipped.startswith("the request does not render: ") and "workspace-v1beta1.yaml" in broken.skipped
+
+
 # --- end to end against the sandbox ---------------------------------------------------------------------------
 
 @pytest.mark.cluster

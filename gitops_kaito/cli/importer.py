@@ -110,13 +110,13 @@ def import_workspaces(kube: Any, root: Path, config: Any, namespace: str | None,
 
 
 def _check(root: Path, candidates: list[tuple[Any, dict[str, Any]]], instance: str) -> list[Any]:
-    """Load and render the new files beside the repo's own config and templates, exactly as a pass would."""
+    """Load and render the new files beside the repo's own config and templates with sync.load_desired, exactly
+    as a pass would (template overrides included)."""
     from dataclasses import replace
 
     from gitops_kaito import adopt
     from gitops_kaito.config import Scope
-    from gitops_kaito.loader import load_repository
-    from gitops_kaito.render import RenderError, TemplateError, render_model, repo_templates_dir
+    from gitops_kaito.sync import load_desired
 
     if not candidates:
         return []
@@ -132,24 +132,25 @@ def _check(root: Path, candidates: list[tuple[Any, dict[str, Any]]], instance: s
             path = scratch / adoption.path
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(adoption.text)
-        load = load_repository(scratch, scope=Scope(instance=instance, paths=()))  # only candidates are here
-        errors = {e.model_id: str(e) for e in load.errors if e.model_id}
-        models = {m.request.id: m for m in load.models}
+        desired = load_desired(scratch, "import", Scope(instance=instance, paths=()))  # only candidates are here
+        errors = {e.model_id: str(e) for e in desired.load.errors if e.model_id}
+        # A render error is the model's; a broken template override breaks every model (load_desired adds its
+        # error last and renders none).
+        unrendered = dict(desired.invalid) if desired.templates_ok else {
+            m.request.id: desired.errors[-1] for m in desired.load.models}
+        rendered = {r.model.request.id: r for r in desired.rendered}
         for adoption, live in candidates:
             mid = adoption.model_id
             if mid in errors:
                 out.append(replace(adoption, skipped=f"the request would not validate: {errors[mid]}"))
                 continue
-            model = models.get(mid)
-            if model is None:
+            if mid in unrendered:
+                out.append(replace(adoption, skipped=f"the request does not render: {unrendered[mid]}"))
+                continue
+            if mid not in rendered:
                 out.append(replace(adoption, skipped="the request did not load"))
                 continue
-            try:
-                rendered = render_model(model, load.config, "import", repo_templates_dir(scratch))
-            except (RenderError, TemplateError, ValueError) as err:
-                out.append(replace(adoption, skipped=f"the request does not render: {err}"))
-                continue
-            immutable, other = adopt.differences(rendered, live)
+            immutable, other = adopt.differences(rendered[mid], live)
             if immutable:
                 out.append(replace(adoption, skipped="adopting would replace the Workspace: immutable "
                                    f"{', '.join(immutable)} would differ"))
