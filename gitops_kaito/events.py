@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -124,7 +125,9 @@ def _events_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{namespace}/events"
 
 
-_recorders: dict[int, EventRecorder] = {}
+# One recorder per connection (its repeat counts live as long as the connection), dropped with it. Keyed by the
+# Kube object, not its ApiClient: the recorder holds the ApiClient, and a weak key its own value holds never dies.
+_recorders: weakref.WeakKeyDictionary[Any, EventRecorder] = weakref.WeakKeyDictionary()
 
 
 def record_changes(kube: Any, changes: Iterable[Change]) -> int:
@@ -132,9 +135,9 @@ def record_changes(kube: Any, changes: Iterable[Change]) -> int:
     api_client = getattr(kube, "api_client", None)
     if api_client is None:  # a test double without a cluster behind it
         return 0
-    recorder = _recorders.get(id(api_client))
+    recorder = _recorders.get(kube)
     if recorder is None or recorder.api_client is not api_client:
-        recorder = _recorders[id(api_client)] = EventRecorder(api_client)
+        recorder = _recorders[kube] = EventRecorder(api_client)
     written = 0
     for change in changes:
         reason = reason_for(change)

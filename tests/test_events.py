@@ -73,3 +73,31 @@ def test_a_second_recorder_aggregates_onto_the_event_another_one_wrote(cluster: 
     assert event.count == 3 and event.involved_object.uid == "u-1"
     assert event.source.component == "gitops-kaito" and event.first_timestamp is not None
     admin.close()
+
+
+def test_a_recorder_is_dropped_with_its_connection(cluster: ClusterTarget) -> None:
+    """Each connection gets its own recorder, kept as long as the connection: a process that connects again and
+    again (CLI passes in one process, tests) does not gather recorders and their API clients."""
+    import gc
+
+    from gitops_kaito import events
+    from gitops_kaito.objects import ObjectRef, Wave
+    from gitops_kaito.plan import Action, Change
+
+    ref = ObjectRef("kaito.sh/v1beta1", "Workspace", cluster.namespace, "ghost")
+    created = Change(ref=ref, action=Action.CREATE, model_id=f"{cluster.namespace}.ghost", wave=Wave.WORKLOAD)
+    gc.collect()
+    before = len(events._recorders)
+    for _ in range(3):
+        kube = Kube.connect(cluster.kubeconfig, cluster.context)
+        with kube:
+            assert events.record_changes(kube, [created]) == 1
+            assert events.record_changes(kube, [created]) == 1  # the same recorder: its count goes up
+            assert len(events._recorders) == before + 1
+        del kube
+        gc.collect()
+        assert len(events._recorders) == before
+    admin = cluster.api_client()
+    assert events_of(admin, cluster.namespace, "ghost")["Created"].count == 6
+    admin.close()
+
