@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cached_property
 from typing import Any
 
 Manifest = dict[str, Any]
@@ -65,20 +66,15 @@ class DesiredObject:
     def ref(self) -> ObjectRef:
         return ObjectRef.of(self.manifest)
 
-    @property
+    @cached_property
     def normalised(self) -> Normalised:
         """What planning derives from the manifest alone (plan.normalise), computed on first use and kept: the
         long-running loops plan the same objects every pass (desiredcache), and a no-op pass normalised and
-        digested every one of them again."""
-        # Kept in the instance __dict__, as functools.cached_property would (a frozen dataclass without slots
-        # allows it), without the lock Python 3.11's cached_property takes on every first use (~5 us each).
-        # Two threads racing here both compute the same value.
-        found: Normalised | None = self.__dict__.get("_normalised")
-        if found is None:
-            from gitops_kaito.plan import normalise  # plan imports this module
+        digested every one of them again. (cached_property writes the instance __dict__ directly, which a frozen
+        dataclass without slots allows.)"""
+        from gitops_kaito.plan import normalise  # plan imports this module
 
-            found = self.__dict__["_normalised"] = normalise(self.manifest)
-        return found
+        return normalise(self.manifest)
 
 
 @dataclass(frozen=True)
