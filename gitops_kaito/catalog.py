@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +36,20 @@ DEFAULT_MAX_MODEL_LEN = 2048
 # plan to carry out. 8 nodes covers every supported preset on the larger SKUs (the largest, DeepSeek-V4-Pro, needs
 # 2 x 8 x H100) while refusing absurd answers such as a 600 GiB model over many 24 GiB GPUs.
 MAX_NODES = 8
+
+# A Hugging Face model outside the catalog (KAITO v0.12.0 accepts any preset name containing '/', FACTS.md §2).
+# KAITO requests this much NodeClaim storage when it does not know the model (pkg/workspace/resource/node_claim.go,
+# FACTS.md §5.2), and its vLLM image serves the model under the lowercase repository name (NewGenerator).
+UNKNOWN_MODEL_DISK_GIB = 1024
+UNCATALOGED_FAMILY = "huggingface"
+# How close (difflib ratio, case-insensitive) an uncataloged id may come to a catalog id before it reads as a typo.
+TYPO_RATIO = 0.9
+# huggingface_hub's validate_repo_id: word characters, '-' and '.', each part starting and ending with a word
+# character (its \b), the name at most 96 characters, no '--' or '..', no '.git' suffix. ASCII only here: \w
+# would also admit letters the Hub refuses.
+_HF_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+_HF_REPO_ID = re.compile(rf"^{_HF_PART}/{_HF_PART}$")
+HF_NAME_MAX = 96
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,7 @@ class Preset:
     status: str  # supported | deprecated | removed
     replacement: str | None
     aliases: tuple[str, ...]
+    cataloged: bool = True  # False: an arbitrary Hugging Face id KAITO generates on its own (uncataloged_preset)
 
     @property
     def supported(self) -> bool:
@@ -180,6 +196,22 @@ class Catalog:
         if not found.supported:
             raise RemovedPreset(found, name)
         return found
+
+    def close_hf_ids(self, name: str, cutoff: float = TYPO_RATIO) -> tuple[str, ...]:
+        """Hugging Face ids of supported presets within `cutoff` (difflib ratio, any case) of name, closest first:
+        an uncataloged id this close to a catalog one is more likely a typo than another repository."""
+        wanted = name.strip().lower()
+        scored: dict[str, float] = {}
+        for preset in self._presets:
+            if not preset.supported:
+                continue
+            for key in (preset.hf_id, preset.name):
+                if "/" not in key or key.lower() == wanted:
+                    continue
+                ratio = difflib.SequenceMatcher(None, wanted, key.lower()).ratio()
+                if ratio >= cutoff:
+                    scored[preset.hf_id] = max(ratio, scored.get(preset.hf_id, 0.0))
+        return tuple(sorted(scored, key=lambda k: (-scored[k], k)))
 
     def suggest(self, name: str, limit: int = 5) -> tuple[str, ...]:
         """Supported preset names close to name, best first."""
@@ -319,6 +351,32 @@ def estimate_fit(preset: Preset, sku: GpuSku, max_model_len: int | None = None) 
                   f"{for_weights / GIB:.1f} GiB per GPU for weights), more than the {MAX_NODES}-node limit",
                   nodes)
     return Fit(preset, sku, True, nodes, sku.gpu_count, nodes * sku.gpu_count, price_for(sku, nodes), "")
+
+
+def hf_repo_id_problem(name: str) -> str | None:
+    """Why name is not a Hugging Face model repository id (org/name), or None when it is one."""
+    if name.count("/") != 1:
+        return "a Hugging Face repository id has exactly one '/' (org/name)"
+    if "--" in name or ".." in name:
+        return "a Hugging Face repository id never contains '--' or '..'"
+    if name.endswith(".git"):
+        return "a Hugging Face repository id never ends in '.git'"
+    if not _HF_REPO_ID.match(name) or len(name.split("/", 1)[1]) > HF_NAME_MAX:
+        return ("a Hugging Face repository id is org/name, each of letters, digits, '-', '_' and '.', starting "
+                f"and ending with a letter, digit or '_', the name at most {HF_NAME_MAX} characters")
+    return None
+
+
+def uncataloged_preset(hf_id: str) -> Preset:
+    """A Hugging Face model KAITO does not know by name: inference.preset.name is the id as written, and KAITO
+    generates the model from Hugging Face (best effort). Nothing about its size is known here: size and token limit
+    0, disk KAITO's 1024 GiB for unknown models, vllm only (transformers needs KAITO's per-model parameters)."""
+    return Preset(
+        name=hf_id, hf_id=hf_id, family=UNCATALOGED_FAMILY, runtimes=("vllm",), model_size_gib=0.0,
+        disk_gib=UNKNOWN_MODEL_DISK_GIB, token_limit=0, bytes_per_token=0, supports_tuning=False, gated=False,
+        served_name=hf_id.rsplit("/", 1)[-1].lower(), status="supported", replacement=None, aliases=(),
+        cataloged=False,
+    )
 
 
 def price_for(sku: GpuSku, nodes: int) -> float | None:

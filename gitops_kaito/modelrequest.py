@@ -54,6 +54,8 @@ class ModelRequest:
     suspend: bool
     annotations: tuple[tuple[str, str], ...]
     path: str  # repo-relative, e.g. models/ml/phi.yaml
+    # spec.allowUncataloged: deploy a Hugging Face id outside the catalog even when it is a near miss of a catalog id
+    allow_uncataloged: bool = False
 
     @property
     def id(self) -> str:
@@ -111,6 +113,7 @@ def request_from_document(data: dict[str, Any], *, namespace: str, path: str, de
         suspend=bool(spec.get("suspend", False)),
         annotations=tuple(sorted((str(k), str(v)) for k, v in (meta.get("annotations") or {}).items())),
         path=path,
+        allow_uncataloged=bool(spec.get("allowUncataloged", False)),
     )
 
 

@@ -11,7 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitops_kaito.catalog import Catalog, Fit, GpuSku, Preset, RemovedPreset, UnknownPreset, price_for
+from gitops_kaito.catalog import (
+    Catalog,
+    Fit,
+    GpuSku,
+    Preset,
+    RemovedPreset,
+    UnknownPreset,
+    hf_repo_id_problem,
+    price_for,
+    uncataloged_preset,
+)
 from gitops_kaito.config import RepoConfig
 from gitops_kaito.modelrequest import MAX_ADAPTERS, LoadError, ModelRequest
 
@@ -26,6 +36,11 @@ RESERVED_LABEL_KEYS = frozenset({
 # Modes where a GPU SKU must be known: KAITO (NAP) needs instanceType, and the reconciler creates the nodes itself
 # in the others. byo is the only mode that can go without one.
 MODES_NEEDING_SKU = ("kaito", "nodeclaim", "machine", "aks")
+KAITO_VERSION = "v0.12.0"
+# Shown by validate, render and plan next to a model outside the catalog (resolve_request accepted it as a Hugging
+# Face id): nothing here checked that it exists, fits its SKU, or that KAITO's generator can serve it.
+UNCATALOGED_NOTE = (f"not in KAITO {KAITO_VERSION}'s catalog: KAITO generates it from Hugging Face (best effort); "
+                    "size not checked")
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,16 @@ class ResolvedModel:
     price_per_hour: float | None
     disk_gib: int
     label_selector: tuple[tuple[str, str], ...]
+
+    @property
+    def uncataloged(self) -> bool:
+        """An arbitrary Hugging Face model: its size, GPUs and disk are assumptions, not the catalog's."""
+        return not self.preset.cataloged
+
+    @property
+    def note(self) -> str:
+        """What a reader of validate/render/plan must know about this model, or ""."""
+        return f"{self.preset.name} is {UNCATALOGED_NOTE}" if self.uncataloged else ""
 
 
 @dataclass(frozen=True)
@@ -67,11 +92,24 @@ class ResolveError(Exception):
 
 def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig) -> ResolvedModel:
     """Decide preset, SKU, nodes and selector for one request, or raise ResolveError naming the field."""
-    preset = _preset(request, catalog)
+    preset = model_preset(request.model, catalog, request.allow_uncataloged)
+    if preset.gated and not request.model_access_secret:
+        raise ResolveError(("spec", "model"), f"model {preset.hf_id} is gated on Hugging Face: set "
+                           "spec.modelAccessSecret to a Secret holding HF_TOKEN")
     _check_runtime(request, preset)
     _check_config(request, preset)
     _check_adapters(request)
     label_selector = _label_selector(request)
+    if not preset.cataloged:
+        sku, fit = _uncataloged_sku(request, preset, catalog, config), None
+        nodes = request.nodes or 1  # KAITO estimates from the Hugging Face metadata we do not read: assume 1
+        gpus = nodes * sku.gpu_count if sku is not None else 0
+        price = price_for(sku, nodes) if sku is not None else None
+        return ResolvedModel(
+            request=request, preset=preset, sku=sku, fit=None, nodes=nodes, gpus=gpus,
+            provisioning=request.provisioning, price_per_hour=price, disk_gib=preset.disk_gib,
+            label_selector=label_selector,
+        )
     sku, fit = _sku_and_fit(request, preset, catalog, config)
     if fit is None:
         nodes, gpus, price = request.nodes or 1, 0, None
@@ -86,18 +124,39 @@ def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig)
     )
 
 
-def _preset(request: ModelRequest, catalog: Catalog) -> Preset:
+def model_preset(model: str, catalog: Catalog, allow_uncataloged: bool = False) -> Preset:
+    """The preset spec.model names: a catalog preset (name, alias or HF id, any case), else a Hugging Face id
+    org/name that KAITO v0.12.0 generates itself (FACTS.md §2: any name containing '/' passes IsValidPreset).
+    Raises ResolveError on spec.model: an unknown name without '/' (with close names), a removed preset, an id
+    the Hub would refuse, or an id so close to a catalog id that it is likely a typo (unless allow_uncataloged)."""
     try:
-        preset = catalog.preset(request.model)
-    except (UnknownPreset, RemovedPreset) as err:  # their messages carry the suggestions / the replacement
+        return catalog.preset(model)
+    except RemovedPreset as err:  # its message names the replacement
         raise ResolveError(("spec", "model"), str(err))
-    if preset.gated and not request.model_access_secret:
-        raise ResolveError(("spec", "model"), f"model {preset.hf_id} is gated on Hugging Face: set "
-                           "spec.modelAccessSecret to a Secret holding HF_TOKEN")
-    return preset
+    except UnknownPreset as err:  # its message carries the close names
+        if "/" not in model:
+            extra = (" (spec.allowUncataloged applies only to Hugging Face ids such as org/model)"
+                     if allow_uncataloged else "")
+            raise ResolveError(("spec", "model"), f"{err}{extra}")
+    problem = hf_repo_id_problem(model)
+    if problem:
+        raise ResolveError(("spec", "model"), f"spec.model {model!r} is neither a KAITO {KAITO_VERSION} preset nor "
+                           f"a Hugging Face model id: {problem}")
+    close = catalog.close_hf_ids(model)
+    if close and not allow_uncataloged:
+        # A typo would otherwise reach KAITO, which accepts any org/name, and fail only when the download does.
+        raise ResolveError(("spec", "model"), f"spec.model {model!r} is not in KAITO {KAITO_VERSION}'s catalog; did you "
+                           f"mean {', '.join(repr(c) for c in close[:3])}? To deploy this exact Hugging Face "
+                           "repository anyway, set spec.allowUncataloged: true")
+    return uncataloged_preset(model)
 
 
 def _check_runtime(request: ModelRequest, preset: Preset) -> None:
+    if not preset.cataloged and request.runtime != "vllm":
+        raise ResolveError(("spec", "runtime"), f"runtime is {request.runtime}, but KAITO serves a Hugging Face "
+                           f"model outside its catalog ({preset.name}) only with vllm (the transformers runtime "
+                           "needs per-model parameters KAITO has only for its legacy preset names): set "
+                           "spec.runtime: vllm")
     if request.runtime not in preset.runtimes:
         raise ResolveError(("spec", "runtime"), f"KAITO cannot serve {preset.name} with the {request.runtime} runtime "
                            f"(supported: {', '.join(preset.runtimes)})")
@@ -158,6 +217,20 @@ def _sku_and_fit(request: ModelRequest, preset: Preset, catalog: Catalog,
         raise ResolveError(("spec", "instanceType"), f"{preset.name} needs {fit.nodes} nodes of {sku.name}, and "
                            "KAITO's transformers runtime cannot serve a model across nodes: use a larger SKU or vllm")
     return sku, fit
+
+
+def _uncataloged_sku(request: ModelRequest, preset: Preset, catalog: Catalog, config: RepoConfig) -> GpuSku | None:
+    clouds = tuple(config.clouds)
+    if request.instance_type is None:
+        if request.provisioning not in MODES_NEEDING_SKU:
+            return None  # byo: the nodes exist already, as for a catalog preset
+        raise ResolveError(("spec", "model"), f"spec.instanceType is required for {preset.name}: it is not in "
+                           f"KAITO {KAITO_VERSION}'s catalog, so gitops-kaito cannot size it or choose a GPU SKU; "
+                           "set instanceType to a SKU whose GPUs hold it (`gitops-kaito catalog skus`)")
+    sku = catalog.sku(request.instance_type, clouds)
+    if sku is None:
+        raise ResolveError(("spec", "instanceType"), _unknown_sku_message(request.instance_type, catalog, clouds))
+    return sku
 
 
 def _unknown_sku_message(name: str, catalog: Catalog, clouds: Sequence[str]) -> str:

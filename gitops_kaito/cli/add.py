@@ -25,8 +25,11 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "add", help="add a model request to the repository and show what it will create",
         description="Write models/<namespace>/<name>.yaml for MODEL (a KAITO preset or its Hugging Face id), "
-                    "choosing the cheapest GPU SKU that fits unless --instance-type is given.")
-    parser.add_argument("model", metavar="MODEL", help="preset name or Hugging Face id, e.g. phi-4-mini-instruct")
+                    "choosing the cheapest GPU SKU that fits unless --instance-type is given. Any other Hugging "
+                    "Face id org/name is deployed as KAITO generates it (best effort, vllm): it needs "
+                    "--instance-type, since its size is unknown here.")
+    parser.add_argument("model", metavar="MODEL", help="preset name or Hugging Face id, e.g. phi-4-mini-instruct "
+                                                       "or Qwen/Qwen3-0.6B")
     parser.add_argument("--name", help="request (Workspace) name; default: a DNS-safe form of the preset name")
     parser.add_argument("--namespace", help="namespace; default: defaults.namespace of gitops-kaito.yaml")
     parser.add_argument("--instance-type", help="GPU SKU; default: the cheapest in the allowed clouds that fits")
@@ -35,6 +38,9 @@ def register(subparsers: Any) -> None:
                         help="GPU node mode; default: defaults.provisioning of gitops-kaito.yaml")
     parser.add_argument("--model-access-secret", default=None,
                         help=f"Secret with HF_TOKEN for gated models (default for gated models: {DEFAULT_SECRET})")
+    parser.add_argument("--allow-uncataloged", action="store_true",
+                        help="deploy this exact Hugging Face id although it is very close to a catalog model's id "
+                             "(writes spec.allowUncataloged: true)")
     add_repo_flag(parser)
     parser.set_defaults(func=run)
 
@@ -58,6 +64,7 @@ class NewRequest:
     nodes: int | None
     provisioning: str | None
     model_access_secret: str | None
+    allow_uncataloged: bool = False
 
     @property
     def path(self) -> str:
@@ -77,10 +84,17 @@ def request_text(new: NewRequest, preset: Preset) -> str:
         spec["provisioning"] = new.provisioning
     if new.model_access_secret:
         spec["modelAccessSecret"] = new.model_access_secret
+    if new.allow_uncataloged:
+        spec["allowUncataloged"] = True
     document = {"apiVersion": "gitops.kaito.sh/v1alpha1", "kind": "ModelDeployment",
                 "metadata": {"name": new.name, "namespace": new.namespace}, "spec": spec}
-    head = (f"# {preset.name} ({preset.hf_id}), served by KAITO. Schema: schemas/modeldeployment.schema.json\n"
-            "# instanceType is immutable in KAITO: changing it later replaces the Workspace (and its nodes).\n")
+    if preset.cataloged:
+        head = f"# {preset.name} ({preset.hf_id}), served by KAITO. Schema: schemas/modeldeployment.schema.json\n"
+    else:
+        head = (f"# {preset.hf_id}, a Hugging Face model outside KAITO's catalog: KAITO generates it from Hugging "
+                "Face (best effort).\n# Its size is not checked: instanceType and nodes are yours to get right. "
+                "Schema: schemas/modeldeployment.schema.json\n")
+    head += "# instanceType is immutable in KAITO: changing it later replaces the Workspace (and its nodes).\n"
     if new.model_access_secret:
         head += (f"# {preset.hf_id} is gated: create the Secret first, e.g.\n"
                  f"#   kubectl -n {new.namespace} create secret generic {new.model_access_secret} "
@@ -113,13 +127,19 @@ def resolve_text(text: str, shown: str, namespace: str, catalog: Catalog, config
 def plan_new(args: argparse.Namespace, root: Path, catalog: Catalog,
              config: RepoConfig) -> tuple[NewRequest, Preset, ResolvedModel, str]:
     """Decide the new request and check it completely, without writing anything."""
-    from gitops_kaito.catalog import RemovedPreset, UnknownPreset
     from gitops_kaito.ownership import is_dns_label
+    from gitops_kaito.resolve import MODES_NEEDING_SKU, ResolveError, model_preset
 
+    allow = bool(getattr(args, "allow_uncataloged", False))
     try:
-        preset = catalog.preset(args.model)
-    except (UnknownPreset, RemovedPreset) as err:
-        raise CliError(str(err), EXIT_INVALID)
+        preset = model_preset(args.model, catalog, allow)
+    except ResolveError as err:  # the same checks as spec.model in a file: close names, typo guard
+        raise CliError(err.message.replace("set spec.allowUncataloged: true", "add --allow-uncataloged"), EXIT_INVALID)
+    mode = args.provisioning or config.provisioning
+    if not preset.cataloged and not args.instance_type and mode in MODES_NEEDING_SKU:
+        raise CliError(f"{preset.name} is not in KAITO's catalog, so gitops-kaito cannot size it or choose a GPU "
+                       "SKU: give --instance-type (`gitops-kaito catalog skus` lists them)", EXIT_INVALID)
+    allow = allow and not preset.cataloged  # the flag only matters for an id outside the catalog
     name = args.name or dns_name(preset.name)
     namespace = args.namespace or config.default_namespace
     for what, value in (("name", name), ("namespace", namespace)):
@@ -127,11 +147,12 @@ def plan_new(args: argparse.Namespace, root: Path, catalog: Catalog,
             raise CliError(f"{what} {value!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
                            "at most 63 characters)", EXIT_INVALID)
     secret = args.model_access_secret or (DEFAULT_SECRET if preset.gated else None)
-    provisional = NewRequest(name, namespace, preset.name, args.instance_type, args.nodes, args.provisioning, secret)
+    provisional = NewRequest(name, namespace, preset.name, args.instance_type, args.nodes, args.provisioning, secret,
+                             allow)
     shown = provisional.path
     resolved = resolve_text(request_text(provisional, preset), shown, namespace, catalog, config)
     sku = resolved.sku.name if resolved.sku else None
-    new = NewRequest(name, namespace, preset.name, sku, args.nodes, args.provisioning, secret)
+    new = NewRequest(name, namespace, preset.name, sku, args.nodes, args.provisioning, secret, allow)
     text = request_text(new, preset)
     resolved = resolve_text(text, shown, namespace, catalog, config)  # what is written is exactly what was checked
     return new, preset, resolved, text
@@ -163,7 +184,11 @@ def print_plan(model: ResolvedModel, config: RepoConfig, root: Path) -> None:
     from gitops_kaito.render import render_model
 
     preset = model.preset
-    print(f"  model         {preset.name} ({preset.hf_id})")
+    if preset.cataloged:
+        print(f"  model         {preset.name} ({preset.hf_id})")
+    else:
+        print(f"  model         {preset.name} (Hugging Face; served as {preset.served_name})")
+        print(f"  note          {model.note}")
     print(f"  workspace     {model.request.namespace}/{model.request.name}")
     print(f"  provisioning  {model.provisioning}")
     if model.sku is not None:

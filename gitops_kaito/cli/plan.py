@@ -220,6 +220,8 @@ def write_text(desired: Desired, plan: Plan, out: TextIO, offline: OfflinePlan |
             print(f"warning: at {offline.base_ref}: {err} (planned as absent there)", file=out)
     for err in desired.errors:
         print(f"error: {err}", file=out)
+    for mid, note in _uncataloged_notes(model_rows(desired, plan)):
+        print(f"note: {mid}: {note}", file=out)
     if not plan.has_changes:
         print(_no_changes(offline), file=out)
     for change in plan.changes:
@@ -338,9 +340,17 @@ def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
             "gpus": m.gpus if m and not (r and r.suspended) else None,
             "pricePerHour": m.price_per_hour if m and not (r and r.suspended) else None,
             "path": m.request.path if m else None,
-            "note": invalid.get(mid, ""),
+            "uncataloged": bool(m and m.uncataloged),
+            "note": invalid.get(mid, "") or (m.note if m and not (r and r.suspended) else ""),
         })
     return rows
+
+
+def _uncataloged_notes(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(model, note) for each model planned from a Hugging Face id outside the catalog: its nodes and price
+    rest on the request, not on a size the catalog knows."""
+    return [(row["model"], row["note"]) for row in rows
+            if row["uncataloged"] and row["note"] and row["action"] not in ("delete", "invalid", "suspend")]
 
 
 def _get(obj: Any, *path: str) -> Any:
@@ -400,6 +410,9 @@ def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = N
                   for err in offline.base_errors]
     for err in desired.errors:
         notes.append(f"> [!CAUTION]\n> `{err}`")
+    uncataloged = _uncataloged_notes(rows)
+    if uncataloged:  # one alert for all of them: a list, not a box per model
+        notes.append("> [!NOTE]\n" + "\n".join(f"> - `{mid}`: {note}" for mid, note in uncataloged))
     for change in plan.changes:
         if change.action == Action.BLOCKED and change.desired is not None:
             notes.append(f"> [!IMPORTANT]\n> `{change.ref}`: {change.reason}")

@@ -63,4 +63,7 @@ def run(args: argparse.Namespace) -> int:
         emit(manifests, "yaml")
     for message in messages:
         print(message, file=sys.stderr)
+    for r in rendered:  # stderr: stdout stays the manifests alone
+        if r.model.note:
+            print(f"{r.model.request.path}: note: {r.model.note}", file=sys.stderr)
     return EXIT_INVALID if messages else EXIT_OK

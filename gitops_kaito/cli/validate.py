@@ -75,7 +75,7 @@ def _as_json(load: RepoLoad, problems: list[LoadError]) -> dict[str, Any]:
         "models": [
             {"id": m.request.id, "path": m.request.path, "model": m.preset.name,
              "instanceType": m.sku.name if m.sku else None, "nodes": m.nodes, "gpus": m.gpus,
-             "provisioning": m.provisioning, "pricePerHour": m.price_per_hour}
+             "provisioning": m.provisioning, "pricePerHour": m.price_per_hour, "note": m.note or None}
             for m in load.models if m.request.id not in failed
         ],
         "errors": [{"path": e.path, "line": e.line, "message": e.message, "model": e.model_id} for e in problems],
@@ -87,6 +87,9 @@ def _print_text(load: RepoLoad, problems: list[LoadError]) -> None:
         print(str(error))
     files = len({e.path for e in problems})
     failed = {p.model_id for p in problems}
+    for model in load.models:  # valid, but what was checked is less than for a catalog preset: say what
+        if model.note and model.request.id not in failed:
+            print(f"{model.request.path}: note: {model.note}")
     models = len([m for m in load.models if m.request.id not in failed])
     if problems:
         print(f"{len(problems)} error(s) in {files} file(s); {models} model(s) valid", file=sys.stdout)

@@ -1,6 +1,13 @@
 """What the simulated cloud and KAITO know about GPU SKUs and presets, taken from gitops_kaito.catalog.
 
 When the catalog is unavailable or does not know a name, conservative defaults keep the sandbox running.
+
+A preset name the catalog does not know, such as an arbitrary Hugging Face id org/name (KAITO v0.12.0 accepts any
+name containing '/' and generates the model from Hugging Face, FACTS.md section 2), is a model of unknown size:
+- node count (estimate_nodes): the Workspace's resource.count, else 1. An approximation: real KAITO runs its
+  NodeEstimator on the size it reads from the model's Hugging Face metadata, which the sandbox never fetches;
+- disk (disk_request): 1024Gi, KAITO's NodeClaim storage request for a model it does not know (FACTS.md 5.2);
+- served name (served_model_name): the lowercase repository name after '/', as KAITO's generator sets it.
 """
 
 from __future__ import annotations
@@ -84,7 +91,8 @@ def disk_request(preset_name: str | None) -> str:
 
 
 def estimate_nodes(preset_name: str, instance_type: str, max_model_len: int | None, fallback: int) -> int:
-    """KAITO's NodeEstimator through the catalog's fit; the Workspace's resource.count when unknown."""
+    """KAITO's NodeEstimator through the catalog's fit; `fallback` (the Workspace's resource.count, at least 1)
+    when the preset or SKU is unknown, e.g. a Hugging Face id outside the catalog (see the module docstring)."""
     cat = _catalog()
     preset = _find_preset(preset_name)
     if cat is None or preset is None:

@@ -37,6 +37,11 @@ Approximations, stated openly:
   is shown as ResourceReady=False and WorkspaceSucceeded=False with reason ValidationFailed, state Failed (none
   for legacy), and the webhook's message. The check is re-run every pass, so the Workspace proceeds once the
   cause goes away (as a re-apply after the fix would on a real cluster).
+- A preset name outside the catalog (an arbitrary Hugging Face id org/name, which KAITO v0.12.0 accepts and
+  generates from Hugging Face) is admitted like any preset and treated as a model of unknown size:
+  status.targetNodeCount is resource.count, else 1 (real KAITO estimates from the model's Hugging Face metadata,
+  which the sandbox never fetches), its NodeClaims and Machines request 1024Gi of storage (KAITO's value for an
+  unknown model), and the model server serves it as the lowercase repository name (gpus.py).
 - No StatefulSet or pods: InferenceReady follows ResourceReady after Timing.model_load_s, unless an
   image-pull failure is injected (reason ImagePullError).
 - Conditions turn True one per status write, in the order NodeClaimReady, NodesReady, ResourceReady,

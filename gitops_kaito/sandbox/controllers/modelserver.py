@@ -1,7 +1,8 @@
 """Simulated KAITO model server behind the Workspace Service, answered through the API server's service proxy.
 
 vLLM's OpenAI-compatible surface, canned: /health, /v1/models (data[0].id = served model name) and
-/v1/chat/completions; 503 until the Workspace is InferenceReady.
+/v1/chat/completions; 503 until the Workspace is InferenceReady. The served name is KAITO's: the catalog's for
+a preset, the lowercase repository name for a Hugging Face id outside the catalog (gpus.served_model_name).
 """
 
 from __future__ import annotations
