@@ -152,6 +152,11 @@ def model_preset(model: str, catalog: Catalog, allow_uncataloged: bool = False) 
 
 
 def _check_runtime(request: ModelRequest, preset: Preset) -> None:
+    if not preset.cataloged and request.provisioning == "machine":
+        # Generating a preset from Hugging Face came with KAITO v0.11.0 (FACTS.md §2); machine mode is for <= v0.4.1.
+        raise ResolveError(("spec", "model"), f"{preset.name} is not in KAITO {KAITO_VERSION}'s catalog, and machine "
+                           "mode targets legacy KAITO (<= v0.4.1), which cannot generate a model from Hugging Face: "
+                           "use provisioning kaito, nodeclaim, aks or byo")
     if not preset.cataloged and request.runtime != "vllm":
         raise ResolveError(("spec", "runtime"), f"runtime is {request.runtime}, but KAITO serves a Hugging Face "
                            f"model outside its catalog ({preset.name}) only with vllm (the transformers runtime "

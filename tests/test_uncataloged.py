@@ -128,7 +128,7 @@ def test_byo_needs_no_instance_type_as_for_presets(tmp_path: Path) -> None:
 # Refused, each with file, line and field
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("mode", ["kaito", "nodeclaim", "machine", "aks"])
+@pytest.mark.parametrize("mode", ["kaito", "nodeclaim", "aks"])
 def test_instance_type_is_required_where_a_sku_is_needed(tmp_path: Path, mode: str) -> None:
     line, message = only_error(load_one(tmp_path, f"  provisioning: {mode}\n  model: {HF_ID}\n"))
     assert line == 7  # the model line: the reason the SKU cannot be chosen
@@ -254,14 +254,12 @@ def test_nodeclaim_mode_requests_1024gi_per_node_and_matches_karpenters_crd(tmp_
         assert claim["spec"]["resources"] == {"requests": {"storage": "1024Gi"}}
 
 
-def test_machine_mode_matches_the_legacy_crds(tmp_path: Path, shared_kaito: Path) -> None:
-    _, objects = rendered(tmp_path, f"  model: {HF_ID}\n  instanceType: {A100}\n  provisioning: machine\n")
-    (machine,) = [o for o in objects if o["kind"] == "Machine"]
-    (ws,) = [o for o in objects if o["kind"] == "Workspace"]
-    validate(machine, crd_schema(shared_kaito / "crd-machines-karpenter-v1alpha5.yaml", "v1alpha5"), "Machine")
-    validate(ws, crd_schema(shared_kaito / "crd-workspaces-v0.12.yaml", "v1alpha1"), "Workspace")
-    assert machine["spec"]["resources"] == {"requests": {"storage": "1024Gi"}}
-    assert ws["inference"]["preset"]["name"] == HF_ID and ws["resource"]["count"] == 1
+def test_machine_mode_refuses_a_model_legacy_kaito_cannot_generate(tmp_path: Path) -> None:
+    # Presets generated from Hugging Face came with KAITO v0.11.0; machine mode is for legacy KAITO (<= v0.4.1).
+    line, message = only_error(load_one(tmp_path, f"  model: {HF_ID}\n  instanceType: {A100}\n"
+                                                  "  provisioning: machine\n"))
+    assert line == 6, message
+    assert "machine mode targets legacy KAITO" in message and "use provisioning kaito, nodeclaim, aks or byo" in message
 
 
 def test_aks_mode_plans_a_pool_with_the_nodes_and_1024_gb_disk(tmp_path: Path) -> None:
