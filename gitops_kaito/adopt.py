@@ -12,13 +12,14 @@ from typing import Any
 import jsonpatch
 import yaml
 
-from gitops_kaito.catalog import Catalog, RemovedPreset, UnknownPreset
+from gitops_kaito.catalog import Catalog
 from gitops_kaito.config import RepoConfig
 from gitops_kaito.modelrequest import API_VERSION, KIND
 from gitops_kaito.objects import ObjectRef
 from gitops_kaito.ownership import is_owned
 from gitops_kaito.plan import comparable, immutable_changes, project
 from gitops_kaito.render import ANNOTATION_RUNTIME, CONFIG_KEY, RenderedModel
+from gitops_kaito.resolve import ResolveError, model_preset
 
 DEFAULT_SELECTOR_KEY = "apps"  # what the resolver puts in labelSelector when nodeSelector is absent
 _CONFIG_SCALARS = (str, int, float, bool)
@@ -78,10 +79,10 @@ def request_for(workspace: Mapping[str, Any], configmap: Mapping[str, Any] | Non
     preset_name = str(preset.get("name") or "")
     if not preset_name:
         return skip("no inference.preset.name")
-    try:
-        known = catalog.preset(preset_name)
-    except (UnknownPreset, RemovedPreset) as err:
-        return skip(f"preset {preset_name!r}: {err}")
+    try:  # a Hugging Face id outside the catalog is imported as such (KAITO generated it; we do not size it)
+        known = model_preset(preset_name, catalog, allow_uncataloged=True)
+    except ResolveError as err:
+        return skip(f"preset {preset_name!r}: {err.message}")
     if known.name != preset_name:
         return skip(f"preset {preset_name!r} is known to KAITO as {known.name!r}: the rendered Workspace would "
                     "change the immutable preset name")
@@ -100,6 +101,12 @@ def request_for(workspace: Mapping[str, Any], configmap: Mapping[str, Any] | Non
     runtime = "transformers" if annotations.get(ANNOTATION_RUNTIME) == "transformers" else "vllm"
     spec: dict[str, Any] = {"model": preset_name}
     notes: list[str] = []
+    if not known.cataloged:
+        if runtime != "vllm":
+            return skip(f"{preset_name} is not in the catalog and runs the {runtime} runtime: a model request "
+                        "outside the catalog is served with vllm only")
+        if catalog.close_hf_ids(preset_name):  # else validate would take it for a typo of a catalog id
+            spec["allowUncataloged"] = True
     if instance_type:
         provisioning = "kaito"
         spec["instanceType"] = str(instance_type)

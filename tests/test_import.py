@@ -72,6 +72,23 @@ def test_byo_workspace_sets_provisioning_unless_it_is_the_repo_default() -> None
     assert "provisioning" not in _spec(adopt.request_for(body, None, CATALOG, RepoConfig(provisioning="byo")))
 
 
+def test_a_hugging_face_model_outside_the_catalog_is_imported_and_loads(tmp_path: Path) -> None:
+    body = _ws("qwen", preset="Qwen/Qwen3-0.6B")
+    assert _spec(adopt.request_for(body, None, CATALOG, RepoConfig())) == {"model": "Qwen/Qwen3-0.6B",
+                                                                          "instanceType": SKU}
+    # One character off a catalog id: the written request opts in, or validate would take it for a typo.
+    typo = adopt.request_for(_ws("q9", preset="Qwen/Qwen3.5-9C"), None, CATALOG, RepoConfig())
+    assert _spec(typo)["allowUncataloged"] is True
+    for adoption in (adopt.request_for(body, None, CATALOG, RepoConfig()), typo):
+        path = tmp_path / adoption.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(adoption.text)
+    load = load_repository(tmp_path)
+    assert load.errors == () and sorted(m.request.model for m in load.models) == ["Qwen/Qwen3-0.6B", "Qwen/Qwen3.5-9C"]
+    body["metadata"]["annotations"] = {"kaito.sh/runtime": "transformers"}
+    assert "served with vllm only" in adopt.request_for(body, None, CATALOG, RepoConfig()).skipped
+
+
 @pytest.mark.parametrize(("change", "reason"), [
     (lambda b: b.update(tuning={"preset": {"name": "phi-4-mini-instruct"}}), "tuning Workspace"),
     (lambda b: b["inference"].update(template={"spec": {"containers": []}}), "custom pod template"),
