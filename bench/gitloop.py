@@ -97,13 +97,14 @@ class PassFigures:
 def writeback(workdir: Path, models: int = 50) -> dict[str, Any]:
     """Status commits per git pass: the first pass, nothing changed, one model changed, nothing changed again."""
     from gitops_kaito.desiredcache import DesiredCache
-    from gitops_kaito.gitsync import GitSyncSettings, run_git_pass
+    from gitops_kaito.gitsync import GitSyncSettings, git_source, run_git_pass
     from gitops_kaito.kube import Kube
 
     remote = Remote(workdir, models)
     server, kubeconfig = emulator.start(workdir, genrepo.NAMESPACES)
     settings = GitSyncSettings(url=remote.url, cache_dir=workdir / "cache")
     cache = DesiredCache()  # as the daemon's GitPass keeps one
+    source = git_source(settings)  # and one GitSource
     figures: dict[str, Any] = {"models": models}
     try:
         with Kube.connect(kubeconfig) as kube:
@@ -112,7 +113,7 @@ def writeback(workdir: Path, models: int = 50) -> dict[str, Any]:
                 server.request_log.clear()
                 with count_git_network() as network:
                     started = time.perf_counter()
-                    result = run_git_pass(settings, kube, cache=cache)
+                    result = run_git_pass(settings, kube, cache=cache, source=source)
                     seconds = time.perf_counter() - started
                 if not result.sync.ok:
                     raise RuntimeError(f"git pass failed: {result.sync.errors[:3]}")
@@ -161,7 +162,7 @@ def webhook_latency(workdir: Path, models: int = 50, deliveries: int = 5) -> dic
     from gitops_kaito import webhooks
     from gitops_kaito.daemon import Daemon, DaemonSettings, PassContext
     from gitops_kaito.desiredcache import DesiredCache
-    from gitops_kaito.gitsync import GitSyncSettings, run_git_pass
+    from gitops_kaito.gitsync import GitSyncSettings, git_source, run_git_pass
     from gitops_kaito.kube import Kube
     from gitops_kaito.metrics import Metrics
     from gitops_kaito.webserver import Listener, ListenerHooks
@@ -172,10 +173,11 @@ def webhook_latency(workdir: Path, models: int = 50, deliveries: int = 5) -> dic
     latencies: list[float] = []
     pass_seconds: list[float] = []
     cache = DesiredCache()
+    source = git_source(settings)
     with Kube.connect(kubeconfig) as kube:
         def run(context: PassContext) -> _Report:
             started = time.perf_counter()
-            result = run_git_pass(settings, kube, cache=cache)
+            result = run_git_pass(settings, kube, cache=cache, source=source)
             pass_seconds.append(time.perf_counter() - started)
             return _Report(result.sync.ok, result.sync.summary())
 
