@@ -61,6 +61,32 @@ Settings for the whole repository (default namespace, provisioning mode, clouds,
 status branch, prices) are in `gitops-kaito.yaml`.
 """
 
+# `init --github-actions`: the README's pull-request plan, as a workflow file (tests run its shell step for real).
+PLAN_WORKFLOW_PATH = ".github/workflows/gitops-kaito-plan.yaml"
+PLAN_WORKFLOW = """\
+# Comments the gitops-kaito plan (models, SKUs, nodes, GPUs, price per hour, cost change) on every pull request.
+# Written by `gitops-kaito init --github-actions`. It reads git only: no cluster or cloud credentials are needed.
+name: gitops-kaito plan
+on: pull_request
+permissions: {contents: read, pull-requests: write}
+jobs:
+  plan:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+        with: {fetch-depth: 0}          # the base branch must be there for --base
+      - uses: actions/setup-python@v5
+        with: {python-version: "3.11"}
+      - run: pip install gitops-kaito   # or pip install git+https://<where you host gitops-kaito>
+      - name: plan
+        # exit 1 with a plan written means "changes to review", not a failure
+        run: |
+          gitops-kaito validate && gitops-kaito plan --base origin/${{ github.base_ref }} --format markdown > plan.md \\
+            || test $? -eq 1 -a -s plan.md
+      - run: gh pr comment ${{ github.event.pull_request.number }} --edit-last --create-if-none --body-file plan.md
+        env: {GH_TOKEN: "${{ github.token }}"}
+"""
+
 GITIGNORE = """\
 # editor and OS files
 .DS_Store
@@ -78,6 +104,8 @@ def register(subparsers: Any) -> None:
                                                f"({EXAMPLE_MODEL}), README.md and .gitignore.")
     parser.add_argument("dir", metavar="DIR", help="folder to create (must be empty or absent)")
     parser.add_argument("--namespace", default="default", help="namespace of the example model (default: default)")
+    parser.add_argument("--github-actions", action="store_true",
+                        help=f"also write {PLAN_WORKFLOW_PATH}: the plan as a comment on every pull request")
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty folder (replaces only the files init writes)")
     parser.set_defaults(func=run)
@@ -117,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         "README.md": README,
         ".gitignore": GITIGNORE,
     }
+    if args.github_actions:
+        files[PLAN_WORKFLOW_PATH] = PLAN_WORKFLOW
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
