@@ -79,12 +79,16 @@ jobs:
         with: {python-version: "3.11"}
       - run: pip install gitops-kaito   # or pip install git+https://<where you host gitops-kaito>
       - name: plan
-        # exit 1 with a plan written means "changes to review", not a failure
+        # exit 1 with a plan written means "changes to review", not a failure; a big plan is split into several
+        # comments of at most 65,000 characters (GitHub's limit): plan/comment-1.md, plan/comment-2.md, ...
         run: |
-          gitops-kaito validate && gitops-kaito plan --base origin/${{ github.base_ref }} --format markdown > plan.md \\
-            || test $? -eq 1 -a -s plan.md
-      - run: gh pr comment ${{ github.event.pull_request.number }} --edit-last --create-if-none --body-file plan.md
-        env: {GH_TOKEN: "${{ github.token }}"}
+          gitops-kaito validate && gitops-kaito plan --base origin/${{ github.base_ref }} --format markdown \\
+            --split-dir plan || test $? -eq 1 -a -s plan/comment-1.md
+      - name: comment
+        run: |
+          gh pr comment "$PR" --edit-last --create-if-none --body-file plan/comment-1.md
+          for f in $(ls plan/comment-*.md | sort -V | tail -n +2); do gh pr comment "$PR" --body-file "$f"; done
+        env: {GH_TOKEN: "${{ github.token }}", PR: "${{ github.event.pull_request.number }}"}
 """
 
 GITIGNORE = """\
