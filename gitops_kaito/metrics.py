@@ -50,6 +50,11 @@ class Metrics:
         self.gpu_cost = Gauge("gitops_kaito_gpu_cost_usd_per_hour",
                               "What those GPU nodes cost per hour (catalog prices or gitops-kaito.yaml prices).",
                               registry=r)
+        self.notifications = Counter(
+            "gitops_kaito_notifications",
+            "Model state change notifications, by sink (generic, slack, teams) and result (sent, failed, dropped).",
+            ["sink", "result"], registry=r,
+        )
         self._revision = ""
 
     def set_revision(self, revision: str) -> None:

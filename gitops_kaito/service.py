@@ -25,6 +25,7 @@ from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.leader import LeaderElector, LeaseSettings
 from gitops_kaito.logs import set_format
 from gitops_kaito.metrics import Metrics
+from gitops_kaito.notify import Notifier, Request, Sender, Sink
 from gitops_kaito.plan import Action
 from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.settings import RunSettings, SettingsError
@@ -83,12 +84,26 @@ def record_pass(metrics: Metrics, done: GitPassResult) -> None:
         metrics.status_commits.inc()
 
 
+def build_notifier(settings: RunSettings, metrics: Metrics, sender: Sender | None = None) -> Notifier | None:
+    """The notifier of --notify-url (None without one); every request's outcome counted per sink and result."""
+    settings.check_notify()
+    if not settings.notify_url:
+        return None
+
+    def count(request: Request, result: str) -> None:
+        metrics.notifications.labels(sink=request.sink.name, result=result).inc(request.events)
+
+    sink = Sink(settings.notify_url, settings.notify_format, settings.notify_secret())
+    return Notifier([sink], sender or Sender(count), cluster=settings.notify_cluster or settings.context)
+
+
 class GitPass:
     """The daemon's RunPass: one git pass, errors counted and turned into a failed report (never raised)."""
 
     def __init__(self, settings: GitSyncSettings, kube: Kube, metrics: Metrics, allow_mass_prune: bool = False,
                  pools: PoolRunner | None = None, desired_cache: DesiredCache | None = None,
-                 on_config: Callable[[RepoConfig], None] | None = None) -> None:
+                 on_config: Callable[[RepoConfig], None] | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.source = git_source(settings)  # one clone handle for the life of the daemon
         self.on_config = on_config  # told the gitops-kaito.yaml of every pass that could read it
@@ -99,6 +114,7 @@ class GitPass:
         self.pools = pools or PoolRunner()
         # The last pass's rendered desired state: a pass on the same desired commit skips load and render.
         self.desired_cache = desired_cache or DesiredCache()
+        self.notifier = notifier  # told every completed pass; it only enqueues, the sending is on its own thread
 
     def __call__(self, ctx: PassContext) -> PassReport:
         if not ctx.should_continue():
@@ -123,6 +139,12 @@ class GitPass:
         for _ in range(done.sync.failed):
             self.metrics.api_errors.labels(api="kubernetes", code="apply").inc()
         record_pass(self.metrics, done)
+        if self.notifier is not None:
+            try:
+                self.notifier.observe(done, self.settings.scope.instance or (
+                    done.config.instance if done.config is not None else "default"))
+            except Exception:  # notifications must never fail a pass
+                log.exception("notifications: this pass's events were not sent")
         summary = done.sync.summary()
         if done.writeback is not None and done.writeback.committed:
             summary += f"; status {str(done.writeback.sha)[:12]} -> {done.writeback.branch}"
@@ -141,11 +163,12 @@ class Service:
                  pools: PoolRunner | None = None) -> None:
         self.base_settings = settings  # flags, environment, defaults: what the repository's values go over
         self.metrics = Metrics()
+        self.notifier = build_notifier(settings, self.metrics)  # checked before anything connects
         self._started = False
         self._restart_noted: set[tuple[str, Any]] = set()
         self.kube = kube or Kube.connect(settings.kubeconfig or None, settings.context or None)
         self.git = GitPass(git_settings(settings), self.kube, self.metrics, settings.allow_mass_prune, pools,
-                           on_config=self._repo_config)
+                           on_config=self._repo_config, notifier=self.notifier)
         settings = self.settings = self._startup_settings(settings)
         if settings.log_format != self.base_settings.log_format:
             set_format(settings.log_format)
@@ -216,6 +239,8 @@ class Service:
 
     def _leadership(self, leading: bool) -> None:
         self.metrics.leader.set(1 if leading else 0)
+        if not leading and self.notifier is not None:
+            self.notifier.forget()  # the new leader announces meanwhile; leading again, this replica seeds anew
         if leading and self._started:
             # Passes skipped while following would otherwise wait a whole interval.
             self.daemon.trigger("became leader")
@@ -227,6 +252,9 @@ class Service:
         log.warning("gitops-kaito running: following %s (%s) every %s, listening on %s", self.settings.git_url,
                     self.settings.branch, self.settings.interval, self.url,
                     extra={"fields": {"leader_election": self.settings.leader_election}})
+        if self.notifier is not None:
+            for sink in self.notifier.sinks:
+                log.warning("notifications: %s to %s", sink.name, sink.where)
         return self
 
     def stop(self, timeout_s: float = 60.0) -> None:
@@ -234,6 +262,8 @@ class Service:
         if self._started:
             self.daemon.stop(timeout_s)
             self._started = False
+        if self.notifier is not None:
+            self.notifier.stop(min(timeout_s, 5.0))  # the last pass's events get a moment to go out
         self.listener.stop()
         self.kube.close()
 

@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gitops_kaito.config import DaemonConfig, Scope, check_instance, normalize_scope_path
 from gitops_kaito.ownership import DEFAULT_INSTANCE
 
 ENV_PREFIX = "GITOPS_KAITO_"
+NOTIFY_FORMATS = ("generic", "slack", "teams")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
 
@@ -62,6 +64,12 @@ class RunSettings:
     log_format: str = "text"
     instance: str = ""  # "" = gitops-kaito.yaml's instance (else "default")
     paths: tuple[str, ...] = ()  # () = gitops-kaito.yaml's paths; env GITOPS_KAITO_PATHS is comma-separated
+    # Notifications on model state changes (notify.py). The URL is a secret (a Slack/Teams URL is its own
+    # credential): never in gitops-kaito.yaml, never shown whole (repr, redacted(), logs).
+    notify_url: str = field(default="", repr=False)
+    notify_format: str = "generic"  # generic | slack | teams
+    notify_secret_file: str = ""  # generic: HMAC-SHA256 key for X-Signature
+    notify_cluster: str = ""  # a name for this cluster in the messages ("" = the kubeconfig context, if any)
     # The fields that took their default (neither flag nor environment): only these may come from the repository.
     # Settings built directly (tests, the demo) have none, so a repository never overrides what was passed in.
     defaulted: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
@@ -118,11 +126,39 @@ class RunSettings:
             raise SettingsError(f"webhook secret in {path} is shorter than 16 bytes")
         return secret
 
+    def notify_secret(self) -> bytes | None:
+        """The generic sink's HMAC key (None without --notify-secret-file); checked like the webhook secret."""
+        if not self.notify_secret_file:
+            return None
+        if self.notify_format != "generic":
+            raise SettingsError(f"--notify-secret-file signs generic notifications; --notify-format is "
+                                f"{self.notify_format}")
+        path = Path(self.notify_secret_file)
+        if not path.is_file():
+            raise SettingsError(f"notify secret file {path} does not exist")
+        secret = path.read_bytes().strip()
+        if len(secret) < 16:
+            raise SettingsError(f"notify secret in {path} is shorter than 16 bytes")
+        return secret
+
+    def check_notify(self) -> None:
+        """The notification settings make sense (the URL is never part of the message)."""
+        if self.notify_format not in NOTIFY_FORMATS:
+            raise SettingsError(f"--notify-format takes one of {', '.join(NOTIFY_FORMATS)}, got {self.notify_format!r}")
+        if self.notify_url:
+            parts = urlsplit(self.notify_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SettingsError("--notify-url (GITOPS_KAITO_NOTIFY_URL) must be an http(s) URL with a host")
+        self.notify_secret()
+
     def redacted(self) -> dict[str, Any]:
-        """For logs: the token never appears."""
+        """For logs: the token never appears, nor more of the notification URL than scheme://host."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "defaulted"}
         if out["git_token"]:
             out["git_token"] = "***"
+        if out["notify_url"]:
+            parts = urlsplit(out["notify_url"])
+            out["notify_url"] = f"{parts.scheme}://{parts.hostname or '?'}/***"
         return out
 
 

@@ -11,9 +11,11 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
@@ -273,3 +275,68 @@ def test_start_up_reads_the_cached_clone_when_the_remote_is_down(world: World,
     finally:
         second.stop()
     assert any("reading the cached clone" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    """A loopback webhook receiver: (its URL, what it received)."""
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append((dict(self.headers.items()), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/generic", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_model_becoming_ready_is_announced_once(
+        world: World, receiver: tuple[str, list[tuple[dict[str, str], bytes]]]) -> None:
+    url, received = receiver
+    notify_secret = world.tmp / "notify-secret"
+    notify_secret.write_bytes(SECRET + b"\n")
+    settings = world.settings("cache", notify_url=url, notify_secret_file=str(notify_secret),
+                              notify_cluster="sandbox")
+    phi_sha = world.remote.sha()  # before the daemon's status commits
+    with Service(settings) as svc:
+        assert svc.notifier is not None
+        sender = svc.notifier.sender
+        assert svc.daemon.wait_for_passes(1, 30)
+        assert sender.wait_idle(10) and received == [], "the first pass (phi created) only seeds"
+
+        def announced() -> bool:
+            # One pass at a time (the interval is an hour): each asks simulated KAITO how far phi got.
+            done = svc.daemon.passes_done
+            svc.daemon.trigger("test: is phi Ready yet")
+            assert svc.daemon.wait_for_passes(done + 1, 30)
+            assert sender.wait_idle(10)
+            return bool(received)
+
+        wait_until(announced, 90, interval=0, what="the deployed notification")
+        ((headers, body),) = received
+        assert webhooks.handle("generic", headers, body, SECRET, "main").status == 202, "signed as /hooks/generic"
+        doc = json.loads(body)
+        assert (doc["event"], doc["model"], doc["state"], doc["cluster"], doc["instance"]) == \
+            ("deployed", f"{world.ns}/phi", "Ready", "sandbox", "default")
+        assert doc["revision"] == f"main@sha1:{phi_sha}", "the commit that changed phi, not a status commit"
+        assert doc["sku"] and doc["nodes"] == 1 and doc["pricePerHour"] > 0
+
+        done = svc.daemon.passes_done
+        svc.daemon.trigger("test: nothing changed")
+        assert svc.daemon.wait_for_passes(done + 1, 30)
+        assert sender.wait_idle(10)
+        assert len(received) == 1, "a pass with nothing changed sent a notification"
+        metrics = get(f"{svc.url}/metrics")[1]
+        assert metric(metrics, "gitops_kaito_notifications_total", sink="generic", result="sent") == 1

@@ -47,6 +47,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--lease-namespace", help="namespace of the Lease (default gitops-kaito)")
     parser.add_argument("--allow-mass-prune", dest="allow_mass_prune", action="store_const", const=True,
                         help="let a pass prune more than the repository's prune.maxShare")
+    parser.add_argument("--notify-url", help="webhook to tell of model state changes (deployed, failed, degraded, "
+                                             "removed); a secret: prefer env GITOPS_KAITO_NOTIFY_URL, as a flag "
+                                             "shows in `ps`")
+    parser.add_argument("--notify-format", choices=("generic", "slack", "teams"),
+                        help="payload of --notify-url: generic JSON (default), slack or teams incoming webhook")
+    parser.add_argument("--notify-secret-file", help="generic: file with the HMAC key (at least 16 bytes) that "
+                                                     "signs each body (X-Signature: sha256=<hex>)")
+    parser.add_argument("--notify-cluster", help="this cluster's name in notifications (default: the kubeconfig "
+                                                 "context, if any)")
     add_scope_flags(parser, env_default=False)  # env GITOPS_KAITO_INSTANCE / GITOPS_KAITO_PATHS via settings
     add_azure_flags(parser)
     parser.set_defaults(func=run, leader_election=None, allow_mass_prune=None)
@@ -60,6 +69,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     try:
         settings = resolve_settings(flags)
         settings.webhook_secret()
+        settings.check_notify()
     except SettingsError as err:
         raise CliError(str(err)) from None
     if not settings.git_url:
