@@ -7,6 +7,7 @@ Events: `deployed` (Ready at a revision not announced yet), `failed` (Failed/Blo
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import threading
@@ -340,7 +341,7 @@ def http_post(request: Request, timeout_s: float) -> Answer:
             text = ""
         return Answer(int(err.code), err.headers.get("Retry-After") if err.headers else None,
                       f"HTTP {err.code}" + (f": {scrub(text.strip())}" if text.strip() else ""))
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:  # no (readable) answer
         reason = err.reason if isinstance(err, urllib.error.URLError) else err
         return Answer(0, None, f"{type(reason).__name__}: {reason}".replace(request.sink.url, request.sink.where))
 
@@ -436,7 +437,7 @@ class Sender:
         for request in left:
             self.outcome(request, "dropped")
         if self._thread is not None:
-            self._thread.join(timeout=self.policy.timeout_s + 1)
+            self._thread.join(timeout=1.0)  # a request in flight ends within its own timeout; the thread is a daemon
 
     def _run(self) -> None:
         while True:
@@ -446,11 +447,13 @@ class Sender:
                     return
                 request = self._queue.popleft()
                 self._busy += 1
+            result = "failed"
             try:
-                self.outcome(request, self.deliver(request))
+                result = self.deliver(request)
             except Exception:  # a sender bug must not end the thread: the next pass's events still go out
                 log.exception("notification to %s crashed", request.sink.where)
             finally:
+                self.outcome(request, result)
                 with self._cond:
                     self._busy -= 1
                     self._cond.notify_all()

@@ -415,6 +415,46 @@ def test_nothing_listening_is_a_failure_not_an_exception() -> None:
     assert rec.sleeps == [1.0]
 
 
+def test_a_garbled_answer_is_retried_not_raised() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(10)
+
+        def garble() -> None:
+            for _ in range(2):  # one per attempt
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"this is not HTTP\r\n\r\n")
+
+        thread = threading.Thread(target=garble, daemon=True)
+        thread.start()
+        rec = Recorder()
+        sender = rec.sender(policy=RetryPolicy(attempts=2))
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/h"
+        assert sender.deliver(requests_for(Sink(url, "generic"), [event()], ORIGIN)[0]) == "failed"
+        thread.join(10)
+    assert rec.sleeps == [1.0]
+
+
+def test_a_crashing_post_is_counted_and_the_thread_goes_on() -> None:
+    calls: list[str] = []
+
+    def post(request: Request, timeout_s: float) -> Answer:
+        calls.append(request.body.decode())
+        if len(calls) == 1:
+            raise RuntimeError("bug")
+        return Answer(204)
+
+    rec = Recorder()
+    sender = rec.sender(post=post)
+    sender.submit(requests_for(Sink("http://127.0.0.1:9/h", "generic"), [event("a"), event("b")], ORIGIN))
+    assert sender.wait_idle(10)
+    sender.stop()
+    assert rec.outcomes == [("failed", 1), ("sent", 1)] and len(calls) == 2
+
+
 def test_a_full_queue_drops_and_counts_without_blocking() -> None:
     started, release = threading.Event(), threading.Event()
 

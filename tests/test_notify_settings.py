@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gitops_kaito.metrics import Metrics
 from gitops_kaito.notify import Request, Sender
@@ -77,3 +78,17 @@ def test_build_notifier_counts_outcomes_per_sink_and_result() -> None:
     assert b'gitops_kaito_notifications_total{result="dropped",sink="teams"} 3.0' in text
     assert isinstance(notifier.sender, Sender)
     notifier.stop(1)
+
+
+def test_deployment_takes_the_url_from_an_optional_secret_only() -> None:
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    deployment = yaml.safe_load((deploy / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["GITOPS_KAITO_NOTIFY_URL"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"], ref["optional"]) == ("gitops-kaito-notify", "url", True)
+    volume = next(v for v in pod["volumes"] if v["name"] == "notify")
+    assert volume["secret"]["optional"] is True
+    active = [line for line in (deploy / "config.env").read_text().splitlines() if not line.startswith("#")]
+    assert not any(line.startswith("GITOPS_KAITO_NOTIFY_URL") for line in active), "the URL is a secret"
