@@ -1,6 +1,7 @@
 """Carries out a Plan through the Kubernetes adapter: wave by wave, only what changed, one model's failure isolated.
 
 Workspaces of NodeClaim/Machine models wait for their nodes; a replace deletes and recreates once the old one is gone.
+Drift the plan reports and leaves in place (`drift: report`) is never written; the model's message says so.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from gitops_kaito.events import record_changes
+from gitops_kaito.events import record_changes, record_drift
 from gitops_kaito.kube import KubeError
 from gitops_kaito.objects import Manifest, ObjectRef, Wave
 from gitops_kaito.ownership import LABEL_MANAGED_BY, MANAGED_BY_VALUE
@@ -161,6 +162,7 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
         # Kubernetes Events on the Workspaces changed (best effort, never fails the pass).
         done = {(r.ref, r.action) for r in results if r.result == DONE}
         record_changes(kube, [c for c in plan.changes if (c.ref, c.action) in done])
+        record_drift(kube, plan.drift_reported)  # DriftDetected, once per drift a connection first sees
     return _summarise(results)
 
 
@@ -265,9 +267,12 @@ def _outcome(model_id: str, objects: tuple[ObjectResult, ...]) -> ModelOutcome:
             drifted = [str(x.ref) for x in objects if x.drift and x.result in (DONE, DRY_RUN)]
             candidates.append((APPLIED, f"{written} object(s) written"
                                + (f"; drift corrected: {', '.join(drifted)}" if drifted else "")))
+    # Drift left in place: the model's state stays what the rest says, its message names the objects.
+    reported = "; ".join(f"{o.ref}: {o.message}" for o in objects
+                         if o.drift and o.action == Action.NOOP and o.result == SKIPPED)
     if not candidates:
-        return ModelOutcome(model_id, UNCHANGED, "up to date", objects)
+        return ModelOutcome(model_id, UNCHANGED, reported or "up to date", objects)
     if any(s == PRUNED for s, _ in candidates) and any(s == APPLIED for s, _ in candidates):
         candidates = [c for c in candidates if c[0] != PRUNED]  # a stale object of a kept model
     state, message = min(candidates, key=lambda c: _PRIORITY.index(c[0]))
-    return ModelOutcome(model_id, state, message, objects)
+    return ModelOutcome(model_id, state, f"{message}; {reported}" if reported else message, objects)

@@ -19,7 +19,7 @@ import jsonschema
 import yaml
 
 from gitops_kaito.catalog import Catalog, load_catalog
-from gitops_kaito.modelrequest import dotted
+from gitops_kaito.modelrequest import DRIFT_CORRECT, dotted
 from gitops_kaito.ownership import DEFAULT_INSTANCE, is_dns_label
 from gitops_kaito.resources import data_path
 from gitops_kaito.yamlsource import LocatedDoc, SourceError, load_yaml_file
@@ -106,6 +106,9 @@ class RepoConfig:
     clouds: tuple[str, ...] = ("azure",)
     prune: PrunePolicy = field(default_factory=PrunePolicy)
     replace_policy: str = "manual"  # manual | auto
+    # correct | report: a hand edit of a field we manage is reverted on the next pass, or left and reported
+    # (a model's gitops.kaito.sh/drift annotation overrides it for that model)
+    drift: str = DRIFT_CORRECT
     status: StatusSettings = field(default_factory=StatusSettings)
     prices: Mapping[str, float] = field(default_factory=dict)  # SKU name (catalog spelling) -> USD per node-hour
     azure: AzureSettings = field(default_factory=AzureSettings)
@@ -178,6 +181,9 @@ prune:
   maxShare: 0.5             # ...but stop when one pass would delete more than this share of the models
   allowAll: false
 replacePolicy: manual       # manual: only plan delete+create for immutable KAITO fields; auto: do it
+drift: correct              # a hand edit of a field gitops-kaito manages: correct reverts it on the next pass;
+                            # report leaves it in place and reports it (plan, status, events) until the model
+                            # file changes. A model's annotation gitops.kaito.sh/drift: report|correct wins.
 status:
   branch: ""                # "" = the branch being followed
   path: status
@@ -256,6 +262,7 @@ def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> Rep
             allow_all=prune.get("allowAll", PrunePolicy.allow_all),
         ),
         replace_policy=data.get("replacePolicy", RepoConfig.replace_policy),
+        drift=data.get("drift", RepoConfig.drift),
         status=StatusSettings(
             branch=status.get("branch", StatusSettings.branch),
             path=status_path,

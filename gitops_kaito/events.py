@@ -1,4 +1,5 @@
-"""Kubernetes Events on each Workspace the reconciler changes (Created, Updated, Replaced, Pruned, DriftCorrected).
+"""Kubernetes Events on each Workspace the reconciler changes (Created, Updated, Replaced, Pruned, DriftCorrected),
+and a Warning (DriftDetected) when it first sees drift it leaves in place (`drift: report`).
 
 Repeats of one event are aggregated like kubelet does: the same Event's count and lastTimestamp go up.
 """
@@ -10,7 +11,7 @@ import json
 import logging
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,17 @@ def message_for(change: Change, reason: str) -> str:
     }[reason]
 
 
+DRIFT_DETECTED = "DriftDetected"
+
+
+def drift_message(change: Change) -> str:
+    """The DriftDetected text: the fields and who changed them, nothing that moves between passes (a restarted
+    process that reports the same drift again aggregates onto the same Event)."""
+    who = f" by {', '.join(change.drift_by)}" if change.drift_by else ""
+    return (f"changed in the cluster{who}, not corrected (drift: report): {', '.join(change.fields)}; "
+            f"the repository's state returns with the next change of the model file or with drift: correct")
+
+
 class EventRecorder:
     """Writes core/v1 Events for one client; counts repeats of (object, reason, message) on one Event.
 
@@ -63,6 +75,9 @@ class EventRecorder:
         self.request_timeout_s = request_timeout_s
         self._counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        # Drift already reported on this connection, by object: its fields. Forgotten once the object no longer
+        # drifts, so drift that comes back is reported again; a pass that sees the same drift says nothing.
+        self.drift_seen: dict[str, tuple[str, ...]] = {}
 
     def record(self, ref: ObjectRef, reason: str, message: str, uid: str | None = None, type_: str = "Normal") -> None:
         namespace = ref.namespace or "default"
@@ -130,14 +145,49 @@ def _events_path(namespace: str) -> str:
 _recorders: weakref.WeakKeyDictionary[Any, EventRecorder] = weakref.WeakKeyDictionary()
 
 
-def record_changes(kube: Any, changes: Iterable[Change]) -> int:
-    """Record an Event for each done change of a Workspace; never raises (Events are best effort). Returns count."""
+def _recorder(kube: Any) -> EventRecorder | None:
     api_client = getattr(kube, "api_client", None)
     if api_client is None:  # a test double without a cluster behind it
-        return 0
+        return None
     recorder = _recorders.get(kube)
     if recorder is None or recorder.api_client is not api_client:
         recorder = _recorders[kube] = EventRecorder(api_client)
+    return recorder
+
+
+def record_drift(kube: Any, reported: Sequence[Change]) -> int:
+    """A Warning DriftDetected on each Workspace whose drift (`drift: report`, left in place) this connection has
+    not reported yet, or whose drifted fields changed; `reported` is every such change of one pass (all kinds).
+    Never raises. Returns how many Events were written.
+
+    "Already reported" lives with the connection: the daemon reports a drift once; separate `sync` runs each report
+    it again, onto the same Event (its count goes up)."""
+    recorder = _recorder(kube)
+    if recorder is None:
+        return 0
+    now = {str(c.ref): c for c in reported if c.ref.kind in EVENT_KINDS}
+    for gone in set(recorder.drift_seen) - set(now):
+        del recorder.drift_seen[gone]
+    written = 0
+    for key, change in now.items():
+        if recorder.drift_seen.get(key) == change.fields:
+            continue
+        uid = ((change.live or {}).get("metadata") or {}).get("uid")
+        try:
+            recorder.record(change.ref, DRIFT_DETECTED, drift_message(change), uid=uid, type_="Warning")
+        except Exception as err:  # an Event must never fail a pass; it is tried again next pass
+            log.info("could not record event %s on %s: %s", DRIFT_DETECTED, change.ref, err)
+            continue
+        recorder.drift_seen[key] = change.fields
+        written += 1
+    return written
+
+
+def record_changes(kube: Any, changes: Iterable[Change]) -> int:
+    """Record an Event for each done change of a Workspace; never raises (Events are best effort). Returns count."""
+    recorder = _recorder(kube)
+    if recorder is None:
+        return 0
     written = 0
     for change in changes:
         reason = reason_for(change)

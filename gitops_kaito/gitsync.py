@@ -29,8 +29,10 @@ from gitops_kaito.gitsource import (
 )
 from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.ownership import DEFAULT_INSTANCE, LABEL_MODEL
+from gitops_kaito.plan import Change
 from gitops_kaito.provision.pools import PoolRunner, pool_summary
 from gitops_kaito.status import (
+    DriftEntry,
     EndpointCheck,
     ModelReport,
     other_instances_files,
@@ -221,8 +223,14 @@ def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints
             ns, name, h, model_id=mid, sku=sku, nodes=model.nodes if model else None,
             gpus=model.gpus if model else None, price_per_hour=model.price_per_hour if model else None,
             revision=revision, source_path=outcome.path or (model.request.path if model else ""),
-            last_error=last_error, endpoint_check=check))
+            last_error=last_error, endpoint_check=check, drift=drift_entries(outcome.changes)))
     return reports
+
+
+def drift_entries(changes: Sequence[Change]) -> tuple[DriftEntry, ...]:
+    """The model's objects drifted and left in place this pass (drift: report), for its status file; `since` is
+    filled when the status is written (status.carry_since)."""
+    return tuple(DriftEntry(str(c.ref), c.fields, c.drift_by) for c in changes if c.drift_reported)
 
 
 def _split(model_id: str, model: Any) -> tuple[str, str]:

@@ -37,6 +37,11 @@ class Metrics:
         )
         self.drift = Counter("gitops_kaito_drift_corrected", "Objects brought back after a hand edit.", ["kind"],
                              registry=r)
+        self.drift_detected = Gauge(
+            "gitops_kaito_drift_detected",
+            "Objects changed in the cluster by someone else and left so (drift: report), as of the last pass.",
+            ["kind"], registry=r,
+        )
         self.models = Gauge("gitops_kaito_models", "Models by state.", ["state"], registry=r)
         self.git_errors = Counter("gitops_kaito_git_errors", "Git fetch/push failures.", ["operation"], registry=r)
         self.api_errors = Counter("gitops_kaito_api_errors", "Kubernetes or Azure API errors.", ["api", "code"],
@@ -56,12 +61,19 @@ class Metrics:
             ["sink", "result"], registry=r,
         )
         self._revision = ""
+        self._drift_kinds: set[str] = set()
 
     def set_revision(self, revision: str) -> None:
         if self._revision and self._revision != revision:
             self.applied_revision.remove(self._revision)
         self._revision = revision
         self.applied_revision.labels(revision=revision).set(1)
+
+    def set_drift_detected(self, counts: Mapping[str, int]) -> None:
+        """One pass's drifted objects by kind (plan.reported_drift_counts); a kind seen before and clean now is 0."""
+        for kind in set(self._drift_kinds) | set(counts):
+            self.drift_detected.labels(kind=kind).set(counts.get(kind, 0))
+        self._drift_kinds |= set(counts)
 
     def set_model_states(self, counts: Mapping[str, int]) -> None:
         for state in STATES:

@@ -26,6 +26,13 @@ RUNTIMES = ("vllm", "transformers")
 PROVISIONING_MODES = ("kaito", "nodeclaim", "machine", "aks", "byo")
 MAX_ADAPTERS = 10  # KAITO webhook rule (FACTS.md §4.2.9)
 
+# A model's own drift policy, overriding gitops-kaito.yaml's `drift:` for that model's objects: "correct" reverts a
+# hand edit of a field gitops-kaito manages on the next pass, "report" leaves it in place and reports it.
+ANNOTATION_DRIFT = "gitops.kaito.sh/drift"
+DRIFT_CORRECT = "correct"
+DRIFT_REPORT = "report"
+DRIFT_MODES = (DRIFT_CORRECT, DRIFT_REPORT)
+
 
 @dataclass(frozen=True)
 class Adapter:

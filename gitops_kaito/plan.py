@@ -1,6 +1,7 @@
 """Pure planning: desired objects vs the live objects we own -> an ordered Plan of Changes.
 
-Decides create/update/replace/delete/noop/blocked, the JSON patch of the fields we manage, drift, the prune guard.
+Decides create/update/replace/delete/noop/blocked, the JSON patch of the fields we manage, drift (corrected, or
+reported and left in place under `drift: report`), the prune guard.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonpatch
 
+from gitops_kaito.modelrequest import ANNOTATION_DRIFT, DRIFT_CORRECT, DRIFT_REPORT
 from gitops_kaito.objects import DesiredObject, Manifest, Normalised, ObjectRef, Wave
 from gitops_kaito.ownership import (
     ANNOTATION_PRUNE,
@@ -34,8 +36,10 @@ from gitops_kaito.ownership import (
 ANNOTATION_DIGEST = "gitops.kaito.sh/applied-digest"
 
 # Annotations that never take part in a comparison: our provenance (changes every commit, rewritten only
-# with a real change) and what KAITO's controller writes on Workspaces (FACTS.md §5.4).
-_IGNORED_ANNOTATIONS = (ANNOTATION_REVISION, ANNOTATION_DIGEST)
+# with a real change), the model's drift policy (switching it is not a change of desired state: to `report` must
+# not overwrite the hand edit it means to keep, to `correct` reverts it as drift) and what KAITO's controller
+# writes on Workspaces (FACTS.md §5.4).
+_IGNORED_ANNOTATIONS = (ANNOTATION_REVISION, ANNOTATION_DIGEST, ANNOTATION_DRIFT)
 _IGNORED_ANNOTATION_PREFIXES = ("workspace.kaito.io/",)
 
 # Metadata the server or other controllers set; never ours to compare even if a template carries it.
@@ -69,15 +73,28 @@ class Change:
     model_id: str
     wave: Wave
     patch: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)  # JSON patch live -> desired
-    drift: bool = False  # live was changed by someone else since we applied it
+    # Live was changed by someone else since we applied it. With action NOOP: drift reported, not corrected
+    # (`drift: report` and the desired state did not change), see drift_reported.
+    drift: bool = False
     reason: str = ""
     immutable: tuple[str, ...] = ()  # immutable paths that changed (replace / blocked)
     desired: Manifest | None = field(default=None, compare=False, hash=False, repr=False)
     live: Manifest | None = field(default=None, compare=False, hash=False, repr=False)
+    drift_by: tuple[str, ...] = ()  # drift: the field managers (kubectl-edit, ...) that own a differing field now
 
     @property
     def writes(self) -> bool:
         return self.action in WRITE_ACTIONS
+
+    @property
+    def drift_reported(self) -> bool:
+        """Drift left in place on purpose (`drift: report`): nothing is written, the plan and status say so."""
+        return self.drift and self.action == Action.NOOP
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields the patch touches, as people write them (resource.count, data.inference_config.yaml)."""
+        return tuple(dict.fromkeys(pointer_to_field(op.get("path", "")) for op in self.patch))
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,9 @@ class PlanPolicy:
     allow_mass_prune: bool = False  # --allow-mass-prune
     replace_policy: str = "manual"  # manual | auto
     replace_allowed: frozenset[str] = frozenset()  # model ids annotated gitops.kaito.sh/replace: allowed
+    drift: str = DRIFT_CORRECT  # correct | report: gitops-kaito.yaml's drift:, for models without the annotation
+    drift_report: frozenset[str] = frozenset()  # model ids annotated gitops.kaito.sh/drift: report
+    drift_correct: frozenset[str] = frozenset()  # model ids annotated gitops.kaito.sh/drift: correct
     keep: frozenset[str] = frozenset()  # model ids whose file exists but failed to load: never pruned
     suspended: frozenset[str] = frozenset()  # model ids suspended on purpose: pruned, not counted by the guard
     source_ok: bool = True  # False when the repo config failed to load: nothing is pruned
@@ -116,7 +136,13 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
+        """Whether a sync would write anything; drift reported and left in place (drift_reported) is not a change."""
         return bool(self.pending) or bool(self.pending_pools)
+
+    @property
+    def drift_reported(self) -> tuple[Change, ...]:
+        """Objects changed in the cluster by someone else and left so (`drift: report`): shown, never written."""
+        return tuple(c for c in self.changes if c.drift_reported)
 
     def for_model(self, model_id: str) -> tuple[Change, ...]:
         return self._by_model.get(model_id, ())
@@ -137,8 +163,17 @@ class Plan:
         out = {a.value: 0 for a in Action}
         for c in self.changes:
             out[c.action.value] += 1
-        out["drift"] = sum(1 for c in self.changes if c.drift)
+        out["drift"] = sum(1 for c in self.changes if c.drift and not c.drift_reported)  # to correct (or blocked)
+        out["driftReported"] = sum(1 for c in self.changes if c.drift_reported)
         return out
+
+
+def reported_drift_counts(plan: Plan) -> dict[str, int]:
+    """Objects drifted and left in place by kind: the gitops_kaito_drift_detected gauge's values for one pass."""
+    out: dict[str, int] = {}
+    for c in plan.drift_reported:
+        out[c.ref.kind] = out.get(c.ref.kind, 0) + 1
+    return out
 
 
 def key_of(ref: ObjectRef) -> Key:
@@ -219,17 +254,49 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
     immutable = immutable_changes(want.ref, live, live_cmp, want_cmp)
     if adopt:
         return _plan_adopt(want, policy, change, patch, immutable)
+    by = drift_managers(live, patch) if drift else ()
+    if drift and _same_as_applied(live, manifest) and reports_drift(want, policy):
+        # Only drift, and the model asks for it to be reported: nothing is written, whatever the fields (an
+        # immutable one too: a replace would be a correction). A change of desired state is applied as usual.
+        return change(Action.NOOP, reported_reason(patch, by), patch=patch, drift=True, immutable=immutable,
+                      drift_by=by)
     if immutable:
         fields = ", ".join(immutable)
         if _replace_allowed(want, policy):
             return change(Action.REPLACE, f"immutable field(s) {fields} changed: delete and create again",
-                          patch=patch, drift=drift, immutable=immutable)
+                          patch=patch, drift=drift, immutable=immutable, drift_by=by)
         return change(Action.BLOCKED,
                       f"immutable field(s) {fields} changed; replacing deletes and recreates the "
                       f"{want.ref.kind}: set replacePolicy: auto in gitops-kaito.yaml or annotate the model "
-                      f"{ANNOTATION_REPLACE}: allowed", patch=patch, drift=drift, immutable=immutable)
-    reason = "drift: changed in the cluster by someone else" if drift else "changed in the repository"
-    return change(Action.UPDATE, reason, patch=patch, drift=drift)
+                      f"{ANNOTATION_REPLACE}: allowed", patch=patch, drift=drift, immutable=immutable, drift_by=by)
+    if drift and reports_drift(want, policy):  # the repository changed too: its change overwrites the hand edit
+        reason = "changed in the repository; applying it also overwrites fields changed in the cluster"
+    else:
+        reason = "drift: changed in the cluster by someone else" if drift else "changed in the repository"
+    return change(Action.UPDATE, reason, patch=patch, drift=drift, drift_by=by)
+
+
+def reports_drift(want: DesiredObject, policy: PlanPolicy) -> bool:
+    """Whether this object's model keeps drift in place (report) rather than reverting it (correct): the model's
+    gitops.kaito.sh/drift annotation, else the repository's drift:."""
+    if want.model_id in policy.drift_report:
+        return True
+    if want.model_id in policy.drift_correct:
+        return False
+    annotations = (want.manifest.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(ANNOTATION_DRIFT)
+    if value in (DRIFT_REPORT, DRIFT_CORRECT):
+        return bool(value == DRIFT_REPORT)
+    return policy.drift == DRIFT_REPORT
+
+
+REPORTED = "drift reported, not corrected"
+
+
+def reported_reason(patch: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
+    fields = list(dict.fromkeys(pointer_to_field(op.get("path", "")) for op in patch))
+    who = f" by {', '.join(by)}" if by else ""
+    return f"{REPORTED} (drift: report): {', '.join(fields)} changed in the cluster{who}"
 
 
 def _as_unlabelled_default(want_cmp: Manifest, live: Manifest) -> Manifest:
@@ -452,6 +519,38 @@ def _clean(value: Any) -> Any:
         items = [_clean(v) for v in value]
         return value if all(c is v for c, v in zip(items, value, strict=True)) else items
     return value
+
+
+def _same_as_applied(live: Manifest, desired: Manifest) -> bool:
+    """Whether we want what we last applied (so a difference is drift alone): the applied digest says so, or,
+    on an object applied before digests, the same revision."""
+    live_ann = (live.get("metadata") or {}).get("annotations") or {}
+    want_ann = (desired.get("metadata") or {}).get("annotations") or {}
+    if live_ann.get(ANNOTATION_DIGEST):
+        return bool(live_ann[ANNOTATION_DIGEST] == want_ann.get(ANNOTATION_DIGEST))
+    return bool(live_ann.get(ANNOTATION_REVISION)) and live_ann.get(ANNOTATION_REVISION) == want_ann.get(
+        ANNOTATION_REVISION)
+
+
+def drift_managers(live: Manifest, patch: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The other field managers (kubectl-edit, a controller) that own one of the patched fields: who drifted it.
+    Empty when the server keeps no managedFields or the edit removed a field (nobody owns a missing one)."""
+    found: set[str] = set()
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        manager, tree = entry.get("manager"), entry.get("fieldsV1")
+        if manager and manager != FIELD_MANAGER and isinstance(tree, Mapping) and any(
+                _owned_path(tree, op.get("path", "")) for op in patch):
+            found.add(str(manager))
+    return tuple(sorted(found))
+
+
+def pointer_to_field(pointer: str) -> str:
+    """A JSON pointer as people write the field: /resource/count -> resource.count, /a/0/b -> a[0].b."""
+    out = ""
+    for part in pointer.split("/")[1:]:
+        key = part.replace("~1", "/").replace("~0", "~")
+        out += f"[{key}]" if key.isdigit() else (f".{key}" if out else key)
+    return out or "(the whole object)"
 
 
 def _is_drift(live: Manifest, desired: Manifest, patch: Sequence[Mapping[str, Any]]) -> bool:

@@ -1,6 +1,7 @@
 """Pure: per-model reports -> the files under status/ (status/<ns>/<name>.yaml and status/STATUS.md).
 
-Output is deterministic: an unchanged pass renders byte-identical files, so no commit is made.
+Output is deterministic: an unchanged pass renders byte-identical files, so no commit is made (drift left in
+place keeps the `since` it was first seen at).
 """
 
 from __future__ import annotations
@@ -31,6 +32,34 @@ class EndpointCheck:
 
 
 @dataclass(frozen=True)
+class DriftEntry:
+    """An object of the model changed in the cluster and left so (`drift: report`): which fields, by whom, since."""
+
+    object: str  # Kind/namespace/name
+    fields: tuple[str, ...]
+    by: tuple[str, ...] = ()  # field managers that own a drifted field now (kubectl-edit, ...); () = not known
+    since: str = ""  # when a pass first saw this object drifted (carried over while it stays drifted)
+
+    @property
+    def kind(self) -> str:
+        return self.object.split("/", 1)[0]
+
+
+MAX_DRIFT_FIELDS_SHOWN = 4  # STATUS.md's message cell names this many fields per object; the file has them all
+
+
+def drift_text(entries: Sequence[DriftEntry]) -> str:
+    """"drifted: Workspace resource.count (by kubectl-edit), not corrected: drift: report", for STATUS.md."""
+    parts = []
+    for e in entries:
+        fields = ", ".join(e.fields[:MAX_DRIFT_FIELDS_SHOWN])
+        if len(e.fields) > MAX_DRIFT_FIELDS_SHOWN:
+            fields += f" and {len(e.fields) - MAX_DRIFT_FIELDS_SHOWN} more"
+        parts.append(f"{e.kind} {fields} ({'by ' + ', '.join(e.by) if e.by else 'hand edit'})")
+    return f"drifted: {'; '.join(parts)}, not corrected: drift: report" if parts else ""
+
+
+@dataclass(frozen=True)
 class ModelReport:
     model_id: str
     namespace: str
@@ -50,6 +79,7 @@ class ModelReport:
     since: str = ""
     last_error: str | None = None
     source_path: str = ""
+    drift: tuple[DriftEntry, ...] = ()  # objects drifted and left in place (drift: report)
 
     @property
     def status_path(self) -> str:
@@ -61,7 +91,8 @@ def report_from_health(namespace: str, name: str, health: ModelHealth, *, model_
                        sku: str | None = None, nodes: int | None = None, gpus: int | None = None,
                        price_per_hour: float | None = None, revision: str = "", source_path: str = "",
                        last_error: str | None = None,
-                       endpoint_check: EndpointCheck = EndpointCheck()) -> ModelReport:
+                       endpoint_check: EndpointCheck = EndpointCheck(),
+                       drift: Sequence[DriftEntry] = ()) -> ModelReport:
     return ModelReport(
         model_id=model_id or f"{namespace}.{name}", namespace=namespace, name=name, state=health.state,
         reason=health.reason, message=health.message, sku=sku, nodes=nodes, gpus=gpus,
@@ -69,6 +100,7 @@ def report_from_health(namespace: str, name: str, health: ModelHealth, *, model_
         conditions=tuple((c.type, c.status, c.reason, c.message) for c in health.conditions),
         node_phases=tuple((n.name, n.phase, n.reason) for n in health.nodes),
         revision=revision, last_error=last_error, source_path=source_path,
+        drift=tuple(drift),
     )
 
 
@@ -117,13 +149,17 @@ def scrubbed(report: ModelReport) -> ModelReport:
 def carry_since(reports: Iterable[ModelReport], previous: Mapping[str, str], now: str,
                 keep_revision: Collection[str] = ()) -> tuple[ModelReport, ...]:
     """Keep each model's `since` from its previous status file while its state is unchanged, and for the
-    models in `keep_revision` the revision that file names (when it names one): one parse per file for both."""
+    models in `keep_revision` the revision that file names (when it names one): one parse per file for both.
+    Each drifted object keeps the `since` it was first seen drifted at while it stays drifted."""
     out = []
     for r in reports:
         prev = _safe_parse(previous.get(r.status_path))
         since = prev.since if prev is not None and prev.state == r.state and prev.since else now
         revision = prev.revision if prev is not None and prev.revision and r.model_id in keep_revision else r.revision
-        out.append(replace(r, since=since, revision=revision))
+        drifted_since = {e.object: e.since for e in prev.drift if e.since} if prev is not None else {}
+        drift = tuple(replace(e, since=e.since or drifted_since.get(e.object) or now)
+                      for e in sorted(r.drift, key=lambda e: e.object))  # in a stable order: no needless commit
+        out.append(replace(r, since=since, revision=revision, drift=drift))
     return tuple(out)
 
 
@@ -180,6 +216,10 @@ def model_document(report: ModelReport) -> dict[str, Any]:
         "conditions": [{"type": t, "status": s, "reason": rs, "message": m} for t, s, rs, m in r.conditions],
         "nodePhases": [{"name": n, "phase": p, "reason": rs} for n, p, rs in r.node_phases],
         "lastError": r.last_error,
+        # Only when there is some: a status file without drift stays byte-identical to one written before drift
+        # was reported at all (no commit rewriting every file).
+        **({"drift": [{"object": e.object, "fields": list(e.fields), "by": list(e.by), "since": e.since}
+                      for e in r.drift]} if r.drift else {}),
     }
 
 
@@ -209,6 +249,9 @@ def parse_model_yaml(text: str) -> ModelReport:
                           for n in doc.get("nodePhases") or []),
         revision=str(doc.get("revision") or ""), since=str(doc.get("since") or ""),
         last_error=doc.get("lastError"), source_path=str(doc.get("source") or ""),
+        drift=tuple(DriftEntry(str(d.get("object") or ""), tuple(str(f) for f in d.get("fields") or ()),
+                               tuple(str(b) for b in d.get("by") or ()), str(d.get("since") or ""))
+                    for d in doc.get("drift") or () if isinstance(d, dict)),
     )
 
 
@@ -273,6 +316,13 @@ def _md(text: str | None) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ").strip() or "-"
 
 
+def message_cell(report: ModelReport) -> str:
+    """The Message column: what holds the model up (a Ready one: its last error), then drift left in place. The
+    state stays what health says: a drifted model can be Ready."""
+    message = report.message if report.state != "Ready" else (report.last_error or "")
+    return "; ".join(m for m in (message, drift_text(report.drift)) if m)
+
+
 def render_status_md(reports: Sequence[ModelReport]) -> str:
     ordered = sorted(reports, key=lambda r: r.model_id)
     lines = [
@@ -293,9 +343,8 @@ def render_status_md(reports: Sequence[ModelReport]) -> str:
             if endpoint and r.endpoint_check.answers is not None:
                 served = f" ({r.endpoint_check.served_model})" if r.endpoint_check.served_model else ""
                 endpoint += " answers" + served if r.endpoint_check.answers else " not answering"
-            message = r.message if r.state != "Ready" else (r.last_error or "")
             cells = [f"{r.namespace}/{r.name}", f"{MARKERS.get(r.state, '[??]')} {r.state}", sku_cell(r),
                      price_cell(r), endpoint,
-                     short_revision(r.revision), r.since, message]
+                     short_revision(r.revision), r.since, message_cell(r)]
             lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

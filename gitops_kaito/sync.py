@@ -17,6 +17,7 @@ from gitops_kaito import apply as applying
 from gitops_kaito.config import Scope
 from gitops_kaito.kube import MANAGED_KINDS, WORKSPACE_VERSIONS, Kube, KubeError
 from gitops_kaito.loader import load_repository
+from gitops_kaito.modelrequest import ANNOTATION_DRIFT, DRIFT_CORRECT, DRIFT_REPORT
 from gitops_kaito.objects import DesiredObject, Manifest, ObjectRef
 from gitops_kaito.ownership import ANNOTATION_REPLACE, DEFAULT_INSTANCE, instance_of, instance_selector
 from gitops_kaito.plan import Action, Change, Plan, PlanPolicy, key_of, make_plan
@@ -157,6 +158,12 @@ def plan_policy(desired: Desired, *, allow_mass_prune: bool = False) -> PlanPoli
         replace_policy=config.replace_policy,
         replace_allowed=frozenset(r.model.request.id for r in desired.rendered
                                   if dict(r.model.request.annotations).get(ANNOTATION_REPLACE) == "allowed"),
+        # gitops.kaito.sh/drift on a model overrides the repository's drift: for every object of that model.
+        drift=config.drift,
+        drift_report=frozenset(r.model.request.id for r in desired.rendered
+                               if dict(r.model.request.annotations).get(ANNOTATION_DRIFT) == DRIFT_REPORT),
+        drift_correct=frozenset(r.model.request.id for r in desired.rendered
+                                if dict(r.model.request.annotations).get(ANNOTATION_DRIFT) == DRIFT_CORRECT),
         # A model whose file exists but failed (to load or render) keeps whatever it has in the cluster.
         keep=frozenset((set(desired.load.discovered_ids) - rendered_ids) | {m for m, _ in desired.invalid}),
         suspended=frozenset(r.model.request.id for r in desired.rendered if r.suspended),

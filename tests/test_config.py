@@ -38,7 +38,7 @@ def test_missing_file_gives_defaults(tmp_path: Path) -> None:
     config = load_config(tmp_path)
     assert config == RepoConfig()
     assert (config.default_namespace, config.provisioning, config.runtime) == ("default", "kaito", "vllm")
-    assert config.clouds == ("azure",) and config.replace_policy == "manual"
+    assert config.clouds == ("azure",) and config.replace_policy == "manual" and config.drift == "correct"
     assert config.prune == PrunePolicy(enabled=True, max_share=0.5, allow_all=False)
     assert config.status == StatusSettings(branch="", path="status", author_name="gitops-kaito",
                                            author_email="gitops-kaito@users.noreply.local")
@@ -64,6 +64,7 @@ defaults:
 clouds: [aws, azure]
 prune: {enabled: false, maxShare: 0.25, allowAll: true}
 replacePolicy: auto
+drift: report
 status:
   branch: gitops/status
   path: ops/status/
@@ -81,7 +82,7 @@ azure:
 nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: gpu}
 """))
     assert (config.default_namespace, config.provisioning, config.runtime) == ("ml", "nodeclaim", "transformers")
-    assert config.clouds == ("aws", "azure") and config.replace_policy == "auto"
+    assert config.clouds == ("aws", "azure") and config.replace_policy == "auto" and config.drift == "report"
     assert config.prune == PrunePolicy(enabled=False, max_share=0.25, allow_all=True)
     assert config.status == StatusSettings("gitops/status", "ops/status", "Bot", "bot@example.com")
     # SKU names come back in the catalog's spelling, so later lookups and messages match the catalog.
@@ -108,6 +109,7 @@ nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: gpu}
     (HEADER + "prune:\n  maxShare: 1.5\n", 4, "prune.maxShare: 1.5 is greater than the maximum of 1"),
     (HEADER + "prune:\n  enabled: maybe\n", 4, "prune.enabled: 'maybe' is not of type 'boolean'"),
     (HEADER + "replacePolicy: always\n", 3, "replacePolicy"),
+    (HEADER + "drift: ignore\n", 3, "drift: 'ignore' is not one of ['correct', 'report']"),
     (HEADER + "status:\n  path: ../outside\n", 4, "must be a relative folder path"),
     (HEADER + "status:\n  path: /abs\n", 4, "must be a relative folder path"),
     (HEADER + "status:\n  path: models/status\n", 4, "inside models/"),

@@ -101,3 +101,40 @@ def test_a_recorder_is_dropped_with_its_connection(cluster: ClusterTarget) -> No
     assert events_of(admin, cluster.namespace, "ghost")["Created"].count == 6
     admin.close()
 
+
+
+def test_drift_left_in_place_is_a_warning_once_and_again_when_it_comes_back(cluster: ClusterTarget,
+                                                                            tmp_path: Path) -> None:
+    ns = cluster.namespace
+    (tmp_path / "gitops-kaito.yaml").write_text("apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\n"
+                                                "drift: report\n")
+    path = tmp_path / "models" / ns / "phi.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(model_file("phi", namespace=ns))
+    admin = cluster.api_client()
+    custom = client.CustomObjectsApi(admin)
+
+    def hand_edit(value: str) -> None:
+        custom.patch_namespaced_custom_object("kaito.sh", "v1beta1", ns, "workspaces", "phi",
+                                              {"metadata": {"annotations": {"gitops.kaito.sh/source-path": value}}})
+
+    with Kube.connect(cluster.kubeconfig, cluster.context) as kube:
+        run_pass(tmp_path, kube, revision=REV)
+        hand_edit("x")
+        for _ in range(3):  # the same drift over three passes: reported once
+            assert len(run_pass(tmp_path, kube, revision=REV).plan.drift_reported) == 1
+        found = events_of(admin, ns, "phi")
+        detected = found["DriftDetected"]
+        assert detected.type == "Warning" and detected.count == 1 and detected.involved_object.uid
+        assert detected.message.startswith("changed in the cluster by ") and detected.message.count(
+            "not corrected (drift: report): metadata.annotations.gitops.kaito.sh/source-path;") == 1
+        assert "DriftCorrected" not in found
+
+        # Corrected by hand (back to what we applied): forgotten, so the same drift coming back is reported again.
+        hand_edit(f"models/{ns}/phi.yaml")
+        assert not run_pass(tmp_path, kube, revision=REV).plan.drift_reported
+        hand_edit("y")
+        run_pass(tmp_path, kube, revision=REV)
+        run_pass(tmp_path, kube, revision=REV)
+        assert events_of(admin, ns, "phi")["DriftDetected"].count == 2  # the same Event, aggregated
+    admin.close()

@@ -23,7 +23,7 @@ from gitops_kaito.gitsync import GitPassResult, GitSyncSettings, run_git_pass
 from gitops_kaito.history import model_history
 from gitops_kaito.kube import Kube, RetryPolicy
 from gitops_kaito.sandbox.apiserver import ApiServer
-from gitops_kaito.status import EndpointCheck
+from gitops_kaito.status import DriftEntry, EndpointCheck
 from tests.fixtures_cluster import ClusterTarget, skip_on_real, wait_until
 from tests.gitfixtures import Developer, Remote, make_remote, model_file
 
@@ -327,3 +327,47 @@ def test_a_noop_pass_lists_once_per_kind(world: World, monkeypatch: pytest.Monke
     assert third.writeback is not None and not third.writeback.committed
     ours = world.server.request_log.select(user_agent_prefix=UA)
     assert [e.verb for e in ours].count("list") == len(ours) == 4  # ConfigMap, NodeClaim, Machine, Workspace
+
+
+def test_drift_report_is_in_the_status_once_and_the_state_stays_ready(world: World) -> None:
+    skip_on_real(world.target, "plays KAITO to make the model Ready")
+    dev, ns = world.dev, world.ns
+    dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\ndrift: report\n")
+    dev.write(f"models/{ns}/phi.yaml", world.model("phi"))
+    dev.commit("add phi, drift: report")
+    world.git_pass("2025-01-01T00:00:00Z")
+    world.kaito_ready("phi")
+    world.git_pass("2025-01-01T00:01:00Z")
+    client.CustomObjectsApi(world.admin).patch_namespaced_custom_object(
+        "kaito.sh", "v1beta1", ns, "workspaces", "phi",
+        {"metadata": {"annotations": {"gitops.kaito.sh/source-path": "hand/made.yaml"}}},
+        field_manager="kubectl-annotate")
+
+    drifted = world.git_pass("2025-01-01T00:02:00Z")
+    assert drifted.sync.updated == 0 and drifted.writeback is not None and drifted.writeback.committed
+    doc = yaml.safe_load(world.remote.show(f"status/{ns}/phi.yaml"))
+    assert doc["state"] == "Ready" and doc["since"] == "2025-01-01T00:01:00Z"  # a drifted model can be Ready
+    assert doc["drift"] == [{"object": f"Workspace/{ns}/phi",
+                             "fields": ["metadata.annotations.gitops.kaito.sh/source-path"],
+                             "by": ["kubectl-annotate"], "since": "2025-01-01T00:02:00Z"}]
+    row = next(ln for ln in world.remote.show("status/STATUS.md").splitlines() if ln.startswith(f"| {ns}/phi "))
+    assert "[ok] Ready" in row and row.endswith(
+        "| drifted: Workspace metadata.annotations.gitops.kaito.sh/source-path (by kubectl-annotate), "
+        "not corrected: drift: report |")
+
+    tip, writes = world.remote.sha(), world.writes()
+    again = world.git_pass("2025-01-01T00:03:00Z")  # the same drift: no commit, no write, no Event
+    assert again.writeback is not None and not again.writeback.committed and world.remote.sha() == tip
+    assert world.writes() == writes
+    assert [r.drift for r in again.reports] == [(DriftEntry(f"Workspace/{ns}/phi", (
+        "metadata.annotations.gitops.kaito.sh/source-path",), ("kubectl-annotate",)),)]  # since: set when written
+
+    # The model says correct: the next pass reverts the edit, and the status drops the drift entry.
+    dev.pull()
+    dev.write(f"models/{ns}/phi.yaml", world.model("phi").replace(
+        "  name: phi\n", "  name: phi\n  annotations: {gitops.kaito.sh/drift: correct}\n"))
+    dev.commit("phi: drift: correct")
+    fixed = world.git_pass("2025-01-01T00:04:00Z")
+    assert fixed.sync.drift_corrected == 1
+    assert "drift" not in yaml.safe_load(world.remote.show(f"status/{ns}/phi.yaml"))
+

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gitops_kaito.modelrequest import ANNOTATION_DRIFT
 from gitops_kaito.objects import DesiredObject, Manifest, Wave
 from gitops_kaito.ownership import (
     ANNOTATION_PRUNE,
@@ -22,8 +23,11 @@ from gitops_kaito.plan import (
     PlanPolicy,
     comparable,
     digest,
+    drift_managers,
     make_plan,
     node_ready,
+    pointer_to_field,
+    reported_drift_counts,
     with_digest,
 )
 
@@ -437,3 +441,119 @@ def test_adopting_something_different_is_blocked_or_replaced_per_policy() -> Non
     assert blocked.immutable
     [replaced] = make_plan([want], [different], PlanPolicy(replace_policy="auto")).changes
     assert replaced.action == Action.REPLACE and "delete it and create ours" in replaced.reason
+
+
+# -- drift: report ---------------------------------------------------------------------------------------------
+
+REPORT = PlanPolicy(drift="report")
+
+
+def _hand_edited_configmap(manager: str = "kubectl-edit") -> Manifest:
+    live = served(configmap())
+    live["data"]["inference_config.yaml"] = "vllm:\n  max-model-len: 1\n"
+    live["metadata"]["managedFields"].append({"manager": manager, "operation": "Update", "fieldsType": "FieldsV1",
+                                              "fieldsV1": {"f:data": {"f:inference_config.yaml": {}}}})
+    return live
+
+
+def test_drift_alone_under_report_is_reported_and_not_written() -> None:
+    plan = make_plan([configmap(rev=REV2)], [_hand_edited_configmap()], REPORT)
+    (change,) = plan.changes
+    assert (change.action, change.drift, change.drift_reported) == (Action.NOOP, True, True)
+    assert change.fields == ("data.inference_config.yaml",)
+    assert change.drift_by == ("kubectl-edit",)
+    assert change.reason == ("drift reported, not corrected (drift: report): data.inference_config.yaml changed in "
+                             "the cluster by kubectl-edit")
+    assert list(change.patch) == [{"op": "replace", "path": "/data/inference_config.yaml",
+                                   "value": "vllm:\n  max-model-len: 4096\n"}]  # what a correction would do
+    assert not change.writes and not plan.has_changes and not plan.pending
+    assert plan.drift_reported == (change,)
+    counts = plan.counts()
+    assert (counts["driftReported"], counts["drift"], counts["noop"]) == (1, 0, 1)
+    assert reported_drift_counts(plan) == {"ConfigMap": 1}
+
+
+def test_the_same_drift_under_correct_is_an_update() -> None:
+    plan = make_plan([configmap(rev=REV2)], [_hand_edited_configmap()])
+    (change,) = plan.changes
+    assert (change.action, change.drift, change.drift_reported) == (Action.UPDATE, True, False)
+    assert change.drift_by == ("kubectl-edit",)
+    assert plan.counts()["drift"] == 1 and plan.counts()["driftReported"] == 0 and not plan.drift_reported
+    assert reported_drift_counts(plan) == {}
+
+
+def test_a_change_of_desired_state_under_report_is_applied_and_overwrites_the_drift() -> None:
+    live = _hand_edited_configmap()
+    plan = make_plan([configmap(max_len=8192, rev=REV2)], [live], REPORT)  # the model file changed too
+    (change,) = plan.changes
+    assert (change.action, change.drift, change.drift_reported) == (Action.UPDATE, True, False)
+    assert change.reason == "changed in the repository; applying it also overwrites fields changed in the cluster"
+    assert plan.has_changes and not plan.drift_reported
+
+
+def test_a_change_of_desired_state_without_drift_under_report_is_a_plain_update() -> None:
+    plan = make_plan([configmap(max_len=8192, rev=REV2)], [served(configmap())], REPORT)
+    (change,) = plan.changes
+    assert (change.action, change.drift, change.reason) == (Action.UPDATE, False, "changed in the repository")
+
+
+def test_an_object_applied_before_digests_reports_drift_by_its_revision() -> None:
+    live = _hand_edited_configmap()
+    del live["metadata"]["annotations"][ANNOTATION_DIGEST]
+    same = make_plan([configmap(rev=REV1)], [copy.deepcopy(live)], REPORT).changes[0]
+    assert same.drift_reported
+    newer = make_plan([configmap(rev=REV2)], [live], REPORT).changes[0]  # cannot tell: apply it
+    assert newer.action == Action.UPDATE and newer.drift
+
+
+@pytest.mark.parametrize(("repo", "report_ids", "correct_ids", "reported"), [
+    ("correct", {"ml.phi"}, set(), True),  # the model's annotation says report
+    ("report", set(), {"ml.phi"}, False),  # the model's annotation says correct
+    ("report", set(), {"ml.other"}, True),  # another model's annotation does not count
+    ("correct", set(), set(), False),
+])
+def test_the_model_annotation_overrides_the_repository_default(repo: str, report_ids: set[str],
+                                                                correct_ids: set[str], reported: bool) -> None:
+    policy = PlanPolicy(drift=repo, drift_report=frozenset(report_ids), drift_correct=frozenset(correct_ids))
+    (change,) = make_plan([configmap(rev=REV2)], [_hand_edited_configmap()], policy).changes
+    assert change.drift_reported is reported
+    assert change.action == (Action.NOOP if reported else Action.UPDATE)
+
+
+def test_the_drift_annotation_on_the_object_counts_and_switching_it_is_not_a_change() -> None:
+    want = workspace(rev=REV2)
+    want.manifest["metadata"]["annotations"][ANNOTATION_DRIFT] = "report"
+    live = served(workspace(rev=REV1))  # applied before the annotation was added
+    assert live["metadata"]["annotations"][ANNOTATION_DIGEST] == want.normalised.digest
+    assert not make_plan([want], [copy.deepcopy(live)]).has_changes  # the policy itself is never written alone
+    live["inference"]["config"] = "hand-made"
+    (change,) = make_plan([want], [live]).changes  # no policy sets: the Workspace's own annotation decides
+    assert change.drift_reported and change.fields == ("inference.config",)
+    assert change.drift_by == ()  # the test's server records no other manager for it
+
+
+def test_an_immutable_field_drifted_under_report_is_reported_not_blocked() -> None:
+    live = served(workspace(count=1))
+    live["resource"]["count"] = 3
+    reported = make_plan([workspace(count=1, rev=REV2)], [copy.deepcopy(live)], REPORT).changes[0]
+    assert reported.action == Action.NOOP and reported.drift_reported
+    assert reported.immutable == ("resource.count",) and reported.fields == ("resource.count",)
+    blocked = make_plan([workspace(count=1, rev=REV2)], [live]).changes[0]
+    assert blocked.action == Action.BLOCKED and blocked.drift  # correct mode: as before
+
+
+def test_drift_fields_read_like_paths() -> None:
+    assert pointer_to_field("/resource/count") == "resource.count"
+    assert pointer_to_field("/inference/adapters/0/source/image") == "inference.adapters[0].source.image"
+    assert pointer_to_field("/metadata/annotations/gitops.kaito.sh~1source-path") == (
+        "metadata.annotations.gitops.kaito.sh/source-path")
+    assert pointer_to_field("") == "(the whole object)"
+
+
+def test_drift_managers_are_the_others_that_own_a_differing_field() -> None:
+    live = _hand_edited_configmap("kubectl-edit")
+    live["metadata"]["managedFields"].append({"manager": "kubectl-label", "operation": "Update",
+                                              "fieldsV1": {"f:metadata": {"f:labels": {"f:team": {}}}}})
+    patch = [{"op": "replace", "path": "/data/inference_config.yaml", "value": "x"}]
+    assert drift_managers(live, patch) == ("kubectl-edit",)
+    assert drift_managers(served(configmap()), patch) == ()  # only our own manager

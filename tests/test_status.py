@@ -9,10 +9,12 @@ import yaml
 from gitops_kaito.health import Condition, ModelHealth
 from gitops_kaito.status import (
     STATUS_MD,
+    DriftEntry,
     EndpointCheck,
     GpuCost,
     ModelReport,
     cost_line,
+    drift_text,
     gpu_cost,
     parse_model_yaml,
     render_files,
@@ -122,3 +124,49 @@ def test_status_shows_what_the_gpu_nodes_cost_per_hour() -> None:
     assert "| $7.34/h |" in row
     assert gpu_cost(reports) == GpuCost(nodes=3, usd_per_hour=11.01, unpriced_models=1)
     assert gpu_cost([report("x", "Invalid")]) is None and cost_line([report("x", "Suspended")]) == ""
+
+
+# -- drift left in place (drift: report) -------------------------------------------------------------------------
+
+WS_DRIFT = DriftEntry("Workspace/ml/a", ("resource.count",), ("kubectl-edit",))
+CM_DRIFT = DriftEntry("ConfigMap/ml/a-inference-config", ("data.inference_config.yaml",))
+
+
+def test_drift_is_listed_in_the_file_and_the_message_column_while_the_state_stays() -> None:
+    files = render_files([report("a", drift=(WS_DRIFT, CM_DRIFT)), report("b")], {}, T1)
+    doc = yaml.safe_load(files["ml/a.yaml"])
+    assert doc["state"] == "Ready"
+    assert doc["drift"] == [
+        {"object": "ConfigMap/ml/a-inference-config", "fields": ["data.inference_config.yaml"], "by": [],
+         "since": T1},
+        {"object": "Workspace/ml/a", "fields": ["resource.count"], "by": ["kubectl-edit"], "since": T1},
+    ]
+    assert "drift" not in yaml.safe_load(files["ml/b.yaml"])  # none: the file is as it was before drift existed
+    row = next(ln for ln in files[STATUS_MD].splitlines() if ln.startswith("| ml/a "))
+    assert "[ok] Ready" in row
+    assert row.split(" | ")[-1] == ("drifted: ConfigMap data.inference_config.yaml (hand edit); Workspace "
+                                    "resource.count (by kubectl-edit), not corrected: drift: report |")
+
+
+def test_unchanged_drift_keeps_its_since_and_renders_byte_identical() -> None:
+    first = render_files([report("a", drift=(WS_DRIFT,))], {}, T1)
+    second = render_files([report("a", drift=(WS_DRIFT,))], first, T2)
+    assert second == first  # no new status commit for a drift already reported
+    more = replace(WS_DRIFT, fields=("resource.count", "inference.config"))
+    third = render_files([report("a", drift=(more, CM_DRIFT))], second, T2)
+    entries = {d["object"]: d["since"] for d in yaml.safe_load(third["ml/a.yaml"])["drift"]}
+    assert entries == {"Workspace/ml/a": T1, "ConfigMap/ml/a-inference-config": T2}  # since: per object
+    gone = render_files([report("a")], third, T2)
+    assert "drift" not in yaml.safe_load(gone["ml/a.yaml"])
+    back = render_files([report("a", drift=(WS_DRIFT,))], gone, "2025-01-01T00:10:00Z")
+    assert yaml.safe_load(back["ml/a.yaml"])["drift"][0]["since"] == "2025-01-01T00:10:00Z"  # drifted anew
+
+
+def test_drift_roundtrips_and_a_long_field_list_is_cut_in_the_table() -> None:
+    many = replace(WS_DRIFT, fields=tuple(f"f{i}" for i in range(7)))
+    files = render_files([report("a", "Provisioning", drift=(many,))], {}, T1)
+    parsed = parse_model_yaml(files["ml/a.yaml"])
+    assert parsed.drift == (replace(many, since=T1),)
+    row = next(ln for ln in files[STATUS_MD].splitlines() if ln.startswith("| ml/a "))
+    assert "a message; drifted: Workspace f0, f1, f2, f3 and 3 more (by kubectl-edit)" in row
+    assert drift_text(()) == ""

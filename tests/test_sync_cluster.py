@@ -8,6 +8,7 @@ a cluster missing CRDs need the emulator's hooks: those parts skip on a real clu
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -278,6 +279,97 @@ def test_a_hand_edit_is_reverted_and_reported_as_drift(env: Env) -> None:
         f"1 object(s) written; drift corrected: ConfigMap/{env.ns}/phi-inference-config")
     assert "4096" in env.configmap("phi-inference-config").data["inference_config.yaml"]
     assert env.workspace("qwen")["metadata"]["labels"]["team"] == "search"
+
+
+def _object_writes(env: Env) -> list[Any]:
+    """Writes to objects since mark(): an Event is a report, not a change of the cluster's state."""
+    return [e for e in env.requests(WRITES) if "/events" not in e.path]
+
+
+def _hand_edit_phi_and_qwen(env: Env) -> None:
+    client.CoreV1Api(env.admin).patch_namespaced_config_map(
+        "phi-inference-config", env.ns, {"data": {"inference_config.yaml": "vllm: {max-model-len: 1}\n"}},
+        field_manager="kubectl-edit")
+    env.custom().patch_namespaced_custom_object(
+        "kaito.sh", "v1beta1", env.ns, "workspaces", "qwen",
+        {"metadata": {"annotations": {"gitops.kaito.sh/source-path": "hand/made.yaml"}}},
+        field_manager="kubectl-annotate")
+
+
+def test_drift_report_leaves_a_hand_edit_in_place_until_the_model_says_correct(
+        env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    env.config("drift: report\n")
+    env.three_models()
+    env.sync()
+    _hand_edit_phi_and_qwen(env)
+    counting = env.target.emulator is not None
+    cm = f"ConfigMap/{env.ns}/phi-inference-config"
+    for i, revision in enumerate((REV1, REV2)):  # a pass, then one on a new commit: the same drift, left twice
+        env.mark()
+        result = env.sync(revision=revision)
+        assert not result.plan.has_changes and result.drift_corrected == 0 and result.updated == 0
+        assert {(str(c.ref), c.fields, c.drift_by) for c in result.plan.drift_reported} == {
+            (cm, ("data.inference_config.yaml",), ("kubectl-edit",)),
+            (f"Workspace/{env.ns}/qwen", ("metadata.annotations.gitops.kaito.sh/source-path",),
+             ("kubectl-annotate",))}
+        phi = result.outcome(env.id("phi"))
+        assert phi is not None and phi.state == "Unchanged"
+        assert phi.message == (f"{cm}: drift reported, not corrected (drift: report): data.inference_config.yaml "
+                               "changed in the cluster by kubectl-edit")
+        if counting:
+            assert env.writes() == (1 if i == 0 else 0)  # the first pass's one write: the DriftDetected Event
+            assert _object_writes(env) == []
+            assert sorted(e.verb for e in env.requests()) == (["create"] if i == 0 else []) + ["list"] * 4
+    assert env.configmap("phi-inference-config").data["inference_config.yaml"] == "vllm: {max-model-len: 1}\n"
+    assert env.workspace("qwen")["metadata"]["annotations"]["gitops.kaito.sh/source-path"] == "hand/made.yaml"
+
+    common = env.cli()
+    assert main(["plan", *common]) == 0  # nothing a sync would write
+    text = capsys.readouterr().out
+    assert "No changes: nothing to write. 2 object(s) differ from the repository by drift" in text
+    assert f"  ? drift   {cm}  (drift reported, not corrected (drift: report): data.inference_config.yaml" in text
+    assert "2 drifted, reported and not corrected (drift: report)." in text
+    assert main(["plan", "--format", "json", *common]) == 0
+    plan_doc = json.loads(capsys.readouterr().out)
+    assert plan_doc["hasChanges"] is False and plan_doc["counts"]["driftReported"] == 2
+    assert {"object": cm, "model": env.id("phi"), "fields": ["data.inference_config.yaml"], "by": ["kubectl-edit"],
+            "immutable": []} in plan_doc["driftReported"]
+    assert main(["plan", "--format", "markdown", *common]) == 0
+    md = capsys.readouterr().out
+    assert f"| `{env.id('phi')}` | 🟣 drift (not corrected) |" in md
+    assert f"> - `{cm}`: data.inference_config.yaml (by kubectl-edit)" in md
+    assert main(["diff", *common]) == 1  # the cluster differs from the repository
+    assert f"? drift {cm} ({env.id('phi')}): drift reported" in capsys.readouterr().out
+    assert main(["sync", "-o", "json", *common]) == 0
+    sync_doc = json.loads(capsys.readouterr().out)
+    assert sync_doc["driftReported"] == 2 and sync_doc["updated"] == 0
+
+    # The model says correct: its hand edit is reverted as drift; the other model's stays reported.
+    env.model("qwen", "  model: qwen2.5-coder-7b-instruct\n")
+    (env.models / "qwen.yaml").write_text((env.models / "qwen.yaml").read_text().replace(
+        "  name: qwen\n", "  name: qwen\n  annotations: {gitops.kaito.sh/drift: correct}\n"))
+    corrected = env.sync(revision=REV3)
+    assert corrected.drift_corrected == 1 and corrected.updated == 1
+    assert [str(c.ref) for c in corrected.plan.drift_reported] == [cm]
+    assert env.workspace("qwen")["metadata"]["annotations"]["gitops.kaito.sh/source-path"] == (
+        f"models/{env.ns}/qwen.yaml")
+    assert env.configmap("phi-inference-config").data["inference_config.yaml"] == "vllm: {max-model-len: 1}\n"
+
+
+def test_drift_report_still_applies_a_change_of_the_model_file(env: Env) -> None:
+    env.config("drift: report\n")
+    env.three_models()
+    env.sync()
+    _hand_edit_phi_and_qwen(env)
+    env.model("phi", "  model: phi-4-mini-instruct\n  config: {max-model-len: 8192}\n")
+    result = env.sync(revision=REV2)
+    (change,) = result.plan.pending
+    assert str(change.ref) == f"ConfigMap/{env.ns}/phi-inference-config" and change.action == Action.UPDATE
+    assert change.drift and not change.drift_reported  # the repository's change overwrites the hand edit
+    assert "applying it also overwrites fields changed in the cluster" in change.reason
+    assert result.updated == 1
+    assert "8192" in env.configmap("phi-inference-config").data["inference_config.yaml"]
+    assert [str(c.ref) for c in result.plan.drift_reported] == [f"Workspace/{env.ns}/qwen"]  # untouched: reported
 
 
 def test_a_broken_model_does_not_block_a_good_one(env: Env) -> None:

@@ -2,6 +2,7 @@
 
 plan: text, JSON or a pull-request comment in markdown (split under GitHub's size limit); diff: per-object diffs.
 With --base REV both plan against the repository as rendered at REV instead of the cluster (gitops_kaito.offline).
+Drift left in place under `drift: report` shows in both, with its fields; it is not a change a sync would make.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _POOL_SYMBOL = {"create": "+", "scale": "~", "update": "~", "retry": "~", "repla
                 "wait": "…", "conflict": "!", "blocked": "!"}
 _SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.DELETE: "-",
            Action.BLOCKED: "!", Action.NOOP: "="}
+DRIFT_SYMBOL, DRIFT_ACTION = "?", "drift"  # drift reported, not corrected (a NOOP change with drift)
 
 
 OFFLINE_HELP = """\
@@ -49,7 +51,9 @@ outside gitops-kaito and drift in the cluster are not visible this way. --kubeco
 flags are ignored.
 
 exit codes: 0 no changes; 1 changes, or invalid input in the head (each error with file:line); 2 usage or
-internal error (unknown REV, not a git repository, cluster unreachable without --base).
+internal error (unknown REV, not a git repository, cluster unreachable without --base). Drift reported and
+left in place (drift: report) is shown by both; `plan` exits 0 for it (a sync writes nothing), `diff` 1 (the
+cluster differs from the repository).
 """
 
 
@@ -144,9 +148,21 @@ def run_diff(args: argparse.Namespace) -> int:
     desired, plan, offline = _plan(args)
     for err in desired.errors:
         print(f"error: {err}", file=sys.stderr)
-    for change in plan.pending:
+    for change in _shown(plan):
         sys.stdout.write(object_diff(change, _before(offline)))
-    return EXIT_CHANGES if (plan.has_changes or desired.errors) else EXIT_OK
+    return EXIT_CHANGES if (plan.has_changes or plan.drift_reported or desired.errors) else EXIT_OK
+
+
+def _shown(plan: Plan) -> tuple[Change, ...]:
+    """What plan output lists object by object: the changes a sync makes and the drift it leaves, in plan order."""
+    return tuple(c for c in plan.changes if c.action != Action.NOOP or c.drift_reported)
+
+
+def _label(change: Change) -> tuple[str, str]:
+    """(symbol, action word) of a change as the plan prints it."""
+    if change.drift_reported:
+        return DRIFT_SYMBOL, DRIFT_ACTION
+    return _SYMBOL[change.action], change.action.value
 
 
 # ---------------------------------------------------------------------------------------------- diff
@@ -178,7 +194,8 @@ def object_diff(change: Change, before: str = "live") -> str:
     live, want = _sides(change)
     if change.action in (Action.DELETE, Action.BLOCKED) and change.desired is None:
         want = None
-    head = f"{_SYMBOL[change.action]} {change.action.value} {change.ref} ({change.model_id}): {change.reason}\n"
+    symbol, action = _label(change)
+    head = f"{symbol} {action} {change.ref} ({change.model_id}): {change.reason}\n"
     lines = difflib.unified_diff(_yaml(live), _yaml(want), fromfile=f"{before}/{change.ref}",
                                  tofile=f"desired/{change.ref}", n=3)
     return head + "".join(lines) + "\n"
@@ -200,8 +217,11 @@ def _cost_line(offline: OfflinePlan, bold: bool = False) -> str:
             f"-> {_money(offline.after.per_hour)}/h)")
 
 
-def _no_changes(offline: OfflinePlan | None) -> str:
+def _no_changes(offline: OfflinePlan | None, drifted: int = 0) -> str:
     if offline is None:
+        if drifted:
+            return (f"No changes: nothing to write. {drifted} object(s) differ from the repository by drift left in "
+                    "place (drift: report): reported, not corrected.")
         return "No changes: the cluster matches the repository."
     return f"No changes: the repository renders the same as {offline.base_ref}."
 
@@ -223,12 +243,11 @@ def write_text(desired: Desired, plan: Plan, out: TextIO, offline: OfflinePlan |
     for mid, note in _uncataloged_notes(model_rows(desired, plan)):
         print(f"note: {mid}: {note}", file=out)
     if not plan.has_changes:
-        print(_no_changes(offline), file=out)
-    for change in plan.changes:
-        if change.action == Action.NOOP:
-            continue
-        drift = " [drift]" if change.drift else ""
-        print(f"{_SYMBOL[change.action]:>3} {change.action.value:<7} {change.ref}{drift}  ({change.reason})", file=out)
+        print(_no_changes(offline, len(plan.drift_reported)), file=out)
+    for change in _shown(plan):
+        symbol, action = _label(change)
+        drift = " [drift]" if change.drift and not change.drift_reported else ""
+        print(f"{symbol:>3} {action:<7} {change.ref}{drift}  ({change.reason})", file=out)
         for op in change.patch:
             value = f" {json.dumps(op['value'])}" if "value" in op else ""
             print(f"        {op['op']} {op['path']}{value}", file=out)
@@ -242,8 +261,10 @@ def write_text(desired: Desired, plan: Plan, out: TextIO, offline: OfflinePlan |
         print(plan.prune_refused, file=out)
     counts = plan.counts()
     pools = f", {len(plan.pending_pools)} agent pool change(s)" if plan.pending_pools else ""
+    drifted = (f"; {counts['driftReported']} drifted, reported and not corrected (drift: report)"
+               if counts["driftReported"] else "")
     print(f"Plan: {counts['create']} to create, {counts['update']} to update, {counts['replace']} to replace, "
-          f"{counts['delete']} to delete, {counts['blocked']} blocked{pools}.", file=out)
+          f"{counts['delete']} to delete, {counts['blocked']} blocked{pools}{drifted}.", file=out)
     if offline is not None:
         print(f"Change in cost per hour: {_cost_line(offline)}", file=out)
 
@@ -271,9 +292,13 @@ def _plan_json(desired: Desired, plan: Plan) -> dict[str, Any]:
         "changes": [{
             "object": str(c.ref), "apiVersion": c.ref.api_version, "kind": c.ref.kind,
             "namespace": c.ref.namespace or None, "name": c.ref.name, "model": c.model_id,
-            "action": c.action.value, "wave": c.wave.name, "drift": c.drift, "reason": c.reason,
-            "immutable": list(c.immutable), "patch": [dict(op) for op in c.patch],
+            "action": c.action.value, "wave": c.wave.name, "drift": c.drift, "driftReported": c.drift_reported,
+            "reason": c.reason, "immutable": list(c.immutable), "patch": [dict(op) for op in c.patch],
+            **({"driftBy": list(c.drift_by)} if c.drift else {}),
         } for c in plan.changes],
+        # Objects changed in the cluster and left so (drift: report): not in hasChanges, a sync writes nothing.
+        "driftReported": [{"object": str(c.ref), "model": c.model_id, "fields": list(c.fields),
+                           "by": list(c.drift_by), "immutable": list(c.immutable)} for c in plan.drift_reported],
         "nodePools": [p.row() for p in plan.node_pools],
         "newNodes": new_nodes(desired, plan),
     }
@@ -315,7 +340,9 @@ def model_action(changes: Sequence[Change]) -> str:
         return "create"
     if pending == {Action.DELETE}:
         return "update" if any(c.desired is not None for c in changes) else "delete"  # else: a stale object
-    return "update" if pending else "no change"
+    if pending:
+        return "update"
+    return DRIFT_ACTION if any(c.drift_reported for c in changes) else "no change"
 
 
 def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
@@ -368,7 +395,8 @@ def _cell(value: Any) -> str:
 
 
 _ICON = {"create": "🟢 create", "update": "🟡 update", "replace": "🟠 replace", "delete": "🔴 delete",
-         "blocked": "⛔ blocked", "invalid": "❌ invalid", "suspend": "⏸️ suspend", "no change": "no change"}
+         "blocked": "⛔ blocked", "invalid": "❌ invalid", "suspend": "⏸️ suspend", "no change": "no change",
+         DRIFT_ACTION: "🟣 drift (not corrected)"}
 
 
 def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = None) -> list[str]:
@@ -382,9 +410,11 @@ def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = N
         lines.append(f"**{counts['create']}** to create, **{counts['update']}** to update, "
                      f"**{counts['replace']}** to replace, **{counts['delete']}** to delete"
                      + (f", **{counts['blocked']}** blocked" if counts["blocked"] else "")
-                     + (f" ({counts['drift']} drifted in the cluster)" if counts["drift"] else "") + ".")
+                     + (f" ({counts['drift']} drifted in the cluster)" if counts["drift"] else "")
+                     + (f"; **{counts['driftReported']}** drifted, reported and not corrected (drift: report)"
+                        if counts["driftReported"] else "") + ".")
     else:
-        lines.append(_no_changes(offline))
+        lines.append(_no_changes(offline, counts["driftReported"]))
     lines += ["", "| Model | Action | Preset | GPU SKU | Nodes | GPUs | Price / hour |",
               "|---|---|---|---|---:|---:|---:|"]
     total = 0.0
@@ -416,6 +446,11 @@ def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = N
     for change in plan.changes:
         if change.action == Action.BLOCKED and change.desired is not None:
             notes.append(f"> [!IMPORTANT]\n> `{change.ref}`: {change.reason}")
+    if plan.drift_reported:  # one alert for all of them
+        notes.append("> [!WARNING]\n> Changed in the cluster, reported and not corrected (drift: report); the next "
+                     "change of the model file overwrites it:\n" + "\n".join(
+                         f"> - `{c.ref}`: {', '.join(c.fields)}" + (f" (by {', '.join(c.drift_by)})" if c.drift_by else "")
+                         for c in plan.drift_reported))
     made = new_nodes(desired, plan)
     if made:
         lines += ["", "#### GPU nodes this change creates", "",
@@ -431,10 +466,13 @@ def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = N
     for note in notes:  # a blank line between alerts, or GitHub renders consecutive ones as one box
         lines += ["", note]
     parts = ["\n".join(lines) + "\n"]
-    for change in plan.pending:
+    for change in _shown(plan):
         body = object_diff(change, _before(offline))
-        summary = f"{_SYMBOL[change.action]} <code>{change.ref}</code> — {change.action.value}"
-        if change.drift:
+        symbol, action = _label(change)
+        summary = f"{symbol} <code>{change.ref}</code> — {action}"
+        if change.drift_reported:
+            summary += " (reported, not corrected)"
+        elif change.drift:
             summary += " (drift)"
         parts.append(f"<details><summary>{summary}</summary>\n\n```diff\n{body}```\n</details>\n")
     return parts

@@ -132,18 +132,27 @@ def print_result(result: PassResult) -> None:
                 ["model", "state", "message"])
     for err in result.errors:
         print(f"error: {err}", file=sys.stderr)
-    print(("dry run, " if result.dry_run else "") + result.summary())
+    print(("dry run, " if result.dry_run else "") + result.summary() + drift_note(result))
+
+
+def drift_note(result: PassResult) -> str:
+    """"; 2 drifted object(s) reported, not corrected (drift: report)", or "" when the pass left no drift."""
+    drifted = len(result.plan.drift_reported)
+    return f"; {drifted} drifted object(s) reported, not corrected (drift: report)" if drifted else ""
 
 
 def result_dict(result: PassResult) -> dict[str, Any]:
     return {
         "revision": result.revision, "dryRun": result.dry_run, "durationSeconds": round(result.duration_s, 3),
         "created": result.created, "updated": result.updated, "replaced": result.replaced,
-        "pruned": result.pruned, "driftCorrected": result.drift_corrected, "failed": result.failed,
+        "pruned": result.pruned, "driftCorrected": result.drift_corrected,
+        "driftReported": len(result.plan.drift_reported), "failed": result.failed,
         "errors": list(result.errors),
         "models": [{"model": o.model_id, "state": o.state, "message": o.message, "path": o.path or None,
                     "changes": [{"object": str(c.ref), "action": c.action.value, "drift": c.drift,
-                                 "reason": c.reason} for c in o.changes]}
+                                 "reason": c.reason,
+                                 **({"driftReported": True, "fields": list(c.fields), "driftBy": list(c.drift_by)}
+                                    if c.drift_reported else {})} for c in o.changes]}
                    for o in result.outcomes],
     }
 
