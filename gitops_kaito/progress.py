@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from gitops_kaito.status import SUMMARY_ORDER, ModelReport, sku_cell
+from gitops_kaito.status import SUMMARY_ORDER, ModelReport, drift_text, sku_cell
 
 MODEL_COLUMNS = ("model", "state", "sku x nodes", "message")
 GAP = "   "
@@ -156,7 +156,9 @@ class Progress:
 
 def model_row(report: ModelReport) -> tuple[str, str, str, str]:
     message = report.message if report.state != "Ready" else (report.endpoint or report.message)
-    return (f"{report.namespace}/{report.name}", report.state, sku_cell(report), message)
+    drift = drift_text(report.drift)  # drift left in place (drift: report) shows beside any state
+    return (f"{report.namespace}/{report.name}", report.state, sku_cell(report),
+            "; ".join(m for m in (message, drift) if m))
 
 
 def model_line(row: Sequence[str]) -> str:

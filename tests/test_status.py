@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+import git
+import pytest
 import yaml
 
 from gitops_kaito.health import Condition, ModelHealth
@@ -170,3 +173,20 @@ def test_drift_roundtrips_and_a_long_field_list_is_cut_in_the_table() -> None:
     row = next(ln for ln in files[STATUS_MD].splitlines() if ln.startswith("| ml/a "))
     assert "a message; drifted: Workspace f0, f1, f2, f3 and 3 more (by kubectl-edit)" in row
     assert drift_text(()) == ""
+
+
+def test_the_status_command_and_the_wait_display_show_drift_left_in_place(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gitops_kaito.cli import main
+    from gitops_kaito.progress import model_row
+
+    drifted = report("a", drift=(WS_DRIFT,))
+    git.Repo.init(tmp_path)  # `status --repo` reads a clone
+    for rel, text in render_files([drifted, report("b")], {}, T1).items():
+        (tmp_path / "status" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "status" / rel).write_text(text)
+    assert main(["status", "--repo", str(tmp_path)]) == 0
+    [line] = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("ml/a ")]
+    assert line.rstrip().endswith("drifted: Workspace resource.count (by kubectl-edit), not corrected: drift: report")
+    assert model_row(drifted)[3].endswith("not corrected: drift: report")
+    assert "drifted" not in model_row(report("b"))[3]

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from gitops_kaito.status import (
         cost_line,
         gpu_cost,
+        message_cell,
         model_document,
         price_cell,
         short_revision,
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [{"model": f"{r.namespace}/{r.name}", "state": r.state, "sku x nodes": sku_cell(r),
              "per hour": price_cell(r), "endpoint": r.endpoint, "revision": short_revision(r.revision), "since": r.since,
-             "message": r.message if r.state != "Ready" else (r.last_error or "")} for r in reports]
+             "message": message_cell(r)} for r in reports]
     print_table(rows, ["model", "state", "sku x nodes", "per hour", "endpoint", "revision", "since", "message"])
     print(summary_line(reports))
     if line := cost_line(reports):
