@@ -26,7 +26,7 @@ from gitops_kaito.leader import LeaderElector, LeaseSettings
 from gitops_kaito.logs import set_format
 from gitops_kaito.metrics import Metrics
 from gitops_kaito.notify import Notifier, Request, Sender, Sink
-from gitops_kaito.plan import Action
+from gitops_kaito.plan import Action, reported_drift_counts
 from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.settings import RunSettings, SettingsError
 from gitops_kaito.status import gpu_cost
@@ -76,6 +76,7 @@ def record_pass(metrics: Metrics, done: GitPassResult) -> None:
             if change.drift and change.action == Action.UPDATE:
                 metrics.drift.labels(kind=change.ref.kind).inc()
     metrics.set_model_states(Counter(r.state for r in done.reports))
+    metrics.set_drift_detected(reported_drift_counts(result.plan))
     cost = gpu_cost(done.reports)
     metrics.gpu_nodes.set(cost.nodes if cost else 0)
     metrics.gpu_cost.set(cost.usd_per_hour if cost else 0.0)

@@ -340,3 +340,21 @@ def test_a_model_becoming_ready_is_announced_once(
         assert len(received) == 1, "a pass with nothing changed sent a notification"
         metrics = get(f"{svc.url}/metrics")[1]
         assert metric(metrics, "gitops_kaito_notifications_total", sink="generic", result="sent") == 1
+
+
+def test_drift_left_in_place_is_on_the_metrics_and_stays(world: World) -> None:
+    world.dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\ndrift: report\n")
+    world.dev.write(f"models/{world.ns}/phi.yaml",
+                    model_file("phi", namespace=world.ns) + "  config: {max-model-len: 4096}\n")
+    world.dev.commit("phi with its own max-model-len; hand edits are reported, not reverted")
+    core = client.CoreV1Api(world.admin)
+    with Service(world.settings("cache")) as svc:
+        assert svc.daemon.wait_for_passes(1, 30)
+        hand_edit = "vllm:\n  max-model-len: 2048\n"
+        core.patch_namespaced_config_map("phi-inference-config", world.ns, {"data": {"inference_config.yaml": hand_edit}},
+                                         field_manager="kubectl-edit")
+        svc.daemon.trigger("test: after the hand edit")
+        wait_until(lambda: metric(get(f"{svc.url}/metrics")[1], "gitops_kaito_drift_detected", kind="ConfigMap") == 1,
+                   30, what="the drift gauge")
+        assert metric(get(f"{svc.url}/metrics")[1], "gitops_kaito_drift_corrected_total", kind="ConfigMap") == 0
+    assert core.read_namespaced_config_map("phi-inference-config", world.ns).data["inference_config.yaml"] == hand_edit
