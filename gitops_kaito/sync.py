@@ -94,6 +94,8 @@ class PassResult(applying.ChangeCounts):
         text = f"revision {self.revision}: " + ", ".join(parts)
         if self.drift_corrected:
             text += f" ({self.drift_corrected} drift corrected)"
+        if reported := len(self.plan.drift_reported):
+            text += f"; {reported} drifted, left in place (drift: report)"
         if self.failed:
             text += f"; {self.failed} failed"
         if self.abandoned:

@@ -312,6 +312,7 @@ def test_drift_report_leaves_a_hand_edit_in_place_until_the_model_says_correct(
             (cm, ("data.inference_config.yaml",), ("kubectl-edit",)),
             (f"Workspace/{env.ns}/qwen", ("metadata.annotations.gitops.kaito.sh/source-path",),
              ("kubectl-annotate",))}
+        assert "; 2 drifted, left in place (drift: report)" in result.summary()  # the daemon's log line
         phi = result.outcome(env.id("phi"))
         assert phi is not None and phi.state == "Unchanged"
         assert phi.message == (f"{cm}: drift reported, not corrected (drift: report): data.inference_config.yaml "
