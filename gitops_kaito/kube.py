@@ -100,11 +100,10 @@ class Kube:
         # and sleep through a server's whole Retry-After (an hour, if it says so). The pool manager copies
         # `retries` when the rest client is built, so an existing one is rebuilt to see the change.
         api_client.configuration.retries = False
-        if api_client.rest_client.pool_manager.connection_pool_kw.get("retries") is not False:
-            api_client.rest_client.close()
-            api_client.rest_client = k8s_rest.RESTClientObject(api_client.configuration)
-        self.api_client = api_client
         self.retry = retry or RetryPolicy()
+        api_client.rest_client.close()
+        api_client.rest_client = _DeadlineRESTClient(api_client.configuration, self.retry.request_timeout_s)
+        self.api_client = api_client
         self._sleep = sleep
         self._cache_file = cache_file or _default_cache_file()
         self._dynamic: DynamicClient | None = None
@@ -294,6 +293,20 @@ class Kube:
             log.warning("%s failed (%s); retrying in %.1fs", what, err, delay,
                         extra={"fields": {"status": err.status, "attempt": attempt}})
             self._sleep(delay)
+
+
+class _DeadlineRESTClient(k8s_rest.RESTClientObject):
+    """Gives every request the deadline, discovery's too: the dynamic client's discovery passes none, and a server
+    that accepts and never answers would otherwise hang the pass (and the daemon's every later pass) for good."""
+
+    def __init__(self, configuration: k8s_client.Configuration, timeout_s: float | None) -> None:
+        super().__init__(configuration)
+        self._timeout_s = timeout_s
+
+    def request(self, method: str, url: str, headers: Any = None, body: Any = None, post_params: Any = None,
+                _request_timeout: Any = None) -> Any:
+        return super().request(method, url, headers=headers, body=body, post_params=post_params,
+                               _request_timeout=_request_timeout or self._timeout_s)
 
 
 def _default_cache_file() -> Path:

@@ -124,6 +124,28 @@ def test_timeout_beyond_the_client_deadline_is_retried(tmp_path: Path) -> None:
         w.close()
 
 
+def test_discovery_that_never_answers_times_out_and_the_next_pass_recovers(tmp_path: Path) -> None:
+    """Fault: the server accepts the discovery request (GET /apis) and holds it far beyond the client's deadline.
+    Checks: discovery is bounded by RetryPolicy.request_timeout_s like every other call (the dynamic client passes
+    no deadline of its own), is retried, and the pass then fails with one clear error instead of hanging; once
+    discovery answers again the next pass converges."""
+    from gitops_kaito.kube import RetryPolicy
+
+    w = KubeWorld(tmp_path, retry=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.05,
+                                              request_timeout_s=0.3))
+    try:
+        w.models(MODELS)
+        held = w.server.faults.add(Fault(method="GET", path_regex=r"^/apis$", status=0, delay_s=5.0, times=None))
+        with pytest.raises(SyncError, match="timed out"):
+            run_pass(w.repo, w.kube, revision=REV1)
+        assert held.hits == 2, "discovery was not retried once, or not bounded"
+        w.server.faults.clear()
+        result = run_pass(w.repo, w.kube, revision=REV1)
+        assert result.ok and result.created == 3, result.outcomes
+    finally:
+        w.close()
+
+
 def test_connection_refused_fails_the_pass_cleanly(world: KubeWorld, capsys: pytest.CaptureFixture[str]) -> None:
     """Fault: the API server is gone before the pass (connection refused). Checks: run_pass raises SyncError
     naming the unreachable server, the CLI exits 2 with one plain error line and no traceback, nothing changes,
