@@ -347,3 +347,19 @@ def test_a_model_whose_pool_cannot_be_built_fails_alone(h: Harness) -> None:
         ("ml.phi", PHI.name, "Ready", ""), ("ml.broken", broken.name, "Failed", INVALID_POOL)]
     assert "no instance type" in outcomes[1].message
     assert h.arm.pool_names() == sorted([PHI.name, broken.name])
+
+
+def test_a_hung_arm_is_cut_off_by_the_read_timeout_and_reported(h: Harness) -> None:
+    """ARM accepts the LIST and answers long after the deadline: the call gives up (azure-core's 300 s default would
+    hold the pass for minutes), every model reports the error, nothing is written; after the back-off it goes
+    through."""
+    h.arm.add_fault(ArmFault.slow("LIST", delay_s=5.0))
+    settings = replace(h.settings, read_timeout_s=0.3)
+    prov = AgentPoolProvisioner.for_settings(settings, StaticTokenCredential(h.arm.settings.token),
+                                             sleep=h.sleeps.append, clock=h.clock)
+    out = one(prov.reconcile([PHI], revision="r1", wait_s=WAIT), PHI.name)
+    assert out.state not in ("Ready", "Creating") and "timed out" in out.message.lower(), out
+    assert h.puts() == 0
+    h.clock.now += 301  # past the failed pool's back-off
+    again = one(prov.reconcile([PHI], revision="r1", wait_s=WAIT), PHI.name)
+    assert again.state == "Ready", again

@@ -55,6 +55,9 @@ class AksSettings:
     location: str = ""
     polling_interval_s: float = 30.0  # LRO poll interval; AKS operations take minutes
     retry_total: int = 3  # azure-core's own retries (connection errors, 5xx, short Retry-After)
+    # Per request (azure-core's defaults are 300 s each): a hung ARM must not hold the pass for many minutes.
+    connection_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
 
     def validate(self) -> AksSettings:
         missing = [f for f in ("subscription_id", "resource_group", "cluster_name") if not getattr(self, f)]
@@ -168,6 +171,8 @@ def make_client(settings: AksSettings, credential: Any | None = None, **client_k
         "credential_scopes": [settings.credential_scope],
         "polling_interval": settings.polling_interval_s,
         "retry_total": settings.retry_total,
+        "connection_timeout": settings.connection_timeout_s,
+        "read_timeout": settings.read_timeout_s,
     }
     if is_loopback_url(settings.arm_endpoint):
         kwargs["per_call_policies"] = [LoopbackHttpPolicy()]

@@ -40,6 +40,7 @@ class ArmFault:
     times: int | None = 1  # None: every matching request
     retry_after: int | None = None
     on_result: bool = False
+    delay_s: float = 0.0  # answer this much later (a slow or hung ARM); with status 0, then answer normally
 
     @classmethod
     def quota(cls, pool: str | None = None, times: int | None = 1) -> ArmFault:
@@ -65,6 +66,10 @@ class ArmFault:
         return cls(method, None, 429, "TooManyRequests",
                    "The request is being throttled as the limit has been reached for operation type - Write.",
                    times, retry_after=retry_after)
+
+    @classmethod
+    def slow(cls, method: str = "LIST", delay_s: float = 5.0, times: int | None = 1) -> ArmFault:
+        return cls(method, None, 0, "", "", times, delay_s=delay_s)
 
     @classmethod
     def auth_failure(cls, method: str = "ANY", times: int | None = None) -> ArmFault:
@@ -354,6 +359,10 @@ class ArmEmulator:
         if headers.get("Authorization", "") != f"Bearer {s.token}":
             return _error(401, "InvalidAuthenticationToken", "The access token is missing or invalid.")
         fault = self._take_fault(kind, pool, on_result=False)
+        if fault is not None and fault.delay_s:
+            time.sleep(fault.delay_s)  # the emulated server is slow; the client's deadline decides what happens
+        if fault is not None and fault.status == 0:
+            fault = None
         if fault is not None:
             extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             status, hdrs, payload = _error(fault.status, fault.code, fault.message)
