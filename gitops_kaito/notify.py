@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 DEPLOYED = "deployed"
 FAILED_EVENT = "failed"
 DEGRADED = "degraded"
+RECOVERED = "recovered"
 REMOVED = "removed"
-EVENTS = (DEPLOYED, FAILED_EVENT, DEGRADED, REMOVED)
+EVENTS = (DEPLOYED, FAILED_EVENT, DEGRADED, RECOVERED, REMOVED)
 
 READY = "Ready"
 FAILURE_STATES = frozenset({"Failed", "Blocked", "Invalid"})
@@ -61,7 +62,7 @@ class Tracked:
 
 @dataclass(frozen=True)
 class Event:
-    event: str  # deployed | failed | degraded | removed
+    event: str  # deployed | failed | degraded | recovered | removed
     model_id: str
     namespace: str
     name: str
@@ -128,6 +129,8 @@ def decide(previous: Mapping[str, Tracked] | None, reports: Sequence[ModelReport
             now = replace(now, failure="")
             if r.model_id not in written and rev != now.deployed:
                 kind, now = DEPLOYED, replace(now, deployed=rev)
+            elif was is not None and was != READY and rev == now.deployed:
+                kind = RECOVERED  # back to Ready at the revision already announced: the "all clear" after a page
         elif r.state in FAILURE_STATES:
             key = failure_key(r)
             if key != now.failure:
@@ -247,6 +250,8 @@ def event_text(event: Event) -> str:
     elif event.event == FAILED_EVENT:
         was = f" (was {event.previous_state})" if event.previous_state else ""
         text = f"❌ {event.model} is {event.state}{was} at {rev}: {_why(event)}"
+    elif event.event == RECOVERED:
+        text = f"✅ {event.model} is Ready again at {rev} (was {event.previous_state})"
     elif event.event == DEGRADED:
         text = f"⚠️ {event.model} left Ready: now {event.state} at {rev}" + (f": {event.message}" if event.message
                                                                              else "")

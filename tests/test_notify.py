@@ -26,6 +26,7 @@ from gitops_kaito.notify import (
     DEGRADED,
     DEPLOYED,
     FAILED_EVENT,
+    RECOVERED,
     REMOVED,
     Answer,
     Decision,
@@ -38,6 +39,7 @@ from gitops_kaito.notify import (
     Sink,
     Tracked,
     decide,
+    event_text,
     redact_url,
     requests_for,
     retry_delay,
@@ -142,7 +144,17 @@ def test_leaving_ready_is_degraded_once() -> None:
     assert events == [(DEGRADED, "a"), (DEGRADED, "b")]
     assert p.run(report("a", "Provisioning"), report("b", "Suspended")) == []
     assert p.run(report("a", "Pending"), report("b", "Suspended")) == [], "not Ready before: nothing left"
-    assert p.run(report("a", "Ready"), report("b", "Suspended")) == [], "R1 was announced already"
+    assert p.run(report("a", "Ready"), report("b", "Suspended")) == [(RECOVERED, "a")], "R1 announced: recovered"
+    assert p.run(report("a", "Ready"), report("b", "Suspended")) == []
+
+
+def test_a_failure_then_ready_again_at_the_same_revision_is_recovered_once() -> None:
+    p = Passes(report("a", "Ready"))
+    assert p.run(report("a", "Failed", reason="NodeNotReady", message="node n1 lost")) == [(FAILED_EVENT, "a")]
+    decision = p.last(report("a", "Ready"))
+    assert [(e.event, e.previous_state, e.revision) for e in decision.events] == [(RECOVERED, "Failed", R1)]
+    assert event_text(decision.events[0]).startswith("✅ default/a is Ready again at")
+    assert p.run(report("a", "Ready")) == []
 
 
 def test_pruned_models_are_removed_and_missing_ones_remembered() -> None:
