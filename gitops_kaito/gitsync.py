@@ -133,7 +133,8 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
                         if o.state == applying.PRUNED and o.model_id not in reported)
 
         def build(previous: Mapping[str, str]) -> Mapping[str, str]:
-            files = render_files(reports, previous, stamp, keep_revision=unwritten_models(reports, result))
+            files = render_files(reports, previous, stamp, keep_revision=unwritten_models(reports, result),
+                                 problems=pass_problems(result))
             if status_path == status_root:  # the root also holds the named instances' folders: keep them
                 files = {**other_instances_files(previous), **files}
             _pause_point("status-built")
@@ -157,6 +158,16 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
 def git_source(settings: GitSyncSettings, timeout_s: float = DEFAULT_TIMEOUT_S) -> GitSource:
     return GitSource(SourceSpec(settings.url, branch=settings.branch, auth=settings.auth), settings.cache_dir,
                      timeout_s)
+
+
+def pass_problems(result: PassResult) -> list[str]:
+    """The pass's errors that no single model's row shows (a broken gitops-kaito.yaml or template override,
+    a duplicate name across files, the prune guard), in the order the pass met them."""
+    own = [o.path + ":" for o in result.outcomes if o.state == INVALID and o.path]
+    problems = [e for e in result.errors if not any(e.startswith(prefix) for prefix in own)]
+    if result.plan.prune_refused:
+        problems.append(result.plan.prune_refused)
+    return list(dict.fromkeys(problems))
 
 
 def unwritten_models(reports: Sequence[ModelReport], result: PassResult) -> set[str]:

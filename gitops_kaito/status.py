@@ -174,15 +174,16 @@ def _safe_parse(text: str | None) -> ModelReport | None:
 
 # -- rendering ------------------------------------------------------------------------------------
 def render_files(reports: Iterable[ModelReport], previous: Mapping[str, str], now: str,
-                 keep_revision: Collection[str] = ()) -> dict[str, str]:
+                 keep_revision: Collection[str] = (), problems: Sequence[str] = ()) -> dict[str, str]:
     """All files of the status folder, keyed by path relative to it. Files not listed should not exist.
 
-    `keep_revision`: model ids whose previous status file's revision stays (see carry_since).
+    `keep_revision`: model ids whose previous status file's revision stays (see carry_since). `problems`: what
+    held the pass back beyond single models (a broken gitops-kaito.yaml or template, the prune guard), for STATUS.md.
     """
     final = sorted(carry_since((scrubbed(r) for r in reports), previous, now, keep_revision),
                    key=lambda r: r.model_id)
     files = {r.status_path: render_model_yaml(r) for r in final}
-    files[STATUS_MD] = render_status_md(final)
+    files[STATUS_MD] = render_status_md(final, [scrub(p) for p in problems])
     return files
 
 
@@ -323,7 +324,10 @@ def message_cell(report: ModelReport) -> str:
     return "; ".join(m for m in (message, drift_text(report.drift)) if m)
 
 
-def render_status_md(reports: Sequence[ModelReport]) -> str:
+MAX_PROBLEMS_SHOWN = 20
+
+
+def render_status_md(reports: Sequence[ModelReport], problems: Sequence[str] = ()) -> str:
     ordered = sorted(reports, key=lambda r: r.model_id)
     lines = [
         "# Model status",
@@ -335,6 +339,14 @@ def render_status_md(reports: Sequence[ModelReport]) -> str:
     ]
     if cost := cost_line(ordered):
         lines += [cost, ""]
+    if problems:
+        # The answer to "why isn't it syncing?" when the cause is not one model's file: shown where people look.
+        lines += ["**Problems in the last pass** (they hold back more than one model; models with their own "
+                  "problem say so in their row):", ""]
+        lines += [f"- {_md(p)}" for p in problems[:MAX_PROBLEMS_SHOWN]]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            lines.append(f"- ... and {len(problems) - MAX_PROBLEMS_SHOWN} more (`gitops-kaito validate` lists them)")
+        lines.append("")
     if ordered:
         lines += ["| Model | State | SKU x nodes | Per hour | Endpoint | Revision | Since | Message |",
                   "|---|---|---|---|---|---|---|---|"]

@@ -371,3 +371,36 @@ def test_drift_report_is_in_the_status_once_and_the_state_stays_ready(world: Wor
     assert fixed.sync.drift_corrected == 1
     assert "drift" not in yaml.safe_load(world.remote.show(f"status/{ns}/phi.yaml"))
 
+
+
+def test_what_holds_back_more_than_one_model_is_in_status_md_until_fixed(world: World) -> None:
+    """"Why isn't it syncing?" answered in Git: a broken gitops-kaito.yaml and the prune guard are listed in
+    STATUS.md with file and line; a model's own broken file stays in its row; fixing them clears the list."""
+    dev, ns = world.dev, world.ns
+    for name in ("phi", "qwen"):
+        dev.write(f"models/{ns}/{name}.yaml", world.model(name))
+    dev.commit("two models")
+    world.git_pass("2025-01-01T00:00:00Z")
+    assert "Problems in the last pass" not in world.remote.show("status/STATUS.md")
+
+    dev.pull()  # the pass pushed a status commit
+    dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\nprune:\n  maxShar: 0.9\n")
+    dev.write(f"models/{ns}/bad.yaml", world.model("bad", "no-such-model"))
+    dev.commit("a typo in the config, and a model that does not exist")
+    world.git_pass("2025-01-01T00:01:00Z")
+    md = world.remote.show("status/STATUS.md")
+    problems = md.split("**Problems in the last pass**", 1)[1].split("| Model |", 1)[0]
+    assert "gitops-kaito.yaml:4" in problems and "maxShar" in problems, md
+    assert "no-such-model" not in problems, "a model's own error belongs in its row"
+    assert "no-such-model" in next(ln for ln in md.splitlines() if ln.startswith(f"| {ns}/bad "))
+
+    dev.pull()
+    dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\n")
+    dev.remove(f"models/{ns}/bad.yaml")
+    dev.remove(f"models/{ns}/phi.yaml")
+    dev.remove(f"models/{ns}/qwen.yaml")
+    dev.commit("fix the config; remove every model (the prune guard refuses)")
+    world.git_pass("2025-01-01T00:02:00Z")
+    md = world.remote.show("status/STATUS.md")
+    assert "**Problems in the last pass**" in md and "prune guard: refusing to delete 2 of 2" in md, md
+    assert "maxShar" not in md

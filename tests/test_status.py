@@ -190,3 +190,12 @@ def test_the_status_command_and_the_wait_display_show_drift_left_in_place(
     assert line.rstrip().endswith("drifted: Workspace resource.count (by kubectl-edit), not corrected: drift: report")
     assert model_row(drifted)[3].endswith("not corrected: drift: report")
     assert "drifted" not in model_row(report("b"))[3]
+
+
+def test_status_md_lists_pass_problems_capped_and_scrubbed() -> None:
+    problems = ["token ghp_" + "a" * 36] + [f"templates/workspace.yaml:{i}: broken" for i in range(1, 24)]
+    md = render_files([report("a")], {}, T1, problems=problems)[STATUS_MD]
+    listed = [ln for ln in md.splitlines() if ln.startswith("- ")]
+    assert len(listed) == 21 and listed[-1] == "- ... and 4 more (`gitops-kaito validate` lists them)"
+    assert listed[0].startswith("- token ") and "ghp_" not in md
+    assert "Problems in the last pass" not in render_files([report("a")], {}, T1)[STATUS_MD]
