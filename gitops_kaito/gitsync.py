@@ -162,7 +162,7 @@ def git_source(settings: GitSyncSettings, timeout_s: float = DEFAULT_TIMEOUT_S) 
 
 def pass_problems(result: PassResult) -> list[str]:
     """The pass's errors that no single model's row shows (a broken gitops-kaito.yaml or template override,
-    a duplicate name across files, the prune guard), in the order the pass met them."""
+    the prune guard), in the order the pass met them."""
     own = [o.path + ":" for o in result.outcomes if o.state == INVALID and o.path]
     problems = [e for e in result.errors if not any(e.startswith(prefix) for prefix in own)]
     if result.plan.prune_refused:
