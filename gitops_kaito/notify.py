@@ -215,8 +215,22 @@ def redact_url(url: str) -> str:
     """scheme://host[:port]: what a log may show of a webhook URL (its path and query are the secret)."""
     parts = urlsplit(url)
     host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a number: what is logged must never raise (nor show more)
+        port = ""
     return f"{parts.scheme or '?'}://{host}{port}"
+
+
+def _hide_url(text: str, url: str) -> str:
+    """`text` with the URL, and its path and query on their own (http.client quotes those alone), cut out."""
+    parts = urlsplit(url)
+    out = text.replace(url, redact_url(url))
+    secret = parts.path + (f"?{parts.query}" if parts.query else "")
+    for piece in (secret, parts.path, parts.query):
+        if piece and piece != "/":
+            out = out.replace(piece, "/***")
+    return out
 
 
 def event_document(event: Event, origin: Origin) -> dict[str, Any]:
@@ -348,7 +362,7 @@ def http_post(request: Request, timeout_s: float) -> Answer:
                       f"HTTP {err.code}" + (f": {scrub(text.strip())}" if text.strip() else ""))
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:  # no (readable) answer
         reason = err.reason if isinstance(err, urllib.error.URLError) else err
-        return Answer(0, None, f"{type(reason).__name__}: {reason}".replace(request.sink.url, request.sink.where))
+        return Answer(0, None, _hide_url(f"{type(reason).__name__}: {reason}", request.sink.url))
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def build_notifier(settings: RunSettings, metrics: Metrics, sender: Sender | Non
     def count(request: Request, result: str) -> None:
         metrics.notifications.labels(sink=request.sink.name, result=result).inc(request.events)
 
-    sink = Sink(settings.notify_url, settings.notify_format, settings.notify_secret())
+    sink = Sink(settings.notify_url.strip(), settings.notify_format, settings.notify_secret())
     return Notifier([sink], sender or Sender(count), cluster=settings.notify_cluster or settings.context)
 
 

@@ -145,10 +145,20 @@ class RunSettings:
         """The notification settings make sense (the URL is never part of the message)."""
         if self.notify_format not in NOTIFY_FORMATS:
             raise SettingsError(f"--notify-format takes one of {', '.join(NOTIFY_FORMATS)}, got {self.notify_format!r}")
-        if self.notify_url:
-            parts = urlsplit(self.notify_url)
+        url = self.notify_url.strip()  # a Secret written with `echo` ends in a newline
+        if url:
+            parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise SettingsError("--notify-url (GITOPS_KAITO_NOTIFY_URL) must be an http(s) URL with a host")
+            try:
+                parts.port  # noqa: B018 - a port that is not 0-65535 raises here, not in the sender's logs
+            except ValueError:
+                raise SettingsError("--notify-url (GITOPS_KAITO_NOTIFY_URL) has a port that is not a number "
+                                    "from 0 to 65535") from None
+            # The sender could not send it, and its error would quote the URL's path (the secret part).
+            if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+                raise SettingsError("--notify-url (GITOPS_KAITO_NOTIFY_URL) contains spaces or control "
+                                    "characters")
         self.notify_secret()
 
     def redacted(self) -> dict[str, Any]:

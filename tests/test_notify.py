@@ -40,6 +40,7 @@ from gitops_kaito.notify import (
     Tracked,
     decide,
     event_text,
+    http_post,
     redact_url,
     requests_for,
     retry_delay,
@@ -249,6 +250,14 @@ def test_slack_and_teams_payloads() -> None:
 def test_urls_in_logs_keep_scheme_and_host_only() -> None:
     assert redact_url("https://hooks.slack.com/services/T0/B0/secret?x=1") == "https://hooks.slack.com"
     assert redact_url("http://user:pw@127.0.0.1:8080/hook") == "http://127.0.0.1:8080"
+    assert redact_url("https://hooks.example.test:abc/secret") == "https://hooks.example.test", "never raises"
+
+
+def test_an_unusable_url_fails_without_its_path_in_the_reason() -> None:
+    """http.client's InvalidURL quotes the path (the secret part of a webhook URL), not the whole URL."""
+    answer = http_post(Request(Sink("http://127.0.0.1:9/services/SECRET PATH?token=SECRETQ"), b"{}", (), 1), 2)
+    assert answer.status == 0 and answer.detail.startswith("InvalidURL")
+    assert "SECRET" not in answer.detail, answer.detail
 
 
 def test_retry_delay_backoff_and_retry_after() -> None:

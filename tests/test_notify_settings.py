@@ -92,3 +92,22 @@ def test_deployment_takes_the_url_from_an_optional_secret_only() -> None:
     assert volume["secret"]["optional"] is True
     active = [line for line in (deploy / "config.env").read_text().splitlines() if not line.startswith("#")]
     assert not any(line.startswith("GITOPS_KAITO_NOTIFY_URL") for line in active), "the URL is a secret"
+
+
+def test_a_url_the_sender_cannot_use_is_refused_without_showing_it() -> None:
+    """A bad port made redact_url raise (the service crashed at start); a space reached the sender, whose error
+    (http.client's InvalidURL) quoted the URL's path, the secret part, into the log."""
+    for url in ("https://hooks.example.test:abc/services/SECRETPATH", "https://hooks.example.test:99999/SECRETPATH",
+                "https://hooks.example.test/services/SECRET PATH", "https://hooks.example.test/SECRET\tPATH"):
+        with pytest.raises(SettingsError) as refused:
+            RunSettings(notify_url=url).check_notify()
+        assert "SECRET" not in str(refused.value), url
+
+
+def test_surrounding_whitespace_of_a_url_from_a_secret_is_not_part_of_it() -> None:
+    """A Secret written with `echo` ends in a newline: accepted, and the sink's URL is the URL without it."""
+    settings = RunSettings(notify_url=URL + "\n")
+    settings.check_notify()
+    notifier = build_notifier(settings, Metrics())
+    assert notifier is not None and notifier.sinks[0].url == URL
+    notifier.stop(1)
