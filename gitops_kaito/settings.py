@@ -35,6 +35,16 @@ def parse_duration(text: str | float | int) -> float:
     return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
 
 
+MAX_SCHEDULE_S = 7 * 24 * 3600.0
+
+
+def _schedulable(name: str, text: str, seconds: float) -> float:
+    # The scheduler adds these to datetimes: a huge value (the schema only checks the form) overflowed there.
+    if seconds > MAX_SCHEDULE_S:
+        raise SettingsError(f"{name} {text!r} is longer than 7 days")
+    return seconds
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
@@ -83,11 +93,13 @@ class RunSettings:
         seconds = parse_duration(self.interval)
         if seconds < 1:
             raise SettingsError(f"interval {self.interval!r} is shorter than 1s")
-        return seconds
+        return _schedulable("interval", self.interval, seconds)
 
     @property
     def jitter_s(self) -> float:
-        return parse_duration(self.jitter) if self.jitter else min(5.0, self.interval_s / 10)
+        if not self.jitter:
+            return min(5.0, self.interval_s / 10)
+        return _schedulable("jitter", self.jitter, parse_duration(self.jitter))
 
     @property
     def listen_address(self) -> tuple[str, int]:

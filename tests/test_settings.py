@@ -70,3 +70,14 @@ def test_repository_interval_is_checked() -> None:
         resolve_settings({}, {}).with_repo(DaemonConfig(interval="0s"))
     with pytest.raises(SettingsError, match="shorter than 1s"):
         resolve_settings({"interval": "500ms"}, {})
+
+
+def test_durations_too_long_to_schedule_are_refused() -> None:
+    """The schema lets `interval: 99999999999h` through; the scheduler's datetime arithmetic overflowed on it
+    (OverflowError at start, or in every pass after a merged change)."""
+    for daemon in (DaemonConfig(interval="99999999999h"), DaemonConfig(jitter="99999999999h")):
+        with pytest.raises(SettingsError, match=r"gitops-kaito\.yaml daemon: .* is longer than 7 days"):
+            resolve_settings({}, {}).with_repo(daemon)
+    with pytest.raises(SettingsError, match="longer than 7 days"):
+        resolve_settings({"interval": "169h"}, {})
+    assert resolve_settings({"interval": "168h", "jitter": "1h"}, {}).interval_s == 7 * 24 * 3600
