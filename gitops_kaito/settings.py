@@ -49,6 +49,8 @@ def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
         raise SettingsError(f"--listen takes HOST:PORT, got {text!r}")
+    if int(port) > 65535:  # binding it would raise OverflowError, not an error the service reports
+        raise SettingsError(f"--listen port {int(port)} is not a port (0-65535), in {text!r}")
     return host or "0.0.0.0", int(port)
 
 

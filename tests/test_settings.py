@@ -81,3 +81,12 @@ def test_durations_too_long_to_schedule_are_refused() -> None:
     with pytest.raises(SettingsError, match="longer than 7 days"):
         resolve_settings({"interval": "169h"}, {})
     assert resolve_settings({"interval": "168h", "jitter": "1h"}, {}).interval_s == 7 * 24 * 3600
+
+
+def test_a_listen_port_out_of_range_is_refused() -> None:
+    """The schema takes up to five digits; binding 99999 raised OverflowError when the service started."""
+    with pytest.raises(SettingsError, match=r"gitops-kaito\.yaml daemon: .*port 99999"):
+        resolve_settings({}, {}).with_repo(DaemonConfig(listen="0.0.0.0:99999"))
+    with pytest.raises(SettingsError, match="port 65536"):
+        resolve_settings({"listen": "127.0.0.1:65536"}, {})
+    assert resolve_settings({"listen": ":65535"}, {}).listen_address == ("0.0.0.0", 65535)
