@@ -306,3 +306,21 @@ def test_cli_sync_git_url_over_ssh_takes_the_key_from_env(ssh_server: SshServer,
     assert json.loads(captured.out)["revision"] == f"main@sha1:{added}"
     assert f"status: committed {remote.sha()[:12]} to main" in captured.err
     assert "phi" in remote.show("status/STATUS.md")
+
+
+def test_relative_key_and_known_hosts_paths_are_taken_from_where_we_run(
+        ssh_server: SshServer, remote: Remote, dev: Developer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--ssh-key-file id_ed25519` means the file here, not in the cache clone that git (and so ssh) runs in."""
+    here = tmp_path / "here"
+    here.mkdir()
+    shutil.copy2(ssh_server.user_key, here / "id_ed25519")
+    shutil.copy2(ssh_server.known_hosts, here / "known_hosts")
+    monkeypatch.chdir(here)
+    auth = GitAuth(ssh_key=Path("id_ed25519"), known_hosts=Path("known_hosts"))
+    src = GitSource(SourceSpec(ssh_server.url(remote.bare), auth=auth), tmp_path / "cache")
+    assert src.fetch().sha == remote.sha()
+    dev.write("models/ml/b.yaml", "b: 2\n")
+    pushed = dev.commit("add b")
+    monkeypatch.chdir(tmp_path)  # the daemon may run elsewhere later: the paths were fixed when it started
+    assert src.fetch().sha == pushed
