@@ -181,10 +181,20 @@ class Service:
         self.daemon = Daemon(daemon_settings or DaemonSettings(interval_s=settings.interval_s,
                                                                jitter_s=settings.jitter_s),
                              self.git, self.metrics, self.elector)
-        host, port = settings.listen_address
-        self.listener = Listener(host, port, ListenerHooks(
+        hooks = ListenerHooks(
             branch=lambda: settings.branch, secret=settings.webhook_secret(), trigger=self.daemon.trigger,
-            healthy=self.daemon.health, ready=self.daemon.readiness, metrics=self.metrics))
+            healthy=self.daemon.health, ready=self.daemon.readiness, metrics=self.metrics)
+        try:
+            self.listener = Listener(*settings.listen_address, hooks)
+        except OSError as err:
+            if settings.listen == self.base_settings.listen:
+                raise
+            # The repository's address (busy, not on this host): failing here would fail every start, before a
+            # pass could read the fix. The operator's own address is bound instead.
+            log.warning("cannot listen on %s from gitops-kaito.yaml (%s); listening on %s instead", settings.listen,
+                        err, self.base_settings.listen)
+            self.listener = Listener(*self.base_settings.listen_address, hooks)
+            settings = self.settings = dataclasses.replace(settings, listen=self.base_settings.listen)
 
     def _startup_settings(self, settings: RunSettings) -> RunSettings:
         """The settings to start with: the repository's `daemon:` under flags and environment.
