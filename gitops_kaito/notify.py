@@ -507,18 +507,32 @@ class Notifier:
         self.cluster = cluster
         self.clock = clock
         self._tracked: Mapping[str, Tracked] | None = None
+        self._generation = 0  # one per leadership term here: forget() starts the next
         self._lock = threading.Lock()
+
+    @property
+    def generation(self) -> int:
+        """Taken when a pass starts and handed to observe(): a pass that outlived a forget() is ignored."""
+        with self._lock:
+            return self._generation
 
     def forget(self) -> None:
         """Leadership lost: another replica announces meanwhile, so the next pass here seeds again."""
         with self._lock:
             self._tracked = None
+            self._generation += 1
 
-    def observe(self, done: GitPassResult, instance: str = "default") -> tuple[Event, ...]:
+    def observe(self, done: GitPassResult, instance: str = "default",
+                generation: int | None = None) -> tuple[Event, ...]:
+        """`generation`: self.generation when the pass started (None: not checked)."""
         result = done.sync
         if result.dry_run or result.abandoned:
             return ()  # a partial pass says nothing reliable about the models it did not reach
         with self._lock:
+            if generation is not None and generation != self._generation:
+                # Leadership was lost while the pass ran: the other leader announces now, and storing this pass's
+                # view would make the next term here diff against it instead of seeding.
+                return ()
             decision = decide(self._tracked, done.reports, written=written_models(result),
                               pruned=pruned_models(result), revision=done.revision)
             self._tracked = decision.tracked

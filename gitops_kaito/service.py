@@ -120,6 +120,7 @@ class GitPass:
     def __call__(self, ctx: PassContext) -> PassReport:
         if not ctx.should_continue():
             return PassReport(True, "skipped: not the leader or stopping")
+        generation = self.notifier.generation if self.notifier is not None else None
         try:
             done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune, pools=self.pools,
                                 should_continue=ctx.should_continue, cache=self.desired_cache, source=self.source)
@@ -143,7 +144,7 @@ class GitPass:
         if self.notifier is not None:
             try:
                 self.notifier.observe(done, self.settings.scope.instance or (
-                    done.config.instance if done.config is not None else "default"))
+                    done.config.instance if done.config is not None else "default"), generation=generation)
             except Exception:  # notifications must never fail a pass
                 log.exception("notifications: this pass's events were not sent")
         summary = done.sync.summary()

@@ -535,3 +535,23 @@ def test_notifier_seeds_then_sends_and_skips_abandoned_passes() -> None:
     assert notifier.observe(git_pass((report("a", "Ready", R3),), revision=R3)) == (), \
         "after forget() (leadership lost) the next pass seeds"
     assert len(sent) == 3
+
+
+def test_a_pass_that_outlived_its_leadership_neither_announces_nor_is_remembered() -> None:
+    """Leadership lost while a pass ran: forget() came first and the pass's observe() then stored its own view,
+    so, leading again later, this replica announced what the other leader had announced meanwhile."""
+    sent: list[Request] = []
+
+    class Capture(Sender):
+        def submit(self, requests: Any) -> None:
+            sent.extend(requests)
+
+    notifier = Notifier([Sink("https://hooks.example.test/x", "generic")], Capture(lambda r, s: None))
+    assert notifier.observe(git_pass((report("a", "Provisioning"),))) == ()
+    generation = notifier.generation  # the daemon's pass starts
+    notifier.forget()  # the elector thread: the Lease is lost mid-pass
+    assert notifier.observe(git_pass((report("a", "Ready"),)), generation=generation) == ()
+    # Leading again, long after: the other leader announced "a" Ready at R2. This replica's first pass only seeds.
+    assert notifier.observe(git_pass((report("a", "Ready", R2),), revision=R2),
+                            generation=notifier.generation) == ()
+    assert sent == []
