@@ -167,9 +167,10 @@ def ssh_command(auth: GitAuth) -> str:
 
 
 def _ssh_option_path(path: Path) -> str:
-    """A path as an -o value: ssh splits option values at whitespace (a list of files), so quote when needed."""
+    """A path as an -o value: ssh splits option values into words (whitespace; ' and " quote; backslash escapes),
+    so quote when needed. Inside double quotes a ' is a plain character."""
     text = str(path)
-    if not re.search(r'[\s"\\]', text):
+    if not re.search(r'[\s"\'\\]', text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -324,3 +324,16 @@ def test_relative_key_and_known_hosts_paths_are_taken_from_where_we_run(
     pushed = dev.commit("add b")
     monkeypatch.chdir(tmp_path)  # the daemon may run elsewhere later: the paths were fixed when it started
     assert src.fetch().sha == pushed
+
+
+def test_a_quote_in_the_known_hosts_path(ssh_server: SshServer, remote: Remote, dev: Developer,
+                                         tmp_path: Path) -> None:
+    """ssh reads an -o value as words with ' and " quoting: a lone ' was "invalid quotes" before any connection."""
+    secrets = tmp_path / "o'brien"
+    secrets.mkdir()
+    key, known = secrets / "id_ed25519", secrets / "known_hosts"
+    shutil.copy2(ssh_server.user_key, key)
+    shutil.copy2(ssh_server.known_hosts, known)
+    checkout = GitSource(SourceSpec(ssh_server.url(remote.bare), auth=GitAuth(ssh_key=key, known_hosts=known)),
+                         tmp_path / "cache").fetch()
+    assert checkout.sha == remote.sha()
