@@ -137,7 +137,10 @@ class GitPass:
             self.metrics.api_errors.labels(api="kubernetes", code="0").inc()
             return PassReport(False, str(err))
         if done.config is not None and self.on_config is not None:
-            self.on_config(done.config)
+            try:
+                self.on_config(done.config)
+            except Exception:  # the pass has applied: following the settings must not turn it into a crash
+                log.exception("could not follow gitops-kaito.yaml's daemon: settings; keeping the current ones")
         for _ in range(done.sync.failed):
             self.metrics.api_errors.labels(api="kubernetes", code="apply").inc()
         record_pass(self.metrics, done)

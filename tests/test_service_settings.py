@@ -52,3 +52,35 @@ def test_a_repository_listen_address_that_cannot_be_bound_falls_back(tmp_path: P
     assert kube.closed
     assert any(f"127.0.0.1:{taken}" in r.getMessage() and "cannot listen" in r.getMessage()
                for r in caplog.records), "the fallback was not reported"
+
+
+def test_a_failure_following_the_repository_settings_does_not_fail_the_pass(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The repository's settings are followed after the pass has applied; a failure there (a scheduler that would
+    not take the new interval) made the pass "crash": no metrics, no notifications, a failure backoff."""
+    from gitops_kaito import service
+    from gitops_kaito.config import RepoConfig
+    from gitops_kaito.gitsource import Checkout
+    from gitops_kaito.gitsync import GitPassResult
+    from gitops_kaito.metrics import Metrics
+    from gitops_kaito.plan import Plan
+    from gitops_kaito.status import ModelReport
+    from gitops_kaito.sync import PassResult
+
+    revision = "main@sha1:" + "1" * 40
+    done = GitPassResult(Checkout(tmp_path, "1" * 40, "main", None), revision,
+                         PassResult(revision=revision, plan=Plan(()), outcomes=(), errors=()),
+                         (ModelReport("ml.a", "ml", "a", "Ready", revision=revision),), None, RepoConfig())
+    monkeypatch.setattr(service, "run_git_pass", lambda *a, **kw: done)
+
+    def broken(config: RepoConfig) -> None:
+        raise RuntimeError("the scheduler is shutting down")
+
+    metrics = Metrics()
+    settings = resolve_settings({"git_url": "file:///nowhere", "cache_dir": str(tmp_path / "cache")}, {})
+    git = service.GitPass(service.git_settings(settings), cast(Any, NoCluster()), metrics, on_config=broken)
+    report = git(service.PassContext("test", lambda: True))
+    assert report.ok, report.summary
+    assert b'gitops_kaito_models{state="Ready"} 1.0' in metrics.render(), "the pass's metrics were not recorded"
+    assert any(r.exc_info and "the scheduler is shutting down" in str(r.exc_info[1]) for r in caplog.records), \
+        "the failure was not logged"
