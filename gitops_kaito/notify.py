@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import threading
 import time
 import urllib.error
@@ -388,6 +389,8 @@ def retry_delay(answer: Answer, attempt: int, policy: RetryPolicy, now: float) -
         return backoff
     try:
         seconds = float(given)
+        if math.isnan(seconds):  # float() takes "nan"; a wait of nan returns at once
+            return backoff
     except ValueError:
         try:
             seconds = parsedate_to_datetime(given).timestamp() - now

@@ -555,3 +555,10 @@ def test_a_pass_that_outlived_its_leadership_neither_announces_nor_is_remembered
     assert notifier.observe(git_pass((report("a", "Ready", R2),), revision=R2),
                             generation=notifier.generation) == ()
     assert sent == []
+
+
+def test_a_retry_after_that_is_not_a_number_of_seconds_falls_back_to_backoff() -> None:
+    """float() takes "nan": the delay was nan, and a wait of nan returns at once (retries with no backoff)."""
+    policy = RetryPolicy(backoff_s=1.0, max_backoff_s=8.0, max_retry_after_s=60.0)
+    assert [retry_delay(Answer(503, given), 2, policy, 0.0) for given in ("nan", "NaN", "-nan")] == [2.0] * 3
+    assert retry_delay(Answer(503, "inf"), 2, policy, 0.0) == 60.0
