@@ -168,7 +168,7 @@ def _safe_parse(text: str | None) -> ModelReport | None:
         return None
     try:
         return parse_model_yaml(text)
-    except ValueError:
+    except (ValueError, TypeError, AttributeError):  # a list where a mapping was, a number where a list was
         return None
 
 
