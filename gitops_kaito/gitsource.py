@@ -210,10 +210,11 @@ class GitSource:
         auth = spec.auth
         if url_auth is not None and not auth.token:
             auth = GitAuth(url_auth.token, url_auth.username, auth.ssh_key, auth.known_hosts)
-        # git runs ssh inside the cache clone: a relative key or known_hosts path means one here, fixed now.
+        # git runs ssh inside the cache clone: a relative key or known_hosts path means one here, fixed now; a
+        # leading ~ (an env value no shell expanded) is the user's home, as ssh reads it.
         auth = dataclasses.replace(
-            auth, ssh_key=auth.ssh_key.absolute() if auth.ssh_key else None,
-            known_hosts=auth.known_hosts.absolute() if auth.known_hosts else None)
+            auth, ssh_key=auth.ssh_key.expanduser().absolute() if auth.ssh_key else None,
+            known_hosts=auth.known_hosts.expanduser().absolute() if auth.known_hosts else None)
         self.url = url
         self.spec = spec
         self.auth = auth

@@ -337,3 +337,17 @@ def test_a_quote_in_the_known_hosts_path(ssh_server: SshServer, remote: Remote, 
     checkout = GitSource(SourceSpec(ssh_server.url(remote.bare), auth=GitAuth(ssh_key=key, known_hosts=known)),
                          tmp_path / "cache").fetch()
     assert checkout.sha == remote.sha()
+
+
+def test_a_key_path_starting_with_a_tilde_is_the_users_home(ssh_server: SshServer, remote: Remote,
+                                                            dev: Developer, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """GITOPS_KAITO_SSH_KEY_FILE=~/.ssh/id_ed25519 (no shell expanded it): ssh's own reading, not <cwd>/~/..."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy2(ssh_server.user_key, home / ".ssh" / "id_ed25519")
+    shutil.copy2(ssh_server.known_hosts, home / ".ssh" / "known_hosts")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    auth = GitAuth(ssh_key=Path("~/.ssh/id_ed25519"), known_hosts=Path("~/.ssh/known_hosts"))
+    assert GitSource(SourceSpec(ssh_server.url(remote.bare), auth=auth), tmp_path / "cache").fetch().sha == remote.sha()
