@@ -70,9 +70,7 @@ class DaemonConfig:
     # Bound when the service starts (the listener's socket, the Lease it campaigns for): read from the repository
     # at start-up; a later change is reported and takes effect at the next restart.
     listen: str | None = None
-    leader_election: bool | None = None
     lease_name: str | None = None
-    lease_namespace: str | None = None
 
 
 # Settings a repository must not choose, and why: a merged pull request could otherwise redirect the daemon to
@@ -91,6 +89,10 @@ NOT_FROM_REPOSITORY = {
     "instance": "set instance at the top level of this file",
     "paths": "set paths at the top level of this file",
     "statusBranch": "set status.branch in this file",
+    "leaderElection": "how many replicas act is the Deployment's choice (replicas, --no-leader-election): a merged "
+                      "change must not let two replicas act at once",
+    "leaseNamespace": "the Lease lives where the Deployment's Role grants access to it; use --lease-namespace or "
+                      "GITOPS_KAITO_LEASE_NAMESPACE",
 }
 
 
@@ -194,10 +196,8 @@ prices: {{}}                  # e.g. {{Standard_NC24ads_A100_v4: 2.95}}: your US
 #   interval: 60s           # time between passes (re-read after every pass)
 #   jitter: 5s              # random delay added to each interval; default a tenth of it, at most 5s
 #   logFormat: text         # text | json
-#   listen: 127.0.0.1:8080  # webhooks, probes, metrics; this and the lease settings apply at the next restart
-#   leaderElection: true
+#   listen: 127.0.0.1:8080  # webhooks, probes, metrics; this and leaseName apply at the next restart
 #   leaseName: gitops-kaito-leader   # default gitops-kaito-leader-<instance> for a named instance
-#   leaseNamespace: gitops-kaito
 """
 
 
@@ -285,16 +285,24 @@ def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> Rep
 
 
 def _daemon(doc: LocatedDoc) -> DaemonConfig:
-    """The schema has checked the forms (durations, HOST:PORT, names); an empty string counts as not set."""
+    """The schema has checked the forms (durations, HOST:PORT, names); the values are checked here as the daemon
+    will (at most 7 days, a real port), so `validate` refuses what `run` would. An empty string counts as not set."""
+    from gitops_kaito.settings import SettingsError, parse_listen, schedulable  # settings imports this module
+
     daemon = doc.data.get("daemon") or {}
+    for key in ("interval", "jitter", "listen"):
+        if not daemon.get(key):
+            continue
+        try:
+            _ = parse_listen(daemon[key]) if key == "listen" else schedulable(key, daemon[key])
+        except SettingsError as err:
+            raise doc.error(("daemon", key), f"daemon.{key}: {err}") from None
     return DaemonConfig(
         interval=daemon.get("interval") or None,
         jitter=daemon.get("jitter") or None,
         log_format=daemon.get("logFormat"),
         listen=daemon.get("listen") or None,
-        leader_election=daemon.get("leaderElection"),
         lease_name=daemon.get("leaseName") or None,
-        lease_namespace=daemon.get("leaseNamespace") or None,
     )
 
 

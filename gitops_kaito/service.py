@@ -42,7 +42,7 @@ _ACTION_NAMES = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REPL
 # How long start-up waits for the repository's gitops-kaito.yaml before the listener binds (probes must answer).
 STARTUP_FETCH_TIMEOUT_S = 10.0
 # The repository's daemon settings that are bound when the service starts: a later change waits for a restart.
-_AT_START = ("listen", "leader_election", "lease_name", "lease_namespace")
+_AT_START = ("listen", "lease_name")
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ def parse_duration(text: str | float | int) -> float:
 MAX_SCHEDULE_S = 7 * 24 * 3600.0
 
 
-def _schedulable(name: str, text: str, seconds: float) -> float:
-    # The scheduler adds these to datetimes: a huge value (the schema only checks the form) overflowed there.
+def schedulable(name: str, text: str) -> float:
+    """A duration the scheduler can add to a datetime: a huge one (the schema only checks the form) overflowed."""
+    seconds = parse_duration(text)
     if seconds > MAX_SCHEDULE_S:
         raise SettingsError(f"{name} {text!r} is longer than 7 days")
     return seconds
@@ -92,16 +93,16 @@ class RunSettings:
 
     @property
     def interval_s(self) -> float:
-        seconds = parse_duration(self.interval)
+        seconds = schedulable("interval", self.interval)
         if seconds < 1:
             raise SettingsError(f"interval {self.interval!r} is shorter than 1s")
-        return _schedulable("interval", self.interval, seconds)
+        return seconds
 
     @property
     def jitter_s(self) -> float:
         if not self.jitter:
             return min(5.0, self.interval_s / 10)
-        return _schedulable("jitter", self.jitter, parse_duration(self.jitter))
+        return schedulable("jitter", self.jitter)
 
     @property
     def listen_address(self) -> tuple[str, int]:

@@ -164,12 +164,10 @@ daemon:
   jitter: 2s
   logFormat: json
   listen: 0.0.0.0:9090
-  leaderElection: false
   leaseName: models-leader
-  leaseNamespace: ops
 """))
     assert config.daemon == DaemonConfig(interval="5m", jitter="2s", log_format="json", listen="0.0.0.0:9090",
-                                         leader_election=False, lease_name="models-leader", lease_namespace="ops")
+                                         lease_name="models-leader")
 
 
 def test_example_daemon_section_uncommented_is_valid(tmp_path: Path) -> None:
@@ -178,7 +176,7 @@ def test_example_daemon_section_uncommented_is_valid(tmp_path: Path) -> None:
     uncommented = [line[2:] if i >= start and line.startswith("# ") else line for i, line in enumerate(lines)]
     config = load_config(write(tmp_path, "\n".join(uncommented) + "\n"))
     assert config.daemon.interval == "60s" and config.daemon.listen == "127.0.0.1:8080"
-    assert config.daemon.lease_namespace == "gitops-kaito" and config.daemon.leader_election is True
+    assert config.daemon.lease_name == "gitops-kaito-leader"
 
 
 @pytest.mark.parametrize(("key", "value", "reason"), [
@@ -187,6 +185,8 @@ def test_example_daemon_section_uncommented_is_valid(tmp_path: Path) -> None:
     ("context", "prod", "must not pick the cluster"),
     ("gitToken", "ghp_x", "credentials never live in Git"),
     ("webhookSecretFile", "/tmp/s", "secrets are the operator's"),
+    ("leaderElection", "false", "must not let two replicas act at once"),
+    ("leaseNamespace", "ops", "the Deployment's Role grants access"),
 ])
 def test_daemon_settings_a_repository_may_not_choose(tmp_path: Path, key: str, value: str, reason: str) -> None:
     err = error_of(tmp_path, HEADER + f"daemon:\n  interval: 30s\n  {key}: {value}\n")
@@ -200,6 +200,8 @@ def test_daemon_settings_a_repository_may_not_choose(tmp_path: Path, key: str, v
     ("daemon:\n  logFormat: xml\n", 4, "daemon.logFormat"),
     ("daemon:\n  intervall: 30s\n", 4, "did you mean 'interval'"),
     ("daemon:\n  leaseName: Not_A_Name\n", 4, "Kubernetes object name"),
+    ("daemon:\n  interval: 9999h\n", 4, "longer than 7 days"),
+    ("daemon:\n  listen: 0.0.0.0:99999\n", 4, "is not a port"),
 ])
 def test_daemon_section_errors_name_the_line(tmp_path: Path, body: str, line: int, message: str) -> None:
     err = error_of(tmp_path, HEADER + body)

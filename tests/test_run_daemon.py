@@ -225,25 +225,23 @@ def test_repository_daemon_settings_apply_under_flags_and_follow_changes(
     """gitops-kaito.yaml's daemon: sets what flags and environment leave open, read before the listener binds and
     again after every pass: a merged interval change drives passes without a restart or a webhook."""
     world.dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\ndaemon:\n"
-                    "  interval: 1h\n  listen: 127.0.0.1:0\n  leaseName: from-the-repo\n"
-                    "  leaseNamespace: not-this-one\n")
+                    "  interval: 1h\n  listen: 127.0.0.1:0\n  leaseName: from-the-repo\n  logFormat: json\n")
     world.dev.commit("daemon settings in the repository")
     flags = dict(git_url=world.remote.url, kubeconfig=str(world.cluster.kubeconfig),
                  context=world.cluster.context or None, cache_dir=str(world.tmp / "cache"),
-                 webhook_secret_file=str(world.secret_file), lease_namespace=world.ns)
+                 webhook_secret_file=str(world.secret_file), lease_namespace=world.ns, log_format="text")
     settings = resolve_settings(flags, {})  # no GITOPS_KAITO_* from the test's own environment
     assert settings.listen == "127.0.0.1:8080" and settings.interval == "60s"
     with Service(settings) as svc:
         assert svc.settings.listen == "127.0.0.1:0" and svc.daemon.settings.interval_s == 3600
-        assert svc.settings.lease_namespace == world.ns, "the flag wins over the repository"
+        assert svc.settings.log_format == "text", "the flag wins over the repository"
         assert svc.daemon.wait_for_passes(1, 30)
         lease: Any = client.CoordinationV1Api(world.admin).read_namespaced_lease("from-the-repo", world.ns)
         assert lease.spec.holder_identity, "the Lease named by the repository is not held"
 
         world.dev.pull()
         world.dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\ndaemon:\n"
-                        "  interval: 1s\n  jitter: 0s\n  listen: 127.0.0.1:0\n  leaseName: renamed\n"
-                        "  leaseNamespace: not-this-one\n")
+                        "  interval: 1s\n  jitter: 0s\n  listen: 127.0.0.1:0\n  leaseName: renamed\n")
         sha = world.dev.commit("pass every second")
         body = push_body(sha)
         assert post_hook(svc.url, body, webhooks.sign(SECRET, body)) == 202

@@ -38,12 +38,11 @@ def test_token_is_redacted() -> None:
 def test_repository_values_fill_only_what_flags_and_env_left_to_defaults() -> None:
     env = {"GITOPS_KAITO_LISTEN": "0.0.0.0:9000"}
     base = resolve_settings({"interval": "2m", "git_url": "file:///r"}, env)
-    repo = DaemonConfig(interval="10m", jitter="1s", listen="0.0.0.0:7000", lease_namespace="ops",
-                        leader_election=False, log_format="json")
+    repo = DaemonConfig(interval="10m", jitter="1s", listen="0.0.0.0:7000", lease_name="models", log_format="json")
     s = base.with_repo(repo)
     assert s.interval == "2m", "the flag wins over the repository"
     assert s.listen == "0.0.0.0:9000", "the environment wins over the repository"
-    assert (s.jitter_s, s.lease_namespace, s.leader_election, s.log_format) == (1.0, "ops", False, "json")
+    assert (s.jitter_s, s.lease_name, s.log_format) == (1.0, "models", "json")
     assert base.with_repo(DaemonConfig()) == base, "nothing set in the repository changes nothing"
 
 

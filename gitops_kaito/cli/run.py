@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
                     "a signed webhook push. Serves /hooks/{github,gitlab,generic}, /healthz, /readyz and /metrics "
                     "on --listen. Several replicas elect one leader with a Lease; only it acts. Every setting also "
                     "from GITOPS_KAITO_<NAME> (e.g. GITOPS_KAITO_GIT_URL, GITOPS_KAITO_INTERVAL), and the "
-                    "interval, jitter, log format, listen address and Lease also from the repository's "
+                    "interval, jitter, log format, listen address and Lease name also from the repository's "
                     "gitops-kaito.yaml (daemon:); flags win, then the environment, then the repository. "
                     "The https token comes from GITOPS_KAITO_GIT_TOKEN only, never a flag. SIGTERM finishes the "
                     "current pass, releases the Lease and exits.")
