@@ -162,7 +162,8 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
         # Kubernetes Events on the Workspaces changed (best effort, never fails the pass).
         done = {(r.ref, r.action) for r in results if r.result == DONE}
         record_changes(kube, [c for c in plan.changes if (c.ref, c.action) in done])
-        record_drift(kube, plan.drift_reported)  # DriftDetected, once per drift a connection first sees
+        if not abandoned and go_on():  # a replica that lost its Lease must not write even an Event
+            record_drift(kube, plan.drift_reported)  # DriftDetected, once per drift a connection first sees
     return _summarise(results)
 
 

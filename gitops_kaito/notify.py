@@ -298,6 +298,11 @@ def batch_text(events: Sequence[Event], origin: Origin, line_break: str = "\n") 
     return line_break.join(lines)
 
 
+def slack_escape(text: str) -> str:
+    """Slack's three control characters, escaped as its docs ask."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def requests_for(sink: Sink, events: Sequence[Event], origin: Origin, batch_over: int = BATCH_OVER) -> list[Request]:
     """The HTTP requests that carry one pass's events to one sink: one per event, or one for all when many."""
     if not events:
@@ -309,7 +314,8 @@ def requests_for(sink: Sink, events: Sequence[Event], origin: Origin, batch_over
 def _request(sink: Sink, events: Sequence[Event], origin: Origin) -> Request:
     payload: dict[str, Any]
     if sink.format == "slack":
-        payload = {"text": batch_text(events, origin)}
+        # Slack reads <...> as links and mentions (<!channel>): a controller's message must not ping a channel.
+        payload = {"text": slack_escape(batch_text(events, origin))}
     elif sink.format == "teams":
         # The MessageCard form Teams incoming webhooks take; Teams' markdown needs a blank line between lines.
         text = batch_text(events, origin, "\n\n")

@@ -247,6 +247,13 @@ def test_slack_and_teams_payloads() -> None:
     assert lines[-1] == "… and 5 more" and len(lines) == 22
 
 
+def test_slack_text_cannot_mention_a_channel() -> None:
+    loud = event(kind=FAILED_EVENT, state="Failed", reason="ApplyFailed", message="<!channel> denied & <@U1>")
+    (slack,) = requests_for(Sink("https://hooks.slack.test/services/T/B/x", "slack"), [loud], ORIGIN)
+    text = json.loads(slack.body)["text"]
+    assert "<!channel>" not in text and "&lt;!channel&gt; denied &amp; &lt;@U1&gt;" in text
+
+
 def test_urls_in_logs_keep_scheme_and_host_only() -> None:
     assert redact_url("https://hooks.slack.com/services/T0/B0/secret?x=1") == "https://hooks.slack.com"
     assert redact_url("http://user:pw@127.0.0.1:8080/hook") == "http://127.0.0.1:8080"

@@ -62,3 +62,25 @@ def test_the_daemon_pass_hands_its_context_to_the_sync(world: World) -> None:  #
     report = GitPass(world.settings, world.kube, Metrics())(PassContext("interval", should_continue))
     assert "abandoned: lost leadership / stopping" in report.summary
     assert world.workspace("phi") is None
+
+
+def test_a_replica_without_the_lease_writes_no_drift_event(world: World) -> None:  # noqa: F811
+    world.dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\ndrift: report\n")
+    world.dev.write("models/ml/phi.yaml", model_file("phi") + "  config: {max-model-len: 4096}\n")
+    world.dev.commit("phi; hand edits reported")
+    run_git_pass(world.settings, world.kube, endpoint_checker=served)
+    core = client.CoreV1Api(world.admin)
+    client.CustomObjectsApi(world.admin).patch_namespaced_custom_object(  # a hand edit of a field we manage
+        "kaito.sh", "v1beta1", "ml", "workspaces", "phi",
+        {"metadata": {"annotations": {"gitops.kaito.sh/source-path": "edited/by/hand.yaml"}}},
+        field_manager="kubectl-annotate")
+
+    def drift_events() -> int:
+        events = core.list_namespaced_event("ml").items
+        return sum(1 for e in events if e.reason == "DriftDetected")
+
+    follower = run_git_pass(world.settings, world.kube, should_continue=lambda: False, endpoint_checker=served)
+    assert follower.sync.plan.drift_reported, "the drift was seen"
+    assert drift_events() == 0, "a replica that lost its Lease wrote an Event"
+    run_git_pass(world.settings, world.kube, should_continue=lambda: True, endpoint_checker=served)
+    assert drift_events() == 1
