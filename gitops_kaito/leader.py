@@ -82,19 +82,24 @@ class LeaderElector:
         """One acquire-or-renew attempt. Returns whether we lead afterwards."""
         s = self.settings
         now_wall = datetime.now(UTC)
+        # Leadership counts from when the request was sent, not from when its reply came: a reply slower than the
+        # renew deadline must not extend it past the point where another replica may take over.
+        sent = self.clock()
+        deadline = s.renew_deadline_s
         try:
-            lease = self.api.read_namespaced_lease(s.name, s.namespace)
+            lease = self.api.read_namespaced_lease(s.name, s.namespace, _request_timeout=deadline)
         except ApiException as err:
             if err.status != 404:
                 log.warning("leader election: cannot read lease: %s", err.reason)
                 return self.is_leader
             try:
-                self.api.create_namespaced_lease(s.namespace, self._lease_body(None, now_wall, acquire=True))
+                self.api.create_namespaced_lease(s.namespace, self._lease_body(None, now_wall, acquire=True),
+                                                 _request_timeout=deadline)
             except ApiException as create_err:
                 log.info("leader election: lost the race to create the lease (%s)", create_err.status)
                 return self.is_leader
             with self._lock:
-                self._last_renew = self.clock()
+                self._last_renew = sent
                 self._set_leader(True, "created lease")
             return True
         except Exception as err:  # connection errors: keep what we have until the deadline says otherwise
@@ -115,7 +120,7 @@ class LeaderElector:
             return False
         body = self._lease_body(lease, now_wall, acquire=holder != s.identity)
         try:
-            self.api.replace_namespaced_lease(s.name, s.namespace, body)
+            self.api.replace_namespaced_lease(s.name, s.namespace, body, _request_timeout=deadline)
         except ApiException as err:
             log.info("leader election: update refused (%s): another replica acted first", err.status)
             with self._lock:
@@ -125,7 +130,10 @@ class LeaderElector:
             log.warning("leader election: renew failed: %s", err)
             return self.is_leader
         with self._lock:
-            self._last_renew = self.clock()
+            self._last_renew = sent
+            if self.clock() - sent > s.renew_deadline_s:
+                self._set_leader(False, "the renew answered after the renew deadline")
+                return False
             self._set_leader(True, "renewed" if holder == s.identity else f"took over from {holder or 'nobody'}")
         return True
 

@@ -166,3 +166,31 @@ def test_run_loop_releases_when_stopped(server: ApiServer) -> None:
     a.run(stop)
     assert not a.is_leader
     assert _holder(server) == ""
+
+
+class SlowReplies(client.CoordinationV1Api):
+    """The Lease API whose replies arrive `delay` (fake) seconds after the server acted: a slow network, not a
+    changed server. Injected the way the daemon passes its own CoordinationV1Api."""
+
+    def __init__(self, api: client.ApiClient, clock: FakeClock, delay: float) -> None:
+        super().__init__(api)
+        self.clock, self.delay = clock, delay
+
+    def replace_namespaced_lease(self, *args: Any, **kwargs: Any) -> Any:
+        reply = super().replace_namespaced_lease(*args, **kwargs)
+        self.clock.advance(self.delay)
+        return reply
+
+
+def test_a_renew_answered_after_the_deadline_does_not_extend_leadership(server: ApiServer) -> None:
+    clock = FakeClock()
+    settings = LeaseSettings(name=LEASE, namespace=NS, identity="a", lease_duration_s=15, renew_deadline_s=10,
+                             retry_period_s=2)
+    slow = SlowReplies(_api(server), clock, delay=12)
+    a = LeaderElector(slow, settings, clock=clock)
+    assert a.step() and a.is_leader  # created the lease (no slow reply on create)
+    clock.advance(2)
+    assert not a.step(), "a renew whose reply took 12 s (deadline 10 s) still counted"
+    assert not a.is_leader
+    slow.delay = 0
+    assert a.step() and a.is_leader, "a prompt renew leads again"
