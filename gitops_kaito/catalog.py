@@ -202,13 +202,18 @@ class Catalog:
         an uncataloged id this close to a catalog one is more likely a typo than another repository."""
         wanted = name.strip().lower()
         scored: dict[str, float] = {}
+        matcher = difflib.SequenceMatcher()
         for preset in self._presets:
             if not preset.supported:
                 continue
             for key in (preset.hf_id, preset.name):
                 if "/" not in key or key.lower() == wanted:
                     continue
-                ratio = difflib.SequenceMatcher(None, wanted, key.lower()).ratio()
+                matcher.set_seqs(wanted, key.lower())
+                # The quick bounds first (upper bounds of ratio()): most keys are ruled out without the full match.
+                if matcher.real_quick_ratio() < cutoff or matcher.quick_ratio() < cutoff:
+                    continue
+                ratio = matcher.ratio()
                 if ratio >= cutoff:
                     scored[preset.hf_id] = max(ratio, scored.get(preset.hf_id, 0.0))
         return tuple(sorted(scored, key=lambda k: (-scored[k], k)))
