@@ -82,9 +82,12 @@ jobs:
         # exit 1 with a plan written means "changes to review", not a failure; a big plan is split into several
         # comments of at most 65,000 characters (GitHub's limit): plan/comment-1.md, plan/comment-2.md, ...
         run: |
-          gitops-kaito validate && gitops-kaito plan --base origin/${{ github.base_ref }} --format markdown \\
+          gitops-kaito validate && gitops-kaito plan --base "origin/$BASE" --format markdown \\
             --split-dir plan || test $? -eq 1 -a -s plan/comment-1.md
+        env: {BASE: "${{ github.base_ref }}"}
       - name: comment
+        # a pull request from a fork gets a read-only token: the plan above still checks it, nothing is posted
+        if: github.event.pull_request.head.repo.full_name == github.repository
         run: |
           gh pr comment "$PR" --edit-last --create-if-none --body-file plan/comment-1.md
           for f in $(ls plan/comment-*.md | sort -V | tail -n +2); do gh pr comment "$PR" --body-file "$f"; done
