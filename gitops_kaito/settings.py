@@ -55,6 +55,17 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+def read_secret_file(name: str, what: str) -> bytes:
+    """An HMAC key from a file (a mounted Secret): at least 16 bytes, surrounding whitespace dropped."""
+    path = Path(name)
+    if not path.is_file():
+        raise SettingsError(f"{what} secret file {path} does not exist")
+    secret = path.read_bytes().strip()
+    if len(secret) < 16:
+        raise SettingsError(f"{what} secret in {path} is shorter than 16 bytes")
+    return secret
+
+
 @dataclass(frozen=True)
 class RunSettings:
     git_url: str = ""
@@ -131,15 +142,7 @@ class RunSettings:
         return out
 
     def webhook_secret(self) -> bytes | None:
-        if not self.webhook_secret_file:
-            return None
-        path = Path(self.webhook_secret_file)
-        if not path.is_file():
-            raise SettingsError(f"webhook secret file {path} does not exist")
-        secret = path.read_bytes().strip()
-        if len(secret) < 16:
-            raise SettingsError(f"webhook secret in {path} is shorter than 16 bytes")
-        return secret
+        return read_secret_file(self.webhook_secret_file, "webhook") if self.webhook_secret_file else None
 
     def notify_secret(self) -> bytes | None:
         """The generic sink's HMAC key (None without --notify-secret-file); checked like the webhook secret."""
@@ -148,13 +151,7 @@ class RunSettings:
         if self.notify_format != "generic":
             raise SettingsError(f"--notify-secret-file signs generic notifications; --notify-format is "
                                 f"{self.notify_format}")
-        path = Path(self.notify_secret_file)
-        if not path.is_file():
-            raise SettingsError(f"notify secret file {path} does not exist")
-        secret = path.read_bytes().strip()
-        if len(secret) < 16:
-            raise SettingsError(f"notify secret in {path} is shorter than 16 bytes")
-        return secret
+        return read_secret_file(self.notify_secret_file, "notify")
 
     def check_notify(self) -> None:
         """The notification settings make sense (the URL is never part of the message)."""

@@ -23,6 +23,7 @@ from gitops_kaito.loader import load_repository
 from gitops_kaito.provision.agentpool import model_pools
 from gitops_kaito.resolve import UNCATALOGED_NOTE, RepoLoad, ResolvedModel
 from tests.gitfixtures import Developer, Remote
+from tests.test_init_add import repo  # noqa: F401 - the fixture (a new repository from `init`) is used by name
 
 HEADER = "apiVersion: gitops.kaito.sh/v1alpha1\nkind: ModelDeployment\n"
 HF_ID = "Qwen/Qwen3-0.6B"
@@ -345,15 +346,7 @@ def test_plan_base_shows_the_note_and_counts_the_cost(dev: Developer, capsys: py
     assert doc["offline"]["costPerHour"] == {"before": 2.0, "after": 11.0, "change": 9.0, "known": True}
 
 
-@pytest.fixture
-def repo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    root = tmp_path / "repo"
-    assert main(["init", str(root)]) == 0
-    capsys.readouterr()
-    return root
-
-
-def test_add_writes_an_hf_id_with_its_instance_type(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_add_writes_an_hf_id_with_its_instance_type(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     code, out, err = run(capsys, "add", HF_ID, "--instance-type", A10, "--namespace", "ml", "--repo", str(repo))
     assert code == 0, err
     text = (repo / "models" / "ml" / "qwen3-0-6b.yaml").read_text()
@@ -365,13 +358,13 @@ def test_add_writes_an_hf_id_with_its_instance_type(repo: Path, capsys: pytest.C
     assert model.uncataloged and model.nodes == 1
 
 
-def test_add_needs_an_instance_type_for_an_hf_id(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_add_needs_an_instance_type_for_an_hf_id(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     code, _, err = run(capsys, "add", HF_ID, "--repo", str(repo))
     assert code == 1 and "give --instance-type" in err
     assert not (repo / "models" / "default" / "qwen3-0-6b.yaml").exists()
 
 
-def test_add_refuses_a_near_miss_unless_allowed(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_add_refuses_a_near_miss_unless_allowed(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     code, _, err = run(capsys, "add", "Qwen/Qwen3.5-9", "--instance-type", A10, "--repo", str(repo))
     assert code == 1 and "did you mean 'Qwen/Qwen3.5-9B'?" in err and "add --allow-uncataloged" in err
     code, _, err = run(capsys, "add", "Qwen/Qwen3.5-9", "--instance-type", A10, "--allow-uncataloged",
