@@ -132,7 +132,14 @@ def model_preset(model: str, catalog: Catalog, allow_uncataloged: bool = False) 
     try:
         return catalog.preset(model)
     except RemovedPreset as err:  # its message names the replacement
-        raise ResolveError(("spec", "model"), str(err))
+        # KAITO v0.12 refuses a removed preset's short name, but any org/name passes its check as a model it
+        # generates from Hugging Face (FACTS.md §2): with the explicit opt-in, deploy the id as such.
+        removed_by_id = "/" in model and err.preset.status == "removed" and hf_repo_id_problem(model) is None
+        if removed_by_id and allow_uncataloged:
+            return uncataloged_preset(model)
+        hint = (". To deploy this Hugging Face repository anyway, as a model KAITO generates (best effort), set "
+                "spec.allowUncataloged: true") if removed_by_id else ""
+        raise ResolveError(("spec", "model"), f"{err}{hint}")
     except UnknownPreset as err:  # its message carries the close names
         if "/" not in model:
             extra = (" (spec.allowUncataloged applies only to Hugging Face ids such as org/model)"

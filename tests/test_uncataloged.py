@@ -207,9 +207,15 @@ def test_allow_uncataloged_does_not_admit_a_name_without_slash(tmp_path: Path) -
     assert "spec.allowUncataloged applies only to Hugging Face ids" in message
 
 
-def test_a_removed_preset_named_by_its_hf_id_is_still_refused(tmp_path: Path) -> None:
+def test_a_removed_preset_named_by_its_hf_id_is_refused_unless_opted_in(tmp_path: Path) -> None:
     line, message = only_error(load_one(tmp_path, f"  model: tiiuae/falcon-7b\n  instanceType: {A10}\n"))
-    assert line == 6 and "was removed from KAITO" in message
+    assert line == 6 and "was removed from KAITO" in message and "set spec.allowUncataloged: true" in message
+    # KAITO v0.12 takes any org/name as a model it generates: with the opt-in it is deployed as such.
+    model = only_model(load_one(tmp_path, f"  model: tiiuae/falcon-7b\n  instanceType: {A10}\n"
+                                          "  allowUncataloged: true\n"))
+    assert model.uncataloged and model.preset.name == "tiiuae/falcon-7b"
+    _, message = only_error(load_one(tmp_path, "  model: falcon-7b\n  allowUncataloged: true\n"))
+    assert "was removed from KAITO" in message, "a short name is not a Hugging Face id: still refused"
 
 
 # ------------------------------------------------------------------------------------------------
