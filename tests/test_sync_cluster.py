@@ -344,6 +344,9 @@ def test_drift_report_leaves_a_hand_edit_in_place_until_the_model_says_correct(
     assert main(["sync", "-o", "json", *common]) == 0
     sync_doc = json.loads(capsys.readouterr().out)
     assert sync_doc["driftReported"] == 2 and sync_doc["updated"] == 0
+    assert main(["sync", *common]) == 0
+    sync_text = capsys.readouterr().out
+    assert sync_text.count("drifted") == 1 and "; 2 drifted, left in place (drift: report)" in sync_text  # once
 
     # The model says correct: its hand edit is reverted as drift; the other model's stays reported.
     env.model("qwen", "  model: qwen2.5-coder-7b-instruct\n")

@@ -132,13 +132,8 @@ def print_result(result: PassResult) -> None:
                 ["model", "state", "message"])
     for err in result.errors:
         print(f"error: {err}", file=sys.stderr)
-    print(("dry run, " if result.dry_run else "") + result.summary() + drift_note(result))
-
-
-def drift_note(result: PassResult) -> str:
-    """"; 2 drifted object(s) reported, not corrected (drift: report)", or "" when the pass left no drift."""
-    drifted = len(result.plan.drift_reported)
-    return f"; {drifted} drifted object(s) reported, not corrected (drift: report)" if drifted else ""
+    # The summary already counts drift left in place (drift: report).
+    print(("dry run, " if result.dry_run else "") + result.summary())
 
 
 def result_dict(result: PassResult) -> dict[str, Any]:
