@@ -44,7 +44,6 @@ FAILURE_STATES = frozenset({"Failed", "Blocked", "Invalid"})
 _MESSAGE_IS_REASON = frozenset({"Blocked", "Invalid"})
 PRUNED_OUTCOME = "Pruned"  # apply.PRUNED: imported by value so this module stays free of the apply machinery
 
-FORMATS = ("generic", "slack", "teams")
 BATCH_OVER = 10  # more events than this in one pass go out as one request per sink
 _TEXT_LINES = 20  # event lines in one Slack/Teams batch message; the rest are counted
 _TEXT_MESSAGE_CHARS = 300
