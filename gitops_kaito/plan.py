@@ -94,7 +94,7 @@ class Change:
     @property
     def fields(self) -> tuple[str, ...]:
         """The fields the patch touches, as people write them (resource.count, data.inference_config.yaml)."""
-        return tuple(dict.fromkeys(pointer_to_field(op.get("path", "")) for op in self.patch))
+        return patch_fields(self.patch)
 
 
 @dataclass(frozen=True)
@@ -294,9 +294,8 @@ REPORTED = "drift reported, not corrected"
 
 
 def reported_reason(patch: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
-    fields = list(dict.fromkeys(pointer_to_field(op.get("path", "")) for op in patch))
     who = f" by {', '.join(by)}" if by else ""
-    return f"{REPORTED} (drift: report): {', '.join(fields)} changed in the cluster{who}"
+    return f"{REPORTED} (drift: report): {', '.join(patch_fields(patch))} changed in the cluster{who}"
 
 
 def _as_unlabelled_default(want_cmp: Manifest, live: Manifest) -> Manifest:
@@ -542,6 +541,11 @@ def drift_managers(live: Manifest, patch: Sequence[Mapping[str, Any]]) -> tuple[
                 _owned_path(tree, op.get("path", "")) for op in patch):
             found.add(str(manager))
     return tuple(sorted(found))
+
+
+def patch_fields(patch: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The fields a JSON patch touches, each once, in patch order (pointer_to_field)."""
+    return tuple(dict.fromkeys(pointer_to_field(op.get("path", "")) for op in patch))
 
 
 def pointer_to_field(pointer: str) -> str:
