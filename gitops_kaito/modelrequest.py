@@ -31,7 +31,6 @@ MAX_ADAPTERS = 10  # KAITO webhook rule (FACTS.md §4.2.9)
 ANNOTATION_DRIFT = "gitops.kaito.sh/drift"
 DRIFT_CORRECT = "correct"
 DRIFT_REPORT = "report"
-DRIFT_MODES = (DRIFT_CORRECT, DRIFT_REPORT)
 
 
 @dataclass(frozen=True)
