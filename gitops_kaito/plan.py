@@ -446,9 +446,10 @@ def applied_by_us(live: Manifest) -> bool:
     return any(e.get("manager") == FIELD_MANAGER for e in entries if isinstance(e, Mapping))
 
 
-def foreign_owned(live: Manifest) -> list[Mapping[str, Any]]:
-    """fieldsV1 trees of other managers' updates (kubectl edit/patch, controllers)."""
-    return [e.get("fieldsV1") or {} for e in (live.get("metadata") or {}).get("managedFields") or []
+def foreign_owned(live: Manifest) -> list[tuple[Any, Mapping[str, Any]]]:
+    """(manager, fieldsV1 tree) of other managers' updates (kubectl edit/patch, controllers); the manager may be
+    missing."""
+    return [(e.get("manager"), e["fieldsV1"]) for e in (live.get("metadata") or {}).get("managedFields") or []
             if e.get("manager") != FIELD_MANAGER and isinstance(e.get("fieldsV1"), Mapping)]
 
 
@@ -534,13 +535,8 @@ def _same_as_applied(live: Manifest, desired: Manifest) -> bool:
 def drift_managers(live: Manifest, patch: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     """The other field managers (kubectl-edit, a controller) that own one of the patched fields: who drifted it.
     Empty when the server keeps no managedFields or the edit removed a field (nobody owns a missing one)."""
-    found: set[str] = set()
-    for entry in (live.get("metadata") or {}).get("managedFields") or []:
-        manager, tree = entry.get("manager"), entry.get("fieldsV1")
-        if manager and manager != FIELD_MANAGER and isinstance(tree, Mapping) and any(
-                _owned_path(tree, op.get("path", "")) for op in patch):
-            found.add(str(manager))
-    return tuple(sorted(found))
+    return tuple(sorted({str(manager) for manager, tree in foreign_owned(live)
+                         if manager and any(_owned_path(tree, op.get("path", "")) for op in patch)}))
 
 
 def patch_fields(patch: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
@@ -564,8 +560,7 @@ def _is_drift(live: Manifest, desired: Manifest, patch: Sequence[Mapping[str, An
         return True
     if live_ann.get(ANNOTATION_REVISION) and live_ann.get(ANNOTATION_REVISION) == want_ann.get(ANNOTATION_REVISION):
         return True
-    others = foreign_owned(live)
-    return any(_owned_path(tree, op.get("path", "")) for tree in others for op in patch)
+    return any(_owned_path(tree, op.get("path", "")) for _, tree in foreign_owned(live) for op in patch)
 
 
 def _owned_path(tree: Mapping[str, Any], pointer: str) -> bool:
