@@ -129,17 +129,20 @@ class RunSettings:
             value = getattr(daemon, f.name)
             if value is not None and f.name in self.defaulted:
                 values[f.name] = value
-        if ("lease_name" in self.defaulted and "lease_name" not in values and "instance" in self.defaulted
-                and instance != DEFAULT_INSTANCE):
-            values["lease_name"] = f"{RunSettings.lease_name}-{instance}"
+        if "lease_name" in self.defaulted and "lease_name" not in values and "instance" in self.defaulted:
+            values.update(instance_lease(instance))
         try:
             out = replace(self, **values)
-            out.interval_s  # noqa: B018 - the schema checked the form; this also checks the value
-            out.jitter_s  # noqa: B018
-            out.listen_address  # noqa: B018
+            out.check()  # the schema checked the form; this also checks the value
         except SettingsError as err:
             raise SettingsError(f"gitops-kaito.yaml daemon: {err}") from None
         return out
+
+    def check(self) -> None:
+        """The values that parse lazily parse (SettingsError, with a clear message, before anything starts)."""
+        self.interval_s  # noqa: B018
+        self.jitter_s  # noqa: B018
+        self.listen_address  # noqa: B018
 
     def webhook_secret(self) -> bytes | None:
         return read_secret_file(self.webhook_secret_file, "webhook") if self.webhook_secret_file else None
@@ -210,12 +213,19 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = N
         values["paths"] = tuple(dict.fromkeys(normalize_scope_path(p) for p in values.get("paths") or ()))
     except ValueError as err:
         raise SettingsError(str(err)) from None
-    if values.get("instance") not in (None, "", DEFAULT_INSTANCE) and "lease_name" not in values:
-        # Instances sharing a Lease would elect one leader among them all: only one of them would ever sync.
-        values["lease_name"] = f"{RunSettings.lease_name}-{values['instance']}"
+    if "lease_name" not in values:
+        values.update(instance_lease(values.get("instance")))
     defaulted = frozenset(f.name for f in fields(RunSettings) if f.name not in values and f.name != "defaulted")
     settings = RunSettings(**values, defaulted=defaulted)
-    settings.interval_s  # noqa: B018 - validate early, with a clear message
-    settings.jitter_s  # noqa: B018
-    settings.listen_address  # noqa: B018
+    settings.check()
     return settings
+
+
+def instance_lease(instance: str | None) -> dict[str, str]:
+    """The lease_name a named instance implies when none is set ({} for the default instance).
+
+    Instances sharing a Lease would elect one leader among them all: only one of them would ever sync.
+    """
+    if instance in (None, "", DEFAULT_INSTANCE):
+        return {}
+    return {"lease_name": f"{RunSettings.lease_name}-{instance}"}
