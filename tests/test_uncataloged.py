@@ -21,7 +21,7 @@ from gitops_kaito.cli import main
 from gitops_kaito.config import RepoConfig
 from gitops_kaito.loader import load_repository
 from gitops_kaito.provision.agentpool import model_pools
-from gitops_kaito.resolve import UNCATALOGED_NOTE, RepoLoad, ResolvedModel
+from gitops_kaito.resolve import UNCATALOGED_NOTE, RepoLoad, ResolvedModel, ResolveError, model_preset
 from tests.gitfixtures import Developer, Remote
 from tests.test_init_add import repo  # noqa: F401 - the fixture (a new repository from `init`) is used by name
 
@@ -85,6 +85,32 @@ def test_close_hf_ids_finds_near_misses_of_catalog_ids_only() -> None:
     assert catalog.close_hf_ids("MICROSOFT/phi-4-mini-instruc")[0] == "microsoft/Phi-4-mini-instruct"  # closest first
     assert catalog.close_hf_ids(HF_ID) == ()  # Qwen/Qwen3-8B-AWQ is not that close (ratio 0.75)
     assert catalog.close_hf_ids("tiiuae/falcon-7c") == ()  # removed presets are never suggested
+
+
+def test_an_id_outside_the_catalog_computes_only_the_suggestions_it_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """catalog.suggest (difflib over every preset) is for names without '/'; the typo guard is skipped when opted
+    out of. Both ran on every load of such a model and were thrown away."""
+    catalog = load_catalog()
+    calls: list[str] = []
+    real_suggest, real_close = catalog.suggest, catalog.close_hf_ids
+
+    def suggest(name: str, limit: int = 5) -> tuple[str, ...]:
+        calls.append(name)
+        return real_suggest(name, limit)
+
+    def close_hf_ids(name: str) -> tuple[str, ...]:
+        calls.append(f"close:{name}")
+        return real_close(name)
+
+    monkeypatch.setattr(catalog, "suggest", suggest)
+    monkeypatch.setattr(catalog, "close_hf_ids", close_hf_ids)
+    assert model_preset(HF_ID, catalog).name == HF_ID
+    assert calls == [f"close:{HF_ID}"]
+    assert model_preset("Qwen/Qwen3.5-9", catalog, allow_uncataloged=True).name == "Qwen/Qwen3.5-9"
+    assert calls == [f"close:{HF_ID}"]
+    with pytest.raises(ResolveError):
+        model_preset("phi-4-mini-instrct", catalog)
+    assert calls == [f"close:{HF_ID}", "phi-4-mini-instrct"]
 
 
 # ------------------------------------------------------------------------------------------------
