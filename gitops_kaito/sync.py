@@ -151,23 +151,21 @@ def load_desired(repo_dir: Path, revision: str, scope: Scope | None = None) -> D
 
 def plan_policy(desired: Desired, *, allow_mass_prune: bool = False) -> PlanPolicy:
     config = desired.load.config
-    rendered_ids = {r.model.request.id for r in desired.rendered}
+    # Each rendered model's annotations as a mapping, made once per pass (it runs on every pass, cached or not).
+    annotations = {r.model.request.id: dict(r.model.request.annotations) for r in desired.rendered}
     return PlanPolicy(
         prune=config.prune.enabled,
         max_share=config.prune.max_share,
         allow_all=config.prune.allow_all,
         allow_mass_prune=allow_mass_prune,
         replace_policy=config.replace_policy,
-        replace_allowed=frozenset(r.model.request.id for r in desired.rendered
-                                  if dict(r.model.request.annotations).get(ANNOTATION_REPLACE) == "allowed"),
+        replace_allowed=frozenset(m for m, a in annotations.items() if a.get(ANNOTATION_REPLACE) == "allowed"),
         # gitops.kaito.sh/drift on a model overrides the repository's drift: for every object of that model.
         drift=config.drift,
-        drift_report=frozenset(r.model.request.id for r in desired.rendered
-                               if dict(r.model.request.annotations).get(ANNOTATION_DRIFT) == DRIFT_REPORT),
-        drift_correct=frozenset(r.model.request.id for r in desired.rendered
-                                if dict(r.model.request.annotations).get(ANNOTATION_DRIFT) == DRIFT_CORRECT),
+        drift_report=frozenset(m for m, a in annotations.items() if a.get(ANNOTATION_DRIFT) == DRIFT_REPORT),
+        drift_correct=frozenset(m for m, a in annotations.items() if a.get(ANNOTATION_DRIFT) == DRIFT_CORRECT),
         # A model whose file exists but failed (to load or render) keeps whatever it has in the cluster.
-        keep=frozenset((set(desired.load.discovered_ids) - rendered_ids) | {m for m, _ in desired.invalid}),
+        keep=frozenset((set(desired.load.discovered_ids) - annotations.keys()) | {m for m, _ in desired.invalid}),
         suspended=frozenset(r.model.request.id for r in desired.rendered if r.suspended),
         source_ok=desired.load.config_ok and desired.templates_ok,
         instance=config.instance,
