@@ -100,19 +100,16 @@ def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig)
     _check_config(request, preset)
     _check_adapters(request)
     label_selector = _label_selector(request)
-    if not preset.cataloged:
+    if preset.cataloged:
+        sku, fit = _sku_and_fit(request, preset, catalog, config)
+    else:
         sku, fit = _uncataloged_sku(request, preset, catalog, config), None
-        nodes = request.nodes or 1  # KAITO estimates from the Hugging Face metadata we do not read: assume 1
+    if fit is None:
+        # byo without a SKU, or a model outside the catalog: KAITO estimates its nodes from Hugging Face metadata
+        # we do not read, so assume 1 (the SKU, when given, still gives its GPUs and price).
+        nodes = request.nodes or 1
         gpus = nodes * sku.gpu_count if sku is not None else 0
         price = price_for(sku, nodes) if sku is not None else None
-        return ResolvedModel(
-            request=request, preset=preset, sku=sku, fit=None, nodes=nodes, gpus=gpus,
-            provisioning=request.provisioning, price_per_hour=price, disk_gib=preset.disk_gib,
-            label_selector=label_selector,
-        )
-    sku, fit = _sku_and_fit(request, preset, catalog, config)
-    if fit is None:
-        nodes, gpus, price = request.nodes or 1, 0, None
     else:
         nodes = _nodes(request, fit)
         gpus = nodes * fit.gpus_per_node
