@@ -210,8 +210,7 @@ class Kube:
         token: str | None = None
         while True:
             body = self._json(lambda t=token: self.dynamic.get(  # type: ignore[misc]
-                resource, label_selector=label_selector, limit=LIST_PAGE_SIZE, _continue=t, serialize=False,
-                _request_timeout=self.retry.request_timeout_s),
+                resource, label_selector=label_selector, limit=LIST_PAGE_SIZE, _continue=t, serialize=False),
                 f"list {kind}")
             for item in body.get("items") or []:
                 item.setdefault("apiVersion", api_version)
@@ -225,7 +224,7 @@ class Kube:
         resource = self._required(ref.api_version, ref.kind)
         try:
             return self._json(lambda: self.dynamic.get(resource, name=ref.name, namespace=ref.namespace or None,
-                                                       serialize=False, _request_timeout=self.retry.request_timeout_s),
+                                                       serialize=False),
                               f"get {ref}")
         except KubeError as err:
             if err.status == 404:
@@ -246,15 +245,14 @@ class Kube:
         return self._json(lambda: self.dynamic.server_side_apply(
             resource, body=manifest, name=ref.name, namespace=ref.namespace or None,
             field_manager=FIELD_MANAGER, force_conflicts=True, dry_run="All" if dry_run else None,
-            serialize=False, _request_timeout=self.retry.request_timeout_s), f"apply {ref}")
+            serialize=False), f"apply {ref}")
 
     def delete(self, ref: ObjectRef) -> bool:
         """Delete in the background; False when it was already gone."""
         resource = self._required(ref.api_version, ref.kind)
         try:
             self._call(lambda: self.dynamic.delete(resource, name=ref.name, namespace=ref.namespace or None,
-                                                   propagation_policy="Background", serialize=False,
-                                                   _request_timeout=self.retry.request_timeout_s),
+                                                   propagation_policy="Background", serialize=False),
                        f"delete {ref}")
         except KubeError as err:
             if err.status == 404:
@@ -297,7 +295,8 @@ class Kube:
 
 class _DeadlineRESTClient(k8s_rest.RESTClientObject):
     """Gives every request the deadline, discovery's too: the dynamic client's discovery passes none, and a server
-    that accepts and never answers would otherwise hang the pass (and the daemon's every later pass) for good."""
+    that accepts and never answers would otherwise hang the pass (and the daemon's every later pass) for good.
+    The one place Kube's calls get it; a caller's own _request_timeout (the Lease's, Events') still wins."""
 
     def __init__(self, configuration: k8s_client.Configuration, timeout_s: float | None) -> None:
         super().__init__(configuration)
