@@ -348,13 +348,18 @@ def model_action(changes: Sequence[Change]) -> str:
 def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
     rendered = {r.model.request.id: r for r in desired.rendered}
     invalid = dict(desired.invalid)
+    # Agent pool actions by model, gathered once: a scan of every pool per model grew with models x pools.
+    pool_actions_of: dict[str, set[str]] = {}
+    for p in plan.node_pools:
+        if p.mutates or p.action == "blocked":
+            pool_actions_of.setdefault(p.model_id, set()).add(p.action)
     rows = []
     for mid in sorted(set(rendered) | set(plan.model_ids) | set(invalid)):
         r = rendered.get(mid)
         m = r.model if r else None
         action = "invalid" if mid in invalid else model_action(plan.for_model(mid))
         if action == "no change":  # aks mode: the agent pool may change while the Workspace does not
-            pool_actions = {p.action for p in plan.node_pools if p.model_id == mid and (p.mutates or p.action == "blocked")}
+            pool_actions = pool_actions_of.get(mid, set())
             action = next((a for a in ("blocked", "replace") if a in pool_actions), "update" if pool_actions else action)
         if r is not None and r.suspended and action in ("delete", "no change"):
             action = "suspend"
