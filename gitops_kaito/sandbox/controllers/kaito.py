@@ -66,6 +66,7 @@ from gitops_kaito.sandbox.controllers import conditions as c
 from gitops_kaito.sandbox.controllers.base import Controller
 from gitops_kaito.sandbox.controllers.failures import IMAGE_PULL, FailureBook
 from gitops_kaito.sandbox.controllers.gpus import disk_request, estimate_nodes
+from gitops_kaito.sandbox.controllers.karpenter import MACHINE
 from gitops_kaito.sandbox.controllers.timing import Timing
 
 GROUP = "kaito.sh"
@@ -81,7 +82,7 @@ LABEL_NODEPOOL = "karpenter.sh/nodepool"
 LABEL_PROVISIONER = "karpenter.sh/provisioner-name"
 LABEL_MACHINE_TYPE = "kaito.sh/machine-type"
 LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
-MACHINE_VERSION, MACHINES = "v1alpha5", "machines"
+MACHINE_VERSION, MACHINES = MACHINE.version, MACHINE.plural  # the simulated Karpenter's Machine API
 SPEC_FIELDS = frozenset({"f:resource", "f:inference", "f:tuning"})
 RESERVED_KEYS = frozenset({
     "kaito.sh/workspace", "kaito.sh/workspacenamespace", "kaito.sh/ragengine", "kaito.sh/ragenginenamespace",
@@ -90,7 +91,7 @@ RESERVED_KEYS = frozenset({
 })
 GPU_LABELS = ("nvidia.com/gpu.product", "nvidia.com/gpu.count", "nvidia.com/gpu.memory")
 KARPENTER_STEPS = ("Launched", "Registered", "Initialized")
-MACHINE_STEPS = ("MachineLaunched", "MachineRegistered", "MachineInitialized")
+MACHINE_STEPS = MACHINE.steps  # the conditions the simulated Karpenter sets on a Machine
 WEBHOOK_PREFIX = 'admission webhook "validation.workspace.kaito.sh" denied the request: '
 REASON_REJECTED = "ValidationFailed"
 BASE_IMAGE = "mcr.microsoft.com/aks/kaito/kaito-base:0.5.0"
@@ -489,7 +490,6 @@ class KaitoController(Controller):
     def _resources(self, ws: dict[str, Any], target: int, claims: list[dict[str, Any]],
                    nodes: list[dict[str, Any]]) -> tuple[list[c.Condition], bool, list[str]]:
         gen = ws["metadata"].get("generation")
-        name, ns = ws["metadata"]["name"], ws["metadata"]["namespace"]
         out: list[c.Condition] = []
         claims_ready = True
         if self.nap:
@@ -507,9 +507,7 @@ class KaitoController(Controller):
                 out.append(c.cond(NODECLAIM_READY, False, reason, message, gen))
             instance_type = ws.get("resource", {}).get("instanceType")
             claim_nodes = {cl.get("status", {}).get("nodeName") for cl in claims}
-            candidates = [n for n in nodes if n["metadata"]["name"] in claim_nodes
-                          or ((n["metadata"].get("labels") or {}).get(LABEL_WORKSPACE) == name
-                              and (n["metadata"].get("labels") or {}).get(LABEL_WORKSPACE_NS) == ns)]
+            candidates = [n for n in nodes if n["metadata"]["name"] in claim_nodes or owned_by(n, ws)]
             usable = [n for n in candidates if node_ready(n)
                       and (n["metadata"].get("labels") or {}).get("node.kubernetes.io/instance-type") == instance_type
                       and (n["metadata"].get("labels") or {}).get("accelerator") == "nvidia"]
