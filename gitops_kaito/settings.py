@@ -38,11 +38,17 @@ def parse_duration(text: str | float | int) -> float:
 MAX_SCHEDULE_S = 7 * 24 * 3600.0
 
 
+MIN_INTERVAL_S = 1.0
+
+
 def schedulable(name: str, text: str) -> float:
-    """A duration the scheduler can add to a datetime: a huge one (the schema only checks the form) overflowed."""
+    """A duration the scheduler can add to a datetime: a huge one (the schema only checks the form) overflowed; an
+    interval also at least MIN_INTERVAL_S. Both `run` and `validate` (gitops-kaito.yaml's daemon:) check with this."""
     seconds = parse_duration(text)
     if seconds > MAX_SCHEDULE_S:
         raise SettingsError(f"{name} {text!r} is longer than 7 days")
+    if name == "interval" and seconds < MIN_INTERVAL_S:
+        raise SettingsError(f"interval {text!r} is shorter than {MIN_INTERVAL_S:g}s")
     return seconds
 
 
@@ -104,10 +110,7 @@ class RunSettings:
 
     @property
     def interval_s(self) -> float:
-        seconds = schedulable("interval", self.interval)
-        if seconds < 1:
-            raise SettingsError(f"interval {self.interval!r} is shorter than 1s")
-        return seconds
+        return schedulable("interval", self.interval)
 
     @property
     def jitter_s(self) -> float:

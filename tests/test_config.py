@@ -201,6 +201,7 @@ def test_daemon_settings_a_repository_may_not_choose(tmp_path: Path, key: str, v
     ("daemon:\n  intervall: 30s\n", 4, "did you mean 'interval'"),
     ("daemon:\n  leaseName: Not_A_Name\n", 4, "Kubernetes object name"),
     ("daemon:\n  interval: 9999h\n", 4, "longer than 7 days"),
+    ("daemon:\n  interval: 500ms\n", 4, "shorter than 1s"),
     ("daemon:\n  listen: 0.0.0.0:99999\n", 4, "is not a port"),
 ])
 def test_daemon_section_errors_name_the_line(tmp_path: Path, body: str, line: int, message: str) -> None:
