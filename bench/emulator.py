@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from kubernetes import client
 
-from gitops_kaito.resources import data_path
+from gitops_kaito.model.resources import data_path
 from gitops_kaito.sandbox.apiserver import ApiServer
 
 ADMIN_AGENT = "gitops-kaito-bench/admin"  # never counted as the reconciler's ("gitops-kaito/") or kubectl's

@@ -66,7 +66,7 @@ class Remote:
 @contextmanager
 def count_git_network() -> Iterator[Counter[str]]:
     """Counts the git operations that talk to the remote (fetch, ls-remote, push), by subcommand."""
-    from gitops_kaito.gitsource import GitSource
+    from gitops_kaito.adapters.gitsource import GitSource
 
     seen: Counter[str] = Counter()
     original = GitSource._run
@@ -96,9 +96,9 @@ class PassFigures:
 
 def writeback(workdir: Path, models: int = 50) -> dict[str, Any]:
     """Status commits per git pass: the first pass, nothing changed, one model changed, nothing changed again."""
-    from gitops_kaito.desiredcache import DesiredCache
-    from gitops_kaito.gitsync import GitSyncSettings, git_source, run_git_pass
-    from gitops_kaito.kube import Kube
+    from gitops_kaito.adapters.kube import Kube
+    from gitops_kaito.reconcile.desiredcache import DesiredCache
+    from gitops_kaito.reconcile.gitsync import GitSyncSettings, git_source, run_git_pass
 
     remote = Remote(workdir, models)
     server, kubeconfig = emulator.start(workdir, genrepo.NAMESPACES)
@@ -159,13 +159,13 @@ def _wait(condition: Callable[[], Any], timeout_s: float) -> Any:
 
 def webhook_latency(workdir: Path, models: int = 50, deliveries: int = 5) -> dict[str, Any]:
     """A push, then a signed GitHub webhook: seconds until the new model's Workspace is applied."""
-    from gitops_kaito import webhooks
-    from gitops_kaito.daemon import Daemon, DaemonSettings, PassContext
-    from gitops_kaito.desiredcache import DesiredCache
-    from gitops_kaito.gitsync import GitSyncSettings, git_source, run_git_pass
-    from gitops_kaito.kube import Kube
-    from gitops_kaito.metrics import Metrics
-    from gitops_kaito.webserver import Listener, ListenerHooks
+    from gitops_kaito.adapters.kube import Kube
+    from gitops_kaito.reconcile.desiredcache import DesiredCache
+    from gitops_kaito.reconcile.gitsync import GitSyncSettings, git_source, run_git_pass
+    from gitops_kaito.service import webhooks
+    from gitops_kaito.service.daemon import Daemon, DaemonSettings, PassContext
+    from gitops_kaito.service.metrics import Metrics
+    from gitops_kaito.service.webserver import Listener, ListenerHooks
 
     remote = Remote(workdir, models)
     server, kubeconfig = emulator.start(workdir, genrepo.NAMESPACES)

@@ -65,8 +65,8 @@ def _cached_noop(repo: Path, kube: Any, parent: Parent) -> dict[str, Any]:
     (tree_fingerprint, what run_git_pass hands it), after a warming pass at that commit."""
     import git
 
-    from gitops_kaito.desiredcache import DesiredCache, tree_fingerprint
-    from gitops_kaito.sync import run_pass
+    from gitops_kaito.reconcile.desiredcache import DesiredCache, tree_fingerprint
+    from gitops_kaito.reconcile.sync import run_pass
 
     env = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
@@ -90,9 +90,9 @@ def _cached_noop(repo: Path, kube: Any, parent: Parent) -> dict[str, Any]:
 
 
 def _measure(size: int, repo: Path, kubeconfig: str, dump_dir: Path, parent: Parent) -> dict[str, Any]:
-    from gitops_kaito.kube import Kube
-    from gitops_kaito.plan import make_plan
-    from gitops_kaito.sync import load_desired, plan_policy, read_live, run_pass
+    from gitops_kaito.adapters.kube import Kube
+    from gitops_kaito.core.plan import make_plan
+    from gitops_kaito.reconcile.sync import load_desired, plan_policy, read_live, run_pass
 
     row: dict[str, Any] = {"models": size, "base_rss_mb": round(rss_mb(), 1)}
 

@@ -21,10 +21,10 @@ import git
 import yaml
 from kubernetes import client
 
-from gitops_kaito.gitsource import GitAuth, GitSource, SourceSpec
-from gitops_kaito.gitsync import GitPassResult, GitSyncSettings, run_git_pass
-from gitops_kaito.kube import Kube, RetryPolicy
-from gitops_kaito.ownership import LABEL_MODEL
+from gitops_kaito.adapters.gitsource import GitAuth, GitSource, SourceSpec
+from gitops_kaito.adapters.kube import Kube, RetryPolicy
+from gitops_kaito.model.ownership import LABEL_MODEL
+from gitops_kaito.reconcile.gitsync import GitPassResult, GitSyncSettings, run_git_pass
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.apiserver import ApiServer
 from tests.fixtures_cluster import wait_until

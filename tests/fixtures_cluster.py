@@ -18,8 +18,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from gitops_kaito.ownership import LABEL_MODEL_NAMESPACE, OWNER_SELECTOR
-from gitops_kaito.resources import data_path
+from gitops_kaito.model.ownership import LABEL_MODEL_NAMESPACE, OWNER_SELECTOR
+from gitops_kaito.model.resources import data_path
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.apiserver import ApiServer
 

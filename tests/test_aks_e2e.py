@@ -14,8 +14,8 @@ from gitops_kaito.provision.provisioner import AgentPoolProvisioner
 from gitops_kaito.sandbox.arm import ArmEmulator
 from tests.aksfixtures import write_repo
 
-loader = pytest.importorskip("gitops_kaito.loader")
-render = pytest.importorskip("gitops_kaito.render")
+loader = pytest.importorskip("gitops_kaito.repo.loader")
+render = pytest.importorskip("gitops_kaito.core.render")
 
 @pytest.fixture
 def arm() -> Iterator[ArmEmulator]:

@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from gitops_kaito.adapters.kube import Kube
 from gitops_kaito.cli.plan import markdown_parts, plan_json, write_text
-from gitops_kaito.gitsync import assess_models
-from gitops_kaito.kube import Kube
-from gitops_kaito.ownership import LABEL_MODEL
+from gitops_kaito.model.ownership import LABEL_MODEL
 from gitops_kaito.provision.agentpool import pool_name
 from gitops_kaito.provision.aks import StaticTokenCredential
 from gitops_kaito.provision.pools import PoolRunner
+from gitops_kaito.reconcile.gitsync import assess_models
+from gitops_kaito.reconcile.sync import PassResult, plan_repository, run_pass
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmFault, KubeNodeApi, NodeBridge
-from gitops_kaito.sync import PassResult, plan_repository, run_pass
 from tests.aksfixtures import CONFIG, MODEL
 
 pytestmark = pytest.mark.cluster

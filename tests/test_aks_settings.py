@@ -7,7 +7,6 @@ import argparse
 import pytest
 from azure.core.exceptions import ServiceRequestError
 
-from gitops_kaito.config import AzureSettings
 from gitops_kaito.provision.aks import (
     AksSettings,
     AksSettingsError,
@@ -18,6 +17,7 @@ from gitops_kaito.provision.aks import (
     merge_settings,
     settings_from_args,
 )
+from gitops_kaito.repo.config import AzureSettings
 from gitops_kaito.sandbox.arm import ArmEmulator
 
 
@@ -43,7 +43,7 @@ def test_flags_through_argparse() -> None:
 
 
 def test_config_module_azure_settings_fit() -> None:
-    config = pytest.importorskip("gitops_kaito.config")
+    config = pytest.importorskip("gitops_kaito.repo.config")
     merged = merge_settings(config.AzureSettings(subscription_id="s", resource_group="r", cluster_name="c"), env={})
     assert merged.validate().cluster_name == "c"
 

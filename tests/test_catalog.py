@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gitops_kaito.catalog import (
+from gitops_kaito.repo.catalog import (
     MAX_NODES,
     Catalog,
     RemovedPreset,

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from gitops_kaito.adapters.endpoint import EndpointError
 from gitops_kaito.cli import main
 from gitops_kaito.cli.chat import Conversation, parse_target, repl
 from gitops_kaito.cli.common import CliError
-from gitops_kaito.endpoint import EndpointError
 from gitops_kaito.sandbox.apiserver import Fault
 from tests.fixtures_cluster import ClusterTarget, skip_on_real, wait_until
 from tests.kaito_helpers import create, get, wait_inference_ready, workspace

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from gitops_kaito.config import (
+from gitops_kaito.repo.config import (
     EXAMPLE_CONFIG,
     AzureSettings,
     DaemonConfig,
@@ -17,7 +17,7 @@ from gitops_kaito.config import (
     StatusSettings,
     load_config,
 )
-from gitops_kaito.yamlsource import SourceError
+from gitops_kaito.repo.yamlsource import SourceError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEADER = "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\n"

@@ -6,8 +6,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from gitops_kaito.daemon import Daemon, DaemonSettings, PassContext
-from gitops_kaito.metrics import Metrics
+from gitops_kaito.service.daemon import Daemon, DaemonSettings, PassContext
+from gitops_kaito.service.metrics import Metrics
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from pathlib import Path
 import git
 import pytest
 
-from gitops_kaito.config import Scope
-from gitops_kaito.daemon import PassContext
-from gitops_kaito.desiredcache import DesiredCache, stat_fingerprint, tree_fingerprint
-from gitops_kaito.gitsync import run_git_pass
-from gitops_kaito.metrics import Metrics
-from gitops_kaito.service import GitPass, PassReport
-from gitops_kaito.sync import Desired, load_desired
+from gitops_kaito.reconcile.desiredcache import DesiredCache, stat_fingerprint, tree_fingerprint
+from gitops_kaito.reconcile.gitsync import run_git_pass
+from gitops_kaito.reconcile.sync import Desired, load_desired
+from gitops_kaito.repo.config import Scope
+from gitops_kaito.service.daemon import PassContext
+from gitops_kaito.service.metrics import Metrics
+from gitops_kaito.service.service import GitPass, PassReport
 from tests.gitfixtures import DEV_ENV, model_file
 from tests.test_gitsync import World, served, world  # noqa: F401 - the fixture is used by name
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from gitops_kaito import endpoint
-from gitops_kaito.kube import Kube
+from gitops_kaito.adapters import endpoint
+from gitops_kaito.adapters.kube import Kube
 from tests.fixtures_cluster import ClusterTarget, skip_on_real, wait_until
 from tests.kaito_helpers import create, wait_inference_ready, workspace
 

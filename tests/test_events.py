@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from gitops_kaito.kube import Kube
-from gitops_kaito.sync import run_pass
+from gitops_kaito.adapters.kube import Kube
+from gitops_kaito.reconcile.sync import run_pass
 from tests.fixtures_cluster import ClusterTarget
 from tests.gitfixtures import model_file
 
@@ -59,8 +59,8 @@ def test_created_drift_corrected_aggregated_and_pruned(cluster: ClusterTarget, t
 
 
 def test_a_second_recorder_aggregates_onto_the_event_another_one_wrote(cluster: ClusterTarget) -> None:
-    from gitops_kaito.events import EventRecorder
-    from gitops_kaito.objects import ObjectRef
+    from gitops_kaito.adapters.events import EventRecorder
+    from gitops_kaito.model.objects import ObjectRef
 
     ns = cluster.namespace
     ref = ObjectRef("kaito.sh/v1beta1", "Workspace", ns, "phi")
@@ -80,9 +80,9 @@ def test_a_recorder_is_dropped_with_its_connection(cluster: ClusterTarget) -> No
     again (CLI passes in one process, tests) does not gather recorders and their API clients."""
     import gc
 
-    from gitops_kaito import events
-    from gitops_kaito.objects import ObjectRef, Wave
-    from gitops_kaito.plan import Action, Change
+    from gitops_kaito.adapters import events
+    from gitops_kaito.core.plan import Action, Change
+    from gitops_kaito.model.objects import ObjectRef, Wave
 
     ref = ObjectRef("kaito.sh/v1beta1", "Workspace", cluster.namespace, "ghost")
     created = Change(ref=ref, action=Action.CREATE, model_id=f"{cluster.namespace}.ghost", wave=Wave.WORKLOAD)

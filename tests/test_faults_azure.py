@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from gitops_kaito.loader import load_repository
 from gitops_kaito.provision import agentpool as ap
 from gitops_kaito.provision.agentpool import desired_pools, pool_name
 from gitops_kaito.provision.aks import AksSettings, StaticTokenCredential
 from gitops_kaito.provision.provisioner import AgentPoolProvisioner, PoolOutcome
-from gitops_kaito.resolve import RepoLoad
+from gitops_kaito.repo.loader import load_repository
+from gitops_kaito.repo.resolve import RepoLoad
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmFault
 from tests.aksfixtures import write_repo
 from tests.faultkit import wait_until

@@ -13,8 +13,8 @@ from pathlib import Path
 import git
 import pytest
 
-from gitops_kaito.gitsource import GitAuth, GitSourceError
-from gitops_kaito.writeback import WritebackError
+from gitops_kaito.adapters.gitsource import GitAuth, GitSourceError
+from gitops_kaito.adapters.writeback import WritebackError
 from tests.faultkit import GitHttpServer, GitWorld
 
 pytestmark = [pytest.mark.cluster, pytest.mark.emulator_only]

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitops_kaito.config import API_VERSION as CONFIG_API_VERSION
-from gitops_kaito.config import KIND as CONFIG_KIND
-from gitops_kaito.sync import INVALID, plan_repository, run_pass
+from gitops_kaito.reconcile.sync import INVALID, plan_repository, run_pass
+from gitops_kaito.repo.config import API_VERSION as CONFIG_API_VERSION
+from gitops_kaito.repo.config import KIND as CONFIG_KIND
 from tests.faultkit import KubeWorld, model_file
 
 pytestmark = [pytest.mark.cluster, pytest.mark.emulator_only]

@@ -20,7 +20,7 @@ from typing import Any
 import git
 import pytest
 
-from gitops_kaito.gitsync import PAUSE_AT_ENV, PAUSE_FILE_ENV, GitSyncSettings, run_git_pass
+from gitops_kaito.reconcile.gitsync import PAUSE_AT_ENV, PAUSE_FILE_ENV, GitSyncSettings, run_git_pass
 from gitops_kaito.sandbox.apiserver import Fault
 from tests.faultkit import KubeWorld, normalize_status, wait_until
 from tests.gitfixtures import Developer, Remote, make_remote, model_file

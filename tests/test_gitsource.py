@@ -16,7 +16,7 @@ from pathlib import Path
 import git
 import pytest
 
-from gitops_kaito.gitsource import (
+from gitops_kaito.adapters.gitsource import (
     GitAuth,
     GitSource,
     GitSourceError,

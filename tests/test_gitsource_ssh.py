@@ -18,10 +18,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from gitops_kaito import service
-from gitops_kaito.cli import build_parser, main
-from gitops_kaito.cli.run import settings_from_args
-from gitops_kaito.gitsource import (
+from gitops_kaito.adapters.gitsource import (
     GitAuth,
     GitSource,
     GitSourceError,
@@ -30,9 +27,12 @@ from gitops_kaito.gitsource import (
     is_ssh_url,
     ssh_command,
 )
-from gitops_kaito.gitsync import GitSyncSettings, run_git_pass
-from gitops_kaito.kube import Kube, RetryPolicy
-from gitops_kaito.settings import resolve_settings
+from gitops_kaito.adapters.kube import Kube, RetryPolicy
+from gitops_kaito.cli import build_parser, main
+from gitops_kaito.cli.run import settings_from_args
+from gitops_kaito.reconcile.gitsync import GitSyncSettings, run_git_pass
+from gitops_kaito.service import service
+from gitops_kaito.service.settings import resolve_settings
 from tests.fixtures_cluster import ClusterTarget, wait_until
 from tests.gitfixtures import Developer, Remote, model_file
 from tests.sshfixtures import SshServer, keygen, known_hosts_line

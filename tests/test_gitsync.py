@@ -18,12 +18,12 @@ import pytest
 import yaml
 from kubernetes import client
 
+from gitops_kaito.adapters.history import model_history
+from gitops_kaito.adapters.kube import Kube, RetryPolicy
 from gitops_kaito.cli import main
-from gitops_kaito.gitsync import GitPassResult, GitSyncSettings, run_git_pass
-from gitops_kaito.history import model_history
-from gitops_kaito.kube import Kube, RetryPolicy
+from gitops_kaito.core.status import DriftEntry, EndpointCheck
+from gitops_kaito.reconcile.gitsync import GitPassResult, GitSyncSettings, run_git_pass
 from gitops_kaito.sandbox.apiserver import ApiServer
-from gitops_kaito.status import DriftEntry, EndpointCheck
 from tests.fixtures_cluster import ClusterTarget, skip_on_real, wait_until
 from tests.gitfixtures import Developer, Remote, make_remote, model_file
 
@@ -235,7 +235,7 @@ def test_separate_status_branch_and_cli(world: World, capsys: pytest.CaptureFixt
 
 def test_endpoint_check_goes_through_the_service_proxy(world: World) -> None:
     skip_on_real(world.target, "plays KAITO and answers for the model through the emulator's service proxy")
-    pytest.importorskip("gitops_kaito.endpoint")
+    pytest.importorskip("gitops_kaito.adapters.endpoint")
     calls: list[tuple[str, str, str, str]] = []
 
     def proxy(ns: str, service: str, port: str, method: str, subpath: str, body: bytes) -> Any:
@@ -296,7 +296,7 @@ def test_one_model_changed_rewrites_its_status_file_only(world: World) -> None:
 
 def _noop_pass(world: World, monkeypatch: pytest.MonkeyPatch) -> tuple[GitPassResult, list[str]]:
     """A pass over three settled models, with the git commands that reached the remote."""
-    from gitops_kaito.gitsource import GitSource
+    from gitops_kaito.adapters.gitsource import GitSource
 
     _three_models_settled(world)
     remote_calls: list[str] = []

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from gitops_kaito import health
-from gitops_kaito.health import assess, node_info
+from gitops_kaito.core import health
+from gitops_kaito.core.health import assess, node_info
 
 ICE = "all requested instance types were unavailable during launch"
 

@@ -10,11 +10,11 @@ import git
 import pytest
 import yaml
 
+from gitops_kaito.adapters.gitsource import GitSource, SourceSpec
+from gitops_kaito.adapters.history import HistoryError, model_history, revisions_applied, rollback
+from gitops_kaito.adapters.writeback import write_status
 from gitops_kaito.cli import main
-from gitops_kaito.gitsource import GitSource, SourceSpec
-from gitops_kaito.history import HistoryError, model_history, revisions_applied, rollback
-from gitops_kaito.status import ModelReport, render_files
-from gitops_kaito.writeback import write_status
+from gitops_kaito.core.status import ModelReport, render_files
 from tests.gitfixtures import Developer, Remote, make_remote, model_file
 
 

@@ -12,15 +12,15 @@ import pytest
 import yaml
 from kubernetes import client
 
-from gitops_kaito import adopt
-from gitops_kaito.catalog import load_catalog
+from gitops_kaito.adapters.kube import Kube
 from gitops_kaito.cli import main
-from gitops_kaito.config import RepoConfig
-from gitops_kaito.kube import Kube
-from gitops_kaito.loader import load_repository
-from gitops_kaito.ownership import LABEL_MANAGED_BY, owner_labels
-from gitops_kaito.plan import ADOPT_REASON, Action
-from gitops_kaito.sync import plan_repository, run_pass
+from gitops_kaito.core import adopt
+from gitops_kaito.core.plan import ADOPT_REASON, Action
+from gitops_kaito.model.ownership import LABEL_MANAGED_BY, owner_labels
+from gitops_kaito.reconcile.sync import plan_repository, run_pass
+from gitops_kaito.repo.catalog import load_catalog
+from gitops_kaito.repo.config import RepoConfig
+from gitops_kaito.repo.loader import load_repository
 from tests.fixtures_cluster import ClusterTarget
 from tests.kaito_helpers import SKU, create, get, workspace
 
@@ -132,8 +132,8 @@ def test_the_written_text_loads_with_the_repository_loader(tmp_path: Path) -> No
 def test_the_check_renders_with_the_repositorys_template_overrides(tmp_path: Path) -> None:
     """import keeps a file only if the next pass, which renders with the repository's templates/, adopts in place."""
     from gitops_kaito.cli.importer import _check
-    from gitops_kaito.ownership import DEFAULT_INSTANCE
-    from gitops_kaito.render import builtin_templates_dir
+    from gitops_kaito.core.render import builtin_templates_dir
+    from gitops_kaito.model.ownership import DEFAULT_INSTANCE
 
     adoption = adopt.request_for(_ws(), None, CATALOG, RepoConfig())
     (plain,) = _check(tmp_path, [(adoption, _ws())], DEFAULT_INSTANCE)

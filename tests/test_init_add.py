@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitops_kaito.catalog import load_catalog
 from gitops_kaito.cli import main
 from gitops_kaito.cli.add import dns_name
-from gitops_kaito.loader import load_repository
+from gitops_kaito.repo.catalog import load_catalog
+from gitops_kaito.repo.loader import load_repository
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ import git
 import pytest
 from kubernetes import client
 
+from gitops_kaito.adapters.history import revisions_applied
+from gitops_kaito.adapters.kube import Kube, RetryPolicy
 from gitops_kaito.cli import main
-from gitops_kaito.config import API_VERSION, KIND, RepoConfig, Scope, StatusSettings, load_config
-from gitops_kaito.history import revisions_applied
-from gitops_kaito.kube import Kube, RetryPolicy
-from gitops_kaito.loader import load_repository
-from gitops_kaito.ownership import (
+from gitops_kaito.core.plan import Action, make_plan
+from gitops_kaito.core.status import other_instances_files
+from gitops_kaito.model.ownership import (
     DEFAULT_INSTANCE,
     LABEL_INSTANCE,
     LABEL_MODEL,
@@ -30,12 +30,12 @@ from gitops_kaito.ownership import (
     owned_by,
     owner_labels,
 )
-from gitops_kaito.plan import Action, make_plan
 from gitops_kaito.provision import agentpool as ap
-from gitops_kaito.settings import SettingsError, resolve_settings
-from gitops_kaito.status import other_instances_files
-from gitops_kaito.sync import load_desired, plan_policy, run_pass
-from gitops_kaito.yamlsource import SourceError
+from gitops_kaito.reconcile.sync import load_desired, plan_policy, run_pass
+from gitops_kaito.repo.config import API_VERSION, KIND, RepoConfig, Scope, StatusSettings, load_config
+from gitops_kaito.repo.loader import load_repository
+from gitops_kaito.repo.yamlsource import SourceError
+from gitops_kaito.service.settings import SettingsError, resolve_settings
 from tests.fixtures_cluster import ClusterTarget, private_emulator, wait_until
 
 HEADER = "apiVersion: gitops.kaito.sh/v1alpha1\nkind: ModelDeployment\n"
@@ -404,8 +404,8 @@ def test_two_instances_split_one_repository_by_path(cluster: Cluster, tmp_path: 
 
 @pytestmark_cluster
 def test_two_instances_write_status_into_one_repository_without_fighting(cluster: Cluster, tmp_path: Path) -> None:
-    from gitops_kaito.gitsync import GitSyncSettings, run_git_pass
-    from gitops_kaito.status import EndpointCheck
+    from gitops_kaito.core.status import EndpointCheck
+    from gitops_kaito.reconcile.gitsync import GitSyncSettings, run_git_pass
     from tests.gitfixtures import Developer, make_remote, model_file
 
     remote = make_remote(tmp_path)

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from gitops_kaito.leader import LeaderElector, LeaseSettings
 from gitops_kaito.sandbox.apiserver import ApiServer
 from gitops_kaito.sandbox.hooks import Fault
+from gitops_kaito.service.leader import LeaderElector, LeaseSettings
 
 NS = "gitops-kaito"
 LEASE = "gitops-kaito-leader"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops_kaito.loader import load_repository
-from gitops_kaito.resolve import RepoLoad
+from gitops_kaito.repo.loader import load_repository
+from gitops_kaito.repo.resolve import RepoLoad
 
 CORPUS = Path(__file__).parent / "corpus"
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expect.yaml").is_file())
@@ -128,7 +128,7 @@ def test_resolution_defaults(tmp_path: Path) -> None:
 def test_a_models_price_is_the_catalogs_figure_for_its_nodes(tmp_path: Path) -> None:
     """One rounding for every price: a resolved model's (status files, plan) is the catalog's for that many
     nodes, to the precision prices.yaml is written in (p4d.24xlarge: 21.957642 USD an hour)."""
-    from gitops_kaito.catalog import price_for
+    from gitops_kaito.repo.catalog import price_for
 
     write(tmp_path, "gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\nclouds: [aws]\n")
     write(tmp_path, "models/ml/phi.yaml", model_text("phi", "  model: phi-4-mini-instruct\n"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from gitops_kaito.cli import main
-from gitops_kaito.logs import configure_logging, set_format
+from gitops_kaito.service.logs import configure_logging, set_format
 
 log = logging.getLogger("gitops_kaito.test")
 

@@ -5,8 +5,8 @@ Fed from a pass's plan (plan.reported_drift_counts); a kind that was drifted and
 
 from __future__ import annotations
 
-from gitops_kaito.metrics import Metrics
-from gitops_kaito.plan import PlanPolicy, make_plan, reported_drift_counts
+from gitops_kaito.core.plan import PlanPolicy, make_plan, reported_drift_counts
+from gitops_kaito.service.metrics import Metrics
 from tests.test_plan import REV2, _hand_edited_configmap, configmap, served, workspace
 
 

@@ -13,8 +13,8 @@ from unittest import mock
 
 import pytest
 
-from gitops_kaito import modelrequest
-from gitops_kaito.yamlsource import LocatedDoc, SourceError, load_yaml_file
+from gitops_kaito.repo import modelrequest
+from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file
 
 CORPUS = Path(__file__).parent / "corpus"
 

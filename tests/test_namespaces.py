@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from gitops_kaito.apply import ANNOTATION_CREATED_BY
-from gitops_kaito.ownership import LABEL_MANAGED_BY
+from gitops_kaito.model.ownership import LABEL_MANAGED_BY
+from gitops_kaito.reconcile.apply import ANNOTATION_CREATED_BY
 from tests.fixtures_cluster import private_emulator
 from tests.test_sync_cluster import HEADER, REV2, REV3, Env
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from gitops_kaito.gitsync import assess_models
-from gitops_kaito.kube import Kube
-from gitops_kaito.ownership import LABEL_MODEL
+from gitops_kaito.adapters.kube import Kube
+from gitops_kaito.model.ownership import LABEL_MODEL
+from gitops_kaito.reconcile.gitsync import assess_models
+from gitops_kaito.reconcile.sync import run_pass
 from gitops_kaito.sandbox import Sandbox
-from gitops_kaito.sync import run_pass
 from tests.fixtures_cluster import wait_until
 
 pytestmark = pytest.mark.cluster

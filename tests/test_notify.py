@@ -19,10 +19,14 @@ from typing import Any
 
 import pytest
 
-from gitops_kaito import webhooks
-from gitops_kaito.gitsource import Checkout
-from gitops_kaito.gitsync import GitPassResult
-from gitops_kaito.notify import (
+from gitops_kaito.adapters.gitsource import Checkout
+from gitops_kaito.core.plan import Action, Change, Plan
+from gitops_kaito.core.status import ModelReport
+from gitops_kaito.model.objects import ObjectRef, Wave
+from gitops_kaito.reconcile.gitsync import GitPassResult
+from gitops_kaito.reconcile.sync import ModelResult, PassResult
+from gitops_kaito.service import webhooks
+from gitops_kaito.service.notify import (
     DEGRADED,
     DEPLOYED,
     FAILED_EVENT,
@@ -45,10 +49,6 @@ from gitops_kaito.notify import (
     requests_for,
     retry_delay,
 )
-from gitops_kaito.objects import ObjectRef, Wave
-from gitops_kaito.plan import Action, Change, Plan
-from gitops_kaito.status import ModelReport
-from gitops_kaito.sync import ModelResult, PassResult
 
 R1 = "main@sha1:" + "1" * 40
 R2 = "main@sha1:" + "2" * 40

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitops_kaito.metrics import Metrics
-from gitops_kaito.notify import Request, Sender
-from gitops_kaito.service import build_notifier
-from gitops_kaito.settings import RunSettings, SettingsError, resolve_settings
+from gitops_kaito.service.metrics import Metrics
+from gitops_kaito.service.notify import Request, Sender
+from gitops_kaito.service.service import build_notifier
+from gitops_kaito.service.settings import RunSettings, SettingsError, resolve_settings
 
 URL = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX"
 

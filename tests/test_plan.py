@@ -7,17 +7,7 @@ from typing import Any
 
 import pytest
 
-from gitops_kaito.modelrequest import ANNOTATION_DRIFT
-from gitops_kaito.objects import DesiredObject, Manifest, Wave
-from gitops_kaito.ownership import (
-    ANNOTATION_PRUNE,
-    ANNOTATION_REPLACE,
-    ANNOTATION_REVISION,
-    FIELD_MANAGER,
-    model_id,
-    owner_labels,
-)
-from gitops_kaito.plan import (
+from gitops_kaito.core.plan import (
     ANNOTATION_DIGEST,
     Action,
     PlanPolicy,
@@ -30,6 +20,16 @@ from gitops_kaito.plan import (
     reported_drift_counts,
     with_digest,
 )
+from gitops_kaito.model.objects import DesiredObject, Manifest, Wave
+from gitops_kaito.model.ownership import (
+    ANNOTATION_PRUNE,
+    ANNOTATION_REPLACE,
+    ANNOTATION_REVISION,
+    FIELD_MANAGER,
+    model_id,
+    owner_labels,
+)
+from gitops_kaito.repo.modelrequest import ANNOTATION_DRIFT
 
 REV1 = "main@sha1:1111111"
 REV2 = "main@sha1:2222222"
@@ -131,7 +131,7 @@ def test_cluster_owned_fields_never_show_as_differences() -> None:
 def test_a_desired_object_is_normalised_and_digested_once_across_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     """The long-running loops plan the same (cached) desired objects every pass: only the live side is normalised
     again."""
-    from gitops_kaito import plan as planning
+    from gitops_kaito.core import plan as planning
 
     desired = [configmap(), workspace(), nodeclaim()]
     live = [served(d) for d in desired]
@@ -421,7 +421,7 @@ def _unowned(obj: DesiredObject, **changes: Any) -> Manifest:
 
 
 def test_an_unowned_object_of_a_desired_name_is_adopted_in_place_and_never_pruned() -> None:
-    from gitops_kaito.plan import ADOPT_REASON
+    from gitops_kaito.core.plan import ADOPT_REASON
 
     want = workspace()
     plan = make_plan([want], [_unowned(want)])

@@ -18,11 +18,11 @@ import git
 import pytest
 
 from gitops_kaito.cli import main
-from gitops_kaito.objects import DesiredObject, Wave
-from gitops_kaito.offline import as_applied, offline_pools
-from gitops_kaito.ownership import owner_labels
-from gitops_kaito.plan import Action, make_plan
-from gitops_kaito.sync import load_desired, plan_policy
+from gitops_kaito.core.plan import Action, make_plan
+from gitops_kaito.model.objects import DesiredObject, Wave
+from gitops_kaito.model.ownership import owner_labels
+from gitops_kaito.reconcile.offline import as_applied, offline_pools
+from gitops_kaito.reconcile.sync import load_desired, plan_policy
 from tests.aksfixtures import write_repo as write_aks_repo
 from tests.gitfixtures import Developer, Remote
 
@@ -53,7 +53,7 @@ def no_cluster_no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the offline plan contacted a cluster, Azure or the network")
 
-    monkeypatch.setattr("gitops_kaito.kube.Kube.connect", refuse)
+    monkeypatch.setattr("gitops_kaito.adapters.kube.Kube.connect", refuse)
     monkeypatch.setattr("gitops_kaito.provision.pools.PoolRunner.prepare", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from gitops_kaito.cli.plan import model_rows
-from gitops_kaito.objects import ObjectRef, Wave
-from gitops_kaito.plan import Action, Change, Plan
+from gitops_kaito.core.plan import Action, Change, Plan
+from gitops_kaito.model.objects import ObjectRef, Wave
 from gitops_kaito.provision.agentpool import PoolChange
 
 

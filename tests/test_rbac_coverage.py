@@ -17,13 +17,13 @@ import yaml
 from kubernetes import client
 
 from gitops_kaito.cli import main
+from gitops_kaito.model.resources import data_path
 from gitops_kaito.provision.aks import StaticTokenCredential
 from gitops_kaito.provision.pools import PoolRunner
-from gitops_kaito.resources import data_path
 from gitops_kaito.sandbox import Sandbox
 from gitops_kaito.sandbox.arm import ArmEmulator, KubeNodeApi, NodeBridge
-from gitops_kaito.service import Service
-from gitops_kaito.settings import RunSettings
+from gitops_kaito.service.service import Service
+from gitops_kaito.service.settings import RunSettings
 from tests.fixtures_cluster import wait_until
 from tests.gitfixtures import Developer, make_remote, model_file
 from tests.kaito_helpers import create, workspace

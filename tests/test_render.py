@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops_kaito import ownership, render
-from gitops_kaito.catalog import load_catalog
-from gitops_kaito.config import RepoConfig
-from gitops_kaito.modelrequest import Adapter, ModelRequest
-from gitops_kaito.objects import Wave
-from gitops_kaito.resolve import ResolvedModel
+from gitops_kaito.core import render
+from gitops_kaito.model import ownership
+from gitops_kaito.model.objects import Wave
+from gitops_kaito.repo.catalog import load_catalog
+from gitops_kaito.repo.config import RepoConfig
+from gitops_kaito.repo.modelrequest import Adapter, ModelRequest
+from gitops_kaito.repo.resolve import ResolvedModel
 
 REVISION = "main@sha1:0123456789abcdef0123456789abcdef01234567"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -468,7 +469,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def loader() -> Any:
     try:
-        from gitops_kaito import loader as module
+        from gitops_kaito.repo import loader as module
     except ImportError as err:
         pytest.skip(f"the repository loader is not available yet: {err}")
     return module

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from test_render import REVISION, config, make_model
 
-from gitops_kaito import render
-from gitops_kaito.catalog import load_catalog
+from gitops_kaito.core import render
+from gitops_kaito.repo.catalog import load_catalog
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OWN_CRDS = REPO_ROOT / "deploy" / "crds"
@@ -256,7 +256,7 @@ spec:
 
 def test_a_loaded_repository_in_every_mode_renders_valid_objects(shared_kaito: Path, tmp_path: Path) -> None:
     """End to end through the real loader and resolver: files -> RepoLoad -> render -> KAITO's schemas."""
-    from gitops_kaito.loader import load_repository
+    from gitops_kaito.repo.loader import load_repository
 
     modes = ["kaito", "nodeclaim", "machine", "aks", "byo"]
     for mode in modes:

@@ -23,10 +23,10 @@ from urllib.error import HTTPError
 import pytest
 from kubernetes import client
 
-from gitops_kaito import webhooks
-from gitops_kaito.leader import LeaseSettings
-from gitops_kaito.service import Service
-from gitops_kaito.settings import RunSettings, resolve_settings
+from gitops_kaito.service import webhooks
+from gitops_kaito.service.leader import LeaseSettings
+from gitops_kaito.service.service import Service
+from gitops_kaito.service.settings import RunSettings, resolve_settings
 from tests.fixtures_cluster import ClusterTarget, skip_on_real, wait_until
 from tests.gitfixtures import Developer, Remote, make_remote, model_file
 

@@ -435,18 +435,23 @@ def test_kaito_examples_are_accepted_through_the_api(cluster: ClusterTarget, sha
     api = cluster.api_client()
     custom = client.CustomObjectsApi(api)
     core = client.CoreV1Api(api)
-    created = 0
+    created: set[str] = set()
+    workspaces = 0
     for path in sorted((shared_kaito / "examples").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc:
                 continue
             if doc["kind"] == "Workspace":
+                workspaces += 1
+                if doc["metadata"]["name"] in created:  # two examples of one job (PVC or not) share a name
+                    doc["metadata"]["name"] = f"{doc['metadata']['name']}-{workspaces}"
                 version = doc["apiVersion"].split("/")[1]
                 custom.create_namespaced_custom_object(GROUP, version, cluster.namespace, PLURAL, doc)
-                created += 1
-            elif doc["kind"] == "ConfigMap":
+                created.add(doc["metadata"]["name"])
+            elif doc["kind"] == "ConfigMap" and doc["metadata"]["name"] not in created:
                 core.create_namespaced_config_map(cluster.namespace, doc)
-    assert created == 3
+                created.add(doc["metadata"]["name"])
+    assert workspaces >= 3 and len([n for n in created if n.startswith("workspace-")]) == workspaces
     got = custom.list_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL)["items"]
     assert {w["metadata"]["name"] for w in got} >= {"workspace-phi-4-mini", "workspace-tuning-phi-3"}
     api.close()

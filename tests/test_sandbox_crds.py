@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gitops_kaito.resources import data_path
+from gitops_kaito.model.resources import data_path
 
 CRD_DIR = data_path("deploy/crds")
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from gitops_kaito import health
+from gitops_kaito.core import health
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.controllers.kaito import is_legacy
 from tests.fixtures_cluster import wait_until

@@ -11,8 +11,8 @@ from typing import Any, cast
 
 import pytest
 
-from gitops_kaito.service import Service
-from gitops_kaito.settings import resolve_settings
+from gitops_kaito.service.service import Service
+from gitops_kaito.service.settings import resolve_settings
 from tests.gitfixtures import Developer, make_remote
 
 
@@ -58,14 +58,14 @@ def test_a_failure_following_the_repository_settings_does_not_fail_the_pass(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The repository's settings are followed after the pass has applied; a failure there (a scheduler that would
     not take the new interval) made the pass "crash": no metrics, no notifications, a failure backoff."""
-    from gitops_kaito import service
-    from gitops_kaito.config import RepoConfig
-    from gitops_kaito.gitsource import Checkout
-    from gitops_kaito.gitsync import GitPassResult
-    from gitops_kaito.metrics import Metrics
-    from gitops_kaito.plan import Plan
-    from gitops_kaito.status import ModelReport
-    from gitops_kaito.sync import PassResult
+    from gitops_kaito.adapters.gitsource import Checkout
+    from gitops_kaito.core.plan import Plan
+    from gitops_kaito.core.status import ModelReport
+    from gitops_kaito.reconcile.gitsync import GitPassResult
+    from gitops_kaito.reconcile.sync import PassResult
+    from gitops_kaito.repo.config import RepoConfig
+    from gitops_kaito.service import service
+    from gitops_kaito.service.metrics import Metrics
 
     revision = "main@sha1:" + "1" * 40
     done = GitPassResult(Checkout(tmp_path, "1" * 40, "main", None), revision,

@@ -9,8 +9,8 @@ import git
 import pytest
 import yaml
 
-from gitops_kaito.health import Condition, ModelHealth
-from gitops_kaito.status import (
+from gitops_kaito.core.health import Condition, ModelHealth
+from gitops_kaito.core.status import (
     STATUS_MD,
     DriftEntry,
     EndpointCheck,
@@ -178,7 +178,7 @@ def test_drift_roundtrips_and_a_long_field_list_is_cut_in_the_table() -> None:
 def test_the_status_command_and_the_wait_display_show_drift_left_in_place(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from gitops_kaito.cli import main
-    from gitops_kaito.progress import model_row
+    from gitops_kaito.cli.progress import model_row
 
     drifted = report("a", drift=(WS_DRIFT,))
     git.Repo.init(tmp_path)  # `status --repo` reads a clone

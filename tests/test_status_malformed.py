@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from gitops_kaito.status import ModelReport, render_files
+from gitops_kaito.core.status import ModelReport, render_files
 
 T1 = "2025-01-01T00:00:00Z"
 

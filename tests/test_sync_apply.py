@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from gitops_kaito.apply import ApplyOptions, apply_plan
-from gitops_kaito.kube import KubeError
-from gitops_kaito.objects import DesiredObject, Manifest, ObjectRef, Wave
-from gitops_kaito.ownership import model_id, owner_labels
-from gitops_kaito.plan import PlanPolicy, make_plan
+from gitops_kaito.adapters.kube import KubeError
+from gitops_kaito.core.plan import PlanPolicy, make_plan
+from gitops_kaito.model.objects import DesiredObject, Manifest, ObjectRef, Wave
+from gitops_kaito.model.ownership import model_id, owner_labels
+from gitops_kaito.reconcile.apply import ApplyOptions, apply_plan
 
 
 class FakeKube:

@@ -19,17 +19,17 @@ import pytest
 import yaml
 from kubernetes import client
 
-from gitops_kaito.apply import ApplyOptions
+from gitops_kaito.adapters.kube import KAITO_MISSING, Kube, RetryPolicy
 from gitops_kaito.cli import main
-from gitops_kaito.config import API_VERSION as CONFIG_API_VERSION
-from gitops_kaito.config import KIND as CONFIG_KIND
-from gitops_kaito.kube import KAITO_MISSING, Kube, RetryPolicy
-from gitops_kaito.objects import ObjectRef
-from gitops_kaito.ownership import ANNOTATION_REVISION, LABEL_MODEL
-from gitops_kaito.plan import ADOPT_REASON, ANNOTATION_DIGEST, Action
-from gitops_kaito.resources import data_path
+from gitops_kaito.core.plan import ADOPT_REASON, ANNOTATION_DIGEST, Action
+from gitops_kaito.model.objects import ObjectRef
+from gitops_kaito.model.ownership import ANNOTATION_REVISION, LABEL_MODEL
+from gitops_kaito.model.resources import data_path
+from gitops_kaito.reconcile.apply import ApplyOptions
+from gitops_kaito.reconcile.sync import GETS_PER_KIND, SyncError, plan_repository, run_pass
+from gitops_kaito.repo.config import API_VERSION as CONFIG_API_VERSION
+from gitops_kaito.repo.config import KIND as CONFIG_KIND
 from gitops_kaito.sandbox.apiserver import ApiServer, Fault
-from gitops_kaito.sync import GETS_PER_KIND, SyncError, plan_repository, run_pass
 from tests.fixtures_cluster import ClusterTarget, private_emulator, skip_on_real, wait_until
 
 pytestmark = pytest.mark.cluster

@@ -10,11 +10,11 @@ from collections.abc import Callable
 import pytest
 from kubernetes import client
 
-from gitops_kaito.apply import ABANDONED, ABANDONED_MESSAGE
-from gitops_kaito.daemon import PassContext
-from gitops_kaito.gitsync import run_git_pass
-from gitops_kaito.metrics import Metrics
-from gitops_kaito.service import GitPass
+from gitops_kaito.reconcile.apply import ABANDONED, ABANDONED_MESSAGE
+from gitops_kaito.reconcile.gitsync import run_git_pass
+from gitops_kaito.service.daemon import PassContext
+from gitops_kaito.service.metrics import Metrics
+from gitops_kaito.service.service import GitPass
 from tests.gitfixtures import model_file
 from tests.test_gitsync import World, served, world  # noqa: F401 - the fixture is used by name
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from gitops_kaito.apply import ApplyOptions
-from gitops_kaito.config import API_VERSION, KIND
-from gitops_kaito.kube import Kube
+from gitops_kaito.adapters.kube import Kube
+from gitops_kaito.reconcile.apply import ApplyOptions
+from gitops_kaito.reconcile.sync import run_pass
+from gitops_kaito.repo.config import API_VERSION, KIND
 from gitops_kaito.sandbox import Sandbox
-from gitops_kaito.sync import run_pass
 from tests.fixtures_cluster import wait_until
 
 pytestmark = pytest.mark.cluster

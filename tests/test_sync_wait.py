@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from gitops_kaito.cli import main
-from gitops_kaito.progress import ModelProgress, Progress, format_elapsed, render_table, summary
+from gitops_kaito.cli.progress import ModelProgress, Progress, format_elapsed, render_table, summary
+from gitops_kaito.cli.syncwait import FAILED, READY, TIMEOUT, PassFailed, PassView, WaitSettings, wait_ready
+from gitops_kaito.core.status import ModelReport
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.controllers import Timing
-from gitops_kaito.status import ModelReport
-from gitops_kaito.syncwait import FAILED, READY, TIMEOUT, PassFailed, PassView, WaitSettings, wait_ready
 from tests.fixtures_cluster import ClusterTarget, skip_on_real
 from tests.gitfixtures import Developer, Remote, model_file
 

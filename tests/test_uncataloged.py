@@ -15,13 +15,13 @@ import yaml
 from test_render import REVISION, config
 from test_render_schemas import check_metadata, check_nodeclaim_cel_rules, crd_schema, validate
 
-from gitops_kaito import render
-from gitops_kaito.catalog import UNKNOWN_MODEL_DISK_GIB, hf_repo_id_problem, load_catalog, price_for
 from gitops_kaito.cli import main
-from gitops_kaito.config import RepoConfig
-from gitops_kaito.loader import load_repository
+from gitops_kaito.core import render
 from gitops_kaito.provision.agentpool import model_pools
-from gitops_kaito.resolve import UNCATALOGED_NOTE, RepoLoad, ResolvedModel, ResolveError, model_preset
+from gitops_kaito.repo.catalog import UNKNOWN_MODEL_DISK_GIB, hf_repo_id_problem, load_catalog, price_for
+from gitops_kaito.repo.config import RepoConfig
+from gitops_kaito.repo.loader import load_repository
+from gitops_kaito.repo.resolve import UNCATALOGED_NOTE, RepoLoad, ResolvedModel, ResolveError, model_preset
 from tests.gitfixtures import Developer, Remote
 from tests.test_init_add import repo  # noqa: F401 - the fixture (a new repository from `init`) is used by name
 

@@ -11,14 +11,14 @@ import pytest
 import yaml
 from kubernetes import client
 
-from gitops_kaito.catalog import load_catalog
-from gitops_kaito.gitsync import assess_models
-from gitops_kaito.kube import Kube
-from gitops_kaito.ownership import LABEL_MODEL
+from gitops_kaito.adapters.kube import Kube
+from gitops_kaito.core.status import ModelReport, model_document, render_status_md
+from gitops_kaito.model.ownership import LABEL_MODEL
+from gitops_kaito.reconcile.gitsync import assess_models
+from gitops_kaito.reconcile.sync import run_pass
+from gitops_kaito.repo.catalog import load_catalog
 from gitops_kaito.sandbox import Sandbox
 from gitops_kaito.sandbox.controllers.gpus import disk_request, estimate_nodes, served_model_name
-from gitops_kaito.status import ModelReport, model_document, render_status_md
-from gitops_kaito.sync import run_pass
 from tests.fixtures_cluster import wait_until
 
 HF_ID = "Qwen/Qwen3-0.6B"

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from gitops_kaito import webhooks
-from gitops_kaito.metrics import Metrics
-from gitops_kaito.webserver import Listener, ListenerHooks, Probe
+from gitops_kaito.service import webhooks
+from gitops_kaito.service.metrics import Metrics
+from gitops_kaito.service.webserver import Listener, ListenerHooks, Probe
 
 SECRET = b"s3cret-webhook-token-0123456789"
 PUSH = json.dumps({"ref": "refs/heads/main", "after": "a" * 40}).encode()

@@ -8,8 +8,8 @@ from pathlib import Path
 import git
 import pytest
 
-from gitops_kaito.gitsource import GitSource, SourceSpec
-from gitops_kaito.writeback import (
+from gitops_kaito.adapters.gitsource import GitSource, SourceSpec
+from gitops_kaito.adapters.writeback import (
     REVISION_TRAILER,
     Author,
     WritebackError,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gitops_kaito.yamlsource import SourceError, load_yaml_file, load_yaml_text
+from gitops_kaito.repo.yamlsource import SourceError, load_yaml_file, load_yaml_text
 
 
 def test_positions_of_keys_and_items() -> None:

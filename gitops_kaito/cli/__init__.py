@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_ERROR
-    from gitops_kaito.logs import configure_logging
+    from gitops_kaito.service.logs import configure_logging
 
     fmt = args.log_format or os.environ.get("GITOPS_KAITO_LOG_FORMAT", "").strip().lower()
     configure_logging(verbosity=args.verbose, fmt="json" if fmt == "json" else "text")

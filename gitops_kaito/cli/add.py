@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from gitops_kaito.cli.common import EXIT_INVALID, EXIT_OK, CliError, add_repo_flag, open_repo_config
 
 if TYPE_CHECKING:
-    from gitops_kaito.catalog import Catalog, Preset
-    from gitops_kaito.config import RepoConfig
-    from gitops_kaito.resolve import ResolvedModel
+    from gitops_kaito.repo.catalog import Catalog, Preset
+    from gitops_kaito.repo.config import RepoConfig
+    from gitops_kaito.repo.resolve import ResolvedModel
 
 DEFAULT_SECRET = "hf-token"
 
@@ -104,9 +104,9 @@ def request_text(new: NewRequest, preset: Preset) -> str:
 
 def resolve_text(text: str, shown: str, namespace: str, catalog: Catalog, config: RepoConfig) -> ResolvedModel:
     """Run text through the same checks as `validate`; raise CliError with file and line when it fails."""
-    from gitops_kaito.modelrequest import request_from_document, validate_document
-    from gitops_kaito.resolve import ResolveError, resolve_request
-    from gitops_kaito.yamlsource import SourceError, load_yaml_text
+    from gitops_kaito.repo.modelrequest import request_from_document, validate_document
+    from gitops_kaito.repo.resolve import ResolveError, resolve_request
+    from gitops_kaito.repo.yamlsource import SourceError, load_yaml_text
 
     try:
         doc = load_yaml_text(text, shown)
@@ -127,8 +127,8 @@ def resolve_text(text: str, shown: str, namespace: str, catalog: Catalog, config
 def plan_new(args: argparse.Namespace, root: Path, catalog: Catalog,
              config: RepoConfig) -> tuple[NewRequest, Preset, ResolvedModel, str]:
     """Decide the new request and check it completely, without writing anything."""
-    from gitops_kaito.ownership import is_dns_label
-    from gitops_kaito.resolve import MODES_NEEDING_SKU, ResolveError, model_preset
+    from gitops_kaito.model.ownership import is_dns_label
+    from gitops_kaito.repo.resolve import MODES_NEEDING_SKU, ResolveError, model_preset
 
     allow = bool(getattr(args, "allow_uncataloged", False))
     try:
@@ -159,7 +159,7 @@ def plan_new(args: argparse.Namespace, root: Path, catalog: Catalog,
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_kaito.catalog import load_catalog
+    from gitops_kaito.repo.catalog import load_catalog
 
     root, config = open_repo_config(args.repo, hint=" (create a repository with `gitops-kaito init DIR`)")
     catalog = load_catalog()
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
 
 def print_plan(model: ResolvedModel, config: RepoConfig, root: Path) -> None:
     """What the request will turn into: SKU, nodes, GPUs, price and the objects the reconciler will apply."""
-    from gitops_kaito.render import render_model
+    from gitops_kaito.core.render import render_model
 
     preset = model.preset
     if preset.cataloged:

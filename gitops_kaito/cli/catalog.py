@@ -8,7 +8,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gitops_kaito.catalog import (
+from gitops_kaito.cli.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    CliError,
+    add_output_flag,
+    emit,
+    open_repo_config,
+    print_table,
+)
+from gitops_kaito.repo.catalog import (
     CLOUDS,
     DEFAULT_MAX_MODEL_LEN,
     Catalog,
@@ -18,15 +27,6 @@ from gitops_kaito.catalog import (
     RemovedPreset,
     UnknownPreset,
     load_catalog,
-)
-from gitops_kaito.cli.common import (
-    EXIT_INVALID,
-    EXIT_OK,
-    CliError,
-    add_output_flag,
-    emit,
-    open_repo_config,
-    print_table,
 )
 
 
@@ -195,7 +195,7 @@ def _clouds(values: list[str] | None) -> tuple[str, ...]:
 
 def _catalog_for(repo: str | None) -> tuple[Catalog, tuple[str, ...]]:
     """The catalog with the repo's price overrides, and the repo's clouds (defaults without --repo)."""
-    from gitops_kaito.config import RepoConfig
+    from gitops_kaito.repo.config import RepoConfig
 
     catalog = load_catalog()
     if repo is None:

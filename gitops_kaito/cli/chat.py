@@ -87,7 +87,7 @@ def repl(ask: Ask, conversation: Conversation, read: Callable[[str], str], out: 
         if line in ("/help", "/?"):
             print(HELP_LINE, file=out)
             continue
-        from gitops_kaito.endpoint import EndpointError
+        from gitops_kaito.adapters.endpoint import EndpointError
 
         try:
             answer = ask(conversation.outgoing(line))
@@ -100,8 +100,8 @@ def repl(ask: Ask, conversation: Conversation, read: Callable[[str], str], out: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_kaito import endpoint
-    from gitops_kaito.kube import Kube, KubeError
+    from gitops_kaito.adapters import endpoint
+    from gitops_kaito.adapters.kube import Kube, KubeError
 
     namespace, name = parse_target(args.target, args.namespace)
     if args.max_tokens < 1:
@@ -156,9 +156,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _require_ready(kube: Any, namespace: str, name: str) -> None:
     """Read the Workspace; a missing or not-yet-serving model is a clear message with its state, not a 503."""
-    from gitops_kaito import health
-    from gitops_kaito.kube import KubeError
-    from gitops_kaito.objects import ObjectRef
+    from gitops_kaito.adapters.kube import KubeError
+    from gitops_kaito.core import health
+    from gitops_kaito.model.objects import ObjectRef
 
     try:
         version = kube.workspace_version()

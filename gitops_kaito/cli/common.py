@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 
 if TYPE_CHECKING:
-    from gitops_kaito.catalog import Catalog
-    from gitops_kaito.config import RepoConfig, Scope
+    from gitops_kaito.repo.catalog import Catalog
+    from gitops_kaito.repo.config import RepoConfig, Scope
 
 EXIT_OK = 0
 EXIT_CHANGES = 1  # diff/plan: there are changes; validate: the input is invalid
@@ -63,7 +63,7 @@ def scope_from_args(args: argparse.Namespace) -> Scope:
     """The Scope of --instance (or $GITOPS_KAITO_INSTANCE) and --path; a bad value is a usage error."""
     import os
 
-    from gitops_kaito.config import Scope, check_instance, normalize_scope_path
+    from gitops_kaito.repo.config import Scope, check_instance, normalize_scope_path
 
     instance = getattr(args, "instance", None) or os.environ.get(INSTANCE_ENV) or None
     paths = getattr(args, "paths", None)
@@ -116,8 +116,8 @@ def emit(data: Any, fmt: str, out: TextIO | None = None) -> None:
 
 def open_repo_config(repo: str, catalog: Catalog | None = None, hint: str = "") -> tuple[Path, RepoConfig]:
     """The repository folder and its gitops-kaito.yaml, or one plain error (exit 2 no folder, 1 bad config)."""
-    from gitops_kaito.config import load_config
-    from gitops_kaito.yamlsource import SourceError
+    from gitops_kaito.repo.config import load_config
+    from gitops_kaito.repo.yamlsource import SourceError
 
     root = Path(repo)
     if not root.is_dir():

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from gitops_kaito.demo import DemoError, DemoSettings, run_demo
+    from gitops_kaito.service.demo import DemoError, DemoSettings, run_demo
 
     if not args.verbose:
         # The demo prints its own progress; the reconciler's log lines would bury it (-v brings them back).

@@ -32,8 +32,8 @@ def status_folder(args: argparse.Namespace) -> str:
     """--status-path, or its <instance>/ folder for a named instance (where that instance writes)."""
     import os
 
-    from gitops_kaito.config import check_instance
-    from gitops_kaito.ownership import DEFAULT_INSTANCE
+    from gitops_kaito.model.ownership import DEFAULT_INSTANCE
+    from gitops_kaito.repo.config import check_instance
 
     root = args.status_path.strip("/") or "status"
     instance = getattr(args, "instance", None) or os.environ.get("GITOPS_KAITO_INSTANCE") or DEFAULT_INSTANCE
@@ -49,7 +49,7 @@ def open_source(args: argparse.Namespace) -> Iterator[tuple[Any, str, Path]]:
     """(git.Repo, ref, checkout dir) for --repo or --git-url; a URL is fetched into a throwaway cache."""
     import git
 
-    from gitops_kaito.gitsource import GitSource, GitSourceError, SourceSpec
+    from gitops_kaito.adapters.gitsource import GitSource, GitSourceError, SourceSpec
 
     if args.git_url:
         with tempfile.TemporaryDirectory(prefix="gitops-kaito-") as tmp:
@@ -80,8 +80,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_kaito.history import HistoryError, model_history, revisions_applied
-    from gitops_kaito.status import short_revision
+    from gitops_kaito.adapters.history import HistoryError, model_history, revisions_applied
+    from gitops_kaito.core.status import short_revision
 
     with open_source(args) as (repo, ref, _root):
         try:

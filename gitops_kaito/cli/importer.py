@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_kaito.kube import Kube, KubeError
+    from gitops_kaito.adapters.kube import Kube, KubeError
 
     root, config = open_repo_config(args.repo)
     config = scope_from_args(args).apply(config)  # files land where this instance reads; rendered with its label
@@ -68,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
 def import_workspaces(kube: Any, root: Path, config: Any, namespace: str | None, *,
                       dry_run: bool = False) -> list[dict[str, Any]]:
     """Read the cluster, decide each Workspace's file, check it renders back in place, write the good ones."""
-    from gitops_kaito import adopt
-    from gitops_kaito.catalog import load_catalog
-    from gitops_kaito.loader import in_scope
-    from gitops_kaito.objects import ObjectRef
+    from gitops_kaito.core import adopt
+    from gitops_kaito.model.objects import ObjectRef
+    from gitops_kaito.repo.catalog import load_catalog
+    from gitops_kaito.repo.loader import in_scope
 
     version = kube.workspace_version("kaito.sh/v1beta1")
     live = [w for w in kube.list_owned(version, "Workspace", label_selector="")
@@ -114,9 +114,9 @@ def _check(root: Path, candidates: list[tuple[Any, dict[str, Any]]], instance: s
     as a pass would (template overrides included)."""
     from dataclasses import replace
 
-    from gitops_kaito import adopt
-    from gitops_kaito.config import Scope
-    from gitops_kaito.sync import load_desired
+    from gitops_kaito.core import adopt
+    from gitops_kaito.reconcile.sync import load_desired
+    from gitops_kaito.repo.config import Scope
 
     if not candidates:
         return []

@@ -119,17 +119,17 @@ def register(subparsers: Any) -> None:
 
 
 def config_text() -> str:
-    from gitops_kaito import config
+    from gitops_kaito.repo import config
 
     return str(config.EXAMPLE_CONFIG)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_kaito.catalog import load_catalog
     from gitops_kaito.cli.add import NewRequest, request_text, resolve_text
-    from gitops_kaito.config import RepoConfig
-    from gitops_kaito.loader import load_repository
-    from gitops_kaito.ownership import is_dns_label
+    from gitops_kaito.model.ownership import is_dns_label
+    from gitops_kaito.repo.catalog import load_catalog
+    from gitops_kaito.repo.config import RepoConfig
+    from gitops_kaito.repo.loader import load_repository
 
     root = Path(args.dir)
     if root.exists() and not root.is_dir():

@@ -1,7 +1,7 @@
 """`gitops-kaito plan` and `gitops-kaito diff`: what a sync pass would change, without changing anything.
 
 plan: text, JSON or a pull-request comment in markdown (split under GitHub's size limit); diff: per-object diffs.
-With --base REV both plan against the repository as rendered at REV instead of the cluster (gitops_kaito.offline).
+With --base REV both plan against the repository as rendered at REV instead of the cluster (gitops_kaito.reconcile.offline).
 Drift left in place under `drift: report` shows in both, with its fields; it is not a change a sync would make.
 """
 
@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from gitops_kaito.adapters.kube import Kube, KubeError
 from gitops_kaito.cli.common import (
     EXIT_CHANGES,
     EXIT_OK,
@@ -28,11 +29,10 @@ from gitops_kaito.cli.common import (
     scope_from_args,
 )
 from gitops_kaito.cli.sync import pool_runner
-from gitops_kaito.kube import Kube, KubeError
-from gitops_kaito.offline import WORKING_TREE, OfflineError, OfflinePlan, plan_offline
-from gitops_kaito.plan import Action, Change, Plan, comparable, owned_fields, project
+from gitops_kaito.core.plan import Action, Change, Plan, comparable, owned_fields, project
 from gitops_kaito.provision.aks import add_azure_flags
-from gitops_kaito.sync import Desired, SyncError, plan_repository, server_dry_run
+from gitops_kaito.reconcile.offline import WORKING_TREE, OfflineError, OfflinePlan, plan_offline
+from gitops_kaito.reconcile.sync import Desired, SyncError, plan_repository, server_dry_run
 
 COMMENT_LIMIT = 65_000  # GitHub refuses comments over 65,536 characters
 COMMENT_MARKER = "<!-- gitops-kaito plan: comment {i} of {n} -->"

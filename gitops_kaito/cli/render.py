@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gitops_kaito.cli.common import EXIT_INVALID, EXIT_OK, CliError, add_output_flag, add_repo_flag, emit
-from gitops_kaito.yamlsource import SourceError
+from gitops_kaito.repo.yamlsource import SourceError
 
 
 def register(subparsers: Any) -> None:
@@ -27,13 +27,13 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_kaito import render
-    from gitops_kaito.loader import load_repository
+    from gitops_kaito.core import render
+    from gitops_kaito.repo.loader import load_repository
 
     root = Path(args.repo)
     if not root.is_dir():
         raise CliError(f"{root}: not a directory")
-    from gitops_kaito.sync import local_revision  # the same revision `sync` and `plan` stamp
+    from gitops_kaito.reconcile.sync import local_revision  # the same revision `sync` and `plan` stamp
 
     revision = args.revision or local_revision(root)
     try:

@@ -27,8 +27,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import git
 
-    from gitops_kaito.gitsource import parse_revision
-    from gitops_kaito.history import HistoryError, push_rollback, rollback
+    from gitops_kaito.adapters.gitsource import parse_revision
+    from gitops_kaito.adapters.history import HistoryError, push_rollback, rollback
 
     try:
         repo = git.Repo(args.repo)

@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
-    from gitops_kaito.settings import RunSettings, SettingsError, resolve_settings
+    from gitops_kaito.service.settings import RunSettings, SettingsError, resolve_settings
 
     flags = {name: getattr(args, name, None) for name in RunSettings.__dataclass_fields__}
     flags.pop("git_token", None)  # a token on the command line would show in `ps`
@@ -78,9 +78,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_kaito.kube import KubeError
+    from gitops_kaito.adapters.kube import KubeError
     from gitops_kaito.provision.pools import PoolRunner
-    from gitops_kaito.service import Service
+    from gitops_kaito.service.service import Service
 
     settings = settings_from_args(args)
     try:

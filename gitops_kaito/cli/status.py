@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
 
 
 def read_reports(folder: Path) -> list[Any]:
-    from gitops_kaito.status import parse_model_yaml
+    from gitops_kaito.core.status import parse_model_yaml
 
     reports = []
     for path in sorted(folder.glob("*/*.yaml")):
@@ -37,7 +37,7 @@ def read_reports(folder: Path) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_kaito.status import (
+    from gitops_kaito.core.status import (
         cost_line,
         gpu_cost,
         message_cell,
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     with open_source(args) as (repo, ref, root):
         if args.branch and not args.git_url:
             # A named branch of a local clone: read its tree, not the working directory.
-            from gitops_kaito.status import parse_model_yaml
+            from gitops_kaito.core.status import parse_model_yaml
 
             reports = []
             prefix = status_folder(args) + "/"

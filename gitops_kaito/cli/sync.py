@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gitops_kaito.adapters.kube import Kube, KubeError
 from gitops_kaito.cli.common import (
     EXIT_CHANGES,
     EXIT_OK,
@@ -23,16 +24,15 @@ from gitops_kaito.cli.common import (
     print_table,
     scope_from_args,
 )
-from gitops_kaito.kube import Kube, KubeError
 from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
 from gitops_kaito.provision.pools import PoolRunner
-from gitops_kaito.sync import PassResult, SyncError, run_pass
+from gitops_kaito.reconcile.sync import PassResult, SyncError, run_pass
 
 if TYPE_CHECKING:
-    from gitops_kaito.gitsync import GitSyncSettings
-    from gitops_kaito.status import ModelReport
-    from gitops_kaito.syncwait import PassView, WaitOutcome, WaitSettings
-    from gitops_kaito.writeback import WritebackResult
+    from gitops_kaito.adapters.writeback import WritebackResult
+    from gitops_kaito.cli.syncwait import PassView, WaitOutcome, WaitSettings
+    from gitops_kaito.core.status import ModelReport
+    from gitops_kaito.reconcile.gitsync import GitSyncSettings
 
 _TROUBLE = frozenset({"Failed", "Blocked", "Invalid"})
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
@@ -71,8 +71,8 @@ def add_git_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def git_settings(args: argparse.Namespace) -> GitSyncSettings:
-    from gitops_kaito.gitsource import GitAuth
-    from gitops_kaito.gitsync import GitSyncSettings
+    from gitops_kaito.adapters.gitsource import GitAuth
+    from gitops_kaito.reconcile.gitsync import GitSyncSettings
 
     env = os.environ.get
     auth = GitAuth(token=env("GITOPS_KAITO_GIT_TOKEN") or None,
@@ -86,8 +86,8 @@ def git_settings(args: argparse.Namespace) -> GitSyncSettings:
 
 
 def run_git(args: argparse.Namespace) -> PassResult:
-    from gitops_kaito.gitsource import GitSourceError
-    from gitops_kaito.gitsync import run_git_pass
+    from gitops_kaito.adapters.gitsource import GitSourceError
+    from gitops_kaito.reconcile.gitsync import run_git_pass
 
     settings = git_settings(args)
     try:
@@ -166,9 +166,9 @@ def add_wait_flags(parser: argparse.ArgumentParser) -> None:
 
 def run_wait(args: argparse.Namespace) -> int:
     """Passes until settled; progress on stderr (redrawn on a terminal), the final report on stdout."""
-    from gitops_kaito.progress import ModelProgress
-    from gitops_kaito.settings import SettingsError, parse_duration
-    from gitops_kaito.syncwait import Interrupt, PassFailed, WaitSettings, wait_ready
+    from gitops_kaito.cli.progress import ModelProgress
+    from gitops_kaito.cli.syncwait import Interrupt, PassFailed, WaitSettings, wait_ready
+    from gitops_kaito.service.settings import SettingsError, parse_duration
 
     if args.dry_run:
         raise CliError("--wait waits for what a pass applies: it cannot be combined with --dry-run")
@@ -207,9 +207,9 @@ def run_wait(args: argparse.Namespace) -> int:
 
 def _repo_wait_pass(args: argparse.Namespace, kube: Kube,
                     pools: PoolRunner) -> Callable[[Callable[[], bool]], PassView]:
-    from gitops_kaito.desiredcache import DesiredCache
-    from gitops_kaito.gitsync import assess_models
-    from gitops_kaito.syncwait import PassFailed, PassView
+    from gitops_kaito.cli.syncwait import PassFailed, PassView
+    from gitops_kaito.reconcile.desiredcache import DesiredCache
+    from gitops_kaito.reconcile.gitsync import assess_models
 
     cache = DesiredCache()  # keyed by the stats of the repository's inputs: an edit while waiting is picked up
 
@@ -228,10 +228,10 @@ def _repo_wait_pass(args: argparse.Namespace, kube: Kube,
 
 def _git_wait_pass(args: argparse.Namespace, kube: Kube, pools: PoolRunner,
                    say: Callable[[str], None]) -> Callable[[Callable[[], bool]], PassView]:
-    from gitops_kaito.desiredcache import DesiredCache
-    from gitops_kaito.gitsource import GitSourceError
-    from gitops_kaito.gitsync import git_source, run_git_pass
-    from gitops_kaito.syncwait import PassFailed, PassView
+    from gitops_kaito.adapters.gitsource import GitSourceError
+    from gitops_kaito.cli.syncwait import PassFailed, PassView
+    from gitops_kaito.reconcile.desiredcache import DesiredCache
+    from gitops_kaito.reconcile.gitsync import git_source, run_git_pass
 
     settings = git_settings(args)
     cache = DesiredCache()  # as the daemon's: passes on the same desired commit skip load and render
@@ -256,7 +256,7 @@ def _why(report: ModelReport) -> str:
 
 
 def verdict_line(outcome: WaitOutcome) -> str:
-    from gitops_kaito.progress import format_elapsed, summary
+    from gitops_kaito.cli.progress import format_elapsed, summary
 
     took = format_elapsed(outcome.elapsed_s)
     counts = summary(outcome.reports)
@@ -271,7 +271,7 @@ def verdict_line(outcome: WaitOutcome) -> str:
 
 
 def print_wait(outcome: WaitOutcome) -> None:
-    from gitops_kaito.progress import model_row
+    from gitops_kaito.cli.progress import model_row
 
     print_table([dict(zip(("model", "state", "sku x nodes", "message"), model_row(r), strict=True))
                  for r in outcome.reports], ["model", "state", "sku x nodes", "message"])
@@ -281,7 +281,7 @@ def print_wait(outcome: WaitOutcome) -> None:
 
 
 def wait_dict(outcome: WaitOutcome, settings: WaitSettings) -> dict[str, Any]:
-    from gitops_kaito.status import model_document
+    from gitops_kaito.core.status import model_document
 
     return {
         "result": outcome.verdict, "ready": outcome.ok, "message": verdict_line(outcome),

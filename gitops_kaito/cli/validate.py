@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from gitops_kaito.cli.common import EXIT_INVALID, EXIT_OK, CliError, add_output_flag, add_repo_flag, emit
 
 if TYPE_CHECKING:
-    from gitops_kaito.modelrequest import LoadError
-    from gitops_kaito.resolve import RepoLoad
+    from gitops_kaito.repo.modelrequest import LoadError
+    from gitops_kaito.repo.resolve import RepoLoad
 
 
 def register(subparsers: Any) -> None:
@@ -26,8 +26,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gitops_kaito.loader import load_repository
-    from gitops_kaito.modelrequest import LoadError
+    from gitops_kaito.repo.loader import load_repository
+    from gitops_kaito.repo.modelrequest import LoadError
 
     root = Path(args.repo)
     if not root.is_dir():
@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
 def _render_problems(load: RepoLoad) -> list[LoadError]:
     """Rendering is part of validity: a request that resolves but cannot render (e.g. a broken template
     override in templates/) must fail the pull request too, not the first sync after merge."""
-    from gitops_kaito import render
-    from gitops_kaito.modelrequest import LoadError
-    from gitops_kaito.yamlsource import SourceError
+    from gitops_kaito.core import render
+    from gitops_kaito.repo.modelrequest import LoadError
+    from gitops_kaito.repo.yamlsource import SourceError
 
     templates_dir = render.repo_templates_dir(load.root)
     try:

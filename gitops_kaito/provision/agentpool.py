@@ -11,7 +11,13 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gitops_kaito.ownership import DEFAULT_INSTANCE, LABEL_INSTANCE, MANAGED_BY_VALUE, model_id, owner_labels
+from gitops_kaito.model.ownership import (
+    DEFAULT_INSTANCE,
+    LABEL_INSTANCE,
+    MANAGED_BY_VALUE,
+    model_id,
+    owner_labels,
+)
 
 POOL_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 POOL_NAME_PREFIX = "gk"
@@ -81,7 +87,7 @@ class ResolvedModelLike(Protocol):
 
 
 if TYPE_CHECKING:
-    from gitops_kaito.resolve import ResolvedModel
+    from gitops_kaito.repo.resolve import ResolvedModel
 
     def _resolved_model_fits(model: ResolvedModel) -> ResolvedModelLike:  # mypy checks the contract here
         return model

@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_kaito.ownership import DEFAULT_INSTANCE, LABEL_MODEL
+from gitops_kaito.model.ownership import DEFAULT_INSTANCE, LABEL_MODEL
 from gitops_kaito.provision import agentpool as ap
 from gitops_kaito.provision.agentpool import DesiredAgentPool, LivePool, PoolChange, ResolvedModelLike
 from gitops_kaito.provision.aks import AksSettings, AksSettingsError, AzureSettingsLike, merge_settings

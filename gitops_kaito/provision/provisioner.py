@@ -17,7 +17,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 
-from gitops_kaito.ownership import DEFAULT_INSTANCE
+from gitops_kaito.model.ownership import DEFAULT_INSTANCE
 from gitops_kaito.provision import agentpool as ap
 from gitops_kaito.provision.agentpool import DesiredAgentPool, LivePool, PoolChange, plan_pools
 from gitops_kaito.provision.aks import AksSettings, live_pool, make_client

@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from gitops_kaito.resources import data_path
+from gitops_kaito.model.resources import data_path
 from gitops_kaito.sandbox.apiserver import ApiServer
 from gitops_kaito.sandbox.controllers import (
     ChaosController,

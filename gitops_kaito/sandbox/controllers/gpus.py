@@ -1,4 +1,4 @@
-"""What the simulated cloud and KAITO know about GPU SKUs and presets, taken from gitops_kaito.catalog.
+"""What the simulated cloud and KAITO know about GPU SKUs and presets, taken from gitops_kaito.repo.catalog.
 
 When the catalog is unavailable or does not know a name, conservative defaults keep the sandbox running.
 
@@ -36,7 +36,7 @@ class GpuShape:
 @lru_cache(maxsize=1)
 def _catalog() -> Any:
     try:
-        module = importlib.import_module("gitops_kaito.catalog")
+        module = importlib.import_module("gitops_kaito.repo.catalog")
         return module.load_catalog()
     except Exception as err:  # the catalog is optional for the sandbox
         log.debug("catalog unavailable for the sandbox: %s", err)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from gitops_kaito.ownership import LABEL_MODEL_NAME, LABEL_MODEL_NAMESPACE
+from gitops_kaito.model.ownership import LABEL_MODEL_NAME, LABEL_MODEL_NAMESPACE
 from gitops_kaito.sandbox.controllers import conditions as c
 from gitops_kaito.sandbox.controllers.base import Controller
 from gitops_kaito.sandbox.controllers.failures import QUOTA, SKU_UNAVAILABLE

@@ -1,0 +1,341 @@
+"""The Kubernetes client adapter: connect (kubeconfig, context or in-cluster), discover, list what we own, apply, delete.
+
+Everything goes through the official client's DynamicClient; errors come out as KubeError with the server's reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client import rest as k8s_rest
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+from gitops_kaito import __version__
+from gitops_kaito.model.objects import Manifest, ObjectRef
+from gitops_kaito.model.ownership import FIELD_MANAGER, OWNER_SELECTOR
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+USER_AGENT = f"gitops-kaito/{__version__}"
+WORKSPACE_VERSIONS = ("kaito.sh/v1beta1", "kaito.sh/v1alpha1")
+LIST_PAGE_SIZE = 10_000  # pages of 500 made a 5,000-model pass 16 requests instead of 4
+KAITO_MISSING = "KAITO is not installed: the API server does not serve workspaces.kaito.sh/v1beta1"
+
+# The kinds the reconciler renders, each listed once per pass by owner label. Secrets are deliberately
+# absent: we never render one, and reading Secrets would need RBAC we should not ask for.
+MANAGED_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("v1",), "ConfigMap"),
+    (("karpenter.sh/v1",), "NodeClaim"),
+    (("karpenter.sh/v1alpha5",), "Machine"),
+    (WORKSPACE_VERSIONS, "Workspace"),
+)
+
+_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+_cache_counter = itertools.count()
+
+
+class KubeError(Exception):
+    """An API call that failed, with the server's HTTP status, reason and message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}" if status else message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def transient(self) -> bool:
+        return self.status == 0 or self.status in _TRANSIENT_STATUS
+
+
+class KaitoNotInstalled(KubeError):
+    """The cluster does not serve the Workspace API at all."""
+
+    def __init__(self) -> None:
+        super().__init__(0, "NotInstalled", KAITO_MISSING)
+
+
+class KindNotServed(KubeError):
+    """A kind we need (e.g. Karpenter's NodeClaim) is not served by the cluster."""
+
+    def __init__(self, api_version: str, kind: str) -> None:
+        super().__init__(0, "NotServed", f"the API server does not serve {kind} ({api_version}); is its CRD installed?")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of transient failures (429 with Retry-After, 5xx, dropped connections), with capped backoff."""
+
+    attempts: int = 5
+    base_delay_s: float = 0.2
+    max_delay_s: float = 5.0
+    max_retry_after_s: float = 10.0
+    # Every call's (connect, read) deadline: a server that accepts and never answers must not hang the pass.
+    request_timeout_s: float | None = 30.0
+
+
+class Kube:
+    """One connection to one cluster; cheap discovery lookups are cached for the life of the object."""
+
+    def __init__(self, api_client: k8s_client.ApiClient, *, retry: RetryPolicy | None = None,
+                 cache_file: Path | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        api_client.user_agent = USER_AGENT
+        # Our own retry loop decides what is retried; urllib3's silent retries would hide and repeat writes,
+        # and sleep through a server's whole Retry-After (an hour, if it says so). The pool manager copies
+        # `retries` when the rest client is built, so an existing one is rebuilt to see the change.
+        api_client.configuration.retries = False
+        self.retry = retry or RetryPolicy()
+        api_client.rest_client.close()
+        api_client.rest_client = _DeadlineRESTClient(api_client.configuration, self.retry.request_timeout_s)
+        self.api_client = api_client
+        self._sleep = sleep
+        self._cache_file = cache_file or _default_cache_file()
+        self._dynamic: DynamicClient | None = None
+        self._resources: dict[tuple[str, str], Any] = {}
+        self._missing: dict[tuple[str, str], float] = {}  # negative lookups, retried after _MISSING_TTL_S
+
+    _MISSING_TTL_S = 60.0
+
+    @classmethod
+    def connect(cls, kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None,
+                **kwargs: Any) -> Kube:
+        """kubeconfig (or $KUBECONFIG, ~/.kube/config) with an optional context; in-cluster config otherwise."""
+        # $KUBECONFIG may list several files; the client merges them like kubectl when given the whole value.
+        path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG", "")
+        if not path and Path("~/.kube/config").expanduser().exists():
+            path = str(Path("~/.kube/config").expanduser())
+        try:
+            if path:
+                api = k8s_config.new_client_from_config(config_file=path, context=context, persist_config=False)
+            else:
+                configuration = k8s_client.Configuration()
+                k8s_config.load_incluster_config(client_configuration=configuration)
+                api = k8s_client.ApiClient(configuration)
+        except (k8s_config.ConfigException, OSError) as err:
+            where = path or "in-cluster config"
+            raise KubeError(0, "ConfigError", f"cannot load Kubernetes configuration ({where}): {err}") from None
+        return cls(api, **kwargs)
+
+    @property
+    def host(self) -> str:
+        return str(self.api_client.configuration.host)
+
+    def close(self) -> None:
+        self.api_client.close()
+        try:
+            self._cache_file.unlink()
+        except OSError:
+            pass
+
+    def __enter__(self) -> Kube:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ discovery
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        if self._dynamic is None:
+            self._dynamic = self._call(lambda: DynamicClient(self.api_client, cache_file=str(self._cache_file)),
+                                       "discover the API")
+        return self._dynamic
+
+    def resource(self, api_version: str, kind: str) -> Any | None:
+        """The discovered API resource, or None when the server does not serve it."""
+        key = (api_version, kind)
+        if key in self._resources:
+            return self._resources[key]
+        missed = self._missing.get(key)
+        if missed is not None and time.monotonic() - missed < self._MISSING_TTL_S:
+            return None
+
+        def lookup() -> Any | None:
+            try:
+                return self.dynamic.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                return None
+
+        found = self._call(lookup, f"discover {kind} ({api_version})")
+        if found is None:
+            self._missing[key] = time.monotonic()
+        else:
+            self._resources[key] = found
+            self._missing.pop(key, None)
+        return found
+
+    def served(self, api_version: str, kind: str) -> bool:
+        return self.resource(api_version, kind) is not None
+
+    def workspace_version(self, prefer: str | None = None) -> str:
+        """The Workspace apiVersion to read with; raises KaitoNotInstalled when none is served."""
+        order = [prefer] if prefer in WORKSPACE_VERSIONS else []
+        for version in [*order, *WORKSPACE_VERSIONS]:
+            if version and self.served(version, "Workspace"):
+                return version
+        raise KaitoNotInstalled()
+
+    def _required(self, api_version: str, kind: str) -> Any:
+        found = self.resource(api_version, kind)
+        if found is None:
+            if kind == "Workspace":
+                raise KaitoNotInstalled()
+            raise KindNotServed(api_version, kind)
+        return found
+
+    # ------------------------------------------------------------------ reads
+
+    def list_owned(self, api_version: str, kind: str, label_selector: str = OWNER_SELECTOR) -> list[Manifest]:
+        """Every object of one kind, in every namespace, carrying our owner label: one LIST (paged past
+        LIST_PAGE_SIZE, so a repository of thousands of models is still one request per kind)."""
+        resource = self._required(api_version, kind)
+        items: list[Manifest] = []
+        token: str | None = None
+        while True:
+            body = self._json(lambda t=token: self.dynamic.get(  # type: ignore[misc]
+                resource, label_selector=label_selector, limit=LIST_PAGE_SIZE, _continue=t, serialize=False),
+                f"list {kind}")
+            for item in body.get("items") or []:
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                items.append(item)
+            token = (body.get("metadata") or {}).get("continue") or None
+            if not token:
+                return items
+
+    def get(self, ref: ObjectRef) -> Manifest | None:
+        resource = self._required(ref.api_version, ref.kind)
+        try:
+            return self._json(lambda: self.dynamic.get(resource, name=ref.name, namespace=ref.namespace or None,
+                                                       serialize=False),
+                              f"get {ref}")
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    # ------------------------------------------------------------------ writes
+
+    def apply(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest:
+        """Server-side apply as gitops-kaito, forcing conflicts.
+
+        force=True because the repository is the source of truth for every field we send: a person's
+        kubectl edit of one of them is drift to revert, not a conflict to stop on. Fields we do not send
+        stay with whoever set them.
+        """
+        ref = ObjectRef.of(manifest)
+        resource = self._required(ref.api_version, ref.kind)
+        return self._json(lambda: self.dynamic.server_side_apply(
+            resource, body=manifest, name=ref.name, namespace=ref.namespace or None,
+            field_manager=FIELD_MANAGER, force_conflicts=True, dry_run="All" if dry_run else None,
+            serialize=False), f"apply {ref}")
+
+    def delete(self, ref: ObjectRef) -> bool:
+        """Delete in the background; False when it was already gone."""
+        resource = self._required(ref.api_version, ref.kind)
+        try:
+            self._call(lambda: self.dynamic.delete(resource, name=ref.name, namespace=ref.namespace or None,
+                                                   propagation_policy="Background", serialize=False),
+                       f"delete {ref}")
+        except KubeError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _json(self, fn: Callable[[], Any], what: str) -> Manifest:
+        response = self._call(fn, what)
+        data = response.data if hasattr(response, "data") else response
+        parsed = json.loads(data) if isinstance(data, bytes | str) else data
+        if not isinstance(parsed, dict):
+            raise KubeError(0, "BadResponse", f"{what}: the server's answer is not a JSON object")
+        return parsed
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except ApiException as exc:
+                err = _kube_error(exc)
+                retry_after = _retry_after(exc)
+            except (urllib3.exceptions.HTTPError, ConnectionError) as exc:
+                err = KubeError(0, "ConnectionError", f"cannot reach the API server at {self.host}: {exc}")
+                retry_after = None
+            if not err.transient or attempt >= self.retry.attempts:
+                raise err from None
+            delay = min(self.retry.max_delay_s, self.retry.base_delay_s * 2 ** (attempt - 1))
+            delay *= 0.5 + random.random() / 2  # jitter, so several replicas do not retry in step
+            if retry_after is not None:
+                delay = min(max(retry_after, delay), self.retry.max_retry_after_s)
+            log.warning("%s failed (%s); retrying in %.1fs", what, err, delay,
+                        extra={"fields": {"status": err.status, "attempt": attempt}})
+            self._sleep(delay)
+
+
+class _DeadlineRESTClient(k8s_rest.RESTClientObject):
+    """Gives every request the deadline, discovery's too: the dynamic client's discovery passes none, and a server
+    that accepts and never answers would otherwise hang the pass (and the daemon's every later pass) for good.
+    The one place Kube's calls get it; a caller's own _request_timeout (the Lease's, Events') still wins."""
+
+    def __init__(self, configuration: k8s_client.Configuration, timeout_s: float | None) -> None:
+        super().__init__(configuration)
+        self._timeout_s = timeout_s
+
+    def request(self, method: str, url: str, headers: Any = None, body: Any = None, post_params: Any = None,
+                _request_timeout: Any = None) -> Any:
+        return super().request(method, url, headers=headers, body=body, post_params=post_params,
+                               _request_timeout=_request_timeout or self._timeout_s)
+
+
+def _default_cache_file() -> Path:
+    """A discovery cache per client: DynamicClient's default is keyed by host:port and goes stale."""
+    folder = Path(tempfile.gettempdir()) / f"gitops-kaito-{os.getpid()}"
+    folder.mkdir(exist_ok=True)
+    return folder / f"discovery-{next(_cache_counter)}.json"
+
+
+def _kube_error(exc: ApiException) -> KubeError:
+    status = int(getattr(exc, "status", 0) or 0)
+    reason = str(getattr(exc, "reason", "") or "")
+    message = ""
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            parsed = json.loads(body)
+        except (ValueError, TypeError):
+            message = str(body)[:500]
+        else:
+            if isinstance(parsed, dict):
+                reason = str(parsed.get("reason") or reason)
+                message = str(parsed.get("message") or "")
+    return KubeError(status, reason or "Error", message or reason or f"HTTP {status}")
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers = getattr(exc, "headers", None) or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

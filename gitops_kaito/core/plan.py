@@ -1,0 +1,628 @@
+"""Pure planning: desired objects vs the live objects we own -> an ordered Plan of Changes.
+
+Decides create/update/replace/delete/noop/blocked, the JSON patch of the fields we manage, drift (corrected, or
+reported and left in place under `drift: report`), the prune guard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import jsonpatch
+
+from gitops_kaito.model.objects import DesiredObject, Manifest, Normalised, ObjectRef, Wave
+from gitops_kaito.model.ownership import (
+    ANNOTATION_PRUNE,
+    ANNOTATION_REPLACE,
+    ANNOTATION_REVISION,
+    DEFAULT_INSTANCE,
+    FIELD_MANAGER,
+    LABEL_INSTANCE,
+    LABEL_MODEL,
+    instance_of,
+)
+from gitops_kaito.repo.modelrequest import ANNOTATION_DRIFT, DRIFT_CORRECT, DRIFT_REPORT
+
+# Digest of what we last applied (revision annotation excluded). It makes drift exact: when live differs
+# from desired but the digest says we wanted the same thing last time, somebody else changed the object.
+ANNOTATION_DIGEST = "gitops.kaito.sh/applied-digest"
+
+# Annotations that never take part in a comparison: our provenance (changes every commit, rewritten only
+# with a real change), the model's drift policy (switching it is not a change of desired state: to `report` must
+# not overwrite the hand edit it means to keep, to `correct` reverts it as drift) and what KAITO's controller
+# writes on Workspaces (FACTS.md §5.4).
+_IGNORED_ANNOTATIONS = (ANNOTATION_REVISION, ANNOTATION_DIGEST, ANNOTATION_DRIFT)
+_IGNORED_ANNOTATION_PREFIXES = ("workspace.kaito.io/",)
+
+# Metadata the server or other controllers set; never ours to compare even if a template carries it.
+_SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
+                    "deletionGracePeriodSeconds", "managedFields", "finalizers", "selfLink", "ownerReferences")
+
+if TYPE_CHECKING:  # pure data only: planning never imports the Azure side of provision/
+    from gitops_kaito.provision.agentpool import PoolChange
+
+Key = tuple[str, str, str, str]  # group, kind, namespace, name: the version is not part of an object's identity
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"  # an immutable field changed: delete, then create
+    DELETE = "delete"  # prune
+    NOOP = "noop"
+    BLOCKED = "blocked"  # a replace or prune that policy does not allow; the reason says why
+
+
+WRITE_ACTIONS = frozenset({Action.CREATE, Action.UPDATE, Action.REPLACE, Action.DELETE})
+
+
+@dataclass(frozen=True)
+class Change:
+    """What happens to one object in this pass, and why."""
+
+    ref: ObjectRef
+    action: Action
+    model_id: str
+    wave: Wave
+    patch: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)  # JSON patch live -> desired
+    # Live was changed by someone else since we applied it. With action NOOP: drift reported, not corrected
+    # (`drift: report` and the desired state did not change), see drift_reported.
+    drift: bool = False
+    reason: str = ""
+    immutable: tuple[str, ...] = ()  # immutable paths that changed (replace / blocked)
+    desired: Manifest | None = field(default=None, compare=False, hash=False, repr=False)
+    live: Manifest | None = field(default=None, compare=False, hash=False, repr=False)
+    drift_by: tuple[str, ...] = ()  # drift: the field managers (kubectl-edit, ...) that own a differing field now
+
+    @property
+    def writes(self) -> bool:
+        return self.action in WRITE_ACTIONS
+
+    @property
+    def drift_reported(self) -> bool:
+        """Drift left in place on purpose (`drift: report`): nothing is written, the plan and status say so."""
+        return self.drift and self.action == Action.NOOP
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields the patch touches, as people write them (resource.count, data.inference_config.yaml)."""
+        return patch_fields(self.patch)
+
+
+@dataclass(frozen=True)
+class PlanPolicy:
+    """The knobs planning obeys (from gitops-kaito.yaml, the CLI flags and the repo's load result)."""
+
+    prune: bool = True
+    max_share: float = 0.5
+    allow_all: bool = False
+    allow_mass_prune: bool = False  # --allow-mass-prune
+    replace_policy: str = "manual"  # manual | auto
+    replace_allowed: frozenset[str] = frozenset()  # model ids annotated gitops.kaito.sh/replace: allowed
+    drift: str = DRIFT_CORRECT  # correct | report: gitops-kaito.yaml's drift:, for models without the annotation
+    drift_report: frozenset[str] = frozenset()  # model ids annotated gitops.kaito.sh/drift: report
+    drift_correct: frozenset[str] = frozenset()  # model ids annotated gitops.kaito.sh/drift: correct
+    keep: frozenset[str] = frozenset()  # model ids whose file exists but failed to load: never pruned
+    suspended: frozenset[str] = frozenset()  # model ids suspended on purpose: pruned, not counted by the guard
+    source_ok: bool = True  # False when the repo config failed to load: nothing is pruned
+    instance: str = DEFAULT_INSTANCE  # only objects of this gitops-kaito instance are updated or pruned
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Ordered changes: creates/updates/replaces by wave, then deletes in reverse wave order."""
+
+    changes: tuple[Change, ...]
+    prune_refused: str = ""  # the guard's reason when it refused every delete
+    managed_models: frozenset[str] = frozenset()
+    # aks mode: provision.agentpool.PoolChange per agent pool (not Kubernetes objects), after the prune guard.
+    node_pools: tuple[PoolChange, ...] = ()
+
+    @property
+    def pending(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.action != Action.NOOP)
+
+    @property
+    def pending_pools(self) -> tuple[PoolChange, ...]:
+        return tuple(p for p in self.node_pools if p.action != "noop")
+
+    @property
+    def has_changes(self) -> bool:
+        """Whether a sync would write anything; drift reported and left in place (drift_reported) is not a change."""
+        return bool(self.pending) or bool(self.pending_pools)
+
+    @property
+    def drift_reported(self) -> tuple[Change, ...]:
+        """Objects changed in the cluster by someone else and left so (`drift: report`): shown, never written."""
+        return tuple(c for c in self.changes if c.drift_reported)
+
+    def for_model(self, model_id: str) -> tuple[Change, ...]:
+        return self._by_model.get(model_id, ())
+
+    @cached_property
+    def _by_model(self) -> dict[str, tuple[Change, ...]]:
+        # Callers ask once per model; scanning every change each time made a 5,000-model pass quadratic.
+        grouped: dict[str, list[Change]] = {}
+        for c in self.changes:
+            grouped.setdefault(c.model_id, []).append(c)
+        return {m: tuple(cs) for m, cs in grouped.items()}
+
+    @property
+    def model_ids(self) -> tuple[str, ...]:
+        return tuple(sorted({c.model_id for c in self.changes}))
+
+    def counts(self) -> dict[str, int]:
+        out = {a.value: 0 for a in Action}
+        for c in self.changes:
+            out[c.action.value] += 1
+        out["drift"] = sum(1 for c in self.changes if c.drift and not c.drift_reported)  # to correct (or blocked)
+        out["driftReported"] = sum(1 for c in self.changes if c.drift_reported)
+        return out
+
+
+def reported_drift_counts(plan: Plan) -> dict[str, int]:
+    """Objects drifted and left in place by kind: the gitops_kaito_drift_detected gauge's values for one pass."""
+    out: dict[str, int] = {}
+    for c in plan.drift_reported:
+        out[c.ref.kind] = out.get(c.ref.kind, 0) + 1
+    return out
+
+
+def key_of(ref: ObjectRef) -> Key:
+    return (ref.group, ref.kind, ref.namespace, ref.name)
+
+
+def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy: PlanPolicy | None = None, *,
+              pools: Sequence[PoolChange] = (), pool_models: Iterable[str] = ()) -> Plan:
+    """Compare what we want with the live objects that carry our owner labels.
+
+    `live` may also hold objects of a desired name made by someone else (adopted in place) or owned by another
+    gitops-kaito instance (blocked, never taken over); only the policy's own instance's objects are ever pruned.
+
+    `pools` (aks mode) are the agent-pool changes and `pool_models` the models that own a live pool: the prune
+    guard counts models, so a model that only exists as a pool counts as managed and its pool delete as a removal.
+    """
+    policy = policy or PlanPolicy()
+    live_by_key: dict[Key, Manifest] = {}
+    unowned: dict[Key, Manifest] = {}  # objects of a desired name made by someone else: adopted, never pruned
+    foreign: dict[Key, str] = {}  # objects another gitops-kaito instance owns -> that instance: never touched
+    for obj in live:
+        owner = instance_of(_labels(obj))
+        if owner == policy.instance:
+            live_by_key[key_of(ObjectRef.of(obj))] = obj
+        elif owner:
+            foreign[key_of(ObjectRef.of(obj))] = owner
+        else:
+            unowned[key_of(ObjectRef.of(obj))] = obj
+    applies: list[Change] = []
+    desired_keys: set[Key] = set()
+    for want in desired:
+        key = key_of(want.ref)
+        if key in desired_keys:
+            raise ValueError(f"{want.ref} is rendered twice")
+        desired_keys.add(key)
+        if key in foreign and key not in live_by_key:
+            applies.append(_plan_foreign(want, foreign[key]))
+        elif key in live_by_key or key not in unowned:
+            applies.append(_plan_desired(want, live_by_key.get(key), policy))
+        else:
+            applies.append(_plan_desired(want, unowned[key], policy, adopt=True))
+    desired_models = {d.model_id for d in desired}
+    deletes = [
+        _plan_stale(obj, desired_models, policy)
+        for key, obj in live_by_key.items()
+        if key not in desired_keys
+    ]
+    managed = frozenset(_labels(o).get(LABEL_MODEL, "") for o in live_by_key.values() if applied_by_us(o))
+    managed |= frozenset(pool_models)
+    pool_removed = {p.model_id for p in pools if p.action == "delete"}
+    deletes, refused = _guard(deletes, managed, desired_models, policy, pool_removed)
+    applies.sort(key=lambda c: (c.wave, c.model_id, c.ref))
+    deletes.sort(key=lambda c: (-c.wave, c.model_id, c.ref))
+    node_pools = tuple(dataclasses.replace(p, action="blocked", reasons=(refused,)) if refused and p.action == "delete"
+                       else p for p in pools)
+    return Plan(changes=tuple(applies + deletes), prune_refused=refused, managed_models=managed,
+                node_pools=node_pools)
+
+
+def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy, adopt: bool = False) -> Change:
+    # Normalised and digested once per desired object (kept on it): the comparison starts from the same form.
+    want_full, manifest = want.normalised.comparable, want.normalised.stamped
+
+    def change(action: Action, reason: str, **extra: Any) -> Change:
+        return Change(ref=want.ref, action=action, model_id=want.model_id, wave=want.wave, reason=reason,
+                      desired=manifest, live=live, **extra)
+
+    if live is None:
+        return change(Action.CREATE, "not in the cluster")
+    if (live.get("metadata") or {}).get("deletionTimestamp"):
+        return change(Action.NOOP, "being deleted; created again once it is gone")
+    want_cmp = _as_unlabelled_default(want_full, live) if not adopt else want_full
+    live_cmp = comparable(project(live, manifest, owned_fields(live)))
+    if want_cmp == live_cmp:
+        return change(Action.NOOP, "up to date")
+    patch = tuple(jsonpatch.make_patch(live_cmp, want_cmp).patch)
+    drift = _is_drift(live, manifest, patch)
+    immutable = immutable_changes(want.ref, live, live_cmp, want_cmp)
+    if adopt:
+        return _plan_adopt(want, policy, change, patch, immutable)
+    by = drift_managers(live, patch) if drift else ()
+    if drift and _same_as_applied(live, manifest) and reports_drift(want, policy):
+        # Only drift, and the model asks for it to be reported: nothing is written, whatever the fields (an
+        # immutable one too: a replace would be a correction). A change of desired state is applied as usual.
+        return change(Action.NOOP, reported_reason(patch, by), patch=patch, drift=True, immutable=immutable,
+                      drift_by=by)
+    if immutable:
+        fields = ", ".join(immutable)
+        if _replace_allowed(want, policy):
+            return change(Action.REPLACE, f"immutable field(s) {fields} changed: delete and create again",
+                          patch=patch, drift=drift, immutable=immutable, drift_by=by)
+        return change(Action.BLOCKED,
+                      f"immutable field(s) {fields} changed; replacing deletes and recreates the "
+                      f"{want.ref.kind}: set replacePolicy: auto in gitops-kaito.yaml or annotate the model "
+                      f"{ANNOTATION_REPLACE}: allowed", patch=patch, drift=drift, immutable=immutable, drift_by=by)
+    if drift and reports_drift(want, policy):  # the repository changed too: its change overwrites the hand edit
+        reason = "changed in the repository; applying it also overwrites fields changed in the cluster"
+    else:
+        reason = "drift: changed in the cluster by someone else" if drift else "changed in the repository"
+    return change(Action.UPDATE, reason, patch=patch, drift=drift, drift_by=by)
+
+
+def reports_drift(want: DesiredObject, policy: PlanPolicy) -> bool:
+    """Whether this object's model keeps drift in place (report) rather than reverting it (correct): the model's
+    gitops.kaito.sh/drift annotation, else the repository's drift:."""
+    if want.model_id in policy.drift_report:
+        return True
+    if want.model_id in policy.drift_correct:
+        return False
+    annotations = (want.manifest.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(ANNOTATION_DRIFT)
+    if value in (DRIFT_REPORT, DRIFT_CORRECT):
+        return bool(value == DRIFT_REPORT)
+    return policy.drift == DRIFT_REPORT
+
+
+REPORTED = "drift reported, not corrected"
+
+
+def reported_reason(patch: Sequence[Mapping[str, Any]], by: Sequence[str]) -> str:
+    who = f" by {', '.join(by)}" if by else ""
+    return f"{REPORTED} (drift: report): {', '.join(patch_fields(patch))} changed in the cluster{who}"
+
+
+def _as_unlabelled_default(want_cmp: Manifest, live: Manifest) -> Manifest:
+    """Objects made before instances existed lack the instance label and belong to the default instance. The
+    default instance does not count the missing label as a change (upgrading must not rewrite every object, nor
+    report drift); the label is added with the next real change. `want_cmp` is comparable() output."""
+    labels = _labels(want_cmp)
+    if LABEL_INSTANCE in _labels(live) or labels.get(LABEL_INSTANCE) != DEFAULT_INSTANCE:
+        return want_cmp
+    del labels[LABEL_INSTANCE]
+    meta = {k: v for k, v in want_cmp["metadata"].items() if k != "labels"}
+    if labels:  # comparable() drops an empty map
+        meta["labels"] = labels
+    return {**want_cmp, "metadata": meta}
+
+
+def _plan_foreign(want: DesiredObject, owner: str) -> Change:
+    """An object of a desired name that another gitops-kaito instance owns: never adopted, updated or replaced."""
+    return Change(ref=want.ref, action=Action.BLOCKED, model_id=want.model_id, wave=want.wave,
+                  reason=f"blocked: owned by gitops-kaito instance {owner!r}; two instances must not claim the "
+                         f"same model (move it to one repository or path, or delete the other's object)",
+                  desired=want.normalised.stamped)
+
+
+ADOPT_REASON = "adopting an existing object not managed by gitops-kaito yet: updated in place, not recreated"
+
+
+def _plan_adopt(want: DesiredObject, policy: PlanPolicy, change: Callable[..., Change], patch: tuple[Mapping[str, Any], ...],
+                immutable: tuple[str, ...]) -> Change:
+    """An object of the desired name that someone else made: taken over in place, unless it is something else."""
+    if not immutable:
+        return change(Action.UPDATE, ADOPT_REASON, patch=patch)
+    fields = ", ".join(immutable)
+    what = (f"an existing {want.ref.kind} of this name, not managed by gitops-kaito, differs in immutable "
+            f"field(s) {fields}")
+    if _replace_allowed(want, policy):
+        return change(Action.REPLACE, f"{what}: delete it and create ours", patch=patch,
+                      immutable=immutable)
+    return change(Action.BLOCKED, f"{what}; it is not taken over. Rename the model, delete the object, or allow "
+                  f"replacing (replacePolicy: auto or {ANNOTATION_REPLACE}: allowed)", patch=patch,
+                  immutable=immutable)
+
+
+def _plan_stale(obj: Manifest, desired_models: set[str], policy: PlanPolicy) -> Change:
+    ref = ObjectRef.of(obj)
+    model = _labels(obj).get(LABEL_MODEL, "")
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    if meta.get("deletionTimestamp"):
+        action, reason = Action.NOOP, "already being deleted"
+    elif not policy.source_ok:
+        action, reason = Action.NOOP, "not pruned: the repository's gitops-kaito.yaml failed to load"
+    elif model in policy.keep:
+        action, reason = Action.NOOP, "not pruned: the model's file failed to load"
+    elif not applied_by_us(obj):
+        action, reason = Action.NOOP, "not pruned: it carries our labels but gitops-kaito never applied it (a copy?)"
+    elif annotations.get(ANNOTATION_PRUNE) == "disabled":
+        action, reason = Action.NOOP, f"not pruned: {ANNOTATION_PRUNE}: disabled"
+    elif not policy.prune:
+        action, reason = Action.NOOP, "not pruned: prune is disabled in gitops-kaito.yaml"
+    elif model in policy.suspended:
+        action, reason = Action.DELETE, "model suspended"
+    elif model in desired_models:
+        action, reason = Action.DELETE, "no longer rendered for this model"
+    else:
+        action, reason = Action.DELETE, "model removed from the repository"
+    return Change(ref=ref, action=action, model_id=model, wave=wave_of(ref), reason=reason, live=obj)
+
+
+def _guard(deletes: list[Change], managed: frozenset[str], desired_models: set[str],
+           policy: PlanPolicy, pool_removed: Iterable[str] = ()) -> tuple[list[Change], str]:
+    """Refuse every delete when the pass would remove too many of the managed models."""
+    removed = {c.model_id for c in deletes if c.action == Action.DELETE}
+    removed = {m for m in removed | set(pool_removed) if m not in desired_models and m not in policy.suspended}
+    if not removed or policy.allow_all or policy.allow_mass_prune:
+        return deletes, ""
+    share = len(removed) / len(managed)
+    if share <= policy.max_share and len(removed) < len(managed):
+        return deletes, ""
+    what = "all" if len(removed) == len(managed) else f"{share:.0%}"
+    refused = (f"prune guard: refusing to delete {len(removed)} of {len(managed)} managed models ({what}, "
+               f"limit {policy.max_share:.0%}); nothing was deleted. Re-run with --allow-mass-prune or set "
+               f"prune.allowAll in gitops-kaito.yaml if this is intended")
+    guarded = [Change(ref=c.ref, action=Action.BLOCKED, model_id=c.model_id, wave=c.wave, reason=refused,
+                      live=c.live) if c.action == Action.DELETE else c for c in deletes]
+    return guarded, refused
+
+
+def _replace_allowed(want: DesiredObject, policy: PlanPolicy) -> bool:
+    annotations = (want.manifest.get("metadata") or {}).get("annotations") or {}
+    return (policy.replace_policy == "auto" or want.model_id in policy.replace_allowed
+            or annotations.get(ANNOTATION_REPLACE) == "allowed")
+
+
+def wave_of(ref: ObjectRef) -> Wave:
+    if ref.kind in ("NodeClaim", "Machine"):
+        return Wave.NODES
+    if ref.kind == "Workspace":
+        return Wave.WORKLOAD
+    return Wave.CONFIG
+
+
+def digest(manifest: Manifest) -> str:
+    """A stable digest of a desired manifest, ignoring the annotations that never count as a change."""
+    return _digest_of(comparable(manifest))
+
+
+def normalise(manifest: Manifest) -> Normalised:
+    """comparable(), digest() and with_digest() of a desired manifest, from one normalisation (what
+    DesiredObject.normalised keeps)."""
+    normal = comparable(manifest)
+    stamp = _digest_of(normal)
+    return Normalised(normal, stamp, with_digest(manifest, stamp))
+
+
+def _digest_of(normalised: Any) -> str:
+    text = json.dumps(normalised, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def with_digest(manifest: Manifest, stamp: str = "") -> Manifest:
+    """The manifest plus our applied-digest annotation (`stamp`: its digest, when the caller has it already).
+    Only the metadata path is copied: the rest is shared with the desired manifest, which nothing mutates (a deep
+    copy per object was a third of plan time)."""
+    meta = dict(manifest.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_DIGEST: stamp or digest(manifest)}
+    return {**manifest, "metadata": meta}
+
+
+def owned_fields(live: Manifest) -> Mapping[str, Any] | None:
+    """The fieldsV1 tree our field manager owns through apply, or None when the server keeps none."""
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
+            tree = entry.get("fieldsV1")
+            return tree if isinstance(tree, Mapping) else None
+    return None
+
+
+def applied_by_us(live: Manifest) -> bool:
+    """Whether our field manager ever applied this object; labels alone can be copied onto anything.
+
+    Like Argo CD's self-referencing tracking id, this keeps prune away from a copy of one of our objects. A server
+    that keeps no managedFields at all leaves the labels as the only evidence.
+    """
+    entries = (live.get("metadata") or {}).get("managedFields")
+    if not entries:
+        return True
+    return any(e.get("manager") == FIELD_MANAGER for e in entries if isinstance(e, Mapping))
+
+
+def foreign_owned(live: Manifest) -> list[tuple[Any, Mapping[str, Any]]]:
+    """(manager, fieldsV1 tree) of other managers' updates (kubectl edit/patch, controllers); the manager may be
+    missing."""
+    return [(e.get("manager"), e["fieldsV1"]) for e in (live.get("metadata") or {}).get("managedFields") or []
+            if e.get("manager") != FIELD_MANAGER and isinstance(e.get("fieldsV1"), Mapping)]
+
+
+def project(live: Any, desired: Any, owned: Mapping[str, Any] | None = None) -> Any:
+    """Live restricted to the paths desired has, plus paths we own but no longer want (they show as removals).
+
+    This is what keeps status, managedFields, finalizers, server defaults and other managers' fields out of
+    the diff without a list of exceptions.
+    """
+    if isinstance(desired, Mapping) and isinstance(live, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in live.items():
+            sub = owned.get(f"f:{k}") if isinstance(owned, Mapping) else None
+            if k in desired:
+                out[k] = project(v, desired[k], sub if isinstance(sub, Mapping) else None)
+            elif sub is not None:
+                out[k] = v
+        return out
+    if isinstance(desired, list) and isinstance(live, list) and len(desired) == len(live):
+        return [project(lv, dv) for lv, dv in zip(live, desired, strict=True)]
+    return live
+
+
+def comparable(manifest: Any) -> Any:
+    """Normalise for comparison: no apiVersion, nulls, empty maps, server metadata or ignored annotations.
+
+    The result's top level and metadata are new dicts; below them, what normalising leaves as it was is shared
+    with `manifest`, not copied (neither is mutated there), so the form each desired object keeps across passes
+    (objects.DesiredObject.normalised) costs little memory."""
+    cleaned = _clean(manifest)
+    if not isinstance(cleaned, dict):
+        return cleaned
+    # The top level and metadata are always new dicts: _clean may have returned the manifest's own. No apiVersion:
+    # live is read in one version per kind, and identity ignores it too.
+    cleaned = {k: v for k, v in cleaned.items() if k != "apiVersion"}
+    meta = cleaned.get("metadata")
+    if isinstance(meta, dict):
+        meta = cleaned["metadata"] = {k: v for k, v in meta.items() if k not in _SERVER_METADATA}
+        if isinstance(meta.get("annotations"), dict):
+            kept = {k: v for k, v in meta["annotations"].items()
+                    if k not in _IGNORED_ANNOTATIONS and not k.startswith(_IGNORED_ANNOTATION_PREFIXES)}
+            if kept:
+                meta["annotations"] = kept
+            else:
+                del meta["annotations"]
+    return cleaned
+
+
+def _clean(value: Any) -> Any:
+    """`value` without nulls and empty maps. A dict or list with nothing to drop is returned itself: a copy is
+    made only from the first entry that differs (most have none)."""
+    if isinstance(value, (str, int, float)):  # most values are leaves: spared the Mapping (ABC) check
+        return value
+    if isinstance(value, Mapping):
+        out: dict[str, Any] | None = None if type(value) is dict else {}
+        for i, (k, v) in enumerate(value.items()):
+            c = _clean(v)
+            keep = c is not None and not (isinstance(c, dict) and not c)
+            if out is None:
+                if keep and c is v:
+                    continue
+                out = dict(itertools.islice(value.items(), i))  # the entries before this one were kept as they are
+            if keep:
+                out[k] = c
+        return value if out is None else out
+    if isinstance(value, list):
+        items = [_clean(v) for v in value]
+        return value if all(c is v for c, v in zip(items, value, strict=True)) else items
+    return value
+
+
+def _same_as_applied(live: Manifest, desired: Manifest) -> bool:
+    """Whether we want what we last applied (so a difference is drift alone): the applied digest says so, or,
+    on an object applied before digests, the same revision."""
+    live_ann = (live.get("metadata") or {}).get("annotations") or {}
+    want_ann = (desired.get("metadata") or {}).get("annotations") or {}
+    if live_ann.get(ANNOTATION_DIGEST):
+        return bool(live_ann[ANNOTATION_DIGEST] == want_ann.get(ANNOTATION_DIGEST))
+    return bool(live_ann.get(ANNOTATION_REVISION)) and live_ann.get(ANNOTATION_REVISION) == want_ann.get(
+        ANNOTATION_REVISION)
+
+
+def drift_managers(live: Manifest, patch: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The other field managers (kubectl-edit, a controller) that own one of the patched fields: who drifted it.
+    Empty when the server keeps no managedFields or the edit removed a field (nobody owns a missing one)."""
+    return tuple(sorted({str(manager) for manager, tree in foreign_owned(live)
+                         if manager and any(_owned_path(tree, op.get("path", "")) for op in patch)}))
+
+
+def patch_fields(patch: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The fields a JSON patch touches, each once, in patch order (pointer_to_field)."""
+    return tuple(dict.fromkeys(pointer_to_field(op.get("path", "")) for op in patch))
+
+
+def pointer_to_field(pointer: str) -> str:
+    """A JSON pointer as people write the field: /resource/count -> resource.count, /a/0/b -> a[0].b."""
+    out = ""
+    for part in pointer.split("/")[1:]:
+        key = part.replace("~1", "/").replace("~0", "~")
+        out += f"[{key}]" if key.isdigit() else (f".{key}" if out else key)
+    return out or "(the whole object)"
+
+
+def _is_drift(live: Manifest, desired: Manifest, patch: Sequence[Mapping[str, Any]]) -> bool:
+    live_ann = (live.get("metadata") or {}).get("annotations") or {}
+    want_ann = (desired.get("metadata") or {}).get("annotations") or {}
+    if live_ann.get(ANNOTATION_DIGEST) and live_ann.get(ANNOTATION_DIGEST) == want_ann.get(ANNOTATION_DIGEST):
+        return True
+    if live_ann.get(ANNOTATION_REVISION) and live_ann.get(ANNOTATION_REVISION) == want_ann.get(ANNOTATION_REVISION):
+        return True
+    return any(_owned_path(tree, op.get("path", "")) for _, tree in foreign_owned(live) for op in patch)
+
+
+def _owned_path(tree: Mapping[str, Any], pointer: str) -> bool:
+    node: Any = tree
+    for part in [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]:
+        if not isinstance(node, Mapping):
+            return False
+        if f"f:{part}" in node:
+            node = node[f"f:{part}"]
+        elif part.isdigit():
+            return any(k.startswith(("i:", "k:", "v:")) for k in node)
+        else:
+            return False
+    return True
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(p)
+    return obj
+
+
+def immutable_changes(ref: ObjectRef, live: Manifest, live_cmp: Any, want_cmp: Any) -> tuple[str, ...]:
+    """Paths whose change the API refuses on update (KAITO's webhook, FACTS.md §4.4; Karpenter's specs)."""
+    if ref.kind in ("NodeClaim", "Machine") and ref.group == "karpenter.sh":
+        return ("spec",) if _get(live_cmp, "spec") != _get(want_cmp, "spec") else ()
+    if ref.kind != "Workspace" or ref.group != "kaito.sh":
+        return ()
+    changed: list[str] = []
+
+    def differs(*path: str) -> bool:
+        return bool(_get(live_cmp, *path) != _get(want_cmp, *path))
+
+    for section in ("inference", "tuning"):
+        if (section in live) != (section in want_cmp):
+            changed.append(section)
+    if differs("inference", "preset"):
+        changed.append("inference.preset")
+    if (_get(live, "inference", "template") is None) != (_get(want_cmp, "inference", "template") is None):
+        changed.append("inference.template")
+    for path in (("resource", "instanceType"), ("resource", "labelSelector"), ("resource", "partition"),
+                 ("tuning", "preset"), ("tuning", "method"), ("tuning", "input", "name")):
+        if differs(*path):
+            changed.append(".".join(path))
+    live_count, want_count = _get(live, "resource", "count"), _get(want_cmp, "resource", "count")
+    if live_count is not None and want_count is not None and live_count != want_count:
+        changed.append("resource.count")
+    return tuple(dict.fromkeys(changed))
+
+
+def node_ready(obj: Manifest) -> bool:
+    """A NodeClaim/Machine is ready like KAITO counts it: Ready (or MachineReady) True, or a nodeName, not deleting."""
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = obj.get("status") or {}
+    if status.get("nodeName"):
+        return True
+    return any(c.get("type") in ("Ready", "MachineReady") and c.get("status") == "True"
+               for c in status.get("conditions") or [] if isinstance(c, Mapping))
+
+
+def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})

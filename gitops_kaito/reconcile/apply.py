@@ -1,0 +1,279 @@
+"""Carries out a Plan through the Kubernetes adapter: wave by wave, only what changed, one model's failure isolated.
+
+Workspaces of NodeClaim/Machine models wait for their nodes; a replace deletes and recreates once the old one is gone.
+Drift the plan reports and leaves in place (`drift: report`) is never written; the model's message says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from gitops_kaito.adapters.events import record_changes, record_drift
+from gitops_kaito.adapters.kube import KubeError
+from gitops_kaito.core.plan import Action, Change, Plan, node_ready
+from gitops_kaito.model.objects import Manifest, ObjectRef, Wave
+from gitops_kaito.model.ownership import LABEL_MANAGED_BY, MANAGED_BY_VALUE
+
+# Model outcomes of one apply, most important first (a model shows the first that applies).
+FAILED = "Failed"
+BLOCKED = "Blocked"
+REPLACING = "Replacing"
+ABANDONED = "Abandoned"  # the pass stopped before reaching this model's objects (leadership lost, stopping)
+PROVISIONING = "Provisioning"
+PRUNED = "Pruned"
+APPLIED = "Applied"
+UNCHANGED = "Unchanged"
+_PRIORITY = (FAILED, BLOCKED, REPLACING, ABANDONED, PROVISIONING, PRUNED, APPLIED, UNCHANGED)
+
+# Namespaces a model names are created when missing (never pruned: see namespace_manifest).
+ANNOTATION_CREATED_BY = "gitops.kaito.sh/created-by"
+ABANDONED_MESSAGE = "abandoned: lost leadership / stopping"
+
+# What happened to one object.
+DONE = "done"
+ERROR = "failed"
+SKIPPED = "skipped"
+WAITING = "waiting"
+DRY_RUN = "dry-run"
+
+
+class KubeOps(Protocol):
+    """What apply needs from kube.Kube."""
+
+    def apply(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest: ...
+    def delete(self, ref: ObjectRef) -> bool: ...
+    def get(self, ref: ObjectRef) -> Manifest | None: ...
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    ref: ObjectRef
+    model_id: str
+    action: Action
+    result: str  # done | failed | skipped | waiting | dry-run
+    message: str = ""
+    drift: bool = False
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    model_id: str
+    state: str  # Failed | Blocked | Replacing | Provisioning | Pruned | Applied | Unchanged
+    message: str
+    objects: tuple[ObjectResult, ...]
+
+    @property
+    def writes(self) -> int:
+        return sum(1 for o in self.objects if o.result == DONE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChangeCounts:
+    """What a pass did to objects; shared by the apply step's result and the whole pass's result."""
+
+    created: int = 0
+    updated: int = 0
+    replaced: int = 0
+    pruned: int = 0
+    drift_corrected: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApplyResult(ChangeCounts):
+    outcomes: tuple[ModelOutcome, ...]
+
+    @property
+    def objects(self) -> tuple[ObjectResult, ...]:
+        return tuple(o for m in self.outcomes for o in m.objects)
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    dry_run: bool = False  # server-side dry-run of every write: validates, persists nothing
+    replace_wait_s: float = 10.0  # how long a replace waits in-pass for the old object to go
+    poll_s: float = 0.2
+
+
+def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *,
+               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+               gates: Mapping[str, str] | None = None,
+               should_continue: Callable[[], bool] | None = None) -> ApplyResult:
+    """`gates`: per model, why its Workspace must wait for nodes made outside Kubernetes (aks agent pools).
+    `should_continue` is asked before each wave and before the deletes: once False, nothing more is written
+    (a replica that lost its Lease must stop acting at once) and the rest is recorded as abandoned."""
+    options = options or ApplyOptions()
+    gates = gates or {}
+    go_on = should_continue or (lambda: True)
+    abandoned = False
+    results: list[ObjectResult] = []
+    failed_models: set[str] = set()
+    written_nodes: set[str] = set()  # models whose NodeClaims/Machines were (re)created in this pass
+
+    def record(change: Change, result: str, message: str = "") -> None:
+        results.append(ObjectResult(change.ref, change.model_id, change.action, result, message, change.drift))
+        if result == ERROR:
+            failed_models.add(change.model_id)
+
+    for wave in Wave:  # blocked prunes (the guard) pass through here too, recorded as skipped with the reason
+        abandoned = abandoned or not go_on()
+        for change in (c for c in plan.changes if c.wave == wave and c.action != Action.DELETE):
+            if abandoned and change.writes:
+                record(change, SKIPPED, ABANDONED_MESSAGE)
+                continue
+            if change.action in (Action.NOOP, Action.BLOCKED):
+                record(change, SKIPPED, change.reason)
+                continue
+            if change.model_id in failed_models:
+                record(change, SKIPPED, "not applied: an earlier object of this model failed")
+                continue
+            if wave == Wave.WORKLOAD and change.action != Action.UPDATE:
+                waiting = gates.get(change.model_id) or _nodes_waiting(plan, change.model_id, written_nodes)
+                if waiting:
+                    record(change, WAITING, waiting)
+                    continue
+            try:
+                message = _write(change, kube, options, clock, sleep)
+            except Exception as err:  # a per-object failure must not stop the other models
+                record(change, ERROR, _describe(err))
+                continue
+            if wave == Wave.NODES and change.action in (Action.CREATE, Action.REPLACE):
+                written_nodes.add(change.model_id)
+            record(change, WAITING if message else (DRY_RUN if options.dry_run else DONE), message)
+
+    abandoned = abandoned or not go_on()
+    for change in (c for c in plan.changes if c.action == Action.DELETE):
+        if abandoned:
+            record(change, SKIPPED, ABANDONED_MESSAGE)
+            continue
+        if options.dry_run:
+            record(change, DRY_RUN, change.reason)
+            continue
+        try:
+            kube.delete(change.ref)
+        except Exception as err:
+            record(change, ERROR, _describe(err))
+            continue
+        record(change, DONE, change.reason)
+    if not options.dry_run:
+        # Kubernetes Events on the Workspaces changed (best effort, never fails the pass).
+        done = {(r.ref, r.action) for r in results if r.result == DONE}
+        record_changes(kube, [c for c in plan.changes if (c.ref, c.action) in done])
+        if not abandoned and go_on():  # a replica that lost its Lease must not write even an Event
+            record_drift(kube, plan.drift_reported)  # DriftDetected, once per drift a connection first sees
+    return _summarise(results)
+
+
+def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable[[], float],
+           sleep: Callable[[float], None]) -> str:
+    """Apply one create/update/replace; returns a non-empty message when it has to wait for a later pass."""
+    assert change.desired is not None
+    if change.action == Action.REPLACE and options.dry_run:
+        return ""  # a dry run of the update would only repeat the immutable-field refusal the plan already shows
+    if change.action == Action.REPLACE:
+        kube.delete(change.ref)
+        deadline = clock() + options.replace_wait_s
+        while kube.get(change.ref) is not None:
+            if clock() >= deadline:
+                return f"waiting for the old {change.ref.kind} to be deleted; it is created again on a later pass"
+            sleep(options.poll_s)
+    try:
+        kube.apply(change.desired, dry_run=options.dry_run)
+    except KubeError as err:
+        namespace = change.ref.namespace
+        if not namespace or not namespace_missing(err, namespace):
+            raise
+        # Checking namespaces only when a write says one is missing keeps a settled pass at one LIST per kind.
+        kube.apply(namespace_manifest(namespace), dry_run=options.dry_run)
+        if not options.dry_run:  # a dry-run Namespace is not persisted: the object's dry run would fail again
+            kube.apply(change.desired)
+    return ""
+
+
+def namespace_missing(err: KubeError, namespace: str) -> bool:
+    """The API server's answer when a namespaced object's namespace does not exist (404 'namespaces "x" not found')."""
+    return err.status == 404 and f'namespaces "{namespace}" not found' in err.message
+
+
+def namespace_manifest(name: str) -> Manifest:
+    """A Namespace for a model that names one that does not exist yet, applied server-side as gitops-kaito.
+
+    It carries the managed-by label (so people can find it) but no model label: nothing ever lists it as ours and
+    it is never pruned or deleted, because other things (Secrets, other teams' workloads) may live there by then.
+    """
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": name, "labels": {LABEL_MANAGED_BY: MANAGED_BY_VALUE},
+        "annotations": {ANNOTATION_CREATED_BY: "gitops-kaito: a model request named this namespace; never pruned"}}}
+
+
+def _nodes_waiting(plan: Plan, model_id: str, written_nodes: set[str]) -> str:
+    """Why this model's Workspace must wait for its own NodeClaims/Machines, or '' when they are Ready."""
+    nodes = [c for c in plan.for_model(model_id) if c.wave == Wave.NODES and c.desired is not None]
+    if not nodes:
+        return ""
+    if model_id in written_nodes:
+        return f"waiting for nodes: 0/{len(nodes)} {nodes[0].ref.kind}s ready (just created)"
+    ready = sum(1 for c in nodes if c.live is not None and c.action in (Action.NOOP, Action.UPDATE)
+                and node_ready(c.live))
+    if ready < len(nodes):
+        return f"waiting for nodes: {ready}/{len(nodes)} {nodes[0].ref.kind}s ready"
+    return ""
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, KubeError):
+        return f"{err.reason}: {err.message}" if err.status else err.message
+    return f"{type(err).__name__}: {err}"
+
+
+def _summarise(results: Iterable[ObjectResult]) -> ApplyResult:
+    by_model: dict[str, list[ObjectResult]] = {}
+    for r in results:
+        by_model.setdefault(r.model_id, []).append(r)
+    outcomes = tuple(_outcome(m, tuple(rs)) for m, rs in sorted(by_model.items()))
+    done = [r for r in results if r.result == DONE]
+    return ApplyResult(
+        outcomes=outcomes,
+        created=sum(1 for r in done if r.action == Action.CREATE),
+        updated=sum(1 for r in done if r.action == Action.UPDATE),
+        replaced=sum(1 for r in done if r.action == Action.REPLACE),
+        pruned=sum(1 for r in done if r.action == Action.DELETE),
+        drift_corrected=sum(1 for r in done if r.drift and r.action == Action.UPDATE),
+        failed=sum(1 for r in results if r.result == ERROR),
+    )
+
+
+def _outcome(model_id: str, objects: tuple[ObjectResult, ...]) -> ModelOutcome:
+    candidates: list[tuple[str, str]] = []
+    for o in objects:
+        if o.result == ERROR:
+            candidates.append((FAILED, f"{o.ref}: {o.message}"))
+        elif o.action == Action.BLOCKED:
+            candidates.append((BLOCKED, f"{o.ref}: {o.message}"))
+        elif o.result == SKIPPED and o.message == ABANDONED_MESSAGE:
+            candidates.append((ABANDONED, f"{o.ref}: not written: {o.message}"))
+        elif o.result == WAITING and o.action == Action.REPLACE:
+            candidates.append((REPLACING, f"{o.ref}: {o.message}"))
+        elif o.result == WAITING:
+            candidates.append((PROVISIONING, f"{o.ref}: {o.message}"))
+        elif o.action == Action.NOOP and o.message.startswith("being deleted"):
+            candidates.append((REPLACING, f"{o.ref}: {o.message}"))
+        elif o.result in (DONE, DRY_RUN) and o.action == Action.DELETE:
+            candidates.append((PRUNED, o.message))
+        elif o.result in (DONE, DRY_RUN):
+            written = sum(1 for x in objects if x.result in (DONE, DRY_RUN))
+            drifted = [str(x.ref) for x in objects if x.drift and x.result in (DONE, DRY_RUN)]
+            candidates.append((APPLIED, f"{written} object(s) written"
+                               + (f"; drift corrected: {', '.join(drifted)}" if drifted else "")))
+    # Drift left in place: the model's state stays what the rest says, its message names the objects.
+    reported = "; ".join(f"{o.ref}: {o.message}" for o in objects
+                         if o.drift and o.action == Action.NOOP and o.result == SKIPPED)
+    if not candidates:
+        return ModelOutcome(model_id, UNCHANGED, reported or "up to date", objects)
+    if any(s == PRUNED for s, _ in candidates) and any(s == APPLIED for s, _ in candidates):
+        candidates = [c for c in candidates if c[0] != PRUNED]  # a stale object of a kept model
+    state, message = min(candidates, key=lambda c: _PRIORITY.index(c[0]))
+    return ModelOutcome(model_id, state, f"{message}; {reported}" if reported else message, objects)

@@ -1,0 +1,298 @@
+"""One pass with Git on both ends: fetch and pin a commit, sync it, assess health, write status back as a commit.
+
+The applied revision is the newest commit that changed desired state, so status-only commits never cause applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gitops_kaito.adapters.gitsource import (
+    DEFAULT_TIMEOUT_S,
+    Checkout,
+    GitAuth,
+    GitSource,
+    SourceSpec,
+    format_revision,
+)
+from gitops_kaito.adapters.kube import Kube, KubeError
+from gitops_kaito.adapters.writeback import Author, WritebackResult, last_desired_commit, write_status
+from gitops_kaito.core import health
+from gitops_kaito.core.plan import Change
+from gitops_kaito.core.status import (
+    DriftEntry,
+    EndpointCheck,
+    ModelReport,
+    other_instances_files,
+    render_files,
+    report_from_health,
+    summary_line,
+)
+from gitops_kaito.model.ownership import DEFAULT_INSTANCE, LABEL_MODEL
+from gitops_kaito.provision.pools import PoolRunner, pool_summary
+from gitops_kaito.reconcile import apply as applying
+from gitops_kaito.reconcile.desiredcache import DesiredCache, tree_fingerprint
+from gitops_kaito.reconcile.sync import (
+    INVALID,
+    KAITO_WORKSPACE_LABEL,
+    SUSPENDED,
+    PassResult,
+    read_live_state,
+    run_pass,
+)
+from gitops_kaito.repo.config import RepoConfig, Scope, load_config, recover_scope
+from gitops_kaito.repo.yamlsource import SourceError
+
+log = logging.getLogger(__name__)
+
+# Test hook for the crash tests (tests/test_faults_process.py): when GITOPS_KAITO_TEST_PAUSE_AT names a stage,
+# the pass writes that name to GITOPS_KAITO_TEST_PAUSE_FILE and blocks there until the test kills the process.
+# Inert when the variable is unset. Stages: fetched, applied, status-built, committed (before the push).
+PAUSE_AT_ENV = "GITOPS_KAITO_TEST_PAUSE_AT"
+PAUSE_FILE_ENV = "GITOPS_KAITO_TEST_PAUSE_FILE"
+
+KAITO_WORKSPACE_NS_LABEL = "kaito.sh/workspacenamespace"
+NODE_KINDS = ("NodeClaim", "Machine")
+
+
+@dataclass(frozen=True)
+class GitSyncSettings:
+    url: str
+    cache_dir: Path
+    branch: str = "main"
+    status_branch: str | None = None  # None: gitops-kaito.yaml status.branch, else the followed branch
+    auth: GitAuth = field(default_factory=GitAuth)
+    author: Author | None = None  # None: gitops-kaito.yaml status.author_*
+    write_back: bool = True
+    endpoint_check: bool = True
+    scope: Scope = field(default_factory=Scope)  # --instance/--path over gitops-kaito.yaml
+
+
+@dataclass(frozen=True)
+class GitPassResult:
+    checkout: Checkout
+    revision: str  # the applied revision: "<branch>@sha1:<last commit that changed desired state>"
+    sync: PassResult
+    reports: tuple[ModelReport, ...]
+    writeback: WritebackResult | None
+    config: RepoConfig | None = None  # the pinned commit's gitops-kaito.yaml; None when that file is broken
+
+
+EndpointChecker = Callable[[Any, str, str], EndpointCheck]
+
+
+def default_endpoint_check(api_client: Any, namespace: str, name: str) -> EndpointCheck:
+    """GET /v1/models through the API server's service proxy (port name http, FACTS.md §7)."""
+    from gitops_kaito.adapters import endpoint
+
+    found = endpoint.check_models(api_client, namespace, name)
+    return EndpointCheck(found.answers, found.served_model)
+
+
+def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False, allow_mass_prune: bool = False,
+                 now: str | None = None,
+                 before_push: Callable[[int], None] | None = None,
+                 endpoint_checker: EndpointChecker = default_endpoint_check,
+                 sleep: Callable[[float], None] | None = None,
+                 pools: PoolRunner | None = None,
+                 should_continue: Callable[[], bool] | None = None,
+                 cache: DesiredCache | None = None,
+                 source: GitSource | None = None) -> GitPassResult:
+    """fetch -> sync.run_pass on the checkout -> health -> status files -> commit and push when changed.
+
+    A git failure raises GitSourceError before anything is applied; the cluster keeps the last state.
+    `cache` (the daemon's, kept across passes): the checked-out commit's trees outside status/ key the rendered
+    desired state, so a pass after a status-only commit, or after no commit, neither reads nor renders a model.
+    `source` (the daemon's, kept across passes: its repository handle is opened once): else one for `settings`.
+    """
+    source = source or git_source(settings)
+    checkout = source.fetch()
+    _pause_point("fetched")
+    file_config = read_config(checkout.path)
+    config = settings.scope.apply(file_config or recover_scope(checkout.path))
+    status_root = config.status.path.strip("/") or "status"
+    status_path = config.status_dir  # status/<instance> for a named instance
+    # Every instance's status commits are left out, not only this one's: none of them is a change of desired state.
+    desired_sha = last_desired_commit(source.repo, checkout.sha, status_root)
+    revision = format_revision(checkout.ref, desired_sha)
+    load = cache.loader(tree_fingerprint(source.repo, checkout.sha, status_root)) if cache is not None else None
+    result = run_pass(checkout.path, kube, revision=revision, dry_run=dry_run, allow_mass_prune=allow_mass_prune,
+                      pools=pools, should_continue=should_continue, scope=settings.scope, load=load)
+    _pause_point("applied")
+    reports = tuple(assess_models(result, kube, revision, settings.endpoint_check, endpoint_checker))
+    wb: WritebackResult | None = None
+    # A replica that lost its Lease (or is stopping) must not push status over the new leader's.
+    still_leading = should_continue is None or (not result.abandoned and should_continue())
+    if settings.write_back and not dry_run and still_leading:
+        stamp = now or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        branch = settings.status_branch or config.status.branch or settings.branch
+        author = settings.author or Author(config.status.author_name, config.status.author_email)
+        reported = {r.model_id for r in reports}
+        pruned = sorted(o.model_id for o in result.outcomes
+                        if o.state == applying.PRUNED and o.model_id not in reported)
+
+        def build(previous: Mapping[str, str]) -> Mapping[str, str]:
+            files = render_files(reports, previous, stamp, keep_revision=unwritten_models(reports, result),
+                                 problems=pass_problems(result))
+            if status_path == status_root:  # the root also holds the named instances' folders: keep them
+                files = {**other_instances_files(previous), **files}
+            _pause_point("status-built")
+            return files
+
+        def pushing(attempt: int) -> None:
+            _pause_point("committed")
+            if before_push is not None:
+                before_push(attempt)
+
+        body = "".join(f"Pruned: {m}\n" for m in pruned)
+        extra: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
+        # The followed branch was fetched a moment ago: build on that tip (a push rejected as stale fetches again).
+        tip = checkout.sha if branch == settings.branch and checkout.ref == settings.branch else None
+        wb = write_status(source, branch, build, revision, author=author, status_path=status_path,
+                          summary=summary_line(reports), body=body, before_push=pushing, tip=tip, **extra)
+    # The live objects were for health only: a daemon keeps the last result, and it need not keep a cluster copy.
+    return GitPassResult(checkout, revision, dataclasses.replace(result, live=None), reports, wb, file_config)
+
+
+def git_source(settings: GitSyncSettings, timeout_s: float = DEFAULT_TIMEOUT_S) -> GitSource:
+    return GitSource(SourceSpec(settings.url, branch=settings.branch, auth=settings.auth), settings.cache_dir,
+                     timeout_s)
+
+
+def pass_problems(result: PassResult) -> list[str]:
+    """The pass's errors that no single model's row shows (a broken gitops-kaito.yaml or template override,
+    the prune guard), in the order the pass met them."""
+    own = [o.path + ":" for o in result.outcomes if o.state == INVALID and o.path]
+    problems = [e for e in result.errors if not any(e.startswith(prefix) for prefix in own)]
+    if result.plan.prune_refused:
+        problems.append(result.plan.prune_refused)
+    return list(dict.fromkeys(problems))
+
+
+def unwritten_models(reports: Sequence[ModelReport], result: PassResult) -> set[str]:
+    """The models this pass wrote no object of: their status files keep the revision they already carry (this
+    pass's revision when none was recorded). So a commit that changes one model rewrites that model's status
+    file, not every file."""
+    return {r.model_id for r in reports if not any(c.writes for c in result.plan.for_model(r.model_id))}
+
+
+def _pause_point(stage: str) -> None:
+    """The crash tests' stopping point (see PAUSE_AT_ENV); returns at once unless this stage is named."""
+    if os.environ.get(PAUSE_AT_ENV) != stage:
+        return
+    marker = os.environ.get(PAUSE_FILE_ENV)
+    if marker:
+        Path(marker).write_text(stage)
+    threading.Event().wait()  # until the test's SIGKILL
+
+
+def read_config(root: Path) -> RepoConfig | None:
+    """The checkout's gitops-kaito.yaml, or None when it is broken: the pass itself reports the broken file, and
+    status still needs a place to go (recover_scope)."""
+    try:
+        return load_config(root)
+    except SourceError:
+        return None
+
+
+def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints: bool = True,
+                  endpoint_checker: EndpointChecker = default_endpoint_check) -> list[ModelReport]:
+    """One report per model the repository names (valid or not); pruned models get none."""
+    desired = result.desired
+    rendered = {r.model.request.id: r for r in desired.rendered} if desired else {}
+    workspaces, nodes = _live(kube, result)
+    reports = []
+    for outcome in result.outcomes:
+        mid = outcome.model_id
+        if outcome.state == applying.PRUNED and mid not in rendered:
+            continue
+        model = outcome.model or (rendered[mid].model if mid in rendered else None)
+        ns, name = _split(mid, model)
+        ws = workspaces.get(mid)
+        pools = [pool_summary(outcome.pool)] if outcome.pool is not None else []
+        h = health.assess(
+            ws, nodes.get(mid, ()), pools,
+            invalid=outcome.message if outcome.state == INVALID else None,
+            blocked=outcome.message if outcome.state == applying.BLOCKED else None,
+            suspended=outcome.state == SUSPENDED,
+        )
+        last_error = outcome.message if outcome.state == applying.FAILED else None
+        if outcome.state == applying.FAILED and h.state in (health.PENDING, health.PROVISIONING):
+            h = health.ModelHealth(health.FAILED, "ApplyFailed", outcome.message, h.conditions, h.nodes,
+                                   h.endpoint, h.inference_ready)
+        check = EndpointCheck()
+        if check_endpoints and h.inference_ready:
+            try:
+                check = endpoint_checker(kube.api_client, ns, name)
+            except Exception as err:  # an endpoint probe must never fail the pass
+                log.warning("endpoint check of %s failed: %s", mid, err)
+                check = EndpointCheck(False, None)
+        sku = model.sku.name if model is not None and model.sku is not None else (
+            model.request.instance_type if model is not None else None)
+        reports.append(report_from_health(
+            ns, name, h, model_id=mid, sku=sku, nodes=model.nodes if model else None,
+            gpus=model.gpus if model else None, price_per_hour=model.price_per_hour if model else None,
+            revision=revision, source_path=outcome.path or (model.request.path if model else ""),
+            last_error=last_error, endpoint_check=check, drift=drift_entries(outcome.changes)))
+    return reports
+
+
+def drift_entries(changes: Sequence[Change]) -> tuple[DriftEntry, ...]:
+    """The model's objects drifted and left in place this pass (drift: report), for its status file; `since` is
+    filled when the status is written (status.carry_since)."""
+    return tuple(DriftEntry(str(c.ref), c.fields, c.drift_by) for c in changes if c.drift_reported)
+
+
+def _split(model_id: str, model: Any) -> tuple[str, str]:
+    if model is not None:
+        return model.request.namespace, model.request.name
+    ns, _, name = model_id.partition(".")
+    return ns, name
+
+
+def _live(kube: Kube, result: PassResult) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Workspaces by model id and their GPU node objects: ours, and KAITO's by workspace label.
+
+    A pass that wrote nothing already read all of it before applying; otherwise it is read again (one LIST
+    per kind) so the status shows what the writes made.
+    """
+    workspaces: dict[str, dict[str, Any]] = {}
+    nodes: dict[str, list[dict[str, Any]]] = {}
+    if result.dry_run:
+        return workspaces, nodes
+    state = result.live
+    try:
+        if state is None or any(c.writes for c in result.plan.changes):
+            state = read_live_state(kube, result.desired.objects if result.desired else (),
+                                    result.desired.load.config.instance if result.desired else DEFAULT_INSTANCE)
+    except KubeError as err:
+        log.warning("cannot read live state for status: %s", err)
+        return workspaces, nodes
+    for obj in state.owned:
+        if obj.get("kind") == "Workspace":
+            mid = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL)
+            if mid:
+                workspaces[mid] = obj
+    by_ws = {((w["metadata"].get("namespace") or ""), w["metadata"]["name"]): m for m, w in workspaces.items()}
+    seen: set[tuple[str, str]] = set()
+    for obj in (*(o for o in state.owned if o.get("kind") in NODE_KINDS), *state.kaito_nodes):
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        mid = labels.get(LABEL_MODEL) or by_ws.get(
+            (labels.get(KAITO_WORKSPACE_NS_LABEL, ""), labels.get(KAITO_WORKSPACE_LABEL, "")))
+        key = (str(obj.get("kind")), str(meta.get("name")))
+        if mid and key not in seen:
+            seen.add(key)
+            nodes.setdefault(mid, []).append(obj)
+    return workspaces, nodes
+
+
+__all__ = ["GitPassResult", "GitSyncSettings", "assess_models", "run_git_pass"]

@@ -1,0 +1,477 @@
+"""One reconcile pass over a local repository directory: load -> render -> read live -> plan -> apply.
+
+Thin orchestration with a clean boundary: git checkout and status write-back wrap it from the outside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gitops_kaito.adapters.kube import MANAGED_KINDS, WORKSPACE_VERSIONS, Kube, KubeError
+from gitops_kaito.core.plan import Action, Change, Plan, PlanPolicy, key_of, make_plan
+from gitops_kaito.core.render import RenderedModel, Template, load_templates, render_model, repo_templates_dir
+from gitops_kaito.model.objects import DesiredObject, Manifest, ObjectRef
+from gitops_kaito.model.ownership import ANNOTATION_REPLACE, DEFAULT_INSTANCE, instance_of, instance_selector
+from gitops_kaito.reconcile import apply as applying
+from gitops_kaito.repo.config import Scope
+from gitops_kaito.repo.loader import load_repository
+from gitops_kaito.repo.modelrequest import ANNOTATION_DRIFT, DRIFT_CORRECT, DRIFT_REPORT
+from gitops_kaito.repo.resolve import RepoLoad, ResolvedModel
+from gitops_kaito.repo.yamlsource import SourceError
+
+if TYPE_CHECKING:
+    from gitops_kaito.provision.pools import PoolPlan, PoolRunner
+    from gitops_kaito.provision.provisioner import PoolOutcome
+
+log = logging.getLogger(__name__)
+
+INVALID = "Invalid"  # the model's file failed to load or render: nothing of it is touched
+SUSPENDED = "Suspended"
+NODE_KINDS = ("NodeClaim", "Machine")
+KAITO_WORKSPACE_LABEL = "kaito.sh/workspace"  # on the NodeClaims/Machines KAITO creates for a Workspace
+
+
+class SyncError(Exception):
+    """The pass cannot run at all (KAITO not installed, cluster unreachable, broken template override)."""
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's outcome in a pass."""
+
+    model_id: str
+    state: str  # apply states (Applied, Unchanged, Provisioning, Blocked, Failed, ...) or Invalid / Suspended
+    message: str
+    path: str = ""
+    changes: tuple[Change, ...] = ()
+    model: ResolvedModel | None = field(default=None, compare=False, repr=False)
+    pool: PoolOutcome | None = None  # aks mode: what happened to the model's agent pool in this pass
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the repository wants: per-model renders, the flat object list, and what planning must obey."""
+
+    load: RepoLoad
+    rendered: tuple[RenderedModel, ...]
+    objects: tuple[DesiredObject, ...]
+    invalid: tuple[tuple[str, str], ...]  # (model id, message) for models that failed to load or render
+    errors: tuple[str, ...]  # every load/render error as "path:line: message"
+    templates_ok: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class PassResult(applying.ChangeCounts):
+    revision: str
+    plan: Plan
+    outcomes: tuple[ModelResult, ...]
+    errors: tuple[str, ...]
+    duration_s: float = 0.0
+    dry_run: bool = False
+    desired: Desired | None = field(default=None, compare=False, repr=False)
+    pools: tuple[PoolOutcome, ...] = ()  # aks mode: one outcome per agent pool
+    live: LiveState | None = field(default=None, compare=False, repr=False)  # read before applying
+    abandoned: str = ""  # why the pass stopped early (should_continue turned False); nothing after it was written
+
+    @property
+    def ok(self) -> bool:
+        return (not self.errors and self.failed == 0 and not self.plan.prune_refused
+                and not any(o.state == applying.FAILED for o in self.outcomes))
+
+    def outcome(self, model_id: str) -> ModelResult | None:
+        return next((o for o in self.outcomes if o.model_id == model_id), None)
+
+    def summary(self) -> str:
+        verb = "would " if self.dry_run else ""
+        parts = [f"{verb}create {self.created}", f"{verb}update {self.updated}",
+                 f"{verb}replace {self.replaced}", f"{verb}prune {self.pruned}"]
+        text = f"revision {self.revision}: " + ", ".join(parts)
+        if self.drift_corrected:
+            text += f" ({self.drift_corrected} drift corrected)"
+        if reported := len(self.plan.drift_reported):
+            text += f"; {reported} drifted, left in place (drift: report)"
+        if self.failed:
+            text += f"; {self.failed} failed"
+        if self.abandoned:
+            text += f"; {self.abandoned}"
+        return text + f" in {self.duration_s:.2f}s"
+
+
+DesiredLoader = Callable[[Path, str, Scope | None], Desired]  # load_desired, or a cache in front of it
+
+
+def local_revision(repo_dir: Path) -> str:
+    """'<branch>@sha1:<sha>' of a git checkout (marked '+dirty' with local edits), else 'local'."""
+    try:
+        import git
+
+        repo = git.Repo(repo_dir, search_parent_directories=True)
+        sha = repo.head.commit.hexsha
+        branch = "" if repo.head.is_detached else repo.active_branch.name
+        dirty = "+dirty" if repo.is_dirty(untracked_files=True) else ""
+    except Exception:  # not a repository, no commit yet, git missing: the revision is informational
+        return "local"
+    return (f"{branch}@sha1:{sha}" if branch else f"sha1:{sha}") + dirty
+
+
+def load_desired(repo_dir: Path, revision: str, scope: Scope | None = None) -> Desired:
+    """Load and render; a model that fails is reported and excluded, never fatal for the others.
+
+    `scope`: the --instance/--path overrides of the repository's gitops-kaito.yaml."""
+    if not Path(repo_dir).is_dir():  # a mistyped path must never read as "no models": that would prune
+        raise SyncError(f"repository directory {repo_dir} does not exist")
+    load = load_repository(Path(repo_dir), scope=scope)
+    errors = [_load_error_text(e.path, e.line, e.message) for e in load.errors]
+    invalid: dict[str, str] = {e.model_id: e.message for e in load.errors if e.model_id}
+    templates_dir = repo_templates_dir(load.root)
+    templates: dict[str, Template] = {}
+    templates_ok = True
+    try:
+        templates = load_templates(templates_dir)
+    except SourceError as err:  # a broken override breaks every model: render nothing, prune nothing
+        templates_ok = False
+        errors.append(str(err))
+    rendered: list[RenderedModel] = []
+    if templates_ok:
+        for model in load.models:
+            try:
+                rendered.append(render_model(model, load.config, revision, templates_dir, templates=templates))
+            except (SourceError, ValueError) as err:
+                invalid[model.request.id] = str(err)
+                errors.append(f"{model.request.path}: {err}")
+    objects = tuple(o for r in rendered for o in r.objects)
+    return Desired(load, tuple(rendered), objects, tuple(sorted(invalid.items())), tuple(errors), templates_ok)
+
+
+def plan_policy(desired: Desired, *, allow_mass_prune: bool = False) -> PlanPolicy:
+    config = desired.load.config
+    # Each rendered model's annotations as a mapping, made once per pass (it runs on every pass, cached or not).
+    annotations = {r.model.request.id: dict(r.model.request.annotations) for r in desired.rendered}
+    return PlanPolicy(
+        prune=config.prune.enabled,
+        max_share=config.prune.max_share,
+        allow_all=config.prune.allow_all,
+        allow_mass_prune=allow_mass_prune,
+        replace_policy=config.replace_policy,
+        replace_allowed=frozenset(m for m, a in annotations.items() if a.get(ANNOTATION_REPLACE) == "allowed"),
+        # gitops.kaito.sh/drift on a model overrides the repository's drift: for every object of that model.
+        drift=config.drift,
+        drift_report=frozenset(m for m, a in annotations.items() if a.get(ANNOTATION_DRIFT) == DRIFT_REPORT),
+        drift_correct=frozenset(m for m, a in annotations.items() if a.get(ANNOTATION_DRIFT) == DRIFT_CORRECT),
+        # A model whose file exists but failed (to load or render) keeps whatever it has in the cluster.
+        keep=frozenset((set(desired.load.discovered_ids) - annotations.keys()) | {m for m, _ in desired.invalid}),
+        suspended=frozenset(r.model.request.id for r in desired.rendered if r.suspended),
+        source_ok=desired.load.config_ok and desired.templates_ok,
+        instance=config.instance,
+    )
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What a pass read from the cluster before applying: our objects, and the GPU node objects KAITO made.
+
+    Health and status reuse it (no second round of LISTs) when the pass wrote nothing.
+    """
+
+    owned: tuple[Manifest, ...]
+    kaito_nodes: tuple[Manifest, ...] = ()  # NodeClaims/Machines labelled kaito.sh/workspace (KAITO's own)
+    others: tuple[Manifest, ...] = ()  # objects of other gitops-kaito instances the LISTs returned anyway
+
+
+def read_live(kube: Kube, objects: Sequence[DesiredObject], instance: str = DEFAULT_INSTANCE) -> list[Manifest]:
+    """One LIST per managed kind the cluster serves; raises KaitoNotInstalled when Workspaces are not served."""
+    return list(read_live_state(kube, objects, instance).owned)
+
+
+def read_live_state(kube: Kube, objects: Sequence[DesiredObject], instance: str = DEFAULT_INSTANCE) -> LiveState:
+    """read_live, keeping KAITO's node objects too: GPU node kinds are listed once without a selector (there
+    are about as many as nodes) and split here, instead of one LIST by our label and another by KAITO's.
+
+    Only `instance`'s objects count as owned. A named instance's LISTs select its label on the server; the
+    default instance's select every gitops-kaito object (it also owns those without the label, made before
+    instances existed) and the split happens here: still one LIST per kind."""
+    wanted = [o.ref.api_version for o in objects if o.ref.kind == "Workspace"]
+    prefer = max(set(wanted), key=wanted.count) if wanted else None
+    workspace_version = kube.workspace_version(prefer)  # first: without KAITO there is nothing to do
+    selector = instance_selector(instance)
+    live: list[Manifest] = []
+    kaito_nodes: list[Manifest] = []
+    others: list[Manifest] = []
+
+    def split(objs: Sequence[Manifest]) -> None:
+        for obj in objs:
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            owner = instance_of(labels)
+            if owner == instance:
+                live.append(obj)
+            elif owner:
+                others.append(obj)
+            elif KAITO_WORKSPACE_LABEL in labels:
+                kaito_nodes.append(obj)
+
+    for versions, kind in MANAGED_KINDS:
+        if versions == WORKSPACE_VERSIONS:
+            split(kube.list_owned(workspace_version, kind, label_selector=selector))
+            continue
+        for version in versions:
+            if not kube.served(version, kind):
+                continue
+            split(kube.list_owned(version, kind, label_selector="" if kind in NODE_KINDS else selector))
+            break
+    return LiveState(tuple(live), tuple(kaito_nodes), tuple(others))
+
+
+def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "", allow_mass_prune: bool = False,
+                    pools: PoolRunner | None = None, scope: Scope | None = None) -> tuple[Desired, Plan]:
+    """Load, render, read live and plan, without writing anything (the `plan` and `diff` commands).
+
+    aks mode: the agent pools are listed and planned too (Plan.node_pools); nothing is written to Azure.
+    """
+    desired, plan, _, _, _ = _plan(Path(repo_dir), kube, revision or local_revision(Path(repo_dir)),
+                                allow_mass_prune, pools, scope)
+    return desired, plan
+
+
+def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
+          pools: PoolRunner | None, scope: Scope | None = None, load: DesiredLoader | None = None
+          ) -> tuple[Desired, Plan, PlanPolicy, PoolPlan | None, LiveState]:
+    desired = (load or load_desired)(repo_dir, revision, scope)
+    try:
+        state = read_live_state(kube, desired.objects, desired.load.config.instance)
+    except KubeError as err:
+        raise SyncError(str(err)) from None
+    live = [*state.owned, *state.others]  # make_plan blocks a desired object another instance owns
+    live += read_unowned(kube, desired.objects, live)
+    policy = plan_policy(desired, allow_mass_prune=allow_mass_prune)
+    pool_plan = _pool_plan(desired, policy, pools)
+    if pool_plan is None:
+        return desired, make_plan(desired.objects, live, policy), policy, None, state
+    plan = make_plan(desired.objects, live, policy, pools=pool_plan.changes, pool_models=pool_plan.managed_models)
+    return desired, plan, policy, pool_plan, state
+
+
+# A create costs one GET to find an object of that name someone else made. Past this many creates of one kind
+# (a first sync of a large repository), one LIST of the kind without a selector is cheaper than the GETs.
+GETS_PER_KIND = 16
+
+
+def read_unowned(kube: Kube, objects: Sequence[DesiredObject], owned: Sequence[Manifest]) -> list[Manifest]:
+    """Find each desired object the owned LIST did not return (a create): an object of that name made by someone
+    else (e.g. brought in by `gitops-kaito import`) is adopted in place, never created over or pruned; one that
+    another gitops-kaito instance owns is blocked (make_plan decides from its labels).
+
+    Only creates cost a request (a GET each, or one LIST per kind past GETS_PER_KIND), so a settled pass still
+    makes one LIST per kind and nothing more.
+    """
+    have = {key_of(ObjectRef.of(o)) for o in owned}
+    missing: dict[tuple[str, str], list[ObjectRef]] = {}
+    for obj in objects:
+        if key_of(obj.ref) not in have:
+            missing.setdefault((obj.ref.api_version, obj.ref.kind), []).append(obj.ref)
+    found: list[Manifest] = []
+    for (api_version, kind), refs in missing.items():
+        try:  # a kind not served, a namespace not there yet: the create reports it
+            if len(refs) > GETS_PER_KIND:
+                wanted = {key_of(ref) for ref in refs}
+                found += [o for o in kube.list_owned(api_version, kind, label_selector="")
+                          if key_of(ObjectRef.of(o)) in wanted]
+                continue
+        except KubeError:
+            continue
+        for ref in refs:
+            try:
+                live = kube.get(ref)
+            except KubeError:
+                continue
+            if live is not None:
+                live.setdefault("apiVersion", ref.api_version)
+                live.setdefault("kind", ref.kind)
+                found.append(live)
+    return found
+
+
+def _pool_plan(desired: Desired, policy: PlanPolicy, pools: PoolRunner | None) -> PoolPlan | None:
+    """aks mode: list and plan the agent pools, or None when no model uses aks and Azure is not configured."""
+    from gitops_kaito.provision.pools import PoolRunner
+
+    runner = pools or PoolRunner()
+    models = [r.model for r in desired.rendered]
+    if not runner.active(models, desired.load.config.azure):
+        return None
+    return runner.prepare(models, desired.load.config.azure, prune=_pool_prune(policy), keep_model_ids=policy.keep,
+                          instance=policy.instance)
+
+
+def _pool_prune(policy: PlanPolicy) -> bool:
+    # Same rules as Kubernetes objects: a broken repo/config never prunes, nor does prune: false.
+    return policy.source_ok and policy.prune
+
+
+def server_dry_run(plan: Plan, kube: Kube) -> tuple[tuple[Change, str], ...]:
+    """Send every create/update/replace as a server-side dry run: what admission or validation would refuse."""
+    refused: list[tuple[Change, str]] = []
+    for change in plan.changes:
+        if change.desired is None or change.action not in (Action.CREATE, Action.UPDATE, Action.REPLACE):
+            continue
+        if change.action == Action.REPLACE:
+            continue  # the object is deleted first: an update dry run would only repeat the immutability error
+        try:
+            kube.apply(change.desired, dry_run=True)
+        except KubeError as err:
+            refused.append((change, f"{err.reason}: {err.message}" if err.status else err.message))
+    return tuple(refused)
+
+
+def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = False,
+             allow_mass_prune: bool = False, options: applying.ApplyOptions | None = None,
+             pools: PoolRunner | None = None, should_continue: Callable[[], bool] | None = None,
+             scope: Scope | None = None, load: DesiredLoader | None = None) -> PassResult:
+    """One pass. Raises SyncError only when nothing can be done at all; model failures are in the result.
+
+    `load`: what loads and renders the repository (default load_desired); the long-running loops pass a
+    `desiredcache.DesiredCache` loader so a pass whose inputs did not change skips loading and rendering.
+
+    `should_continue` (the daemon's leadership and stop flag) is asked before the agent pools and before each
+    apply wave; once it says False nothing more is written and the result says the pass was abandoned.
+
+    aks mode: the agent pools are reconciled after planning and before the kube apply (pass the same `pools`
+    runner every pass so operations started in one pass are harvested by the next); an aks model's Workspace
+    waits until its pool is Succeeded and the pool's Nodes are Ready.
+    """
+    from gitops_kaito.provision.pools import PoolRunner
+
+    started = time.monotonic()
+    revision = revision or local_revision(Path(repo_dir))
+    # One runner for planning and reconciling: two would build two Azure clients (and credentials) in one pass.
+    pools = pools or PoolRunner()
+    desired, plan, policy, pool_plan, live = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools, scope,
+                                                   load)
+    opts = options or applying.ApplyOptions()
+    if dry_run:
+        opts = applying.ApplyOptions(dry_run=True, replace_wait_s=opts.replace_wait_s, poll_s=opts.poll_s)
+    go_on = should_continue or (lambda: True)
+    pool_outcomes: tuple[PoolOutcome, ...] = ()
+    gates: dict[str, str] = {}
+    if pool_plan is not None:
+        if go_on():
+            pool_outcomes = _reconcile_pools(pools, pool_plan, plan, policy, desired, revision, dry_run)
+        gates = _pool_gates(kube, desired, plan, pool_outcomes)  # no outcome: every aks Workspace waits
+    applied = applying.apply_plan(plan, kube, opts, gates=gates, should_continue=go_on)
+    abandoned = applying.ABANDONED_MESSAGE if (not go_on() or any(
+        o.message == applying.ABANDONED_MESSAGE for o in applied.objects)) else ""
+    errors = list(desired.errors)
+    if plan.prune_refused:
+        errors.append(plan.prune_refused)
+    result = PassResult(
+        revision=revision, plan=plan, outcomes=_outcomes(desired, plan, applied, pool_outcomes),
+        errors=tuple(errors),
+        created=applied.created, updated=applied.updated, replaced=applied.replaced, pruned=applied.pruned,
+        drift_corrected=applied.drift_corrected, failed=applied.failed,
+        duration_s=time.monotonic() - started, dry_run=dry_run, desired=desired, pools=pool_outcomes, live=live,
+        abandoned=abandoned,
+    )
+    if dry_run:  # nothing persisted: count what would have happened
+        counts = plan.counts()
+        result = dataclasses.replace(result, created=counts["create"], updated=counts["update"],
+                                     replaced=counts["replace"], pruned=counts["delete"],
+                                     drift_corrected=counts["drift"])
+    log.info("sync pass: %s", result.summary(), extra={"fields": {
+        "revision": revision, "created": result.created, "updated": result.updated, "replaced": result.replaced,
+        "pruned": result.pruned, "drift_corrected": result.drift_corrected, "failed": result.failed,
+        "duration_s": round(result.duration_s, 3)}})
+    return result
+
+
+def _reconcile_pools(runner: PoolRunner, pool_plan: PoolPlan, plan: Plan, policy: PlanPolicy,
+                     desired: Desired, revision: str, dry_run: bool) -> tuple[PoolOutcome, ...]:
+    config = desired.load.config
+    allow_replace: bool | frozenset[str] = True if config.replace_policy == "auto" else policy.replace_allowed
+    return runner.reconcile(pool_plan, revision=revision, dry_run=dry_run,
+                            prune=_pool_prune(policy) and not plan.prune_refused, allow_replace=allow_replace)
+
+
+def _pool_gates(kube: Kube, desired: Desired, plan: Plan, outcomes: Sequence[PoolOutcome]) -> dict[str, str]:
+    """Per aks model: why its Workspace must wait ('' = go). Nodes are listed once, only when a Workspace of a
+    model whose pool is ready is about to be created, so a settled pass costs no extra request."""
+    from gitops_kaito.provision.pools import AKS, gate, ready_nodes
+
+    by_model = {o.model_id: o for o in outcomes}
+    aks = {r.model.request.id: r.model for r in desired.rendered if r.model.provisioning == AKS and not r.suspended}
+    starting = {c.model_id for c in plan.changes if c.model_id in aks and c.ref.kind == "Workspace"
+                and c.action in (Action.CREATE, Action.REPLACE)}
+    ready: dict[str, int] = {}
+    if any(by_model.get(m) is not None and by_model[m].ready for m in starting):
+        try:
+            ready = ready_nodes(kube.list_owned("v1", "Node"))
+        except KubeError as err:
+            return {m: f"waiting for nodes: cannot list Nodes: {err}" for m in aks}
+    return {m: gate(by_model.get(m), model.nodes, ready.get(m, 0)) for m, model in aks.items()}
+
+
+def _with_pool(result: ModelResult, pool: PoolOutcome | None) -> ModelResult:
+    """The model's outcome with its agent pool's: a failed pool fails the model, with Azure's code and message."""
+    from gitops_kaito.provision.pools import failed
+
+    if pool is None:
+        return result
+    text = f"agent pool {pool.pool}: {pool.state}" + (f" ({pool.code}: {pool.message})" if pool.code else
+                                                    f" ({pool.message})" if pool.message else "")
+    state, message = result.state, result.message
+    if failed(pool):
+        state, message = applying.FAILED, text
+    elif pool.state == "Blocked" and state not in (applying.FAILED,):
+        state, message = applying.BLOCKED, text
+    elif state in (applying.UNCHANGED, applying.APPLIED) and not pool.ready and pool.state != "Deleted":
+        state, message = applying.PROVISIONING, text
+    elif not pool.ready:
+        message = f"{message}; {text}"
+    return dataclasses.replace(result, state=state, message=message, pool=pool)
+
+
+def _outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult,
+              pools: Sequence[PoolOutcome] = ()) -> tuple[ModelResult, ...]:
+    results = _object_outcomes(desired, plan, applied, {p.model_id for p in pools})
+    by_model = {p.model_id: p for p in pools}
+    return tuple(_with_pool(r, by_model.get(r.model_id)) if r.state != INVALID else r for r in results)
+
+
+def _object_outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult,
+                     pool_models: set[str]) -> tuple[ModelResult, ...]:
+    models = {r.model.request.id: r for r in desired.rendered}
+    by_id = {o.model_id: o for o in applied.outcomes}
+    invalid = dict(desired.invalid)
+    ids = set(models) | set(by_id) | set(invalid) | pool_models
+    out: list[ModelResult] = []
+    for mid in sorted(ids):
+        rendered = models.get(mid)
+        model = rendered.model if rendered else None
+        path = model.request.path if model else next(
+            (e.path for e in desired.load.errors if e.model_id == mid), "")
+        changes = plan.for_model(mid)
+        if mid in invalid:
+            out.append(ModelResult(mid, INVALID, f"not applied, nothing pruned: {invalid[mid]}", path, changes))
+            continue
+        outcome = by_id.get(mid)
+        state, message = (outcome.state, outcome.message) if outcome else (applying.UNCHANGED, "up to date")
+        if rendered is not None and rendered.suspended and state in (applying.UNCHANGED, applying.PRUNED):
+            state, message = SUSPENDED, "suspended: its objects are removed" if changes else "suspended"
+        if rendered is None and state == applying.PRUNED:
+            message = "removed from the repository: " + message if not message.startswith("model removed") else message
+        if rendered is None and outcome is None:  # only its agent pool was left
+            state, message = applying.PRUNED, "removed from the repository"
+        out.append(ModelResult(mid, state, message, path, changes, model))
+    return tuple(out)
+
+
+def _load_error_text(path: str, line: int | None, message: str) -> str:
+    return f"{path}:{line}: {message}" if line else f"{path}: {message}"
+
+
+__all__ = ["Action", "Desired", "DesiredLoader", "ModelResult", "PassResult", "SyncError", "load_desired",
+           "local_revision", "plan_policy", "plan_repository", "read_live", "run_pass", "server_dry_run"]

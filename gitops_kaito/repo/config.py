@@ -1,0 +1,366 @@
+"""RepoConfig: a model repository's optional gitops-kaito.yaml (defaults, clouds, prune/replace policy, status, prices).
+
+Validated against schemas/config.schema.json; every error names the file and line. A missing file means defaults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import functools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from gitops_kaito.model.ownership import DEFAULT_INSTANCE, is_dns_label
+from gitops_kaito.model.resources import data_path
+from gitops_kaito.repo.catalog import Catalog, load_catalog
+from gitops_kaito.repo.modelrequest import DRIFT_CORRECT, dotted
+from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file
+
+CONFIG_FILE = "gitops-kaito.yaml"
+API_VERSION = "gitops.kaito.sh/v1alpha1"
+KIND = "Config"
+MAX_CONFIG_BYTES = 64 * 1024
+# Folders the status writer must never commit into: a status commit touching models/ or templates/ would count as
+# a change of desired state and start a feedback loop.
+RESERVED_STATUS_ROOTS = ("models", "templates", ".git")
+
+
+@dataclass(frozen=True)
+class PrunePolicy:
+    enabled: bool = True
+    max_share: float = 0.5  # a pass deleting more than this share of the managed models stops
+    allow_all: bool = False  # lifts the max_share guard
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    branch: str = ""  # "" = the followed branch
+    path: str = "status"
+    author_name: str = "gitops-kaito"
+    author_email: str = "gitops-kaito@users.noreply.local"
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    subscription_id: str = ""
+    resource_group: str = ""
+    cluster_name: str = ""
+    arm_endpoint: str = "https://management.azure.com"
+    location: str = ""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """`daemon:`: settings of `gitops-kaito run` kept in the repository; None = not set here.
+
+    Field names are RunSettings' own; flags and GITOPS_KAITO_* environment variables win (RunSettings.with_repo).
+    """
+
+    interval: str | None = None
+    jitter: str | None = None
+    log_format: str | None = None
+    # Bound when the service starts (the listener's socket, the Lease it campaigns for): read from the repository
+    # at start-up; a later change is reported and takes effect at the next restart.
+    listen: str | None = None
+    lease_name: str | None = None
+
+
+# Settings a repository must not choose, and why: a merged pull request could otherwise redirect the daemon to
+# another cluster or repository, or make it read a file of the operator's choosing.
+NOT_FROM_REPOSITORY = {
+    "gitUrl": "it is how the repository is found",
+    "branch": "it is how the repository is found",
+    "cacheDir": "the clone lives there before the repository is read",
+    "gitToken": "credentials never live in Git; use GITOPS_KAITO_GIT_TOKEN",
+    "sshKeyFile": "credentials are the operator's; use --ssh-key-file or GITOPS_KAITO_SSH_KEY_FILE",
+    "knownHostsFile": "credentials are the operator's; use --known-hosts-file or GITOPS_KAITO_KNOWN_HOSTS_FILE",
+    "webhookSecretFile": "secrets are the operator's; use --webhook-secret-file or GITOPS_KAITO_WEBHOOK_SECRET_FILE",
+    "kubeconfig": "a merged change must not pick the cluster; use --kubeconfig or KUBECONFIG",
+    "context": "a merged change must not pick the cluster; use --context",
+    "allowMassPrune": "use prune.allowAll in this file, or --allow-mass-prune",
+    "instance": "set instance at the top level of this file",
+    "paths": "set paths at the top level of this file",
+    "statusBranch": "set status.branch in this file",
+    "leaderElection": "how many replicas act is the Deployment's choice (replicas, --no-leader-election): a merged "
+                      "change must not let two replicas act at once",
+    "leaseNamespace": "the Lease lives where the Deployment's Role grants access to it; use --lease-namespace or "
+                      "GITOPS_KAITO_LEASE_NAMESPACE",
+}
+
+
+def _default_node_class_ref() -> Mapping[str, str]:
+    return {"group": "kaito.sh", "kind": "KaitoNodeClass", "name": "default"}
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    default_namespace: str = "default"
+    provisioning: str = "kaito"  # kaito | nodeclaim | machine | aks | byo
+    runtime: str = "vllm"
+    clouds: tuple[str, ...] = ("azure",)
+    prune: PrunePolicy = field(default_factory=PrunePolicy)
+    replace_policy: str = "manual"  # manual | auto
+    # correct | report: a hand edit of a field we manage is reverted on the next pass, or left and reported
+    # (a model's gitops.kaito.sh/drift annotation overrides it for that model)
+    drift: str = DRIFT_CORRECT
+    status: StatusSettings = field(default_factory=StatusSettings)
+    prices: Mapping[str, float] = field(default_factory=dict)  # SKU name (catalog spelling) -> USD per node-hour
+    azure: AzureSettings = field(default_factory=AzureSettings)
+    node_class_ref: Mapping[str, str] = field(default_factory=_default_node_class_ref)
+    instance: str = DEFAULT_INSTANCE  # gitops.kaito.sh/instance of everything this repository's daemon owns
+    paths: tuple[str, ...] = ()  # only model files under these repo-relative paths are loaded; () = all of models/
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+
+    @property
+    def status_dir(self) -> str:
+        """Where this instance's status files go: status.path, or status.path/<instance> for a named instance
+        (so two instances writing status into one repository never rewrite each other's STATUS.md)."""
+        root = self.status.path.strip("/") or StatusSettings.path
+        return root if self.instance == DEFAULT_INSTANCE else f"{root}/{self.instance}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Command-line (or environment) overrides of a repository's instance and paths; None = the file's value."""
+
+    instance: str | None = None
+    paths: tuple[str, ...] | None = None
+
+    def apply(self, config: RepoConfig) -> RepoConfig:
+        out = config
+        if self.instance is not None:
+            out = dataclasses.replace(out, instance=self.instance)
+        if self.paths is not None:
+            out = dataclasses.replace(out, paths=self.paths)
+        return out
+
+
+def check_instance(value: str) -> str:
+    """An instance name as given on the command line or in the environment; ValueError when it is not a label."""
+    if not is_dns_label(value):
+        raise ValueError(f"instance {value!r} must be a DNS-1123 label (lowercase letters, digits and '-', "
+                         "at most 63 characters)")
+    return value
+
+
+def normalize_scope_path(value: str) -> str:
+    """A --path/paths entry as the loader compares it: relative to the repository root, no './', no trailing '/'.
+    ValueError unless it is under models/."""
+    text = value.strip().replace("\\", "/")
+    while text.startswith("./"):
+        text = text[2:]
+    text = text.rstrip("/")
+    parts = text.split("/")
+    if parts[0] != "models" or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"path {value!r} must be a folder or file under models/ (e.g. models/team-a), "
+                         "relative to the repository root")
+    return text
+
+
+EXAMPLE_CONFIG = f"""\
+# gitops-kaito repository settings. Every field below is optional and shows its default.
+# Schema: schemas/config.schema.json in gitops-kaito; `gitops-kaito validate` checks this file.
+apiVersion: {API_VERSION}
+kind: {KIND}
+instance: default           # several gitops-kaito daemons on one cluster each need their own name; each only
+                            # touches objects labelled gitops.kaito.sh/instance=<its name> (status: status/<name>/)
+# paths: [models/team-a]    # load only these parts of models/; the rest belongs to another instance
+defaults:
+  namespace: default        # the namespace `gitops-kaito add` uses when --namespace is not given
+  provisioning: kaito       # kaito | nodeclaim | machine | aks | byo
+  runtime: vllm             # vllm | transformers
+clouds: [azure]             # where a SKU may be chosen when a request names none: azure, aws, arc
+prune:
+  enabled: true             # delete what the reconciler created once its request is gone
+  maxShare: 0.5             # ...but stop when one pass would delete more than this share of the models
+  allowAll: false
+replacePolicy: manual       # manual: only plan delete+create for immutable KAITO fields; auto: do it
+drift: correct              # a hand edit of a field gitops-kaito manages: correct reverts it on the next pass;
+                            # report leaves it in place and reports it (plan, status, events) until the model
+                            # file changes. A model's annotation gitops.kaito.sh/drift: report|correct wins.
+status:
+  branch: ""                # "" = the branch being followed
+  path: status
+  authorName: gitops-kaito
+  authorEmail: gitops-kaito@users.noreply.local
+prices: {{}}                  # e.g. {{Standard_NC24ads_A100_v4: 2.95}}: your USD per node-hour
+# daemon:                   # `gitops-kaito run`; its flags and GITOPS_KAITO_* environment variables win
+#   interval: 60s           # time between passes (re-read after every pass)
+#   jitter: 5s              # random delay added to each interval; default a tenth of it, at most 5s
+#   logFormat: text         # text | json
+#   listen: 127.0.0.1:8080  # webhooks, probes, metrics; this and leaseName apply at the next restart
+#   leaseName: gitops-kaito-leader   # default gitops-kaito-leader-<instance> for a named instance
+"""
+
+
+def load_config(repo_dir: Path, catalog: Catalog | None = None) -> RepoConfig:
+    """The repo's gitops-kaito.yaml, or defaults when there is none. Raises SourceError with file and line."""
+    path = Path(repo_dir) / CONFIG_FILE
+    if not path.exists():
+        return RepoConfig()
+    doc = load_yaml_file(path, Path(repo_dir), max_bytes=MAX_CONFIG_BYTES)
+    return config_from_document(doc, catalog)
+
+
+def recover_scope(repo_dir: Path) -> RepoConfig:
+    """Defaults plus whatever valid instance/paths a broken gitops-kaito.yaml still states.
+
+    A named instance whose config breaks must not fall back to the default instance's identity: it would then
+    list, update and adopt the default instance's objects (prune is off while the file is broken, writes are not).
+    """
+    try:
+        data = yaml.safe_load((Path(repo_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, yaml.YAMLError):
+        return RepoConfig()
+    if not isinstance(data, dict):
+        return RepoConfig()
+    out = RepoConfig()
+    instance = data.get("instance")
+    if isinstance(instance, str):
+        with contextlib.suppress(ValueError):
+            out = dataclasses.replace(out, instance=check_instance(instance))
+    paths = data.get("paths")
+    if isinstance(paths, list) and paths and all(isinstance(p, str) for p in paths):
+        with contextlib.suppress(ValueError):
+            out = dataclasses.replace(out, paths=tuple(dict.fromkeys(normalize_scope_path(p) for p in paths)))
+    return out
+
+
+def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> RepoConfig:
+    """Validate one parsed config document and build the RepoConfig (prices are checked against catalog)."""
+    data = doc.data
+    defaults = data.get("defaults", {})
+    prune = data.get("prune", {})
+    status = data.get("status", {})
+    azure = data.get("azure", {})
+    daemon = data.get("daemon") or {}
+    for key in daemon if isinstance(daemon, dict) else ():
+        if key in NOT_FROM_REPOSITORY:
+            raise doc.error(("daemon", key), f"daemon.{key} cannot come from the repository: "
+                            f"{NOT_FROM_REPOSITORY[key]}")
+    _validate(doc)
+    status_path = str(status.get("path", StatusSettings.path)).strip("/")
+    if status_path.split("/", 1)[0] in RESERVED_STATUS_ROOTS:
+        raise doc.error(("status", "path"), f"status.path {status_path!r} is inside "
+                        f"{status_path.split('/', 1)[0]}/: status commits must stay out of desired state")
+    return RepoConfig(
+        default_namespace=defaults.get("namespace", RepoConfig.default_namespace),
+        provisioning=defaults.get("provisioning", RepoConfig.provisioning),
+        runtime=defaults.get("runtime", RepoConfig.runtime),
+        clouds=tuple(data.get("clouds", RepoConfig.clouds)),
+        prune=PrunePolicy(
+            enabled=prune.get("enabled", PrunePolicy.enabled),
+            max_share=float(prune.get("maxShare", PrunePolicy.max_share)),
+            allow_all=prune.get("allowAll", PrunePolicy.allow_all),
+        ),
+        replace_policy=data.get("replacePolicy", RepoConfig.replace_policy),
+        drift=data.get("drift", RepoConfig.drift),
+        status=StatusSettings(
+            branch=status.get("branch", StatusSettings.branch),
+            path=status_path,
+            author_name=status.get("authorName", StatusSettings.author_name),
+            author_email=status.get("authorEmail", StatusSettings.author_email),
+        ),
+        prices=_prices(doc, catalog or load_catalog()),
+        azure=AzureSettings(
+            subscription_id=azure.get("subscriptionId", ""),
+            resource_group=azure.get("resourceGroup", ""),
+            cluster_name=azure.get("clusterName", ""),
+            arm_endpoint=azure.get("armEndpoint", AzureSettings.arm_endpoint),
+            location=azure.get("location", ""),
+        ),
+        node_class_ref=dict(data.get("nodeClassRef") or _default_node_class_ref()),
+        instance=data.get("instance", DEFAULT_INSTANCE),
+        paths=tuple(dict.fromkeys(normalize_scope_path(p) for p in data.get("paths") or ())),
+        daemon=_daemon(doc),
+    )
+
+
+def _daemon(doc: LocatedDoc) -> DaemonConfig:
+    """The schema has checked the forms (durations, HOST:PORT, names); the values are checked here as the daemon
+    will (at most 7 days, a real port), so `validate` refuses what `run` would. An empty string counts as not set."""
+    from gitops_kaito.service.settings import (  # settings imports this module
+        SettingsError,
+        parse_listen,
+        schedulable,
+    )
+
+    daemon = doc.data.get("daemon") or {}
+    for key in ("interval", "jitter", "listen"):
+        if not daemon.get(key):
+            continue
+        try:
+            _ = parse_listen(daemon[key]) if key == "listen" else schedulable(key, daemon[key])
+        except SettingsError as err:
+            raise doc.error(("daemon", key), f"daemon.{key}: {err}") from None
+    return DaemonConfig(
+        interval=daemon.get("interval") or None,
+        jitter=daemon.get("jitter") or None,
+        log_format=daemon.get("logFormat"),
+        listen=daemon.get("listen") or None,
+        lease_name=daemon.get("leaseName") or None,
+    )
+
+
+def _prices(doc: LocatedDoc, catalog: Catalog) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, usd in (doc.data.get("prices") or {}).items():
+        sku = catalog.sku(name, include_removed=True)
+        if sku is None:
+            close = difflib.get_close_matches(name, [s.name for s in catalog.skus(include_removed=True)], n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise doc.error(("prices", name), f"prices: unknown GPU SKU {name!r}{hint}")
+        if sku.name in out:
+            raise doc.error(("prices", name), f"prices: {sku.name} is listed twice (names are case-insensitive)")
+        out[sku.name] = float(usd)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    schema = json.loads((data_path("schemas") / "config.schema.json").read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _validate(doc: LocatedDoc) -> None:
+    errors = list(_validator().iter_errors(doc.data))
+    if not errors:
+        return
+    located = [_locate(doc, err) for err in errors]
+    # Report the first problem in the file: that is where a reader starts fixing.
+    located.sort(key=lambda e: (e.line or 0, e.column or 0, e.message))
+    raise located[0]
+
+
+def _locate(doc: LocatedDoc, err: jsonschema.ValidationError) -> SourceError:
+    path: list[str | int] = list(err.absolute_path)
+    where = dotted(path) if path else "the top level"
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = list((err.schema.get("properties") or {}) if isinstance(err.schema, dict) else {})
+        extra = sorted(k for k in err.instance if k not in allowed)
+        if extra:
+            key = extra[0]
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
+            return doc.error([*path, key], f"unknown field {dotted([*path, key])!r}{hint}")
+    if err.validator == "required":
+        return doc.error(path, f"{where}: {err.message}")
+    custom = err.schema.get("x-error") if isinstance(err.schema, dict) else None
+    if custom:
+        return doc.error(path, f"{where}: {_shown(err.instance)} {custom}")
+    return doc.error(path, f"{where}: {err.message}")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,275 @@
+"""Resolves a ModelRequest against the catalog and repo config: preset, GPU SKU, node count, price, disk.
+
+Pure: KAITO's admission rules that can be checked before a cluster sees the Workspace are enforced here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gitops_kaito.repo.catalog import (
+    Catalog,
+    Fit,
+    GpuSku,
+    Preset,
+    RemovedPreset,
+    UnknownPreset,
+    hf_repo_id_problem,
+    price_for,
+    uncataloged_preset,
+)
+from gitops_kaito.repo.config import RepoConfig
+from gitops_kaito.repo.modelrequest import MAX_ADAPTERS, LoadError, ModelRequest
+
+log = logging.getLogger(__name__)
+
+# KAITO drops these from a labelSelector and rejects a matchLabels made only of them (FACTS.md §4.2.3).
+RESERVED_LABEL_KEYS = frozenset({
+    "kaito.sh/workspace", "kaito.sh/workspacenamespace", "kaito.sh/ragengine", "kaito.sh/ragenginenamespace",
+    "karpenter.kaito.sh/workspace-name", "karpenter.kaito.sh/workspace-namespace",
+    "karpenter.kaito.sh/inferenceset", "karpenter.kaito.sh/inferenceset-namespace",
+})
+# Modes where a GPU SKU must be known: KAITO (NAP) needs instanceType, and the reconciler creates the nodes itself
+# in the others. byo is the only mode that can go without one.
+MODES_NEEDING_SKU = ("kaito", "nodeclaim", "machine", "aks")
+KAITO_VERSION = "v0.12.0"
+# Shown by validate, render and plan next to a model outside the catalog (resolve_request accepted it as a Hugging
+# Face id): nothing here checked that it exists, fits its SKU, or that KAITO's generator can serve it.
+UNCATALOGED_NOTE = (f"not in KAITO {KAITO_VERSION}'s catalog: KAITO generates it from Hugging Face (best effort); "
+                    "size not checked")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A request with everything the renderer needs decided."""
+
+    request: ModelRequest
+    preset: Preset
+    sku: GpuSku | None  # None in byo mode without an instanceType
+    fit: Fit | None
+    nodes: int
+    gpus: int
+    provisioning: str
+    price_per_hour: float | None
+    disk_gib: int
+    label_selector: tuple[tuple[str, str], ...]
+
+    @property
+    def uncataloged(self) -> bool:
+        """An arbitrary Hugging Face model: its size, GPUs and disk are assumptions, not the catalog's."""
+        return not self.preset.cataloged
+
+    @property
+    def note(self) -> str:
+        """What a reader of validate/render/plan must know about this model, or ""."""
+        return f"{self.preset.name} is {UNCATALOGED_NOTE}" if self.uncataloged else ""
+
+
+@dataclass(frozen=True)
+class RepoLoad:
+    """Everything read from a model repository: the config, the models that resolved, and every error."""
+
+    root: Path
+    config: RepoConfig
+    models: tuple[ResolvedModel, ...]
+    errors: tuple[LoadError, ...]
+    config_ok: bool  # False when gitops-kaito.yaml itself is broken: the sync must not prune
+    discovered_ids: frozenset[str]  # every model id whose file was found, valid or not: prune must spare them
+
+
+class ResolveError(Exception):
+    """A request that cannot be served as written; json_path locates the field to blame."""
+
+    def __init__(self, json_path: Sequence[str | int], message: str) -> None:
+        super().__init__(message)
+        self.json_path = tuple(json_path)
+        self.message = message
+
+
+def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig) -> ResolvedModel:
+    """Decide preset, SKU, nodes and selector for one request, or raise ResolveError naming the field."""
+    preset = model_preset(request.model, catalog, request.allow_uncataloged)
+    if preset.gated and not request.model_access_secret:
+        raise ResolveError(("spec", "model"), f"model {preset.hf_id} is gated on Hugging Face: set "
+                           "spec.modelAccessSecret to a Secret holding HF_TOKEN")
+    _check_runtime(request, preset)
+    _check_config(request, preset)
+    _check_adapters(request)
+    label_selector = _label_selector(request)
+    if preset.cataloged:
+        sku, fit = _sku_and_fit(request, preset, catalog, config)
+    else:
+        sku, fit = _uncataloged_sku(request, preset, catalog, config), None
+    if fit is None:
+        # byo without a SKU, or a model outside the catalog: KAITO estimates its nodes from Hugging Face metadata
+        # we do not read, so assume 1 (the SKU, when given, still gives its GPUs and price).
+        nodes = request.nodes or 1
+        gpus = nodes * sku.gpu_count if sku is not None else 0
+        price = price_for(sku, nodes) if sku is not None else None
+    else:
+        nodes = _nodes(request, fit)
+        gpus = nodes * fit.gpus_per_node
+        price = price_for(fit.sku, nodes)
+    return ResolvedModel(
+        request=request, preset=preset, sku=sku, fit=fit, nodes=nodes, gpus=gpus,
+        provisioning=request.provisioning, price_per_hour=price, disk_gib=preset.disk_gib,
+        label_selector=label_selector,
+    )
+
+
+def model_preset(model: str, catalog: Catalog, allow_uncataloged: bool = False) -> Preset:
+    """The preset spec.model names: a catalog preset (name, alias or HF id, any case), else a Hugging Face id
+    org/name that KAITO v0.12.0 generates itself (FACTS.md §2: any name containing '/' passes IsValidPreset).
+    Raises ResolveError on spec.model: an unknown name without '/' (with close names), a removed preset, an id
+    the Hub would refuse, or an id so close to a catalog id that it is likely a typo (unless allow_uncataloged)."""
+    # An org/name the catalog does not know never asks catalog.preset: its UnknownPreset would compute the close
+    # names (difflib over every preset, ~1.8 ms per model and load) only for them to be dropped.
+    if "/" not in model or catalog.find_preset(model) is not None:
+        try:
+            return catalog.preset(model)
+        except RemovedPreset as err:  # its message names the replacement
+            # KAITO v0.12 refuses a removed preset's short name, but any org/name passes its check as a model it
+            # generates from Hugging Face (FACTS.md §2): with the explicit opt-in, deploy the id as such.
+            removed_by_id = "/" in model and err.preset.status == "removed" and hf_repo_id_problem(model) is None
+            if removed_by_id and allow_uncataloged:
+                return uncataloged_preset(model)
+            hint = (". To deploy this Hugging Face repository anyway, as a model KAITO generates (best effort), "
+                    "set spec.allowUncataloged: true") if removed_by_id else ""
+            raise ResolveError(("spec", "model"), f"{err}{hint}")
+        except UnknownPreset as err:  # a name without '/': its message carries the close names
+            extra = (" (spec.allowUncataloged applies only to Hugging Face ids such as org/model)"
+                     if allow_uncataloged else "")
+            raise ResolveError(("spec", "model"), f"{err}{extra}")
+    problem = hf_repo_id_problem(model)
+    if problem:
+        raise ResolveError(("spec", "model"), f"spec.model {model!r} is neither a KAITO {KAITO_VERSION} preset nor "
+                           f"a Hugging Face model id: {problem}")
+    # The typo guard is skipped when opted out of: its matches would only be dropped.
+    close = () if allow_uncataloged else catalog.close_hf_ids(model)
+    if close:
+        # A typo would otherwise reach KAITO, which accepts any org/name, and fail only when the download does.
+        raise ResolveError(("spec", "model"), f"spec.model {model!r} is not in KAITO {KAITO_VERSION}'s catalog; did you "
+                           f"mean {', '.join(repr(c) for c in close[:3])}? To deploy this exact Hugging Face "
+                           "repository anyway, set spec.allowUncataloged: true")
+    return uncataloged_preset(model)
+
+
+def _check_runtime(request: ModelRequest, preset: Preset) -> None:
+    if not preset.cataloged and request.provisioning == "machine":
+        # Generating a preset from Hugging Face came with KAITO v0.11.0 (FACTS.md §2); machine mode is for <= v0.4.1.
+        raise ResolveError(("spec", "model"), f"{preset.name} is not in KAITO {KAITO_VERSION}'s catalog, and machine "
+                           "mode targets legacy KAITO (<= v0.4.1), which cannot generate a model from Hugging Face: "
+                           "use provisioning kaito, nodeclaim, aks or byo")
+    if not preset.cataloged and request.runtime != "vllm":
+        raise ResolveError(("spec", "runtime"), f"runtime is {request.runtime}, but KAITO serves a Hugging Face "
+                           f"model outside its catalog ({preset.name}) only with vllm (the transformers runtime "
+                           "needs per-model parameters KAITO has only for its legacy preset names): set "
+                           "spec.runtime: vllm")
+    if request.runtime not in preset.runtimes:
+        raise ResolveError(("spec", "runtime"), f"KAITO cannot serve {preset.name} with the {request.runtime} runtime "
+                           f"(supported: {', '.join(preset.runtimes)})")
+
+
+def _check_config(request: ModelRequest, preset: Preset) -> None:
+    length = request.max_model_len
+    if length is not None and preset.token_limit and length > preset.token_limit:
+        raise ResolveError(("spec", "config", "max-model-len"), f"max-model-len {length} exceeds the token limit "
+                           f"of {preset.name} ({preset.token_limit})")
+
+
+def _check_adapters(request: ModelRequest) -> None:
+    if len(request.adapters) > MAX_ADAPTERS:
+        raise ResolveError(("spec", "adapters"), f"{len(request.adapters)} adapters: KAITO allows at most {MAX_ADAPTERS}")
+    seen: set[str] = set()
+    for index, adapter in enumerate(request.adapters):
+        if adapter.name in seen:
+            raise ResolveError(("spec", "adapters", index, "name"), f"duplicate adapter name {adapter.name!r}")
+        seen.add(adapter.name)
+        if adapter.strength is not None and request.runtime == "vllm":
+            raise ResolveError(("spec", "adapters", index, "strength"),
+                               "the vllm runtime does not support adapter strength: remove it or use transformers")
+
+
+def _label_selector(request: ModelRequest) -> tuple[tuple[str, str], ...]:
+    if not request.node_selector:
+        return (("apps", request.name),)  # what KAITO's own examples use
+    kept = tuple((k, v) for k, v in request.node_selector if k not in RESERVED_LABEL_KEYS)
+    if not kept:
+        raise ResolveError(("spec", "nodeSelector"), "nodeSelector has only KAITO-reserved keys "
+                           f"({', '.join(k for k, _ in request.node_selector)}): KAITO rejects such a labelSelector")
+    if len(kept) < len(request.node_selector):
+        # KAITO drops reserved keys with a warning; dropping them here keeps the plan equal to what KAITO stores.
+        log.warning("%s: KAITO-reserved nodeSelector keys dropped", request.path)
+    return kept
+
+
+def _sku_and_fit(request: ModelRequest, preset: Preset, catalog: Catalog,
+                 config: RepoConfig) -> tuple[GpuSku | None, Fit | None]:
+    clouds = tuple(config.clouds)
+    if request.instance_type is None:
+        if request.provisioning not in MODES_NEEDING_SKU:
+            return None, None  # byo: the nodes exist already; the labelSelector is all KAITO needs
+        try:
+            fit = catalog.choose_sku(preset, clouds, request.max_model_len)
+        except LookupError:
+            raise ResolveError(("spec", "model"), f"no GPU SKU in the allowed clouds ({', '.join(clouds)}) fits "
+                               f"{preset.name} ({_size(preset)}); see `gitops-kaito catalog fit {preset.name}`")
+        return fit.sku, fit
+    sku = catalog.sku(request.instance_type, clouds)
+    if sku is None:
+        raise ResolveError(("spec", "instanceType"), _unknown_sku_message(request.instance_type, catalog, clouds))
+    fit = catalog.fit(preset, sku, request.max_model_len)
+    if not fit.fits:
+        raise ResolveError(("spec", "instanceType"), f"SKU too small: {fit.reason}")
+    if request.runtime == "transformers" and fit.nodes > 1:
+        raise ResolveError(("spec", "instanceType"), f"{preset.name} needs {fit.nodes} nodes of {sku.name}, and "
+                           "KAITO's transformers runtime cannot serve a model across nodes: use a larger SKU or vllm")
+    return sku, fit
+
+
+def _uncataloged_sku(request: ModelRequest, preset: Preset, catalog: Catalog, config: RepoConfig) -> GpuSku | None:
+    clouds = tuple(config.clouds)
+    if request.instance_type is None:
+        if request.provisioning not in MODES_NEEDING_SKU:
+            return None  # byo: the nodes exist already, as for a catalog preset
+        raise ResolveError(("spec", "model"), f"spec.instanceType is required for {preset.name}: it is not in "
+                           f"KAITO {KAITO_VERSION}'s catalog, so gitops-kaito cannot size it or choose a GPU SKU; "
+                           "set instanceType to a SKU whose GPUs hold it (`gitops-kaito catalog skus`)")
+    sku = catalog.sku(request.instance_type, clouds)
+    if sku is None:
+        raise ResolveError(("spec", "instanceType"), _unknown_sku_message(request.instance_type, catalog, clouds))
+    return sku
+
+
+def _unknown_sku_message(name: str, catalog: Catalog, clouds: Sequence[str]) -> str:
+    elsewhere = catalog.sku(name)
+    if elsewhere is not None:
+        return (f"{elsewhere.name} is a {elsewhere.cloud} SKU, and this repo allows {', '.join(clouds)} "
+                "(set clouds in gitops-kaito.yaml)")
+    # KAITO's webhook lets unknown Azure Standard_N*/Standard_D* names through, but its node estimator then fails
+    # with "Unsupported SKU" and the Workspace never gets nodes: refuse them here, in the pull request.
+    names = [s.name for s in catalog.skus(clouds)]
+    hint = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    suggestion = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+    return (f"unknown GPU instance type {name!r} for {', '.join(clouds)}{suggestion} "
+            "(list them with `gitops-kaito catalog skus`)")
+
+
+def _nodes(request: ModelRequest, fit: Fit) -> int:
+    if request.nodes is None:
+        return fit.nodes
+    if request.nodes < fit.nodes:
+        raise ResolveError(("spec", "nodes"), f"nodes is {request.nodes}, but {fit.preset.name} "
+                           f"({_size(fit.preset)}) needs {fit.nodes} nodes of {fit.sku.name} "
+                           f"({fit.sku.gpu_count} x {fit.sku.gpu_memory_per_gpu_gib:g} GiB GPU memory each) "
+                           "by KAITO's estimate")
+    return request.nodes
+
+
+def _size(preset: Preset) -> str:
+    size = preset.model_size_gib
+    return f"{size:g} GiB of weights" if size else "size unknown"

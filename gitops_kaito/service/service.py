@@ -1,0 +1,295 @@
+"""The reconciler as a service: Daemon + HTTP listener + Lease leader election + the git pass, feeding the metrics.
+
+`gitops-kaito run` and `gitops-kaito demo` both build one with build_service(); tests drive it in-process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from gitops_kaito.adapters.gitsource import GitAuth, GitSourceError
+from gitops_kaito.adapters.kube import Kube, KubeError
+from gitops_kaito.adapters.writeback import WritebackError
+from gitops_kaito.core.plan import Action, reported_drift_counts
+from gitops_kaito.core.status import gpu_cost
+from gitops_kaito.provision.pools import PoolRunner
+from gitops_kaito.reconcile import apply as applying
+from gitops_kaito.reconcile.desiredcache import DesiredCache
+from gitops_kaito.reconcile.gitsync import (
+    GitPassResult,
+    GitSyncSettings,
+    git_source,
+    read_config,
+    run_git_pass,
+)
+from gitops_kaito.reconcile.sync import SyncError
+from gitops_kaito.repo.config import DaemonConfig, RepoConfig
+from gitops_kaito.service.daemon import Daemon, DaemonSettings, PassContext
+from gitops_kaito.service.leader import LeaderElector, LeaseSettings
+from gitops_kaito.service.logs import set_format
+from gitops_kaito.service.metrics import Metrics
+from gitops_kaito.service.notify import Notifier, Request, Sender, Sink
+from gitops_kaito.service.settings import RunSettings, SettingsError
+from gitops_kaito.service.webserver import Listener, ListenerHooks
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path("~/.cache/gitops-kaito/git")
+_ACTION_NAMES = {Action.CREATE: "created", Action.UPDATE: "updated", Action.REPLACE: "replaced",
+                 Action.DELETE: "pruned"}
+# How long start-up waits for the repository's gitops-kaito.yaml before the listener binds (probes must answer).
+STARTUP_FETCH_TIMEOUT_S = 10.0
+# The repository's daemon settings that are bound when the service starts: a later change waits for a restart.
+_AT_START = ("listen", "lease_name")
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """What the daemon logs and the readiness probe reads; `result` is the full git pass when there was one."""
+
+    ok: bool
+    summary: str
+    result: GitPassResult | None = field(default=None, compare=False, repr=False)
+
+
+def git_settings(settings: RunSettings) -> GitSyncSettings:
+    auth = GitAuth(token=settings.git_token or None,
+                   ssh_key=Path(settings.ssh_key_file) if settings.ssh_key_file else None,
+                   known_hosts=Path(settings.known_hosts_file) if settings.known_hosts_file else None)
+    cache = Path(settings.cache_dir) if settings.cache_dir else DEFAULT_CACHE.expanduser()
+    return GitSyncSettings(url=settings.git_url, cache_dir=cache, branch=settings.branch,
+                           status_branch=settings.status_branch or None, auth=auth, scope=settings.scope())
+
+
+def record_pass(metrics: Metrics, done: GitPassResult) -> None:
+    """Feed one pass's outcome into the Prometheus metrics."""
+    result = done.sync
+    failed = {o.model_id for o in result.outcomes if o.state == applying.FAILED}
+    if not result.dry_run:
+        for change in result.plan.pending:
+            name = _ACTION_NAMES.get(change.action)
+            if name is None or change.model_id in failed:
+                continue
+            metrics.objects.labels(action=name, kind=change.ref.kind).inc()
+            if change.drift and change.action == Action.UPDATE:
+                metrics.drift.labels(kind=change.ref.kind).inc()
+    metrics.set_model_states(Counter(r.state for r in done.reports))
+    metrics.set_drift_detected(reported_drift_counts(result.plan))
+    cost = gpu_cost(done.reports)
+    metrics.gpu_nodes.set(cost.nodes if cost else 0)
+    metrics.gpu_cost.set(cost.usd_per_hour if cost else 0.0)
+    metrics.set_revision(done.revision)
+    if done.writeback is not None and done.writeback.committed:
+        metrics.status_commits.inc()
+
+
+def build_notifier(settings: RunSettings, metrics: Metrics, sender: Sender | None = None) -> Notifier | None:
+    """The notifier of --notify-url (None without one); every request's outcome counted per sink and result."""
+    settings.check_notify()
+    if not settings.notify_url:
+        return None
+
+    def count(request: Request, result: str) -> None:
+        metrics.notifications.labels(sink=request.sink.name, result=result).inc(request.events)
+
+    sink = Sink(settings.notify_url.strip(), settings.notify_format, settings.notify_secret())
+    return Notifier([sink], sender or Sender(count), cluster=settings.notify_cluster or settings.context)
+
+
+class GitPass:
+    """The daemon's RunPass: one git pass, errors counted and turned into a failed report (never raised)."""
+
+    def __init__(self, settings: GitSyncSettings, kube: Kube, metrics: Metrics, allow_mass_prune: bool = False,
+                 pools: PoolRunner | None = None, desired_cache: DesiredCache | None = None,
+                 on_config: Callable[[RepoConfig], None] | None = None,
+                 notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.source = git_source(settings)  # one clone handle for the life of the daemon
+        self.on_config = on_config  # told the gitops-kaito.yaml of every pass that could read it
+        self.kube = kube
+        self.metrics = metrics
+        self.allow_mass_prune = allow_mass_prune
+        # One runner for the life of the daemon: AKS operations started in one pass are harvested by the next.
+        self.pools = pools or PoolRunner()
+        # The last pass's rendered desired state: a pass on the same desired commit skips load and render.
+        self.desired_cache = desired_cache or DesiredCache()
+        self.notifier = notifier  # told every completed pass; it only enqueues, the sending is on its own thread
+
+    def __call__(self, ctx: PassContext) -> PassReport:
+        if not ctx.should_continue():
+            return PassReport(True, "skipped: not the leader or stopping")
+        generation = self.notifier.generation if self.notifier is not None else None
+        try:
+            done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune, pools=self.pools,
+                                should_continue=ctx.should_continue, cache=self.desired_cache, source=self.source)
+        except WritebackError as err:
+            self.metrics.git_errors.labels(operation="push").inc()
+            return PassReport(False, f"status write-back failed: {err}")
+        except GitSourceError as err:
+            self.metrics.git_errors.labels(operation="fetch").inc()
+            return PassReport(False, f"git: {err}")
+        except KubeError as err:
+            self.metrics.api_errors.labels(api="kubernetes", code=str(err.status)).inc()
+            return PassReport(False, f"kubernetes: {err}")
+        except SyncError as err:
+            self.metrics.api_errors.labels(api="kubernetes", code="0").inc()
+            return PassReport(False, str(err))
+        if done.config is not None and self.on_config is not None:
+            try:
+                self.on_config(done.config)
+            except Exception:  # the pass has applied: following the settings must not turn it into a crash
+                log.exception("could not follow gitops-kaito.yaml's daemon: settings; keeping the current ones")
+        for _ in range(done.sync.failed):
+            self.metrics.api_errors.labels(api="kubernetes", code="apply").inc()
+        record_pass(self.metrics, done)
+        if self.notifier is not None:
+            try:
+                self.notifier.observe(done, self.settings.scope.instance or (
+                    done.config.instance if done.config is not None else "default"), generation=generation)
+            except Exception:  # notifications must never fail a pass
+                log.exception("notifications: this pass's events were not sent")
+        summary = done.sync.summary()
+        if done.writeback is not None and done.writeback.committed:
+            summary += f"; status {str(done.writeback.sha)[:12]} -> {done.writeback.branch}"
+        return PassReport(done.sync.ok, summary, done)
+
+
+class Service:
+    """Start/stop everything `gitops-kaito run` runs; `url` is where the listener answers.
+
+    Settings no flag or environment variable set come from the followed repository's `daemon:` (RunSettings.with_repo):
+    read once before the listener binds, then again after every pass (interval, jitter and log format follow it live).
+    """
+
+    def __init__(self, settings: RunSettings, *, daemon_settings: DaemonSettings | None = None,
+                 lease: LeaseSettings | None = None, kube: Kube | None = None,
+                 pools: PoolRunner | None = None) -> None:
+        self.base_settings = settings  # flags, environment, defaults: what the repository's values go over
+        self.metrics = Metrics()
+        self.notifier = build_notifier(settings, self.metrics)  # checked before anything connects
+        self._started = False
+        self._restart_noted: set[tuple[str, Any]] = set()
+        self.kube = kube or Kube.connect(settings.kubeconfig or None, settings.context or None)
+        self.git = GitPass(git_settings(settings), self.kube, self.metrics, settings.allow_mass_prune, pools,
+                           on_config=self._repo_config, notifier=self.notifier)
+        settings = self.settings = self._startup_settings(settings)
+        if settings.log_format != self.base_settings.log_format:
+            set_format(settings.log_format)
+        self.elector: LeaderElector | None = None
+        if settings.leader_election:
+            lease = lease or LeaseSettings(name=settings.lease_name, namespace=settings.lease_namespace)
+            self.elector = LeaderElector(client.CoordinationV1Api(self.kube.api_client), lease,
+                                         on_change=self._leadership)
+        self.daemon = Daemon(daemon_settings or DaemonSettings(interval_s=settings.interval_s,
+                                                               jitter_s=settings.jitter_s),
+                             self.git, self.metrics, self.elector)
+        hooks = ListenerHooks(
+            branch=lambda: settings.branch, secret=settings.webhook_secret(), trigger=self.daemon.trigger,
+            healthy=self.daemon.health, ready=self.daemon.readiness, metrics=self.metrics)
+        try:
+            self.listener = Listener(*settings.listen_address, hooks)
+        except OSError as err:
+            if settings.listen == self.base_settings.listen:
+                raise
+            # The repository's address (busy, not on this host): failing here would fail every start, before a
+            # pass could read the fix. The operator's own address is bound instead.
+            log.warning("cannot listen on %s from gitops-kaito.yaml (%s); listening on %s instead", settings.listen,
+                        err, self.base_settings.listen)
+            self.listener = Listener(*self.base_settings.listen_address, hooks)
+            settings = self.settings = dataclasses.replace(settings, listen=self.base_settings.listen)
+
+    def _startup_settings(self, settings: RunSettings) -> RunSettings:
+        """The settings to start with: the repository's `daemon:` under flags and environment.
+
+        The listener must answer its probes soon, so the fetch is bounded (STARTUP_FETCH_TIMEOUT_S); past that, or
+        with the remote down, the clone cached by an earlier run is read; without one, flags, environment and
+        defaults apply and the first pass reports any difference.
+        """
+        if not settings.defaulted:
+            return settings
+        source = git_source(self.git.settings, timeout_s=STARTUP_FETCH_TIMEOUT_S)
+        try:
+            root = source.fetch().path
+        except GitSourceError as err:
+            log.warning("cannot fetch gitops-kaito.yaml before starting (%s); reading the cached clone", err)
+            root = source.path
+        config = read_config(root) if (root / ".git").exists() else RepoConfig()
+        if config is None:
+            log.warning("gitops-kaito.yaml is broken, so flags, environment and defaults apply; the pass says why")
+            return settings
+        try:
+            out = settings.with_repo(config.daemon, config.instance)
+        except SettingsError as err:
+            log.warning("%s; flags, environment and defaults apply", err)
+            return settings
+        for name in (f.name for f in dataclasses.fields(DaemonConfig)):
+            if getattr(out, name) != getattr(settings, name):
+                log.warning("%s %s (from gitops-kaito.yaml)", name, getattr(out, name))
+        return out
+
+    def _repo_config(self, config: RepoConfig) -> None:
+        """After a pass: follow a changed `daemon:` where that can be done live; say so where it needs a restart."""
+        try:
+            new = self.base_settings.with_repo(config.daemon, config.instance)
+        except SettingsError as err:
+            log.warning("%s; keeping the current settings", err)
+            return
+        self.daemon.reschedule(new.interval_s, new.jitter_s)
+        if new.log_format != self.settings.log_format:
+            set_format(new.log_format)
+        for name in _AT_START:
+            value = getattr(new, name)
+            if value != getattr(self.settings, name) and (name, value) not in self._restart_noted:
+                self._restart_noted.add((name, value))
+                log.warning("gitops-kaito.yaml now sets %s to %s (running with %s); it applies at the next restart",
+                            name, value, getattr(self.settings, name))
+        self.settings = dataclasses.replace(self.settings, interval=new.interval, jitter=new.jitter,
+                                            log_format=new.log_format)
+
+    @property
+    def url(self) -> str:
+        return self.listener.url
+
+    def _leadership(self, leading: bool) -> None:
+        self.metrics.leader.set(1 if leading else 0)
+        if not leading and self.notifier is not None:
+            self.notifier.forget()  # the new leader announces meanwhile; leading again, this replica seeds anew
+        if leading and self._started:
+            # Passes skipped while following would otherwise wait a whole interval.
+            self.daemon.trigger("became leader")
+
+    def start(self) -> Service:
+        self.listener.start()
+        self._started = True
+        self.daemon.start()
+        log.warning("gitops-kaito running: following %s (%s) every %s, listening on %s", self.settings.git_url,
+                    self.settings.branch, self.settings.interval, self.url,
+                    extra={"fields": {"leader_election": self.settings.leader_election}})
+        if self.notifier is not None:
+            for sink in self.notifier.sinks:
+                log.warning("notifications: %s to %s", sink.name, sink.where)
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Finish (or abandon after timeout_s) the current pass, release the Lease, close the listener."""
+        if self._started:
+            self.daemon.stop(timeout_s)
+            self._started = False
+        if self.notifier is not None:
+            self.notifier.stop(min(timeout_s, 5.0))  # the last pass's events get a moment to go out
+        self.listener.stop()
+        self.kube.close()
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

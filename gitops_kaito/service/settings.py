@@ -1,0 +1,234 @@
+"""Settings of the daemon (`gitops-kaito run`): flags, then GITOPS_KAITO_* environment variables, then the followed
+repository's gitops-kaito.yaml (`daemon:`), then defaults. One frozen dataclass: one name, type and source each.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from gitops_kaito.model.ownership import DEFAULT_INSTANCE
+from gitops_kaito.repo.config import DaemonConfig, Scope, check_instance, normalize_scope_path
+
+ENV_PREFIX = "GITOPS_KAITO_"
+NOTIFY_FORMATS = ("generic", "slack", "teams")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def parse_duration(text: str | float | int) -> float:
+    """'90', '90s', '5m', '1h', '250ms' -> seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise SettingsError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h)")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+MAX_SCHEDULE_S = 7 * 24 * 3600.0
+
+
+MIN_INTERVAL_S = 1.0
+
+
+def schedulable(name: str, text: str) -> float:
+    """A duration the scheduler can add to a datetime: a huge one (the schema only checks the form) overflowed; an
+    interval also at least MIN_INTERVAL_S. Both `run` and `validate` (gitops-kaito.yaml's daemon:) check with this."""
+    seconds = parse_duration(text)
+    if seconds > MAX_SCHEDULE_S:
+        raise SettingsError(f"{name} {text!r} is longer than 7 days")
+    if name == "interval" and seconds < MIN_INTERVAL_S:
+        raise SettingsError(f"interval {text!r} is shorter than {MIN_INTERVAL_S:g}s")
+    return seconds
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SettingsError(f"--listen takes HOST:PORT, got {text!r}")
+    if int(port) > 65535:  # binding it would raise OverflowError, not an error the service reports
+        raise SettingsError(f"--listen port {int(port)} is not a port (0-65535), in {text!r}")
+    return host or "0.0.0.0", int(port)
+
+
+def read_secret_file(name: str, what: str) -> bytes:
+    """An HMAC key from a file (a mounted Secret): at least 16 bytes, surrounding whitespace dropped."""
+    path = Path(name)
+    if not path.is_file():
+        raise SettingsError(f"{what} secret file {path} does not exist")
+    secret = path.read_bytes().strip()
+    if len(secret) < 16:
+        raise SettingsError(f"{what} secret in {path} is shorter than 16 bytes")
+    return secret
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    git_url: str = ""
+    branch: str = "main"
+    status_branch: str = ""
+    interval: str = "60s"
+    jitter: str = ""  # "" = a tenth of the interval, at most 5s
+    listen: str = "127.0.0.1:8080"
+    webhook_secret_file: str = ""
+    kubeconfig: str = ""
+    context: str = ""
+    cache_dir: str = ""
+    git_token: str = ""
+    ssh_key_file: str = ""
+    known_hosts_file: str = ""
+    lease_name: str = "gitops-kaito-leader"
+    lease_namespace: str = "gitops-kaito"
+    leader_election: bool = True
+    allow_mass_prune: bool = False
+    log_format: str = "text"
+    instance: str = ""  # "" = gitops-kaito.yaml's instance (else "default")
+    paths: tuple[str, ...] = ()  # () = gitops-kaito.yaml's paths; env GITOPS_KAITO_PATHS is comma-separated
+    # Notifications on model state changes (notify.py). The URL is a secret (a Slack/Teams URL is its own
+    # credential): never in gitops-kaito.yaml, never shown whole (repr, redacted(), logs).
+    notify_url: str = field(default="", repr=False)
+    notify_format: str = "generic"  # generic | slack | teams
+    notify_secret_file: str = ""  # generic: HMAC-SHA256 key for X-Signature
+    notify_cluster: str = ""  # a name for this cluster in the messages ("" = the kubeconfig context, if any)
+    # The fields that took their default (neither flag nor environment): only these may come from the repository.
+    # Settings built directly (tests, the demo) have none, so a repository never overrides what was passed in.
+    defaulted: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def scope(self) -> Scope:
+        """The --instance/--path overrides of the followed repository's gitops-kaito.yaml."""
+        return Scope(instance=self.instance or None, paths=self.paths or None)
+
+    @property
+    def interval_s(self) -> float:
+        return schedulable("interval", self.interval)
+
+    @property
+    def jitter_s(self) -> float:
+        if not self.jitter:
+            return min(5.0, self.interval_s / 10)
+        return schedulable("jitter", self.jitter)
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+    def with_repo(self, daemon: DaemonConfig, instance: str = DEFAULT_INSTANCE) -> RunSettings:
+        """These settings with the repository's `daemon:` values for every field no flag or environment set.
+
+        A named instance from the repository also names the Lease, as --instance does, unless a Lease name is set.
+        """
+        values: dict[str, Any] = {}
+        for f in fields(DaemonConfig):
+            value = getattr(daemon, f.name)
+            if value is not None and f.name in self.defaulted:
+                values[f.name] = value
+        if "lease_name" in self.defaulted and "lease_name" not in values and "instance" in self.defaulted:
+            values.update(instance_lease(instance))
+        try:
+            out = replace(self, **values)
+            out.check()  # the schema checked the form; this also checks the value
+        except SettingsError as err:
+            raise SettingsError(f"gitops-kaito.yaml daemon: {err}") from None
+        return out
+
+    def check(self) -> None:
+        """The values that parse lazily parse (SettingsError, with a clear message, before anything starts)."""
+        self.interval_s  # noqa: B018
+        self.jitter_s  # noqa: B018
+        self.listen_address  # noqa: B018
+
+    def webhook_secret(self) -> bytes | None:
+        return read_secret_file(self.webhook_secret_file, "webhook") if self.webhook_secret_file else None
+
+    def notify_secret(self) -> bytes | None:
+        """The generic sink's HMAC key (None without --notify-secret-file); checked like the webhook secret."""
+        if not self.notify_secret_file:
+            return None
+        if self.notify_format != "generic":
+            raise SettingsError(f"--notify-secret-file signs generic notifications; --notify-format is "
+                                f"{self.notify_format}")
+        return read_secret_file(self.notify_secret_file, "notify")
+
+    def check_notify(self) -> None:
+        """The notification settings make sense (the URL is never part of the message)."""
+        if self.notify_format not in NOTIFY_FORMATS:
+            raise SettingsError(f"--notify-format takes one of {', '.join(NOTIFY_FORMATS)}, got {self.notify_format!r}")
+        url = self.notify_url.strip()  # a Secret written with `echo` ends in a newline
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise SettingsError("--notify-url (GITOPS_KAITO_NOTIFY_URL) must be an http(s) URL with a host")
+            try:
+                parts.port  # noqa: B018 - a port that is not 0-65535 raises here, not in the sender's logs
+            except ValueError:
+                raise SettingsError("--notify-url (GITOPS_KAITO_NOTIFY_URL) has a port that is not a number "
+                                    "from 0 to 65535") from None
+            # The sender could not send it, and its error would quote the URL's path (the secret part).
+            if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+                raise SettingsError("--notify-url (GITOPS_KAITO_NOTIFY_URL) contains spaces or control "
+                                    "characters")
+        self.notify_secret()
+
+    def redacted(self) -> dict[str, Any]:
+        """For logs: the token never appears, nor more of the notification URL than scheme://host."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "defaulted"}
+        if out["git_token"]:
+            out["git_token"] = "***"
+        if out["notify_url"]:
+            parts = urlsplit(out["notify_url"])
+            out["notify_url"] = f"{parts.scheme}://{parts.hostname or '?'}/***"
+        return out
+
+
+def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> RunSettings:
+    """Merge flags (non-None values win) over GITOPS_KAITO_<NAME> environment variables over defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(RunSettings):
+        if f.name == "defaulted":
+            continue
+        flag = flags.get(f.name)
+        if flag is not None:
+            values[f.name] = flag
+            continue
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is None:
+            continue
+        if f.type in ("bool", bool):
+            values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif f.name == "paths":
+            values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
+        else:
+            values[f.name] = raw
+    try:
+        if values.get("instance"):
+            check_instance(values["instance"])
+        values["paths"] = tuple(dict.fromkeys(normalize_scope_path(p) for p in values.get("paths") or ()))
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    if "lease_name" not in values:
+        values.update(instance_lease(values.get("instance")))
+    defaulted = frozenset(f.name for f in fields(RunSettings) if f.name not in values and f.name != "defaulted")
+    settings = RunSettings(**values, defaulted=defaulted)
+    settings.check()
+    return settings
+
+
+def instance_lease(instance: str | None) -> dict[str, str]:
+    """The lease_name a named instance implies when none is set ({} for the default instance).
+
+    Instances sharing a Lease would elect one leader among them all: only one of them would ever sync.
+    """
+    if instance in (None, "", DEFAULT_INSTANCE):
+        return {}
+    return {"lease_name": f"{RunSettings.lease_name}-{instance}"}
