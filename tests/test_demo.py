@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from gitops_kaito.cli import main
+from gitops_kaito.cli.demo import CHANGED, MODELS, NAMESPACE, Progress
 from gitops_kaito.core.status import parse_model_yaml
-from gitops_kaito.service.demo import CHANGED, MODELS, NAMESPACE, Progress
 
 
 def test_demo_fast_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitops_kaito.reconcile.sync import INVALID, plan_repository, run_pass
+from gitops_kaito.model.states import Outcome
+from gitops_kaito.reconcile.sync import plan_repository, run_pass
 from gitops_kaito.repo.config import API_VERSION as CONFIG_API_VERSION
 from gitops_kaito.repo.config import KIND as CONFIG_KIND
 from tests.faultkit import KubeWorld, model_file
@@ -89,7 +90,7 @@ def test_every_corpus_case_over_live_models_is_reported_and_prunes_nothing(world
             problems.append(f"{case}: the pass wrote or pruned ({result.summary()})")
         if world.snapshot() != before:
             problems.append(f"{case}: the live objects changed")
-        shadowed = {o.model_id for o in result.outcomes if o.state == INVALID}
+        shadowed = {o.model_id for o in result.outcomes if o.state == Outcome.INVALID}
         for o in result.outcomes:
             if o.model_id.startswith("ml.") and o.model_id[3:] in GOOD and o.model_id not in shadowed \
                     and o.state != "Unchanged":
@@ -116,7 +117,7 @@ def test_every_file_broken_prunes_nothing(world: KubeWorld) -> None:
     for name, text in BROKEN.items():
         (world.repo / "models" / "ml" / f"{name}.yaml").write_text(text)
     result = run_pass(world.repo, world.kube, revision=REV)
-    assert {o.model_id: o.state for o in result.outcomes} == {f"ml.{n}": INVALID for n in GOOD}
+    assert {o.model_id: o.state for o in result.outcomes} == {f"ml.{n}": Outcome.INVALID for n in GOOD}
     assert {e.split(":")[0] for e in result.errors} == {f"models/ml/{n}.yaml" for n in GOOD}
     assert result.pruned == 0 and world.writes(since=mark) == 0
     assert world.missing(GOOD) == []

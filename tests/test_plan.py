@@ -8,20 +8,25 @@ from typing import Any
 import pytest
 
 from gitops_kaito.core.plan import (
-    ANNOTATION_DIGEST,
     Action,
     PlanPolicy,
-    comparable,
-    digest,
     drift_managers,
     make_plan,
     node_ready,
     pointer_to_field,
     reported_drift_counts,
+)
+from gitops_kaito.model.objects import (
+    ANNOTATION_DIGEST,
+    DesiredObject,
+    Manifest,
+    Wave,
+    comparable,
+    digest,
     with_digest,
 )
-from gitops_kaito.model.objects import DesiredObject, Manifest, Wave
 from gitops_kaito.model.ownership import (
+    ANNOTATION_DRIFT,
     ANNOTATION_PRUNE,
     ANNOTATION_REPLACE,
     ANNOTATION_REVISION,
@@ -29,7 +34,6 @@ from gitops_kaito.model.ownership import (
     model_id,
     owner_labels,
 )
-from gitops_kaito.repo.modelrequest import ANNOTATION_DRIFT
 
 REV1 = "main@sha1:1111111"
 REV2 = "main@sha1:2222222"

@@ -131,7 +131,7 @@ def run_flow(sb: Sandbox, tmp: Path, stack: ExitStack) -> None:
                 and _state(remote.show("status/ml/phi.yaml")) == "Ready" and bool(custom.list_namespaced_custom_object(
                     "kaito.sh", "v1beta1", ns, "workspaces", label_selector="gitops.kaito.sh/model=ml.llama")["items"]))
 
-    with Service(settings, pools=pools) as svc:
+    with Service.build(settings, pools=pools) as svc:
         wait_until(committed_ready, 60, interval=0.1, what="both models in the committed status, phi Ready")
         # Drift twice on phi (an Event created, then aggregated), then chat with it.
         for _ in range(2):

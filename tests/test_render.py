@@ -186,7 +186,7 @@ def test_nodeclaim_mode_renders_one_nodeclaim_per_node_then_a_byo_workspace() ->
         assert labels["nvidia.com/gpu.count"] == "2"
         assert labels["nvidia.com/gpu.memory"] == str(80 * 1024)  # MiB per GPU
         assert LABEL_VALUE.match(labels["nvidia.com/gpu.product"])
-        assert not render.KAITO_RESERVED_LABELS & set(labels)
+        assert not render.RESERVED_LABEL_KEYS & set(labels)
         assert all(LABEL_VALUE.match(v) for v in labels.values())
         for k, v in ownership.owner_labels("ml", "llama").items():
             assert labels[k] == v
@@ -234,7 +234,7 @@ def test_machine_mode_renders_legacy_machines_and_a_v1alpha1_workspace() -> None
         assert machine["spec"]["machineTemplateRef"] == {"name": name}
         assert {"key": "kaito.sh/machine-type", "operator": "In", "values": ["gpu"]} in machine["spec"]["requirements"]
         assert machine["metadata"]["labels"]["karpenter.sh/provisioner-name"] == "default"
-        assert not render.KAITO_RESERVED_LABELS & set(machine["metadata"]["labels"])
+        assert not render.RESERVED_LABEL_KEYS & set(machine["metadata"]["labels"])
         assert machine["spec"]["resources"]["requests"]["storage"] == f"{model.disk_gib}Gi"
     ws = rendered.objects[-1].manifest
     assert ws["apiVersion"] == "kaito.sh/v1alpha1"

@@ -181,7 +181,7 @@ def test_nodeclaims_match_karpenters_crd_and_rules(shared_kaito: Path) -> None:
         validate(manifest, schema, where)
         check_metadata(manifest)
         check_nodeclaim_cel_rules(manifest)
-        assert not render.KAITO_RESERVED_LABELS & set(manifest["metadata"]["labels"]), where
+        assert not render.RESERVED_LABEL_KEYS & set(manifest["metadata"]["labels"]), where
 
 
 def test_nodeclaims_match_our_crd() -> None:

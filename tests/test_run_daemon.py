@@ -119,7 +119,7 @@ def push_body(sha: str) -> bytes:
 
 
 def test_signed_push_applies_at_once_bad_signature_refused_metrics_move(world: World) -> None:
-    with Service(world.settings("cache")) as svc:
+    with Service.build(world.settings("cache")) as svc:
         assert svc.daemon.wait_for_passes(1, 30), "the first pass (after winning the Lease) did not run"
         assert world.workspace("phi") is not None
         assert get(f"{svc.url}/readyz")[0] == 200
@@ -159,9 +159,9 @@ def test_signed_push_applies_at_once_bad_signature_refused_metrics_move(world: W
 
 def test_two_daemons_with_one_lease_never_both_act(world: World) -> None:
     lease = dict(lease_duration_s=15, renew_deadline_s=10, retry_period_s=0.2)
-    a = Service(world.settings("cache-a"), lease=LeaseSettings(name="one-lease", namespace=world.ns,
+    a = Service.build(world.settings("cache-a"), lease=LeaseSettings(name="one-lease", namespace=world.ns,
                                                                   identity="replica-a", **lease))
-    b = Service(world.settings("cache-b"), lease=LeaseSettings(name="one-lease", namespace=world.ns,
+    b = Service.build(world.settings("cache-b"), lease=LeaseSettings(name="one-lease", namespace=world.ns,
                                                                   identity="replica-b", **lease))
     a.start()
     try:
@@ -232,7 +232,7 @@ def test_repository_daemon_settings_apply_under_flags_and_follow_changes(
                  webhook_secret_file=str(world.secret_file), lease_namespace=world.ns, log_format="text")
     settings = resolve_settings(flags, {})  # no GITOPS_KAITO_* from the test's own environment
     assert settings.listen == "127.0.0.1:8080" and settings.interval == "60s"
-    with Service(settings) as svc:
+    with Service.build(settings) as svc:
         assert svc.settings.listen == "127.0.0.1:0" and svc.daemon.settings.interval_s == 3600
         assert svc.settings.log_format == "text", "the flag wins over the repository"
         assert svc.daemon.wait_for_passes(1, 30)
@@ -260,13 +260,13 @@ def test_start_up_reads_the_cached_clone_when_the_remote_is_down(world: World,
     world.dev.commit("daemon settings")
     flags = dict(git_url=world.remote.url, kubeconfig=str(world.cluster.kubeconfig),
                  context=world.cluster.context or None, cache_dir=str(world.tmp / "cache"), lease_namespace=world.ns)
-    first = Service(resolve_settings(flags, {}))  # built, not started: the start-up read cloned into the cache
+    first = Service.build(resolve_settings(flags, {}))  # built, not started: the start-up read cloned into the cache
     try:
         assert (first.settings.lease_name, first.daemon.settings.interval_s) == ("cached-lease", 7200)
     finally:
         first.stop()
     world.remote.bare.rename(world.tmp / "moved-away.git")
-    second = Service(resolve_settings(flags, {}))
+    second = Service.build(resolve_settings(flags, {}))
     try:
         assert (second.settings.lease_name, second.daemon.settings.interval_s) == ("cached-lease", 7200)
         assert second.settings.listen == "127.0.0.1:0"
@@ -308,7 +308,7 @@ def test_a_model_becoming_ready_is_announced_once(
     settings = world.settings("cache", notify_url=url, notify_secret_file=str(notify_secret),
                               notify_cluster="sandbox")
     phi_sha = world.remote.sha()  # before the daemon's status commits
-    with Service(settings) as svc:
+    with Service.build(settings) as svc:
         assert svc.notifier is not None
         sender = svc.notifier.sender
         assert svc.daemon.wait_for_passes(1, 30)
@@ -346,7 +346,7 @@ def test_drift_left_in_place_is_on_the_metrics_and_stays(world: World) -> None:
                     model_file("phi", namespace=world.ns) + "  config: {max-model-len: 4096}\n")
     world.dev.commit("phi with its own max-model-len; hand edits are reported, not reverted")
     core = client.CoreV1Api(world.admin)
-    with Service(world.settings("cache")) as svc:
+    with Service.build(world.settings("cache")) as svc:
         assert svc.daemon.wait_for_passes(1, 30)
         hand_edit = "vllm:\n  max-model-len: 2048\n"
         core.patch_namespaced_config_map("phi-inference-config", world.ns, {"data": {"inference_config.yaml": hand_edit}},

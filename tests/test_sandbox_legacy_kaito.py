@@ -10,6 +10,7 @@ import pytest
 from kubernetes import client
 
 from gitops_kaito.core import health
+from gitops_kaito.model.states import ModelState
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.controllers.kaito import is_legacy
 from tests.fixtures_cluster import wait_until
@@ -100,7 +101,7 @@ def test_machines_for_the_shortfall_then_succeeded_without_state(sandbox: Sandbo
         next(c for c in creating if c).items()
     assert rec.states() == [] and all("targetNodeCount" not in (e.get("status") or {}) for e in rec.events)
     assert all(cond(e, t) is None for e in rec.events for t in ("NodeClaimReady", "NodesReady"))
-    assert health.assess(done, made).state == health.READY
+    assert health.assess(done, made).state == ModelState.READY
 
     new = wait_until(lambda: (o := custom.get_namespaced_custom_object(GROUP, "v1beta1", "default", PLURAL, "new"))
                      and state_is("Ready")(o) and o, what="the v1beta1 Workspace Ready")
@@ -160,7 +161,7 @@ def test_a_machine_that_cannot_launch_fails_the_workspace_until_the_sku_is_back(
             ("ResourceReady", "False", "workspaceResourceStatusFailed"),
             ("WorkspaceSucceeded", "False", "workspaceFailed")]
         h = health.assess(failed, kaito_machines(api, "default", "nosku"))
-        assert h.state == health.FAILED and ICE in h.message
+        assert h.state == ModelState.FAILED and ICE in h.message
     finally:
         sandbox.clear_failures(failure)
     rec.wait(succeeded, what="recovery once the SKU is available again")

@@ -43,7 +43,7 @@ def test_a_repository_listen_address_that_cannot_be_bound_falls_back(tmp_path: P
         settings = dataclasses.replace(resolve_settings(flags, {}), listen="127.0.0.1:0")
         kube = NoCluster()
         with caplog.at_level(logging.WARNING, logger="gitops_kaito"):
-            svc = Service(settings, kube=cast(Any, kube))
+            svc = Service.build(settings, kube=cast(Any, kube))
         try:
             assert svc.daemon.settings.interval_s == 7200, "the rest of the repository's settings still apply"
             assert svc.settings.listen == "127.0.0.1:0" and svc.listener.port not in (0, taken)

@@ -6,8 +6,8 @@ from dataclasses import fields
 
 import pytest
 
-from gitops_kaito.repo.config import DaemonConfig
-from gitops_kaito.service.settings import RunSettings, SettingsError, parse_duration, resolve_settings
+from gitops_kaito.repo.config import DaemonConfig, SettingsError, parse_duration
+from gitops_kaito.service.settings import RunSettings, resolve_settings
 
 
 def test_flags_win_over_env_over_defaults() -> None:

@@ -21,8 +21,8 @@ from kubernetes import client
 
 from gitops_kaito.adapters.kube import KAITO_MISSING, Kube, RetryPolicy
 from gitops_kaito.cli import main
-from gitops_kaito.core.plan import ADOPT_REASON, ANNOTATION_DIGEST, Action
-from gitops_kaito.model.objects import ObjectRef
+from gitops_kaito.core.plan import ADOPT_REASON, Action
+from gitops_kaito.model.objects import ANNOTATION_DIGEST, ObjectRef
 from gitops_kaito.model.ownership import ANNOTATION_REVISION, LABEL_MODEL
 from gitops_kaito.model.resources import data_path
 from gitops_kaito.reconcile.apply import ApplyOptions

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import pytest
 from kubernetes import client
 
-from gitops_kaito.reconcile.apply import ABANDONED, ABANDONED_MESSAGE
+from gitops_kaito.model.states import Outcome
+from gitops_kaito.reconcile.apply import ABANDONED_MESSAGE
 from gitops_kaito.reconcile.gitsync import run_git_pass
 from gitops_kaito.service.daemon import PassContext
 from gitops_kaito.service.metrics import Metrics
@@ -44,7 +45,7 @@ def test_lost_after_the_config_wave_applies_no_workspace_and_writes_no_status(wo
     assert world.workspace("phi") is None
     assert result.abandoned == ABANDONED_MESSAGE and "abandoned: lost leadership / stopping" in result.summary()
     phi = result.outcome("ml.phi")
-    assert phi is not None and phi.state == ABANDONED and "Workspace/ml/phi" in phi.message
+    assert phi is not None and phi.state == Outcome.ABANDONED and "Workspace/ml/phi" in phi.message
     assert done.writeback is None
     with pytest.raises(Exception):  # noqa: B017 - the status file was never pushed
         world.remote.show("status/ml/phi.yaml")

@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-SERVICE_PORT_NAME = "http"  # KAITO's inference Service: port 80 named http -> 5000 (FACTS.md §7)
+SERVICE_PORT_NAME = "http"  # KAITO's inference Service: port 80 named http -> 5000 (`pkg/workspace/manifests/manifests.go` at v0.12.0)
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def check_models(api: client.ApiClient, namespace: str, name: str, timeout_s: fl
 def chat(api: client.ApiClient, namespace: str, name: str, messages: Sequence[dict[str, str]],
          model: str | None = None, max_tokens: int = 256, timeout_s: float = 120.0,
          temperature: float | None = None) -> ChatReply:
-    """POST /v1/chat/completions; discovers the served model name first when not given (FACTS.md §7)."""
+    """POST /v1/chat/completions; discovers the served model name first when not given (vLLM's OpenAI-compatible API)."""
     if model is None:
         check = check_models(api, namespace, name)
         if not check.answers or not check.served_model:

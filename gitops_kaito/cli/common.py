@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -99,6 +100,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML that writes the state words (model/states.py StrEnums) as the plain strings they are."""
+
+
+_Dumper.add_multi_representer(StrEnum, lambda dumper, value: dumper.represent_str(str(value)))
+
+
 def emit(data: Any, fmt: str, out: TextIO | None = None) -> None:
     """Print structured data as json or yaml."""
     out = out or sys.stdout
@@ -107,9 +115,9 @@ def emit(data: Any, fmt: str, out: TextIO | None = None) -> None:
         out.write("\n")
     elif fmt == "yaml":
         if isinstance(data, list) and data and all(isinstance(d, dict) and "kind" in d for d in data):
-            yaml.safe_dump_all(data, out, sort_keys=False)
+            yaml.dump_all(data, out, Dumper=_Dumper, sort_keys=False)
         else:
-            yaml.safe_dump(data, out, sort_keys=False)
+            yaml.dump(data, out, Dumper=_Dumper, sort_keys=False)
     else:
         raise CliError(f"unknown output format {fmt!r}")
 

@@ -29,7 +29,8 @@ from gitops_kaito.cli.common import (
     scope_from_args,
 )
 from gitops_kaito.cli.sync import pool_runner
-from gitops_kaito.core.plan import Action, Change, Plan, comparable, owned_fields, project
+from gitops_kaito.core.plan import Action, Change, Plan
+from gitops_kaito.model.objects import comparable, owned_fields, project
 from gitops_kaito.provision.aks import add_azure_flags
 from gitops_kaito.reconcile.offline import WORKING_TREE, OfflineError, OfflinePlan, plan_offline
 from gitops_kaito.reconcile.sync import Desired, SyncError, plan_repository, server_dry_run

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     try:
-        service = Service(settings, pools=PoolRunner(azure_overrides(args)))
+        service = Service.build(settings, pools=PoolRunner(azure_overrides(args)))
     except KubeError as err:
         raise CliError(str(err)) from None
     except OSError as err:  # the listen address is taken or not ours

@@ -168,7 +168,7 @@ def run_wait(args: argparse.Namespace) -> int:
     """Passes until settled; progress on stderr (redrawn on a terminal), the final report on stdout."""
     from gitops_kaito.cli.progress import ModelProgress
     from gitops_kaito.cli.syncwait import Interrupt, PassFailed, WaitSettings, wait_ready
-    from gitops_kaito.service.settings import SettingsError, parse_duration
+    from gitops_kaito.repo.config import SettingsError, parse_duration
 
     if args.dry_run:
         raise CliError("--wait waits for what a pass applies: it cannot be combined with --dry-run")

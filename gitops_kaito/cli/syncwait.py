@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gitops_kaito.core import health
 from gitops_kaito.core.status import ModelReport
+from gitops_kaito.model.states import SETTLED, TROUBLE
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,6 @@ FAILED = "Failed"
 TIMEOUT = "Timeout"
 INTERRUPTED = "Interrupted"
 
-SETTLED = frozenset({health.READY, health.SUSPENDED})  # a suspended model is where its file wants it
-TROUBLE = frozenset({health.FAILED, health.BLOCKED, health.INVALID})
 # A write that failed may well succeed on the next pass (a conflict, a 5xx); KAITO's terminal reasons will not.
 RETRYABLE_REASONS = frozenset({"ApplyFailed"})
 

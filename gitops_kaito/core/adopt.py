@@ -12,9 +12,9 @@ from typing import Any
 import jsonpatch
 import yaml
 
-from gitops_kaito.core.plan import comparable, immutable_changes, project
+from gitops_kaito.core.plan import immutable_changes
 from gitops_kaito.core.render import ANNOTATION_RUNTIME, CONFIG_KEY, RenderedModel
-from gitops_kaito.model.objects import ObjectRef
+from gitops_kaito.model.objects import ObjectRef, comparable, project
 from gitops_kaito.model.ownership import is_owned
 from gitops_kaito.repo.catalog import Catalog
 from gitops_kaito.repo.config import RepoConfig

@@ -1,6 +1,6 @@
 """Pure: a live Workspace and its GPU nodes (NodeClaims, Machines, AKS agent pools) -> one model state.
 
-Follows KAITO's status progression (FACTS.md §5.5): done is WorkspaceSucceeded=True, state Ready, observed generation.
+Follows KAITO's status progression (syncWorkspaceStatus, `pkg/workspace/controllers/workspace_controller.go` at v0.12.0): done is WorkspaceSucceeded=True, state Ready, observed generation.
 Legacy KAITO (v1alpha1, Machines) reports MachineReady where v0.12 reports NodeClaimReady, and no state.
 """
 
@@ -10,14 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-PENDING = "Pending"
-PROVISIONING = "Provisioning"
-READY = "Ready"
-FAILED = "Failed"
-BLOCKED = "Blocked"
-SUSPENDED = "Suspended"
-INVALID = "Invalid"
-STATES = (PENDING, PROVISIONING, READY, FAILED, BLOCKED, SUSPENDED, INVALID)
+from gitops_kaito.model.states import ModelState
 
 # KAITO / Karpenter / Azure messages that no amount of waiting will fix.
 TERMINAL_NODE_MESSAGES = (
@@ -61,7 +54,7 @@ class NodeInfo:
 
 @dataclass(frozen=True)
 class ModelHealth:
-    state: str
+    state: ModelState
     reason: str
     message: str
     conditions: tuple[Condition, ...] = ()
@@ -71,7 +64,7 @@ class ModelHealth:
 
     @property
     def done(self) -> bool:
-        return self.state == READY
+        return self.state == ModelState.READY
 
 
 def conditions_of(obj: Mapping[str, Any] | None) -> tuple[Condition, ...]:
@@ -159,27 +152,27 @@ def assess(
     inference_ready = inference is not None and inference.status == "True"
     shown = endpoint if inference_ready else None
     if invalid:
-        return ModelHealth(INVALID, "InvalidRequest", invalid, conds, node_infos, shown, inference_ready)
+        return ModelHealth(ModelState.INVALID, "InvalidRequest", invalid, conds, node_infos, shown, inference_ready)
     if blocked:
-        return ModelHealth(BLOCKED, "Blocked", blocked, conds, node_infos, shown, inference_ready)
+        return ModelHealth(ModelState.BLOCKED, "Blocked", blocked, conds, node_infos, shown, inference_ready)
     if suspended:
-        return ModelHealth(SUSPENDED, "Suspended", "suspended in the repository (spec.suspend: true)",
+        return ModelHealth(ModelState.SUSPENDED, "Suspended", "suspended in the repository (spec.suspend: true)",
                            conds, node_infos, shown, inference_ready)
     return _from_live(workspace, conds, node_infos, endpoint, inference_ready)
 
 
 def _from_live(workspace: Mapping[str, Any] | None, conds: tuple[Condition, ...], nodes: tuple[NodeInfo, ...],
                endpoint: str | None, inference_ready: bool) -> ModelHealth:
-    def health(state: str, reason: str, message: str) -> ModelHealth:
+    def health(state: ModelState, reason: str, message: str) -> ModelHealth:
         return ModelHealth(state, reason, message, conds, nodes, endpoint if inference_ready else None,
                            inference_ready)
 
     if workspace is None:
-        return health(PENDING, "NotCreated", "the Workspace does not exist yet")
+        return health(ModelState.PENDING, "NotCreated", "the Workspace does not exist yet")
     meta = workspace.get("metadata") or {}
     status = workspace.get("status") or {}
     if meta.get("deletionTimestamp"):
-        return health(PROVISIONING, "Deleting", "the Workspace is being deleted")
+        return health(ModelState.PROVISIONING, "Deleting", "the Workspace is being deleted")
     generation = meta.get("generation")
     current = [c for c in conds if c.observed_generation is None or generation is None
                or c.observed_generation == generation]
@@ -188,23 +181,23 @@ def _from_live(workspace: Mapping[str, Any] | None, conds: tuple[Condition, ...]
 
     # v1alpha1 Workspaces have no status.state; there WorkspaceSucceeded alone is the signal.
     if succeeded is not None and succeeded.status == "True" and state in ("Ready", "Succeeded", ""):
-        return health(READY, succeeded.reason or "WorkspaceSucceeded", "the model is serving")
+        return health(ModelState.READY, succeeded.reason or "WorkspaceSucceeded", "the model is serving")
 
     failed_node = next((n for n in nodes if n.phase == "Failed"), None)
     if failed_node is not None:
-        return health(FAILED, "NodeProvisioningFailed", f"{failed_node.kind} {failed_node.name}: {failed_node.reason}")
+        return health(ModelState.FAILED, "NodeProvisioningFailed", f"{failed_node.kind} {failed_node.name}: {failed_node.reason}")
     for c in current:
         if c.status == "False" and (c.reason in TERMINAL_REASONS or _terminal_message(c.message)):
-            return health(FAILED, c.reason or c.type, c.message or f"{c.type} is False")
+            return health(ModelState.FAILED, c.reason or c.type, c.message or f"{c.type} is False")
     if state == "Failed":
         bad = next((c for c in current if c.status == "False"), None)
-        return health(FAILED, bad.reason if bad else "Failed",
+        return health(ModelState.FAILED, bad.reason if bad else "Failed",
                       bad.message if bad else "KAITO reports the Workspace failed")
 
     if not conds:
-        return health(PENDING, "WaitingForKaito", "KAITO has not reported any status yet")
+        return health(ModelState.PENDING, "WaitingForKaito", "KAITO has not reported any status yet")
     if len(current) < len(conds) or (succeeded is None and _find(conds, "WorkspaceSucceeded") is not None):
-        return health(PROVISIONING, "Reconciling", f"KAITO has not observed generation {generation} yet")
+        return health(ModelState.PROVISIONING, "Reconciling", f"KAITO has not observed generation {generation} yet")
 
     # The first condition on KAITO's way to ready that is not True says where it is stuck.
     for ctype in (*_NODE_CONDITIONS, "InferenceReady", "BenchmarkCompleted", "WorkspaceSucceeded"):
@@ -217,8 +210,8 @@ def _from_live(workspace: Mapping[str, Any] | None, conds: tuple[Condition, ...]
             reason = cond.reason or ctype
             if state == "NotReady":
                 reason = f"NotReady/{reason}"
-            return health(PROVISIONING, reason, message)
-    return health(PROVISIONING, "Progressing", "waiting for KAITO to report WorkspaceSucceeded")
+            return health(ModelState.PROVISIONING, reason, message)
+    return health(ModelState.PROVISIONING, "Progressing", "waiting for KAITO to report WorkspaceSucceeded")
 
 
 def _endpoint(workspace: Mapping[str, Any] | None) -> str | None:

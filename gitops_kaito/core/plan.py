@@ -7,9 +7,6 @@ reported and left in place under `drift: report`), the prune guard.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import itertools
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,33 +15,31 @@ from typing import TYPE_CHECKING, Any
 
 import jsonpatch
 
-from gitops_kaito.model.objects import DesiredObject, Manifest, Normalised, ObjectRef, Wave
+from gitops_kaito.model.objects import (
+    ANNOTATION_DIGEST,
+    DesiredObject,
+    Manifest,
+    ObjectRef,
+    Wave,
+    applied_by_us,
+    comparable,
+    foreign_owned,
+    owned_fields,
+    project,
+    wave_of,
+)
 from gitops_kaito.model.ownership import (
+    ANNOTATION_DRIFT,
     ANNOTATION_PRUNE,
     ANNOTATION_REPLACE,
     ANNOTATION_REVISION,
     DEFAULT_INSTANCE,
-    FIELD_MANAGER,
+    DRIFT_CORRECT,
+    DRIFT_REPORT,
     LABEL_INSTANCE,
     LABEL_MODEL,
     instance_of,
 )
-from gitops_kaito.repo.modelrequest import ANNOTATION_DRIFT, DRIFT_CORRECT, DRIFT_REPORT
-
-# Digest of what we last applied (revision annotation excluded). It makes drift exact: when live differs
-# from desired but the digest says we wanted the same thing last time, somebody else changed the object.
-ANNOTATION_DIGEST = "gitops.kaito.sh/applied-digest"
-
-# Annotations that never take part in a comparison: our provenance (changes every commit, rewritten only
-# with a real change), the model's drift policy (switching it is not a change of desired state: to `report` must
-# not overwrite the hand edit it means to keep, to `correct` reverts it as drift) and what KAITO's controller
-# writes on Workspaces (FACTS.md §5.4).
-_IGNORED_ANNOTATIONS = (ANNOTATION_REVISION, ANNOTATION_DIGEST, ANNOTATION_DRIFT)
-_IGNORED_ANNOTATION_PREFIXES = ("workspace.kaito.io/",)
-
-# Metadata the server or other controllers set; never ours to compare even if a template carries it.
-_SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
-                    "deletionGracePeriodSeconds", "managedFields", "finalizers", "selfLink", "ownerReferences")
 
 if TYPE_CHECKING:  # pure data only: planning never imports the Azure side of provision/
     from gitops_kaito.provision.agentpool import PoolChange
@@ -390,137 +385,6 @@ def _replace_allowed(want: DesiredObject, policy: PlanPolicy) -> bool:
             or annotations.get(ANNOTATION_REPLACE) == "allowed")
 
 
-def wave_of(ref: ObjectRef) -> Wave:
-    if ref.kind in ("NodeClaim", "Machine"):
-        return Wave.NODES
-    if ref.kind == "Workspace":
-        return Wave.WORKLOAD
-    return Wave.CONFIG
-
-
-def digest(manifest: Manifest) -> str:
-    """A stable digest of a desired manifest, ignoring the annotations that never count as a change."""
-    return _digest_of(comparable(manifest))
-
-
-def normalise(manifest: Manifest) -> Normalised:
-    """comparable(), digest() and with_digest() of a desired manifest, from one normalisation (what
-    DesiredObject.normalised keeps)."""
-    normal = comparable(manifest)
-    stamp = _digest_of(normal)
-    return Normalised(normal, stamp, with_digest(manifest, stamp))
-
-
-def _digest_of(normalised: Any) -> str:
-    text = json.dumps(normalised, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def with_digest(manifest: Manifest, stamp: str = "") -> Manifest:
-    """The manifest plus our applied-digest annotation (`stamp`: its digest, when the caller has it already).
-    Only the metadata path is copied: the rest is shared with the desired manifest, which nothing mutates (a deep
-    copy per object was a third of plan time)."""
-    meta = dict(manifest.get("metadata") or {})
-    meta["annotations"] = {**(meta.get("annotations") or {}), ANNOTATION_DIGEST: stamp or digest(manifest)}
-    return {**manifest, "metadata": meta}
-
-
-def owned_fields(live: Manifest) -> Mapping[str, Any] | None:
-    """The fieldsV1 tree our field manager owns through apply, or None when the server keeps none."""
-    for entry in (live.get("metadata") or {}).get("managedFields") or []:
-        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
-            tree = entry.get("fieldsV1")
-            return tree if isinstance(tree, Mapping) else None
-    return None
-
-
-def applied_by_us(live: Manifest) -> bool:
-    """Whether our field manager ever applied this object; labels alone can be copied onto anything.
-
-    Like Argo CD's self-referencing tracking id, this keeps prune away from a copy of one of our objects. A server
-    that keeps no managedFields at all leaves the labels as the only evidence.
-    """
-    entries = (live.get("metadata") or {}).get("managedFields")
-    if not entries:
-        return True
-    return any(e.get("manager") == FIELD_MANAGER for e in entries if isinstance(e, Mapping))
-
-
-def foreign_owned(live: Manifest) -> list[tuple[Any, Mapping[str, Any]]]:
-    """(manager, fieldsV1 tree) of other managers' updates (kubectl edit/patch, controllers); the manager may be
-    missing."""
-    return [(e.get("manager"), e["fieldsV1"]) for e in (live.get("metadata") or {}).get("managedFields") or []
-            if e.get("manager") != FIELD_MANAGER and isinstance(e.get("fieldsV1"), Mapping)]
-
-
-def project(live: Any, desired: Any, owned: Mapping[str, Any] | None = None) -> Any:
-    """Live restricted to the paths desired has, plus paths we own but no longer want (they show as removals).
-
-    This is what keeps status, managedFields, finalizers, server defaults and other managers' fields out of
-    the diff without a list of exceptions.
-    """
-    if isinstance(desired, Mapping) and isinstance(live, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in live.items():
-            sub = owned.get(f"f:{k}") if isinstance(owned, Mapping) else None
-            if k in desired:
-                out[k] = project(v, desired[k], sub if isinstance(sub, Mapping) else None)
-            elif sub is not None:
-                out[k] = v
-        return out
-    if isinstance(desired, list) and isinstance(live, list) and len(desired) == len(live):
-        return [project(lv, dv) for lv, dv in zip(live, desired, strict=True)]
-    return live
-
-
-def comparable(manifest: Any) -> Any:
-    """Normalise for comparison: no apiVersion, nulls, empty maps, server metadata or ignored annotations.
-
-    The result's top level and metadata are new dicts; below them, what normalising leaves as it was is shared
-    with `manifest`, not copied (neither is mutated there), so the form each desired object keeps across passes
-    (objects.DesiredObject.normalised) costs little memory."""
-    cleaned = _clean(manifest)
-    if not isinstance(cleaned, dict):
-        return cleaned
-    # The top level and metadata are always new dicts: _clean may have returned the manifest's own. No apiVersion:
-    # live is read in one version per kind, and identity ignores it too.
-    cleaned = {k: v for k, v in cleaned.items() if k != "apiVersion"}
-    meta = cleaned.get("metadata")
-    if isinstance(meta, dict):
-        meta = cleaned["metadata"] = {k: v for k, v in meta.items() if k not in _SERVER_METADATA}
-        if isinstance(meta.get("annotations"), dict):
-            kept = {k: v for k, v in meta["annotations"].items()
-                    if k not in _IGNORED_ANNOTATIONS and not k.startswith(_IGNORED_ANNOTATION_PREFIXES)}
-            if kept:
-                meta["annotations"] = kept
-            else:
-                del meta["annotations"]
-    return cleaned
-
-
-def _clean(value: Any) -> Any:
-    """`value` without nulls and empty maps. A dict or list with nothing to drop is returned itself: a copy is
-    made only from the first entry that differs (most have none)."""
-    if isinstance(value, (str, int, float)):  # most values are leaves: spared the Mapping (ABC) check
-        return value
-    if isinstance(value, Mapping):
-        out: dict[str, Any] | None = None if type(value) is dict else {}
-        for i, (k, v) in enumerate(value.items()):
-            c = _clean(v)
-            keep = c is not None and not (isinstance(c, dict) and not c)
-            if out is None:
-                if keep and c is v:
-                    continue
-                out = dict(itertools.islice(value.items(), i))  # the entries before this one were kept as they are
-            if keep:
-                out[k] = c
-        return value if out is None else out
-    if isinstance(value, list):
-        items = [_clean(v) for v in value]
-        return value if all(c is v for c, v in zip(items, value, strict=True)) else items
-    return value
-
-
 def _same_as_applied(live: Manifest, desired: Manifest) -> bool:
     """Whether we want what we last applied (so a difference is drift alone): the applied digest says so, or,
     on an object applied before digests, the same revision."""
@@ -586,7 +450,7 @@ def _get(obj: Any, *path: str) -> Any:
 
 
 def immutable_changes(ref: ObjectRef, live: Manifest, live_cmp: Any, want_cmp: Any) -> tuple[str, ...]:
-    """Paths whose change the API refuses on update (KAITO's webhook, FACTS.md §4.4; Karpenter's specs)."""
+    """Paths whose change the API refuses on update (KAITO's webhook: validateUpdate in `api/v1beta1/workspace_validation.go` at v0.12.0; Karpenter's specs)."""
     if ref.kind in ("NodeClaim", "Machine") and ref.group == "karpenter.sh":
         return ("spec",) if _get(live_cmp, "spec") != _get(want_cmp, "spec") else ()
     if ref.kind != "Workspace" or ref.group != "kaito.sh":

@@ -10,7 +10,7 @@ A slot whose value is None removes its key (or list item); a mapping emptied tha
 After substitution the renderer enforces what the sync relies on, whatever a template says: the
 apiVersion and kind, the object's name and namespace, the owner labels and the source annotations.
 
-Per provisioning mode (shared/DESIGN.md):
+Per provisioning mode (README.md, "provisioning"):
 - ``kaito``: Workspace v1beta1 with resource.instanceType; KAITO provisions the nodes.
 - ``nodeclaim``: one karpenter.sh/v1 NodeClaim per node, then a bring-your-own Workspace v1beta1.
 - ``machine``: one karpenter.sh/v1alpha5 Machine per node, then a Workspace v1alpha1 (legacy KAITO).
@@ -21,7 +21,7 @@ A ConfigMap ``<name>-inference-config`` comes first whenever the request has inf
 
 Decisions worth knowing:
 - NodeClaims and Machines we own never carry KAITO's reserved labels (kaito.sh/workspace, ...,
-  FACTS.md §4.2): KAITO and gpu-provisioner treat objects with those labels as their own (KAITO counts
+  `api/v1beta1/workspace_validation.go` at v0.12.0, `api/v1beta1/labels.go`): KAITO and gpu-provisioner treat objects with those labels as their own (KAITO counts
   and deletes them, gpu-provisioner garbage-collects their agent pools). gpu-provisioner still
   launches ours, because it also accepts any NodeClaim whose nodeClassRef is kaito.sh/KaitoNodeClass.
   The price: its List() filters pools by those labels, so Karpenter's NodeClaim garbage collector may
@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from gitops_kaito.model import ownership
+from gitops_kaito.model.kaito import RESERVED_LABEL_KEYS
 from gitops_kaito.model.objects import DesiredObject, Manifest, Wave
 from gitops_kaito.model.resources import data_path
 from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file
@@ -89,12 +90,6 @@ ANNOTATION_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
 LABEL_GPU_COUNT = "nvidia.com/gpu.count"
 LABEL_GPU_MEMORY = "nvidia.com/gpu.memory"  # MiB per GPU, as GPU Feature Discovery writes it
-# Label keys KAITO reserves for the objects it creates (FACTS.md §4.2); never on objects we own.
-KAITO_RESERVED_LABELS = frozenset({
-    "kaito.sh/workspace", "kaito.sh/workspacenamespace", "kaito.sh/ragengine", "kaito.sh/ragenginenamespace",
-    "karpenter.kaito.sh/workspace-name", "karpenter.kaito.sh/workspace-namespace",
-    "karpenter.kaito.sh/inferenceset", "karpenter.kaito.sh/inferenceset-namespace",
-})
 LEGACY_PROVISIONER_LABEL = "karpenter.sh/provisioner-name"
 
 _DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -443,7 +438,7 @@ def _node_labels(model: ResolvedModel, instance: str) -> dict[str, str]:
     """Labels a GPU node of this model carries: the Workspace selector plus what KAITO reads on BYO nodes."""
     sku = model.sku
     assert sku is not None
-    labels = {k: v for k, v in _match_labels(model).items() if k not in KAITO_RESERVED_LABELS}
+    labels = {k: v for k, v in _match_labels(model).items() if k not in RESERVED_LABEL_KEYS}
     labels[LABEL_GPU_PRODUCT] = _label_value(sku.gpu_model) or "unknown"
     labels[LABEL_GPU_COUNT] = str(int(sku.gpu_count))
     labels[LABEL_GPU_MEMORY] = str(round(float(sku.gpu_memory_per_gpu_gib) * 1024))
@@ -516,7 +511,7 @@ def _finish(template: Template, manifest: Manifest, slots: Mapping[str, Any], mo
     labels = {**_string_map(meta.get("labels")), **_owner_labels(model, instance)}
     annotations = {**_string_map(meta.get("annotations")), **_source_annotations(model, revision)}
     if kind in ("NodeClaim", "Machine"):
-        reserved = sorted(KAITO_RESERVED_LABELS & labels.keys())
+        reserved = sorted(RESERVED_LABEL_KEYS & labels.keys())
         if reserved:
             raise _fail(template, ("metadata", "labels"),
                         f"{kind}s owned by gitops-kaito must not carry KAITO's reserved label(s) "

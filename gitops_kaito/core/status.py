@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from gitops_kaito.core.health import INVALID, SUSPENDED, ModelHealth
+from gitops_kaito.core.health import ModelHealth
+from gitops_kaito.model.states import ModelState
 
 STATUS_MD = "STATUS.md"
 HEADER = "# Written by gitops-kaito after each sync pass. Do not edit: the next pass overwrites it.\n"
@@ -64,7 +65,7 @@ class ModelReport:
     model_id: str
     namespace: str
     name: str
-    state: str
+    state: str  # a ModelState value, as plain text (it is written to YAML)
     reason: str = ""
     message: str = ""
     sku: str | None = None
@@ -94,7 +95,7 @@ def report_from_health(namespace: str, name: str, health: ModelHealth, *, model_
                        endpoint_check: EndpointCheck = EndpointCheck(),
                        drift: Sequence[DriftEntry] = ()) -> ModelReport:
     return ModelReport(
-        model_id=model_id or f"{namespace}.{name}", namespace=namespace, name=name, state=health.state,
+        model_id=model_id or f"{namespace}.{name}", namespace=namespace, name=name, state=str(health.state),
         reason=health.reason, message=health.message, sku=sku, nodes=nodes, gpus=gpus,
         price_per_hour=price_per_hour, endpoint=health.endpoint, endpoint_check=endpoint_check,
         conditions=tuple((c.type, c.status, c.reason, c.message) for c in health.conditions),
@@ -281,7 +282,7 @@ class GpuCost:
 
 def gpu_cost(reports: Sequence[ModelReport]) -> GpuCost | None:
     """None when no model holds nodes; Invalid and Suspended models hold none."""
-    holding = [r for r in reports if r.state not in (INVALID, SUSPENDED) and r.nodes]
+    holding = [r for r in reports if r.state not in (ModelState.INVALID, ModelState.SUSPENDED) and r.nodes]
     if not holding:
         return None
     priced = [r for r in holding if r.price_per_hour is not None]

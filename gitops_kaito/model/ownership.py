@@ -27,6 +27,9 @@ DEFAULT_INSTANCE = "default"
 ANNOTATION_REVISION = "gitops.kaito.sh/revision"  # "<branch>@sha1:<sha>" of the source commit
 ANNOTATION_SOURCE_PATH = "gitops.kaito.sh/source-path"  # models/<ns>/<name>.yaml
 ANNOTATION_PRUNE = "gitops.kaito.sh/prune"  # "disabled" opts an object out of prune
+ANNOTATION_DRIFT = "gitops.kaito.sh/drift"
+DRIFT_CORRECT = "correct"
+DRIFT_REPORT = "report"
 ANNOTATION_REPLACE = "gitops.kaito.sh/replace"  # "allowed" lets an immutable change delete and recreate
 
 OWNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"  # every instance's objects

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_kaito.model.ownership import DEFAULT_INSTANCE, LABEL_MODEL
+from gitops_kaito.model.states import PoolState
 from gitops_kaito.provision import agentpool as ap
 from gitops_kaito.provision.agentpool import DesiredAgentPool, LivePool, PoolChange, ResolvedModelLike
 from gitops_kaito.provision.aks import AksSettings, AksSettingsError, AzureSettingsLike, merge_settings
@@ -104,12 +105,12 @@ class PoolRunner:
         """Carry out the changes prepare() planned (not planned again); returns one provisioner.PoolOutcome per
         pool (an error outcome per model when the pools could not even be listed). `prune` False (the prune guard
         refused) leaves out the plan's deletes of pools no model wants, as planning without prune would."""
-        from gitops_kaito.provision.provisioner import FAILED, PoolOutcome
+        from gitops_kaito.provision.provisioner import PoolOutcome
 
-        invalid = tuple(PoolOutcome(ap.pool_name(mid), mid, "unknown", FAILED, INVALID_POOL, why)
+        invalid = tuple(PoolOutcome(ap.pool_name(mid), mid, "unknown", PoolState.FAILED, INVALID_POOL, why)
                         for mid, why in plan.invalid)
         if plan.settings is None or plan.live is None:
-            return tuple(PoolOutcome(d.name, d.model_id, "unknown", FAILED, "AksNotReachable", plan.error,
+            return tuple(PoolOutcome(d.name, d.model_id, "unknown", PoolState.FAILED, "AksNotReachable", plan.error,
                                      vm_size=d.vm_size, count=d.count) for d in plan.desired) + invalid
         # plan_pools gives a pool no model wants (delete, or wait while it is deleting) no desired pool.
         changes = plan.changes if prune else tuple(c for c in plan.changes if c.desired is not None)
@@ -146,18 +147,16 @@ def gate(outcome: Any | None, want_nodes: int, ready: int) -> str:
 
 def pool_summary(outcome: Any) -> dict[str, Any]:
     """A PoolOutcome in the shape health.agent_pool_info reads (for the model's status node phases)."""
-    from gitops_kaito.provision import provisioner as pv
 
-    state = {pv.READY: "Succeeded", pv.DELETED: "Deleting", pv.IN_PROGRESS: outcome.provisioning_state or "Creating",
-             pv.PLANNED: "Planned", pv.BLOCKED: outcome.provisioning_state or "Succeeded"}.get(outcome.state, "Failed")
+    state = {PoolState.READY: "Succeeded", PoolState.DELETED: "Deleting", PoolState.IN_PROGRESS: outcome.provisioning_state or "Creating",
+             PoolState.PLANNED: "Planned", PoolState.BLOCKED: outcome.provisioning_state or "Succeeded"}.get(outcome.state, "Failed")
     message = f"{outcome.code}: {outcome.message}" if outcome.code else outcome.message
     return {"name": outcome.pool, "provisioningState": state, "count": outcome.count, "message": message}
 
 
 def failed(outcome: Any) -> bool:
-    from gitops_kaito.provision import provisioner as pv
 
-    return bool(outcome.state in (pv.FAILED, pv.AUTH_FAILED, pv.CONFLICT, pv.THROTTLED))
+    return bool(outcome.state in (PoolState.FAILED, PoolState.AUTH_FAILED, PoolState.CONFLICT, PoolState.THROTTLED))
 
 
 __all__ = ["AKS", "INVALID_POOL", "PoolPlan", "PoolRunner", "aks_models", "failed", "gate", "pool_summary",

@@ -18,20 +18,10 @@ from azure.core.exceptions import (
 )
 
 from gitops_kaito.model.ownership import DEFAULT_INSTANCE
+from gitops_kaito.model.states import PoolState
 from gitops_kaito.provision import agentpool as ap
 from gitops_kaito.provision.agentpool import DesiredAgentPool, LivePool, PoolChange, plan_pools
 from gitops_kaito.provision.aks import AksSettings, live_pool, make_client
-
-# Outcome states.
-READY = "Ready"  # the pool exists, Succeeded, and matches
-IN_PROGRESS = "InProgress"  # an operation (ours or someone's) is running; wait
-FAILED = "Failed"  # Azure refused or the operation failed; `code` says why
-THROTTLED = "Throttled"  # 429 beyond what this pass waits for
-AUTH_FAILED = "AuthFailed"  # credentials rejected or unavailable: not retried within the pass
-BLOCKED = "Blocked"  # a replace is needed and the replace policy does not allow it
-CONFLICT = "Conflict"  # the pool name is taken by a pool that is not ours
-DELETED = "Deleted"
-PLANNED = "Planned"  # dry run
 
 _IN_PROGRESS_TEXT = "in progress"
 _WRAPPER_CODES = frozenset({"InvalidTemplateDeployment", "DeploymentFailed", "MultipleErrorsOccurred"})
@@ -54,7 +44,7 @@ class PoolOutcome:
 
     @property
     def ready(self) -> bool:
-        return self.state == READY
+        return self.state == PoolState.READY
 
 
 @dataclass
@@ -166,7 +156,7 @@ class AgentPoolProvisioner:
                 outcomes[change.pool] = self._error_outcome(change, err)
             except AzureError as err:
                 outcomes[change.pool] = self._error_outcome(change, err)
-            if change.pool in self._pending and outcomes[change.pool].state == IN_PROGRESS:
+            if change.pool in self._pending and outcomes[change.pool].state == PoolState.IN_PROGRESS:
                 started.append(change.pool)
         if wait_s > 0 and started and auth_error is None:
             self._wait(started, outcomes, self._clock() + wait_s)
@@ -176,19 +166,19 @@ class AgentPoolProvisioner:
         action = change.action
         if action == ap.NOOP:
             self._failures.pop(change.pool, None)
-            return _outcome(change, READY)
+            return _outcome(change, PoolState.READY)
         if action == ap.WAIT:
-            return _outcome(change, IN_PROGRESS, message=f"waiting: {', '.join(change.reasons)}")
+            return _outcome(change, PoolState.IN_PROGRESS, message=f"waiting: {', '.join(change.reasons)}")
         if action == ap.CONFLICT:
-            return _outcome(change, CONFLICT, code="PoolNameTaken", message="; ".join(change.reasons))
+            return _outcome(change, PoolState.CONFLICT, code="PoolNameTaken", message="; ".join(change.reasons))
         if action == ap.REPLACE and not allow_replace:
-            return _outcome(change, BLOCKED, code="ReplaceRequired",
+            return _outcome(change, PoolState.BLOCKED, code="ReplaceRequired",
                             message="; ".join(change.reasons) + "; the replace policy is manual, so the pool is left as it is")
         backoff = self._in_backoff(change)
         if backoff is not None:
             return backoff
         if dry_run:
-            return _outcome(change, PLANNED, message="; ".join(change.reasons))
+            return _outcome(change, PoolState.PLANNED, message="; ".join(change.reasons))
         s = self.settings
         pools = self.client.agent_pools
         if action in (ap.CREATE, ap.SCALE, ap.UPDATE, ap.RETRY):
@@ -197,17 +187,17 @@ class AgentPoolProvisioner:
             poller = self._call(lambda: pools.begin_create_or_update(
                 s.resource_group, s.cluster_name, change.pool, body, polling_interval=s.polling_interval_s))
             self._pending[change.pool] = _Pending(change, poller, "put", revision)
-            return _outcome(change, IN_PROGRESS, message=f"{action} started: " + "; ".join(change.reasons))
+            return _outcome(change, PoolState.IN_PROGRESS, message=f"{action} started: " + "; ".join(change.reasons))
         if action in (ap.REPLACE, ap.DELETE):
             try:
                 poller = self._call(lambda: pools.begin_delete(
                     s.resource_group, s.cluster_name, change.pool, polling_interval=s.polling_interval_s))
             except ResourceNotFoundError:
-                return _outcome(change, DELETED if action == ap.DELETE else IN_PROGRESS,
+                return _outcome(change, PoolState.DELETED if action == ap.DELETE else PoolState.IN_PROGRESS,
                                 message="the pool was already gone")
             self._pending[change.pool] = _Pending(change, poller, "delete", revision)
             what = ("deleting the pool to recreate it: " if action == ap.REPLACE else "deleting: ") + "; ".join(change.reasons)
-            return _outcome(change, IN_PROGRESS, message=what)
+            return _outcome(change, PoolState.IN_PROGRESS, message=what)
         raise AssertionError(f"unknown pool action {action!r}")
 
     def _in_backoff(self, change: PoolChange) -> PoolOutcome | None:
@@ -218,7 +208,7 @@ class AgentPoolProvisioner:
         left = self._retry_failed_after_s - (self._clock() - failure.at)
         if left <= 0:
             return None
-        return _outcome(change, FAILED, code=failure.code, message=f"{failure.message} (next attempt in {left:.0f}s)")
+        return _outcome(change, PoolState.FAILED, code=failure.code, message=f"{failure.message} (next attempt in {left:.0f}s)")
 
     def _wait(self, started: list[str], outcomes: dict[str, PoolOutcome], deadline: float) -> None:
         """Wait for this pass's operations together (they poll in their own threads) until the deadline."""
@@ -240,7 +230,7 @@ class AgentPoolProvisioner:
             if outcome is not None:
                 outcomes[name] = outcome
             follow_up = pending.change
-            if (follow_up.action == ap.REPLACE and outcome is not None and outcome.state == IN_PROGRESS
+            if (follow_up.action == ap.REPLACE and outcome is not None and outcome.state == PoolState.IN_PROGRESS
                     and self._clock() < deadline and follow_up.desired is not None):
                 # The old pool is gone: create the new one within the same bound.
                 create = PoolChange(ap.CREATE, follow_up.pool, follow_up.model_id, follow_up.vm_size, follow_up.count,
@@ -285,12 +275,12 @@ class AgentPoolProvisioner:
             return self._error_outcome(change, err)
         if pending.kind == "delete":
             if change.action == ap.REPLACE:
-                return _outcome(change, IN_PROGRESS, message="old pool deleted; creating the new one")
-            return _outcome(change, DELETED)
+                return _outcome(change, PoolState.IN_PROGRESS, message="old pool deleted; creating the new one")
+            return _outcome(change, PoolState.DELETED)
         self._failures.pop(name, None)
         state = str(getattr(result, "provisioning_state", "") or "Succeeded")
         return PoolOutcome(change.pool, change.model_id, change.action,
-                           READY if state.lower() == "succeeded" else IN_PROGRESS,
+                           PoolState.READY if state.lower() == "succeeded" else PoolState.IN_PROGRESS,
                            provisioning_state=state, vm_size=change.vm_size, count=change.count)
 
     # --- errors ----------------------------------------------------------------------------------------
@@ -315,17 +305,17 @@ class AgentPoolProvisioner:
             message = f"{context}: {message}"
         status = getattr(err, "status_code", None)
         if isinstance(err, ClientAuthenticationError):
-            return _outcome(change, AUTH_FAILED, code=code or "AuthenticationFailed", message=message)
+            return _outcome(change, PoolState.AUTH_FAILED, code=code or "AuthenticationFailed", message=message)
         if status == 409 and _IN_PROGRESS_TEXT in message.lower():
             # AKS is already running an operation on this pool (maybe one we started before a restart): wait for it.
-            return _outcome(change, IN_PROGRESS, code=code, message=f"operation in progress, waiting: {message}")
+            return _outcome(change, PoolState.IN_PROGRESS, code=code, message=f"operation in progress, waiting: {message}")
         if status == 429:
             response = getattr(err, "response", None)
-            return _outcome(change, THROTTLED, code=code or "TooManyRequests", message=message,
+            return _outcome(change, PoolState.THROTTLED, code=code or "TooManyRequests", message=message,
                             retry_after_s=_retry_after(err) if response is not None else None)
         if change.desired is not None or change.action in (ap.DELETE, ap.REPLACE):
             self._failures[change.pool] = _Failure(code, message, self._clock(), change.desired)
-        return _outcome(change, FAILED, code=code, message=message)
+        return _outcome(change, PoolState.FAILED, code=code, message=message)
 
 
 def error_code(err: AzureError) -> str:

@@ -16,28 +16,15 @@ from gitops_kaito.adapters.kube import KubeError
 from gitops_kaito.core.plan import Action, Change, Plan, node_ready
 from gitops_kaito.model.objects import Manifest, ObjectRef, Wave
 from gitops_kaito.model.ownership import LABEL_MANAGED_BY, MANAGED_BY_VALUE
+from gitops_kaito.model.states import APPLY_PRIORITY, ObjectStatus, Outcome
 
 # Model outcomes of one apply, most important first (a model shows the first that applies).
-FAILED = "Failed"
-BLOCKED = "Blocked"
-REPLACING = "Replacing"
-ABANDONED = "Abandoned"  # the pass stopped before reaching this model's objects (leadership lost, stopping)
-PROVISIONING = "Provisioning"
-PRUNED = "Pruned"
-APPLIED = "Applied"
-UNCHANGED = "Unchanged"
-_PRIORITY = (FAILED, BLOCKED, REPLACING, ABANDONED, PROVISIONING, PRUNED, APPLIED, UNCHANGED)
 
 # Namespaces a model names are created when missing (never pruned: see namespace_manifest).
 ANNOTATION_CREATED_BY = "gitops.kaito.sh/created-by"
 ABANDONED_MESSAGE = "abandoned: lost leadership / stopping"
 
 # What happened to one object.
-DONE = "done"
-ERROR = "failed"
-SKIPPED = "skipped"
-WAITING = "waiting"
-DRY_RUN = "dry-run"
 
 
 class KubeOps(Protocol):
@@ -67,7 +54,7 @@ class ModelOutcome:
 
     @property
     def writes(self) -> int:
-        return sum(1 for o in self.objects if o.result == DONE)
+        return sum(1 for o in self.objects if o.result == ObjectStatus.DONE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,52 +102,52 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
 
     def record(change: Change, result: str, message: str = "") -> None:
         results.append(ObjectResult(change.ref, change.model_id, change.action, result, message, change.drift))
-        if result == ERROR:
+        if result == ObjectStatus.ERROR:
             failed_models.add(change.model_id)
 
     for wave in Wave:  # blocked prunes (the guard) pass through here too, recorded as skipped with the reason
         abandoned = abandoned or not go_on()
         for change in (c for c in plan.changes if c.wave == wave and c.action != Action.DELETE):
             if abandoned and change.writes:
-                record(change, SKIPPED, ABANDONED_MESSAGE)
+                record(change, ObjectStatus.SKIPPED, ABANDONED_MESSAGE)
                 continue
             if change.action in (Action.NOOP, Action.BLOCKED):
-                record(change, SKIPPED, change.reason)
+                record(change, ObjectStatus.SKIPPED, change.reason)
                 continue
             if change.model_id in failed_models:
-                record(change, SKIPPED, "not applied: an earlier object of this model failed")
+                record(change, ObjectStatus.SKIPPED, "not applied: an earlier object of this model failed")
                 continue
             if wave == Wave.WORKLOAD and change.action != Action.UPDATE:
                 waiting = gates.get(change.model_id) or _nodes_waiting(plan, change.model_id, written_nodes)
                 if waiting:
-                    record(change, WAITING, waiting)
+                    record(change, ObjectStatus.WAITING, waiting)
                     continue
             try:
                 message = _write(change, kube, options, clock, sleep)
             except Exception as err:  # a per-object failure must not stop the other models
-                record(change, ERROR, _describe(err))
+                record(change, ObjectStatus.ERROR, _describe(err))
                 continue
             if wave == Wave.NODES and change.action in (Action.CREATE, Action.REPLACE):
                 written_nodes.add(change.model_id)
-            record(change, WAITING if message else (DRY_RUN if options.dry_run else DONE), message)
+            record(change, ObjectStatus.WAITING if message else (ObjectStatus.DRY_RUN if options.dry_run else ObjectStatus.DONE), message)
 
     abandoned = abandoned or not go_on()
     for change in (c for c in plan.changes if c.action == Action.DELETE):
         if abandoned:
-            record(change, SKIPPED, ABANDONED_MESSAGE)
+            record(change, ObjectStatus.SKIPPED, ABANDONED_MESSAGE)
             continue
         if options.dry_run:
-            record(change, DRY_RUN, change.reason)
+            record(change, ObjectStatus.DRY_RUN, change.reason)
             continue
         try:
             kube.delete(change.ref)
         except Exception as err:
-            record(change, ERROR, _describe(err))
+            record(change, ObjectStatus.ERROR, _describe(err))
             continue
-        record(change, DONE, change.reason)
+        record(change, ObjectStatus.DONE, change.reason)
     if not options.dry_run:
         # Kubernetes Events on the Workspaces changed (best effort, never fails the pass).
-        done = {(r.ref, r.action) for r in results if r.result == DONE}
+        done = {(r.ref, r.action) for r in results if r.result == ObjectStatus.DONE}
         record_changes(kube, [c for c in plan.changes if (c.ref, c.action) in done])
         if not abandoned and go_on():  # a replica that lost its Lease must not write even an Event
             record_drift(kube, plan.drift_reported)  # DriftDetected, once per drift a connection first sees
@@ -234,7 +221,7 @@ def _summarise(results: Iterable[ObjectResult]) -> ApplyResult:
     for r in results:
         by_model.setdefault(r.model_id, []).append(r)
     outcomes = tuple(_outcome(m, tuple(rs)) for m, rs in sorted(by_model.items()))
-    done = [r for r in results if r.result == DONE]
+    done = [r for r in results if r.result == ObjectStatus.DONE]
     return ApplyResult(
         outcomes=outcomes,
         created=sum(1 for r in done if r.action == Action.CREATE),
@@ -242,38 +229,38 @@ def _summarise(results: Iterable[ObjectResult]) -> ApplyResult:
         replaced=sum(1 for r in done if r.action == Action.REPLACE),
         pruned=sum(1 for r in done if r.action == Action.DELETE),
         drift_corrected=sum(1 for r in done if r.drift and r.action == Action.UPDATE),
-        failed=sum(1 for r in results if r.result == ERROR),
+        failed=sum(1 for r in results if r.result == ObjectStatus.ERROR),
     )
 
 
 def _outcome(model_id: str, objects: tuple[ObjectResult, ...]) -> ModelOutcome:
     candidates: list[tuple[str, str]] = []
     for o in objects:
-        if o.result == ERROR:
-            candidates.append((FAILED, f"{o.ref}: {o.message}"))
+        if o.result == ObjectStatus.ERROR:
+            candidates.append((Outcome.FAILED, f"{o.ref}: {o.message}"))
         elif o.action == Action.BLOCKED:
-            candidates.append((BLOCKED, f"{o.ref}: {o.message}"))
-        elif o.result == SKIPPED and o.message == ABANDONED_MESSAGE:
-            candidates.append((ABANDONED, f"{o.ref}: not written: {o.message}"))
-        elif o.result == WAITING and o.action == Action.REPLACE:
-            candidates.append((REPLACING, f"{o.ref}: {o.message}"))
-        elif o.result == WAITING:
-            candidates.append((PROVISIONING, f"{o.ref}: {o.message}"))
+            candidates.append((Outcome.BLOCKED, f"{o.ref}: {o.message}"))
+        elif o.result == ObjectStatus.SKIPPED and o.message == ABANDONED_MESSAGE:
+            candidates.append((Outcome.ABANDONED, f"{o.ref}: not written: {o.message}"))
+        elif o.result == ObjectStatus.WAITING and o.action == Action.REPLACE:
+            candidates.append((Outcome.REPLACING, f"{o.ref}: {o.message}"))
+        elif o.result == ObjectStatus.WAITING:
+            candidates.append((Outcome.PROVISIONING, f"{o.ref}: {o.message}"))
         elif o.action == Action.NOOP and o.message.startswith("being deleted"):
-            candidates.append((REPLACING, f"{o.ref}: {o.message}"))
-        elif o.result in (DONE, DRY_RUN) and o.action == Action.DELETE:
-            candidates.append((PRUNED, o.message))
-        elif o.result in (DONE, DRY_RUN):
-            written = sum(1 for x in objects if x.result in (DONE, DRY_RUN))
-            drifted = [str(x.ref) for x in objects if x.drift and x.result in (DONE, DRY_RUN)]
-            candidates.append((APPLIED, f"{written} object(s) written"
+            candidates.append((Outcome.REPLACING, f"{o.ref}: {o.message}"))
+        elif o.result in (ObjectStatus.DONE, ObjectStatus.DRY_RUN) and o.action == Action.DELETE:
+            candidates.append((Outcome.PRUNED, o.message))
+        elif o.result in (ObjectStatus.DONE, ObjectStatus.DRY_RUN):
+            written = sum(1 for x in objects if x.result in (ObjectStatus.DONE, ObjectStatus.DRY_RUN))
+            drifted = [str(x.ref) for x in objects if x.drift and x.result in (ObjectStatus.DONE, ObjectStatus.DRY_RUN)]
+            candidates.append((Outcome.APPLIED, f"{written} object(s) written"
                                + (f"; drift corrected: {', '.join(drifted)}" if drifted else "")))
     # Drift left in place: the model's state stays what the rest says, its message names the objects.
     reported = "; ".join(f"{o.ref}: {o.message}" for o in objects
-                         if o.drift and o.action == Action.NOOP and o.result == SKIPPED)
+                         if o.drift and o.action == Action.NOOP and o.result == ObjectStatus.SKIPPED)
     if not candidates:
-        return ModelOutcome(model_id, UNCHANGED, reported or "up to date", objects)
-    if any(s == PRUNED for s, _ in candidates) and any(s == APPLIED for s, _ in candidates):
-        candidates = [c for c in candidates if c[0] != PRUNED]  # a stale object of a kept model
-    state, message = min(candidates, key=lambda c: _PRIORITY.index(c[0]))
+        return ModelOutcome(model_id, Outcome.UNCHANGED, reported or "up to date", objects)
+    if any(s == Outcome.PRUNED for s, _ in candidates) and any(s == Outcome.APPLIED for s, _ in candidates):
+        candidates = [c for c in candidates if c[0] != Outcome.PRUNED]  # a stale object of a kept model
+    state, message = min(candidates, key=lambda c: APPLY_PRIORITY.index(c[0]))
     return ModelOutcome(model_id, state, f"{message}; {reported}" if reported else message, objects)

@@ -36,14 +36,13 @@ from gitops_kaito.core.status import (
     report_from_health,
     summary_line,
 )
+from gitops_kaito.model.kaito import KAITO_WORKSPACE_NS_LABEL, NODE_KINDS
 from gitops_kaito.model.ownership import DEFAULT_INSTANCE, LABEL_MODEL
+from gitops_kaito.model.states import Outcome, model_state
 from gitops_kaito.provision.pools import PoolRunner, pool_summary
-from gitops_kaito.reconcile import apply as applying
 from gitops_kaito.reconcile.desiredcache import DesiredCache, tree_fingerprint
 from gitops_kaito.reconcile.sync import (
-    INVALID,
     KAITO_WORKSPACE_LABEL,
-    SUSPENDED,
     PassResult,
     read_live_state,
     run_pass,
@@ -59,8 +58,6 @@ log = logging.getLogger(__name__)
 PAUSE_AT_ENV = "GITOPS_KAITO_TEST_PAUSE_AT"
 PAUSE_FILE_ENV = "GITOPS_KAITO_TEST_PAUSE_FILE"
 
-KAITO_WORKSPACE_NS_LABEL = "kaito.sh/workspacenamespace"
-NODE_KINDS = ("NodeClaim", "Machine")
 
 
 @dataclass(frozen=True)
@@ -90,7 +87,7 @@ EndpointChecker = Callable[[Any, str, str], EndpointCheck]
 
 
 def default_endpoint_check(api_client: Any, namespace: str, name: str) -> EndpointCheck:
-    """GET /v1/models through the API server's service proxy (port name http, FACTS.md §7)."""
+    """GET /v1/models through the API server's service proxy (port name http, `pkg/workspace/manifests/manifests.go` at v0.12.0)."""
     from gitops_kaito.adapters import endpoint
 
     found = endpoint.check_models(api_client, namespace, name)
@@ -137,7 +134,7 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
         author = settings.author or Author(config.status.author_name, config.status.author_email)
         reported = {r.model_id for r in reports}
         pruned = sorted(o.model_id for o in result.outcomes
-                        if o.state == applying.PRUNED and o.model_id not in reported)
+                        if o.state == Outcome.PRUNED and o.model_id not in reported)
 
         def build(previous: Mapping[str, str]) -> Mapping[str, str]:
             files = render_files(reports, previous, stamp, keep_revision=unwritten_models(reports, result),
@@ -170,7 +167,7 @@ def git_source(settings: GitSyncSettings, timeout_s: float = DEFAULT_TIMEOUT_S) 
 def pass_problems(result: PassResult) -> list[str]:
     """The pass's errors that no single model's row shows (a broken gitops-kaito.yaml or template override,
     the prune guard), in the order the pass met them."""
-    own = [o.path + ":" for o in result.outcomes if o.state == INVALID and o.path]
+    own = [o.path + ":" for o in result.outcomes if o.state == Outcome.INVALID and o.path]
     problems = [e for e in result.errors if not any(e.startswith(prefix) for prefix in own)]
     if result.plan.prune_refused:
         problems.append(result.plan.prune_refused)
@@ -212,7 +209,7 @@ def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints
     reports = []
     for outcome in result.outcomes:
         mid = outcome.model_id
-        if outcome.state == applying.PRUNED and mid not in rendered:
+        if outcome.state == Outcome.PRUNED and mid not in rendered:
             continue
         model = outcome.model or (rendered[mid].model if mid in rendered else None)
         ns, name = _split(mid, model)
@@ -220,13 +217,14 @@ def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints
         pools = [pool_summary(outcome.pool)] if outcome.pool is not None else []
         h = health.assess(
             ws, nodes.get(mid, ()), pools,
-            invalid=outcome.message if outcome.state == INVALID else None,
-            blocked=outcome.message if outcome.state == applying.BLOCKED else None,
-            suspended=outcome.state == SUSPENDED,
+            invalid=outcome.message if outcome.state == Outcome.INVALID else None,
+            blocked=outcome.message if outcome.state == Outcome.BLOCKED else None,
+            suspended=outcome.state == Outcome.SUSPENDED,
         )
-        last_error = outcome.message if outcome.state == applying.FAILED else None
-        if outcome.state == applying.FAILED and h.state in (health.PENDING, health.PROVISIONING):
-            h = health.ModelHealth(health.FAILED, "ApplyFailed", outcome.message, h.conditions, h.nodes,
+        last_error = outcome.message if outcome.state == Outcome.FAILED else None
+        state = model_state(outcome.state, h.state)
+        if state != h.state:  # the pass's failed write says more than the cluster can yet
+            h = health.ModelHealth(state, "ApplyFailed", outcome.message, h.conditions, h.nodes,
                                    h.endpoint, h.inference_ready)
         check = EndpointCheck()
         if check_endpoints and h.inference_ready:

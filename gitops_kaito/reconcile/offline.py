@@ -17,8 +17,8 @@ from typing import Any
 
 import git
 
-from gitops_kaito.core.plan import Plan, PlanPolicy, make_plan, with_digest
-from gitops_kaito.model.objects import DesiredObject, Manifest
+from gitops_kaito.core.plan import Plan, PlanPolicy, make_plan
+from gitops_kaito.model.objects import DesiredObject, Manifest, with_digest
 from gitops_kaito.model.ownership import FIELD_MANAGER
 from gitops_kaito.provision.agentpool import TAG_REVISION, DesiredAgentPool, LivePool, PoolChange, model_pools
 from gitops_kaito.provision.pools import AKS

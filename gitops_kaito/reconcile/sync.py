@@ -16,12 +16,21 @@ from typing import TYPE_CHECKING
 from gitops_kaito.adapters.kube import MANAGED_KINDS, WORKSPACE_VERSIONS, Kube, KubeError
 from gitops_kaito.core.plan import Action, Change, Plan, PlanPolicy, key_of, make_plan
 from gitops_kaito.core.render import RenderedModel, Template, load_templates, render_model, repo_templates_dir
+from gitops_kaito.model.kaito import KAITO_WORKSPACE_LABEL, NODE_KINDS
 from gitops_kaito.model.objects import DesiredObject, Manifest, ObjectRef
-from gitops_kaito.model.ownership import ANNOTATION_REPLACE, DEFAULT_INSTANCE, instance_of, instance_selector
+from gitops_kaito.model.ownership import (
+    ANNOTATION_DRIFT,
+    ANNOTATION_REPLACE,
+    DEFAULT_INSTANCE,
+    DRIFT_CORRECT,
+    DRIFT_REPORT,
+    instance_of,
+    instance_selector,
+)
+from gitops_kaito.model.states import Outcome, PoolState
 from gitops_kaito.reconcile import apply as applying
 from gitops_kaito.repo.config import Scope
 from gitops_kaito.repo.loader import load_repository
-from gitops_kaito.repo.modelrequest import ANNOTATION_DRIFT, DRIFT_CORRECT, DRIFT_REPORT
 from gitops_kaito.repo.resolve import RepoLoad, ResolvedModel
 from gitops_kaito.repo.yamlsource import SourceError
 
@@ -31,10 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INVALID = "Invalid"  # the model's file failed to load or render: nothing of it is touched
-SUSPENDED = "Suspended"
-NODE_KINDS = ("NodeClaim", "Machine")
-KAITO_WORKSPACE_LABEL = "kaito.sh/workspace"  # on the NodeClaims/Machines KAITO creates for a Workspace
 
 
 class SyncError(Exception):
@@ -82,7 +87,7 @@ class PassResult(applying.ChangeCounts):
     @property
     def ok(self) -> bool:
         return (not self.errors and self.failed == 0 and not self.plan.prune_refused
-                and not any(o.state == applying.FAILED for o in self.outcomes))
+                and not any(o.state == Outcome.FAILED for o in self.outcomes))
 
     def outcome(self, model_id: str) -> ModelResult | None:
         return next((o for o in self.outcomes if o.model_id == model_id), None)
@@ -424,11 +429,11 @@ def _with_pool(result: ModelResult, pool: PoolOutcome | None) -> ModelResult:
                                                     f" ({pool.message})" if pool.message else "")
     state, message = result.state, result.message
     if failed(pool):
-        state, message = applying.FAILED, text
-    elif pool.state == "Blocked" and state not in (applying.FAILED,):
-        state, message = applying.BLOCKED, text
-    elif state in (applying.UNCHANGED, applying.APPLIED) and not pool.ready and pool.state != "Deleted":
-        state, message = applying.PROVISIONING, text
+        state, message = Outcome.FAILED, text
+    elif pool.state == PoolState.BLOCKED and state not in (Outcome.FAILED,):
+        state, message = Outcome.BLOCKED, text
+    elif state in (Outcome.UNCHANGED, Outcome.APPLIED) and not pool.ready and pool.state != PoolState.DELETED:
+        state, message = Outcome.PROVISIONING, text
     elif not pool.ready:
         message = f"{message}; {text}"
     return dataclasses.replace(result, state=state, message=message, pool=pool)
@@ -438,7 +443,7 @@ def _outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult,
               pools: Sequence[PoolOutcome] = ()) -> tuple[ModelResult, ...]:
     results = _object_outcomes(desired, plan, applied, {p.model_id for p in pools})
     by_model = {p.model_id: p for p in pools}
-    return tuple(_with_pool(r, by_model.get(r.model_id)) if r.state != INVALID else r for r in results)
+    return tuple(_with_pool(r, by_model.get(r.model_id)) if r.state != Outcome.INVALID else r for r in results)
 
 
 def _object_outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult,
@@ -455,16 +460,16 @@ def _object_outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult
             (e.path for e in desired.load.errors if e.model_id == mid), "")
         changes = plan.for_model(mid)
         if mid in invalid:
-            out.append(ModelResult(mid, INVALID, f"not applied, nothing pruned: {invalid[mid]}", path, changes))
+            out.append(ModelResult(mid, Outcome.INVALID, f"not applied, nothing pruned: {invalid[mid]}", path, changes))
             continue
         outcome = by_id.get(mid)
-        state, message = (outcome.state, outcome.message) if outcome else (applying.UNCHANGED, "up to date")
-        if rendered is not None and rendered.suspended and state in (applying.UNCHANGED, applying.PRUNED):
-            state, message = SUSPENDED, "suspended: its objects are removed" if changes else "suspended"
-        if rendered is None and state == applying.PRUNED:
+        state, message = (outcome.state, outcome.message) if outcome else (Outcome.UNCHANGED, "up to date")
+        if rendered is not None and rendered.suspended and state in (Outcome.UNCHANGED, Outcome.PRUNED):
+            state, message = Outcome.SUSPENDED, "suspended: its objects are removed" if changes else "suspended"
+        if rendered is None and state == Outcome.PRUNED:
             message = "removed from the repository: " + message if not message.startswith("model removed") else message
         if rendered is None and outcome is None:  # only its agent pool was left
-            state, message = applying.PRUNED, "removed from the repository"
+            state, message = Outcome.PRUNED, "removed from the repository"
         out.append(ModelResult(mid, state, message, path, changes, model))
     return tuple(out)
 

@@ -23,7 +23,7 @@ PRESET_STATUSES = ("supported", "deprecated", "removed")
 
 GIB = 1024**3
 
-# KAITO v0.12.0 vLLM NodeEstimator (pkg/workspace/estimator/nodesestimator, FACTS.md §5.4). The constants are
+# KAITO v0.12.0 vLLM NodeEstimator (`pkg/workspace/estimator/nodesestimator/estimator.go` at v0.12.0). The constants are
 # KAITO's, not ours: changing them makes our node counts disagree with what KAITO will create.
 GPU_MEMORY_UTILIZATION = 0.84
 BASE_OVERHEAD_GIB = 2.3
@@ -37,9 +37,9 @@ DEFAULT_MAX_MODEL_LEN = 2048
 # 2 x 8 x H100) while refusing absurd answers such as a 600 GiB model over many 24 GiB GPUs.
 MAX_NODES = 8
 
-# A Hugging Face model outside the catalog (KAITO v0.12.0 accepts any preset name containing '/', FACTS.md §2).
+# A Hugging Face model outside the catalog (KAITO v0.12.0 accepts any preset name containing '/': `pkg/utils/plugin/plugin.go` at v0.12.0).
 # KAITO requests this much NodeClaim storage when it does not know the model (pkg/workspace/resource/node_claim.go,
-# FACTS.md §5.2), and its vLLM image serves the model under the lowercase repository name (NewGenerator).
+# `pkg/workspace/resource/node_claim.go` at v0.12.0), and its vLLM image serves the model under the lowercase repository name (NewGenerator).
 UNKNOWN_MODEL_DISK_GIB = 1024
 UNCATALOGED_FAMILY = "huggingface"
 # How close (difflib ratio, case-insensitive) an uncataloged id may come to a catalog id before it reads as a typo.
@@ -311,7 +311,7 @@ def rank(fit: Fit) -> tuple[Any, ...]:
 
 
 def estimate_fit(preset: Preset, sku: GpuSku, max_model_len: int | None = None) -> Fit:
-    """KAITO v0.12.0's NodeEstimator, computed in bytes as KAITO does (FACTS.md §5.4).
+    """KAITO v0.12.0's NodeEstimator, computed in bytes as KAITO does (`pkg/workspace/estimator/nodesestimator/estimator.go` at v0.12.0).
 
     per-GPU available = (node GPU memory / GPU count) x 0.84
     reserve           = 2.3 GiB + maxModelLen x BytesPerToken / GPU count

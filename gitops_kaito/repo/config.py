@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,19 +19,63 @@ from typing import Any
 import jsonschema
 import yaml
 
-from gitops_kaito.model.ownership import DEFAULT_INSTANCE, is_dns_label
+from gitops_kaito.model.ownership import DEFAULT_INSTANCE, DRIFT_CORRECT, is_dns_label
 from gitops_kaito.model.resources import data_path
 from gitops_kaito.repo.catalog import Catalog, load_catalog
-from gitops_kaito.repo.modelrequest import DRIFT_CORRECT, dotted
+from gitops_kaito.repo.modelrequest import API_VERSION, dotted
 from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file
 
 CONFIG_FILE = "gitops-kaito.yaml"
-API_VERSION = "gitops.kaito.sh/v1alpha1"
 KIND = "Config"
 MAX_CONFIG_BYTES = 64 * 1024
 # Folders the status writer must never commit into: a status commit touching models/ or templates/ would count as
 # a change of desired state and start a feedback loop.
 RESERVED_STATUS_ROOTS = ("models", "templates", ".git")
+
+
+# Setting values shared by this file's `daemon:` section and the daemon's flags/env (service.settings).
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def parse_duration(text: str | float | int) -> float:
+    """'90', '90s', '5m', '1h', '250ms' -> seconds."""
+    if isinstance(text, int | float):
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise SettingsError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h)")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+MAX_SCHEDULE_S = 7 * 24 * 3600.0
+
+
+MIN_INTERVAL_S = 1.0
+
+
+def schedulable(name: str, text: str) -> float:
+    """A duration the scheduler can add to a datetime: a huge one (the schema only checks the form) overflowed; an
+    interval also at least MIN_INTERVAL_S. Both `run` and `validate` (gitops-kaito.yaml's daemon:) check with this."""
+    seconds = parse_duration(text)
+    if seconds > MAX_SCHEDULE_S:
+        raise SettingsError(f"{name} {text!r} is longer than 7 days")
+    if name == "interval" and seconds < MIN_INTERVAL_S:
+        raise SettingsError(f"interval {text!r} is shorter than {MIN_INTERVAL_S:g}s")
+    return seconds
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SettingsError(f"--listen takes HOST:PORT, got {text!r}")
+    if int(port) > 65535:  # binding it would raise OverflowError, not an error the service reports
+        raise SettingsError(f"--listen port {int(port)} is not a port (0-65535), in {text!r}")
+    return host or "0.0.0.0", int(port)
 
 
 @dataclass(frozen=True)
@@ -287,12 +332,6 @@ def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> Rep
 def _daemon(doc: LocatedDoc) -> DaemonConfig:
     """The schema has checked the forms (durations, HOST:PORT, names); the values are checked here as the daemon
     will (at most 7 days, a real port), so `validate` refuses what `run` would. An empty string counts as not set."""
-    from gitops_kaito.service.settings import (  # settings imports this module
-        SettingsError,
-        parse_listen,
-        schedulable,
-    )
-
     daemon = doc.data.get("daemon") or {}
     for key in ("interval", "jitter", "listen"):
         if not daemon.get(key):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gitops_kaito.model.ownership import is_dns_label, model_id
 from gitops_kaito.repo.catalog import Catalog, load_catalog
-from gitops_kaito.repo.config import RepoConfig, Scope, load_config, recover_scope
+from gitops_kaito.repo.config import CONFIG_FILE, RepoConfig, Scope, load_config, recover_scope
 from gitops_kaito.repo.modelrequest import LoadError, ModelRequest, request_from_document, validate_document
 from gitops_kaito.repo.resolve import RepoLoad, ResolvedModel, ResolveError, resolve_request
 from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file
@@ -23,7 +23,6 @@ from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file
 __all__ = ["MODELS_DIR", "RepoLoad", "load_repository"]
 
 MODELS_DIR = "models"
-CONFIG_FILE = "gitops-kaito.yaml"
 SUFFIXES = (".yaml", ".yml")
 
 

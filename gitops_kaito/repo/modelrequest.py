@@ -24,13 +24,10 @@ API_VERSION = "gitops.kaito.sh/v1alpha1"
 KIND = "ModelDeployment"
 RUNTIMES = ("vllm", "transformers")
 PROVISIONING_MODES = ("kaito", "nodeclaim", "machine", "aks", "byo")
-MAX_ADAPTERS = 10  # KAITO webhook rule (FACTS.md §4.2.9)
+MAX_ADAPTERS = 10  # KAITO webhook rule (`api/v1beta1/workspace_validation.go` at v0.12.0)
 
 # A model's own drift policy, overriding gitops-kaito.yaml's `drift:` for that model's objects: "correct" reverts a
 # hand edit of a field gitops-kaito manages on the next pass, "report" leaves it in place and reports it.
-ANNOTATION_DRIFT = "gitops.kaito.sh/drift"
-DRIFT_CORRECT = "correct"
-DRIFT_REPORT = "report"
 
 
 @dataclass(frozen=True)

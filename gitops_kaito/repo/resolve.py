@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gitops_kaito.model.kaito import KAITO_VERSION, RESERVED_LABEL_KEYS
 from gitops_kaito.repo.catalog import (
     Catalog,
     Fit,
@@ -27,16 +28,9 @@ from gitops_kaito.repo.modelrequest import MAX_ADAPTERS, LoadError, ModelRequest
 
 log = logging.getLogger(__name__)
 
-# KAITO drops these from a labelSelector and rejects a matchLabels made only of them (FACTS.md §4.2.3).
-RESERVED_LABEL_KEYS = frozenset({
-    "kaito.sh/workspace", "kaito.sh/workspacenamespace", "kaito.sh/ragengine", "kaito.sh/ragenginenamespace",
-    "karpenter.kaito.sh/workspace-name", "karpenter.kaito.sh/workspace-namespace",
-    "karpenter.kaito.sh/inferenceset", "karpenter.kaito.sh/inferenceset-namespace",
-})
 # Modes where a GPU SKU must be known: KAITO (NAP) needs instanceType, and the reconciler creates the nodes itself
 # in the others. byo is the only mode that can go without one.
 MODES_NEEDING_SKU = ("kaito", "nodeclaim", "machine", "aks")
-KAITO_VERSION = "v0.12.0"
 # Shown by validate, render and plan next to a model outside the catalog (resolve_request accepted it as a Hugging
 # Face id): nothing here checked that it exists, fits its SKU, or that KAITO's generator can serve it.
 UNCATALOGED_NOTE = (f"not in KAITO {KAITO_VERSION}'s catalog: KAITO generates it from Hugging Face (best effort); "
@@ -123,7 +117,7 @@ def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig)
 
 def model_preset(model: str, catalog: Catalog, allow_uncataloged: bool = False) -> Preset:
     """The preset spec.model names: a catalog preset (name, alias or HF id, any case), else a Hugging Face id
-    org/name that KAITO v0.12.0 generates itself (FACTS.md §2: any name containing '/' passes IsValidPreset).
+    org/name that KAITO v0.12.0 generates itself (any name containing '/' passes IsValidPreset, `pkg/utils/plugin/plugin.go` at v0.12.0).
     Raises ResolveError on spec.model: an unknown name without '/' (with close names), a removed preset, an id
     the Hub would refuse, or an id so close to a catalog id that it is likely a typo (unless allow_uncataloged)."""
     # An org/name the catalog does not know never asks catalog.preset: its UnknownPreset would compute the close
@@ -133,7 +127,7 @@ def model_preset(model: str, catalog: Catalog, allow_uncataloged: bool = False) 
             return catalog.preset(model)
         except RemovedPreset as err:  # its message names the replacement
             # KAITO v0.12 refuses a removed preset's short name, but any org/name passes its check as a model it
-            # generates from Hugging Face (FACTS.md §2): with the explicit opt-in, deploy the id as such.
+            # generates from Hugging Face (`pkg/utils/plugin/plugin.go` at v0.12.0): with the explicit opt-in, deploy the id as such.
             removed_by_id = "/" in model and err.preset.status == "removed" and hf_repo_id_problem(model) is None
             if removed_by_id and allow_uncataloged:
                 return uncataloged_preset(model)
@@ -160,7 +154,7 @@ def model_preset(model: str, catalog: Catalog, allow_uncataloged: bool = False) 
 
 def _check_runtime(request: ModelRequest, preset: Preset) -> None:
     if not preset.cataloged and request.provisioning == "machine":
-        # Generating a preset from Hugging Face came with KAITO v0.11.0 (FACTS.md §2); machine mode is for <= v0.4.1.
+        # Generating a preset from Hugging Face came with KAITO v0.11.0 (kaito-project/kaito#1977); machine mode is for <= v0.4.1.
         raise ResolveError(("spec", "model"), f"{preset.name} is not in KAITO {KAITO_VERSION}'s catalog, and machine "
                            "mode targets legacy KAITO (<= v0.4.1), which cannot generate a model from Hugging Face: "
                            "use provisioning kaito, nodeclaim, aks or byo")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from gitops_kaito.core.health import STATES
+from gitops_kaito.model.states import ModelState
 
 
 @dataclass
@@ -76,7 +76,7 @@ class Metrics:
         self._drift_kinds |= set(counts)
 
     def set_model_states(self, counts: Mapping[str, int]) -> None:
-        for state in STATES:
+        for state in ModelState:
             self.models.labels(state=state).set(counts.get(state, 0))
 
     def render(self) -> bytes:

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from gitops_kaito.core.status import ModelReport, scrub, scrubbed, short_revision
+from gitops_kaito.model.states import TROUBLE, ModelState
+from gitops_kaito.model.states import Outcome as PassOutcome
 from gitops_kaito.service.webhooks import GENERIC_SIGNATURE_HEADER, sign
 
 if TYPE_CHECKING:  # only the shape: the pure part never runs a pass
@@ -38,11 +40,8 @@ RECOVERED = "recovered"
 REMOVED = "removed"
 EVENTS = (DEPLOYED, FAILED_EVENT, DEGRADED, RECOVERED, REMOVED)
 
-READY = "Ready"
-FAILURE_STATES = frozenset({"Failed", "Blocked", "Invalid"})
 # Invalid and Blocked carry a constant reason code; what tells one of their failures from another is the message.
 _MESSAGE_IS_REASON = frozenset({"Blocked", "Invalid"})
-PRUNED_OUTCOME = "Pruned"  # apply.PRUNED: imported by value so this module stays free of the apply machinery
 
 BATCH_OVER = 10  # more events than this in one pass go out as one request per sink
 _TEXT_LINES = 20  # event lines in one Slack/Teams batch message; the rest are counted
@@ -100,8 +99,8 @@ def seed(reports: Iterable[ModelReport], written: Collection[str] = ()) -> dict[
     """
     out = {}
     for r in reports:
-        deployed = r.revision if r.state == READY and r.model_id not in written else ""
-        failure = failure_key(r) if r.state in FAILURE_STATES else ""
+        deployed = r.revision if r.state == ModelState.READY and r.model_id not in written else ""
+        failure = failure_key(r) if r.state in TROUBLE else ""
         out[r.model_id] = Tracked(r.state, r.revision, deployed, failure)
     return out
 
@@ -125,17 +124,17 @@ def decide(previous: Mapping[str, Tracked] | None, reports: Sequence[ModelReport
         now = Tracked(r.state, rev, before.deployed if before else "", before.failure if before else "")
         was = before.state if before else None
         kind = ""
-        if r.state == READY:
+        if r.state == ModelState.READY:
             now = replace(now, failure="")
             if r.model_id not in written and rev != now.deployed:
                 kind, now = DEPLOYED, replace(now, deployed=rev)
-            elif was is not None and was != READY and rev == now.deployed:
+            elif was is not None and was != ModelState.READY and rev == now.deployed:
                 kind = RECOVERED  # back to Ready at the revision already announced: the "all clear" after a page
-        elif r.state in FAILURE_STATES:
+        elif r.state in TROUBLE:
             key = failure_key(r)
             if key != now.failure:
                 kind, now = FAILED_EVENT, replace(now, failure=key)
-        elif was == READY:
+        elif was == ModelState.READY:
             kind = DEGRADED
         if kind:
             # A failure names the revision that could not be applied; the others the one the model runs (or ran).
@@ -167,7 +166,7 @@ def written_models(result: PassResult) -> set[str]:
 
 
 def pruned_models(result: PassResult) -> set[str]:
-    return {o.model_id for o in result.outcomes if o.state == PRUNED_OUTCOME}
+    return {o.model_id for o in result.outcomes if o.state == PassOutcome.PRUNED}
 
 
 # -- pure: what goes on the wire -----------------------------------------------------------------

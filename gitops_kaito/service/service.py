@@ -20,8 +20,8 @@ from gitops_kaito.adapters.kube import Kube, KubeError
 from gitops_kaito.adapters.writeback import WritebackError
 from gitops_kaito.core.plan import Action, reported_drift_counts
 from gitops_kaito.core.status import gpu_cost
+from gitops_kaito.model.states import Outcome
 from gitops_kaito.provision.pools import PoolRunner
-from gitops_kaito.reconcile import apply as applying
 from gitops_kaito.reconcile.desiredcache import DesiredCache
 from gitops_kaito.reconcile.gitsync import (
     GitPassResult,
@@ -72,7 +72,7 @@ def git_settings(settings: RunSettings) -> GitSyncSettings:
 def record_pass(metrics: Metrics, done: GitPassResult) -> None:
     """Feed one pass's outcome into the Prometheus metrics."""
     result = done.sync
-    failed = {o.model_id for o in result.outcomes if o.state == applying.FAILED}
+    failed = {o.model_id for o in result.outcomes if o.state == Outcome.FAILED}
     if not result.dry_run:
         for change in result.plan.pending:
             name = _ACTION_NAMES.get(change.action)
@@ -102,6 +102,36 @@ def build_notifier(settings: RunSettings, metrics: Metrics, sender: Sender | Non
 
     sink = Sink(settings.notify_url.strip(), settings.notify_format, settings.notify_secret())
     return Notifier([sink], sender or Sender(count), cluster=settings.notify_cluster or settings.context)
+
+
+def startup_settings(settings: RunSettings, git: GitSyncSettings) -> RunSettings:
+    """The settings to start with: the repository's `daemon:` under flags and environment.
+
+    The listener must answer its probes soon, so the fetch is bounded (STARTUP_FETCH_TIMEOUT_S); past that, or
+    with the remote down, the clone cached by an earlier run is read; without one, flags, environment and
+    defaults apply and the first pass reports any difference.
+    """
+    if not settings.defaulted:
+        return settings
+    source = git_source(git, timeout_s=STARTUP_FETCH_TIMEOUT_S)
+    try:
+        root = source.fetch().path
+    except GitSourceError as err:
+        log.warning("cannot fetch gitops-kaito.yaml before starting (%s); reading the cached clone", err)
+        root = source.path
+    config = read_config(root) if (root / ".git").exists() else RepoConfig()
+    if config is None:
+        log.warning("gitops-kaito.yaml is broken, so flags, environment and defaults apply; the pass says why")
+        return settings
+    try:
+        out = settings.with_repo(config.daemon, config.instance)
+    except SettingsError as err:
+        log.warning("%s; flags, environment and defaults apply", err)
+        return settings
+    for name in (f.name for f in dataclasses.fields(DaemonConfig)):
+        if getattr(out, name) != getattr(settings, name):
+            log.warning("%s %s (from gitops-kaito.yaml)", name, getattr(out, name))
+    return out
 
 
 class GitPass:
@@ -165,75 +195,67 @@ class GitPass:
 class Service:
     """Start/stop everything `gitops-kaito run` runs; `url` is where the listener answers.
 
-    Settings no flag or environment variable set come from the followed repository's `daemon:` (RunSettings.with_repo):
-    read once before the listener binds, then again after every pass (interval, jitter and log format follow it live).
+    The constructor only keeps the parts it is given; `Service.build` does the I/O that makes them (connect to the
+    cluster, read the repository's `daemon:` settings, bind the listener). Settings no flag or environment variable
+    set come from the followed repository's `daemon:` (RunSettings.with_repo): read once before the listener binds,
+    then again after every pass (interval, jitter and log format follow it live).
     """
 
-    def __init__(self, settings: RunSettings, *, daemon_settings: DaemonSettings | None = None,
-                 lease: LeaseSettings | None = None, kube: Kube | None = None,
-                 pools: PoolRunner | None = None) -> None:
-        self.base_settings = settings  # flags, environment, defaults: what the repository's values go over
-        self.metrics = Metrics()
-        self.notifier = build_notifier(settings, self.metrics)  # checked before anything connects
+    def __init__(self, settings: RunSettings, *, base_settings: RunSettings, metrics: Metrics,
+                 notifier: Notifier | None, kube: Kube, git: GitPass, daemon: Daemon,
+                 elector: LeaderElector | None, listener: Listener) -> None:
+        self.settings = settings  # what runs now: base_settings under the repository's daemon: values
+        self.base_settings = base_settings  # flags, environment, defaults: what the repository's values go over
+        self.metrics = metrics
+        self.notifier = notifier
+        self.kube = kube
+        self.git = git
+        self.daemon = daemon
+        self.elector = elector
+        self.listener = listener
         self._started = False
         self._restart_noted: set[tuple[str, Any]] = set()
-        self.kube = kube or Kube.connect(settings.kubeconfig or None, settings.context or None)
-        self.git = GitPass(git_settings(settings), self.kube, self.metrics, settings.allow_mass_prune, pools,
-                           on_config=self._repo_config, notifier=self.notifier)
-        settings = self.settings = self._startup_settings(settings)
-        if settings.log_format != self.base_settings.log_format:
+
+    @classmethod
+    def build(cls, settings: RunSettings, *, daemon_settings: DaemonSettings | None = None,
+              lease: LeaseSettings | None = None, kube: Kube | None = None,
+              pools: PoolRunner | None = None) -> Service:
+        """Connect, read the repository's start-up settings, elect, bind: everything `run` needs, not yet started."""
+        base = settings
+        metrics = Metrics()
+        notifier = build_notifier(settings, metrics)  # checked before anything connects
+        kube = kube or Kube.connect(settings.kubeconfig or None, settings.context or None)
+        git = GitPass(git_settings(settings), kube, metrics, settings.allow_mass_prune, pools, notifier=notifier)
+        settings = startup_settings(settings, git.settings)
+        if settings.log_format != base.log_format:
             set_format(settings.log_format)
-        self.elector: LeaderElector | None = None
+        elector: LeaderElector | None = None
         if settings.leader_election:
             lease = lease or LeaseSettings(name=settings.lease_name, namespace=settings.lease_namespace)
-            self.elector = LeaderElector(client.CoordinationV1Api(self.kube.api_client), lease,
-                                         on_change=self._leadership)
-        self.daemon = Daemon(daemon_settings or DaemonSettings(interval_s=settings.interval_s,
-                                                               jitter_s=settings.jitter_s),
-                             self.git, self.metrics, self.elector)
+            elector = LeaderElector(client.CoordinationV1Api(kube.api_client), lease)
+        daemon = Daemon(daemon_settings or DaemonSettings(interval_s=settings.interval_s, jitter_s=settings.jitter_s),
+                        git, metrics, elector)
+        running = settings
         hooks = ListenerHooks(
-            branch=lambda: settings.branch, secret=settings.webhook_secret(), trigger=self.daemon.trigger,
-            healthy=self.daemon.health, ready=self.daemon.readiness, metrics=self.metrics)
+            branch=lambda: running.branch, secret=settings.webhook_secret(), trigger=daemon.trigger,
+            healthy=daemon.health, ready=daemon.readiness, metrics=metrics)
         try:
-            self.listener = Listener(*settings.listen_address, hooks)
+            listener = Listener(*settings.listen_address, hooks)
         except OSError as err:
-            if settings.listen == self.base_settings.listen:
+            if settings.listen == base.listen:
                 raise
             # The repository's address (busy, not on this host): failing here would fail every start, before a
             # pass could read the fix. The operator's own address is bound instead.
             log.warning("cannot listen on %s from gitops-kaito.yaml (%s); listening on %s instead", settings.listen,
-                        err, self.base_settings.listen)
-            self.listener = Listener(*self.base_settings.listen_address, hooks)
-            settings = self.settings = dataclasses.replace(settings, listen=self.base_settings.listen)
-
-    def _startup_settings(self, settings: RunSettings) -> RunSettings:
-        """The settings to start with: the repository's `daemon:` under flags and environment.
-
-        The listener must answer its probes soon, so the fetch is bounded (STARTUP_FETCH_TIMEOUT_S); past that, or
-        with the remote down, the clone cached by an earlier run is read; without one, flags, environment and
-        defaults apply and the first pass reports any difference.
-        """
-        if not settings.defaulted:
-            return settings
-        source = git_source(self.git.settings, timeout_s=STARTUP_FETCH_TIMEOUT_S)
-        try:
-            root = source.fetch().path
-        except GitSourceError as err:
-            log.warning("cannot fetch gitops-kaito.yaml before starting (%s); reading the cached clone", err)
-            root = source.path
-        config = read_config(root) if (root / ".git").exists() else RepoConfig()
-        if config is None:
-            log.warning("gitops-kaito.yaml is broken, so flags, environment and defaults apply; the pass says why")
-            return settings
-        try:
-            out = settings.with_repo(config.daemon, config.instance)
-        except SettingsError as err:
-            log.warning("%s; flags, environment and defaults apply", err)
-            return settings
-        for name in (f.name for f in dataclasses.fields(DaemonConfig)):
-            if getattr(out, name) != getattr(settings, name):
-                log.warning("%s %s (from gitops-kaito.yaml)", name, getattr(out, name))
-        return out
+                        err, base.listen)
+            listener = Listener(*base.listen_address, hooks)
+            settings = dataclasses.replace(settings, listen=base.listen)
+        service = cls(settings, base_settings=base, metrics=metrics, notifier=notifier, kube=kube, git=git,
+                      daemon=daemon, elector=elector, listener=listener)
+        git.on_config = service._repo_config
+        if elector is not None:
+            elector.on_change = service._leadership
+        return service
 
     def _repo_config(self, config: RepoConfig) -> None:
         """After a pass: follow a changed `daemon:` where that can be done live; say so where it needs a restart."""

@@ -5,7 +5,6 @@ repository's gitops-kaito.yaml (`daemon:`), then defaults. One frozen dataclass:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -13,54 +12,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gitops_kaito.model.ownership import DEFAULT_INSTANCE
-from gitops_kaito.repo.config import DaemonConfig, Scope, check_instance, normalize_scope_path
+from gitops_kaito.repo.config import (
+    DaemonConfig,
+    Scope,
+    SettingsError,
+    check_instance,
+    normalize_scope_path,
+    parse_listen,
+    schedulable,
+)
 
 ENV_PREFIX = "GITOPS_KAITO_"
 NOTIFY_FORMATS = ("generic", "slack", "teams")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-
-
-class SettingsError(ValueError):
-    pass
-
-
-def parse_duration(text: str | float | int) -> float:
-    """'90', '90s', '5m', '1h', '250ms' -> seconds."""
-    if isinstance(text, int | float):
-        return float(text)
-    match = _DURATION.match(text)
-    if not match:
-        raise SettingsError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h)")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
-
-
-MAX_SCHEDULE_S = 7 * 24 * 3600.0
-
-
-MIN_INTERVAL_S = 1.0
-
-
-def schedulable(name: str, text: str) -> float:
-    """A duration the scheduler can add to a datetime: a huge one (the schema only checks the form) overflowed; an
-    interval also at least MIN_INTERVAL_S. Both `run` and `validate` (gitops-kaito.yaml's daemon:) check with this."""
-    seconds = parse_duration(text)
-    if seconds > MAX_SCHEDULE_S:
-        raise SettingsError(f"{name} {text!r} is longer than 7 days")
-    if name == "interval" and seconds < MIN_INTERVAL_S:
-        raise SettingsError(f"interval {text!r} is shorter than {MIN_INTERVAL_S:g}s")
-    return seconds
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise SettingsError(f"--listen takes HOST:PORT, got {text!r}")
-    if int(port) > 65535:  # binding it would raise OverflowError, not an error the service reports
-        raise SettingsError(f"--listen port {int(port)} is not a port (0-65535), in {text!r}")
-    return host or "0.0.0.0", int(port)
-
-
 def read_secret_file(name: str, what: str) -> bytes:
     """An HMAC key from a file (a mounted Secret): at least 16 bytes, surrounding whitespace dropped."""
     path = Path(name)

@@ -3,10 +3,10 @@
 When the catalog is unavailable or does not know a name, conservative defaults keep the sandbox running.
 
 A preset name the catalog does not know, such as an arbitrary Hugging Face id org/name (KAITO v0.12.0 accepts any
-name containing '/' and generates the model from Hugging Face, FACTS.md section 2), is a model of unknown size:
+name containing '/' and generates the model from Hugging Face: `pkg/utils/plugin/plugin.go` IsValidPreset at v0.12.0), is a model of unknown size:
 - node count (estimate_nodes): the Workspace's resource.count, else 1. An approximation: real KAITO runs its
   NodeEstimator on the size it reads from the model's Hugging Face metadata, which the sandbox never fetches;
-- disk (disk_request): 1024Gi, KAITO's NodeClaim storage request for a model it does not know (FACTS.md 5.2);
+- disk (disk_request): 1024Gi, KAITO's NodeClaim storage request for a model it does not know (`pkg/workspace/resource/node_claim.go` at v0.12.0);
 - served name (served_model_name): the lowercase repository name after '/', as KAITO's generator sets it.
 """
 
@@ -75,7 +75,7 @@ def gpu_shape(instance_type: str) -> GpuShape:
 
 
 def served_model_name(preset_name: str) -> str:
-    """vLLM's --served-model-name: the lowercase HF repo suffix (FACTS.md section 2)."""
+    """vLLM's --served-model-name: the lowercase HF repo suffix (`presets/workspace/generator/generator.go` at v0.12.0)."""
     preset = _find_preset(preset_name)
     served = str(preset.served_name) if preset is not None else ""
     if served:

@@ -1,8 +1,8 @@
 """Simulated KAITO workspace controller: NodeClaims (auto-provisioning) or matching GPU Nodes (BYO), Services,
-and the Workspace conditions in KAITO's order (FACTS.md sections 5.2, 5.4, 5.5 and 7); Workspaces written
+and the Workspace conditions in KAITO's order (KAITO v0.12.0: `pkg/workspace/controllers/workspace_controller.go`, `pkg/utils/nodeclaim/nodeclaim.go`, `pkg/workspace/manifests/manifests.go`); Workspaces written
 through kaito.sh/v1alpha1 are handled as legacy KAITO (<= v0.4.1) handled them, with Machines.
 
-Legacy KAITO (FACTS.md history "Machine -> NodeClaim" and appendix "legacy Machine"), for kaito.sh/v1alpha1:
+Legacy KAITO (v0.1.0 to v0.4.1, before kaito-project/kaito#806: `pkg/machine/machine.go`), for kaito.sh/v1alpha1:
 - Nodes: resource.count of them (no estimator, no status.targetNodeCount). Ready, not deleting Nodes that
   match resource.labelSelector.matchLabels and carry node.kubernetes.io/instance-type = resource.instanceType
   are used first (preferredNodes, then the previous workerNodes, then nodes with kaito.sh/machine-type, then by
@@ -18,7 +18,7 @@ Approximations, stated openly:
   (resource, inference, tuning) was written through kaito.sh/v1alpha1 (one cluster runs one KAITO; the
   sandbox serves both versions of one CRD). A v1alpha1 Workspace in a nap or byo sandbox is legacy alike:
   legacy KAITO had no BYO mode.
-- Legacy reasons where FACTS.md is silent (KAITO's workspace controller before #806, v0.3): MachineReady Unknown
+- Legacy reasons not documented upstream (KAITO's workspace controller before #806, v0.3): MachineReady Unknown
   CreateMachinePending "creating N machines" while its Machines come up, True installNodePluginsSuccess once
   enough nodes are in use (also when none had to be created, as legacy KAITO did); a Machine that fails to
   launch gives MachineReady=False checkMachineStatusFailed, ResourceReady=False workspaceResourceStatusFailed
@@ -389,7 +389,7 @@ class KaitoController(Controller):
         return delay
 
     def _machine(self, ws: dict[str, Any]) -> dict[str, Any]:
-        """A karpenter.sh/v1alpha5 Machine as legacy KAITO generated it (FACTS.md appendix)."""
+        """A karpenter.sh/v1alpha5 Machine as legacy KAITO generated it (`pkg/machine/machine.go` before kaito-project/kaito#806)."""
         meta = ws["metadata"]
         name, ns = meta["name"], meta["namespace"]
         resource = ws.get("resource") or {}
