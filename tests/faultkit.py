@@ -22,7 +22,7 @@ import yaml
 from kubernetes import client
 
 from gitops_kaito.adapters.gitsource import GitAuth, GitSource, SourceSpec
-from gitops_kaito.adapters.kube import Kube, RetryPolicy
+from gitops_kaito.adapters.kube import ApiRetry, Kube
 from gitops_kaito.model.ownership import LABEL_MODEL
 from gitops_kaito.reconcile.gitsync import GitPassResult, GitSyncSettings, run_git_pass
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
@@ -33,7 +33,7 @@ from tests.gitfixtures import Developer, make_remote, model_file
 UA = "gitops-kaito/"
 WRITES = ("create", "update", "patch", "delete", "deletecollection")
 # Fast retries: the suite tests what is retried, not how long the real backoff waits.
-FAST_RETRY = RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.05, max_retry_after_s=0.05,
+FAST_RETRY = ApiRetry(attempts=4, base_delay_s=0.01, max_delay_s=0.05, max_retry_after_s=0.05,
                          request_timeout_s=2.0)
 # Server-managed metadata that differs between two clusters holding the same desired state.
 _VOLATILE_META = ("uid", "resourceVersion", "creationTimestamp", "managedFields", "generation",
@@ -135,7 +135,7 @@ class KubeWorld:
     """The emulator with our CRDs and namespace `ml` (no simulated controllers: nothing moves but the reconciler),
     a repository directory, the reconciler's Kube client through a CutProxy, and an admin client straight to it."""
 
-    def __init__(self, tmp: Path, *, retry: RetryPolicy = FAST_RETRY, sleep: Any = None) -> None:
+    def __init__(self, tmp: Path, *, retry: ApiRetry = FAST_RETRY, sleep: Any = None) -> None:
         self._sandbox = Sandbox(SandboxSettings(controllers=False, namespaces=("ml",))).start()
         self.server: ApiServer = self._sandbox.server
         self.proxy = CutProxy(self.server.port)

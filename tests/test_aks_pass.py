@@ -16,12 +16,12 @@ import pytest
 from kubernetes import client
 
 from gitops_kaito.adapters.kube import Kube
-from gitops_kaito.cli.plan import markdown_parts, plan_json, write_text
+from gitops_kaito.core.report import markdown_parts, plan_json, write_text
 from gitops_kaito.model.ownership import LABEL_MODEL
 from gitops_kaito.provision.agentpool import pool_name
 from gitops_kaito.provision.aks import StaticTokenCredential
 from gitops_kaito.provision.pools import PoolRunner
-from gitops_kaito.reconcile.gitsync import assess_models
+from gitops_kaito.reconcile.assess import assess_models
 from gitops_kaito.reconcile.sync import PassResult, plan_repository, run_pass
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmFault, KubeNodeApi, NodeBridge

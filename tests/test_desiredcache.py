@@ -13,9 +13,10 @@ from pathlib import Path
 import git
 import pytest
 
+from gitops_kaito.core.render import Desired
 from gitops_kaito.reconcile.desiredcache import DesiredCache, stat_fingerprint, tree_fingerprint
 from gitops_kaito.reconcile.gitsync import run_git_pass
-from gitops_kaito.reconcile.sync import Desired, load_desired
+from gitops_kaito.reconcile.sync import load_desired
 from gitops_kaito.repo.config import Scope
 from gitops_kaito.service.daemon import PassContext
 from gitops_kaito.service.metrics import Metrics

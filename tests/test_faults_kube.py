@@ -87,10 +87,10 @@ def test_429_retry_after_is_honoured_and_capped(tmp_path: Path) -> None:
     Checks: the client waits what the server asked (capped by max_retry_after_s, so a hostile 3600 cannot
     stall the daemon), then the pass succeeds; the waits are recorded, not slept."""
     slept: list[float] = []
-    from gitops_kaito.adapters.kube import RetryPolicy
+    from gitops_kaito.adapters.kube import ApiRetry
 
     w = KubeWorld(tmp_path, sleep=slept.append,
-                  retry=RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.05, max_retry_after_s=30.0,
+                  retry=ApiRetry(attempts=4, base_delay_s=0.01, max_delay_s=0.05, max_retry_after_s=30.0,
                                     request_timeout_s=2.0))
     try:
         w.models(MODELS)
@@ -106,11 +106,11 @@ def test_429_retry_after_is_honoured_and_capped(tmp_path: Path) -> None:
 
 def test_timeout_beyond_the_client_deadline_is_retried(tmp_path: Path) -> None:
     """Fault: the server holds qwen's apply for 5 s, beyond the client's 0.3 s request deadline, then drops it.
-    Checks: the client gives up on that request (RetryPolicy.request_timeout_s) and retries instead of hanging,
+    Checks: the client gives up on that request (ApiRetry.request_timeout_s) and retries instead of hanging,
     and the pass succeeds with every object written."""
-    from gitops_kaito.adapters.kube import RetryPolicy
+    from gitops_kaito.adapters.kube import ApiRetry
 
-    w = KubeWorld(tmp_path, retry=RetryPolicy(attempts=4, base_delay_s=0.01, max_delay_s=0.05,
+    w = KubeWorld(tmp_path, retry=ApiRetry(attempts=4, base_delay_s=0.01, max_delay_s=0.05,
                                               request_timeout_s=0.3))
     try:
         w.models(MODELS)
@@ -126,12 +126,12 @@ def test_timeout_beyond_the_client_deadline_is_retried(tmp_path: Path) -> None:
 
 def test_discovery_that_never_answers_times_out_and_the_next_pass_recovers(tmp_path: Path) -> None:
     """Fault: the server accepts the discovery request (GET /apis) and holds it far beyond the client's deadline.
-    Checks: discovery is bounded by RetryPolicy.request_timeout_s like every other call (the dynamic client passes
+    Checks: discovery is bounded by ApiRetry.request_timeout_s like every other call (the dynamic client passes
     no deadline of its own), is retried, and the pass then fails with one clear error instead of hanging; once
     discovery answers again the next pass converges."""
-    from gitops_kaito.adapters.kube import RetryPolicy
+    from gitops_kaito.adapters.kube import ApiRetry
 
-    w = KubeWorld(tmp_path, retry=RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.05,
+    w = KubeWorld(tmp_path, retry=ApiRetry(attempts=2, base_delay_s=0.01, max_delay_s=0.05,
                                               request_timeout_s=0.3))
     try:
         w.models(MODELS)

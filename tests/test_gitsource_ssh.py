@@ -27,7 +27,7 @@ from gitops_kaito.adapters.gitsource import (
     is_ssh_url,
     ssh_command,
 )
-from gitops_kaito.adapters.kube import Kube, RetryPolicy
+from gitops_kaito.adapters.kube import ApiRetry, Kube
 from gitops_kaito.cli import build_parser, main
 from gitops_kaito.cli.run import settings_from_args
 from gitops_kaito.reconcile.gitsync import GitSyncSettings, run_git_pass
@@ -242,7 +242,7 @@ def test_run_settings_from_env_and_flags_fetch_over_ssh(ssh_server: SshServer, r
 @pytest.fixture
 def kube(cluster: ClusterTarget) -> Iterator[Kube]:
     k = Kube.connect(cluster.kubeconfig, context=cluster.context,
-                     retry=RetryPolicy(base_delay_s=0.01, max_delay_s=0.05))
+                     retry=ApiRetry(base_delay_s=0.01, max_delay_s=0.05))
     try:
         yield k
     finally:

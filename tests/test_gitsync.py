@@ -19,7 +19,7 @@ import yaml
 from kubernetes import client
 
 from gitops_kaito.adapters.history import model_history
-from gitops_kaito.adapters.kube import Kube, RetryPolicy
+from gitops_kaito.adapters.kube import ApiRetry, Kube
 from gitops_kaito.cli import main
 from gitops_kaito.core.status import DriftEntry, EndpointCheck
 from gitops_kaito.reconcile.gitsync import GitPassResult, GitSyncSettings, run_git_pass
@@ -106,7 +106,7 @@ class World:
 @pytest.fixture
 def world(kaito_cluster: ClusterTarget, tmp_path: Path) -> Iterator[World]:
     kube = Kube.connect(kaito_cluster.kubeconfig, context=kaito_cluster.context,
-                        retry=RetryPolicy(base_delay_s=0.01, max_delay_s=0.05))
+                        retry=ApiRetry(base_delay_s=0.01, max_delay_s=0.05))
     admin = kaito_cluster.api_client("test-admin/1.0")
     remote = make_remote(tmp_path)
     dev = Developer(remote, tmp_path / "dev")

@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from gitops_kaito.adapters.history import revisions_applied
-from gitops_kaito.adapters.kube import Kube, RetryPolicy
+from gitops_kaito.adapters.kube import ApiRetry, Kube
 from gitops_kaito.cli import main
 from gitops_kaito.core.plan import Action, make_plan
 from gitops_kaito.core.status import other_instances_files
@@ -264,7 +264,7 @@ class Cluster:
         assert target.emulator is not None
         self.target = target
         self.server = target.emulator
-        self.kube = Kube.connect(target.kubeconfig, retry=RetryPolicy(base_delay_s=0.01, max_delay_s=0.05))
+        self.kube = Kube.connect(target.kubeconfig, retry=ApiRetry(base_delay_s=0.01, max_delay_s=0.05))
         self.admin = target.api_client("test-admin/1.0")
         self.since = 0.0
 

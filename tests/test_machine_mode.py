@@ -15,7 +15,7 @@ from kubernetes import client
 from gitops_kaito.adapters.kube import Kube
 from gitops_kaito.core.status import ModelReport
 from gitops_kaito.model.ownership import LABEL_MODEL
-from gitops_kaito.reconcile.gitsync import assess_models
+from gitops_kaito.reconcile.assess import assess_models
 from gitops_kaito.reconcile.sync import PassResult, run_pass
 from gitops_kaito.sandbox import Sandbox
 from tests.fixtures_cluster import wait_until

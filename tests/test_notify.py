@@ -38,8 +38,8 @@ from gitops_kaito.service.notify import (
     Notifier,
     Origin,
     Request,
-    RetryPolicy,
     Sender,
+    SendRetry,
     Sink,
     Tracked,
     decide,
@@ -268,7 +268,7 @@ def test_an_unusable_url_fails_without_its_path_in_the_reason() -> None:
 
 
 def test_retry_delay_backoff_and_retry_after() -> None:
-    policy = RetryPolicy(backoff_s=1.0, max_backoff_s=8.0, max_retry_after_s=60.0)
+    policy = SendRetry(backoff_s=1.0, max_backoff_s=8.0, max_retry_after_s=60.0)
     assert [retry_delay(Answer(503), n, policy, 0.0) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 8]
     assert retry_delay(Answer(429, "7"), 1, policy, 0.0) == 7
     assert retry_delay(Answer(429, "86400"), 1, policy, 0.0) == 60
@@ -373,7 +373,7 @@ def test_slack_and_teams_delivery(hook: Hook, fmt: str) -> None:
 def test_503_is_retried_with_backoff_then_sent(hook: Hook) -> None:
     hook.script = [(503, {}), (503, {})]
     rec = Recorder()
-    sender = rec.sender(policy=RetryPolicy(backoff_s=1.0))
+    sender = rec.sender(policy=SendRetry(backoff_s=1.0))
     assert sender.deliver(requests_for(Sink(hook.url + "/h", "generic"), [event()], ORIGIN)[0]) == "sent"
     assert len(hook.received) == 3 and rec.sleeps == [1.0, 2.0]
 
@@ -381,7 +381,7 @@ def test_503_is_retried_with_backoff_then_sent(hook: Hook) -> None:
 def test_retries_end_after_the_last_attempt(hook: Hook, caplog: pytest.LogCaptureFixture) -> None:
     hook.script = [(502, {})] * 5
     rec = Recorder()
-    sender = rec.sender(policy=RetryPolicy(attempts=3, backoff_s=1.0))
+    sender = rec.sender(policy=SendRetry(attempts=3, backoff_s=1.0))
     assert sender.deliver(requests_for(Sink(hook.url + "/h", "slack"), [event()], ORIGIN)[0]) == "failed"
     assert len(hook.received) == 3 and rec.sleeps == [1.0, 2.0]
     assert "after 3 attempts: HTTP 502" in caplog.text
@@ -410,7 +410,7 @@ def test_a_redirect_is_not_followed(hook: Hook) -> None:
 def test_retry_after_is_honoured_and_capped(hook: Hook) -> None:
     hook.script = [(429, {"Retry-After": "7"}), (503, {"Retry-After": "3600"})]
     rec = Recorder()
-    sender = rec.sender(policy=RetryPolicy(max_retry_after_s=30.0))
+    sender = rec.sender(policy=SendRetry(max_retry_after_s=30.0))
     assert sender.deliver(requests_for(Sink(hook.url + "/h", "generic"), [event()], ORIGIN)[0]) == "sent"
     assert rec.sleeps == [7.0, 30.0] and len(hook.received) == 3
 
@@ -427,7 +427,7 @@ def test_retry_after_as_a_date_uses_the_injected_clock(hook: Hook) -> None:
 def test_no_answer_times_out_and_is_retried(hook: Hook) -> None:
     hook.hang = True
     rec = Recorder()
-    sender = rec.sender(policy=RetryPolicy(attempts=2, timeout_s=0.3))
+    sender = rec.sender(policy=SendRetry(attempts=2, timeout_s=0.3))
     assert sender.deliver(requests_for(Sink(hook.url + "/h", "generic"), [event()], ORIGIN)[0]) == "failed"
     assert len(hook.received) == 2 and rec.sleeps == [1.0]
 
@@ -437,7 +437,7 @@ def test_nothing_listening_is_a_failure_not_an_exception() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     rec = Recorder()
-    sender = rec.sender(policy=RetryPolicy(attempts=2))
+    sender = rec.sender(policy=SendRetry(attempts=2))
     assert sender.deliver(requests_for(Sink(f"http://127.0.0.1:{port}/h", "generic"), [event()], ORIGIN)[0]) == \
         "failed"
     assert rec.sleeps == [1.0]
@@ -459,7 +459,7 @@ def test_a_garbled_answer_is_retried_not_raised() -> None:
         thread = threading.Thread(target=garble, daemon=True)
         thread.start()
         rec = Recorder()
-        sender = rec.sender(policy=RetryPolicy(attempts=2))
+        sender = rec.sender(policy=SendRetry(attempts=2))
         url = f"http://127.0.0.1:{listener.getsockname()[1]}/h"
         assert sender.deliver(requests_for(Sink(url, "generic"), [event()], ORIGIN)[0]) == "failed"
         thread.join(10)
@@ -566,6 +566,6 @@ def test_a_pass_that_outlived_its_leadership_neither_announces_nor_is_remembered
 
 def test_a_retry_after_that_is_not_a_number_of_seconds_falls_back_to_backoff() -> None:
     """float() takes "nan": the delay was nan, and a wait of nan returns at once (retries with no backoff)."""
-    policy = RetryPolicy(backoff_s=1.0, max_backoff_s=8.0, max_retry_after_s=60.0)
+    policy = SendRetry(backoff_s=1.0, max_backoff_s=8.0, max_retry_after_s=60.0)
     assert [retry_delay(Answer(503, given), 2, policy, 0.0) for given in ("nan", "NaN", "-nan")] == [2.0] * 3
     assert retry_delay(Answer(503, "inf"), 2, policy, 0.0) == 60.0

@@ -391,7 +391,7 @@ def test_node_ready() -> None:
 
 
 def test_markdown_comments_are_split_below_the_limit() -> None:
-    from gitops_kaito.cli.plan import COMMENT_LIMIT, split_comments
+    from gitops_kaito.core.report import COMMENT_LIMIT, split_comments
 
     parts = ["summary\n"] + [f"<details>{i}\n" + "x" * 30_000 + "\n</details>\n" for i in range(5)]
     comments = split_comments(parts)

@@ -1,4 +1,4 @@
-"""`plan`'s per-model rows (cli.plan.model_rows) in aks mode: a model whose Workspace is unchanged takes its action
+"""`plan`'s per-model rows (core.report.model_rows) in aks mode: a model whose Workspace is unchanged takes its action
 from its agent pools, and only from its own.
 """
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from gitops_kaito.cli.plan import model_rows
 from gitops_kaito.core.plan import Action, Change, Plan
+from gitops_kaito.core.report import model_rows
 from gitops_kaito.model.objects import ObjectRef, Wave
 from gitops_kaito.provision.agentpool import PoolChange
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from gitops_kaito.adapters.kube import KAITO_MISSING, Kube, RetryPolicy
+from gitops_kaito.adapters.kube import KAITO_MISSING, ApiRetry, Kube
 from gitops_kaito.cli import main
 from gitops_kaito.core.plan import ADOPT_REASON, Action
 from gitops_kaito.model.objects import ANNOTATION_DIGEST, ObjectRef
@@ -50,7 +50,7 @@ class Env:
         self.ns = target.namespace
         self.kubeconfig = target.kubeconfig
         self.kube = Kube.connect(self.kubeconfig, context=target.context,
-                                 retry=RetryPolicy(base_delay_s=0.01, max_delay_s=0.05))
+                                 retry=ApiRetry(base_delay_s=0.01, max_delay_s=0.05))
         # A separate client with another User-Agent plays the people (and, on a bare emulator, the controllers).
         self.admin = target.api_client("test-admin/1.0")
         self._since = 0.0

@@ -79,7 +79,7 @@ class KindNotServed(KubeError):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class ApiRetry:
     """Retries of transient failures (429 with Retry-After, 5xx, dropped connections), with capped backoff."""
 
     attempts: int = 5
@@ -93,14 +93,14 @@ class RetryPolicy:
 class Kube:
     """One connection to one cluster; cheap discovery lookups are cached for the life of the object."""
 
-    def __init__(self, api_client: k8s_client.ApiClient, *, retry: RetryPolicy | None = None,
+    def __init__(self, api_client: k8s_client.ApiClient, *, retry: ApiRetry | None = None,
                  cache_file: Path | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         api_client.user_agent = USER_AGENT
         # Our own retry loop decides what is retried; urllib3's silent retries would hide and repeat writes,
         # and sleep through a server's whole Retry-After (an hour, if it says so). The pool manager copies
         # `retries` when the rest client is built, so an existing one is rebuilt to see the change.
         api_client.configuration.retries = False
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or ApiRetry()
         api_client.rest_client.close()
         api_client.rest_client = _DeadlineRESTClient(api_client.configuration, self.retry.request_timeout_s)
         self.api_client = api_client

@@ -208,8 +208,8 @@ def run_wait(args: argparse.Namespace) -> int:
 def _repo_wait_pass(args: argparse.Namespace, kube: Kube,
                     pools: PoolRunner) -> Callable[[Callable[[], bool]], PassView]:
     from gitops_kaito.cli.syncwait import PassFailed, PassView
+    from gitops_kaito.reconcile.assess import assess_models
     from gitops_kaito.reconcile.desiredcache import DesiredCache
-    from gitops_kaito.reconcile.gitsync import assess_models
 
     cache = DesiredCache()  # keyed by the stats of the repository's inputs: an edit while waiting is picked up
 

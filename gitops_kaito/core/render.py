@@ -615,3 +615,15 @@ def desired_objects(rendered: Sequence[RenderedModel]) -> list[DesiredObject]:
     """All objects in apply order: every ConfigMap, then every GPU node object, then every Workspace."""
     flat = [obj for r in rendered for obj in r.objects]
     return sorted(flat, key=lambda o: int(o.wave))  # stable: model order kept within a wave
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the repository wants: per-model renders, the flat object list, and what planning must obey."""
+
+    load: RepoLoad
+    rendered: tuple[RenderedModel, ...]
+    objects: tuple[DesiredObject, ...]
+    invalid: tuple[tuple[str, str], ...]  # (model id, message) for models that failed to load or render
+    errors: tuple[str, ...]  # every load/render error as "path:line: message"
+    templates_ok: bool = True

@@ -17,7 +17,8 @@ from pathlib import Path
 import git
 
 from gitops_kaito import __version__
-from gitops_kaito.reconcile.sync import Desired, DesiredLoader, load_desired
+from gitops_kaito.core.render import Desired
+from gitops_kaito.reconcile.sync import DesiredLoader, load_desired
 from gitops_kaito.repo.catalog import load_catalog
 from gitops_kaito.repo.config import Scope
 from gitops_kaito.repo.loader import CONFIG_FILE, MODELS_DIR

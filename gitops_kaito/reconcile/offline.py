@@ -11,59 +11,28 @@ import os
 import stat
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import git
 
-from gitops_kaito.core.plan import Plan, PlanPolicy, make_plan
+from gitops_kaito.core.plan import PlanPolicy, make_plan
+from gitops_kaito.core.render import Desired
+from gitops_kaito.core.report import WORKING_TREE, Cost, OfflinePlan
 from gitops_kaito.model.objects import DesiredObject, Manifest, with_digest
 from gitops_kaito.model.ownership import FIELD_MANAGER
 from gitops_kaito.provision.agentpool import TAG_REVISION, DesiredAgentPool, LivePool, PoolChange, model_pools
 from gitops_kaito.provision.pools import AKS
-from gitops_kaito.reconcile.sync import Desired, SyncError, load_desired, local_revision, plan_policy
+from gitops_kaito.reconcile.sync import SyncError, load_desired, local_revision, plan_policy
 from gitops_kaito.repo.config import Scope
 from gitops_kaito.repo.loader import CONFIG_FILE, MODELS_DIR
 
 # What load_desired reads below a repository root; nothing else is exported from the base commit.
 INPUTS = (CONFIG_FILE, MODELS_DIR, "templates")
-WORKING_TREE = "working tree"
 
 
 class OfflineError(Exception):
     """The offline plan cannot run: not a git repository, an unknown revision, a folder that cannot be read."""
-
-
-@dataclass(frozen=True)
-class Cost:
-    """What the rendered models cost per hour; `known` is False when some model's SKU has no price."""
-
-    per_hour: float
-    known: bool
-
-
-@dataclass(frozen=True)
-class OfflinePlan:
-    """The head's desired state planned against the base's rendering, as if the base had been applied."""
-
-    base_ref: str  # as the user wrote it, e.g. origin/main
-    base_sha: str
-    head_ref: str  # WORKING_TREE or the --head revision
-    base: Desired
-    head: Desired
-    plan: Plan
-    before: Cost
-    after: Cost
-
-    @property
-    def cost_change(self) -> float:
-        return self.after.per_hour - self.before.per_hour
-
-    @property
-    def base_errors(self) -> tuple[str, ...]:
-        """Load errors at the base: those models are planned as absent there (the cluster may hold more)."""
-        return self.base.errors
 
 
 def plan_offline(repo_dir: Path, base: str, head: str | None = None, *, revision: str = "",

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 
 from gitops_kaito.adapters.kube import MANAGED_KINDS, WORKSPACE_VERSIONS, Kube, KubeError
 from gitops_kaito.core.plan import Action, Change, Plan, PlanPolicy, key_of, make_plan
-from gitops_kaito.core.render import RenderedModel, Template, load_templates, render_model, repo_templates_dir
+from gitops_kaito.core.render import (
+    Desired,
+    RenderedModel,
+    Template,
+    load_templates,
+    render_model,
+    repo_templates_dir,
+)
 from gitops_kaito.model.kaito import KAITO_WORKSPACE_LABEL, NODE_KINDS
 from gitops_kaito.model.objects import DesiredObject, Manifest, ObjectRef
 from gitops_kaito.model.ownership import (
@@ -31,7 +38,7 @@ from gitops_kaito.model.states import Outcome, PoolState
 from gitops_kaito.reconcile import apply as applying
 from gitops_kaito.repo.config import Scope
 from gitops_kaito.repo.loader import load_repository
-from gitops_kaito.repo.resolve import RepoLoad, ResolvedModel
+from gitops_kaito.repo.resolve import ResolvedModel
 from gitops_kaito.repo.yamlsource import SourceError
 
 if TYPE_CHECKING:
@@ -57,18 +64,6 @@ class ModelResult:
     changes: tuple[Change, ...] = ()
     model: ResolvedModel | None = field(default=None, compare=False, repr=False)
     pool: PoolOutcome | None = None  # aks mode: what happened to the model's agent pool in this pass
-
-
-@dataclass(frozen=True)
-class Desired:
-    """What the repository wants: per-model renders, the flat object list, and what planning must obey."""
-
-    load: RepoLoad
-    rendered: tuple[RenderedModel, ...]
-    objects: tuple[DesiredObject, ...]
-    invalid: tuple[tuple[str, str], ...]  # (model id, message) for models that failed to load or render
-    errors: tuple[str, ...]  # every load/render error as "path:line: message"
-    templates_ok: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

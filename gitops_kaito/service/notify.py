@@ -371,7 +371,7 @@ def http_post(request: Request, timeout_s: float) -> Answer:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class SendRetry:
     attempts: int = 4  # the first try and three retries
     timeout_s: float = 10.0  # per request
     backoff_s: float = 1.0  # doubled after each failure
@@ -384,7 +384,7 @@ def retryable(status: int) -> bool:
     return status == 0 or status == 429 or status >= 500
 
 
-def retry_delay(answer: Answer, attempt: int, policy: RetryPolicy, now: float) -> float:
+def retry_delay(answer: Answer, attempt: int, policy: SendRetry, now: float) -> float:
     """Seconds before the next attempt: the server's Retry-After (seconds or an HTTP date) when it gives one,
     capped; else exponential backoff."""
     backoff = min(policy.backoff_s * 2 ** (attempt - 1), policy.max_backoff_s)
@@ -413,11 +413,11 @@ class Sender:
     wait on the stop flag, so stop() interrupts a backoff.
     """
 
-    def __init__(self, outcome: Outcome, *, policy: RetryPolicy | None = None, queue_size: int = 100,
+    def __init__(self, outcome: Outcome, *, policy: SendRetry | None = None, queue_size: int = 100,
                  post: Post = http_post, sleep: Callable[[float], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.outcome = outcome
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or SendRetry()
         self.queue_size = queue_size
         self.post = post
         self._stop = threading.Event()

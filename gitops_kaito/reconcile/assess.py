@@ -1,0 +1,136 @@
+"""Where each model stands after a pass: its apply outcome merged with what KAITO reports (health), its GPU nodes,
+drift left in place, and an endpoint probe; one ModelReport per model, for status files, sync --wait and the daemon.
+
+Needs only the cluster (no git): the local `sync --wait` and the git pass both assess through here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gitops_kaito.adapters.kube import Kube, KubeError
+from gitops_kaito.core import health
+from gitops_kaito.core.plan import Change
+from gitops_kaito.core.status import (
+    DriftEntry,
+    EndpointCheck,
+    ModelReport,
+    report_from_health,
+)
+from gitops_kaito.model.kaito import KAITO_WORKSPACE_NS_LABEL, NODE_KINDS
+from gitops_kaito.model.ownership import DEFAULT_INSTANCE, LABEL_MODEL
+from gitops_kaito.model.states import Outcome, model_state
+from gitops_kaito.provision.pools import pool_summary
+from gitops_kaito.reconcile.sync import (
+    KAITO_WORKSPACE_LABEL,
+    PassResult,
+    read_live_state,
+)
+
+log = logging.getLogger(__name__)
+
+
+EndpointChecker = Callable[[Any, str, str], EndpointCheck]
+
+
+def default_endpoint_check(api_client: Any, namespace: str, name: str) -> EndpointCheck:
+    """GET /v1/models through the API server's service proxy (port name http, `pkg/workspace/manifests/manifests.go` at v0.12.0)."""
+    from gitops_kaito.adapters import endpoint
+
+    found = endpoint.check_models(api_client, namespace, name)
+    return EndpointCheck(found.answers, found.served_model)
+
+
+def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints: bool = True,
+                  endpoint_checker: EndpointChecker = default_endpoint_check) -> list[ModelReport]:
+    """One report per model the repository names (valid or not); pruned models get none."""
+    desired = result.desired
+    rendered = {r.model.request.id: r for r in desired.rendered} if desired else {}
+    workspaces, nodes = _live(kube, result)
+    reports = []
+    for outcome in result.outcomes:
+        mid = outcome.model_id
+        if outcome.state == Outcome.PRUNED and mid not in rendered:
+            continue
+        model = outcome.model or (rendered[mid].model if mid in rendered else None)
+        ns, name = _split(mid, model)
+        ws = workspaces.get(mid)
+        pools = [pool_summary(outcome.pool)] if outcome.pool is not None else []
+        h = health.assess(
+            ws, nodes.get(mid, ()), pools,
+            invalid=outcome.message if outcome.state == Outcome.INVALID else None,
+            blocked=outcome.message if outcome.state == Outcome.BLOCKED else None,
+            suspended=outcome.state == Outcome.SUSPENDED,
+        )
+        last_error = outcome.message if outcome.state == Outcome.FAILED else None
+        state = model_state(outcome.state, h.state)
+        if state != h.state:  # the pass's failed write says more than the cluster can yet
+            h = health.ModelHealth(state, "ApplyFailed", outcome.message, h.conditions, h.nodes,
+                                   h.endpoint, h.inference_ready)
+        check = EndpointCheck()
+        if check_endpoints and h.inference_ready:
+            try:
+                check = endpoint_checker(kube.api_client, ns, name)
+            except Exception as err:  # an endpoint probe must never fail the pass
+                log.warning("endpoint check of %s failed: %s", mid, err)
+                check = EndpointCheck(False, None)
+        sku = model.sku.name if model is not None and model.sku is not None else (
+            model.request.instance_type if model is not None else None)
+        reports.append(report_from_health(
+            ns, name, h, model_id=mid, sku=sku, nodes=model.nodes if model else None,
+            gpus=model.gpus if model else None, price_per_hour=model.price_per_hour if model else None,
+            revision=revision, source_path=outcome.path or (model.request.path if model else ""),
+            last_error=last_error, endpoint_check=check, drift=drift_entries(outcome.changes)))
+    return reports
+
+
+def drift_entries(changes: Sequence[Change]) -> tuple[DriftEntry, ...]:
+    """The model's objects drifted and left in place this pass (drift: report), for its status file; `since` is
+    filled when the status is written (status.carry_since)."""
+    return tuple(DriftEntry(str(c.ref), c.fields, c.drift_by) for c in changes if c.drift_reported)
+
+
+def _split(model_id: str, model: Any) -> tuple[str, str]:
+    if model is not None:
+        return model.request.namespace, model.request.name
+    ns, _, name = model_id.partition(".")
+    return ns, name
+
+
+def _live(kube: Kube, result: PassResult) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Workspaces by model id and their GPU node objects: ours, and KAITO's by workspace label.
+
+    A pass that wrote nothing already read all of it before applying; otherwise it is read again (one LIST
+    per kind) so the status shows what the writes made.
+    """
+    workspaces: dict[str, dict[str, Any]] = {}
+    nodes: dict[str, list[dict[str, Any]]] = {}
+    if result.dry_run:
+        return workspaces, nodes
+    state = result.live
+    try:
+        if state is None or any(c.writes for c in result.plan.changes):
+            state = read_live_state(kube, result.desired.objects if result.desired else (),
+                                    result.desired.load.config.instance if result.desired else DEFAULT_INSTANCE)
+    except KubeError as err:
+        log.warning("cannot read live state for status: %s", err)
+        return workspaces, nodes
+    for obj in state.owned:
+        if obj.get("kind") == "Workspace":
+            mid = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL)
+            if mid:
+                workspaces[mid] = obj
+    by_ws = {((w["metadata"].get("namespace") or ""), w["metadata"]["name"]): m for m, w in workspaces.items()}
+    seen: set[tuple[str, str]] = set()
+    for obj in (*(o for o in state.owned if o.get("kind") in NODE_KINDS), *state.kaito_nodes):
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        mid = labels.get(LABEL_MODEL) or by_ws.get(
+            (labels.get(KAITO_WORKSPACE_NS_LABEL, ""), labels.get(KAITO_WORKSPACE_LABEL, "")))
+        key = (str(obj.get("kind")), str(meta.get("name")))
+        if mid and key not in seen:
+            seen.add(key)
+            nodes.setdefault(mid, []).append(obj)
+    return workspaces, nodes
