@@ -191,7 +191,7 @@ def test_example_daemon_section_uncommented_is_valid(tmp_path: Path) -> None:
 def test_daemon_settings_a_repository_may_not_choose(tmp_path: Path, key: str, value: str, reason: str) -> None:
     err = error_of(tmp_path, HEADER + f"daemon:\n  interval: 30s\n  {key}: {value}\n")
     assert err.line == 5
-    assert f"daemon.{key} cannot come from the repository" in str(err) and reason in str(err)
+    assert f"daemon.{key} can never come from the repository" in str(err) and reason in str(err)
 
 
 @pytest.mark.parametrize(("body", "line", "message"), [

@@ -85,3 +85,30 @@ def test_broken_template_override_fails_validation(tmp_path: Path, capsys: pytes
     assert main(["validate", "--repo", str(repo)]) == 1
     out = capsys.readouterr().out
     assert "templates/workspace-v1beta1.yaml:" in out and "error(s)" in out
+
+
+def test_every_config_error_is_reported_in_one_run_with_its_line(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Four mistakes in gitops-kaito.yaml: all four come out of one `validate`, each at its own line, in line order
+    (before, only the first was shown and the others waited for the next run)."""
+    config = ("apiVersion: gitops.kaito.sh/v1alpha1\n"   # 1
+              "kind: Config\n"                            # 2
+              "gitUrl: https://elsewhere.example/r.git\n"  # 3: never from the repository
+              "replacePolicy: sometimes\n"                # 4: not an allowed value
+              "prices:\n"                                 # 5
+              "  Standard_NO_SUCH_SKU: 1.0\n"             # 6: unknown SKU
+              "daemon:\n"                                 # 7
+              "  interval: 30s\n"                         # 8
+              "  kubeconfig: /etc/other\n"                # 9: never from the repository
+              "defaults: {provisionning: kaito}\n")       # 10: unknown field
+    repo = make_repo(tmp_path, {"gitops-kaito.yaml": config})
+    assert main(["validate", "--repo", str(repo)]) == 1
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("gitops-kaito.yaml:")]
+    assert [int(line.split(":")[1]) for line in lines] == [3, 4, 6, 9, 10], out
+    assert "gitUrl can never come from the repository: it is how the repository is found" in lines[0]
+    assert "GITOPS_KAITO_GIT_URL" in lines[0] and "unknown field 'gitUrl'" not in out
+    assert "replacePolicy" in lines[1] and "Standard_NO_SUCH_SKU" in lines[2]
+    assert "daemon.kubeconfig can never come from the repository" in lines[3]
+    assert "provisionning" in lines[4] and "did you mean 'provisioning'" in lines[4]
+    assert "5 error(s) in 1 file(s)" in out

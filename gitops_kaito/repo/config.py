@@ -23,7 +23,7 @@ from gitops_kaito.model.ownership import DEFAULT_INSTANCE, DRIFT_CORRECT, is_dns
 from gitops_kaito.model.resources import data_path
 from gitops_kaito.repo.catalog import Catalog, load_catalog
 from gitops_kaito.repo.modelrequest import API_VERSION, dotted
-from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file
+from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file, raise_all
 
 CONFIG_FILE = "gitops-kaito.yaml"
 KIND = "Config"
@@ -121,8 +121,8 @@ class DaemonConfig:
 # Settings a repository must not choose, and why: a merged pull request could otherwise redirect the daemon to
 # another cluster or repository, or make it read a file of the operator's choosing.
 NOT_FROM_REPOSITORY = {
-    "gitUrl": "it is how the repository is found",
-    "branch": "it is how the repository is found",
+    "gitUrl": "it is how the repository is found; use --git-url or GITOPS_KAITO_GIT_URL",
+    "branch": "it is how the repository is found; use --branch or GITOPS_KAITO_BRANCH",
     "cacheDir": "the clone lives there before the repository is read",
     "gitToken": "credentials never live in Git; use GITOPS_KAITO_GIT_TOKEN",
     "sshKeyFile": "credentials are the operator's; use --ssh-key-file or GITOPS_KAITO_SSH_KEY_FILE",
@@ -280,22 +280,25 @@ def recover_scope(repo_dir: Path) -> RepoConfig:
 
 
 def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> RepoConfig:
-    """Validate one parsed config document and build the RepoConfig (prices are checked against catalog)."""
+    """Validate one parsed config document and build the RepoConfig (prices are checked against catalog).
+
+    Every problem of the file is reported at once (a SourceErrors when there are several), each with its line: a
+    reader fixing the file should not have to run `validate` once per mistake.
+    """
     data = doc.data
+    refused = _not_from_repository(doc)
+    problems = [e for e, _ in refused] + _schema_problems(doc, skip={path for _, path in refused})
     defaults = data.get("defaults", {})
     prune = data.get("prune", {})
     status = data.get("status", {})
     azure = data.get("azure", {})
-    daemon = data.get("daemon") or {}
-    for key in daemon if isinstance(daemon, dict) else ():
-        if key in NOT_FROM_REPOSITORY:
-            raise doc.error(("daemon", key), f"daemon.{key} cannot come from the repository: "
-                            f"{NOT_FROM_REPOSITORY[key]}")
-    _validate(doc)
     status_path = str(status.get("path", StatusSettings.path)).strip("/")
     if status_path.split("/", 1)[0] in RESERVED_STATUS_ROOTS:
-        raise doc.error(("status", "path"), f"status.path {status_path!r} is inside "
-                        f"{status_path.split('/', 1)[0]}/: status commits must stay out of desired state")
+        problems.append(doc.error(("status", "path"), f"status.path {status_path!r} is inside "
+                                  f"{status_path.split('/', 1)[0]}/: status commits must stay out of desired state"))
+    prices = _prices(doc, catalog or load_catalog(), problems)
+    daemon = _daemon(doc, problems)
+    raise_all(_one_per_line(problems))
     return RepoConfig(
         default_namespace=defaults.get("namespace", RepoConfig.default_namespace),
         provisioning=defaults.get("provisioning", RepoConfig.provisioning),
@@ -314,7 +317,7 @@ def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> Rep
             author_name=status.get("authorName", StatusSettings.author_name),
             author_email=status.get("authorEmail", StatusSettings.author_email),
         ),
-        prices=_prices(doc, catalog or load_catalog()),
+        prices=prices,
         azure=AzureSettings(
             subscription_id=azure.get("subscriptionId", ""),
             resource_group=azure.get("resourceGroup", ""),
@@ -325,21 +328,56 @@ def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> Rep
         node_class_ref=dict(data.get("nodeClassRef") or _default_node_class_ref()),
         instance=data.get("instance", DEFAULT_INSTANCE),
         paths=tuple(dict.fromkeys(normalize_scope_path(p) for p in data.get("paths") or ())),
-        daemon=_daemon(doc),
+        daemon=daemon,
     )
 
 
-def _daemon(doc: LocatedDoc) -> DaemonConfig:
+def _not_from_repository(doc: LocatedDoc) -> list[tuple[SourceError, tuple[str, ...]]]:
+    """Daemon settings the repository must never choose, at the top level or under daemon:, each with its reason
+    (and its path, so the schema's "unknown field" for the same key is not shown as well)."""
+    out: list[tuple[SourceError, tuple[str, ...]]] = []
+    top_level = set(_schema().get("properties") or {})
+    data = doc.data if isinstance(doc.data, dict) else {}
+    for key in data:
+        if key in NOT_FROM_REPOSITORY and key not in top_level:
+            out.append((doc.error((key,), f"{key} can never come from the repository: {NOT_FROM_REPOSITORY[key]}"),
+                        (key,)))
+    daemon = data.get("daemon")
+    for key in daemon if isinstance(daemon, dict) else ():
+        if key in NOT_FROM_REPOSITORY:
+            out.append((doc.error(("daemon", key), f"daemon.{key} can never come from the repository: "
+                                  f"{NOT_FROM_REPOSITORY[key]}"), ("daemon", key)))
+    return out
+
+
+def _one_per_line(problems: list[SourceError]) -> list[SourceError]:
+    """The same problem seen twice (the schema's form check and the value check of one field) is shown once."""
+    seen: set[tuple[int | None, str]] = set()
+    out: list[SourceError] = []
+    for p in problems:
+        key = (p.line, p.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def _daemon(doc: LocatedDoc, problems: list[SourceError]) -> DaemonConfig:
     """The schema has checked the forms (durations, HOST:PORT, names); the values are checked here as the daemon
     will (at most 7 days, a real port), so `validate` refuses what `run` would. An empty string counts as not set."""
     daemon = doc.data.get("daemon") or {}
+    if not isinstance(daemon, dict):
+        return DaemonConfig()
+    located = {e.line for e in problems}
     for key in ("interval", "jitter", "listen"):
-        if not daemon.get(key):
+        if not daemon.get(key) or not isinstance(daemon[key], str):
             continue
         try:
             _ = parse_listen(daemon[key]) if key == "listen" else schedulable(key, daemon[key])
         except SettingsError as err:
-            raise doc.error(("daemon", key), f"daemon.{key}: {err}") from None
+            error = doc.error(("daemon", key), f"daemon.{key}: {err}")
+            if error.line not in located:  # the schema already said this value has the wrong form
+                problems.append(error)
     return DaemonConfig(
         interval=daemon.get("interval") or None,
         jitter=daemon.get("jitter") or None,
@@ -349,55 +387,66 @@ def _daemon(doc: LocatedDoc) -> DaemonConfig:
     )
 
 
-def _prices(doc: LocatedDoc, catalog: Catalog) -> dict[str, float]:
+def _prices(doc: LocatedDoc, catalog: Catalog, problems: list[SourceError]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for name, usd in (doc.data.get("prices") or {}).items():
-        sku = catalog.sku(name, include_removed=True)
+    prices = doc.data.get("prices") or {}
+    for name, usd in prices.items() if isinstance(prices, dict) else ():
+        sku = catalog.sku(str(name), include_removed=True)
         if sku is None:
-            close = difflib.get_close_matches(name, [s.name for s in catalog.skus(include_removed=True)], n=3)
+            close = difflib.get_close_matches(str(name), [s.name for s in catalog.skus(include_removed=True)], n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise doc.error(("prices", name), f"prices: unknown GPU SKU {name!r}{hint}")
+            problems.append(doc.error(("prices", name), f"prices: unknown GPU SKU {name!r}{hint}"))
+            continue
         if sku.name in out:
-            raise doc.error(("prices", name), f"prices: {sku.name} is listed twice (names are case-insensitive)")
-        out[sku.name] = float(usd)
+            problems.append(doc.error(("prices", name),
+                                      f"prices: {sku.name} is listed twice (names are case-insensitive)"))
+            continue
+        if isinstance(usd, int | float) and not isinstance(usd, bool):
+            out[sku.name] = float(usd)
     return out
 
 
 @functools.lru_cache(maxsize=1)
 def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads((data_path("schemas") / "config.schema.json").read_text(encoding="utf-8"))
+    schema = _schema()
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
 
 
-def _validate(doc: LocatedDoc) -> None:
-    errors = list(_validator().iter_errors(doc.data))
-    if not errors:
-        return
-    located = [_locate(doc, err) for err in errors]
-    # Report the first problem in the file: that is where a reader starts fixing.
-    located.sort(key=lambda e: (e.line or 0, e.column or 0, e.message))
-    raise located[0]
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict[str, Any]:
+    return dict(json.loads((data_path("schemas") / "config.schema.json").read_text(encoding="utf-8")))
 
 
-def _locate(doc: LocatedDoc, err: jsonschema.ValidationError) -> SourceError:
+def _schema_problems(doc: LocatedDoc, skip: set[tuple[str, ...]]) -> list[SourceError]:
+    """Every schema violation, one per field (an unknown key each), except keys already reported in `skip`."""
+    out: list[SourceError] = []
+    for err in _validator().iter_errors(doc.data):
+        out += [e for e, path in _locate(doc, err) if path not in skip]
+    return out
+
+
+def _locate(doc: LocatedDoc, err: jsonschema.ValidationError) -> list[tuple[SourceError, tuple[str, ...]]]:
     path: list[str | int] = list(err.absolute_path)
     where = dotted(path) if path else "the top level"
+    dotted_path = tuple(str(p) for p in path)
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = list((err.schema.get("properties") or {}) if isinstance(err.schema, dict) else {})
-        extra = sorted(k for k in err.instance if k not in allowed)
-        if extra:
-            key = extra[0]
+        extra = sorted(str(k) for k in err.instance if k not in allowed)
+        out: list[tuple[SourceError, tuple[str, ...]]] = []
+        for key in extra:
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
-            return doc.error([*path, key], f"unknown field {dotted([*path, key])!r}{hint}")
+            out.append((doc.error([*path, key], f"unknown field {dotted([*path, key])!r}{hint}"), (*dotted_path, key)))
+        if out:
+            return out
     if err.validator == "required":
-        return doc.error(path, f"{where}: {err.message}")
+        return [(doc.error(path, f"{where}: {err.message}"), dotted_path)]
     custom = err.schema.get("x-error") if isinstance(err.schema, dict) else None
     if custom:
-        return doc.error(path, f"{where}: {_shown(err.instance)} {custom}")
-    return doc.error(path, f"{where}: {err.message}")
+        return [(doc.error(path, f"{where}: {_shown(err.instance)} {custom}"), dotted_path)]
+    return [(doc.error(path, f"{where}: {err.message}"), dotted_path)]
 
 
 def _shown(value: Any) -> str:

@@ -18,7 +18,7 @@ from gitops_kaito.repo.catalog import Catalog, load_catalog
 from gitops_kaito.repo.config import CONFIG_FILE, RepoConfig, Scope, load_config, recover_scope
 from gitops_kaito.repo.modelrequest import LoadError, ModelRequest, request_from_document, validate_document
 from gitops_kaito.repo.resolve import RepoLoad, ResolvedModel, ResolveError, resolve_request
-from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file
+from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, each_error, load_yaml_file
 
 __all__ = ["MODELS_DIR", "RepoLoad", "load_repository"]
 
@@ -78,7 +78,8 @@ def _load_repository(root: Path, catalog: Catalog | None, scope: Scope) -> RepoL
     except SourceError as err:
         config_ok = False
         config = recover_scope(root)
-        out.fail(err.path, err.line, err.message, None)
+        for each in each_error(err):  # every problem of the file at once, each with its line
+            out.fail(each.path, each.line, each.message, None)
     config = scope.apply(config)
     catalog = catalog or load_catalog()
     if config.prices:

@@ -40,6 +40,33 @@ class SourceError(Exception):
 
 
 @dataclass(frozen=True)
+class SourceErrors(SourceError):
+    """Several problems in one file, all reported at once. Its own path, line and message are the first problem's, so
+    a caller that only knows SourceError still shows one; `errors` holds every one, in line order."""
+
+    errors: tuple[SourceError, ...] = ()
+
+    def __str__(self) -> str:
+        return "\n".join(SourceError.__str__(e) for e in self.errors) or SourceError.__str__(self)
+
+
+def each_error(err: SourceError) -> tuple[SourceError, ...]:
+    """The problems one raised SourceError stands for (several for a SourceErrors)."""
+    return err.errors if isinstance(err, SourceErrors) and err.errors else (err,)
+
+
+def raise_all(errors: Sequence[SourceError]) -> None:
+    """Raise nothing for no errors, the error itself for one, a SourceErrors for several (sorted by line)."""
+    if not errors:
+        return
+    ordered = sorted(errors, key=lambda e: (e.line or 0, e.column or 0, e.message))
+    if len(ordered) == 1:
+        raise ordered[0]
+    first = ordered[0]
+    raise SourceErrors(first.path, first.line, first.column, first.message, tuple(ordered))
+
+
+@dataclass(frozen=True)
 class LocatedDoc:
     """Plain Python data from one YAML document, plus the (line, column) of every key or item (1-based)."""
 
