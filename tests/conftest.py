@@ -22,7 +22,8 @@ def shared_kaito() -> Path:
     return SHARED_KAITO
 
 # The `cluster` / `sandbox` fixtures (the sandbox, or a real cluster via GITOPS_KAITO_TEST_KUBECONFIG).
-pytest_plugins = ["tests.fixtures_cluster", "tests.gitfixtures", "tests.sshfixtures", "tests.aksfixtures"]
+pytest_plugins = ["tests.fixtures_cluster", "tests.gitfixtures", "tests.sshfixtures", "tests.aksfixtures",
+                  "tests.forgefixtures"]
 
 
 @pytest.fixture

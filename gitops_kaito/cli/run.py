@@ -56,9 +56,23 @@ def register(subparsers: Any) -> None:
                                                      "signs each body (X-Signature: sha256=<hex>)")
     parser.add_argument("--notify-cluster", help="this cluster's name in notifications (default: the kubeconfig "
                                                  "context, if any)")
+    parser.add_argument("--commit-status", choices=("github", "gitlab"),
+                        help="set a commit status on each applied commit: pending while its models progress, success "
+                             "when all are Ready, failure when one is Failed, Blocked or Invalid; the token from env "
+                             "GITOPS_KAITO_COMMIT_STATUS_TOKEN only")
+    parser.add_argument("--commit-status-api", metavar="URL",
+                        help="the API base for GitHub Enterprise (https://HOST/api/v3) or self-hosted GitLab "
+                             "(https://HOST/api/v4) (default: api.github.com, gitlab.com/api/v4)")
+    parser.add_argument("--commit-status-repo", metavar="OWNER/NAME",
+                        help="the repository (GitLab: the project path GROUP/.../NAME) (default: from --git-url)")
+    parser.add_argument("--commit-status-context", metavar="NAME",
+                        help="the status context (default gitops-kaito/<instance>; set one per cluster when several "
+                             "clusters follow one repository)")
+    parser.add_argument("--commit-status-per-model", dest="commit_status_per_model", action="store_const", const=True,
+                        help="also one status per model (<context>/<namespace>/<name>)")
     add_scope_flags(parser, env_default=False)  # env GITOPS_KAITO_INSTANCE / GITOPS_KAITO_PATHS via settings
     add_azure_flags(parser)
-    parser.set_defaults(func=run, leader_election=None, allow_mass_prune=None)
+    parser.set_defaults(func=run, leader_election=None, allow_mass_prune=None, commit_status_per_model=None)
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
@@ -66,6 +80,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
     flags = {name: getattr(args, name, None) for name in RunSettings.__dataclass_fields__}
     flags.pop("git_token", None)  # a token on the command line would show in `ps`
+    flags.pop("commit_status_token", None)
     try:
         settings = resolve_settings(flags)
         settings.webhook_secret()
@@ -74,6 +89,12 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         raise CliError(str(err)) from None
     if not settings.git_url:
         raise CliError("--git-url (or GITOPS_KAITO_GIT_URL) is required")
+    from gitops_kaito.service.service import build_commit_status
+
+    try:
+        build_commit_status(settings, None)  # checked before anything connects
+    except SettingsError as err:
+        raise CliError(str(err)) from None
     return settings
 
 

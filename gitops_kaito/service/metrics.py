@@ -60,6 +60,16 @@ class Metrics:
             "Model state change notifications, by sink (generic, slack, teams) and result (sent, failed, dropped).",
             ["sink", "result"], registry=r,
         )
+        self.commit_status_requests = Counter(
+            "gitops_kaito_commit_status_requests",
+            "Answers of the commit status API by provider (github, gitlab) and HTTP code (0: no answer), retries "
+            "included.", ["provider", "code"], registry=r,
+        )
+        self.commit_statuses = Counter(
+            "gitops_kaito_commit_statuses",
+            "Commit statuses by provider and result (sent, unchanged, unauthorized, forbidden, not_found, invalid, "
+            "rate_limited, server_error, unreachable, dropped).", ["provider", "result"], registry=r,
+        )
         self._revision = ""
         self._drift_kinds: set[str] = set()
 

@@ -206,8 +206,8 @@ class Request:
 
     sink: Sink
     body: bytes
-    headers: tuple[tuple[str, str], ...]
-    events: int
+    headers: tuple[tuple[str, str], ...] = field(repr=False)  # may carry a credential (a commit status token)
+    events: int = 1
 
 
 def redact_url(url: str) -> str:
@@ -339,6 +339,10 @@ class Answer:
     status: int
     retry_after: str | None = None
     detail: str = ""
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # of an error answer, names lower-case
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name.lower()), None)
 
 
 Post = Callable[[Request, float], Answer]
@@ -364,7 +368,8 @@ def http_post(request: Request, timeout_s: float) -> Answer:
         except OSError:
             text = ""
         return Answer(int(err.code), err.headers.get("Retry-After") if err.headers else None,
-                      f"HTTP {err.code}" + (f": {scrub(text.strip())}" if text.strip() else ""))
+                      f"HTTP {err.code}" + (f": {scrub(text.strip())}" if text.strip() else ""),
+                      tuple((k.lower(), v) for k, v in err.headers.items()) if err.headers else ())
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:  # no (readable) answer
         reason = err.reason if isinstance(err, urllib.error.URLError) else err
         return Answer(0, None, _hide_url(f"{type(reason).__name__}: {reason}", request.sink.url))
@@ -403,20 +408,54 @@ def retry_delay(answer: Answer, attempt: int, policy: SendRetry, now: float) -> 
     return min(max(seconds, 0.0), policy.max_retry_after_s)
 
 
-Outcome = Callable[[Request, str], None]  # (request, "sent" | "failed" | "dropped")
+@dataclass(frozen=True)
+class Verdict:
+    """What an answer means to the sender: the result the outcome callback is told, whether that result counts as
+    delivered (else it is logged as a failure), and whether another attempt may do better."""
+
+    result: str
+    ok: bool
+    retry: bool = False
+
+
+def notification_verdict(answer: Answer) -> Verdict:
+    if 200 <= answer.status < 300:
+        return Verdict("sent", True)
+    return Verdict("failed", False, retryable(answer.status))
+
+
+def notification_failure(request: Request, answer: Answer, attempts: int) -> str:
+    """The log line of a notification given up on: the URL cut to scheme://host, never its secret path."""
+    return (f"notification to {request.sink.where} ({request.sink.name}, {request.events} "
+            f"event{'' if request.events == 1 else 's'}) failed after {attempts} attempt{'' if attempts == 1 else 's'}"
+            f": {answer.detail or f'HTTP {answer.status}'}")
+
+
+Outcome = Callable[[Request, str], None]  # (request, "sent" | "failed" | "dropped" | a Verdict's result)
 
 
 class Sender:
     """Delivers requests on one background thread, in order, from a bounded queue: a pass only enqueues.
 
     `post`, `sleep` and `clock` are injectable (tests run the retries without waiting). The default sleep is a
-    wait on the stop flag, so stop() interrupts a backoff.
+    wait on the stop flag, so stop() interrupts a backoff. Notifications are the default; another kind of request
+    (commit statuses, service/commitstatus.py) brings its own `verdict` of an answer, `on_answer` (told every
+    answer, retries included), `describe` (the line logged when one is given up), `noun` and thread name.
     """
 
     def __init__(self, outcome: Outcome, *, policy: SendRetry | None = None, queue_size: int = 100,
                  post: Post = http_post, sleep: Callable[[float], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 verdict: Callable[[Answer], Verdict] = notification_verdict,
+                 on_answer: Callable[[Request, Answer], None] | None = None,
+                 describe: Callable[[Request, Answer, int], str] = notification_failure,
+                 noun: str = "notification", thread_name: str = "notify-sender") -> None:
         self.outcome = outcome
+        self.verdict = verdict
+        self.on_answer = on_answer
+        self.describe = describe
+        self.noun = noun
+        self.thread_name = thread_name
         self.policy = policy or SendRetry()
         self.queue_size = queue_size
         self.post = post
@@ -438,11 +477,11 @@ class Sender:
                 else:
                     self._queue.append(request)
             if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._run, name="notify-sender", daemon=True)
+                self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
                 self._thread.start()
             self._cond.notify_all()
         for request in dropped:
-            log.warning("notification to %s dropped: the send queue is full (%d) or stopping", request.sink.where,
+            log.warning("%s to %s dropped: the send queue is full (%d) or stopping", self.noun, request.sink.where,
                         self.queue_size)
             self.outcome(request, "dropped")
 
@@ -454,7 +493,7 @@ class Sender:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Give queued requests up to timeout_s, then stop (a backoff in progress ends at once)."""
         if not self.wait_idle(timeout_s):
-            log.warning("stopping with notifications still queued; they are dropped")
+            log.warning("stopping with %ss still queued; they are dropped", self.noun)
         with self._cond:
             self._stop.set()
             left = list(self._queue)
@@ -477,7 +516,7 @@ class Sender:
             try:
                 result = self.deliver(request)
             except Exception:  # a sender bug must not end the thread: the next pass's events still go out
-                log.exception("notification to %s crashed", request.sink.where)
+                log.exception("%s to %s crashed", self.noun, request.sink.where)
             finally:
                 self.outcome(request, result)
                 with self._cond:
@@ -485,19 +524,20 @@ class Sender:
                     self._cond.notify_all()
 
     def deliver(self, request: Request) -> str:
-        """One request with its retries: "sent" or "failed" (logged with the URL cut to scheme://host)."""
-        answer = Answer(0)
+        """One request with its retries: the verdict's result ("sent" or "failed" for notifications); a failure is
+        logged by `describe` (notifications: the URL cut to scheme://host)."""
+        answer, verdict, attempt = Answer(0), Verdict("failed", False), 0
         for attempt in range(1, self.policy.attempts + 1):
             answer = self.post(request, self.policy.timeout_s)
-            if 200 <= answer.status < 300:
-                return "sent"
-            if not retryable(answer.status) or attempt == self.policy.attempts or self._stop.is_set():
+            if self.on_answer is not None:
+                self.on_answer(request, answer)
+            verdict = self.verdict(answer)
+            if verdict.ok or not verdict.retry or attempt == self.policy.attempts or self._stop.is_set():
                 break
             self.sleep(retry_delay(answer, attempt, self.policy, self.clock()))
-        log.warning("notification to %s (%s, %d event%s) failed after %d attempt%s: %s", request.sink.where,
-                    request.sink.name, request.events, "" if request.events == 1 else "s", attempt,
-                    "" if attempt == 1 else "s", answer.detail or f"HTTP {answer.status}")
-        return "failed"
+        if not verdict.ok:
+            log.warning("%s", self.describe(request, answer, attempt))
+        return verdict.result
 
 
 # -- the daemon's side ----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from gitops_kaito.reconcile.gitsync import (
 )
 from gitops_kaito.reconcile.sync import SyncError
 from gitops_kaito.repo.config import DaemonConfig, RepoConfig
+from gitops_kaito.service.commitstatus import CommitStatusReporter, build_reporter
 from gitops_kaito.service.daemon import Daemon, DaemonSettings, PassContext
 from gitops_kaito.service.leader import LeaderElector, LeaseSettings
 from gitops_kaito.service.logs import set_format
@@ -104,6 +105,16 @@ def build_notifier(settings: RunSettings, metrics: Metrics, sender: Sender | Non
     return Notifier([sink], sender or Sender(count), cluster=settings.notify_cluster or settings.context)
 
 
+def build_commit_status(settings: RunSettings, metrics: Metrics | None) -> CommitStatusReporter | None:
+    """The commit status reporter of --commit-status (None without it); SettingsError when it cannot work."""
+    if not settings.commit_status:
+        return None
+    return build_reporter(settings.commit_status, git_url=settings.git_url, token=settings.commit_status_token,
+                          api=settings.commit_status_api, repo=settings.commit_status_repo,
+                          context=settings.commit_status_context, per_model=settings.commit_status_per_model,
+                          metrics=metrics)
+
+
 def startup_settings(settings: RunSettings, git: GitSyncSettings) -> RunSettings:
     """The settings to start with: the repository's `daemon:` under flags and environment.
 
@@ -140,7 +151,7 @@ class GitPass:
     def __init__(self, settings: GitSyncSettings, kube: Kube, metrics: Metrics, allow_mass_prune: bool = False,
                  pools: PoolRunner | None = None, desired_cache: DesiredCache | None = None,
                  on_config: Callable[[RepoConfig], None] | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, commit_status: CommitStatusReporter | None = None) -> None:
         self.settings = settings
         self.source = git_source(settings)  # one clone handle for the life of the daemon
         self.on_config = on_config  # told the gitops-kaito.yaml of every pass that could read it
@@ -152,11 +163,13 @@ class GitPass:
         # The last pass's rendered desired state: a pass on the same desired commit skips load and render.
         self.desired_cache = desired_cache or DesiredCache()
         self.notifier = notifier  # told every completed pass; it only enqueues, the sending is on its own thread
+        self.commit_status = commit_status  # likewise
 
     def __call__(self, ctx: PassContext) -> PassReport:
         if not ctx.should_continue():
             return PassReport(True, "skipped: not the leader or stopping")
         generation = self.notifier.generation if self.notifier is not None else None
+        status_generation = self.commit_status.generation if self.commit_status is not None else None
         try:
             done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune, pools=self.pools,
                                 should_continue=ctx.should_continue, cache=self.desired_cache, source=self.source)
@@ -180,12 +193,17 @@ class GitPass:
         for _ in range(done.sync.failed):
             self.metrics.api_errors.labels(api="kubernetes", code="apply").inc()
         record_pass(self.metrics, done)
+        instance = self.settings.scope.instance or (done.config.instance if done.config is not None else "default")
         if self.notifier is not None:
             try:
-                self.notifier.observe(done, self.settings.scope.instance or (
-                    done.config.instance if done.config is not None else "default"), generation=generation)
+                self.notifier.observe(done, instance, generation=generation)
             except Exception:  # notifications must never fail a pass
                 log.exception("notifications: this pass's events were not sent")
+        if self.commit_status is not None:
+            try:
+                self.commit_status.observe(done, instance, generation=status_generation)
+            except Exception:  # nor must commit statuses
+                log.exception("commit status: this pass's status was not sent")
         summary = done.sync.summary()
         if done.writeback is not None and done.writeback.committed:
             summary += f"; status {str(done.writeback.sha)[:12]} -> {done.writeback.branch}"
@@ -224,8 +242,10 @@ class Service:
         base = settings
         metrics = Metrics()
         notifier = build_notifier(settings, metrics)  # checked before anything connects
+        commit_status = build_commit_status(settings, metrics)
         kube = kube or Kube.connect(settings.kubeconfig or None, settings.context or None)
-        git = GitPass(git_settings(settings), kube, metrics, settings.allow_mass_prune, pools, notifier=notifier)
+        git = GitPass(git_settings(settings), kube, metrics, settings.allow_mass_prune, pools, notifier=notifier,
+                      commit_status=commit_status)
         settings = startup_settings(settings, git.settings)
         if settings.log_format != base.log_format:
             set_format(settings.log_format)
@@ -284,6 +304,8 @@ class Service:
         self.metrics.leader.set(1 if leading else 0)
         if not leading and self.notifier is not None:
             self.notifier.forget()  # the new leader announces meanwhile; leading again, this replica seeds anew
+        if not leading and self.git.commit_status is not None:
+            self.git.commit_status.forget()
         if leading and self._started:
             # Passes skipped while following would otherwise wait a whole interval.
             self.daemon.trigger("became leader")
@@ -298,6 +320,9 @@ class Service:
         if self.notifier is not None:
             for sink in self.notifier.sinks:
                 log.warning("notifications: %s to %s", sink.name, sink.where)
+        if self.git.commit_status is not None:
+            target = self.git.commit_status.target
+            log.warning("commit statuses: %s %s at %s", target.provider, target.repo, target.api_base)
         return self
 
     def stop(self, timeout_s: float = 60.0) -> None:
@@ -307,6 +332,8 @@ class Service:
             self._started = False
         if self.notifier is not None:
             self.notifier.stop(min(timeout_s, 5.0))  # the last pass's events get a moment to go out
+        if self.git.commit_status is not None:
+            self.git.commit_status.stop(min(timeout_s, 5.0))
         self.listener.stop()
         self.kube.close()
 

@@ -63,6 +63,13 @@ class RunSettings:
     notify_format: str = "generic"  # generic | slack | teams
     notify_secret_file: str = ""  # generic: HMAC-SHA256 key for X-Signature
     notify_cluster: str = ""  # a name for this cluster in the messages ("" = the kubeconfig context, if any)
+    # Commit statuses on the applied commit (commitstatus.py). The token comes from the environment only.
+    commit_status: str = ""  # "" (off) | github | gitlab
+    commit_status_api: str = ""  # "" = the public service's API
+    commit_status_repo: str = ""  # "" = from git_url
+    commit_status_context: str = ""  # "" = gitops-kaito/<instance>
+    commit_status_per_model: bool = False
+    commit_status_token: str = field(default="", repr=False)
     # The fields that took their default (neither flag nor environment): only these may come from the repository.
     # Settings built directly (tests, the demo) have none, so a repository never overrides what was passed in.
     defaulted: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
@@ -145,6 +152,8 @@ class RunSettings:
     def redacted(self) -> dict[str, Any]:
         """For logs: the token never appears, nor more of the notification URL than scheme://host."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "defaulted"}
+        if out["commit_status_token"]:
+            out["commit_status_token"] = "***"
         if out["git_token"]:
             out["git_token"] = "***"
         if out["notify_url"]:
