@@ -50,6 +50,11 @@ _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 _cache_counter = itertools.count()
 
 
+# What every "no cluster" error ends with: the three ways to name one.
+HOW_TO_POINT = ("point at a cluster with --kubeconfig FILE (and --context NAME) or KUBECONFIG=FILE, or start a local "
+                "one with `gitops-kaito sandbox --kubeconfig-out FILE`")
+
+
 class KubeError(Exception):
     """An API call that failed, with the server's HTTP status, reason and message."""
 
@@ -115,11 +120,21 @@ class Kube:
     @classmethod
     def connect(cls, kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None,
                 **kwargs: Any) -> Kube:
-        """kubeconfig (or $KUBECONFIG, ~/.kube/config) with an optional context; in-cluster config otherwise."""
+        """kubeconfig (or $KUBECONFIG, ~/.kube/config) with an optional context; in-cluster config otherwise.
+
+        With none of them the error says how to point at a cluster, not that the in-cluster config failed: outside a
+        pod, that is never what the user meant.
+        """
         # $KUBECONFIG may list several files; the client merges them like kubectl when given the whole value.
+        given = "--kubeconfig" if kubeconfig else "KUBECONFIG" if os.environ.get("KUBECONFIG") else ""
         path = str(kubeconfig) if kubeconfig else os.environ.get("KUBECONFIG", "")
         if not path and Path("~/.kube/config").expanduser().exists():
             path = str(Path("~/.kube/config").expanduser())
+        if given and not any(Path(p).expanduser().is_file() for p in path.split(os.pathsep) if p):
+            raise KubeError(0, "ConfigError", f"kubeconfig {path} (from {given}) does not exist; {HOW_TO_POINT}")
+        if not path and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            raise KubeError(0, "ConfigError", "no cluster to talk to: no --kubeconfig, KUBECONFIG is not set, "
+                            f"~/.kube/config does not exist and this is not running in a pod; {HOW_TO_POINT}")
         try:
             if path:
                 api = k8s_config.new_client_from_config(config_file=path, context=context, persist_config=False)
@@ -128,7 +143,7 @@ class Kube:
                 k8s_config.load_incluster_config(client_configuration=configuration)
                 api = k8s_client.ApiClient(configuration)
         except (k8s_config.ConfigException, OSError) as err:
-            where = path or "in-cluster config"
+            where = path or "the pod's in-cluster config"
             raise KubeError(0, "ConfigError", f"cannot load Kubernetes configuration ({where}): {err}") from None
         return cls(api, **kwargs)
 

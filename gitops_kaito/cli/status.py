@@ -36,6 +36,15 @@ def read_reports(folder: Path) -> list[Any]:
     return sorted(reports, key=lambda r: r.model_id)
 
 
+def no_status_hint(where: str) -> str:
+    """Where status comes from, for a repository that has none: a local `sync --repo` writes none, which a user who
+    just ran one would otherwise not know."""
+    return (f"no status files in {where}: status is committed to the repository by `gitops-kaito run` and "
+            "`gitops-kaito sync --git-url URL` (pull the status branch, or read the remote with `gitops-kaito status "
+            "--git-url URL`); a local `sync --repo DIR` writes none: `gitops-kaito sync --repo DIR --wait` shows the "
+            "models' progress and `kubectl get workspaces -A` the cluster's view")
+
+
 def run(args: argparse.Namespace) -> int:
     from gitops_kaito.core.status import (
         cost_line,
@@ -67,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
             reports.sort(key=lambda r: r.model_id)
         else:
             reports = read_reports(root / status_folder(args))
+        where = f"{args.git_url or root}, {f'branch {args.branch}, ' if args.branch else ''}{status_folder(args)}/"
+    if not reports:
+        print(no_status_hint(where), file=sys.stderr)
     if args.output != "table":
         cost = gpu_cost(reports)
         emit({"summary": summary_line(reports),

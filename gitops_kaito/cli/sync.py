@@ -24,6 +24,7 @@ from gitops_kaito.cli.common import (
     print_table,
     scope_from_args,
 )
+from gitops_kaito.model.states import Outcome
 from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
 from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.reconcile.sync import PassResult, SyncError, run_pass
@@ -102,6 +103,12 @@ def run_git(args: argparse.Namespace) -> PassResult:
     return done.sync
 
 
+# `sync --repo` applies but writes no status files: say where the models' state is instead.
+LOCAL_STATUS_LINE = ("status: not written (a local --repo pass writes no status files; `gitops-kaito run` and `sync "
+                     "--git-url URL` commit them); follow the models with `gitops-kaito sync --repo DIR --wait` or "
+                     "`kubectl get workspaces -A`")
+
+
 def writeback_line(wb: WritebackResult) -> str:
     return f"status: {'committed ' + (wb.sha or '')[:12] + ' to ' + wb.branch if wb.committed else 'unchanged'}"
 
@@ -123,13 +130,24 @@ def run(args: argparse.Namespace) -> int:
         print_result(result)
     else:
         emit(result_dict(result), args.output)
+    if not getattr(args, "git_url", None) and not result.dry_run:
+        print(LOCAL_STATUS_LINE, file=sys.stderr)
     troubled = any(o.state in _TROUBLE for o in result.outcomes) or bool(result.errors) or result.failed > 0
     return EXIT_CHANGES if troubled else EXIT_OK
 
 
+# A dry run applied and pruned nothing: its rows say what a pass WOULD do.
+_DRY_RUN_STATES = {Outcome.APPLIED.value: "WouldApply", Outcome.PRUNED.value: "WouldPrune"}
+
+
+def shown_state(result: PassResult, state: str) -> str:
+    """The state column of a pass's row (and its JSON): what happened, or in a dry run what would."""
+    return _DRY_RUN_STATES.get(str(state), str(state)) if result.dry_run else str(state)
+
+
 def print_result(result: PassResult) -> None:
-    print_table([{"model": o.model_id, "state": o.state, "message": o.message} for o in result.outcomes],
-                ["model", "state", "message"])
+    print_table([{"model": o.model_id, "state": shown_state(result, o.state), "message": o.message}
+                 for o in result.outcomes], ["model", "state", "message"])
     for err in result.errors:
         print(f"error: {err}", file=sys.stderr)
     # The summary already counts drift left in place (drift: report).
@@ -143,7 +161,8 @@ def result_dict(result: PassResult) -> dict[str, Any]:
         "pruned": result.pruned, "driftCorrected": result.drift_corrected,
         "driftReported": len(result.plan.drift_reported), "failed": result.failed,
         "errors": list(result.errors),
-        "models": [{"model": o.model_id, "state": o.state, "message": o.message, "path": o.path or None,
+        "models": [{"model": o.model_id, "state": shown_state(result, o.state), "message": o.message,
+                    "path": o.path or None,
                     "changes": [{"object": str(c.ref), "action": c.action.value, "drift": c.drift,
                                  "reason": c.reason,
                                  **({"driftReported": True, "fields": list(c.fields), "driftBy": list(c.drift_by)}

@@ -248,11 +248,20 @@ def _outcome(model_id: str, objects: tuple[ObjectResult, ...]) -> ModelOutcome:
             candidates.append((Outcome.PROVISIONING, f"{o.ref}: {o.message}"))
         elif o.action == Action.NOOP and o.message.startswith("being deleted"):
             candidates.append((Outcome.REPLACING, f"{o.ref}: {o.message}"))
-        elif o.result in (ObjectStatus.DONE, ObjectStatus.DRY_RUN) and o.action == Action.DELETE:
+        elif o.result == ObjectStatus.DRY_RUN and o.action == Action.DELETE:
+            candidates.append((Outcome.PRUNED, f"would prune {o.ref}: {o.message}"))
+        elif o.result == ObjectStatus.DONE and o.action == Action.DELETE:
             candidates.append((Outcome.PRUNED, o.message))
-        elif o.result in (ObjectStatus.DONE, ObjectStatus.DRY_RUN):
-            written = sum(1 for x in objects if x.result in (ObjectStatus.DONE, ObjectStatus.DRY_RUN))
-            drifted = [str(x.ref) for x in objects if x.drift and x.result in (ObjectStatus.DONE, ObjectStatus.DRY_RUN)]
+        elif o.result == ObjectStatus.DRY_RUN:
+            # Nothing was written: say what a pass would write, object by object.
+            would = [x for x in objects if x.result == ObjectStatus.DRY_RUN and x.action != Action.DELETE]
+            drifted = [str(x.ref) for x in would if x.drift]
+            candidates.append((Outcome.APPLIED, f"would write {len(would)} object(s): "
+                               + ", ".join(f"{x.action.value} {x.ref}" for x in would)
+                               + (f"; would correct drift: {', '.join(drifted)}" if drifted else "")))
+        elif o.result == ObjectStatus.DONE:
+            written = sum(1 for x in objects if x.result == ObjectStatus.DONE)
+            drifted = [str(x.ref) for x in objects if x.drift and x.result == ObjectStatus.DONE]
             candidates.append((Outcome.APPLIED, f"{written} object(s) written"
                                + (f"; drift corrected: {', '.join(drifted)}" if drifted else "")))
     # Drift left in place: the model's state stays what the rest says, its message names the objects.
