@@ -5,6 +5,7 @@ Time is an injected clock shared by both electors, so expiry and takeover are dr
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from kubernetes import client
 
 from gitops_kaito.sandbox.apiserver import ApiServer
 from gitops_kaito.sandbox.hooks import Fault
-from gitops_kaito.service.leader import LeaderElector, LeaseSettings
+from gitops_kaito.service.daemon import Daemon, DaemonSettings
+from gitops_kaito.service.leader import PROBLEM_LOG_EVERY_S, LeaderElector, LeaseSettings
+from gitops_kaito.service.metrics import Metrics
 
 NS = "gitops-kaito"
 LEASE = "gitops-kaito-leader"
@@ -47,6 +50,12 @@ def _api(srv: ApiServer, agent: str = "gitops-kaito/test") -> client.ApiClient:
     api = client.ApiClient(cfg)
     api.user_agent = agent
     return api
+
+
+@dataclass(frozen=True)
+class _Report:
+    ok: bool
+    summary: str
 
 
 def _elector(srv: ApiServer, identity: str, clock: FakeClock, changes: list[tuple[str, bool]] | None = None
@@ -194,3 +203,62 @@ def test_a_renew_answered_after_the_deadline_does_not_extend_leadership(server: 
     assert not a.is_leader
     slow.delay = 0
     assert a.step() and a.is_leader, "a prompt renew leads again"
+
+
+# -- a replica that cannot act says why ------------------------------------------------------------------------------
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("gitops_kaito")]
+
+
+def test_no_namespace_for_the_lease_is_an_error_with_the_fixes_at_a_bounded_rate(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gitops_kaito")
+    with ApiServer() as srv:  # a fresh cluster: no gitops-kaito namespace
+        clock = FakeClock()
+        elector = _elector(srv, "a", clock)
+        daemon = Daemon(DaemonSettings(), lambda ctx: _Report(True, "ok"), Metrics(), elector)
+        for _ in range(10):  # 20 s of retries every 2 s
+            assert elector.step() is False
+            clock.advance(2)
+        errors = _errors(caplog)
+        assert len(errors) == 1, errors  # once, not a line per retry
+        for fix in (f"namespace '{NS}' does not exist", f"kubectl create namespace {NS}", "--lease-namespace",
+                    "--no-leader-election"):
+            assert fix in errors[0], errors[0]
+        probe = daemon.readiness()
+        assert not probe.ok and probe.message.startswith("cannot act: ") and "--no-leader-election" in probe.message
+
+        clock.advance(PROBLEM_LOG_EVERY_S)  # still broken a minute later: said again
+        elector.step()
+        assert len(_errors(caplog)) == 2
+
+        api = _api(srv, "gitops-kaito-tests")
+        client.CoreV1Api(api).create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        api.close()
+        assert elector.step() is True  # fixed: it acts, says so, and readiness no longer blames the Lease
+        assert elector.problem == "" and "can be used again" in caplog.text
+        assert daemon.readiness().message == "no successful pass yet"
+
+
+def test_no_rbac_for_the_lease_names_the_verbs_and_the_role(server: ApiServer,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gitops_kaito")
+    server.faults.add(Fault(method="GET", path_regex=f"/leases/{LEASE}$", status=403, times=None,
+                            message=f'leases.coordination.k8s.io "{LEASE}" is forbidden'))
+    elector = _elector(server, "a", FakeClock())
+    assert elector.step() is False and elector.step() is False
+    errors = _errors(caplog)
+    assert len(errors) == 1, errors
+    assert f"not allowed to get Lease {NS}/{LEASE} (403" in errors[0]
+    assert "get, create and update on leases.coordination.k8s.io" in errors[0] and "deploy/rbac.yaml" in errors[0]
+    assert "--no-leader-election" in errors[0]
+
+
+def test_losing_the_race_to_create_the_lease_is_not_a_problem(server: ApiServer,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gitops_kaito")
+    server.faults.add(Fault(method="POST", path_regex="/leases$", status=409, times=1))
+    elector = _elector(server, "a", FakeClock())
+    assert elector.step() is False
+    assert elector.problem == "" and _errors(caplog) == []

@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gitops_kaito.service.logs import configure_logging
 
     fmt = args.log_format or os.environ.get("GITOPS_KAITO_LOG_FORMAT", "").strip().lower()
-    configure_logging(verbosity=args.verbose, fmt="json" if fmt == "json" else "text")
+    # A service's log is its output: `run` shows routine lines (info) without -v; other commands only problems.
+    configure_logging(verbosity=args.verbose + getattr(args, "base_verbosity", 0), fmt="json" if fmt == "json" else "text")
     try:
         return int(args.func(args) or 0)
     except CliError as err:

@@ -72,7 +72,8 @@ def register(subparsers: Any) -> None:
                         help="also one status per model (<context>/<namespace>/<name>)")
     add_scope_flags(parser, env_default=False)  # env GITOPS_KAITO_INSTANCE / GITOPS_KAITO_PATHS via settings
     add_azure_flags(parser)
-    parser.set_defaults(func=run, leader_election=None, allow_mass_prune=None, commit_status_per_model=None)
+    parser.set_defaults(func=run, leader_election=None, allow_mass_prune=None, commit_status_per_model=None,
+                        base_verbosity=1)
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:

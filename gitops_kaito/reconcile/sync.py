@@ -381,7 +381,8 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
         result = dataclasses.replace(result, created=counts["create"], updated=counts["update"],
                                      replaced=counts["replace"], pruned=counts["delete"],
                                      drift_corrected=counts["drift"])
-    log.info("sync pass: %s", result.summary(), extra={"fields": {
+    # The daemon's "pass ok/failed" line says the same at info: this one is for -vv.
+    log.debug("sync pass: %s", result.summary(), extra={"fields": {
         "revision": revision, "created": result.created, "updated": result.updated, "replaced": result.replaced,
         "pruned": result.pruned, "drift_corrected": result.drift_corrected, "failed": result.failed,
         "duration_s": round(result.duration_s, 3)}})

@@ -104,7 +104,7 @@ class Daemon:
         self.settings = replace(self.settings, interval_s=interval_s, jitter_s=jitter_s)
         if self._scheduler.running and not self._stop.is_set():
             self._scheduler.reschedule_job("pass", trigger=self._trigger())
-        log.warning("interval is now %gs (jitter %gs)", interval_s, jitter_s)
+        log.info("interval is now %gs (jitter %gs)", interval_s, jitter_s)
 
     def trigger(self, reason: str) -> None:
         """Run a pass as soon as possible (a webhook arrived). Coalesces with one already queued."""
@@ -119,7 +119,12 @@ class Daemon:
         return Probe(not self._stop.is_set(), "stopping" if self._stop.is_set() else "ok")
 
     def readiness(self) -> Probe:
+        """Ready once a pass succeeded; a replica that cannot act says why (and what to do), a follower who leads."""
+        if self.elector is not None and self.elector.problem:
+            return Probe(False, f"cannot act: {self.elector.problem}")
         if self._last_ok is None:
+            if self.elector is not None and self.elector.holder and not self.elector.is_leader:
+                return Probe(False, f"standing by: the Lease is held by {self.elector.holder}; only the leader passes")
             return Probe(False, "no successful pass yet")
         return Probe(True, f"last successful pass {time.time() - self._last_ok:.0f}s ago")
 
@@ -157,8 +162,9 @@ class Daemon:
         try:
             report = self.run_pass(PassContext(reason=reason, should_continue=self._may_act))
             ok = report.ok
-            log.warning("pass %s: %s", "ok" if ok else "failed", report.summary,
-                        extra={"fields": {"reason": reason, "duration_s": round(time.monotonic() - started, 3)}})
+            # A pass that went well is routine (info); one that failed is a problem (error).
+            log.log(logging.INFO if ok else logging.ERROR, "pass %s: %s", "ok" if ok else "failed", report.summary,
+                    extra={"fields": {"reason": reason, "duration_s": round(time.monotonic() - started, 3)}})
         except Exception:
             log.exception("pass crashed", extra={"fields": {"reason": reason}})
         duration = time.monotonic() - started

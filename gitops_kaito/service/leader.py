@@ -7,6 +7,7 @@ the renew deadline stops acting at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -23,6 +24,10 @@ from kubernetes.client.rest import ApiException
 
 log = logging.getLogger(__name__)
 
+# While the Lease cannot be used (no namespace, no RBAC, no API), the reason is logged at error level when it first
+# shows or changes, and then at most this often: loud enough to be found, never a line per retry.
+PROBLEM_LOG_EVERY_S = 60.0
+
 
 def default_identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -36,6 +41,15 @@ class LeaseSettings:
     lease_duration_s: float = 15.0
     renew_deadline_s: float = 10.0
     retry_period_s: float = 2.0
+
+
+def _message(err: ApiException) -> str:
+    """The Status message of an API error (its body is JSON, where the quotes around a name are escaped)."""
+    body = err.body.decode("utf-8", "replace") if isinstance(err.body, bytes) else str(err.body or "")
+    try:
+        return str(json.loads(body).get("message") or "")
+    except (ValueError, AttributeError):
+        return body
 
 
 class LeaderElector:
@@ -57,6 +71,8 @@ class LeaderElector:
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) as last read
         self._observed_at = 0.0
         self._lock = threading.Lock()
+        self._problem = ""  # why this replica cannot take part in the election now ("" = it can)
+        self._problem_logged_at = 0.0
 
     @property
     def is_leader(self) -> bool:
@@ -69,12 +85,53 @@ class LeaderElector:
     def identity(self) -> str:
         return self.settings.identity
 
+    @property
+    def problem(self) -> str:
+        """Why this replica cannot act and what to do about it, while the Lease cannot be read or written; else ""."""
+        return self._problem
+
+    @property
+    def holder(self) -> str:
+        """The Lease's holder as last read ("" before the first read)."""
+        return self._observed[0] if self._observed else ""
+
+    def _trouble(self, problem: str) -> None:
+        now = self.clock()
+        if problem != self._problem or now - self._problem_logged_at >= PROBLEM_LOG_EVERY_S:
+            log.error("%s", problem, extra={"fields": {"identity": self.settings.identity, "lease": self.settings.name,
+                                                      "lease_namespace": self.settings.namespace}})
+            self._problem_logged_at = now
+        self._problem = problem
+
+    def _fine(self) -> None:
+        if self._problem:
+            log.info("leader election: the Lease %s/%s can be used again", self.settings.namespace, self.settings.name)
+            self._problem = ""
+
+    def _refused(self, err: ApiException, verb: str) -> str | None:
+        """The problem an answer of the API server means, with what to do; None when it is part of a normal race."""
+        s = self.settings
+        where = f"Lease {s.namespace}/{s.name}"
+        one_replica = "or run a single replica with --no-leader-election"
+        if err.status == 404 and f'namespaces "{s.namespace}" not found' in _message(err):
+            return (f"leader election: the Lease's namespace {s.namespace!r} does not exist, so this replica never acts: "
+                    f"create it (kubectl create namespace {s.namespace}), point --lease-namespace "
+                    f"(GITOPS_KAITO_LEASE_NAMESPACE) at a namespace that exists, {one_replica}")
+        if err.status in (401, 403):
+            return (f"leader election: not allowed to {verb} {where} ({err.status} {err.reason}), so this replica never "
+                    f"acts: grant its service account get, create and update on leases.coordination.k8s.io in "
+                    f"{s.namespace} (the Role in deploy/rbac.yaml), point --lease-namespace at a namespace where it "
+                    f"has them, {one_replica}")
+        return None
+
     def _set_leader(self, value: bool, why: str) -> None:
         if value == self._leader:
             return
         self._leader = value
-        log.warning("leader election: %s (%s)", "became leader" if value else "lost leadership", why,
-                    extra={"fields": {"identity": self.settings.identity, "lease": self.settings.name}})
+        # Leading is routine; losing the lead while acting is worth a look.
+        log.log(logging.INFO if value else logging.WARNING, "leader election: %s (%s)",
+                "became leader" if value else "lost leadership", why,
+                extra={"fields": {"identity": self.settings.identity, "lease": self.settings.name}})
         if self.on_change:
             self.on_change(value)
 
@@ -90,20 +147,33 @@ class LeaderElector:
             lease = self.api.read_namespaced_lease(s.name, s.namespace, _request_timeout=deadline)
         except ApiException as err:
             if err.status != 404:
-                log.warning("leader election: cannot read lease: %s", err.reason)
+                self._trouble(self._refused(err, "get") or
+                              f"leader election: cannot read Lease {s.namespace}/{s.name}: {err.status} {err.reason}")
                 return self.is_leader
             try:
                 self.api.create_namespaced_lease(s.namespace, self._lease_body(None, now_wall, acquire=True),
                                                  _request_timeout=deadline)
             except ApiException as create_err:
-                log.info("leader election: lost the race to create the lease (%s)", create_err.status)
+                problem = self._refused(create_err, "create")
+                if problem:
+                    self._trouble(problem)
+                elif create_err.status == 409:
+                    self._fine()
+                    log.info("leader election: another replica created the Lease first")
+                else:
+                    self._trouble(f"leader election: cannot create Lease {s.namespace}/{s.name}: "
+                                  f"{create_err.status} {create_err.reason}")
                 return self.is_leader
+            except Exception as create_err:
+                self._trouble(f"leader election: the API server is unreachable: {create_err}")
+                return self.is_leader
+            self._fine()
             with self._lock:
                 self._last_renew = sent
                 self._set_leader(True, "created lease")
             return True
         except Exception as err:  # connection errors: keep what we have until the deadline says otherwise
-            log.warning("leader election: API unreachable: %s", err)
+            self._trouble(f"leader election: the API server is unreachable: {err}")
             return self.is_leader
 
         spec = lease.spec or client.V1LeaseSpec()
@@ -115,6 +185,7 @@ class LeaderElector:
         duration = float(spec.lease_duration_seconds or s.lease_duration_s)
         expired = self.clock() - self._observed_at > duration
         if holder and holder != s.identity and not expired:
+            self._fine()  # a follower only needs to read the Lease
             with self._lock:
                 self._set_leader(False, f"held by {holder}")
             return False
@@ -122,13 +193,18 @@ class LeaderElector:
         try:
             self.api.replace_namespaced_lease(s.name, s.namespace, body, _request_timeout=deadline)
         except ApiException as err:
-            log.info("leader election: update refused (%s): another replica acted first", err.status)
+            problem = self._refused(err, "update")
+            if problem:
+                self._trouble(problem)
+            else:
+                log.info("leader election: update refused (%s): another replica acted first", err.status)
             with self._lock:
                 self._set_leader(False, f"update refused ({err.status})")
             return False
         except Exception as err:
             log.warning("leader election: renew failed: %s", err)
             return self.is_leader
+        self._fine()
         with self._lock:
             self._last_renew = sent
             if self.clock() - sent > s.renew_deadline_s:

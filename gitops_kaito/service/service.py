@@ -141,7 +141,7 @@ def startup_settings(settings: RunSettings, git: GitSyncSettings) -> RunSettings
         return settings
     for name in (f.name for f in dataclasses.fields(DaemonConfig)):
         if getattr(out, name) != getattr(settings, name):
-            log.warning("%s %s (from gitops-kaito.yaml)", name, getattr(out, name))
+            log.info("%s %s (from gitops-kaito.yaml)", name, getattr(out, name))
     return out
 
 
@@ -314,15 +314,15 @@ class Service:
         self.listener.start()
         self._started = True
         self.daemon.start()
-        log.warning("gitops-kaito running: following %s (%s) every %s, listening on %s", self.settings.git_url,
-                    self.settings.branch, self.settings.interval, self.url,
-                    extra={"fields": {"leader_election": self.settings.leader_election}})
+        log.info("gitops-kaito running: following %s (%s) every %s, listening on %s", self.settings.git_url,
+                 self.settings.branch, self.settings.interval, self.url,
+                 extra={"fields": {"leader_election": self.settings.leader_election}})
         if self.notifier is not None:
             for sink in self.notifier.sinks:
-                log.warning("notifications: %s to %s", sink.name, sink.where)
+                log.info("notifications: %s to %s", sink.name, sink.where)
         if self.git.commit_status is not None:
             target = self.git.commit_status.target
-            log.warning("commit statuses: %s %s at %s", target.provider, target.repo, target.api_base)
+            log.info("commit statuses: %s %s at %s", target.provider, target.repo, target.api_base)
         return self
 
     def stop(self, timeout_s: float = 60.0) -> None:
