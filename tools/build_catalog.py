@@ -54,6 +54,8 @@ PRESETS_HEADER = """\
 #   token_limit      the model's maximum context (ModelTokenLimit); vllm max-model-len must not exceed it
 #   bytes_per_token  KV-cache bytes per token across all layers (KAITO BytesPerToken); feeds the node estimate
 #   supports_tuning  KAITO can fine-tune it (lora/qlora)
+#   tuning_memory_gib  GPU memory one tuning job needs on its one node (KAITO's tuning parameters); null: no tuning
+#   tuning_disk_gib  node disk KAITO requests for a tuning job of it, GiB; null: no tuning
 #   gated            downloading needs a Hugging Face token (presetOptions.modelAccessSecret, key HF_TOKEN)
 #   served_name      the model name the inference server answers to (--served-model-name)
 #   source           where the numbers come from: "v0.12.0" (KAITO at HEAD) or a legacy snapshot
@@ -138,6 +140,10 @@ def build_presets(facts: dict[str, Any]) -> list[dict[str, Any]]:
             "token_limit": req.get("model_token_limit"),
             "bytes_per_token": req.get("bytes_per_token"),
             "supports_tuning": bool(entry.get("supports_tuning_head", req.get("supports_tuning", False))),
+            # KAITO's tuning parameters (presets/workspace/models/transformer_runtime_tuning_parameters.go at
+            # v0.12.0): the GPU memory one tuning job needs on its single node, and the node disk it requests.
+            "tuning_memory_gib": _tuning(entry, "total_safetensor_file_size"),
+            "tuning_disk_gib": _tuning(entry, "disk_storage_requirement"),
             "gated": _gated(entry, (head or {}).get("license")),
             "served_name": entry.get("served_model_name_head") or entry["hf_model_id"].split("/")[-1].lower(),
             "source": source,
@@ -147,6 +153,14 @@ def build_presets(facts: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(record)
     _add_aliases(out, facts)
     return out
+
+
+def _tuning(entry: dict[str, Any], key: str) -> float | None:
+    """A tuning requirement at v0.12.0, or None where KAITO cannot tune the preset (or has no figure)."""
+    if not entry.get("supports_tuning_head"):
+        return None
+    value = gib((entry.get("tuning_requirements_head") or {}).get(key))
+    return value if value else None
 
 
 def _add_aliases(records: list[dict[str, Any]], facts: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from gitops_kaito.repo.catalog import (
     RemovedPreset,
     UnknownPreset,
     load_catalog,
+    tuning_fit,
 )
 
 
@@ -40,6 +41,7 @@ def register(subparsers: Any) -> None:
                             description="List the presets KAITO accepts (--all adds deprecated and removed ones).")
     add_output_flag(models)
     models.add_argument("--all", action="store_true", help="include deprecated and removed presets")
+    models.add_argument("--tuning", action="store_true", help="only presets KAITO can fine-tune (TuningJob)")
     models.set_defaults(func=run_models)
 
     skus = sub.add_parser("skus", help="list GPU SKUs", description="List the GPU SKUs KAITO knows, per cloud.")
@@ -58,6 +60,8 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--max-model-len", type=int, metavar="N",
                      help=f"context length vLLM reserves KV cache for (default {DEFAULT_MAX_MODEL_LEN})")
     fit.add_argument("--all", action="store_true", help="also list SKUs it does not fit, with the reason")
+    fit.add_argument("--tuning", action="store_true",
+                     help="fit one fine-tuning job (TuningJob: one node, KAITO's tuning memory need) instead of serving")
     fit.add_argument("--repo", help="use this repository's gitops-kaito.yaml (clouds and prices)")
     fit.set_defaults(func=run_fit)
 
@@ -75,10 +79,12 @@ def _add_cloud_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    presets = [p for p in load_catalog().presets() if args.all or p.supported]
+    presets = [p for p in load_catalog().presets() if (args.all or p.supported)
+               and not (getattr(args, "tuning", False) and p.tuning_problem)]
     if args.output == "table":
         rows = [{"name": p.name, "family": p.family, "size-gib": p.model_size_gib or None, "disk-gib": p.disk_gib,
-                 "token-limit": p.token_limit or None, "runtimes": ",".join(p.runtimes), "tuning": p.supports_tuning,
+                 "token-limit": p.token_limit or None, "runtimes": ",".join(p.runtimes),
+                 "tuning": not p.tuning_problem,
                  "gated": p.gated, **({"status": p.status, "use-instead": p.replacement} if args.all else {})}
                 for p in presets]
         print_table(rows)
@@ -91,7 +97,8 @@ def _preset_json(p: Preset) -> dict[str, Any]:
     return {"name": p.name, "hfId": p.hf_id, "aliases": list(p.aliases), "family": p.family, "status": p.status,
             "replacement": p.replacement, "runtimes": list(p.runtimes), "modelSizeGiB": p.model_size_gib or None,
             "diskGiB": p.disk_gib, "tokenLimit": p.token_limit or None, "bytesPerToken": p.bytes_per_token or None,
-            "supportsTuning": p.supports_tuning, "gated": p.gated, "servedName": p.served_name}
+            "supportsTuning": not p.tuning_problem, "tuningMemoryGiB": p.tuning_memory_gib or None,
+            "tuningDiskGiB": p.tuning_disk_gib or None, "gated": p.gated, "servedName": p.served_name}
 
 
 # --- skus ------------------------------------------------------------------------------------------------------
@@ -131,6 +138,8 @@ def run_fit(args: argparse.Namespace) -> int:
         preset = catalog.preset(args.model)
     except (UnknownPreset, RemovedPreset) as err:
         raise CliError(str(err), EXIT_INVALID)
+    if getattr(args, "tuning", False):
+        return _run_tuning_fit(args, catalog, preset, _clouds(args.cloud) or repo_clouds)
     length = args.max_model_len
     if length is not None and length <= 0:
         raise CliError(f"--max-model-len must be positive, got {length}", EXIT_INVALID)
@@ -174,6 +183,39 @@ def _print_fit_table(preset: Preset, clouds: tuple[str, ...], length: int | None
         print(f"no SKU in {', '.join(clouds)} that gitops-kaito would choose fits {preset.name}")
     for fit in rejected:
         print(f"does not fit: {fit.reason}")
+
+
+def _run_tuning_fit(args: argparse.Namespace, catalog: Catalog, preset: Preset, clouds: tuple[str, ...]) -> int:
+    if preset.tuning_problem:
+        raise CliError(preset.tuning_problem, EXIT_INVALID)
+    fits = catalog.tuning_fits(preset, clouds)
+    try:
+        chosen: Fit | None = catalog.choose_tuning_sku(preset, clouds)
+    except LookupError:
+        chosen = None
+    rejected = [f for f in (tuning_fit(preset, s) for s in catalog.skus(clouds)) if not f.fits] if args.all else []
+    if args.output == "table":
+        print(f"{preset.name} ({preset.hf_id}): one tuning job needs {preset.tuning_memory_gib:g} GiB of GPU memory "
+              f"on one node and {preset.tuning_disk_gib} GiB of disk, clouds {', '.join(clouds)}")
+        rows = [{"default": chosen is not None and f.sku.name == chosen.sku.name, "sku": f.sku.name,
+                 "cloud": f.sku.cloud, "nodes": 1, "gpus": f.total_gpus, "gpu-model": f.sku.gpu_model,
+                 "gpu-mem-gib": f.sku.gpu_memory_gib, "usd-per-hour": f.price_per_hour} for f in fits]
+        if rows:
+            print_table(rows)
+        if chosen:
+            price = f" at ${chosen.price_per_hour:g}/h while the job's node exists" if chosen.price_per_hour else ""
+            print(f"default: 1 x {chosen.sku.name}{price}")
+        else:
+            print(f"no SKU in {', '.join(clouds)} that gitops-kaito would choose holds a tuning job of {preset.name}")
+        for fit in rejected:
+            print(f"does not fit: {fit.reason}")
+    else:
+        emit({"model": preset.name, "hfId": preset.hf_id, "tuning": True,
+              "tuningMemoryGiB": preset.tuning_memory_gib, "tuningDiskGiB": preset.tuning_disk_gib,
+              "clouds": list(clouds), "default": _fit_json(chosen) if chosen else None,
+              "fits": [_fit_json(f) for f in fits],
+              **({"doesNotFit": [_fit_json(f) for f in rejected]} if args.all else {})}, args.output)
+    return EXIT_OK if chosen else EXIT_INVALID
 
 
 def _fit_json(f: Fit) -> dict[str, Any]:

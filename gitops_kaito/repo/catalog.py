@@ -81,10 +81,24 @@ class Preset:
     replacement: str | None
     aliases: tuple[str, ...]
     cataloged: bool = True  # False: an arbitrary Hugging Face id KAITO generates on its own (uncataloged_preset)
+    tuning_memory_gib: float = 0.0  # GPU memory one tuning job needs on its single node; 0 when it cannot be tuned
+    tuning_disk_gib: int = 0  # node disk KAITO requests for a tuning job
 
     @property
     def supported(self) -> bool:
         return self.status == "supported"
+
+    @property
+    def tuning_problem(self) -> str:
+        """Why KAITO v0.12.0 cannot fine-tune this preset, or "" when it can."""
+        if not self.supported:
+            return f"{self.name} is {self.status} in KAITO v0.12.0"
+        if self.name in TUNING_BROKEN:
+            return TUNING_BROKEN[self.name]
+        if not self.supports_tuning or self.tuning_memory_gib <= 0:
+            return (f"KAITO v0.12.0 cannot fine-tune {self.name}: it has tuning parameters only for the presets "
+                    "`gitops-kaito catalog models --tuning` lists")
+        return ""
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,16 @@ class Fit:
     total_gpus: int
     price_per_hour: float | None  # nodes x the SKU's price; None when the price is unknown
     reason: str  # why it does not fit, with the numbers; "" when it fits
+
+
+# Presets KAITO lists as tunable but whose tuning cannot work at v0.12.0, with why.
+TUNING_BROKEN: dict[str, str] = {
+    # GetTuningParameters() looks the served name mistral-7b-v0.3 up in supported_models.yaml, which has no such
+    # entry, and MustGet panics (presets/workspace/models/vllm_model.go at v0.12.0).
+    "mistral-7b": ("KAITO v0.12.0 cannot fine-tune mistral-7b: its tuning parameters are looked up under "
+                   "'mistral-7b-v0.3', which supported_models.yaml lacks (MustGet panics in "
+                   "presets/workspace/models/vllm_model.go)"),
+}
 
 
 class CatalogError(ValueError):
@@ -285,6 +309,20 @@ class Catalog:
             self._fits_cache[key] = found
         return found
 
+    def tuning_fits(self, preset: Preset, clouds: Sequence[str] | None = None) -> list[Fit]:
+        """Every available SKU in clouds one tuning job of preset fits on (one node), cheapest first."""
+        fits = (tuning_fit(preset, sku) for sku in self.skus(clouds))
+        return sorted((f for f in fits if f.fits), key=rank)
+
+    def choose_tuning_sku(self, preset: Preset, clouds: Sequence[str] | None = None) -> Fit:
+        """The cheapest CUDA SKU a tuning job of preset fits on. Raises LookupError when none does."""
+        for fit in self.tuning_fits(preset, clouds):
+            if fit.sku.cuda:
+                return fit
+        where = ", ".join(clouds) if clouds else "any cloud"
+        raise LookupError(f"no GPU SKU in {where} has the {preset.tuning_memory_gib:g} GiB of GPU memory a "
+                          f"tuning job of {preset.name} needs on one node")
+
     def choose_sku(self, preset: Preset, clouds: Sequence[str] | None = None,
                    max_model_len: int | None = None) -> Fit:
         """The default SKU: the cheapest fitting CUDA SKU. Raises LookupError when none fits."""
@@ -356,6 +394,29 @@ def estimate_fit(preset: Preset, sku: GpuSku, max_model_len: int | None = None) 
                   f"{for_weights / GIB:.1f} GiB per GPU for weights), more than the {MAX_NODES}-node limit",
                   nodes)
     return Fit(preset, sku, True, nodes, sku.gpu_count, nodes * sku.gpu_count, price_for(sku, nodes), "")
+
+
+def tuning_fit(preset: Preset, sku: GpuSku) -> Fit:
+    """Whether one tuning job of preset fits on one node of sku.
+
+    KAITO tunes on exactly one node (`api/v1beta1/workspace_validation.go` at v0.12.0 refuses multinode tuning) and
+    gives the job every GPU of the SKU (`pkg/workspace/tuning/preset_tuning.go`); its tuning parameters state the
+    GPU memory the job needs (`presets/workspace/models/transformer_runtime_tuning_parameters.go`). KAITO's webhook
+    does not compare the two; a job on a smaller SKU runs out of memory, so gitops-kaito refuses it up front.
+    """
+    def no(reason: str) -> Fit:
+        return Fit(preset, sku, False, 1, sku.gpu_count, sku.gpu_count, price_for(sku, 1), reason)
+
+    problem = preset.tuning_problem
+    if problem:
+        return no(problem)
+    if sku.gpu_count <= 0 or sku.gpu_memory_gib <= 0:
+        return no(f"{sku.name} has no GPU memory information")
+    if sku.gpu_memory_gib < preset.tuning_memory_gib:
+        return no(f"{sku.name} has {sku.gpu_memory_gib:g} GiB of GPU memory ({sku.gpu_count} x "
+                  f"{sku.gpu_memory_per_gpu_gib:g} GiB); a tuning job of {preset.name} needs "
+                  f"{preset.tuning_memory_gib:g} GiB on one node (KAITO tunes on one node only)")
+    return Fit(preset, sku, True, 1, sku.gpu_count, sku.gpu_count, price_for(sku, 1), "")
 
 
 def hf_repo_id_problem(name: str) -> str | None:
@@ -438,6 +499,7 @@ def _preset(raw: dict[str, Any]) -> Preset:
         supports_tuning=bool(raw.get("supports_tuning")), gated=bool(raw.get("gated")),
         served_name=raw["served_name"], status=status, replacement=raw.get("replacement"),
         aliases=tuple(raw.get("aliases") or ()),
+        tuning_memory_gib=float(raw.get("tuning_memory_gib") or 0.0), tuning_disk_gib=int(raw.get("tuning_disk_gib") or 0),
     )
 
 
