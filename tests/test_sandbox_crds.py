@@ -47,7 +47,8 @@ def _validator(crd: dict[str, Any], version: str) -> jsonschema.Draft7Validator:
 
 
 def test_crd_files_are_the_three_kinds() -> None:
-    assert set(_crds()) == {"workspaces.kaito.sh", "nodeclaims.karpenter.sh", "machines.karpenter.sh"}
+    assert set(_crds()) == {"workspaces.kaito.sh", "nodeclaims.karpenter.sh", "machines.karpenter.sh",
+                            "ragengines.kaito.sh"}
 
 
 def test_workspace_versions_printer_columns_and_status() -> None:

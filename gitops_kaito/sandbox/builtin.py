@@ -70,8 +70,12 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     _t("", "v1", "Pod", "pods", True, ("po",), status=True),
     _t("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
     _t("", "v1", "Endpoints", "endpoints", True, ("ep",)),
+    # The volumes KAITO's tuning examples declare (tuning input/output, RAG vector storage); never bound here.
+    _t("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",), status=True),
     _t("apps", "v1", "Deployment", "deployments", True, ("deploy",), status=True, generation=True),
     _t("events.k8s.io", "v1", "Event", "events", True, ("ev",)),
+    # The Job KAITO runs a tuning Workspace as (one per revision of the Workspace).
+    _t("batch", "v1", "Job", "jobs", True, (), status=True, generation=True),
     _t("coordination.k8s.io", "v1", "Lease", "leases", True),
     _t(
         "apiextensions.k8s.io",

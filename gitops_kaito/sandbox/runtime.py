@@ -19,7 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from gitops_kaito.model.resources import data_path
-from gitops_kaito.sandbox.apiserver import ApiServer
+from gitops_kaito.sandbox.apiserver import ApiServer, ProxyHandler
 from gitops_kaito.sandbox.controllers import (
     ChaosController,
     Controller,
@@ -33,8 +33,21 @@ from gitops_kaito.sandbox.controllers import (
 from gitops_kaito.sandbox.controllers.base import make_api_client
 from gitops_kaito.sandbox.controllers.gpus import gpu_shape
 from gitops_kaito.sandbox.controllers.karpenter import node_status
+from gitops_kaito.sandbox.controllers.ragengine import RagEngineController, RagServer
 
 log = logging.getLogger(__name__)
+
+
+def chain_proxies(*handlers: ProxyHandler) -> ProxyHandler:
+    """One service-proxy handler from several: the first that knows the Service answers (model servers, then RAG
+    engines); None from all of them is the emulator's 503."""
+    def handle(namespace: str, service: str, port: Any, method: str, subpath: str, body: Any) -> Any:
+        for handler in handlers:
+            reply = handler(namespace, service, port, method, subpath, body)
+            if reply is not None:
+                return reply
+        return None
+    return handle
 
 SPEEDS = ("fast", "demo")
 NODE_PROVISIONING = ("nap", "byo")
@@ -78,6 +91,7 @@ class Sandbox:
         self.failures = FailureBook(self.settings.failures)
         self.controllers: list[Controller] = []
         self.model_server: ModelServer | None = None
+        self.rag_server: RagServer | None = None
         self._tmpdir: Path | None = None
         self._kubeconfig: Path | None = None
         self._api: client.ApiClient | None = None
@@ -117,6 +131,9 @@ class Sandbox:
         if self.model_server is not None:
             self.model_server.close()
             self.model_server = None
+        if self.rag_server is not None:
+            self.rag_server.close()
+            self.rag_server = None
         if self._api is not None:
             self._api.close()
             self._api = None
@@ -235,8 +252,10 @@ class Sandbox:
             KarpenterController(self.url, timing, self.failures),
             KaitoController(self.url, timing, self.failures, self.settings.node_provisioning, self.settings.cloud),
             ChaosController(self.url, timing, self.failures),
+            RagEngineController(self.url, timing, self.failures),
         ]
         for ctl in self.controllers:
             ctl.start()
         self.model_server = ModelServer(self.url)
-        self.server.set_proxy_handler(self.model_server)
+        self.rag_server = RagServer(self.url, self.model_server)
+        self.server.set_proxy_handler(chain_proxies(self.model_server, self.rag_server))

@@ -1,4 +1,4 @@
-"""Failures a sandbox can inject (SKU unavailable, quota, image pull, node lost), per workspace or global.
+"""Failures a sandbox can inject (SKU unavailable, quota, image pull, node lost, tuning failed), per object or all.
 
 Controllers consult one shared FailureBook; each failure surfaces through the real condition reasons.
 """
@@ -12,7 +12,8 @@ SKU_UNAVAILABLE = "sku-unavailable"
 QUOTA = "quota"
 IMAGE_PULL = "image-pull"
 NODE_LOST = "node-lost"
-KINDS = (SKU_UNAVAILABLE, QUOTA, IMAGE_PULL, NODE_LOST)
+TUNING_FAILED = "tuning-failed"  # the tuning Job's pod fails (KAITO reports the first pod failure as Failed)
+KINDS = (SKU_UNAVAILABLE, QUOTA, IMAGE_PULL, NODE_LOST, TUNING_FAILED)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ Approximations, stated openly:
   InferenceReady, WorkspaceSucceeded (legacy: MachineReady, ResourceReady, InferenceReady, WorkspaceSucceeded),
   so a watcher sees each step; KAITO may set several in one update.
 - Services are deleted by the controller on Workspace deletion (no ownerReference garbage collector here).
-- Tuning Workspaces get JobStarted=True once resources are ready, then state Succeeded (legacy: no state).
+- Tuning Workspaces run as a batch/v1 Job per revision, Pending -> Running -> Succeeded or Failed
+  (controllers/tuning.py); legacy ones get no state.
 - Services are the same for legacy Workspaces (legacy KAITO made the headless one only for distributed models).
 """
 
@@ -63,8 +64,9 @@ from typing import Any
 import yaml
 
 from gitops_kaito.sandbox.controllers import conditions as c
+from gitops_kaito.sandbox.controllers import tuning as tuning_runs
 from gitops_kaito.sandbox.controllers.base import Controller
-from gitops_kaito.sandbox.controllers.failures import IMAGE_PULL, FailureBook
+from gitops_kaito.sandbox.controllers.failures import IMAGE_PULL, TUNING_FAILED, FailureBook
 from gitops_kaito.sandbox.controllers.gpus import disk_request, estimate_nodes
 from gitops_kaito.sandbox.controllers.karpenter import MACHINE
 from gitops_kaito.sandbox.controllers.timing import Timing
@@ -245,6 +247,7 @@ class KaitoController(Controller):
         self.nap = node_provisioning == "nap"
         self.cloud = cloud
         self._last_write: dict[str, float] = {}
+        self._jobs = tuning_runs.Jobs(self.api)
 
     def watched(self) -> list[Any]:
         return [partial(self.kube.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL),
@@ -307,12 +310,21 @@ class KaitoController(Controller):
             return 0.0
         resource_conditions, resource_ready, ready_nodes = self._resources(ws, target, live_claims, nodes)
 
-        # 6: Services once the nodes are ready.
+        # 6: Services once the nodes are ready; 7: a tuning Workspace's Job (a new one per revision).
         if resource_ready:
             self._ensure_services(ws)
-        delay = self._write_status(ws, key, self._progress(ws, key, resource_conditions, resource_ready, ready_nodes))
+        job = None
+        if ws.get("tuning") and resource_ready:
+            job, new_run = tuning_runs.ensure_job(self._jobs, ws)
+            if new_run:
+                self.forget(key, "tuning")
+        new_status = self._progress(ws, key, resource_conditions, resource_ready, ready_nodes)
+        delay = self._write_status(ws, key, new_status)
+        if job is not None:
+            tuning_runs.sync_job_status(self._jobs, job, str(new_status.get("state", "")))
         if delay is None and resource_ready:
-            loading = self.waited(key, "model", self.timing.model_load_s)
+            step, wait = ("tuning", self.timing.tuning_s) if ws.get("tuning") else ("model", self.timing.model_load_s)
+            loading = self.waited(key, step, wait)
             return loading if loading > 0 else None
         return delay
 
@@ -576,9 +588,11 @@ class KaitoController(Controller):
         resources_ok = bool(desired) and desired[-1]["status"] == "True"
         if not resource_ready:
             self.forget(key, "model")
+        phase = ""
         if tuning:
-            workload_ok = add(c.cond(JOB_STARTED, resources_ok, "JobStarted" if resources_ok else "JobPending",
-                                     "tuning job has started" if resources_ok else "Waiting for resources", gen))
+            failed = self.failures.find(TUNING_FAILED, meta["namespace"], meta["name"]) is not None
+            finished = resources_ok and self.waited(key, "tuning", self.timing.tuning_s) == 0
+            workload_ok, phase = tuning_runs.progress(ws, resources_ok, failed, finished, add)
         else:
             failure = self.failures.find(IMAGE_PULL, meta["namespace"], meta["name"])
             loaded = resources_ok and self.waited(key, "model", self.timing.model_load_s) == 0
@@ -592,16 +606,21 @@ class KaitoController(Controller):
             else:
                 workload_ok = add(c.cond(INFERENCE_READY, False, "WorkspaceInferenceStatusPending",
                                          "Inference is not ready", gen))
-        succeeded = add(c.cond(WORKSPACE_SUCCEEDED, workload_ok, "workspaceSucceeded" if workload_ok
-                               else "workspacePending", "workspace succeeds" if workload_ok else "workspace is pending",
-                               gen))
+        if phase == tuning_runs.FAILED:
+            succeeded = add(c.cond(WORKSPACE_SUCCEEDED, False, "workspaceFailed", "tuning job failed", gen))
+        else:
+            succeeded = add(c.cond(WORKSPACE_SUCCEEDED, workload_ok, "workspaceSucceeded" if workload_ok
+                                   else "workspacePending",
+                                   "workspace succeeds" if workload_ok else "workspace is pending", gen))
         if legacy:
             return {"conditions": desired, "workerNodes": ready_nodes}
         previous = old_status.get("state")
         if succeeded:
             state = "Succeeded" if tuning else "Ready"
-        elif tuning and workload_ok:
-            state = "Running"
+        elif tuning and phase == tuning_runs.FAILED:
+            state = phase
+        elif tuning and phase in (tuning_runs.RUNNING, tuning_runs.SUCCEEDED):  # success not written yet
+            state = tuning_runs.RUNNING
         else:
             state = "NotReady" if previous in ("Ready", "NotReady") else "Pending"
         return {"conditions": desired, "state": state, "workerNodes": ready_nodes}
@@ -613,7 +632,7 @@ class KaitoController(Controller):
                    NODES_READY: ("NodeNotReady", "Nodes are being checked"),
                    RESOURCE_READY: ("workspaceResourceStatusNotReady", "workspace resource is not ready"),
                    INFERENCE_READY: ("WorkspaceInferenceStatusPending", "Inference is not ready"),
-                   JOB_STARTED: ("JobPending", "Waiting for resources"),
+                   JOB_STARTED: ("WorkspaceTuningJobStatusPending", "Waiting for resources"),
                    WORKSPACE_SUCCEEDED: ("workspacePending", "workspace is pending")}
         reason, message = pending[cond["type"]]
         return c.cond(cond["type"], False, reason, message, cond.get("observedGeneration"))
@@ -657,6 +676,8 @@ class KaitoController(Controller):
                 self.kube.delete_custom("karpenter.sh", MACHINE_VERSION, MACHINES, m["metadata"]["name"])
         for svc in service_manifests(ws):
             self.kube.delete_service(meta["namespace"], svc["metadata"]["name"])
+        if ws.get("tuning"):  # its Job goes with it (an ownerReference, collected by the garbage collector in KAITO)
+            self._jobs.delete(meta["namespace"], meta["name"])
         if claims or machines:
             return None  # wait for Karpenter to release them; their deletion wakes us
         if FINALIZER in (meta.get("finalizers") or []):

@@ -16,6 +16,7 @@ class Timing:
     ready_s: float = 0.0           # Initialized -> Ready
     condition_step_s: float = 0.0  # between two Workspace conditions turning True
     model_load_s: float = 0.0      # ResourceReady -> InferenceReady (image pull, weights download)
+    tuning_s: float = 0.0          # a tuning Job's run: JobStarted (state Running) -> Succeeded
     resync_s: float = 1.0          # a full pass even without watch events
     watch_timeout_s: int = 10      # server-side watch timeout; Sandbox.stop() interrupts sooner
 
@@ -25,5 +26,5 @@ class Timing:
             return cls()
         if speed == "demo":
             return cls(launch_s=4.0, register_s=5.0, initialize_s=3.0, ready_s=1.0,
-                       condition_step_s=1.5, model_load_s=8.0, resync_s=2.0)
+                       condition_step_s=1.5, model_load_s=8.0, tuning_s=10.0, resync_s=2.0)
         raise ValueError(f"unknown speed {speed!r}; expected fast or demo")
