@@ -51,7 +51,7 @@ def wire(cluster: ClusterTarget) -> Iterator[list[dict[str, Any]]]:
     try:
         yield bodies
     finally:
-        sb.server.set_proxy_handler(inner)
+        sb.server.set_proxy_handler(sb.proxy_handler)
 
 
 def test_one_shot_prints_the_answer(ready: tuple[ClusterTarget, list[str]], wire: list[dict[str, Any]],

@@ -92,6 +92,7 @@ class Sandbox:
         self.controllers: list[Controller] = []
         self.model_server: ModelServer | None = None
         self.rag_server: RagServer | None = None
+        self.proxy_handler: ProxyHandler | None = None  # what the service proxy calls: model servers, RAG engines
         self._tmpdir: Path | None = None
         self._kubeconfig: Path | None = None
         self._api: client.ApiClient | None = None
@@ -258,4 +259,5 @@ class Sandbox:
             ctl.start()
         self.model_server = ModelServer(self.url)
         self.rag_server = RagServer(self.url, self.model_server)
-        self.server.set_proxy_handler(chain_proxies(self.model_server, self.rag_server))
+        self.proxy_handler = chain_proxies(self.model_server, self.rag_server)
+        self.server.set_proxy_handler(self.proxy_handler)
