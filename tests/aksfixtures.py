@@ -25,6 +25,10 @@ azure:
   resourceGroup: rg-ml
   clusterName: aks-ml
 """
+# Where the daemon writes agent pools: the operator's (flags/env) only. CONFIG's azure: states the same values as pins.
+TARGET = {"subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "rg-ml", "cluster_name": "aks-ml"}
+TARGET_FLAGS = ["--azure-subscription-id", TARGET["subscription_id"], "--azure-resource-group", TARGET["resource_group"],
+                "--azure-cluster-name", TARGET["cluster_name"]]
 MODEL = """apiVersion: gitops.kaito.sh/v1alpha1
 kind: ModelDeployment
 metadata:

@@ -12,7 +12,7 @@ from gitops_kaito.provision.agentpool import desired_pools, plan_pools
 from gitops_kaito.provision.aks import StaticTokenCredential, merge_settings
 from gitops_kaito.provision.provisioner import AgentPoolProvisioner
 from gitops_kaito.sandbox.arm import ArmEmulator
-from tests.aksfixtures import write_repo
+from tests.aksfixtures import TARGET, write_repo
 
 loader = pytest.importorskip("gitops_kaito.repo.loader")
 render = pytest.importorskip("gitops_kaito.core.render")
@@ -30,8 +30,9 @@ def test_repository_to_pools_and_back(tmp_path: Path, arm: ArmEmulator) -> None:
     pools = desired_pools(load.models)
     assert len(pools) == 2
 
-    # The file names the cluster; the environment points at the local endpoint (as a flag could).
-    settings = merge_settings(load.config.azure, env={"GITOPS_KAITO_AZURE_ARM_ENDPOINT": arm.url})
+    # The environment names the cluster and the local endpoint; the file's azure: only pins the same cluster.
+    settings = merge_settings(load.config.azure, env={"GITOPS_KAITO_AZURE_ARM_ENDPOINT": arm.url, **{
+        f"GITOPS_KAITO_AZURE_{k.upper()}": v for k, v in TARGET.items()}})
     assert (settings.resource_group, settings.arm_endpoint) == ("rg-ml", arm.url)
     settings = replace(settings, polling_interval_s=0.01, retry_total=0)
     prov = AgentPoolProvisioner.for_settings(settings, StaticTokenCredential(arm.settings.token))

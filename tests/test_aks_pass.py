@@ -25,7 +25,7 @@ from gitops_kaito.reconcile.assess import assess_models
 from gitops_kaito.reconcile.sync import PassResult, plan_repository, run_pass
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmFault, KubeNodeApi, NodeBridge
-from tests.aksfixtures import CONFIG, MODEL
+from tests.aksfixtures import CONFIG, MODEL, TARGET
 
 pytestmark = pytest.mark.cluster
 
@@ -65,7 +65,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         repo = tmp_path / "repo"
         (repo / "models" / "ml").mkdir(parents=True)
         (repo / "gitops-kaito.yaml").write_text(CONFIG)
-        runner = PoolRunner({"arm_endpoint": arm.url, "polling_interval_s": 0.01, "retry_total": 0},
+        runner = PoolRunner({**TARGET, "arm_endpoint": arm.url, "polling_interval_s": 0.01, "retry_total": 0},
                             credential=StaticTokenCredential(arm.settings.token), env={}, wait_s=10)
         with Kube.connect(sb.kubeconfig_path) as kube:
             yield World(sb, arm, kube, repo, runner)
@@ -173,3 +173,24 @@ def test_plan_shows_the_pool_with_nodes_size_and_price(world: World) -> None:
     dry = world.sync(dry_run=True)
     assert dry.outcome("ml.phi").state == "Provisioning"  # type: ignore[union-attr]
     assert world.arm.pool_names() == ["system"]  # neither planning nor a dry run creates anything
+
+
+def test_a_merged_change_cannot_point_agent_pool_writes_at_another_cluster(world: World) -> None:
+    """gitops-kaito.yaml naming another subscription/cluster than the daemon's: no request reaches Azure, every aks
+    model fails with the file's line, nothing is created; the same file with the daemon's own values just works."""
+    world.model("phi")
+    (world.repo / "gitops-kaito.yaml").write_text(CONFIG.replace("00000000-0000-0000-0000-000000000000", "victim-sub")
+                                                  .replace("clusterName: aks-ml", "clusterName: prod-aks"))
+    world.arm.request_log.clear()
+    result = world.sync()
+    phi = result.outcome("ml.phi")
+    assert phi is not None and phi.state == "Failed", phi
+    assert "gitops-kaito.yaml:6: azure.subscriptionId 'victim-sub' is not the daemon's" in phi.message, phi.message
+    assert "GITOPS_KAITO_AZURE_SUBSCRIPTION_ID is '00000000-0000-0000-0000-000000000000'" in phi.message
+    assert "gitops-kaito.yaml:8: azure.clusterName 'prod-aks'" in phi.message
+    assert world.arm.request_log.count() == 0, "a request went to Azure for a target the repository chose"
+    assert world.workspaces() == set() and world.arm.pool_names() == ["system"]
+
+    (world.repo / "gitops-kaito.yaml").write_text(CONFIG)  # pins equal to the daemon's target: allowed
+    until(world, lambda r: "phi" in world.workspaces(), "the Workspace once the pins match")
+    assert pool_name("ml.phi") in world.arm.pool_names()

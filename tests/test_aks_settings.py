@@ -26,10 +26,11 @@ def file_settings() -> AzureSettings:
     return AzureSettings(subscription_id="file-sub", resource_group="file-rg", cluster_name="file-cluster")
 
 
-def test_precedence_file_env_flags() -> None:
+def test_precedence_env_flags_and_the_file_never_picks_the_target() -> None:
     env = {"GITOPS_KAITO_AZURE_RESOURCE_GROUP": "env-rg", "GITOPS_KAITO_AZURE_CLUSTER_NAME": "env-cluster"}
     merged = merge_settings(file_settings(), env, {"cluster_name": "flag-cluster", "location": None})
-    assert (merged.subscription_id, merged.resource_group, merged.cluster_name) == ("file-sub", "env-rg", "flag-cluster")
+    # The file's subscription is not used in place of the operator's (none given here): a pin, not a default.
+    assert (merged.subscription_id, merged.resource_group, merged.cluster_name) == ("", "env-rg", "flag-cluster")
     assert merged.arm_endpoint == "https://management.azure.com"
 
 
@@ -39,12 +40,14 @@ def test_flags_through_argparse() -> None:
     args = parser.parse_args(["--azure-subscription-id", "flag-sub", "--azure-arm-endpoint", "http://127.0.0.1:1"])
     merged = settings_from_args(file_settings(), args, env={})
     assert merged.subscription_id == "flag-sub" and merged.arm_endpoint == "http://127.0.0.1:1"
-    assert merged.resource_group == "file-rg"
+    assert merged.resource_group == ""
 
 
 def test_config_module_azure_settings_fit() -> None:
     config = pytest.importorskip("gitops_kaito.repo.config")
-    merged = merge_settings(config.AzureSettings(subscription_id="s", resource_group="r", cluster_name="c"), env={})
+    env = {"GITOPS_KAITO_AZURE_SUBSCRIPTION_ID": "s", "GITOPS_KAITO_AZURE_RESOURCE_GROUP": "r",
+           "GITOPS_KAITO_AZURE_CLUSTER_NAME": "c"}
+    merged = merge_settings(config.AzureSettings(subscription_id="s", resource_group="r", cluster_name="c"), env=env)
     assert merged.validate().cluster_name == "c"
 
 
@@ -53,7 +56,8 @@ def test_missing_settings_name_every_way_to_set_them() -> None:
         merge_settings(None, env={}).validate()
     text = str(err.value)
     assert "subscription_id" in text and "GITOPS_KAITO_AZURE_SUBSCRIPTION_ID" in text
-    assert "azure.clusterName" in text and "--azure-resource-group" in text
+    assert "--azure-cluster-name" in text and "--azure-resource-group" in text
+    assert "azure.clusterName" not in text, "the repository is not a place to set the target"
 
 
 @pytest.mark.parametrize("url", ["http://management.azure.com", "http://10.0.0.1:8080", "ftp://x"])

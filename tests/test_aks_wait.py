@@ -16,7 +16,7 @@ from gitops_kaito.cli import main
 from gitops_kaito.provision.agentpool import pool_name
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.arm import ArmEmulator, ArmFault, ArmSettings, KubeNodeApi, NodeBridge
-from tests.aksfixtures import TokenEndpoint, write_repo
+from tests.aksfixtures import TARGET_FLAGS, TokenEndpoint, write_repo
 
 pytestmark = pytest.mark.cluster
 
@@ -29,7 +29,7 @@ class World:
 
     def sync_wait(self, *extra: str) -> int:
         return main(["sync", "--repo", str(self.repo), "--kubeconfig", str(self.sandbox.kubeconfig_path),
-                     "--azure-arm-endpoint", self.arm.url, "--wait", "--interval", "0.2s", "-o", "json", *extra])
+                     "--azure-arm-endpoint", self.arm.url, *TARGET_FLAGS, "--wait", "--interval", "0.2s", "-o", "json", *extra])
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from gitops_kaito.sandbox import Sandbox
 from gitops_kaito.sandbox.arm import ArmEmulator, KubeNodeApi, NodeBridge
 from gitops_kaito.service.service import Service
 from gitops_kaito.service.settings import RunSettings
+from tests.aksfixtures import TARGET
 from tests.fixtures_cluster import wait_until
 from tests.gitfixtures import Developer, make_remote, model_file
 from tests.kaito_helpers import create, workspace
@@ -113,7 +114,7 @@ def run_flow(sb: Sandbox, tmp: Path, stack: ExitStack) -> None:
     dev.commit("models")
     arm = stack.enter_context(ArmEmulator())
     NodeBridge(KubeNodeApi(sb.url)).attach(arm)
-    pools = PoolRunner({"arm_endpoint": arm.url, "polling_interval_s": 0.01, "retry_total": 0},
+    pools = PoolRunner({**TARGET, "arm_endpoint": arm.url, "polling_interval_s": 0.01, "retry_total": 0},
                        credential=StaticTokenCredential(arm.settings.token), env={}, wait_s=5)
     secret = tmp / "secret"
     secret.write_bytes(b"0123456789abcdef0123456789abcdef")

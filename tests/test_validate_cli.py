@@ -112,3 +112,25 @@ def test_every_config_error_is_reported_in_one_run_with_its_line(tmp_path: Path,
     assert "daemon.kubeconfig can never come from the repository" in lines[3]
     assert "provisionning" in lines[4] and "did you mean 'provisioning'" in lines[4]
     assert "5 error(s) in 1 file(s)" in out
+
+
+def test_azure_target_in_the_repository_is_only_a_pin(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    config = ("apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\n"
+              "azure:\n  subscriptionId: victim-sub\n  clusterName: prod-aks\n  location: westeurope\n")
+    repo = make_repo(tmp_path, {"gitops-kaito.yaml": config, "models/ml/phi.yaml": GOOD})
+    for name in ("SUBSCRIPTION_ID", "RESOURCE_GROUP", "CLUSTER_NAME", "ARM_ENDPOINT"):
+        monkeypatch.delenv(f"GITOPS_KAITO_AZURE_{name}", raising=False)
+    assert main(["validate", "--repo", str(repo)]) == 0  # nothing to compare with: each pin gets a note
+    out = capsys.readouterr().out
+    assert ("gitops-kaito.yaml:4: note: azure.subscriptionId is only checked against the daemon's "
+            "--azure-subscription-id / GITOPS_KAITO_AZURE_SUBSCRIPTION_ID, never used in its place") in out
+    assert "gitops-kaito.yaml:5: note: azure.clusterName" in out and "location" not in out
+
+    monkeypatch.setenv("GITOPS_KAITO_AZURE_SUBSCRIPTION_ID", "our-sub")
+    monkeypatch.setenv("GITOPS_KAITO_AZURE_CLUSTER_NAME", "prod-aks")
+    assert main(["validate", "--repo", str(repo)]) == 1  # this environment's target differs: the daemon would refuse
+    out = capsys.readouterr().out
+    assert ("gitops-kaito.yaml:4: azure.subscriptionId 'victim-sub' is not the daemon's (--azure-subscription-id / "
+            "GITOPS_KAITO_AZURE_SUBSCRIPTION_ID is 'our-sub')") in out
+    assert "azure.clusterName 'prod-aks' is not" not in out

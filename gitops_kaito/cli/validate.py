@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         load = load_repository(root)
         problems = [LoadError(e.path, e.line, e.message, e.model_id) for e in load.errors]
         problems += _render_problems(load)
+        problems += _pin_problems(load)
     except Exception as err:  # a bug must still end as one line and exit 2, never a traceback in CI logs
         raise CliError(f"internal error while loading {root}: {type(err).__name__}: {err}")
     if args.output == "json":
@@ -68,6 +69,29 @@ def _render_problems(load: RepoLoad) -> list[LoadError]:
     return problems
 
 
+def _pin_problems(load: RepoLoad) -> list[LoadError]:
+    """azure: pins that differ from the target this environment states (GITOPS_KAITO_AZURE_*): the daemon would refuse
+    every agent-pool write. Without the variables there is nothing to compare with; the text output notes each pin."""
+    import os
+
+    from gitops_kaito.provision.aks import env_var, merge_settings, pin_problems
+    from gitops_kaito.repo.config import CONFIG_FILE
+    from gitops_kaito.repo.modelrequest import LoadError
+
+    return [LoadError(CONFIG_FILE, line, text, None) for name, line, text in
+            pin_problems(load.config.azure, merge_settings(None)) if os.environ.get(env_var(name))]
+
+
+def _pin_notes(load: RepoLoad) -> list[str]:
+    from gitops_kaito.provision.aks import TARGET_FIELDS, camel_case, pin_source
+    from gitops_kaito.repo.config import CONFIG_FILE
+
+    lines = load.config.azure.lines
+    return [f"{CONFIG_FILE}:{lines[name]}: note: azure.{camel_case(name)} is only checked against the daemon's "
+            f"{pin_source(name)}, never used in its place (a merged change must not pick where agent pools are "
+            "written)" for name in TARGET_FIELDS if name in lines]
+
+
 def _as_json(load: RepoLoad, problems: list[LoadError]) -> dict[str, Any]:
     failed = {p.model_id for p in problems}
     return {
@@ -90,6 +114,8 @@ def _print_text(load: RepoLoad, problems: list[LoadError]) -> None:
     for model in load.models:  # valid, but what was checked is less than for a catalog preset: say what
         if model.note and model.request.id not in failed:
             print(f"{model.request.path}: note: {model.note}")
+    for note in _pin_notes(load):
+        print(note)
     models = len([m for m in load.models if m.request.id not in failed])
     if problems:
         print(f"{len(problems)} error(s) in {files} file(s); {models} model(s) valid", file=sys.stdout)

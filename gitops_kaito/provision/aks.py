@@ -1,4 +1,4 @@
-"""The thin Azure adapter for `aks` mode: settings (file < environment < flags), credentials, the ARM client.
+"""The thin Azure adapter for `aks` mode: settings (environment < flags; the repository only pins), credentials, ARM.
 
 It turns SDK AgentPool models into `agentpool.LivePool`; the reconcile logic lives in `provision/provisioner.py`.
 """
@@ -62,7 +62,7 @@ class AksSettings:
     def validate(self) -> AksSettings:
         missing = [f for f in ("subscription_id", "resource_group", "cluster_name") if not getattr(self, f)]
         if missing:
-            hints = ", ".join(f"azure.{_camel(f)} / {env_var(f)} / --azure-{f.replace('_', '-')}" for f in missing)
+            hints = ", ".join(f"{env_var(f)} / --azure-{f.replace('_', '-')}" for f in missing)
             raise AksSettingsError(f"aks provisioning needs {', '.join(missing)}: set {hints}")
         parts = urlsplit(self.arm_endpoint)
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -83,9 +83,15 @@ def env_var(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
-def _camel(name: str) -> str:
+def camel_case(name: str) -> str:
     first, *rest = name.split("_")
     return first + "".join(p.capitalize() for p in rest)
+
+
+# Where agent pools are written: only the operator (flags, environment) chooses it. A repository's `azure:` values for
+# these are pins, compared with the operator's and never used in their place: a merged pull request must not be able
+# to point agent-pool writes at another subscription, resource group, cluster or ARM endpoint.
+TARGET_FIELDS = ("subscription_id", "resource_group", "cluster_name", "arm_endpoint")
 
 
 def merge_settings(
@@ -93,10 +99,11 @@ def merge_settings(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> AksSettings:
-    """File settings, overridden by GITOPS_KAITO_AZURE_* variables, overridden by flags (None/"" = not given)."""
+    """GITOPS_KAITO_AZURE_* variables, overridden by flags (None/"" = not given). From the repository's `azure:`
+    (`base`) only what is not a target (location); its target values are pins, see pin_problems()."""
     values: dict[str, Any] = {}
-    if base is not None:
-        values.update({f: getattr(base, f) for f in _FIELDS if getattr(base, f, "")})
+    if base is not None and base.location:  # the only value of the file's azure: that is not a pin
+        values["location"] = base.location
     environ = os.environ if env is None else env
     values.update({f: environ[env_var(f)] for f in _FIELDS if environ.get(env_var(f))})
     known = {f.name for f in fields(AksSettings)}
@@ -104,12 +111,37 @@ def merge_settings(
     return AksSettings(**values)
 
 
+def pin_problems(base: AzureSettingsLike | None, settings: AksSettings) -> list[tuple[str, int, str]]:
+    """(field, line, message) for each target value the repository states that is not the operator's."""
+    if base is None:
+        return []
+    lines: Mapping[str, int] = getattr(base, "lines", None) or {}
+    out: list[tuple[str, int, str]] = []
+    for name in TARGET_FIELDS:
+        pinned = str(getattr(base, name, "") or "")
+        if name not in lines or not pinned:
+            continue  # not stated in the file (a default)
+        actual = str(getattr(settings, name) or "")
+        if pinned.rstrip("/") == actual.rstrip("/"):
+            continue
+        said = f"is {actual!r}" if actual else "is not set"
+        out.append((name, lines[name], f"azure.{camel_case(name)} {pinned!r} is not the daemon's ({pin_source(name)} "
+                    f"{said}): where agent pools are written never comes from the repository; the file's value is "
+                    "only checked against it"))
+    return out
+
+
+def pin_source(name: str) -> str:
+    """Where the operator sets a target field."""
+    return f"--azure-{name.replace('_', '-')} / {env_var(name)}"
+
+
 def add_azure_flags(parser: argparse.ArgumentParser) -> None:
-    """--azure-* flags that override gitops-kaito.yaml and the environment."""
+    """--azure-* flags that override the environment (a repository's azure: values are only checked against them)."""
     group = parser.add_argument_group("azure (aks provisioning)")
     for f in _FIELDS:
         group.add_argument(f"--azure-{f.replace('_', '-')}", dest=f"azure_{f}", default=None,
-                           help=f"overrides azure.{_camel(f)} and ${env_var(f)}")
+                           help=f"overrides ${env_var(f)}")
 
 
 def azure_overrides(args: argparse.Namespace) -> dict[str, Any]:

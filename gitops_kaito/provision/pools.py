@@ -1,5 +1,5 @@
-"""AKS agent pools inside a sync pass: settings (file < env < flags), the provisioner kept across passes, the
-pool plan the prune guard counts, and the gate that holds an aks-mode Workspace until its pool's Nodes are Ready.
+"""AKS agent pools inside a sync pass: settings (env < flags; the file only pins), the provisioner kept across passes,
+the pool plan the prune guard counts, and the gate that holds an aks-mode Workspace until its pool's Nodes are Ready.
 
 sync.run_pass drives it: prepare() before planning, reconcile() after, gates() before the Workspace wave.
 """
@@ -14,7 +14,14 @@ from gitops_kaito.model.ownership import DEFAULT_INSTANCE, LABEL_MODEL
 from gitops_kaito.model.states import PoolState
 from gitops_kaito.provision import agentpool as ap
 from gitops_kaito.provision.agentpool import DesiredAgentPool, LivePool, PoolChange, ResolvedModelLike
-from gitops_kaito.provision.aks import AksSettings, AksSettingsError, AzureSettingsLike, merge_settings
+from gitops_kaito.provision.aks import (
+    AksSettings,
+    AksSettingsError,
+    AzureSettingsLike,
+    merge_settings,
+    pin_problems,
+)
+from gitops_kaito.repo.config import CONFIG_FILE
 
 AKS = "aks"
 INVALID_POOL = "InvalidAgentPool"  # the outcome code of a model whose pool cannot be built (PoolPlan.invalid)
@@ -86,6 +93,11 @@ class PoolRunner:
         settings = self.settings(config_azure)
         wanted = ap.model_pools(models, instance)
         desired, invalid = wanted.pools, wanted.invalid
+        pins = pin_problems(config_azure, settings)
+        if pins and (desired or settings.subscription_id):
+            # The repository names another target than the daemon's: no request to Azure at all.
+            return PoolPlan(None, desired, None, (), "; ".join(f"{CONFIG_FILE}:{line}: {text}" for _, line, text in pins),
+                            instance, invalid)
         try:
             settings.validate()
         except AksSettingsError as err:

@@ -95,11 +95,16 @@ class StatusSettings:
 
 @dataclass(frozen=True)
 class AzureSettings:
+    """`azure:` as the file states it. subscriptionId, resourceGroup, clusterName and armEndpoint are pins: the daemon
+    takes them from its flags/environment only and refuses agent-pool work when a pin differs (provision/aks.py)."""
+
     subscription_id: str = ""
     resource_group: str = ""
     cluster_name: str = ""
     arm_endpoint: str = "https://management.azure.com"
     location: str = ""
+    # The line of each field the file states (snake_case name -> line), for errors that point at the pin.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -324,12 +329,18 @@ def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> Rep
             cluster_name=azure.get("clusterName", ""),
             arm_endpoint=azure.get("armEndpoint", AzureSettings.arm_endpoint),
             location=azure.get("location", ""),
+            lines={snake: line for snake, camel in _AZURE_KEYS.items()
+                   if camel in azure and (line := doc.line_of(("azure", camel))) is not None},
         ),
         node_class_ref=dict(data.get("nodeClassRef") or _default_node_class_ref()),
         instance=data.get("instance", DEFAULT_INSTANCE),
         paths=tuple(dict.fromkeys(normalize_scope_path(p) for p in data.get("paths") or ())),
         daemon=daemon,
     )
+
+
+_AZURE_KEYS = {"subscription_id": "subscriptionId", "resource_group": "resourceGroup", "cluster_name": "clusterName",
+               "arm_endpoint": "armEndpoint", "location": "location"}
 
 
 def _not_from_repository(doc: LocatedDoc) -> list[tuple[SourceError, tuple[str, ...]]]:
