@@ -285,3 +285,15 @@ def test_deployment_takes_the_token_from_an_optional_secret_only() -> None:
     assert (ref["name"], ref["key"], ref["optional"]) == ("gitops-kaito-commit-status", "token", True)
     active = [line for line in (deploy / "config.env").read_text().splitlines() if not line.startswith("#")]
     assert not any(line.startswith("GITOPS_KAITO_COMMIT_STATUS_TOKEN") for line in active), "the token is a secret"
+
+
+def test_a_pass_that_outlived_its_leadership_posts_nothing(forge_factory: Any) -> None:
+    forge: Forge = forge_factory("github")
+    rep, _ = reporter(forge)
+    generation = rep.generation  # taken when the pass starts
+    rep.forget()  # leadership lost while it ran: the new leader reports now
+    wanted = wanted_states(rep.target, SHA_A, "default", [report("a", ModelState.READY)])
+    assert rep.report(wanted, generation) == []
+    assert [w.state for w in rep.report(wanted, rep.generation)] == [SUCCESS], "the next term reports afresh"
+    assert rep.wait_idle(10) and forge.states(SHA_A, "gitops-kaito/default") == ["success"]
+    rep.stop()
