@@ -118,6 +118,7 @@ def test_an_mcp_client_lists_the_tools_and_gets_answers_from_each(sample: Path) 
     assert planned["offline"]["costPerHour"]["change"] == pytest.approx(qwen["pricePerHour"])
     assert any("broken.yaml:8" in e for e in planned["errors"])
     assert "create ml.qwen" in text(offline) and "cost per hour" in text(offline)
+    assert "ml.phi" not in text(offline), "an unchanged model is not listed as a change"
     assert all("patch" not in c for c in planned["changes"])
 
     assert no_cluster.is_error and "no cluster" in text(no_cluster)

@@ -199,7 +199,7 @@ def plan(ctx: ToolContext, base: str | None = None, head: str | None = None) -> 
     counts = data["counts"]
     lines = [", ".join(f"{n} to {a}" for a, n in counts.items() if n and a != "noop") or "no changes"]
     for r in rows:
-        if r.get("action") not in (None, "noop", "unchanged"):
+        if r.get("action") not in (None, "no change"):
             lines.append(f"{r.get('action')} {r.get('model')}: {r.get('sku') or '-'} x {r.get('nodes') or '-'} "
                          f"at {_money(r.get('pricePerHour'))}")
     if offline is not None:
