@@ -27,7 +27,10 @@ What it only approximates, openly:
 - Watch history is bounded (`history_limit` events): older resourceVersions get a 410 ERROR event.
   `limit`/`continue` pages read the current state, not a snapshot; resourceVersion on get/list is ignored.
 - Field selectors accept any dotted path with =, ==, != (a cluster accepts only a per-kind set).
-- core/v1 Events and events.k8s.io/v1 Events are stored separately (a cluster shows one store in two shapes).
+- events.k8s.io/v1 Events are core/v1 Events seen with their fields renamed (one store, two shapes, as on a
+  cluster); managedFields of a write through events.k8s.io name its own field names.
+- Tables (`Accept: ...;as=Table`, incl. watches): custom resources print their additionalPrinterColumns, Events and
+  Nodes print the API server's columns, other built-ins Name, a few columns and Age; ages are coarser than kubectl's.
 - generation is kept for custom resources, CRDs and Deployments only; it bumps on any change outside
   metadata (and outside status when status is a subresource), which is what a cluster does for CRs.
 - DELETE returns the object for custom resources, namespaces and objects held by finalizers, a Status
@@ -58,7 +61,7 @@ from gitops_kaito.sandbox.errors import ApiError, not_found, status_body
 from gitops_kaito.sandbox.hooks import Fault, Faults, LoggedRequest, RequestLog
 from gitops_kaito.sandbox.operations import Api, Target, WriteOptions, field_manager_for, parse_body
 from gitops_kaito.sandbox.registry import KUBE_VERSION
-from gitops_kaito.sandbox.tables import table
+from gitops_kaito.sandbox.tables import INCLUDE_OBJECT, table
 
 __all__ = ["ApiServer", "Fault", "ProxyHandler"]
 
@@ -286,13 +289,13 @@ class _Handler(BaseHTTPRequestHandler):
             if name:
                 self._verb = "get"
                 obj = api.get(target)
-                self._reply_object(200, t, obj, single=True)
+                self._reply_object(200, t, obj, single=True, query=query)
             elif watch:
                 self._verb = "watch"
                 self._watch(target, query)
             else:
                 self._verb = "list"
-                self._reply_object(200, t, api.list_objects(target, query), single=False)
+                self._reply_object(200, t, api.list_objects(target, query), single=False, query=query)
             return
         if method == "POST":
             self._verb = "create"
@@ -330,27 +333,47 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise ApiError(405, f"method {method} not allowed", "MethodNotAllowed")
 
-    def _reply_object(self, code: int, t: ResourceType, doc: dict[str, Any], single: bool) -> None:
-        accept = self.headers.get("Accept") or ""
-        if "as=Table" in accept:
-            api = self.server.owner.api
-            with api.lock:
-                info = api.registry.crd(t)
-            columns = info.printer_columns if info is not None else None
+    def _reply_object(self, code: int, t: ResourceType, doc: dict[str, Any], single: bool,
+                      query: dict[str, str]) -> None:
+        table_of = self._table_of(t, query)
+        if table_of is not None:
             items = [doc] if single else doc["items"]
-            meta = {} if single else doc["metadata"]
-            self._send_json(code, table(t, items, columns, meta))
+            self._send_json(code, table_of(items, {} if single else doc["metadata"], True))
             return
         self._send_json(code, doc)
+
+    def _table_of(self, t: ResourceType, query: dict[str, str]
+                  ) -> Callable[[list[dict[str, Any]], dict[str, Any], bool], dict[str, Any]] | None:
+        """How to answer as a Table (items, list metadata, with headers) when the client asked for one, else None."""
+        if "as=Table" not in (self.headers.get("Accept") or ""):
+            return None
+        include = query.get("includeObject") or "Metadata"
+        if include not in INCLUDE_OBJECT:
+            raise ApiError(400, f"includeObject: unsupported value {include!r} (None, Metadata, Object)")
+        api = self.server.owner.api
+        with api.lock:
+            info = api.registry.crd(t)
+        columns = info.printer_columns if info is not None else None
+        return lambda items, meta, headers: table(t, items, columns, meta, include, headers)
 
     # -------------------------------------------------------------------------------------------
 
     def _watch(self, target: Target, query: dict[str, str]) -> None:
         owner = self.server.owner
         started = False
+        table_of = self._table_of(target.type, query)
+        headers_sent = False
 
         def emit(event: dict[str, Any]) -> bool:
+            nonlocal headers_sent
             begin()
+            obj = event.get("object") or {}
+            if table_of is not None and event.get("type") in ("ADDED", "MODIFIED", "DELETED") and "metadata" in obj:
+                # Each event's object is a Table of its one row; column definitions only on the first (what the API
+                # server's watch does), so `kubectl get -w` keeps printing the same columns.
+                event = {**event, "object": table_of([obj], {"resourceVersion": obj["metadata"].get(
+                    "resourceVersion", "")}, not headers_sent)}
+                headers_sent = True
             data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
             try:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

@@ -571,6 +571,11 @@ def pool_node_manifests(pool: dict[str, Any], subscription_id: str = "00000000-0
                 "allocatable": {"nvidia.com/gpu": gpus, "cpu": "23", "memory": "200Gi", "pods": "110"},
                 "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                                 "message": "kubelet is posting ready status"}],
+                "nodeInfo": {"architecture": "amd64", "bootID": "00000000-0000-0000-0000-000000000001",
+                             "containerRuntimeVersion": "containerd://1.7.20", "kernelVersion": "5.15.0-1071-azure",
+                             "kubeProxyVersion": "v1.30.0", "kubeletVersion": "v1.30.0", "machineID": "sandbox",
+                             "operatingSystem": "linux", "osImage": "Ubuntu 22.04.5 LTS",
+                             "systemUUID": "00000000-0000-0000-0000-000000000001"},
             },
         })
     return nodes

@@ -5,7 +5,7 @@ Custom resources get a `ResourceType` per served CRD version (see registry.py); 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -26,6 +26,7 @@ class ResourceType:
     custom: bool = False
     generation: bool = False  # whether metadata.generation is maintained
     storage_version: str = ""  # custom resources: the version objects are stored in
+    storage_group: str | None = None  # another group whose objects these are, seen in another shape (None = own)
 
     @property
     def api_version(self) -> str:
@@ -41,8 +42,8 @@ class ResourceType:
 
     @property
     def storage_key(self) -> tuple[str, str]:
-        """Objects of all versions of one group/plural share one storage."""
-        return (self.group, self.plural)
+        """Objects of all versions of one group/plural share one storage (events.k8s.io shares core's Events)."""
+        return (self.group if self.storage_group is None else self.storage_group, self.plural)
 
 
 def _t(
@@ -73,7 +74,7 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     # The volumes KAITO's tuning examples declare (tuning input/output, RAG vector storage); never bound here.
     _t("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",), status=True),
     _t("apps", "v1", "Deployment", "deployments", True, ("deploy",), status=True, generation=True),
-    _t("events.k8s.io", "v1", "Event", "events", True, ("ev",)),
+    replace(_t("events.k8s.io", "v1", "Event", "events", True, ("ev",)), storage_group=""),
     # The Job KAITO runs a tuning Workspace as (one per revision of the Workspace).
     _t("batch", "v1", "Job", "jobs", True, (), status=True, generation=True),
     _t("coordination.k8s.io", "v1", "Lease", "leases", True),

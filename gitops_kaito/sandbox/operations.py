@@ -19,7 +19,7 @@ from typing import Any
 import jsonpatch
 import yaml
 
-from gitops_kaito.sandbox import ssa
+from gitops_kaito.sandbox import eventsv1, ssa
 from gitops_kaito.sandbox.builtin import CRD_TYPE, NAMESPACE_TYPE, ResourceType
 from gitops_kaito.sandbox.errors import ApiError, already_exists, conflict, invalid, not_found, status_body
 from gitops_kaito.sandbox.registry import Registry
@@ -143,12 +143,26 @@ class Api:
     # ----------------------------------------------------------------- helpers
 
     def _out(self, t: ResourceType, obj: Obj) -> Obj:
-        """An object as seen through version t (custom resources are relabelled, never converted)."""
+        """An object as seen through version t (custom resources are relabelled, never converted; events.k8s.io
+        renames the stored core Event's fields)."""
+        if t.group == eventsv1.GROUP:
+            return {**eventsv1.to_v1_event(obj), "apiVersion": t.api_version}
         if obj.get("apiVersion") == t.api_version:
             return obj
         out = dict(obj)
         out["apiVersion"] = t.api_version
         return out
+
+    def _in(self, t: ResourceType, body: Any) -> Any:
+        """A request body in the stored shape (only events.k8s.io Events differ from it)."""
+        if t.group == eventsv1.GROUP and isinstance(body, dict):
+            # A core Event always has an involvedObject (a struct in k8s.io/api, serialized even when empty).
+            return {"involvedObject": {}, **eventsv1.to_core_event(body), "apiVersion": "v1"}
+        return body
+
+    def _matches(self, t: ResourceType, match: Callable[[Obj], bool], obj: Obj) -> bool:
+        """Selectors are read against the object as the client sees it (events.k8s.io's regarding.name, ...)."""
+        return match(self._out(t, obj)) if t.group == eventsv1.GROUP else match(obj)
 
     def _scope(self, t: ResourceType, subresource: str) -> dict[str, bool]:
         if not t.status_subresource:
@@ -214,7 +228,7 @@ class Api:
                 pos = (meta.get("namespace") or "", meta["name"])
                 if start is not None and pos <= start:
                     continue
-                if not match(obj):
+                if not self._matches(t, match, obj):
                     continue
                 if limit and len(items) >= limit:
                     more = (items[-1]["metadata"].get("namespace") or "", items[-1]["metadata"]["name"])
@@ -231,6 +245,7 @@ class Api:
 
     def create(self, target: Target, body: Any, opts: WriteOptions) -> Obj:
         t = target.type
+        body = self._in(t, body)
         if not isinstance(body, dict):
             raise ApiError(400, "the body of the request must be an object")
         meta = dict(body.get("metadata") or {})
@@ -271,6 +286,7 @@ class Api:
 
     def update(self, target: Target, body: Any, opts: WriteOptions) -> Obj:
         t = target.type
+        body = self._in(t, body)
         if not isinstance(body, dict):
             raise ApiError(400, "the body of the request must be an object")
         meta = body.get("metadata") or {}
@@ -330,7 +346,7 @@ class Api:
                                "the object has been modified; please apply your changes to the latest version and try again")
             if pmeta.get("name") != target.name:
                 raise ApiError(400, "the name of the object cannot be changed by a patch")
-            new = self._assemble(t, old, patched, target.subresource)
+            new = self._assemble(t, old, self._in(t, patched), target.subresource)
             entries = ssa.record_update(old, new, ssa.read_managed(old), opts.field_manager or "unknown",
                                         target.subresource, self.registry.list_keys(t), t.api_version, now_iso(),
                                         self._scope(t, target.subresource))
@@ -394,7 +410,7 @@ class Api:
                     created.pop("status", None)
                 final = self._commit(t, created, None, new_entries, opts.dry_run)
                 return 201, final
-            new = self._assemble(t, old, merged, target.subresource)
+            new = self._assemble(t, old, self._in(t, merged), target.subresource)
             return 200, self._commit(t, new, old, new_entries, opts.dry_run)
 
     def _normalize_applied(self, t: ResourceType, applied: Obj) -> Obj:
@@ -662,7 +678,8 @@ class Api:
             if t.namespaced and ns:
                 self._require_namespace(t, ns, creating=False)
             if rv_param in ("", "0"):
-                initial = [self._out(t, o) for o in self.store.iter(t.storage_key, ns or None) if match(o)]
+                initial = [self._out(t, o) for o in self.store.iter(t.storage_key, ns or None)
+                           if self._matches(t, match, o)]
                 last = self.store.rv
             else:
                 try:
@@ -698,8 +715,8 @@ class Api:
                     continue
                 if ns and (ev.obj["metadata"].get("namespace") or "") != ns:
                     continue
-                now_in = match(ev.obj)
-                was_in = ev.prev is not None and match(ev.prev)
+                now_in = self._matches(t, match, ev.obj)
+                was_in = ev.prev is not None and self._matches(t, match, ev.prev)
                 if ev.type == "DELETED":
                     etype = "DELETED" if (now_in or was_in) else ""
                 elif ev.type == "ADDED":

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gitops_kaito.sandbox.builtin import ResourceType
+from gitops_kaito.sandbox.eventsv1 import to_core_event
 
 _FILTER = re.compile(r"^\[\?\(@\.([A-Za-z0-9_.]+)\s*==\s*[\"']([^\"']*)[\"']\)\]")
 _INDEX = re.compile(r"^\[(\d+)\]")
@@ -59,12 +60,15 @@ def _dig(obj: Any, dotted: str) -> Any:
 
 
 def age(timestamp: str | None) -> str:
+    """The age of an RFC 3339 timestamp (with or without fraction and offset), as kubectl shows it."""
     if not timestamp:
         return "<unknown>"
     try:
-        then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        then = datetime.fromisoformat(timestamp)
     except ValueError:
         return "<invalid>"
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
     secs = max(0, int((datetime.now(UTC) - then).total_seconds()))
     if secs < 120:
         return f"{secs}s"
@@ -91,8 +95,6 @@ def _cell(obj: dict[str, Any], column: dict[str, Any]) -> Any:
 
 _BUILTIN_COLUMNS: dict[str, tuple[dict[str, Any], ...]] = {
     "Namespace": ({"name": "Status", "type": "string", "jsonPath": ".status.phase"},),
-    "Node": ({"name": "Status", "type": "string",
-              "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},),
     "Service": ({"name": "Type", "type": "string", "jsonPath": ".spec.type"},
                 {"name": "Cluster-IP", "type": "string", "jsonPath": ".spec.clusterIP"}),
     "Pod": ({"name": "Status", "type": "string", "jsonPath": ".status.phase"},),
@@ -101,31 +103,102 @@ _BUILTIN_COLUMNS: dict[str, tuple[dict[str, Any], ...]] = {
 }
 
 
+# Kinds the API server prints with code of its own rather than columns (k8s pkg/printers/internalversion/printers.go):
+# all columns are sent, kubectl hides those with priority 1 unless -o wide. Events have no Name column up front.
+_EVENT_COLUMNS = (("Last Seen", 0, ""), ("Type", 0, ""), ("Reason", 0, ""), ("Object", 0, ""), ("Subobject", 1, ""),
+                  ("Source", 1, ""), ("Message", 0, ""), ("First Seen", 1, ""), ("Count", 1, ""), ("Name", 1, "name"))
+_NODE_COLUMNS = (("Name", 0, "name"), ("Status", 0, ""), ("Roles", 0, ""), ("Age", 0, ""), ("Version", 0, ""),
+                 ("Internal-IP", 1, ""), ("External-IP", 1, ""), ("OS-Image", 1, ""), ("Kernel-Version", 1, ""),
+                 ("Container-Runtime", 1, ""))
+
+
+def _event_cells(obj: dict[str, Any]) -> list[Any]:
+    e = to_core_event(obj)
+    first = age(e.get("firstTimestamp") or e.get("eventTime"))
+    last = age(e["lastTimestamp"]) if e.get("lastTimestamp") else first
+    count = e.get("count") or 1
+    series = e.get("series")
+    if isinstance(series, dict):
+        last, count = age(series.get("lastObservedTime")), series.get("count") or count
+    involved = e.get("involvedObject") or {}
+    kind = str(involved.get("kind") or "").lower()
+    target = f"{kind}/{involved['name']}" if involved.get("name") else kind
+    source = e.get("source") or {}
+    reporter = source.get("component") or e.get("reportingComponent") or ""
+    host = source.get("host") or e.get("reportingInstance") or ""
+    return [last, e.get("type", ""), e.get("reason", ""), target, involved.get("fieldPath", ""),
+            f"{reporter}, {host}" if host and reporter else reporter, e.get("message", ""), first, int(count),
+            e["metadata"]["name"]]
+
+
+def _node_cells(obj: dict[str, Any]) -> list[Any]:
+    status = obj.get("status") or {}
+    ready = next((c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    state = {"True": "Ready", "False": "NotReady"}.get(str(ready), "Unknown")
+    if (obj.get("spec") or {}).get("unschedulable"):
+        state += ",SchedulingDisabled"
+    labels = obj["metadata"].get("labels") or {}
+    roles = sorted({k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/") and k.split("/", 1)[1]}
+                   | ({labels["kubernetes.io/role"]} if labels.get("kubernetes.io/role") else set()))
+    info = status.get("nodeInfo") or {}
+    addresses = status.get("addresses") or []
+
+    def address(kind: str) -> str:
+        return next((a.get("address", "") for a in addresses if a.get("type") == kind), "<none>")
+
+    return [obj["metadata"]["name"], state, ",".join(roles) or "<none>", age(obj["metadata"].get("creationTimestamp")),
+            info.get("kubeletVersion", ""), address("InternalIP"), address("ExternalIP"),
+            info.get("osImage") or "<unknown>", info.get("kernelVersion") or "<unknown>",
+            info.get("containerRuntimeVersion") or "<unknown>"]
+
+
+_PRINTERS = {"Event": (_EVENT_COLUMNS, _event_cells), "Node": (_NODE_COLUMNS, _node_cells)}
+INCLUDE_OBJECT = ("None", "Metadata", "Object")
+
+
 def table(t: ResourceType, objects: list[dict[str, Any]], printer_columns: tuple[dict[str, Any], ...] | None,
-          list_meta: dict[str, Any]) -> dict[str, Any]:
-    if printer_columns is None:
-        printer_columns = (*_BUILTIN_COLUMNS.get(t.kind, ()),
-                           {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})
-    columns = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
-    for c in printer_columns:
-        columns.append({
-            "name": c.get("name", ""),
-            "type": "string" if c.get("type") == "date" else c.get("type", "string"),
-            "format": c.get("format", ""),
-            "description": c.get("description", ""),
-            "priority": int(c.get("priority") or 0),
-        })
+          list_meta: dict[str, Any], include_object: str = "Metadata", headers: bool = True) -> dict[str, Any]:
+    """A meta.k8s.io/v1 Table. `include_object` is the request's includeObject (None | Metadata | Object): what each
+    row carries besides its cells, which is what kubectl's --sort-by reads. `headers` False leaves the column
+    definitions out, as a watch does after its first event."""
+    printer = _PRINTERS.get(t.kind) if printer_columns is None else None
+    if printer is not None:
+        columns = [{"name": name, "type": "string" if name != "Count" else "integer", "format": fmt,
+                    "description": name, "priority": priority} for name, priority, fmt in printer[0]]
+        cells_of = printer[1]
+    else:
+        if printer_columns is None:
+            printer_columns = (*_BUILTIN_COLUMNS.get(t.kind, ()),
+                               {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})
+        given = printer_columns
+        columns = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
+        for c in given:
+            columns.append({
+                "name": c.get("name", ""),
+                "type": "string" if c.get("type") == "date" else c.get("type", "string"),
+                "format": c.get("format", ""),
+                "description": c.get("description", ""),
+                "priority": int(c.get("priority") or 0),
+            })
+
+        def cells_of(obj: dict[str, Any]) -> list[Any]:
+            return [obj["metadata"]["name"], *(_cell(obj, c) for c in given)]
+
     rows = []
     for obj in objects:
-        cells = [obj["metadata"]["name"], *(_cell(obj, c) for c in printer_columns)]
-        rows.append({
-            "cells": cells,
-            "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]},
-        })
-    return {
+        row: dict[str, Any] = {"cells": cells_of(obj)}
+        if include_object == "Object":
+            row["object"] = obj
+        elif include_object != "None":
+            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                             "metadata": obj["metadata"]}
+        rows.append(row)
+    out: dict[str, Any] = {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {k: v for k, v in list_meta.items() if k in ("resourceVersion", "continue")},
-        "columnDefinitions": columns,
-        "rows": rows,
     }
+    if headers:
+        out["columnDefinitions"] = columns
+    out["rows"] = rows
+    return out
