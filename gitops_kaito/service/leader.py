@@ -241,7 +241,7 @@ class LeaderElector:
                 lease.spec.lease_duration_seconds = 1
                 self.api.replace_namespaced_lease(s.name, s.namespace, lease)
         except Exception as err:
-            log.info("leader election: release failed: %s", err)
+            log.warning("leader election: release failed: %s", err)
         with self._lock:
             self._set_leader(False, "released")
 
