@@ -53,6 +53,12 @@ def test_dry_run_rows_say_what_would_be_written(target: ClusterTarget, tmp_path:
     assert row.split()[1] == "Applied" and "2 object(s) written" in row
     assert "status: not written (a local --repo pass writes no status files" in captured.err
 
+    phi = repo / "models" / "ml" / "phi.yaml"
+    phi.write_text(phi.read_text() + "  suspend: true\n")
+    assert main(["sync", "--repo", str(repo), *target.cli_args(), "--dry-run"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ml.phi"))
+    assert row.split()[1] == "Suspended" and "its objects would be removed" in row, row
+
     (repo / "models" / "ml" / "phi.yaml").unlink()
     (repo / "models" / "ml" / "keep.yaml").write_text(f"{HEADER}metadata:\n  name: keep\nspec:\n"
                                                       "  model: phi-4-mini-instruct\n")

@@ -34,7 +34,7 @@ from gitops_kaito.model.ownership import (
     instance_of,
     instance_selector,
 )
-from gitops_kaito.model.states import Outcome, PoolState
+from gitops_kaito.model.states import ObjectStatus, Outcome, PoolState
 from gitops_kaito.reconcile import apply as applying
 from gitops_kaito.repo.config import Scope
 from gitops_kaito.repo.loader import load_repository
@@ -461,7 +461,9 @@ def _object_outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult
         outcome = by_id.get(mid)
         state, message = (outcome.state, outcome.message) if outcome else (Outcome.UNCHANGED, "up to date")
         if rendered is not None and rendered.suspended and state in (Outcome.UNCHANGED, Outcome.PRUNED):
-            state, message = Outcome.SUSPENDED, "suspended: its objects are removed" if changes else "suspended"
+            dry = outcome is not None and any(o.result == ObjectStatus.DRY_RUN for o in outcome.objects)
+            removed = "suspended: its objects would be removed" if dry else "suspended: its objects are removed"
+            state, message = Outcome.SUSPENDED, removed if changes else "suspended"
         if rendered is None and state == Outcome.PRUNED:
             message = "removed from the repository: " + message if not message.startswith("model removed") else message
         if rendered is None and outcome is None:  # only its agent pool was left
