@@ -143,3 +143,83 @@ def test_watch_cluster_scoped_nodes_through_dynamic_client(server: ApiServer, co
         seen.append((event["type"], event["object"].metadata.name))
         break
     assert seen == [("ADDED", "n1")]
+
+
+def raw_events(core: client.CoreV1Api, count: int, **kwargs: Any) -> list[dict[str, Any]]:
+    """Watch events as the server sent them (BOOKMARKs included), until `count` arrived or the stream ended."""
+    w = watch.Watch()
+    seen: list[dict[str, Any]] = []
+    for event in w.stream(core.list_namespaced_config_map, "default", timeout_seconds=5, **kwargs):
+        seen.append(event)
+        if len(seen) >= count:
+            w.stop()
+    return seen
+
+
+def test_bookmarks_carry_the_resource_version_past_other_kinds_writes(server: ApiServer,
+                                                                      core: client.CoreV1Api) -> None:
+    server.api.bookmark_interval_s = 0.05
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    core.create_namespace({"metadata": {"name": "elsewhere"}})  # another kind: never an event on this stream
+    newest = core.create_namespaced_config_map("elsewhere", cm("x")).metadata.resource_version
+    events = raw_events(core, 1, resource_version=rv, allow_watch_bookmarks=True)
+    assert [e["type"] for e in events] == ["BOOKMARK"]
+    assert int(events[0]["raw_object"]["metadata"]["resourceVersion"]) >= int(newest)
+    # Without the opt-in no bookmark is sent: the stream just ends at its timeout.
+    assert list(watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=newest,
+                                     timeout_seconds=1)) == []
+
+
+def test_bookmark_ends_a_timed_out_stream(server: ApiServer, core: client.CoreV1Api) -> None:
+    server.api.bookmark_interval_s = 3600  # only the closing one
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    events = list(watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=rv,
+                                       timeout_seconds=1, allow_watch_bookmarks=True))
+    assert [e["type"] for e in events] == ["BOOKMARK"]
+
+
+def test_restart_serves_the_same_objects_and_expires_older_versions(server: ApiServer,
+                                                                    core: client.CoreV1Api) -> None:
+    before = core.create_namespaced_config_map("default", cm("a")).metadata.resource_version
+    core.patch_namespaced_config_map("a", "default", {"data": {"k": "v"}})  # history the restart forgets
+    port = server.port
+    server.restart(compact=True)
+    assert server.port == port
+    listed = core.list_namespaced_config_map("default")
+    assert [i.metadata.name for i in listed.items] == ["a"]
+    with pytest.raises(ApiException) as gone:
+        list(watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=before,
+                                  timeout_seconds=2))
+    assert gone.value.status == 410
+    # From the listed version the watch works again.
+    core.create_namespaced_config_map("default", cm("b"))
+    assert collect(core, 1, resource_version=listed.metadata.resource_version) == [("ADDED", "b")]
+
+
+def test_lost_watch_events_are_stored_but_never_delivered(server: ApiServer, core: client.CoreV1Api) -> None:
+    rv = core.list_namespaced_config_map("default").metadata.resource_version
+    server.lose_watch_events(lambda etype, obj: obj["metadata"]["name"] == "b")
+    for name in ("a", "b", "c"):
+        core.create_namespaced_config_map("default", cm(name))
+    assert collect(core, 2, resource_version=rv) == [("ADDED", "a"), ("ADDED", "c")]
+    assert {i.metadata.name for i in core.list_namespaced_config_map("default").items} == {"a", "b", "c"}
+
+
+def test_latency_delays_requests_without_holding_stop() -> None:
+    srv = ApiServer(latency_s=30.0).start()
+    finished = threading.Event()
+    failures: list[BaseException] = []
+
+    def call() -> None:
+        configuration = client.Configuration()
+        configuration.host = srv.url
+        try:
+            client.CoreV1Api(client.ApiClient(configuration)).list_namespace(_request_timeout=60)
+        except BaseException as err:  # the stop cuts the request: that is the point
+            failures.append(err)
+        finished.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    assert not finished.wait(0.2)  # still held by the 30 s latency
+    srv.stop()
+    assert finished.wait(10)

@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any
 
 from gitops_kaito.cli.common import EXIT_OK, CliError
+from gitops_kaito.repo.config import SettingsError, parse_duration
 
 
 def register(subparsers: Any) -> None:
@@ -27,6 +28,9 @@ def register(subparsers: Any) -> None:
                         help="demo: seconds per step, like a small cluster; fast: as quick as possible")
     parser.add_argument("--byo", action="store_true",
                         help="KAITO with bring-your-own nodes (no auto-provisioning) instead of NodeClaims")
+    parser.add_argument("--latency", default="0s",
+                        help="added to every API request, e.g. 20ms: what a real API server's round trip costs "
+                             "(default 0s)")
     parser.set_defaults(func=run)
 
 
@@ -35,8 +39,15 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise CliError(f"--port must be between 0 and 65535, not {args.port}")
+    try:
+        latency = parse_duration(args.latency)
+    except (ValueError, SettingsError) as err:
+        raise CliError(f"--latency: {err}") from None
+    if latency < 0 or latency > 10:
+        raise CliError(f"--latency must be between 0s and 10s, not {args.latency}")
     settings = SandboxSettings(speed=args.speed, node_provisioning="byo" if args.byo else "nap", port=args.port,
-                               kubeconfig_path=args.kubeconfig_out.resolve() if args.kubeconfig_out else None)
+                               kubeconfig_path=args.kubeconfig_out.resolve() if args.kubeconfig_out else None,
+                               latency_s=latency)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -50,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"cannot start the sandbox on 127.0.0.1:{args.port}: {err.strerror or err}")
         try:
             mode = "bring-your-own nodes" if args.byo else "node auto-provisioning (NodeClaims)"
-            print(f"sandbox API: {sb.url} (speed {args.speed}, KAITO with {mode})")
+            lag = f", {latency * 1000:g} ms added per request" if latency else ""
+            print(f"sandbox API: {sb.url} (speed {args.speed}, KAITO with {mode}{lag})")
             print(f"kubeconfig: {sb.kubeconfig_path}")
             print(f"try: kubectl --kubeconfig {sb.kubeconfig_path} get workspaces,nodeclaims,nodes -A")
             print("press Ctrl-C to stop")

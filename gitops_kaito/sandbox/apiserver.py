@@ -35,7 +35,12 @@ What it only approximates, openly:
   metadata (and outside status when status is a subresource), which is what a cluster does for CRs.
 - DELETE returns the object for custom resources, namespaces and objects held by finalizers, a Status
   otherwise; propagationPolicy and gracePeriodSeconds are accepted and ignored.
-- No BOOKMARK events, no protobuf, no aggregated discovery (clients fall back to the legacy documents).
+- BOOKMARK events (allowWatchBookmarks) every `bookmark_interval_s` of an idle stream and as it times out; no
+  protobuf, no aggregated discovery (clients fall back to the legacy documents).
+- `latency_s` delays every request by a fixed time before it is served (a watch once, before its headers):
+  what round trips to a real API server cost, without its variance.
+- `restart(compact=True)` is a restart whose watch cache starts cold: every older resourceVersion gets 410;
+  `lose_watch_events(fn)` drops matching events from every watch stream (stored as usual): missed events.
 - Service proxy: /api/v1/namespaces/{ns}/services/{name}[:port]/proxy/{path} calls the handler set with
   `set_proxy_handler(fn)`; fn(namespace, service, port, method, subpath, body) -> (status, headers, body)
   or None (503). subpath starts with "/" and keeps the query string.
@@ -144,6 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._logged = False
         self._log_entry = (self.command, path, split.query, user_agent, started, ctype)
         try:
+            if owner.latency_s > 0:
+                owner._stopping.wait(owner.latency_s)
             fault = owner.faults.take(self.command, path)
             if fault is not None:
                 self._apply_fault(fault)
@@ -432,10 +439,13 @@ class _Handler(BaseHTTPRequestHandler):
 class ApiServer:
     """The emulator: `start()`, `url`, `stop()`, `write_kubeconfig()`, plus test hooks."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, history_limit: int = 50_000) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, history_limit: int = 50_000,
+                 latency_s: float = 0.0, bookmark_interval_s: float = 5.0) -> None:
         self.host = host
         self.port = port
+        self.latency_s = latency_s  # added to every request before it is served
         self.api = Api(history_limit)
+        self.api.bookmark_interval_s = bookmark_interval_s
         self.request_log = RequestLog()
         self.faults = Faults()
         self._proxy_handler: ProxyHandler | None = None
@@ -477,6 +487,20 @@ class ApiServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = None
+
+    def restart(self, compact: bool = True) -> ApiServer:
+        """Stop serving (every connection and watch cut) and serve again on the same port with the same objects.
+        compact: the history goes too, so a watch resumed from before the restart gets 410 Gone."""
+        self.stop()
+        if compact:
+            self.api.store.compact()
+        self.api.store.reopen()
+        self._stopping = threading.Event()
+        return self.start()
+
+    def lose_watch_events(self, fn: Callable[[str, dict[str, Any]], bool] | None) -> None:
+        """Events (type, object) for which fn says True never reach a watcher; None delivers everything again."""
+        self.api.lose_event = fn
 
     def __enter__(self) -> ApiServer:
         return self.start()

@@ -24,7 +24,7 @@ from gitops_kaito.sandbox.builtin import CRD_TYPE, NAMESPACE_TYPE, ResourceType
 from gitops_kaito.sandbox.errors import ApiError, already_exists, conflict, invalid, not_found, status_body
 from gitops_kaito.sandbox.registry import Registry
 from gitops_kaito.sandbox.selectors import matcher, parse_field_selector, parse_label_selector
-from gitops_kaito.sandbox.store import Expired, Obj, Store
+from gitops_kaito.sandbox.store import Expired, Obj, Store, WatchEvent
 from gitops_kaito.sandbox.validation import metadata_errors, string_map_errors
 
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -135,6 +135,9 @@ class Api:
 
     def __init__(self, history_limit: int = 50_000) -> None:
         self.store = Store(history_limit)
+        self.bookmark_interval_s = 5.0  # how often an idle watch that asked for bookmarks gets one
+        # Test hook: watch events (type, object) for which this says True are never delivered to any watcher.
+        self.lose_event: Callable[[str, Obj], bool] | None = None
         self.registry = Registry()
         self.lock = self.store.lock
         for ns in INITIAL_NAMESPACES:
@@ -693,7 +696,19 @@ class Api:
         for obj in initial:
             if not emit({"type": "ADDED", "object": obj}):
                 return
+        # allowWatchBookmarks: while nothing of this kind happens, the stream still tells its client how far it got,
+        # so a quiet kind's resourceVersion does not fall out of the history (kube-apiserver sends one about every
+        # minute and one as a timeout ends the stream).
+        bookmarks = query.get("allowWatchBookmarks") in ("1", "true", "True")
+        interval = self.bookmark_interval_s
+        next_mark = time.monotonic() + interval
+
+        def bookmark() -> bool:
+            return emit({"type": "BOOKMARK", "object": {"kind": t.kind, "apiVersion": t.api_version,
+                                                          "metadata": {"resourceVersion": str(last)}}})
+
         while not stop.is_set():
+            events: list[WatchEvent] = []
             with self.store.cond:
                 while True:
                     if self.store.closed or stop.is_set():
@@ -705,10 +720,11 @@ class Api:
                         return
                     if events:
                         break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return
-                    self.store.cond.wait(min(remaining, 0.5))
+                    now = time.monotonic()
+                    remaining = deadline - now
+                    if remaining <= 0 or (bookmarks and now >= next_mark):
+                        break
+                    self.store.cond.wait(min(remaining, 0.5, next_mark - now if bookmarks else 0.5))
             for ev in events:
                 last = ev.rv
                 if ev.key != t.storage_key:
@@ -723,10 +739,20 @@ class Api:
                     etype = "ADDED" if now_in else ""
                 else:
                     etype = ("MODIFIED" if was_in else "ADDED") if now_in else ("DELETED" if was_in else "")
+                lost = self.lose_event
+                if etype and lost is not None and lost(etype, ev.obj):
+                    continue  # the test hook's "missed event": stored, never delivered
                 if etype and not emit({"type": etype, "object": self._out(t, ev.obj)}):
                     return
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
+                if bookmarks:
+                    bookmark()
                 return
+            if bookmarks and now >= next_mark:
+                if not bookmark():
+                    return
+                next_mark = now + interval
 
 
 def _expired_event(rv: str) -> Obj:

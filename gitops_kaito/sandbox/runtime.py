@@ -69,6 +69,7 @@ class SandboxSettings:
     crd_dir: Path | None = None           # default: deploy/crds
     controllers: bool = True              # False: the emulator and CRDs only
     namespaces: tuple[str, ...] = field(default=("default",))
+    latency_s: float = 0.0                # added to every API request (what a real API server's round trip costs)
 
     def __post_init__(self) -> None:
         if self.speed not in SPEEDS:
@@ -87,7 +88,7 @@ class Sandbox:
 
     def __init__(self, settings: SandboxSettings | None = None) -> None:
         self.settings = settings or SandboxSettings()
-        self.server = ApiServer(host=self.settings.host, port=self.settings.port)
+        self.server = ApiServer(host=self.settings.host, port=self.settings.port, latency_s=self.settings.latency_s)
         self.failures = FailureBook(self.settings.failures)
         self.controllers: list[Controller] = []
         self.model_server: ModelServer | None = None

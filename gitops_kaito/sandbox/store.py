@@ -149,7 +149,20 @@ class Store:
         i = bisect.bisect_right(self._event_rvs, rv)
         return self._events[i:]
 
+    def compact(self) -> None:
+        """Forget the whole watch history: every resourceVersion older than now gets 410 (a restarted API server
+        whose watch cache starts cold)."""
+        with self.cond:
+            self.compacted_rv = self.rv
+            self._events.clear()
+            self._event_rvs.clear()
+            self.cond.notify_all()
+
     def close(self) -> None:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
+
+    def reopen(self) -> None:
+        with self.cond:
+            self.closed = False
