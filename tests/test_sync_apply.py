@@ -30,7 +30,7 @@ class FakeKube:
             self.objects[ref] = copy.deepcopy(manifest)
         return manifest
 
-    def delete(self, ref: ObjectRef) -> bool:
+    def delete(self, ref: ObjectRef, precondition: tuple[str, str] | None = None) -> bool:
         self.calls.append(f"delete {ref}")
         if str(ref) in self.sticky:
             return True

@@ -85,7 +85,9 @@ def test_what_kaito_adds_is_not_drift_and_its_nodeclaims_are_never_pruned(
     assert pruned.pruned == 1 and [str(c.ref) for c in pruned.plan.pending] == ["Workspace/default/phi"]
     wait_until(lambda: any(e.verb == "delete" for e in ours()), timeout=10, what="the delete logged")
     deletes = [e.path for e in ours() if e.verb == "delete"]
-    assert deletes == ["/apis/kaito.sh/v1beta1/namespaces/default/workspaces/phi"]
+    # KAITO may write the Workspace between our read and our delete: that delete is refused on its preconditions,
+    # read and planned again, and sent again; only ever for phi.
+    assert set(deletes) == {"/apis/kaito.sh/v1beta1/namespaces/default/workspaces/phi"}
     wait_until(lambda: "phi" not in _workspaces(api), timeout=30, what="KAITO to release the Workspace")
     survivors = _kaito_nodeclaims(api)
     assert {c for c in claims if c in survivors}, "KAITO's NodeClaims of the kept models survive"

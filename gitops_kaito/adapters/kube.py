@@ -11,11 +11,13 @@ import logging
 import os
 import random
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import urllib3
 from kubernetes import client as k8s_client
@@ -26,8 +28,9 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from gitops_kaito import __version__
+from gitops_kaito.model.kaito import NODE_KINDS
 from gitops_kaito.model.objects import Manifest, ObjectRef
-from gitops_kaito.model.ownership import FIELD_MANAGER, OWNER_SELECTOR
+from gitops_kaito.model.ownership import FIELD_MANAGER, OWNER_SELECTOR, instance_selector
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,7 +49,18 @@ MANAGED_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (WORKSPACE_VERSIONS, "Workspace"),
 )
 
+
+@dataclass(frozen=True)
+class ListSpec:
+    """One LIST (or LIST + WATCH) of a managed kind: its served version and the label selector to read it with."""
+
+    api_version: str
+    kind: str
+    label_selector: str
+
+
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+PRECONDITION_FAILED = "Precondition failed"
 _cache_counter = itertools.count()
 
 
@@ -83,6 +97,19 @@ class KindNotServed(KubeError):
         super().__init__(0, "NotServed", f"the API server does not serve {kind} ({api_version}); is its CRD installed?")
 
 
+class StaleObject(KubeError):
+    """A delete whose preconditions (uid, resourceVersion) the API server refused: the object changed (or was
+    replaced by another of the same name) since it was read, so the decision to delete it is stale."""
+
+
+class WriteObserver(Protocol):
+    """Told about our writes (the watch cache: our own writes are not changes to react to)."""
+
+    def writing(self, ref: ObjectRef) -> Any: ...  # a context manager around the request
+    def wrote(self, manifest: Manifest) -> None: ...
+    def deleted(self, ref: ObjectRef) -> None: ...
+
+
 @dataclass(frozen=True)
 class ApiRetry:
     """Retries of transient failures (429 with Retry-After, 5xx, dropped connections), with capped backoff."""
@@ -99,8 +126,11 @@ class Kube:
     """One connection to one cluster; cheap discovery lookups are cached for the life of the object."""
 
     def __init__(self, api_client: k8s_client.ApiClient, *, retry: ApiRetry | None = None,
-                 cache_file: Path | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+                 cache_file: Path | None = None, sleep: Callable[[float], None] = time.sleep,
+                 pool_size: int = 16) -> None:
         api_client.user_agent = USER_AGENT
+        # Apply runs several requests at once (ApplyOptions.max_in_flight): one pooled connection for each.
+        api_client.configuration.connection_pool_maxsize = max(pool_size, 4)
         # Our own retry loop decides what is retried; urllib3's silent retries would hide and repeat writes,
         # and sleep through a server's whole Retry-After (an hour, if it says so). The pool manager copies
         # `retries` when the rest client is built, so an existing one is rebuilt to see the change.
@@ -114,7 +144,11 @@ class Kube:
         self._dynamic: DynamicClient | None = None
         self._resources: dict[tuple[str, str], Any] = {}
         self._missing: dict[tuple[str, str], float] = {}  # negative lookups, retried after _MISSING_TTL_S
-
+        self._discovery = threading.RLock()  # apply's threads share the discovery cache
+        # 429 Retry-After: no request of this connection starts before this monotonic time (API priority and
+        # fairness asks the client to slow down, not one request of it).
+        self._not_before = 0.0
+        self.observer: WriteObserver | None = None
     _MISSING_TTL_S = 60.0
 
     @classmethod
@@ -147,6 +181,13 @@ class Kube:
             raise KubeError(0, "ConfigError", f"cannot load Kubernetes configuration ({where}): {err}") from None
         return cls(api, **kwargs)
 
+    def clone(self) -> Kube:
+        """A second connection to the same cluster (own connection pool): watch streams hold their connections for
+        minutes and must not take the ones apply needs."""
+        configuration = k8s_client.Configuration()
+        configuration.__dict__.update(self.api_client.configuration.__dict__)
+        return Kube(k8s_client.ApiClient(configuration), retry=self.retry, sleep=self._sleep, pool_size=8)
+
     @property
     def host(self) -> str:
         return str(self.api_client.configuration.host)
@@ -168,14 +209,19 @@ class Kube:
 
     @property
     def dynamic(self) -> DynamicClient:
-        if self._dynamic is None:
-            self._dynamic = self._call(lambda: DynamicClient(self.api_client, cache_file=str(self._cache_file)),
-                                       "discover the API")
-        return self._dynamic
+        with self._discovery:
+            if self._dynamic is None:
+                self._dynamic = self._call(lambda: DynamicClient(self.api_client, cache_file=str(self._cache_file)),
+                                           "discover the API")
+            return self._dynamic
 
     def resource(self, api_version: str, kind: str) -> Any | None:
         """The discovered API resource, or None when the server does not serve it."""
-        key = (api_version, kind)
+        with self._discovery:
+            return self._resource((api_version, kind))
+
+    def _resource(self, key: tuple[str, str]) -> Any | None:
+        api_version, kind = key
         if key in self._resources:
             return self._resources[key]
         missed = self._missing.get(key)
@@ -215,14 +261,35 @@ class Kube:
             raise KindNotServed(api_version, kind)
         return found
 
+    def managed_lists(self, workspace_version: str, instance: str) -> tuple[ListSpec, ...]:
+        """What one pass reads, from MANAGED_KINDS (the one list of managed kinds): per kind the first served version,
+        selecting `instance`'s objects; GPU node kinds unfiltered, for KAITO's own NodeClaims/Machines too."""
+        selector = instance_selector(instance)
+        specs: list[ListSpec] = []
+        for versions, kind in MANAGED_KINDS:
+            if versions == WORKSPACE_VERSIONS:
+                specs.append(ListSpec(workspace_version, kind, selector))
+                continue
+            for version in versions:
+                if self.served(version, kind):
+                    specs.append(ListSpec(version, kind, "" if kind in NODE_KINDS else selector))
+                    break
+        return tuple(specs)
+
     # ------------------------------------------------------------------ reads
 
     def list_owned(self, api_version: str, kind: str, label_selector: str = OWNER_SELECTOR) -> list[Manifest]:
         """Every object of one kind, in every namespace, carrying our owner label: one LIST (paged past
         LIST_PAGE_SIZE, so a repository of thousands of models is still one request per kind)."""
+        return self.list_versioned(api_version, kind, label_selector)[0]
+
+    def list_versioned(self, api_version: str, kind: str, label_selector: str = OWNER_SELECTOR
+                       ) -> tuple[list[Manifest], str]:
+        """list_owned plus the list's resourceVersion (the first page's: a watch from it misses nothing)."""
         resource = self._required(api_version, kind)
         items: list[Manifest] = []
         token: str | None = None
+        version = ""
         while True:
             body = self._json(lambda t=token: self.dynamic.get(  # type: ignore[misc]
                 resource, label_selector=label_selector, limit=LIST_PAGE_SIZE, _continue=t, serialize=False),
@@ -231,9 +298,11 @@ class Kube:
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
                 items.append(item)
-            token = (body.get("metadata") or {}).get("continue") or None
+            meta = body.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")
+            token = meta.get("continue") or None
             if not token:
-                return items
+                return items, version
 
     def get(self, ref: ObjectRef) -> Manifest | None:
         resource = self._required(ref.api_version, ref.kind)
@@ -257,23 +326,50 @@ class Kube:
         """
         ref = ObjectRef.of(manifest)
         resource = self._required(ref.api_version, ref.kind)
-        return self._json(lambda: self.dynamic.server_side_apply(
-            resource, body=manifest, name=ref.name, namespace=ref.namespace or None,
-            field_manager=FIELD_MANAGER, force_conflicts=True, dry_run="All" if dry_run else None,
-            serialize=False), f"apply {ref}")
+        with self._writing(ref, dry_run):
+            out = self._json(lambda: self.dynamic.server_side_apply(
+                resource, body=manifest, name=ref.name, namespace=ref.namespace or None,
+                field_manager=FIELD_MANAGER, force_conflicts=True, dry_run="All" if dry_run else None,
+                serialize=False), f"apply {ref}")
+            if self.observer is not None and not dry_run:
+                out.setdefault("apiVersion", ref.api_version)
+                out.setdefault("kind", ref.kind)
+                self.observer.wrote(out)
+        return out
 
-    def delete(self, ref: ObjectRef) -> bool:
-        """Delete in the background; False when it was already gone."""
+    def delete(self, ref: ObjectRef, precondition: tuple[str, str] | None = None) -> bool:
+        """Delete in the background; False when it was already gone.
+
+        `precondition` (uid, resourceVersion) of the object as it was read: the API server refuses the delete when
+        the object changed since, or is another object of the same name (StaleObject), so a decision made on a
+        stale view never deletes.
+        """
         resource = self._required(ref.api_version, ref.kind)
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        uid, version = precondition or ("", "")
+        if uid or version:
+            body["preconditions"] = {k: v for k, v in (("uid", uid), ("resourceVersion", version)) if v}
         try:
-            self._call(lambda: self.dynamic.delete(resource, name=ref.name, namespace=ref.namespace or None,
-                                                   propagation_policy="Background", serialize=False),
-                       f"delete {ref}")
+            with self._writing(ref, False):
+                self._call(lambda: self.dynamic.delete(resource, name=ref.name, namespace=ref.namespace or None,
+                                                       body=body, serialize=False), f"delete {ref}")
+                if self.observer is not None:
+                    self.observer.deleted(ref)
         except KubeError as err:
             if err.status == 404:
                 return False
+            if err.status == 409 and PRECONDITION_FAILED in err.message:
+                raise StaleObject(err.status, err.reason, err.message) from None
             raise
         return True
+
+    @contextmanager
+    def _writing(self, ref: ObjectRef, dry_run: bool) -> Iterator[None]:
+        if self.observer is None or dry_run:
+            yield
+            return
+        with self.observer.writing(ref):
+            yield
 
     # ------------------------------------------------------------------ plumbing
 
@@ -287,8 +383,13 @@ class Kube:
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         attempt = 0
+        own_gate = 0.0  # the hold this call set itself (and already slept through)
         while True:
             attempt += 1
+            if self._not_before > own_gate:
+                wait = self._not_before - time.monotonic()
+                if wait > 0:
+                    self._sleep(wait)
             try:
                 return fn()
             except ApiException as exc:
@@ -303,6 +404,8 @@ class Kube:
             delay *= 0.5 + random.random() / 2  # jitter, so several replicas do not retry in step
             if retry_after is not None:
                 delay = min(max(retry_after, delay), self.retry.max_retry_after_s)
+                # Every thread of this connection holds back, not only this request.
+                self._not_before = own_gate = max(self._not_before, time.monotonic() + delay)
             log.warning("%s failed (%s); retrying in %.1fs", what, err, delay,
                         extra={"fields": {"status": err.status, "attempt": attempt}})
             self._sleep(delay)

@@ -55,6 +55,7 @@ class ObjectStatus(StrEnum):
     SKIPPED = "skipped"
     WAITING = "waiting"
     DRY_RUN = "dry-run"
+    STALE = "stale"  # a delete the API server refused on its preconditions: the object changed since it was read
 
 
 class PoolState(StrEnum):

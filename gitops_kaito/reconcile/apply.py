@@ -6,13 +6,15 @@ Drift the plan reports and leaves in place (`drift: report`) is never written; t
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from gitops_kaito.adapters.events import record_changes, record_drift
-from gitops_kaito.adapters.kube import KubeError
+from gitops_kaito.adapters.kube import KubeError, StaleObject
 from gitops_kaito.core.plan import Action, Change, Plan, node_ready
 from gitops_kaito.model.objects import Manifest, ObjectRef, Wave
 from gitops_kaito.model.ownership import LABEL_MANAGED_BY, MANAGED_BY_VALUE
@@ -23,6 +25,10 @@ from gitops_kaito.model.states import APPLY_PRIORITY, ObjectStatus, Outcome
 # Namespaces a model names are created when missing (never pruned: see namespace_manifest).
 ANNOTATION_CREATED_BY = "gitops.kaito.sh/created-by"
 ABANDONED_MESSAGE = "abandoned: lost leadership / stopping"
+STALE_MESSAGE = "changed in the cluster after this pass read it; not deleted, planned again"
+# Writes in flight at once within a wave. kubectl sends one at a time; the API server's priority and fairness gives a
+# client a share of its concurrency and answers 429 (with Retry-After) past it, which every thread then honours.
+DEFAULT_IN_FLIGHT = 16
 
 # What happened to one object.
 
@@ -31,7 +37,7 @@ class KubeOps(Protocol):
     """What apply needs from kube.Kube."""
 
     def apply(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest: ...
-    def delete(self, ref: ObjectRef) -> bool: ...
+    def delete(self, ref: ObjectRef, precondition: tuple[str, str] | None = None) -> bool: ...
     def get(self, ref: ObjectRef) -> Manifest | None: ...
 
 
@@ -83,6 +89,7 @@ class ApplyOptions:
     dry_run: bool = False  # server-side dry-run of every write: validates, persists nothing
     replace_wait_s: float = 10.0  # how long a replace waits in-pass for the old object to go
     poll_s: float = 0.2
+    max_in_flight: int = DEFAULT_IN_FLIGHT  # writes sent at once within a wave (one model's objects stay in order)
 
 
 def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *,
@@ -91,67 +98,124 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
                should_continue: Callable[[], bool] | None = None) -> ApplyResult:
     """`gates`: per model, why its Workspace must wait for nodes made outside Kubernetes (aks agent pools).
     `should_continue` is asked before each wave and before the deletes: once False, nothing more is written
-    (a replica that lost its Lease must stop acting at once) and the rest is recorded as abandoned."""
+    (a replica that lost its Lease must stop acting at once) and the rest is recorded as abandoned.
+
+    Within a wave, models are written in parallel (up to options.max_in_flight requests at once), each model's own
+    objects in order; waves, and the deletes after them (in reverse wave order), never overlap. Everything a
+    decision reads is the model's own (its failures, its nodes just written), so the result is the serial one's.
+    Deletes carry the uid and resourceVersion planning saw: an object changed since is refused (STALE), never
+    deleted on a stale view."""
     options = options or ApplyOptions()
     gates = gates or {}
     go_on = should_continue or (lambda: True)
     abandoned = False
-    results: list[ObjectResult] = []
+    results: dict[tuple[ObjectRef, Action], ObjectResult] = {}
     failed_models: set[str] = set()
     written_nodes: set[str] = set()  # models whose NodeClaims/Machines were (re)created in this pass
+    lock = threading.Lock()
 
     def record(change: Change, result: str, message: str = "") -> None:
-        results.append(ObjectResult(change.ref, change.model_id, change.action, result, message, change.drift))
-        if result == ObjectStatus.ERROR:
-            failed_models.add(change.model_id)
+        with lock:
+            results[(change.ref, change.action)] = ObjectResult(change.ref, change.model_id, change.action, result,
+                                                                message, change.drift)
+            if result == ObjectStatus.ERROR:
+                failed_models.add(change.model_id)
 
-    for wave in Wave:  # blocked prunes (the guard) pass through here too, recorded as skipped with the reason
-        abandoned = abandoned or not go_on()
-        for change in (c for c in plan.changes if c.wave == wave and c.action != Action.DELETE):
-            if abandoned and change.writes:
-                record(change, ObjectStatus.SKIPPED, ABANDONED_MESSAGE)
-                continue
-            if change.action in (Action.NOOP, Action.BLOCKED):
-                record(change, ObjectStatus.SKIPPED, change.reason)
-                continue
-            if change.model_id in failed_models:
-                record(change, ObjectStatus.SKIPPED, "not applied: an earlier object of this model failed")
-                continue
-            if wave == Wave.WORKLOAD and change.action != Action.UPDATE:
-                waiting = gates.get(change.model_id) or _nodes_waiting(plan, change.model_id, written_nodes)
-                if waiting:
-                    record(change, ObjectStatus.WAITING, waiting)
-                    continue
-            try:
-                message = _write(change, kube, options, clock, sleep)
-            except Exception as err:  # a per-object failure must not stop the other models
-                record(change, ObjectStatus.ERROR, _describe(err))
-                continue
-            if wave == Wave.NODES and change.action in (Action.CREATE, Action.REPLACE):
+    def one(change: Change, wave: Wave) -> None:
+        if abandoned and change.writes:
+            record(change, ObjectStatus.SKIPPED, ABANDONED_MESSAGE)
+            return
+        if change.action in (Action.NOOP, Action.BLOCKED):
+            record(change, ObjectStatus.SKIPPED, change.reason)
+            return
+        if change.model_id in failed_models:
+            record(change, ObjectStatus.SKIPPED, "not applied: an earlier object of this model failed")
+            return
+        if wave == Wave.WORKLOAD and change.action != Action.UPDATE:
+            waiting = gates.get(change.model_id) or _nodes_waiting(plan, change.model_id, written_nodes)
+            if waiting:
+                record(change, ObjectStatus.WAITING, waiting)
+                return
+        try:
+            message = _write(change, kube, options, clock, sleep)
+        except StaleObject as err:
+            record(change, ObjectStatus.STALE, f"{STALE_MESSAGE} ({err.message})")
+            return
+        except Exception as err:  # a per-object failure must not stop the other models
+            record(change, ObjectStatus.ERROR, _describe(err))
+            return
+        if wave == Wave.NODES and change.action in (Action.CREATE, Action.REPLACE):
+            with lock:
                 written_nodes.add(change.model_id)
-            record(change, ObjectStatus.WAITING if message else (ObjectStatus.DRY_RUN if options.dry_run else ObjectStatus.DONE), message)
+        record(change, ObjectStatus.WAITING if message else (
+            ObjectStatus.DRY_RUN if options.dry_run else ObjectStatus.DONE), message)
 
-    abandoned = abandoned or not go_on()
-    for change in (c for c in plan.changes if c.action == Action.DELETE):
+    def prune(change: Change, wave: Wave) -> None:
         if abandoned:
             record(change, ObjectStatus.SKIPPED, ABANDONED_MESSAGE)
-            continue
+            return
         if options.dry_run:
             record(change, ObjectStatus.DRY_RUN, change.reason)
-            continue
+            return
         try:
-            kube.delete(change.ref)
+            kube.delete(change.ref, precondition=seen(change.live))
+        except StaleObject as err:
+            record(change, ObjectStatus.STALE, f"{STALE_MESSAGE} ({err.message})")
+            return
         except Exception as err:
             record(change, ObjectStatus.ERROR, _describe(err))
-            continue
+            return
         record(change, ObjectStatus.DONE, change.reason)
-    if not options.dry_run:
-        # Kubernetes Events on the Workspaces changed (best effort, never fails the pass).
-        done = {(r.ref, r.action) for r in results if r.result == ObjectStatus.DONE}
-        record_changes(kube, [c for c in plan.changes if (c.ref, c.action) in done])
-        if not abandoned and go_on():  # a replica that lost its Lease must not write even an Event
-            record_drift(kube, plan.drift_reported)  # DriftDetected, once per drift a connection first sees
-    return _summarise(results)
+
+    with ThreadPoolExecutor(max_workers=max(1, options.max_in_flight), thread_name_prefix="apply") as pool:
+        for wave in Wave:  # blocked prunes (the guard) pass through here too, recorded as skipped with the reason
+            abandoned = abandoned or not go_on()
+            _in_parallel(pool, [c for c in plan.changes if c.wave == wave and c.action != Action.DELETE], one, wave)
+        abandoned = abandoned or not go_on()
+        for wave in reversed(Wave):
+            _in_parallel(pool, [c for c in plan.changes if c.wave == wave and c.action == Action.DELETE], prune, wave)
+        ordered = [results[(c.ref, c.action)] for c in plan.changes if (c.ref, c.action) in results]
+        if not options.dry_run:
+            # Kubernetes Events on the Workspaces changed (best effort, never fails the pass), as many at once.
+            done = {(r.ref, r.action) for r in ordered if r.result == ObjectStatus.DONE}
+            list(pool.map(lambda c: record_changes(kube, [c]),
+                          [c for c in plan.changes if (c.ref, c.action) in done]))
+            if not abandoned and go_on():  # a replica that lost its Lease must not write even an Event
+                record_drift(kube, plan.drift_reported)  # DriftDetected, once per drift a connection first sees
+    return _summarise(ordered)
+
+
+def merge_rounds(rounds: Sequence[ApplyResult]) -> ApplyResult:
+    """One ApplyResult from the rounds of a pass that planned again after stale deletes: what earlier rounds did
+    (written, failed, waiting) stays; the last round says the rest (its stale objects included)."""
+    if len(rounds) == 1:
+        return rounds[0]
+    kept = [o for r in rounds[:-1] for o in r.objects
+            if o.result in (ObjectStatus.DONE, ObjectStatus.ERROR, ObjectStatus.WAITING)]
+    done = {(o.ref, o.action) for o in kept}
+    return _summarise([*kept, *(o for o in rounds[-1].objects if (o.ref, o.action) not in done)])
+
+
+def _in_parallel(pool: ThreadPoolExecutor, changes: Sequence[Change], fn: Callable[[Change, Wave], None],
+                 wave: Wave) -> None:
+    """Run fn over one wave's changes: each model's in plan order on one worker, models side by side."""
+    by_model: dict[str, list[Change]] = {}
+    for change in changes:
+        by_model.setdefault(change.model_id, []).append(change)
+
+    def model(group: list[Change]) -> None:
+        for change in group:
+            fn(change, wave)
+
+    for future in [pool.submit(model, group) for group in by_model.values()]:
+        future.result()  # fn records every failure itself; anything else is a bug and must surface
+
+
+def seen(live: Manifest | None) -> tuple[str, str] | None:
+    """The (uid, resourceVersion) precondition of a delete: the object as planning saw it."""
+    meta = (live or {}).get("metadata") or {}
+    uid, version = str(meta.get("uid") or ""), str(meta.get("resourceVersion") or "")
+    return (uid, version) if uid or version else None
 
 
 def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable[[], float],
@@ -161,7 +225,7 @@ def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable
     if change.action == Action.REPLACE and options.dry_run:
         return ""  # a dry run of the update would only repeat the immutable-field refusal the plan already shows
     if change.action == Action.REPLACE:
-        kube.delete(change.ref)
+        kube.delete(change.ref, precondition=seen(change.live))
         deadline = clock() + options.replace_wait_s
         while kube.get(change.ref) is not None:
             if clock() >= deadline:
@@ -244,7 +308,7 @@ def _outcome(model_id: str, objects: tuple[ObjectResult, ...]) -> ModelOutcome:
             candidates.append((Outcome.ABANDONED, f"{o.ref}: not written: {o.message}"))
         elif o.result == ObjectStatus.WAITING and o.action == Action.REPLACE:
             candidates.append((Outcome.REPLACING, f"{o.ref}: {o.message}"))
-        elif o.result == ObjectStatus.WAITING:
+        elif o.result in (ObjectStatus.WAITING, ObjectStatus.STALE):  # stale: planned again, never a failure
             candidates.append((Outcome.PROVISIONING, f"{o.ref}: {o.message}"))
         elif o.action == Action.NOOP and o.message.startswith("being deleted"):
             candidates.append((Outcome.REPLACING, f"{o.ref}: {o.message}"))

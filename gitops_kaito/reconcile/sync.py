@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from gitops_kaito.adapters.kube import MANAGED_KINDS, WORKSPACE_VERSIONS, Kube, KubeError
+from gitops_kaito.adapters.kube import Kube, KubeError, ListSpec
 from gitops_kaito.core.plan import Action, Change, Plan, PlanPolicy, key_of, make_plan
 from gitops_kaito.core.render import (
     Desired,
@@ -23,7 +24,7 @@ from gitops_kaito.core.render import (
     render_model,
     repo_templates_dir,
 )
-from gitops_kaito.model.kaito import KAITO_WORKSPACE_LABEL, NODE_KINDS
+from gitops_kaito.model.kaito import KAITO_WORKSPACE_LABEL
 from gitops_kaito.model.objects import DesiredObject, Manifest, ObjectRef
 from gitops_kaito.model.ownership import (
     ANNOTATION_DRIFT,
@@ -32,7 +33,6 @@ from gitops_kaito.model.ownership import (
     DRIFT_CORRECT,
     DRIFT_REPORT,
     instance_of,
-    instance_selector,
 )
 from gitops_kaito.model.states import ObjectStatus, Outcome, PoolState
 from gitops_kaito.reconcile import apply as applying
@@ -189,17 +189,31 @@ def read_live(kube: Kube, objects: Sequence[DesiredObject], instance: str = DEFA
     return list(read_live_state(kube, objects, instance).owned)
 
 
-def read_live_state(kube: Kube, objects: Sequence[DesiredObject], instance: str = DEFAULT_INSTANCE) -> LiveState:
+class LiveSource(Protocol):
+    """A watched view of the cluster (adapters/watchcache.WatchCache) a long-running loop reads instead of LISTing."""
+
+    @property
+    def version(self) -> int: ...
+
+    def objects(self, specs: Sequence[ListSpec], wait_s: float | None = None) -> list[Manifest] | None: ...
+
+    def resync(self, kinds: Sequence[str] | None = None) -> None: ...
+
+
+def read_live_state(kube: Kube, objects: Sequence[DesiredObject], instance: str = DEFAULT_INSTANCE,
+                    source: LiveSource | None = None) -> LiveState:
     """read_live, keeping KAITO's node objects too: GPU node kinds are listed once without a selector (there
     are about as many as nodes) and split here, instead of one LIST by our label and another by KAITO's.
 
     Only `instance`'s objects count as owned. A named instance's LISTs select its label on the server; the
     default instance's select every gitops-kaito object (it also owns those without the label, made before
-    instances existed) and the split happens here: still one LIST per kind."""
+    instances existed) and the split happens here: still one LIST per kind.
+
+    `source`: the long-running loops' watch cache; read instead of listing whenever it is in sync (0 requests)."""
     wanted = [o.ref.api_version for o in objects if o.ref.kind == "Workspace"]
     prefer = max(set(wanted), key=wanted.count) if wanted else None
     workspace_version = kube.workspace_version(prefer)  # first: without KAITO there is nothing to do
-    selector = instance_selector(instance)
+    specs = kube.managed_lists(workspace_version, instance)
     live: list[Manifest] = []
     kaito_nodes: list[Manifest] = []
     others: list[Manifest] = []
@@ -215,16 +229,43 @@ def read_live_state(kube: Kube, objects: Sequence[DesiredObject], instance: str 
             elif KAITO_WORKSPACE_LABEL in labels:
                 kaito_nodes.append(obj)
 
-    for versions, kind in MANAGED_KINDS:
-        if versions == WORKSPACE_VERSIONS:
-            split(kube.list_owned(workspace_version, kind, label_selector=selector))
-            continue
-        for version in versions:
-            if not kube.served(version, kind):
-                continue
-            split(kube.list_owned(version, kind, label_selector="" if kind in NODE_KINDS else selector))
-            break
+    cached = source.objects(specs) if source is not None else None
+    if cached is not None:
+        split(cached)
+    else:
+        for spec in specs:
+            split(kube.list_owned(spec.api_version, spec.kind, label_selector=spec.label_selector))
     return LiveState(tuple(live), tuple(kaito_nodes), tuple(others))
+
+
+class PassMemo:
+    """The long-running loops' last pass, reused while nothing it read can have changed: the same `Desired` (the
+    DesiredCache hands back the very object while the commit's trees hold), the same watch-cache version (no
+    object changed, ours included) and the same flags. Only a pass that planned no write is kept, so reusing it
+    can never skip a write. That makes a no-op pass of any size cost no request and next to no time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: tuple[Desired, int, bool, PassResult] | None = None
+        self.hits = 0
+
+    def reuse(self, desired: Desired, version: int, allow_mass_prune: bool) -> PassResult | None:
+        with self._lock:
+            held = self._held
+            if held is None or held[0] is not desired or held[1] != version or held[2] != allow_mass_prune:
+                return None
+            self.hits += 1
+            return held[3]
+
+    def keep(self, desired: Desired, version: int, allow_mass_prune: bool, result: PassResult) -> None:
+        settled = (not result.plan.has_changes and not result.failed and not result.abandoned and not result.pools
+                   and not result.dry_run)
+        with self._lock:
+            self._held = (desired, version, allow_mass_prune, result) if settled else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held = None
 
 
 def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "", allow_mass_prune: bool = False,
@@ -239,11 +280,12 @@ def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "", allow_mas
 
 
 def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
-          pools: PoolRunner | None, scope: Scope | None = None, load: DesiredLoader | None = None
+          pools: PoolRunner | None, scope: Scope | None = None, load: DesiredLoader | None = None,
+          source: LiveSource | None = None, desired: Desired | None = None
           ) -> tuple[Desired, Plan, PlanPolicy, PoolPlan | None, LiveState]:
-    desired = (load or load_desired)(repo_dir, revision, scope)
+    desired = desired or (load or load_desired)(repo_dir, revision, scope)
     try:
-        state = read_live_state(kube, desired.objects, desired.load.config.instance)
+        state = read_live_state(kube, desired.objects, desired.load.config.instance, source)
     except KubeError as err:
         raise SyncError(str(err)) from None
     live = [*state.owned, *state.others]  # make_plan blocks a desired object another instance owns
@@ -259,6 +301,8 @@ def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
 # A create costs one GET to find an object of that name someone else made. Past this many creates of one kind
 # (a first sync of a large repository), one LIST of the kind without a selector is cheaper than the GETs.
 GETS_PER_KIND = 16
+# How often one pass reads again and plans again after deletes refused as stale, before leaving it to the next pass.
+STALE_REPLANS = 2
 
 
 def read_unowned(kube: Kube, objects: Sequence[DesiredObject], owned: Sequence[Manifest]) -> list[Manifest]:
@@ -331,8 +375,14 @@ def server_dry_run(plan: Plan, kube: Kube) -> tuple[tuple[Change, str], ...]:
 def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = False,
              allow_mass_prune: bool = False, options: applying.ApplyOptions | None = None,
              pools: PoolRunner | None = None, should_continue: Callable[[], bool] | None = None,
-             scope: Scope | None = None, load: DesiredLoader | None = None) -> PassResult:
+             scope: Scope | None = None, load: DesiredLoader | None = None, live: LiveSource | None = None,
+             memo: PassMemo | None = None) -> PassResult:
     """One pass. Raises SyncError only when nothing can be done at all; model failures are in the result.
+
+    `live`: the long-running loops' watch cache, read instead of listing while in sync; `memo`: their last
+    settled pass, returned as it was while neither the desired state nor any watched object changed (PassMemo).
+    A delete refused as stale (the object changed after it was read) re-reads and re-plans, at most STALE_REPLANS
+    times; a model still stale then waits for the next pass, it is not failed.
 
     `load`: what loads and renders the repository (default load_desired); the long-running loops pass a
     `desiredcache.DesiredCache` loader so a pass whose inputs did not change skips loading and rendering.
@@ -348,21 +398,39 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
 
     started = time.monotonic()
     revision = revision or local_revision(Path(repo_dir))
+    desired = (load or load_desired)(Path(repo_dir), revision, scope)
+    version = live.version if live is not None else None
+    if memo is not None and version is not None and not dry_run:
+        again = memo.reuse(desired, version, allow_mass_prune)
+        if again is not None:
+            return dataclasses.replace(again, duration_s=time.monotonic() - started)
     # One runner for planning and reconciling: two would build two Azure clients (and credentials) in one pass.
     pools = pools or PoolRunner()
-    desired, plan, policy, pool_plan, live = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools, scope,
-                                                   load)
     opts = options or applying.ApplyOptions()
     if dry_run:
-        opts = applying.ApplyOptions(dry_run=True, replace_wait_s=opts.replace_wait_s, poll_s=opts.poll_s)
+        opts = dataclasses.replace(opts, dry_run=True)
     go_on = should_continue or (lambda: True)
-    pool_outcomes: tuple[PoolOutcome, ...] = ()
-    gates: dict[str, str] = {}
-    if pool_plan is not None:
-        if go_on():
-            pool_outcomes = _reconcile_pools(pools, pool_plan, plan, policy, desired, revision, dry_run)
-        gates = _pool_gates(kube, desired, plan, pool_outcomes)  # no outcome: every aks Workspace waits
-    applied = applying.apply_plan(plan, kube, opts, gates=gates, should_continue=go_on)
+    rounds: list[applying.ApplyResult] = []
+    while True:
+        desired, plan, policy, pool_plan, state = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools,
+                                                        scope, load, live, desired)
+        pool_outcomes: tuple[PoolOutcome, ...] = ()
+        gates: dict[str, str] = {}
+        if pool_plan is not None:
+            if go_on():
+                pool_outcomes = _reconcile_pools(pools, pool_plan, plan, policy, desired, revision, dry_run)
+            gates = _pool_gates(kube, desired, plan, pool_outcomes)  # no outcome: every aks Workspace waits
+        applied = applying.apply_plan(plan, kube, opts, gates=gates, should_continue=go_on)
+        rounds.append(applied)
+        stale = sorted({o.ref.kind for o in applied.objects if o.result == ObjectStatus.STALE})
+        if not stale or len(rounds) > STALE_REPLANS or not go_on():
+            break
+        # A delete was refused because the object changed after it was read: read again, plan again. The objects
+        # this round wrote are written again only if the new plan still says so (server-side apply: no change).
+        log.info("sync pass: %s changed while planning; reading them again and planning again", ", ".join(stale))
+        if live is not None:
+            live.resync(stale)
+    applied = applying.merge_rounds(rounds)
     abandoned = applying.ABANDONED_MESSAGE if (not go_on() or any(
         o.message == applying.ABANDONED_MESSAGE for o in applied.objects)) else ""
     errors = list(desired.errors)
@@ -373,7 +441,7 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
         errors=tuple(errors),
         created=applied.created, updated=applied.updated, replaced=applied.replaced, pruned=applied.pruned,
         drift_corrected=applied.drift_corrected, failed=applied.failed,
-        duration_s=time.monotonic() - started, dry_run=dry_run, desired=desired, pools=pool_outcomes, live=live,
+        duration_s=time.monotonic() - started, dry_run=dry_run, desired=desired, pools=pool_outcomes, live=state,
         abandoned=abandoned,
     )
     if dry_run:  # nothing persisted: count what would have happened
@@ -386,6 +454,8 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
         "revision": revision, "created": result.created, "updated": result.updated, "replaced": result.replaced,
         "pruned": result.pruned, "drift_corrected": result.drift_corrected, "failed": result.failed,
         "duration_s": round(result.duration_s, 3)}})
+    if memo is not None and version is not None:
+        memo.keep(desired, version, allow_mass_prune, result)
     return result
 
 

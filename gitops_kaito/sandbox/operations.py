@@ -704,8 +704,11 @@ class Api:
         next_mark = time.monotonic() + interval
 
         def bookmark() -> bool:
-            return emit({"type": "BOOKMARK", "object": {"kind": t.kind, "apiVersion": t.api_version,
-                                                          "metadata": {"resourceVersion": str(last)}}})
+            mark = {"kind": t.kind, "apiVersion": t.api_version, "metadata": {"resourceVersion": str(last)}}
+            lost = self.lose_event
+            if lost is not None and lost("BOOKMARK", mark):
+                return True
+            return emit({"type": "BOOKMARK", "object": mark})
 
         while not stop.is_set():
             events: list[WatchEvent] = []
