@@ -60,7 +60,15 @@ class Developer:
         return self.repo.head.commit.hexsha
 
     def push(self) -> None:
-        self.repo.git.push("-q", "origin", f"HEAD:refs/heads/{self.branch}")
+        """Push; when a running daemon's status commit got there first, rebase on it and push again (as people do)."""
+        for attempt in range(5):
+            try:
+                self.repo.git.push("-q", "origin", f"HEAD:refs/heads/{self.branch}")
+                return
+            except git.GitCommandError as err:
+                if attempt == 4 or "rejected" not in str(err):
+                    raise
+                self.pull()
 
     def pull(self) -> None:
         self.repo.git.pull("-q", "--rebase", "origin", self.branch)

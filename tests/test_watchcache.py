@@ -41,6 +41,7 @@ class Loop:
         self.cache = WatchCache(w.kube, settings, on_change=self.changes.append)
         self.desired = DesiredCache()
         self.memo = PassMemo()
+        self.reader = w.kube.clone()  # LISTs to compare with, on a connection of its own
 
     def sync(self, inputs: str = "commit-1") -> Any:
         """One pass; `inputs` stands for the commit's trees (what the daemon keys its desired state by)."""
@@ -49,6 +50,7 @@ class Loop:
 
     def close(self) -> None:
         self.cache.close()
+        self.reader.close()
 
     def matches_server(self) -> bool:
         """The cache holds exactly what a LIST returns now (names and resourceVersions)."""
@@ -56,7 +58,7 @@ class Loop:
         cached = self.cache.objects(specs, wait_s=0)
         if cached is None:
             return False
-        fresh = [o for s in specs for o in self.w.kube.clone().list_owned(s.api_version, s.kind, s.label_selector)]
+        fresh = [o for s in specs for o in self.reader.list_owned(s.api_version, s.kind, s.label_selector)]
         return {_key(o): _rv(o) for o in cached} == {_key(o): _rv(o) for o in fresh}
 
 
@@ -143,7 +145,7 @@ def test_a_dropped_stream_relists_and_finds_what_changed_meanwhile(loop: Loop) -
     wait_until(lambda: loop.cache.synced() and {c.name for c in loop.changes} >= {"a", "b"}, timeout=15,
                what="the re-list after the outage")
     assert {(c.name, c.cause, c.relist) for c in loop.changes} == {("a", CHANGED, True), ("b", DELETED, True)}
-    assert loop.matches_server()
+    wait_until(loop.matches_server, timeout=10, what="the cache to equal a fresh LIST")
     w.server.request_log.clear()
     fixed = loop.sync()
     assert fixed.ok and sorted(writes(w)) == [("patch", "a"), ("patch", "b")]  # b created again, a corrected
@@ -163,7 +165,7 @@ def test_a_410_on_resume_relists(world: KubeWorld) -> None:
         world.server.lose_watch_events(None)
         assert lp.cache.relists > lists
         assert [(c.name, c.cause, c.relist) for c in lp.changes] == [("a", CHANGED, True)]
-        assert lp.matches_server()
+        wait_until(lp.matches_server, timeout=10, what="the cache to equal a fresh LIST")
         assert writes(world) == [("patch", "a")]  # the first sync's create; nothing since
     finally:
         lp.close()
@@ -176,7 +178,7 @@ def test_an_api_server_restart_is_recovered_without_a_wrong_write(loop: Loop) ->
     hand_edit(w, "b")
     wait_until(lambda: loop.cache.synced() and any(c.name == "b" for c in loop.changes), timeout=15,
                what="the edit made after the restart")
-    assert loop.matches_server()
+    wait_until(loop.matches_server, timeout=10, what="the cache to equal a fresh LIST")
     fixed = loop.sync()
     assert fixed.ok and fixed.drift_corrected == 1 and not hand_edited(w, "b")
     assert writes(w) == [("patch", "b")]

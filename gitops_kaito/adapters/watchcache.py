@@ -139,7 +139,8 @@ class WatchCache:
                  on_change: Callable[[CacheChange], None] | None = None) -> None:
         self.settings = settings or WatchSettings()
         self.on_change = on_change
-        self._kube = kube.clone()  # its own connections: the streams hold theirs for minutes
+        self._parent = kube
+        self._own_kube: Kube | None = None  # made at the first ensure(): building the cache does no I/O
         self._lock = threading.Condition()
         self._kinds: dict[str, _Kind] = {}  # by kind
         self._specs: tuple[ListSpec, ...] = ()
@@ -161,6 +162,12 @@ class WatchCache:
         with self._lock:
             return self._version
 
+    @property
+    def _kube(self) -> Kube:
+        if self._own_kube is None:
+            self._own_kube = self._parent.clone()  # its own connections: the streams hold theirs for minutes
+        return self._own_kube
+
     def ensure(self, specs: Sequence[ListSpec]) -> None:
         """Watch exactly these (a different instance or Workspace version restarts the watches)."""
         specs = tuple(specs)
@@ -168,6 +175,7 @@ class WatchCache:
             if specs == self._specs and self._threads:
                 return
         self.stop()
+        self._kube  # noqa: B018 - the connection exists before the threads that share it start
         with self._lock:
             self._stop = threading.Event()
             self._specs = specs
@@ -212,7 +220,8 @@ class WatchCache:
 
     def close(self) -> None:
         self.stop()
-        self._kube.close()
+        if self._own_kube is not None:
+            self._own_kube.close()
 
     def resync(self, kinds: Sequence[str] | None = None) -> None:
         """Re-list these kinds (all by default) now, e.g. after the server refused a write as stale; returns once

@@ -70,10 +70,17 @@ def register(subparsers: Any) -> None:
                              "clusters follow one repository)")
     parser.add_argument("--commit-status-per-model", dest="commit_status_per_model", action="store_const", const=True,
                         help="also one status per model (<context>/<namespace>/<name>)")
+    parser.add_argument("--no-watch", dest="watch", action="store_const", const=False,
+                        help="LIST the managed kinds every pass instead of watching them (env GITOPS_KAITO_WATCH=false)")
+    parser.add_argument("--max-in-flight", metavar="N",
+                        help="writes sent at once within an apply wave (default 16; env GITOPS_KAITO_MAX_IN_FLIGHT)")
+    parser.add_argument("--status-commit-interval", metavar="DURATION",
+                        help="passes started by changes in the cluster commit status at most this often "
+                             "(default 10s)")
     add_scope_flags(parser, env_default=False)  # env GITOPS_KAITO_INSTANCE / GITOPS_KAITO_PATHS via settings
     add_azure_flags(parser)
     parser.set_defaults(func=run, leader_election=None, allow_mass_prune=None, commit_status_per_model=None,
-                        base_verbosity=1)
+                        base_verbosity=1, watch=None)
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:

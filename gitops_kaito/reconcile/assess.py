@@ -7,7 +7,9 @@ Needs only the cluster (no git): the local `sync --wait` and the git pass both a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from gitops_kaito.adapters.kube import Kube, KubeError
@@ -25,6 +27,7 @@ from gitops_kaito.model.states import Outcome, model_state
 from gitops_kaito.provision.pools import pool_summary
 from gitops_kaito.reconcile.sync import (
     KAITO_WORKSPACE_LABEL,
+    LiveSource,
     PassResult,
     read_live_state,
 )
@@ -43,13 +46,65 @@ def default_endpoint_check(api_client: Any, namespace: str, name: str) -> Endpoi
     return EndpointCheck(found.answers, found.served_model)
 
 
+class Prober:
+    """The long-running loops' endpoint checks: a Ready model is probed when its state (or its Workspace, or the
+    revision) changed, and otherwise at most once per `recheck_s` (`failed_recheck_s` while it does not answer);
+    the probes of one pass go out `max_in_flight` at a time. Without it every Ready model is probed every pass, one
+    at a time: 200 models made 200 proxied GETs per pass."""
+
+    def __init__(self, checker: EndpointChecker = default_endpoint_check, recheck_s: float = 300.0,
+                 failed_recheck_s: float = 30.0, max_in_flight: int = 4,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.checker = checker
+        self.recheck_s = recheck_s
+        self.failed_recheck_s = failed_recheck_s
+        self.max_in_flight = max_in_flight
+        self._clock = clock
+        self._last: dict[str, tuple[Hashable, float, EndpointCheck]] = {}
+        self.probes = 0
+
+    def checks(self, api_client: Any, wanted: Sequence[tuple[str, str, str, Hashable]]) -> dict[str, EndpointCheck]:
+        """(model id, namespace, name, state key) of every model to have a check for -> its check."""
+        now = self._clock()
+
+        def due(mid: str, key: Hashable) -> bool:
+            held = self._last.get(mid)
+            if held is None or held[0] != key:
+                return True
+            return now - held[1] >= (self.recheck_s if held[2].answers else self.failed_recheck_s)
+
+        todo = [w for w in wanted if due(w[0], w[3])]
+        if todo:
+            with ThreadPoolExecutor(max_workers=max(1, self.max_in_flight), thread_name_prefix="probe") as pool:
+                found = list(pool.map(lambda w: _probe(self.checker, api_client, w[0], w[1], w[2]), todo))
+            self.probes += len(todo)
+            for (mid, _, _, key), check in zip(todo, found, strict=True):
+                self._last[mid] = (key, now, check)
+        keep = {w[0] for w in wanted}
+        for gone in [m for m in self._last if m not in keep]:
+            del self._last[gone]
+        return {mid: self._last[mid][2] for mid in keep}
+
+
+def _probe(checker: EndpointChecker, api_client: Any, mid: str, namespace: str, name: str) -> EndpointCheck:
+    try:
+        return checker(api_client, namespace, name)
+    except Exception as err:  # an endpoint probe must never fail the pass
+        log.warning("endpoint check of %s failed: %s", mid, err)
+        return EndpointCheck(False, None)
+
+
 def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints: bool = True,
-                  endpoint_checker: EndpointChecker = default_endpoint_check) -> list[ModelReport]:
-    """One report per model the repository names (valid or not); pruned models get none."""
+                  endpoint_checker: EndpointChecker = default_endpoint_check, live: LiveSource | None = None,
+                  prober: Prober | None = None) -> list[ModelReport]:
+    """One report per model the repository names (valid or not); pruned models get none.
+
+    `live`: the watch cache, read instead of listing again after writes; `prober`: the long-running loops' endpoint
+    checks (rate-bounded per model, a few at a time), else every Ready model is probed now, one after another."""
     desired = result.desired
     rendered = {r.model.request.id: r for r in desired.rendered} if desired else {}
-    workspaces, nodes = _live(kube, result)
-    reports = []
+    workspaces, nodes = _live(kube, result, live)
+    assessed = []
     for outcome in result.outcomes:
         mid = outcome.model_id
         if outcome.state == Outcome.PRUNED and mid not in rendered:
@@ -64,25 +119,29 @@ def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints
             blocked=outcome.message if outcome.state == Outcome.BLOCKED else None,
             suspended=outcome.state == Outcome.SUSPENDED,
         )
-        last_error = outcome.message if outcome.state == Outcome.FAILED else None
         state = model_state(outcome.state, h.state)
         if state != h.state:  # the pass's failed write says more than the cluster can yet
             h = health.ModelHealth(state, "ApplyFailed", outcome.message, h.conditions, h.nodes,
                                    h.endpoint, h.inference_ready)
-        check = EndpointCheck()
-        if check_endpoints and h.inference_ready:
-            try:
-                check = endpoint_checker(kube.api_client, ns, name)
-            except Exception as err:  # an endpoint probe must never fail the pass
-                log.warning("endpoint check of %s failed: %s", mid, err)
-                check = EndpointCheck(False, None)
+        uid = ((ws or {}).get("metadata") or {}).get("uid")
+        assessed.append((outcome, model, ns, name, h, (h.state, h.inference_ready, uid, revision)))
+    ready = [(o.model_id, ns, name, key) for o, _, ns, name, h, key in assessed if check_endpoints and h.inference_ready]
+    if prober is not None:
+        checks = prober.checks(kube.api_client, ready)
+    else:
+        checks = {mid: _probe(endpoint_checker, kube.api_client, mid, ns, name) for mid, ns, name, _ in ready}
+    reports = []
+    for outcome, model, ns, name, h, _ in assessed:
+        mid = outcome.model_id
+        last_error = outcome.message if outcome.state == Outcome.FAILED else None
         sku = model.sku.name if model is not None and model.sku is not None else (
             model.request.instance_type if model is not None else None)
         reports.append(report_from_health(
             ns, name, h, model_id=mid, sku=sku, nodes=model.nodes if model else None,
             gpus=model.gpus if model else None, price_per_hour=model.price_per_hour if model else None,
             revision=revision, source_path=outcome.path or (model.request.path if model else ""),
-            last_error=last_error, endpoint_check=check, drift=drift_entries(outcome.changes)))
+            last_error=last_error, endpoint_check=checks.get(mid, EndpointCheck()),
+            drift=drift_entries(outcome.changes)))
     return reports
 
 
@@ -99,7 +158,8 @@ def _split(model_id: str, model: Any) -> tuple[str, str]:
     return ns, name
 
 
-def _live(kube: Kube, result: PassResult) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+def _live(kube: Kube, result: PassResult, live: LiveSource | None = None
+          ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """Workspaces by model id and their GPU node objects: ours, and KAITO's by workspace label.
 
     A pass that wrote nothing already read all of it before applying; otherwise it is read again (one LIST
@@ -113,7 +173,7 @@ def _live(kube: Kube, result: PassResult) -> tuple[dict[str, dict[str, Any]], di
     try:
         if state is None or any(c.writes for c in result.plan.changes):
             state = read_live_state(kube, result.desired.objects if result.desired else (),
-                                    result.desired.load.config.instance if result.desired else DEFAULT_INSTANCE)
+                                    result.desired.load.config.instance if result.desired else DEFAULT_INSTANCE, live)
     except KubeError as err:
         log.warning("cannot read live state for status: %s", err)
         return workspaces, nodes

@@ -33,9 +33,12 @@ from gitops_kaito.core.status import (
 )
 from gitops_kaito.model.states import Outcome
 from gitops_kaito.provision.pools import PoolRunner
-from gitops_kaito.reconcile.assess import EndpointChecker, assess_models, default_endpoint_check
+from gitops_kaito.reconcile.apply import ApplyOptions
+from gitops_kaito.reconcile.assess import EndpointChecker, Prober, assess_models, default_endpoint_check
 from gitops_kaito.reconcile.desiredcache import DesiredCache, tree_fingerprint
 from gitops_kaito.reconcile.sync import (
+    LiveSource,
+    PassMemo,
     PassResult,
     run_pass,
 )
@@ -83,13 +86,17 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
                  pools: PoolRunner | None = None,
                  should_continue: Callable[[], bool] | None = None,
                  cache: DesiredCache | None = None,
-                 source: GitSource | None = None) -> GitPassResult:
+                 source: GitSource | None = None,
+                 live: LiveSource | None = None, memo: PassMemo | None = None, prober: Prober | None = None,
+                 write_back: bool = True, options: ApplyOptions | None = None) -> GitPassResult:
     """fetch -> sync.run_pass on the checkout -> health -> status files -> commit and push when changed.
 
     A git failure raises GitSourceError before anything is applied; the cluster keeps the last state.
     `cache` (the daemon's, kept across passes): the checked-out commit's trees outside status/ key the rendered
     desired state, so a pass after a status-only commit, or after no commit, neither reads nor renders a model.
     `source` (the daemon's, kept across passes: its repository handle is opened once): else one for `settings`.
+    `live`, `memo`, `prober`: the daemon's watch cache, last settled pass and endpoint prober (sync.run_pass,
+    assess.assess_models). `write_back=False`: this pass commits no status (the daemon coalescing commits).
     """
     source = source or git_source(settings)
     checkout = source.fetch()
@@ -103,13 +110,14 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
     revision = format_revision(checkout.ref, desired_sha)
     load = cache.loader(tree_fingerprint(source.repo, checkout.sha, status_root)) if cache is not None else None
     result = run_pass(checkout.path, kube, revision=revision, dry_run=dry_run, allow_mass_prune=allow_mass_prune,
-                      pools=pools, should_continue=should_continue, scope=settings.scope, load=load)
+                      pools=pools, should_continue=should_continue, scope=settings.scope, load=load, live=live,
+                      memo=memo, options=options)
     _pause_point("applied")
-    reports = tuple(assess_models(result, kube, revision, settings.endpoint_check, endpoint_checker))
+    reports = tuple(assess_models(result, kube, revision, settings.endpoint_check, endpoint_checker, live, prober))
     wb: WritebackResult | None = None
     # A replica that lost its Lease (or is stopping) must not push status over the new leader's.
     still_leading = should_continue is None or (not result.abandoned and should_continue())
-    if settings.write_back and not dry_run and still_leading:
+    if settings.write_back and write_back and not dry_run and still_leading:
         stamp = now or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         branch = settings.status_branch or config.status.branch or settings.branch
         author = settings.author or Author(config.status.author_name, config.status.author_email)

@@ -106,13 +106,18 @@ class Daemon:
             self._scheduler.reschedule_job("pass", trigger=self._trigger())
         log.info("interval is now %gs (jitter %gs)", interval_s, jitter_s)
 
-    def trigger(self, reason: str) -> None:
-        """Run a pass as soon as possible (a webhook arrived). Coalesces with one already queued."""
+    def trigger(self, reason: str, delay_s: float = 0.0) -> None:
+        """Run a pass as soon as possible (a webhook arrived, the cluster changed), or within `delay_s` (a status
+        commit held back). Coalesces with one already queued; never moves a sooner pass later."""
         with self._pending_lock:
             if reason not in self._pending:
                 self._pending.append(reason)
         if self._scheduler.running and not self._stop.is_set():
-            self._scheduler.modify_job("pass", next_run_time=datetime.now(UTC))
+            when = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
+            job = self._scheduler.get_job("pass")
+            if job is not None and job.next_run_time is not None and job.next_run_time <= when:
+                return
+            self._scheduler.modify_job("pass", next_run_time=when)
 
     # -- probes ----------------------------------------------------------------------------------------
     def health(self) -> Probe:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,11 +18,14 @@ from kubernetes import client
 
 from gitops_kaito.adapters.gitsource import GitAuth, GitSourceError
 from gitops_kaito.adapters.kube import Kube, KubeError
+from gitops_kaito.adapters.watchcache import WatchCache
 from gitops_kaito.adapters.writeback import WritebackError
 from gitops_kaito.core.plan import Action, reported_drift_counts
 from gitops_kaito.core.status import gpu_cost
 from gitops_kaito.model.states import Outcome
 from gitops_kaito.provision.pools import PoolRunner
+from gitops_kaito.reconcile.apply import ApplyOptions
+from gitops_kaito.reconcile.assess import Prober
 from gitops_kaito.reconcile.desiredcache import DesiredCache
 from gitops_kaito.reconcile.gitsync import (
     GitPassResult,
@@ -30,7 +34,7 @@ from gitops_kaito.reconcile.gitsync import (
     read_config,
     run_git_pass,
 )
-from gitops_kaito.reconcile.sync import SyncError
+from gitops_kaito.reconcile.sync import PassMemo, SyncError
 from gitops_kaito.repo.config import DaemonConfig, RepoConfig
 from gitops_kaito.service.commitstatus import CommitStatusReporter, build_reporter
 from gitops_kaito.service.daemon import Daemon, DaemonSettings, PassContext
@@ -38,6 +42,7 @@ from gitops_kaito.service.leader import LeaderElector, LeaseSettings
 from gitops_kaito.service.logs import set_format
 from gitops_kaito.service.metrics import Metrics
 from gitops_kaito.service.notify import Notifier, Request, Sender, Sink
+from gitops_kaito.service.reactor import Reactor, cluster_only
 from gitops_kaito.service.settings import RunSettings, SettingsError
 from gitops_kaito.service.webserver import Listener, ListenerHooks
 
@@ -164,15 +169,31 @@ class GitPass:
         self.desired_cache = desired_cache or DesiredCache()
         self.notifier = notifier  # told every completed pass; it only enqueues, the sending is on its own thread
         self.commit_status = commit_status  # likewise
+        # The watch-driven loop (Service.build sets these): the watched view of the cluster, the last settled pass,
+        # the endpoint prober, parallel writes, and how often passes the cluster started may commit status.
+        self.watch: WatchCache | None = None
+        self.memo = PassMemo()
+        self.prober = Prober()
+        self.options = ApplyOptions()
+        self.status_commit_interval_s = 10.0
+        self.later: Callable[[str, float], None] | None = None  # the daemon's trigger, with a delay
+        self._last_commit: float | None = None
 
     def __call__(self, ctx: PassContext) -> PassReport:
         if not ctx.should_continue():
             return PassReport(True, "skipped: not the leader or stopping")
         generation = self.notifier.generation if self.notifier is not None else None
         status_generation = self.commit_status.generation if self.commit_status is not None else None
+        # A pass the cluster started (KAITO's status moving, a hand edit corrected) commits status at most every
+        # status_commit_interval_s: a burst of changes gives one commit, and the held one comes with a later pass.
+        now = time.monotonic()
+        hold = (cluster_only(ctx.reason) and self._last_commit is not None
+                and now - self._last_commit < self.status_commit_interval_s)
         try:
             done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune, pools=self.pools,
-                                should_continue=ctx.should_continue, cache=self.desired_cache, source=self.source)
+                                should_continue=ctx.should_continue, cache=self.desired_cache, source=self.source,
+                                live=self.watch, memo=self.memo, prober=self.prober, write_back=not hold,
+                                options=self.options)
         except WritebackError as err:
             self.metrics.git_errors.labels(operation="push").inc()
             return PassReport(False, f"status write-back failed: {err}")
@@ -190,6 +211,10 @@ class GitPass:
                 self.on_config(done.config)
             except Exception:  # the pass has applied: following the settings must not turn it into a crash
                 log.exception("could not follow gitops-kaito.yaml's daemon: settings; keeping the current ones")
+        if hold and self.later is not None and self._last_commit is not None:
+            self.later("status held back", self.status_commit_interval_s - (now - self._last_commit))
+        if done.writeback is not None and done.writeback.committed:
+            self._last_commit = time.monotonic()
         for _ in range(done.sync.failed):
             self.metrics.api_errors.labels(api="kubernetes", code="apply").inc()
         record_pass(self.metrics, done)
@@ -233,6 +258,7 @@ class Service:
         self.listener = listener
         self._started = False
         self._restart_noted: set[tuple[str, Any]] = set()
+        self.reactor: Reactor | None = None
 
     @classmethod
     def build(cls, settings: RunSettings, *, daemon_settings: DaemonSettings | None = None,
@@ -255,6 +281,13 @@ class Service:
             elector = LeaderElector(client.CoordinationV1Api(kube.api_client), lease)
         daemon = Daemon(daemon_settings or DaemonSettings(interval_s=settings.interval_s, jitter_s=settings.jitter_s),
                         git, metrics, elector)
+        git.options = ApplyOptions(max_in_flight=settings.in_flight)
+        git.status_commit_interval_s = settings.status_commit_interval_s
+        git.later = lambda reason, delay: daemon.trigger(reason, delay)
+        reactor: Reactor | None = None
+        if settings.watch:  # its watches start with the first pass (the leader's): followers watch nothing
+            reactor = Reactor(daemon.trigger)
+            git.watch = WatchCache(kube, on_change=reactor)
         running = settings
         hooks = ListenerHooks(
             branch=lambda: running.branch, secret=settings.webhook_secret(), trigger=daemon.trigger,
@@ -272,6 +305,7 @@ class Service:
             settings = dataclasses.replace(settings, listen=base.listen)
         service = cls(settings, base_settings=base, metrics=metrics, notifier=notifier, kube=kube, git=git,
                       daemon=daemon, elector=elector, listener=listener)
+        service.reactor = reactor
         git.on_config = service._repo_config
         if elector is not None:
             elector.on_change = service._leadership
@@ -306,6 +340,9 @@ class Service:
             self.notifier.forget()  # the new leader announces meanwhile; leading again, this replica seeds anew
         if not leading and self.git.commit_status is not None:
             self.git.commit_status.forget()
+        if not leading and self.git.watch is not None:
+            self.git.watch.stop()  # a follower watches nothing; leading again, the first pass lists afresh
+            self.git.memo.clear()
         if leading and self._started:
             # Passes skipped while following would otherwise wait a whole interval.
             self.daemon.trigger("became leader")
@@ -335,6 +372,10 @@ class Service:
         if self.git.commit_status is not None:
             self.git.commit_status.stop(min(timeout_s, 5.0))
         self.listener.stop()
+        if self.reactor is not None:
+            self.reactor.stop()
+        if self.git.watch is not None:
+            self.git.watch.close()
         self.kube.close()
 
     def __enter__(self) -> Service:

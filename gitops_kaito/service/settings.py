@@ -18,6 +18,7 @@ from gitops_kaito.repo.config import (
     SettingsError,
     check_instance,
     normalize_scope_path,
+    parse_duration,
     parse_listen,
     schedulable,
 )
@@ -70,6 +71,10 @@ class RunSettings:
     commit_status_context: str = ""  # "" = gitops-kaito/<instance>
     commit_status_per_model: bool = False
     commit_status_token: str = field(default="", repr=False)
+    # The watch-driven loop (adapters/watchcache.py): watch the managed kinds and react to changes in the cluster.
+    watch: bool = True
+    max_in_flight: str = "16"  # writes at once within an apply wave
+    status_commit_interval: str = "10s"  # passes the cluster started commit status at most this often
     # The fields that took their default (neither flag nor environment): only these may come from the repository.
     # Settings built directly (tests, the demo) have none, so a repository never overrides what was passed in.
     defaulted: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
@@ -116,6 +121,25 @@ class RunSettings:
         self.interval_s  # noqa: B018
         self.jitter_s  # noqa: B018
         self.listen_address  # noqa: B018
+        self.in_flight  # noqa: B018
+        self.status_commit_interval_s  # noqa: B018
+
+    @property
+    def in_flight(self) -> int:
+        try:
+            value = int(str(self.max_in_flight).strip())
+        except ValueError:
+            raise SettingsError(f"max-in-flight must be a whole number, not {self.max_in_flight!r}") from None
+        if not 1 <= value <= 256:
+            raise SettingsError(f"max-in-flight must be between 1 and 256, not {value}")
+        return value
+
+    @property
+    def status_commit_interval_s(self) -> float:
+        value = parse_duration(self.status_commit_interval)
+        if not 0 <= value <= 3600:
+            raise SettingsError(f"status-commit-interval must be between 0s and 1h, not {self.status_commit_interval}")
+        return value
 
     def webhook_secret(self) -> bytes | None:
         return read_secret_file(self.webhook_secret_file, "webhook") if self.webhook_secret_file else None
