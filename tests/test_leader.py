@@ -262,3 +262,17 @@ def test_losing_the_race_to_create_the_lease_is_not_a_problem(server: ApiServer,
     elector = _elector(server, "a", FakeClock())
     assert elector.step() is False
     assert elector.problem == "" and _errors(caplog) == []
+
+
+def test_an_unreachable_api_is_reported_once_a_minute_not_per_retry(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gitops_kaito")
+    srv = ApiServer().start()
+    clock = FakeClock()
+    elector = _elector(srv, "a", clock)
+    srv.stop()  # each attempt now fails with its own connection error text
+    for _ in range(5):
+        assert elector.step() is False
+        clock.advance(2)
+    errors = _errors(caplog)
+    assert len(errors) == 1 and "the API server is unreachable" in errors[0], errors
+    assert elector.problem.startswith("leader election: the API server is unreachable")

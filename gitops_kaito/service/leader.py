@@ -72,6 +72,7 @@ class LeaderElector:
         self._observed_at = 0.0
         self._lock = threading.Lock()
         self._problem = ""  # why this replica cannot take part in the election now ("" = it can)
+        self._problem_kind = ""
         self._problem_logged_at = 0.0
 
     @property
@@ -95,18 +96,21 @@ class LeaderElector:
         """The Lease's holder as last read ("" before the first read)."""
         return self._observed[0] if self._observed else ""
 
-    def _trouble(self, problem: str) -> None:
+    def _trouble(self, problem: str, kind: str = "") -> None:
+        """Record why this replica cannot act; logged when its kind changes and then once per PROBLEM_LOG_EVERY_S
+        (`kind` groups texts that differ only in detail, e.g. each connection error's own wording)."""
         now = self.clock()
-        if problem != self._problem or now - self._problem_logged_at >= PROBLEM_LOG_EVERY_S:
+        kind = kind or problem
+        if kind != self._problem_kind or now - self._problem_logged_at >= PROBLEM_LOG_EVERY_S:
             log.error("%s", problem, extra={"fields": {"identity": self.settings.identity, "lease": self.settings.name,
                                                       "lease_namespace": self.settings.namespace}})
             self._problem_logged_at = now
-        self._problem = problem
+        self._problem, self._problem_kind = problem, kind
 
     def _fine(self) -> None:
         if self._problem:
             log.info("leader election: the Lease %s/%s can be used again", self.settings.namespace, self.settings.name)
-            self._problem = ""
+            self._problem = self._problem_kind = ""
 
     def _refused(self, err: ApiException, verb: str) -> str | None:
         """The problem an answer of the API server means, with what to do; None when it is part of a normal race."""
@@ -165,7 +169,7 @@ class LeaderElector:
                                   f"{create_err.status} {create_err.reason}")
                 return self.is_leader
             except Exception as create_err:
-                self._trouble(f"leader election: the API server is unreachable: {create_err}")
+                self._trouble(f"leader election: the API server is unreachable: {create_err}", "unreachable")
                 return self.is_leader
             self._fine()
             with self._lock:
@@ -173,7 +177,7 @@ class LeaderElector:
                 self._set_leader(True, "created lease")
             return True
         except Exception as err:  # connection errors: keep what we have until the deadline says otherwise
-            self._trouble(f"leader election: the API server is unreachable: {err}")
+            self._trouble(f"leader election: the API server is unreachable: {err}", "unreachable")
             return self.is_leader
 
         spec = lease.spec or client.V1LeaseSpec()
