@@ -268,6 +268,15 @@ def test_settings_from_the_environment_and_the_token_from_nowhere_else() -> None
                                         commit_status_token=TOKEN, commit_status_api="ftp://x"), None)
 
 
+def test_an_api_url_with_credentials_is_refused_without_showing_them() -> None:
+    # The token comes from GITOPS_KAITO_COMMIT_STATUS_TOKEN only; a password in the URL would be logged at start.
+    for api in ("https://user:hunter2pass@ghe.test/api/v3", "ftp://user:hunter2pass@ghe.test/"):
+        with pytest.raises(SettingsError, match="--commit-status-api") as err:
+            build_commit_status(RunSettings(git_url="https://github.com/o/n", commit_status="github",
+                                            commit_status_token=TOKEN, commit_status_api=api), None)
+        assert "hunter2pass" not in str(err.value)
+
+
 def test_run_refuses_unusable_commit_status_settings(capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GITOPS_KAITO_COMMIT_STATUS_TOKEN", raising=False)

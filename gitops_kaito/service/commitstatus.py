@@ -400,6 +400,10 @@ def build_reporter(provider: str, *, git_url: str, token: str, api: str = "", re
                             "never a flag or the repository)")
     if api:
         parts = urlsplit(api.strip())
+        if parts.username is not None or parts.password is not None:
+            # Never quoted: what is before the @ is a credential, and the start line would log the URL.
+            raise SettingsError("--commit-status-api must not carry credentials (user:password@): the token "
+                                "comes from GITOPS_KAITO_COMMIT_STATUS_TOKEN")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SettingsError(f"--commit-status-api must be an http(s) URL with a host, got {api!r}")
     repo = repo.strip().strip("/") or derive_repo(git_url)
