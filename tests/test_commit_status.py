@@ -29,7 +29,6 @@ from gitops_kaito.service.commitstatus import (
 )
 from gitops_kaito.service.metrics import Metrics
 from gitops_kaito.service.notify import SendRetry
-from gitops_kaito.service.service import build_commit_status
 from gitops_kaito.service.settings import RunSettings, SettingsError, resolve_settings
 from tests.forgefixtures import Forge
 
@@ -97,8 +96,8 @@ def test_descriptions_are_one_short_line_without_credentials() -> None:
     gitlab = request_for(StatusTarget("gitlab", "g/s/n"), TOKEN, wanted_states(
         StatusTarget("gitlab", "g/s/n"), SHA_A, "default", long)[0])
     assert len(json.loads(gitlab.body)["description"]) == 255
-    assert TOKEN not in repr(gitlab) and TOKEN not in repr(build_reporter(
-        "github", git_url="https://github.com/o/n.git", token=TOKEN))
+    assert TOKEN not in repr(gitlab) and TOKEN not in repr(build_reporter(RunSettings(
+        git_url="https://github.com/o/n.git", commit_status="github", commit_status_token=TOKEN)))
 
 
 def test_per_model_contexts() -> None:
@@ -254,26 +253,26 @@ def test_settings_from_the_environment_and_the_token_from_nowhere_else() -> None
            "GITOPS_KAITO_GIT_URL": "file:///srv/models.git"}
     s = resolve_settings({}, env)
     assert s.redacted()["commit_status_token"] == "***" and TOKEN not in repr(s)
-    rep = build_commit_status(s, None)
+    rep = build_reporter(s)
     assert rep is not None
     assert rep.target == StatusTarget("gitlab", "g/s/n", "https://gl.test/api/v4", "prod", True)
-    assert build_commit_status(resolve_settings({}, {}), None) is None
+    assert build_reporter(resolve_settings({}, {})) is None
     with pytest.raises(SettingsError, match="GITOPS_KAITO_COMMIT_STATUS_TOKEN"):
-        build_commit_status(RunSettings(git_url="https://github.com/o/n", commit_status="github"), None)
+        build_reporter(RunSettings(git_url="https://github.com/o/n", commit_status="github"))
     with pytest.raises(SettingsError, match="OWNER/NAME"):
-        build_commit_status(RunSettings(git_url="https://github.com/o/n", commit_status="github",
-                                        commit_status_token=TOKEN, commit_status_repo="g/s/n"), None)
+        build_reporter(RunSettings(git_url="https://github.com/o/n", commit_status="github",
+                                        commit_status_token=TOKEN, commit_status_repo="g/s/n"))
     with pytest.raises(SettingsError, match="http\\(s\\) URL"):
-        build_commit_status(RunSettings(git_url="https://github.com/o/n", commit_status="github",
-                                        commit_status_token=TOKEN, commit_status_api="ftp://x"), None)
+        build_reporter(RunSettings(git_url="https://github.com/o/n", commit_status="github",
+                                        commit_status_token=TOKEN, commit_status_api="ftp://x"))
 
 
 def test_an_api_url_with_credentials_is_refused_without_showing_them() -> None:
     # The token comes from GITOPS_KAITO_COMMIT_STATUS_TOKEN only; a password in the URL would be logged at start.
     for api in ("https://user:hunter2pass@ghe.test/api/v3", "ftp://user:hunter2pass@ghe.test/"):
         with pytest.raises(SettingsError, match="--commit-status-api") as err:
-            build_commit_status(RunSettings(git_url="https://github.com/o/n", commit_status="github",
-                                            commit_status_token=TOKEN, commit_status_api=api), None)
+            build_reporter(RunSettings(git_url="https://github.com/o/n", commit_status="github",
+                                            commit_status_token=TOKEN, commit_status_api=api))
         assert "hunter2pass" not in str(err.value)
 
 

@@ -97,10 +97,10 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         raise CliError(str(err)) from None
     if not settings.git_url:
         raise CliError("--git-url (or GITOPS_KAITO_GIT_URL) is required")
-    from gitops_kaito.service.service import build_commit_status
+    from gitops_kaito.service.commitstatus import build_reporter
 
     try:
-        build_commit_status(settings, None)  # checked before anything connects
+        build_reporter(settings)  # checked before anything connects
     except SettingsError as err:
         raise CliError(str(err)) from None
     return settings

@@ -36,6 +36,7 @@ from gitops_kaito.service.notify import (
 if TYPE_CHECKING:
     from gitops_kaito.reconcile.gitsync import GitPassResult
     from gitops_kaito.service.metrics import Metrics
+    from gitops_kaito.service.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -389,29 +390,34 @@ class CommitStatusReporter:
         self.sender.stop(timeout_s)
 
 
-def build_reporter(provider: str, *, git_url: str, token: str, api: str = "", repo: str = "", context: str = "",
-                   per_model: bool = False, metrics: Metrics | None = None) -> CommitStatusReporter:
-    """The reporter `run --commit-status` asks for, its settings checked (SettingsError says which and why)."""
+def build_reporter(settings: RunSettings, metrics: Metrics | None = None) -> CommitStatusReporter | None:
+    """The reporter `run --commit-status` asks for (None without it), its settings checked (SettingsError says
+    which and why)."""
+    provider = settings.commit_status
+    if not provider:
+        return None
     if provider not in PROVIDERS:
         raise SettingsError(f"--commit-status takes one of {', '.join(PROVIDERS)}, got {provider!r}")
-    token = token.strip()  # a Secret written with `echo` ends in a newline
+    token = settings.commit_status_token.strip()  # a Secret written with `echo` ends in a newline
     if not token:
         raise SettingsError("--commit-status needs a token in GITOPS_KAITO_COMMIT_STATUS_TOKEN (from a Secret; "
                             "never a flag or the repository)")
+    api = settings.commit_status_api.strip()
     if api:
-        parts = urlsplit(api.strip())
+        parts = urlsplit(api)
         if parts.username is not None or parts.password is not None:
             # Never quoted: what is before the @ is a credential, and the start line would log the URL.
             raise SettingsError("--commit-status-api must not carry credentials (user:password@): the token "
                                 "comes from GITOPS_KAITO_COMMIT_STATUS_TOKEN")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SettingsError(f"--commit-status-api must be an http(s) URL with a host, got {api!r}")
-    repo = repo.strip().strip("/") or derive_repo(git_url)
+    repo = settings.commit_status_repo.strip().strip("/") or derive_repo(settings.git_url)
     if repo.count("/") < 1 or any(not p or p in (".", "..") for p in repo.split("/")):
         raise SettingsError(f"--commit-status-repo takes OWNER/NAME (GitLab: GROUP/.../NAME), got {repo!r}")
     if provider == GITHUB and repo.count("/") != 1:
         raise SettingsError(f"--commit-status-repo for GitHub takes OWNER/NAME, got {repo!r}")
-    target = StatusTarget(provider, repo, api.strip(), context.strip(), per_model)
+    target = StatusTarget(provider, repo, api, settings.commit_status_context.strip(),
+                          settings.commit_status_per_model)
     return CommitStatusReporter(target, token, metrics=metrics)
 
 

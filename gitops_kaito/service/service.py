@@ -110,16 +110,6 @@ def build_notifier(settings: RunSettings, metrics: Metrics, sender: Sender | Non
     return Notifier([sink], sender or Sender(count), cluster=settings.notify_cluster or settings.context)
 
 
-def build_commit_status(settings: RunSettings, metrics: Metrics | None) -> CommitStatusReporter | None:
-    """The commit status reporter of --commit-status (None without it); SettingsError when it cannot work."""
-    if not settings.commit_status:
-        return None
-    return build_reporter(settings.commit_status, git_url=settings.git_url, token=settings.commit_status_token,
-                          api=settings.commit_status_api, repo=settings.commit_status_repo,
-                          context=settings.commit_status_context, per_model=settings.commit_status_per_model,
-                          metrics=metrics)
-
-
 def startup_settings(settings: RunSettings, git: GitSyncSettings) -> RunSettings:
     """The settings to start with: the repository's `daemon:` under flags and environment.
 
@@ -268,7 +258,7 @@ class Service:
         base = settings
         metrics = Metrics()
         notifier = build_notifier(settings, metrics)  # checked before anything connects
-        commit_status = build_commit_status(settings, metrics)
+        commit_status = build_reporter(settings, metrics)
         kube = kube or Kube.connect(settings.kubeconfig or None, settings.context or None)
         git = GitPass(git_settings(settings), kube, metrics, settings.allow_mass_prune, pools, notifier=notifier,
                       commit_status=commit_status)
