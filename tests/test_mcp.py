@@ -23,6 +23,7 @@ from gitops_kaito.cli._mcp_server import READ_ONLY_TOOLS
 from gitops_kaito.core.status import ModelReport, render_model_yaml
 from gitops_kaito.model.states import ModelState
 from gitops_kaito.reconcile.gitsync import GitSyncSettings, run_git_pass
+from gitops_kaito.sandbox.hooks import Fault
 from tests.fixtures_cluster import ClusterTarget, skip_on_real, wait_until
 from tests.gitfixtures import DEV_ENV, Developer, make_remote, model_file
 
@@ -229,3 +230,10 @@ def test_explain_a_failed_model_from_the_sandbox(cluster: ClusterTarget, tmp_pat
     assert data(status)["models"][0]["state"] == "Failed"
     assert data(history)["entries"][0]["revision"] == f"main@sha1:{sha}"
     assert data(planned)["hasChanges"] is False and "no changes" in text(planned)
+    # Events are read with a permission of their own: without it, the model is still explained, and why not shown.
+    cluster.sandbox.server.faults.add(Fault(method="GET", path_regex=f"/namespaces/{ns}/events$", status=403,
+                                            times=1, message="events is forbidden"))
+    _tools, (again,) = session(server(dev.path, *cluster.cli_args()), [("explain_model", {"model": f"{ns}/llama"})])
+    why = data(again)
+    assert why["state"] == "Failed" and why["cluster"]["events"] == [] and why["cluster"]["nodes"]
+    assert any("cannot read the Events on" in line and "403" in line for line in why["why"]), why["why"]

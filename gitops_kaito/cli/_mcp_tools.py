@@ -349,8 +349,6 @@ def explain(ctx: ToolContext, model: str) -> ToolAnswer:
 
 
 def _live_health(ctx: ToolContext, ns: str, name: str, mid: str) -> dict[str, Any]:
-    from kubernetes import client
-
     from gitops_kaito.adapters.kube import KubeError
     from gitops_kaito.core import health
     from gitops_kaito.model.kaito import KAITO_WORKSPACE_LABEL, KAITO_WORKSPACE_NS_LABEL
@@ -369,8 +367,7 @@ def _live_health(ctx: ToolContext, ns: str, name: str, mid: str) -> dict[str, An
                                  f"{LABEL_MODEL}={mid}"):
                     for obj in kube.list_owned(api_version, kind, selector):
                         nodes[(kind, obj["metadata"]["name"])] = obj
-            events = client.CoreV1Api(kube.api_client).list_namespaced_event(
-                ns, field_selector=f"involvedObject.name={name}")
+            events, events_problem = _events(kube, ns, name)
     except KubeError as err:
         raise ToolFailure(f"cannot read the cluster: {err}") from None
     h = health.assess(workspace, list(nodes.values()))
@@ -383,8 +380,26 @@ def _live_health(ctx: ToolContext, ns: str, name: str, mid: str) -> dict[str, An
         "events": [{"type": e.type, "reason": e.reason, "message": e.message, "count": e.count,
                     "from": (e.source.component if e.source else None) or e.reporting_component,
                     "last": str(e.last_timestamp or e.event_time or "") or None}
-                   for e in sorted(events.items, key=lambda e: str(e.last_timestamp or e.event_time or ""))],
+                   for e in sorted(events, key=lambda e: str(e.last_timestamp or e.event_time or ""))],
+        "eventsProblem": events_problem,
     }
+
+
+def _events(kube: Any, ns: str, name: str) -> tuple[list[Any], str | None]:
+    """The Events on the Workspace, or none and why not: reading them is a permission of its own (RBAC on
+    events), and without it the rest still explains the model."""
+    import urllib3
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        listed = client.CoreV1Api(kube.api_client).list_namespaced_event(
+            ns, field_selector=f"involvedObject.name={name}")
+    except ApiException as err:  # its text carries the whole answer, headers too: the status says enough
+        return [], f"cannot read the Events on {ns}/{name}: HTTP {err.status} {err.reason or ''}".rstrip()
+    except (urllib3.exceptions.HTTPError, ConnectionError) as err:
+        return [], f"cannot read the Events on {ns}/{name}: {type(err).__name__}"
+    return list(listed.items or []), None
 
 
 def _why_lines(data: Mapping[str, Any], recorded: Any) -> list[str]:
@@ -398,6 +413,8 @@ def _why_lines(data: Mapping[str, Any], recorded: Any) -> list[str]:
                   + (f": {c['message']}" if c["message"] else "") for c in live["conditions"] if c["status"] != "True"]
         lines += [f"{n['kind']} {n['name']}: {n['phase']}" + (f" ({n['reason']})" if n["reason"] else "")
                   for n in live["nodes"] if n["phase"] != "Ready"]
+        if live.get("eventsProblem"):
+            lines.append(live["eventsProblem"])
         lines += [f"event {e['type']} {e['reason']}: {e['message']}" + (f" (x{e['count']})" if (e["count"] or 1) > 1
                                                                       else "") for e in live["events"][-5:]]
     if recorded is not None and recorded.last_error:
