@@ -22,6 +22,7 @@ from gitops_kaito.adapters.history import model_history
 from gitops_kaito.adapters.kube import ApiRetry, Kube
 from gitops_kaito.cli import main
 from gitops_kaito.core.status import DriftEntry, EndpointCheck
+from gitops_kaito.model.objects import MANAGED_KINDS
 from gitops_kaito.reconcile.gitsync import GitPassResult, GitSyncSettings, run_git_pass
 from gitops_kaito.sandbox.apiserver import ApiServer
 from tests.fixtures_cluster import ClusterTarget, skip_on_real, wait_until
@@ -326,7 +327,8 @@ def test_a_noop_pass_lists_once_per_kind(world: World, monkeypatch: pytest.Monke
     third, _ = _noop_pass(world, monkeypatch)
     assert third.writeback is not None and not third.writeback.committed
     ours = world.server.request_log.select(user_agent_prefix=UA)
-    assert [e.verb for e in ours].count("list") == len(ours) == 4  # ConfigMap, NodeClaim, Machine, Workspace
+    # One per managed kind: ConfigMap, NodeClaim, Machine, Workspace, InferenceSet, ...
+    assert [e.verb for e in ours].count("list") == len(ours) == len(MANAGED_KINDS)
 
 
 def test_drift_report_is_in_the_status_once_and_the_state_stays_ready(world: World) -> None:

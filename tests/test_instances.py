@@ -21,6 +21,7 @@ from gitops_kaito.adapters.kube import ApiRetry, Kube
 from gitops_kaito.cli import main
 from gitops_kaito.core.plan import Action, make_plan
 from gitops_kaito.core.status import other_instances_files
+from gitops_kaito.model.objects import MANAGED_KINDS
 from gitops_kaito.model.ownership import (
     DEFAULT_INSTANCE,
     LABEL_INSTANCE,
@@ -295,7 +296,8 @@ class Cluster:
         return [e for e in self.server.request_log.select(user_agent_prefix=UA, verbs=verbs) if e.time >= self.since]
 
     def lists(self) -> list[Any]:
-        wait_until(lambda: len(self.requests(("list",))) >= 4, timeout=10, what="the pass's 4 LISTs logged")
+        wait_until(lambda: len(self.requests(("list",))) >= len(MANAGED_KINDS), timeout=10,
+                   what="the pass's LISTs logged")
         return self.requests(("list",))
 
 
@@ -325,8 +327,8 @@ def test_two_instances_from_two_repositories_never_prune_each_other(cluster: Clu
     again = run_pass(a, cluster.kube, revision=REV2)
     assert not again.plan.has_changes and again.plan.managed_models == {"ml.phi", "ml.mistral"}
     lists = cluster.lists()
-    assert len(lists) == 4 and all("instance%3Dteam-a" in e.query or "instance=team-a" in unquote(e.query)
-                                   for e in lists if "nodeclaims" not in e.path and "machines" not in e.path)
+    assert len(lists) == len(MANAGED_KINDS) and all("instance%3Dteam-a" in e.query or "instance=team-a" in unquote(e.query)
+                                   for e in lists if not e.path.endswith(("nodeclaims", "machines", "workspaces")))
     assert cluster.requests(("get",)) == []  # nothing desired is missing: no adoption lookups
 
     (b / "models" / "ml" / "qwen.yaml").unlink()  # team-b removes its only model
@@ -372,7 +374,7 @@ def test_unlabelled_objects_stay_with_the_default_instance(cluster: Cluster, tmp
     upgraded = run_pass(repo, cluster.kube, revision=REV2)
     assert not upgraded.plan.has_changes, [(str(c.ref), c.reason) for c in upgraded.plan.pending]
     assert upgraded.plan.managed_models == {"ml.phi", "ml.qwen", "ml.mistral"}
-    assert len(cluster.lists()) == 4  # one LIST per kind, team-a's objects filtered out client-side
+    assert len(cluster.lists()) == len(MANAGED_KINDS)  # one LIST per kind, team-a's objects filtered out client-side
     assert cluster.requests(("get",)) == []
 
     (repo / "models" / "ml" / "mistral.yaml").unlink()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from gitops_kaito.model.objects import MANAGED_KINDS
 from gitops_kaito.model.ownership import LABEL_MANAGED_BY
 from gitops_kaito.reconcile.apply import ANNOTATION_CREATED_BY
 from tests.fixtures_cluster import private_emulator
@@ -60,7 +61,7 @@ def test_a_missing_namespace_is_created_once_and_never_pruned(env: Env) -> None:
     env.mark()
     assert not env.sync(revision=REV2).plan.has_changes
     assert env.writes() == 0
-    assert len(env.requests()) == 4  # still one LIST per managed kind: namespaces are not read
+    assert len(env.requests()) == len(MANAGED_KINDS)  # still one LIST per managed kind: namespaces are not read
 
     path.unlink()
     gone = env.sync(revision=REV3)

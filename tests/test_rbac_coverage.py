@@ -108,6 +108,7 @@ def run_flow(sb: Sandbox, tmp: Path, stack: ExitStack) -> None:
     dev.write(f"models/{ns}/llama.yaml", model_file("llama", namespace=ns)
               + "  provisioning: aks\n  instanceType: Standard_NC24ads_A100_v4\n")
     dev.write("models/fresh/falcon.yaml", model_file("falcon", namespace="fresh"))
+    dev.write(f"models/{ns}/fleet.yaml", model_file("fleet", namespace=ns) + "  replicas: 2\n")  # an InferenceSet
     dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\nreplacePolicy: auto\n"
               "azure: {subscriptionId: 00000000-0000-0000-0000-000000000000, resourceGroup: rg-ml, "
               "clusterName: aks-ml}\n")
@@ -155,6 +156,8 @@ def run_flow(sb: Sandbox, tmp: Path, stack: ExitStack) -> None:
                                   ("mistral", "mistral-7b-instruct", "machine")):
             dev.write(f"models/{ns}/{name}.yaml", model_file(name, model, ns)
                       + f"  provisioning: {mode}\n  instanceType: Standard_NC48ads_A100_v4\n")
+        dev.write(f"models/{ns}/fleet.yaml", model_file("fleet", namespace=ns)
+                  + "  replicas: 2\n  instanceType: Standard_NC48ads_A100_v4\n")  # not rolled by KAITO: replaced
         dev.commit("bigger nodes")
         wait_until(lambda: "NC48" in str(custom.list_cluster_custom_object("karpenter.sh", "v1alpha5", "machines")),
                    30, interval=0.1, what="the Machines replaced")
@@ -164,10 +167,12 @@ def run_flow(sb: Sandbox, tmp: Path, stack: ExitStack) -> None:
         dev.remove(f"models/{ns}/qwen.yaml")
         dev.remove(f"models/{ns}/llama.yaml")
         dev.remove("models/fresh/falcon.yaml")
+        dev.remove(f"models/{ns}/fleet.yaml")
         dev.commit("remove all")
         wait_until(lambda: not custom.list_cluster_custom_object("kaito.sh", "v1beta1", "workspaces",
                                                                  label_selector="gitops.kaito.sh/managed-by")
-                   ["items"] and not arm.pool_names(), 30, interval=0.1, what="every managed Workspace and pool pruned")
+                   ["items"] and not custom.list_cluster_custom_object("kaito.sh", "v1beta1", "inferencesets")["items"]
+                   and not arm.pool_names(), 30, interval=0.1, what="every managed Workspace, set and pool pruned")
         done = svc.daemon.passes_done
         assert svc.daemon.wait_for_passes(done + 1, 30)
     admin.close()

@@ -46,9 +46,9 @@ def _validator(crd: dict[str, Any], version: str) -> jsonschema.Draft7Validator:
     raise AssertionError(f"{crd['metadata']['name']} has no version {version}")
 
 
-def test_crd_files_are_the_three_kinds() -> None:
+def test_crd_files_are_the_five_kinds() -> None:
     assert set(_crds()) == {"workspaces.kaito.sh", "nodeclaims.karpenter.sh", "machines.karpenter.sh",
-                            "ragengines.kaito.sh"}
+                            "inferencesets.kaito.sh", "ragengines.kaito.sh"}
 
 
 def test_workspace_versions_printer_columns_and_status() -> None:
@@ -148,3 +148,10 @@ def test_our_schemas_accept_what_the_real_crds_declare_as_required(name: str, sh
             if isinstance(sub, dict) and sub.get("required"):
                 assert set(sub["required"]) == set(os_["properties"][field].get("required", [])), field
         assert (real_versions[v["name"]]["served"], real_versions[v["name"]]["storage"]) == (v["served"], v["storage"])
+
+
+def test_the_inferenceset_crd_is_kaitos_own_byte_copy(shared_kaito: Path) -> None:
+    ours = (CRD_DIR / "inferencesets.kaito.sh.yaml").read_text()
+    body = ours[ours.index("---\n"):]  # after the header comment citing the upstream path and tag
+    assert body == (shared_kaito / "crd-inferencesets-v0.12.yaml").read_text()
+    assert "config/crd/bases/kaito.sh_inferencesets.yaml at tag v0.12.0" in ours

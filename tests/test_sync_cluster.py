@@ -22,7 +22,7 @@ from kubernetes import client
 from gitops_kaito.adapters.kube import KAITO_MISSING, ApiRetry, Kube
 from gitops_kaito.cli import main
 from gitops_kaito.core.plan import ADOPT_REASON, Action
-from gitops_kaito.model.objects import ANNOTATION_DIGEST, ObjectRef
+from gitops_kaito.model.objects import ANNOTATION_DIGEST, MANAGED_KINDS, ObjectRef
 from gitops_kaito.model.ownership import ANNOTATION_REVISION, LABEL_MODEL
 from gitops_kaito.model.resources import data_path
 from gitops_kaito.reconcile.apply import ApplyOptions
@@ -116,7 +116,8 @@ class Env:
         if expect:
             wait_until(lambda: len(self.requests(WRITES)) >= expect, timeout=10, what=f"{expect} logged writes")
         else:
-            wait_until(lambda: len(self.requests(("list",))) >= 4, timeout=10, what="the pass's 4 LISTs logged")
+            wait_until(lambda: len(self.requests(("list",))) >= len(MANAGED_KINDS), timeout=10,
+                       what="the pass's LISTs logged")
         return len(self.requests(WRITES))
 
     def names(self, kind: str) -> set[str]:
@@ -164,10 +165,11 @@ def test_a_settled_pass_writes_nothing_and_lists_once_per_kind(env: Env) -> None
     assert not env.sync(revision=REV2).plan.has_changes
     assert env.writes() == 0
     lists = env.requests(("list",))
-    assert sorted(e.path for e in lists) == ["/api/v1/configmaps", "/apis/kaito.sh/v1beta1/workspaces",
+    assert sorted(e.path for e in lists) == ["/api/v1/configmaps", "/apis/kaito.sh/v1beta1/inferencesets",
+                                             "/apis/kaito.sh/v1beta1/workspaces",
                                              "/apis/karpenter.sh/v1/nodeclaims",
                                              "/apis/karpenter.sh/v1alpha5/machines"]
-    assert len(env.requests()) == 4  # discovery is cached: the LISTs are all
+    assert len(env.requests()) == len(MANAGED_KINDS) == 5  # discovery is cached: the LISTs are all
 
 
 def test_editing_a_request_updates_with_the_smallest_patch(env: Env) -> None:
@@ -320,7 +322,7 @@ def test_drift_report_leaves_a_hand_edit_in_place_until_the_model_says_correct(
         if counting:
             assert env.writes() == (1 if i == 0 else 0)  # the first pass's one write: the DriftDetected Event
             assert _object_writes(env) == []
-            assert sorted(e.verb for e in env.requests()) == (["create"] if i == 0 else []) + ["list"] * 4
+            assert sorted(e.verb for e in env.requests()) == (["create"] if i == 0 else []) + ["list"] * len(MANAGED_KINDS)
     assert env.configmap("phi-inference-config").data["inference_config.yaml"] == "vllm: {max-model-len: 1}\n"
     assert env.workspace("qwen")["metadata"]["annotations"]["gitops.kaito.sh/source-path"] == "hand/made.yaml"
 

@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client
 
 from gitops_kaito.adapters.kube import Kube
+from gitops_kaito.model.objects import MANAGED_KINDS
 from gitops_kaito.reconcile.apply import ApplyOptions
 from gitops_kaito.reconcile.sync import run_pass
 from gitops_kaito.repo.config import API_VERSION, KIND
@@ -76,8 +77,8 @@ def test_what_kaito_adds_is_not_drift_and_its_nodeclaims_are_never_pruned(
     def ours() -> list[Any]:
         return [e for e in sandbox.server.request_log.select(user_agent_prefix=UA) if e.time >= since]
 
-    wait_until(lambda: len(ours()) >= 4, timeout=10, what="the pass's requests logged")  # logged after replying
-    assert [e.verb for e in ours()] == ["list"] * 4
+    wait_until(lambda: len(ours()) >= len(MANAGED_KINDS), timeout=10, what="the pass's requests logged")
+    assert [e.verb for e in ours()] == ["list"] * len(MANAGED_KINDS)  # logged after replying: waited for above
 
     (repo / "models" / "default" / "phi.yaml").unlink()
     since = time.time()

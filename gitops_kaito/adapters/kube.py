@@ -28,26 +28,19 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from gitops_kaito import __version__
-from gitops_kaito.model.kaito import NODE_KINDS
-from gitops_kaito.model.objects import Manifest, ObjectRef
+from gitops_kaito.model.objects import (
+    MANAGED_KINDS as MANAGED_KINDS,  # re-exported: the kinds a pass LISTs (watch reads them here)
+)
+from gitops_kaito.model.objects import WORKSPACE_VERSIONS, Manifest, ObjectRef
 from gitops_kaito.model.ownership import FIELD_MANAGER, OWNER_SELECTOR, instance_selector
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 USER_AGENT = f"gitops-kaito/{__version__}"
-WORKSPACE_VERSIONS = ("kaito.sh/v1beta1", "kaito.sh/v1alpha1")
 LIST_PAGE_SIZE = 10_000  # pages of 500 made a 5,000-model pass 16 requests instead of 4
 KAITO_MISSING = "KAITO is not installed: the API server does not serve workspaces.kaito.sh/v1beta1"
 
-# The kinds the reconciler renders, each listed once per pass by owner label. Secrets are deliberately
-# absent: we never render one, and reading Secrets would need RBAC we should not ask for.
-MANAGED_KINDS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("v1",), "ConfigMap"),
-    (("karpenter.sh/v1",), "NodeClaim"),
-    (("karpenter.sh/v1alpha5",), "Machine"),
-    (WORKSPACE_VERSIONS, "Workspace"),
-)
 
 
 @dataclass(frozen=True)
@@ -263,16 +256,18 @@ class Kube:
 
     def managed_lists(self, workspace_version: str, instance: str) -> tuple[ListSpec, ...]:
         """What one pass reads, from MANAGED_KINDS (the one list of managed kinds): per kind the first served version,
-        selecting `instance`'s objects; GPU node kinds unfiltered, for KAITO's own NodeClaims/Machines too."""
+        selecting `instance`'s objects; list_all kinds unfiltered (GPU node kinds for KAITO's own NodeClaims/Machines,
+        Workspaces for an InferenceSet's replicas)."""
         selector = instance_selector(instance)
         specs: list[ListSpec] = []
-        for versions, kind in MANAGED_KINDS:
-            if versions == WORKSPACE_VERSIONS:
-                specs.append(ListSpec(workspace_version, kind, selector))
+        for managed in MANAGED_KINDS:
+            kind_selector = "" if managed.list_all else selector
+            if managed.versions == WORKSPACE_VERSIONS:
+                specs.append(ListSpec(workspace_version, managed.kind, kind_selector))
                 continue
-            for version in versions:
-                if self.served(version, kind):
-                    specs.append(ListSpec(version, kind, "" if kind in NODE_KINDS else selector))
+            for version in managed.versions:
+                if self.served(version, managed.kind):
+                    specs.append(ListSpec(version, managed.kind, kind_selector))
                     break
         return tuple(specs)
 
@@ -317,8 +312,8 @@ class Kube:
 
     # ------------------------------------------------------------------ writes
 
-    def apply(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest:
-        """Server-side apply as gitops-kaito, forcing conflicts.
+    def apply(self, manifest: Manifest, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER) -> Manifest:
+        """Server-side apply as gitops-kaito (or `field_manager`: the hand-over manager), forcing conflicts.
 
         force=True because the repository is the source of truth for every field we send: a person's
         kubectl edit of one of them is drift to revert, not a conflict to stop on. Fields we do not send
@@ -329,7 +324,7 @@ class Kube:
         with self._writing(ref, dry_run):
             out = self._json(lambda: self.dynamic.server_side_apply(
                 resource, body=manifest, name=ref.name, namespace=ref.namespace or None,
-                field_manager=FIELD_MANAGER, force_conflicts=True, dry_run="All" if dry_run else None,
+                field_manager=field_manager, force_conflicts=True, dry_run="All" if dry_run else None,
                 serialize=False), f"apply {ref}")
             if self.observer is not None and not dry_run:
                 out.setdefault("apiVersion", ref.api_version)

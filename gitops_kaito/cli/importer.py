@@ -1,4 +1,5 @@
-"""`gitops-kaito import`: writes a model request for each Workspace in the cluster that gitops-kaito does not manage.
+"""`gitops-kaito import`: writes a model request for each Workspace or InferenceSet in the cluster that gitops-kaito
+does not manage (never for an InferenceSet's replicas: KAITO's own).
 
 Brownfield adoption: each file is validated and rendered back, and written only if the next pass updates in place.
 """
@@ -26,9 +27,10 @@ from gitops_kaito.cli.common import (
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "import", help="write request files for existing Workspaces not managed by gitops-kaito",
-        description="Find KAITO Workspaces without gitops-kaito's owner labels and write models/<ns>/<name>.yaml "
-                    "for each, so the next sync pass adopts them in place (no recreation). Workspaces that cannot "
+        "import", help="write request files for existing Workspaces and InferenceSets not managed by gitops-kaito",
+        description="Find KAITO Workspaces and InferenceSets without gitops-kaito's owner labels and write "
+                    "models/<ns>/<name>.yaml for each, so the next sync pass adopts them in place (no recreation); "
+                    "an InferenceSet's replicas (child Workspaces, KAITO's own) are never imported. Ones that cannot "
                     "be expressed as a request (tuning, custom templates, legacy API, ...) are skipped with the "
                     "reason. Exit 0 when everything found was imported, 1 when some were skipped, 2 on errors.")
     scope = parser.add_mutually_exclusive_group()
@@ -69,13 +71,18 @@ def import_workspaces(kube: Any, root: Path, config: Any, namespace: str | None,
                       dry_run: bool = False) -> list[dict[str, Any]]:
     """Read the cluster, decide each Workspace's file, check it renders back in place, write the good ones."""
     from gitops_kaito.core import adopt
-    from gitops_kaito.model.objects import ObjectRef
+    from gitops_kaito.model.objects import INFERENCESET_VERSIONS, ObjectRef
+    from gitops_kaito.model.ownership import kaito_owned
     from gitops_kaito.repo.catalog import load_catalog
     from gitops_kaito.repo.loader import in_scope
 
     version = kube.workspace_version("kaito.sh/v1beta1")
-    live = [w for w in kube.list_owned(version, "Workspace", label_selector="")
-            if namespace is None or (w.get("metadata") or {}).get("namespace") == namespace]
+    found = kube.list_owned(version, "Workspace", label_selector="")
+    if kube.served(INFERENCESET_VERSIONS[0], "InferenceSet"):
+        found += kube.list_owned(INFERENCESET_VERSIONS[0], "InferenceSet", label_selector="")
+    # An InferenceSet's replicas are KAITO's (its created-by label): the set is imported, never its children.
+    live = [w for w in found if not kaito_owned(w)
+            and (namespace is None or (w.get("metadata") or {}).get("namespace") == namespace)]
     catalog = load_catalog()
     rows: list[dict[str, Any]] = []
     candidates: list[tuple[adopt.Adoption, dict[str, Any]]] = []
@@ -152,7 +159,7 @@ def _check(root: Path, candidates: list[tuple[Any, dict[str, Any]]], instance: s
                 continue
             immutable, other = adopt.differences(rendered[mid], live)
             if immutable:
-                out.append(replace(adoption, skipped="adopting would replace the Workspace: immutable "
+                out.append(replace(adoption, skipped=f"adopting would replace the {live.get('kind')}: immutable "
                                    f"{', '.join(immutable)} would differ"))
                 continue
             notes = adoption.notes + ((f"the first pass also changes {', '.join(other)}",) if other else ())

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     rendered = []
     for model in sorted(load.models, key=lambda m: m.request.id):
         try:
-            rendered.append(render.render_model(model, load.config, revision, templates_dir,
+            rendered.append(render.render_request(model, load.config, revision, templates_dir,
                                                 templates=templates))
         except (render.RenderError, SourceError) as err:
             messages.append(str(err))

@@ -61,7 +61,7 @@ def _render_problems(load: RepoLoad) -> list[LoadError]:
     problems: list[LoadError] = []
     for model in load.models:
         try:
-            render.render_model(model, load.config, "validate", templates_dir, templates=templates)
+            render.render_request(model, load.config, "validate", templates_dir, templates=templates)
         except SourceError as err:
             problems.append(LoadError(err.path, err.line, err.message, model.request.id))
         except render.RenderError as err:
@@ -97,7 +97,7 @@ def _as_json(load: RepoLoad, problems: list[LoadError]) -> dict[str, Any]:
     return {
         "valid": not problems,
         "models": [
-            {"id": m.request.id, "path": m.request.path, "model": m.preset.name,
+            {"id": m.request.id, "path": m.request.path, "model": m.summary,
              "instanceType": m.sku.name if m.sku else None, "nodes": m.nodes, "gpus": m.gpus,
              "provisioning": m.provisioning, "pricePerHour": m.price_per_hour, "note": m.note or None}
             for m in load.models if m.request.id not in failed

@@ -1,6 +1,7 @@
-"""Pure: a live KAITO Workspace that gitops-kaito does not manage -> the model request file that adopts it.
+"""Pure: a live KAITO Workspace or InferenceSet that gitops-kaito does not manage -> the model request file that
+adopts it. An InferenceSet's own replicas (child Workspaces) are KAITO's: never imported.
 
-Also checks the request renders back to the same Workspace in every immutable field, so adoption never replaces.
+Also checks the request renders back to the same object in every immutable field, so adoption never replaces.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import yaml
 from gitops_kaito.core.plan import immutable_changes
 from gitops_kaito.core.render import ANNOTATION_RUNTIME, CONFIG_KEY, RenderedModel
 from gitops_kaito.model.objects import ObjectRef, comparable, project
-from gitops_kaito.model.ownership import is_owned
+from gitops_kaito.model.ownership import is_owned, kaito_owned
 from gitops_kaito.repo.catalog import Catalog
 from gitops_kaito.repo.config import RepoConfig
 from gitops_kaito.repo.modelrequest import API_VERSION, KIND
@@ -45,9 +46,49 @@ class Adoption:
 
 
 def configmap_name(workspace: Mapping[str, Any]) -> str | None:
-    """The inference ConfigMap a Workspace points at (inference.config), if any."""
-    value = (workspace.get("inference") or {}).get("config")
+    """The inference ConfigMap a Workspace (or an InferenceSet's template) points at (inference.config), if any."""
+    value = (_as_workspace(workspace).get("inference") or {}).get("config")
     return str(value) if value else None
+
+
+def _as_workspace(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An InferenceSet seen as the Workspace each of its replicas is (`pkg/utils/inferenceset/inferenceset.go` at
+    v0.12.0: selector, template resource, inference and template annotations); a Workspace as it is."""
+    if obj.get("kind") != "InferenceSet":
+        return obj
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or {}
+    meta = dict(obj.get("metadata") or {})
+    annotations = (template.get("metadata") or {}).get("annotations")
+    if annotations:
+        meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+    resource = {"labelSelector": spec.get("labelSelector") or {}, **(template.get("resource") or {})}
+    return {"apiVersion": obj.get("apiVersion"), "kind": "Workspace", "metadata": meta, "resource": resource,
+            "inference": template.get("inference") or {}}
+
+
+# keda-kaito-scaler's annotations on an InferenceSet (see core/render.py)
+_KEDA = "scaledobject.kaito.sh/"
+
+
+def _replica_spec(iset: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """spec.replicas / spec.autoscale for an InferenceSet, or a reason it cannot be expressed."""
+    annotations = (iset.get("metadata") or {}).get("annotations") or {}
+    replicas = (iset.get("spec") or {}).get("replicas")
+    replicas = replicas if isinstance(replicas, int) else 1
+    if annotations.get(_KEDA + "auto-provision") != "true":
+        return {"replicas": replicas}, ""
+    try:
+        top = int(annotations[_KEDA + "max-replicas"])
+        low = int(annotations.get(_KEDA + "min-replicas", min(replicas, top)))
+        threshold = int(annotations[_KEDA + "threshold"])
+    except (KeyError, ValueError):
+        return {}, ("keda-kaito-scaler annotations without numeric scaledobject.kaito.sh/max-replicas and "
+                    "threshold cannot be expressed as autoscale bounds")
+    scale: dict[str, Any] = {"minReplicas": low, "maxReplicas": top, "threshold": threshold}
+    if annotations.get(_KEDA + "metricName") and annotations[_KEDA + "metricName"] != "vllm:num_requests_waiting":
+        scale["metric"] = annotations[_KEDA + "metricName"]
+    return {"autoscale": scale}, ""
 
 
 def is_managed(workspace: Mapping[str, Any]) -> bool:
@@ -60,12 +101,22 @@ def request_for(workspace: Mapping[str, Any], configmap: Mapping[str, Any] | Non
     meta = workspace.get("metadata") or {}
     ns, name = str(meta.get("namespace") or "default"), str(meta.get("name") or "")
     api_version = str(workspace.get("apiVersion") or "")
+    source_kind = str(workspace.get("kind") or "Workspace")
 
     def skip(reason: str) -> Adoption:
         return Adoption(ns, name, skipped=reason)
 
     if is_managed(workspace):
         return skip("already managed by gitops-kaito")
+    if why := kaito_owned(workspace):
+        return skip(f"{why}: KAITO's own, never imported (import the InferenceSet instead)")
+    replica_spec: dict[str, Any] = {}
+    if source_kind == "InferenceSet":
+        replica_spec, problem = _replica_spec(workspace)
+        if problem:
+            return skip(problem)
+        workspace = _as_workspace(workspace)
+        meta = workspace.get("metadata") or {}
     if workspace.get("tuning"):
         return skip("a tuning Workspace: model requests describe inference only")
     inference = workspace.get("inference") or {}
@@ -145,9 +196,11 @@ def request_for(workspace: Mapping[str, Any], configmap: Mapping[str, Any] | Non
         spec["adapters"] = adapters
     if secret:
         spec["modelAccessSecret"] = str(secret)
+    spec.update(replica_spec)
     document = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": ns}, "spec": spec}
-    head = (f"# Imported by `gitops-kaito import` from the live Workspace {ns}/{name}.\n"
-            "# The next sync pass adopts it in place (same Workspace, our labels added); edit it like any request.\n")
+    head = (f"# Imported by `gitops-kaito import` from the live {source_kind} {ns}/{name}.\n"
+            f"# The next sync pass adopts it in place (same {source_kind}, our labels added); edit it like any "
+            "request.\n")
     return Adoption(ns, name, head + yaml.safe_dump(document, sort_keys=False), notes=tuple(notes))
 
 
@@ -180,9 +233,10 @@ def differences(rendered: RenderedModel, live: Mapping[str, Any]) -> tuple[tuple
 
     Metadata is left out: adding our labels and annotations is what adoption means.
     """
-    workspace = next((o for o in rendered.objects if o.ref.kind == "Workspace"), None)
+    kind = str(live.get("kind") or "Workspace")
+    workspace = next((o for o in rendered.objects if o.ref.kind == kind), None)
     if workspace is None:
-        return ("the request renders no Workspace",), ()
+        return (f"the request renders no {kind}",), ()
     if ObjectRef.of(workspace.manifest).api_version != str(live.get("apiVersion")):
         return (f"apiVersion {live.get('apiVersion')} -> {workspace.ref.api_version}",), ()
     want = comparable(workspace.manifest)

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gitops_kaito.model.kaito import KAITO_WORKSPACE_LABEL, KARPENTER_WORKSPACE_NAME_LABEL
 from gitops_kaito.model.states import ModelState
 
 # KAITO / Karpenter / Azure messages that no amount of waiting will fix.
@@ -61,6 +62,7 @@ class ModelHealth:
     nodes: tuple[NodeInfo, ...] = ()
     endpoint: str | None = None
     inference_ready: bool = False
+    replicas: tuple[int, int] | None = None  # an InferenceSet's (ready, desired) replicas
 
     @property
     def done(self) -> bool:
@@ -222,3 +224,78 @@ def _endpoint(workspace: Mapping[str, Any] | None) -> str | None:
     if not name:
         return None
     return f"http://{name}.{ns}.svc.cluster.local:80/v1"
+
+
+def assess_inferenceset(
+    iset: Mapping[str, Any] | None,
+    children: Sequence[Mapping[str, Any]] = (),
+    nodes: Sequence[Mapping[str, Any]] = (),
+    *,
+    suspended: bool = False,
+    invalid: str | None = None,
+    blocked: str | None = None,
+) -> ModelHealth:
+    """The state of a model served by a KAITO InferenceSet: its own InferenceSetReady (observedGeneration current)
+    and readyReplicas == replicas (`pkg/inferenceset/inferenceset_controller.go` at v0.12.0); a replica (child
+    Workspace) that failed for good fails the model; otherwise the first replica not yet ready says where it is."""
+    conds = conditions_of(iset)
+    node_infos = tuple(sorted((node_info(n) for n in nodes), key=lambda n: n.name))
+    kids = sorted(children, key=lambda w: str((w.get("metadata") or {}).get("name", "")))
+    serving = [w for w in kids if _inference_ready(w)]
+    endpoint = _endpoint(serving[0]) if serving else None
+    status = (iset or {}).get("status") or {}
+    spec = (iset or {}).get("spec") or {}
+    desired = status.get("replicas", spec.get("replicas"))
+    replicas = (int(status.get("readyReplicas") or 0), int(desired)) if isinstance(desired, int) else None
+
+    def health(state: ModelState, reason: str, message: str) -> ModelHealth:
+        return ModelHealth(state, reason, message, conds, node_infos, endpoint, bool(serving), replicas)
+
+    if invalid:
+        return health(ModelState.INVALID, "InvalidRequest", invalid)
+    if blocked:
+        return health(ModelState.BLOCKED, "Blocked", blocked)
+    if suspended:
+        return health(ModelState.SUSPENDED, "Suspended", "suspended in the repository (spec.suspend: true)")
+    if iset is None:
+        return health(ModelState.PENDING, "NotCreated", "the InferenceSet does not exist yet")
+    meta = iset.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return health(ModelState.PROVISIONING, "Deleting", "the InferenceSet is being deleted")
+    generation = meta.get("generation")
+    ready_cond = _find(conds, "InferenceSetReady")
+    current = ready_cond is not None and (ready_cond.observed_generation is None or generation is None
+                                          or ready_cond.observed_generation == generation)
+    if ready_cond is None:
+        return health(ModelState.PENDING, "WaitingForKaito", "KAITO has not reported the InferenceSet's status yet")
+    if not current:
+        return health(ModelState.PROVISIONING, "Reconciling", f"KAITO has not observed generation {generation} yet")
+    if ready_cond.status == "True" and replicas is not None and replicas[0] >= replicas[1]:
+        return health(ModelState.READY, ready_cond.reason or "InferenceSetReady",
+                      f"{replicas[0]}/{replicas[1]} replicas serving")
+    if ready_cond.reason == "inferencesetFailed":
+        return health(ModelState.FAILED, ready_cond.reason, ready_cond.message or "KAITO reports the set failed")
+    for child in kids:
+        name = (child.get("metadata") or {}).get("name", "")
+        mine = [n for n in nodes if _child_of_node(n) == name]
+        h = assess(child, mine)
+        if h.state == ModelState.FAILED:
+            return health(ModelState.FAILED, h.reason, f"replica {name}: {h.message}")
+    waiting = next((w for w in kids if assess(w).state != ModelState.READY), None)
+    message = ready_cond.message or "waiting for KAITO to report InferenceSetReady"
+    if waiting is not None:
+        name = (waiting.get("metadata") or {}).get("name", "")
+        h = assess(waiting, [n for n in nodes if _child_of_node(n) == name])
+        message = f"{message} (replica {name}: {h.message})"
+    return health(ModelState.PROVISIONING, ready_cond.reason or "InferenceSetNotReady", message)
+
+
+def _inference_ready(workspace: Mapping[str, Any]) -> bool:
+    cond = _find(conditions_of(workspace), "InferenceReady")
+    return cond is not None and cond.status == "True"
+
+
+def _child_of_node(obj: Mapping[str, Any]) -> str:
+    """The Workspace a KAITO NodeClaim was made for, in either provisioner mode (gpu-provisioner or karpenter)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return str(labels.get(KAITO_WORKSPACE_LABEL) or labels.get(KARPENTER_WORKSPACE_NAME_LABEL) or "")

@@ -39,6 +39,7 @@ from gitops_kaito.model.ownership import (
     LABEL_INSTANCE,
     LABEL_MODEL,
     instance_of,
+    kaito_owned,
 )
 
 if TYPE_CHECKING:  # pure data only: planning never imports the Azure side of provision/
@@ -76,6 +77,10 @@ class Change:
     desired: Manifest | None = field(default=None, compare=False, hash=False, repr=False)
     live: Manifest | None = field(default=None, compare=False, hash=False, repr=False)
     drift_by: tuple[str, ...] = ()  # drift: the field managers (kubectl-edit, ...) that own a differing field now
+    # Fields set at creation and then handed to another controller (an autoscaled InferenceSet's spec.replicas),
+    # as a partial manifest with their values: a create/replace applies them once, an update hands them over.
+    handoff: Manifest | None = field(default=None, compare=False, hash=False, repr=False)
+    switches_from: ObjectRef | None = None  # a create that replaces the model's workload of another kind
 
     @property
     def writes(self) -> bool:
@@ -189,9 +194,12 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
     live_by_key: dict[Key, Manifest] = {}
     unowned: dict[Key, Manifest] = {}  # objects of a desired name made by someone else: adopted, never pruned
     foreign: dict[Key, str] = {}  # objects another gitops-kaito instance owns -> that instance: never touched
+    kaito: dict[Key, str] = {}  # objects one of KAITO's controllers owns (an InferenceSet's replicas): never touched
     for obj in live:
         owner = instance_of(_labels(obj))
-        if owner == policy.instance:
+        if why := kaito_owned(obj):
+            kaito[key_of(ObjectRef.of(obj))] = why
+        elif owner == policy.instance:
             live_by_key[key_of(ObjectRef.of(obj))] = obj
         elif owner:
             foreign[key_of(ObjectRef.of(obj))] = owner
@@ -204,7 +212,11 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
         if key in desired_keys:
             raise ValueError(f"{want.ref} is rendered twice")
         desired_keys.add(key)
-        if key in foreign and key not in live_by_key:
+        if key in kaito:
+            applies.append(Change(ref=want.ref, action=Action.BLOCKED, model_id=want.model_id, wave=want.wave,
+                                  reason=f"an object of this name exists and is {kaito[key]}: it is never taken "
+                                  "over; rename the model", desired=want.normalised.stamped))
+        elif key in foreign and key not in live_by_key:
             applies.append(_plan_foreign(want, foreign[key]))
         elif key in live_by_key or key not in unowned:
             applies.append(_plan_desired(want, live_by_key.get(key), policy))
@@ -220,6 +232,7 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
     managed |= frozenset(pool_models)
     pool_removed = {p.model_id for p in pools if p.action == "delete"}
     deletes, refused = _guard(deletes, managed, desired_models, policy, pool_removed)
+    applies, deletes = _kind_switches(applies, deletes, desired, policy)
     applies.sort(key=lambda c: (c.wave, c.model_id, c.ref))
     deletes.sort(key=lambda c: (-c.wave, c.model_id, c.ref))
     node_pools = tuple(dataclasses.replace(p, action="blocked", reasons=(refused,)) if refused and p.action == "delete"
@@ -237,12 +250,21 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
                       desired=manifest, live=live, **extra)
 
     if live is None:
-        return change(Action.CREATE, "not in the cluster")
+        return change(Action.CREATE, "not in the cluster", handoff=want.create_only)
     if (live.get("metadata") or {}).get("deletionTimestamp"):
         return change(Action.NOOP, "being deleted; created again once it is gone")
     want_cmp = _as_unlabelled_default(want_full, live) if not adopt else want_full
-    live_cmp = comparable(project(live, manifest, owned_fields(live)))
+    owned = owned_fields(live)
+    # Create-only fields belong to another controller once the object exists: never compared. One we still own
+    # (the model just moved under an autoscaler) is handed over at its live value, never reset.
+    still_ours = _still_owned(want.create_only, owned, live) if want.create_only else None
+    if want.create_only:
+        owned = _without(owned, want.create_only)
+    live_cmp = comparable(project(live, manifest, owned))
     if want_cmp == live_cmp:
+        if still_ours:
+            return change(Action.UPDATE, f"{', '.join(_leaf_fields(still_ours))} handed to the autoscaler, kept at "
+                          "the live value: gitops-kaito sets it only at creation", handoff=still_ours)
         return change(Action.NOOP, "up to date")
     patch = tuple(jsonpatch.make_patch(live_cmp, want_cmp).patch)
     drift = _is_drift(live, manifest, patch)
@@ -257,18 +279,118 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
                       drift_by=by)
     if immutable:
         fields = ", ".join(immutable)
+        what = NOT_ROLLED.get(want.ref.kind, "immutable field(s) {fields} changed").format(fields=fields)
         if _replace_allowed(want, policy):
-            return change(Action.REPLACE, f"immutable field(s) {fields} changed: delete and create again",
-                          patch=patch, drift=drift, immutable=immutable, drift_by=by)
+            return change(Action.REPLACE, f"{what}: delete and create again",
+                          patch=patch, drift=drift, immutable=immutable, drift_by=by, handoff=want.create_only)
         return change(Action.BLOCKED,
-                      f"immutable field(s) {fields} changed; replacing deletes and recreates the "
+                      f"{what}; replacing deletes and recreates the "
                       f"{want.ref.kind}: set replacePolicy: auto in gitops-kaito.yaml or annotate the model "
                       f"{ANNOTATION_REPLACE}: allowed", patch=patch, drift=drift, immutable=immutable, drift_by=by)
     if drift and reports_drift(want, policy):  # the repository changed too: its change overwrites the hand edit
         reason = "changed in the repository; applying it also overwrites fields changed in the cluster"
     else:
         reason = "drift: changed in the cluster by someone else" if drift else "changed in the repository"
-    return change(Action.UPDATE, reason, patch=patch, drift=drift, drift_by=by)
+    return change(Action.UPDATE, reason, patch=patch, drift=drift, drift_by=by, handoff=still_ours)
+
+
+def _leaf_paths(partial: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for key, value in partial.items():
+        if isinstance(value, Mapping) and value:
+            out += _leaf_paths(value, (*prefix, key))
+        else:
+            out.append((*prefix, key))
+    return out
+
+
+def _leaf_fields(partial: Mapping[str, Any]) -> list[str]:
+    return [".".join(p) for p in _leaf_paths(partial)]
+
+
+def _still_owned(create_only: Manifest, owned: Mapping[str, Any] | None, live: Manifest) -> Manifest | None:
+    """The create-only fields our manager still owns on `live`, with their live values (None: none)."""
+    if owned is None:
+        return None
+    found: Manifest = {}
+    for path in _leaf_paths(create_only):
+        node: Any = owned
+        for part in path:
+            node = node.get(f"f:{part}") if isinstance(node, Mapping) else None
+        value = _get(live, *path)
+        if node is None or value is None:
+            continue
+        target = found
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return found or None
+
+
+def _without(owned: Mapping[str, Any] | None, create_only: Manifest) -> Mapping[str, Any] | None:
+    """Our fieldsV1 tree minus the create-only paths: what is ours to compare."""
+    if owned is None:
+        return None
+
+    def strip(node: Mapping[str, Any], partial: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(node)
+        for key, value in partial.items():
+            sub = out.get(f"f:{key}")
+            if isinstance(value, Mapping) and value and isinstance(sub, Mapping):
+                out[f"f:{key}"] = strip(sub, value)
+            else:
+                out.pop(f"f:{key}", None)
+        return out
+    return strip(owned, create_only)
+
+
+# Kinds whose "immutable" changes are not refused but never reach what runs: the reason the plan gives.
+NOT_ROLLED = {
+    # `pkg/inferenceset/inferenceset_controller.go` at v0.12.0: template edits only add labels to existing
+    # children; everything else affects only children created later (a mixed fleet on the next scale-up).
+    "InferenceSet": "KAITO does not roll {fields} onto the existing replicas",
+}
+WORKLOAD_KINDS = ("Workspace", "InferenceSet")
+
+
+def _kind_switches(applies: list[Change], deletes: list[Change], desired: Sequence[DesiredObject],
+                   policy: PlanPolicy) -> tuple[list[Change], list[Change]]:
+    """A model moving between one Workspace and an InferenceSet (same name): the new workload is created and the
+    old one deleted, a replace of what serves the model; under replacePolicy manual both wait (blocked)."""
+    stale = {(c.model_id, c.ref.namespace, c.ref.name, c.ref.kind): c for c in deletes
+             if c.action == Action.DELETE and c.ref.kind in WORKLOAD_KINDS}
+    wants = {d.ref: d for d in desired}
+    switched: dict[ObjectRef, ObjectRef] = {}  # old ref -> new ref
+    new_applies: list[Change] = []
+    for c in applies:
+        if c.action != Action.CREATE or c.ref.kind not in WORKLOAD_KINDS:
+            new_applies.append(c)
+            continue
+        other = next((k for k in WORKLOAD_KINDS if k != c.ref.kind), "")
+        old = stale.get((c.model_id, c.ref.namespace, c.ref.name, other))
+        if old is None:
+            new_applies.append(c)
+            continue
+        switched[old.ref] = c.ref
+        what = f"switching {old.ref.kind} -> {c.ref.kind}: the {old.ref.kind} is deleted once the {c.ref.kind} exists"
+        if _replace_allowed(wants[c.ref], policy):
+            new_applies.append(dataclasses.replace(c, reason=what, switches_from=old.ref))
+        else:
+            new_applies.append(dataclasses.replace(
+                c, action=Action.BLOCKED, switches_from=old.ref,
+                reason=f"{what}; this replaces what serves the model: set replacePolicy: auto in gitops-kaito.yaml "
+                       f"or annotate the model {ANNOTATION_REPLACE}: allowed"))
+    new_deletes: list[Change] = []
+    for c in deletes:
+        new_ref = switched.get(c.ref)
+        if new_ref is None:
+            new_deletes.append(c)
+            continue
+        blocked = next(a for a in new_applies if a.ref == new_ref).action == Action.BLOCKED
+        new_deletes.append(dataclasses.replace(
+            c, action=Action.BLOCKED if blocked else Action.DELETE,
+            reason=f"replaced by {new_ref}" + (" (blocked: replace policy)" if blocked else "")))
+    return new_applies, new_deletes
 
 
 def reports_drift(want: DesiredObject, policy: PlanPolicy) -> bool:
@@ -450,9 +572,12 @@ def _get(obj: Any, *path: str) -> Any:
 
 
 def immutable_changes(ref: ObjectRef, live: Manifest, live_cmp: Any, want_cmp: Any) -> tuple[str, ...]:
-    """Paths whose change the API refuses on update (KAITO's webhook: validateUpdate in `api/v1beta1/workspace_validation.go` at v0.12.0; Karpenter's specs)."""
+    """Paths whose change the API refuses on update (KAITO's webhook: validateUpdate in `api/v1beta1/workspace_validation.go` at v0.12.0; Karpenter's specs),
+    or that KAITO never rolls onto what runs (an InferenceSet's template: NOT_ROLLED)."""
     if ref.kind in ("NodeClaim", "Machine") and ref.group == "karpenter.sh":
         return ("spec",) if _get(live_cmp, "spec") != _get(want_cmp, "spec") else ()
+    if ref.kind == "InferenceSet" and ref.group == "kaito.sh":
+        return _inferenceset_not_rolled(live_cmp, want_cmp)
     if ref.kind != "Workspace" or ref.group != "kaito.sh":
         return ()
     changed: list[str] = []
@@ -475,6 +600,22 @@ def immutable_changes(ref: ObjectRef, live: Manifest, live_cmp: Any, want_cmp: A
     if live_count is not None and want_count is not None and live_count != want_count:
         changed.append("resource.count")
     return tuple(dict.fromkeys(changed))
+
+
+def _inferenceset_not_rolled(live_cmp: Any, want_cmp: Any) -> tuple[str, ...]:
+    """spec.labelSelector and spec.template, except template labels (KAITO adds those to existing children)."""
+    changed = ["spec.labelSelector"] if _get(live_cmp, "spec", "labelSelector") != _get(
+        want_cmp, "spec", "labelSelector") else []
+    live_t, want_t = _get(live_cmp, "spec", "template") or {}, _get(want_cmp, "spec", "template") or {}
+    for key in sorted(set(live_t) | set(want_t)):
+        if key == "metadata":
+            live_meta, want_meta = live_t.get(key) or {}, want_t.get(key) or {}
+            for sub in sorted((set(live_meta) | set(want_meta)) - {"labels"}):
+                if live_meta.get(sub) != want_meta.get(sub):
+                    changed.append(f"spec.template.metadata.{sub}")
+        elif live_t.get(key) != want_t.get(key):
+            changed.append(f"spec.template.{key}")
+    return tuple(changed)
 
 
 def node_ready(obj: Manifest) -> bool:

@@ -59,11 +59,14 @@ from gitops_kaito.model import ownership
 from gitops_kaito.model.kaito import RESERVED_LABEL_KEYS
 from gitops_kaito.model.objects import DesiredObject, Manifest, Wave
 from gitops_kaito.model.resources import data_path
+from gitops_kaito.repo.kinds import Resolved
+from gitops_kaito.repo.modelrequest import DEFAULT_SCALE_METRIC, SCALER_KEDA
+from gitops_kaito.repo.resolve import ResolvedModel
 from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file
 
 if TYPE_CHECKING:
     from gitops_kaito.repo.config import RepoConfig
-    from gitops_kaito.repo.resolve import RepoLoad, ResolvedModel
+    from gitops_kaito.repo.resolve import RepoLoad
 
 # Template file names (a repository overrides one by putting a file of the same name in templates/).
 TEMPLATE_WORKSPACE_NAP = "workspace-v1beta1.yaml"
@@ -72,6 +75,7 @@ TEMPLATE_WORKSPACE_LEGACY = "workspace-v1alpha1.yaml"
 TEMPLATE_NODECLAIM = "nodeclaim-v1.yaml"
 TEMPLATE_MACHINE = "machine-v1alpha5.yaml"
 TEMPLATE_INFERENCE_CONFIG = "inference-config.yaml"
+TEMPLATE_INFERENCESET = "inferenceset-v1beta1.yaml"
 
 # What each template must produce: overrides may reshape the body but not change the kind.
 _EXPECTED_KIND: dict[str, tuple[str, str, bool]] = {  # file -> (apiVersion, kind, namespaced)
@@ -81,6 +85,7 @@ _EXPECTED_KIND: dict[str, tuple[str, str, bool]] = {  # file -> (apiVersion, kin
     TEMPLATE_NODECLAIM: ("karpenter.sh/v1", "NodeClaim", False),
     TEMPLATE_MACHINE: ("karpenter.sh/v1alpha5", "Machine", False),
     TEMPLATE_INFERENCE_CONFIG: ("v1", "ConfigMap", True),
+    TEMPLATE_INFERENCESET: ("kaito.sh/v1beta1", "InferenceSet", True),
 }
 TEMPLATE_FILES = tuple(_EXPECTED_KIND)
 
@@ -101,7 +106,16 @@ SLOTS = frozenset({
     "name", "namespace", "labels", "annotations", "count", "instance_type", "match_labels", "preset_name",
     "model_access_secret", "config_map", "adapters", "node_class_ref", "requirements", "storage",
     "inference_config", "model", "model_id", "runtime", "nodes", "gpus", "disk_gib", "index",
+    "replicas", "template_annotations",
 })
+
+# keda-kaito-scaler reads these on an InferenceSet and makes its ScaledObject (kaito-project/keda-kaito-scaler;
+# KAITO v0.12.0 `website/docs/keda-autoscaler-inference.md`).
+KEDA_AUTO_PROVISION = "scaledobject.kaito.sh/auto-provision"
+KEDA_MIN_REPLICAS = "scaledobject.kaito.sh/min-replicas"
+KEDA_MAX_REPLICAS = "scaledobject.kaito.sh/max-replicas"
+KEDA_THRESHOLD = "scaledobject.kaito.sh/threshold"
+KEDA_METRIC = "scaledobject.kaito.sh/metricName"
 
 
 class TemplateError(SourceError):
@@ -114,9 +128,9 @@ class RenderError(ValueError):
 
 @dataclass(frozen=True)
 class RenderedModel:
-    """One model's desired objects, in apply order. Empty when the model is suspended."""
+    """One request's desired objects (any kind), in apply order. Empty when it is suspended."""
 
-    model: ResolvedModel
+    model: Resolved
     objects: tuple[DesiredObject, ...]
 
     @property
@@ -434,6 +448,29 @@ def _workspace_slots(model: ResolvedModel, revision: str, legacy: bool, instance
     return slots
 
 
+def _inferenceset_slots(model: ResolvedModel, revision: str, config: RepoConfig) -> dict[str, Any]:
+    """An InferenceSet's slots: the Workspace's (its template's inference and resource are a Workspace's), the
+    replica count unless an autoscaler owns it, and the keda-kaito-scaler annotations."""
+    request = model.request
+    slots = _workspace_slots(model, revision, legacy=False, instance=config.instance)
+    slots["count"] = None  # not part of an InferenceSet template (children get their count from KAITO)
+    if model.provisioning == "byo":
+        slots["instance_type"] = None  # KAITO's webhook: must be empty when nodeProvisioner is byo
+    scale = request.autoscale
+    slots["replicas"] = model.replicas if scale is None else None  # an autoscaler's: set only at creation
+    # Children get their annotations only from spec.template.metadata: the runtime must be there too.
+    runtime = dict(request.annotations).get(ANNOTATION_RUNTIME) or (
+        "transformers" if request.runtime == "transformers" else None)
+    slots["template_annotations"] = {ANNOTATION_RUNTIME: runtime} if runtime else None
+    if scale is not None and scale.scaler == SCALER_KEDA:
+        keda = {KEDA_AUTO_PROVISION: "true", KEDA_MIN_REPLICAS: str(scale.min_replicas),
+                KEDA_MAX_REPLICAS: str(scale.max_replicas), KEDA_METRIC: scale.metric or DEFAULT_SCALE_METRIC}
+        if scale.threshold is not None:
+            keda[KEDA_THRESHOLD] = str(scale.threshold)
+        slots["annotations"] = dict(sorted({**slots["annotations"], **keda}.items()))
+    return slots
+
+
 def _node_labels(model: ResolvedModel, instance: str) -> dict[str, str]:
     """Labels a GPU node of this model carries: the Workspace selector plus what KAITO reads on BYO nodes."""
     sku = model.sku
@@ -510,6 +547,8 @@ def _finish(template: Template, manifest: Manifest, slots: Mapping[str, Any], mo
         meta = {}
     labels = {**_string_map(meta.get("labels")), **_owner_labels(model, instance)}
     annotations = {**_string_map(meta.get("annotations")), **_source_annotations(model, revision)}
+    if kind == "InferenceSet":
+        _check_child_template(template, manifest)
     if kind in ("NodeClaim", "Machine"):
         reserved = sorted(RESERVED_LABEL_KEYS & labels.keys())
         if reserved:
@@ -529,6 +568,21 @@ def _finish(template: Template, manifest: Manifest, slots: Mapping[str, Any], mo
         if key not in out:
             out[key] = value
     return out
+
+
+def _check_child_template(template: Template, manifest: Manifest) -> None:
+    """KAITO copies spec.template.metadata onto every child Workspace it makes: our owner labels or provenance
+    there would make KAITO's children look like ours (listed, diffed and pruned as ours)."""
+    child_meta = ((manifest.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    if not isinstance(child_meta, dict):
+        return
+    for section in ("labels", "annotations"):
+        ours = sorted(k for k in _string_map(child_meta.get(section)) if k.startswith("gitops.kaito.sh/"))
+        if ours:
+            raise _fail(template, ("spec", "template", "metadata", section),
+                        f"spec.template.metadata.{section} must not carry gitops-kaito's own keys "
+                        f"({', '.join(ours)}): KAITO copies them onto the InferenceSet's child Workspaces, which "
+                        "are KAITO's, not gitops-kaito's")
 
 
 def _string_map(value: Any) -> dict[str, str]:
@@ -580,6 +634,12 @@ def render_model(model: ResolvedModel, config: RepoConfig, revision: str,
                                    config.instance)
             objects.append(DesiredObject(manifest, mid, Wave.NODES))
 
+    if model.replicas is not None:
+        manifest = _render_one(TEMPLATE_INFERENCESET, templates_dir, _inferenceset_slots(model, revision, config),
+                               model, revision, templates, config.instance)
+        create_only = {"spec": {"replicas": model.replicas}} if request.autoscale is not None else None
+        objects.append(DesiredObject(manifest, mid, Wave.WORKLOAD, create_only))
+        return RenderedModel(model, tuple(objects))
     if mode == "kaito":
         file_name = TEMPLATE_WORKSPACE_NAP
     elif mode == "machine":
@@ -592,6 +652,29 @@ def render_model(model: ResolvedModel, config: RepoConfig, revision: str,
     manifest = _render_one(file_name, templates_dir, slots, model, revision, templates, config.instance)
     objects.append(DesiredObject(manifest, mid, Wave.WORKLOAD))
     return RenderedModel(model, tuple(objects))
+
+
+# Renders one resolved request of a kind: (resolved, config, revision, templates_dir, templates) -> RenderedModel.
+Renderer = Callable[[Any, "RepoConfig", str, "Path | None", "Mapping[str, Template] | None"], RenderedModel]
+
+
+def _render_model_kind(model: Any, config: RepoConfig, revision: str, templates_dir: Path | None,
+                       templates: Mapping[str, Template] | None) -> RenderedModel:
+    assert isinstance(model, ResolvedModel)
+    return render_model(model, config, revision, templates_dir, templates=templates)
+
+
+# The renderer of each request kind (repo.loader.KINDS), by the request's kind.
+RENDERERS: dict[str, Renderer] = {"ModelDeployment": _render_model_kind}
+
+
+def render_request(resolved: Resolved, config: RepoConfig, revision: str, templates_dir: Path | None = None, *,
+                   templates: Mapping[str, Template] | None = None) -> RenderedModel:
+    """The objects one request of any kind needs, in apply order (render_model for a ModelDeployment)."""
+    renderer = RENDERERS.get(resolved.request.kind)
+    if renderer is None:
+        raise RenderError(f"{resolved.request.path}: no renderer for kind {resolved.request.kind!r}")
+    return renderer(resolved, config, revision, templates_dir, templates)
 
 
 def repo_templates_dir(root: Path) -> Path | None:
@@ -608,7 +691,7 @@ def render_repository(load: RepoLoad, revision: str) -> tuple[RenderedModel, ...
     templates_dir = repo_templates_dir(load.root)
     templates = load_templates(templates_dir)
     models = sorted(load.models, key=lambda m: m.request.id)
-    return tuple(render_model(m, load.config, revision, templates_dir, templates=templates) for m in models)
+    return tuple(render_request(m, load.config, revision, templates_dir, templates=templates) for m in models)
 
 
 def desired_objects(rendered: Sequence[RenderedModel]) -> list[DesiredObject]:

@@ -16,7 +16,9 @@ import yaml
 
 from gitops_kaito.core.plan import Action, Change, Plan
 from gitops_kaito.core.render import Desired
-from gitops_kaito.model.objects import comparable, owned_fields, project
+from gitops_kaito.model.objects import Manifest, comparable, merge_partial, owned_fields, project
+from gitops_kaito.repo.catalog import price_for
+from gitops_kaito.repo.resolve import ResolvedModel
 
 WORKING_TREE = "working tree"
 
@@ -84,7 +86,10 @@ def _yaml(obj: Any) -> list[str]:
 
 def _sides(change: Change) -> tuple[Any, Any]:
     """Live restricted to what we manage, and desired, both normalised the way planning compares them."""
-    want = comparable(change.desired) if change.desired is not None else None
+    desired = change.desired
+    if desired is not None and change.handoff is not None and change.action in (Action.CREATE, Action.REPLACE):
+        desired = merge_partial(desired, change.handoff)  # set once at creation: shown on the create
+    want = comparable(desired) if desired is not None else None
     if change.live is None:
         return None, want
     if change.desired is None:
@@ -148,8 +153,14 @@ def write_text(desired: Desired, plan: Plan, out: TextIO, offline: OfflinePlan |
             print(f"warning: at {offline.base_ref}: {err} (planned as absent there)", file=out)
     for err in desired.errors:
         print(f"error: {err}", file=out)
-    for mid, note in _uncataloged_notes(model_rows(desired, plan)):
+    rows = model_rows(desired, plan)
+    for mid, note in _uncataloged_notes(rows):
         print(f"note: {mid}: {note}", file=out)
+    for row in rows:
+        if row.get("replicas") and row["action"] not in ("delete", "invalid", "suspend"):
+            print(f"note: {row['model']}: InferenceSet of {replicas_cell(row)} replicas x {row['nodesPerReplica']} "
+                  f"node(s), {row['gpus']} GPUs, {_money(row['pricePerHour'])}/h"
+                  + (f"; {row['scaleNote']}" if row.get("scaleNote") else ""), file=out)
     if not plan.has_changes:
         print(_no_changes(offline, len(plan.drift_reported)), file=out)
     for change in shown_changes(plan):
@@ -243,6 +254,8 @@ def model_action(changes: Sequence[Change]) -> str:
     for action in (Action.BLOCKED, Action.REPLACE):
         if action in actions:
             return action.value
+    if any(c.switches_from is not None for c in changes):  # Workspace <-> InferenceSet: what serves it is replaced
+        return Action.REPLACE.value
     pending = actions - {Action.NOOP}
     if pending == {Action.CREATE}:
         return "create"
@@ -272,18 +285,57 @@ def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
         if r is not None and r.suspended and action in ("delete", "no change"):
             action = "suspend"
         live_ws = next((c.live for c in plan.for_model(mid) if c.ref.kind == "Workspace" and c.live), None)
-        rows.append({
+        live_set = next((c.live for c in plan.for_model(mid) if c.ref.kind == "InferenceSet" and c.live), None)
+        shown = m is not None and not (r and r.suspended)
+        row = {
             "model": mid, "action": action,
-            "preset": m.preset.name if m else _get(live_ws, "inference", "preset", "name"),
-            "sku": m.sku.name if m and m.sku else (None if m else _get(live_ws, "resource", "instanceType")),
-            "nodes": m.nodes if m and not (r and r.suspended) else None,
-            "gpus": m.gpus if m and not (r and r.suspended) else None,
-            "pricePerHour": m.price_per_hour if m and not (r and r.suspended) else None,
+            "preset": m.summary if m else (_get(live_ws, "inference", "preset", "name")
+                                           or _get(live_set, "spec", "template", "inference", "preset", "name")),
+            "sku": m.sku.name if m and m.sku else (None if m else (
+                _get(live_ws, "resource", "instanceType")
+                or _get(live_set, "spec", "template", "resource", "instanceType"))),
+            "nodes": m.nodes if m and shown else None,
+            "gpus": m.gpus if m and shown else None,
+            "pricePerHour": m.price_per_hour if m and shown else None,
             "path": m.request.path if m else None,
             "uncataloged": bool(m and m.uncataloged),
-            "note": invalid.get(mid, "") or (m.note if m and not (r and r.suspended) else ""),
-        })
+            "note": invalid.get(mid, "") or (m.note if m and shown else ""),
+            "replicas": None,
+        }
+        if isinstance(m, ResolvedModel) and m.replicas is not None and shown:
+            row.update(_replica_columns(m, live_set))
+        rows.append(row)
     return rows
+
+
+def _replica_columns(m: ResolvedModel, live_set: Manifest | None) -> dict[str, Any]:
+    """An InferenceSet's row: replicas (under an autoscaler: the live count once it exists, with the bounds), and
+    nodes, GPUs and price for all of them; the price at maxReplicas in the note."""
+    scale = m.request.autoscale
+    live = _get(live_set, "spec", "replicas") if scale is not None else None
+    replicas = live if isinstance(live, int) else (m.replicas or 0)
+    nodes = m.nodes * replicas
+    out: dict[str, Any] = {
+        "replicas": {"desired": replicas, "autoscaled": scale is not None,
+                     "min": scale.min_replicas if scale else None, "max": scale.max_replicas if scale else None},
+        "nodesPerReplica": m.nodes, "nodes": nodes,
+        "gpus": nodes * m.sku.gpu_count if m.sku is not None else m.gpus,
+        "pricePerHour": price_for(m.sku, nodes) if m.sku is not None else m.price_per_hour,
+    }
+    if scale is not None and m.sku is not None:
+        top = price_for(m.sku, m.nodes * scale.max_replicas)
+        if top is not None:
+            out["scaleNote"] = (f"autoscaled {scale.min_replicas}-{scale.max_replicas} replicas: up to {_money(top)}/h at "
+                           f"{scale.max_replicas} ({m.nodes * scale.max_replicas} nodes)")
+    return out
+
+
+def replicas_cell(row: dict[str, Any]) -> str:
+    """"3", or "2 (1–4, autoscaled)"."""
+    rep = row.get("replicas")
+    if not rep:
+        return "–"
+    return f"{rep['desired']} ({rep['min']}–{rep['max']}, autoscaled)" if rep["autoscaled"] else str(rep["desired"])
 
 
 def _uncataloged_notes(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -328,8 +380,10 @@ def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = N
                         if counts["driftReported"] else "") + ".")
     else:
         lines.append(_no_changes(offline, counts["driftReported"]))
-    lines += ["", "| Model | Action | Preset | GPU SKU | Nodes | GPUs | Price / hour |",
-              "|---|---|---|---|---:|---:|---:|"]
+    with_replicas = any(row.get("replicas") for row in rows)  # the column only when some model is an InferenceSet
+    lines += ["", "| Model | Action | Preset | GPU SKU |" + (" Replicas |" if with_replicas else "")
+              + " Nodes | GPUs | Price / hour |",
+              "|---|---|---|---|" + ("---:|" if with_replicas else "") + "---:|---:|---:|"]
     total = 0.0
     total_known = True
     for row in rows:
@@ -338,10 +392,10 @@ def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = N
         elif row["nodes"] and row["action"] not in ("delete", "invalid"):
             total_known = False
         lines.append(f"| `{row['model']}` | {_ICON.get(row['action'], row['action'])} | {_cell(row['preset'])} | "
-                     f"{_cell(row['sku'])} | {_cell(row['nodes'])} | {_cell(row['gpus'])} | "
-                     f"{_money(row['pricePerHour'])} |")
+                     f"{_cell(row['sku'])} | " + (f"{replicas_cell(row)} | " if with_replicas else "")
+                     + f"{_cell(row['nodes'])} | {_cell(row['gpus'])} | {_money(row['pricePerHour'])} |")
     gpus = sum(r["gpus"] or 0 for r in rows if r["action"] not in ("delete", "invalid"))
-    lines.append(f"| **Total after this change** | | | | | **{gpus}** | "
+    lines.append(f"| **Total after this change** | | | | | {'| ' if with_replicas else ''}**{gpus}** | "
                  f"**{_money(total)}{'' if total_known else ' + unknown'}** |")
     if offline is not None:
         lines += ["", f"Change in cost per hour: {_cost_line(offline, bold=True)}"]
@@ -354,6 +408,9 @@ def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = N
     for err in desired.errors:
         notes.append(f"> [!CAUTION]\n> `{err}`")
     uncataloged = _uncataloged_notes(rows)
+    scaled = [(row["model"], row["scaleNote"]) for row in rows if row.get("scaleNote")]
+    if scaled:  # what an autoscaler may add to the bill
+        notes.append("> [!NOTE]\n" + "\n".join(f"> - `{mid}`: {note}" for mid, note in scaled))
     if uncataloged:  # one alert for all of them: a list, not a box per model
         notes.append("> [!NOTE]\n" + "\n".join(f"> - `{mid}`: {note}" for mid, note in uncataloged))
     for change in plan.changes:

@@ -81,6 +81,7 @@ class ModelReport:
     last_error: str | None = None
     source_path: str = ""
     drift: tuple[DriftEntry, ...] = ()  # objects drifted and left in place (drift: report)
+    replicas: tuple[int, int] | None = None  # an InferenceSet's (ready, desired) replicas; nodes counts them all
 
     @property
     def status_path(self) -> str:
@@ -101,7 +102,7 @@ def report_from_health(namespace: str, name: str, health: ModelHealth, *, model_
         conditions=tuple((c.type, c.status, c.reason, c.message) for c in health.conditions),
         node_phases=tuple((n.name, n.phase, n.reason) for n in health.nodes),
         revision=revision, last_error=last_error, source_path=source_path,
-        drift=tuple(drift),
+        drift=tuple(drift), replicas=health.replicas,
     )
 
 
@@ -222,6 +223,8 @@ def model_document(report: ModelReport) -> dict[str, Any]:
         # was reported at all (no commit rewriting every file).
         **({"drift": [{"object": e.object, "fields": list(e.fields), "by": list(e.by), "since": e.since}
                       for e in r.drift]} if r.drift else {}),
+        # Only for a model served by an InferenceSet: other status files stay as they were.
+        **({"replicas": {"ready": r.replicas[0], "desired": r.replicas[1]}} if r.replicas is not None else {}),
     }
 
 
@@ -254,7 +257,15 @@ def parse_model_yaml(text: str) -> ModelReport:
         drift=tuple(DriftEntry(str(d.get("object") or ""), tuple(str(f) for f in d.get("fields") or ()),
                                tuple(str(b) for b in d.get("by") or ()), str(d.get("since") or ""))
                     for d in doc.get("drift") or () if isinstance(d, dict)),
+        replicas=_replicas_of(doc.get("replicas")),
     )
+
+
+def _replicas_of(value: Any) -> tuple[int, int] | None:
+    if not isinstance(value, dict):
+        return None
+    ready, desired = value.get("ready"), value.get("desired")
+    return (ready, desired) if isinstance(ready, int) and isinstance(desired, int) else None
 
 
 def summary_line(reports: Sequence[ModelReport]) -> str:
@@ -307,6 +318,10 @@ def short_revision(revision: str) -> str:
 
 
 def sku_cell(report: ModelReport) -> str:
+    if report.replicas is not None:  # an InferenceSet: its nodes are all its replicas'
+        ready, desired = report.replicas
+        what = f"{report.sku} x {report.nodes}" if report.sku and report.nodes else (report.sku or "")
+        return f"{what}, {ready}/{desired} replicas ready".lstrip(", ")
     if report.sku and report.nodes:
         return f"{report.sku} x {report.nodes}"
     return report.sku or (f"x {report.nodes}" if report.nodes else "")

@@ -22,3 +22,15 @@ RESERVED_LABEL_KEYS = frozenset({
 
 # GPU node objects: Karpenter's NodeClaim (karpenter.sh/v1) and the legacy Machine (karpenter.sh/v1alpha5).
 NODE_KINDS = ("NodeClaim", "Machine")
+
+# An InferenceSet's child Workspaces (`<set>-xxxxx`) carry this label, value = the set's name; KAITO finds them by it
+# (`pkg/utils/consts/consts.go` and `pkg/utils/inferenceset/inferenceset.go` at v0.12.0; the website's
+# `kaito.sh/inferenceset` is wrong). They are KAITO's: never rendered, diffed, adopted, imported or pruned.
+INFERENCESET_CREATED_BY_LABEL = "inferenceset.kaito.sh/created-by"
+# KAITO's karpenter node-provisioner mode: a NodePool per Workspace, its NodeClaims and Nodes carry these
+# (`pkg/nodeprovision/karpenter/nodepool.go` at v0.12.0); the inferenceset pair on those of a set's children.
+KARPENTER_WORKSPACE_NAME_LABEL = "karpenter.kaito.sh/workspace-name"
+KARPENTER_WORKSPACE_NS_LABEL = "karpenter.kaito.sh/workspace-namespace"
+KARPENTER_INFERENCESET_LABEL = "karpenter.kaito.sh/inferenceset"
+KARPENTER_INFERENCESET_NS_LABEL = "karpenter.kaito.sh/inferenceset-namespace"
+KAITO_GROUP = "kaito.sh"

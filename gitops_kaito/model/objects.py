@@ -67,6 +67,9 @@ class DesiredObject:
     manifest: Manifest = field(compare=False, hash=False)
     model_id: str
     wave: Wave
+    # Fields set when the object is created and never owned afterwards (an autoscaled InferenceSet's
+    # spec.replicas), as a partial manifest: planning shows them on a create and never compares them again.
+    create_only: Manifest | None = field(default=None, compare=False, hash=False)
 
     @property
     def ref(self) -> ObjectRef:
@@ -102,19 +105,55 @@ ANNOTATION_DIGEST = "gitops.kaito.sh/applied-digest"
 # not overwrite the hand edit it means to keep, to `correct` reverts it as drift) and what KAITO's controller
 # writes on Workspaces (`pkg/workspace/controllers/workspace_controller.go` at v0.12.0).
 _IGNORED_ANNOTATIONS = (ANNOTATION_REVISION, ANNOTATION_DIGEST, ANNOTATION_DRIFT)
-_IGNORED_ANNOTATION_PREFIXES = ("workspace.kaito.io/",)
+_IGNORED_ANNOTATION_PREFIXES = ("workspace.kaito.io/", "inferenceset.kaito.io/")
 
 # Metadata the server or other controllers set; never ours to compare even if a template carries it.
 _SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
                     "deletionGracePeriodSeconds", "managedFields", "finalizers", "selfLink", "ownerReferences")
 
 
+@dataclass(frozen=True)
+class ManagedKind:
+    """A kind the reconciler renders and reads back: one LIST per pass (watched by the long-running loops).
+
+    list_all: the LIST has no label selector and is split client-side, because objects of the kind that KAITO made
+    are needed too (its NodeClaims for status, an InferenceSet's child Workspaces for nodes and import); else the
+    LIST selects our owner label. required: without it KAITO is not installed (nothing can be done); a kind that
+    is not required and not served is skipped (a desired object of it fails its model alone).
+    """
+
+    kind: str
+    versions: tuple[str, ...]  # apiVersions to read with, preferred first
+    wave: Wave
+    list_all: bool = False
+    required: bool = False
+
+
+WORKSPACE_VERSIONS = ("kaito.sh/v1beta1", "kaito.sh/v1alpha1")
+INFERENCESET_VERSIONS = ("kaito.sh/v1beta1",)
+
+# Secrets are deliberately absent: we never render one, and reading Secrets would need RBAC we should not ask for.
+MANAGED_KINDS: tuple[ManagedKind, ...] = (
+    ManagedKind("ConfigMap", ("v1",), Wave.CONFIG),
+    ManagedKind("NodeClaim", ("karpenter.sh/v1",), Wave.NODES, list_all=True),
+    ManagedKind("Machine", ("karpenter.sh/v1alpha5",), Wave.NODES, list_all=True),
+    ManagedKind("Workspace", WORKSPACE_VERSIONS, Wave.WORKLOAD, list_all=True, required=True),
+    ManagedKind("InferenceSet", INFERENCESET_VERSIONS, Wave.WORKLOAD),
+)
+_WAVES = {k.kind: k.wave for k in MANAGED_KINDS}
+
+
+def merge_partial(manifest: Manifest, partial: Manifest) -> Manifest:
+    """`manifest` with the fields of `partial` set (mappings merged, the rest replaced); neither is changed."""
+    out = dict(manifest)
+    for key, value in partial.items():
+        base = out.get(key)
+        out[key] = merge_partial(base, value) if isinstance(base, dict) and isinstance(value, dict) else value
+    return out
+
+
 def wave_of(ref: ObjectRef) -> Wave:
-    if ref.kind in ("NodeClaim", "Machine"):
-        return Wave.NODES
-    if ref.kind == "Workspace":
-        return Wave.WORKLOAD
-    return Wave.CONFIG
+    return _WAVES.get(ref.kind, Wave.CONFIG)
 
 
 def digest(manifest: Manifest) -> str:

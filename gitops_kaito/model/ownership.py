@@ -6,9 +6,15 @@ Every object the reconciler creates carries these; prune and live-state reads re
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
+from gitops_kaito.model.kaito import INFERENCESET_CREATED_BY_LABEL, KAITO_GROUP
+
 FIELD_MANAGER = "gitops-kaito"
+# Co-owns a field we set only at creation (an InferenceSet's spec.replicas under an autoscaler) so that our own
+# manager can drop it without the server resetting it: Kubernetes' documented hand-over of a field to a controller.
+HANDOFF_MANAGER = "gitops-kaito-handoff"
 
 # Labels (selectable): who manages the object and which model request it belongs to.
 # Not app.kubernetes.io/managed-by: gpu-provisioner and AKS copy NodeClaim/pool labels into kubelet's
@@ -87,3 +93,19 @@ def instance_of(labels: dict[str, str] | None) -> str:
 def owned_by(labels: dict[str, str] | None, instance: str = DEFAULT_INSTANCE) -> bool:
     """Managed by this very instance: the only objects it may update without adopting, or prune."""
     return instance_of(labels) == instance
+
+
+def kaito_owned(obj: Mapping[str, Any]) -> str:
+    """Why one of KAITO's controllers owns this object ('' when none does): an InferenceSet's child Workspace
+    (KAITO's created-by label) or anything with a controller ownerReference to a kaito.sh object. Such objects are
+    never updated, adopted, imported or pruned, whatever labels they carry."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    parent = labels.get(INFERENCESET_CREATED_BY_LABEL) if isinstance(labels, Mapping) else None
+    if parent:
+        return f"a replica of KAITO's InferenceSet {parent} ({INFERENCESET_CREATED_BY_LABEL})"
+    for ref in meta.get("ownerReferences") or ():
+        if isinstance(ref, Mapping) and ref.get("controller") and str(ref.get("apiVersion", "")).startswith(
+                f"{KAITO_GROUP}/"):
+            return f"controlled by KAITO's {ref.get('kind')} {ref.get('name')}"
+    return ""

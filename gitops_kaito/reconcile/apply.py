@@ -16,8 +16,8 @@ from typing import Protocol
 from gitops_kaito.adapters.events import record_changes, record_drift
 from gitops_kaito.adapters.kube import KubeError, StaleObject
 from gitops_kaito.core.plan import Action, Change, Plan, node_ready
-from gitops_kaito.model.objects import Manifest, ObjectRef, Wave
-from gitops_kaito.model.ownership import LABEL_MANAGED_BY, MANAGED_BY_VALUE
+from gitops_kaito.model.objects import Manifest, ObjectRef, Wave, merge_partial
+from gitops_kaito.model.ownership import FIELD_MANAGER, HANDOFF_MANAGER, LABEL_MANAGED_BY, MANAGED_BY_VALUE
 from gitops_kaito.model.states import APPLY_PRIORITY, ObjectStatus, Outcome
 
 # Model outcomes of one apply, most important first (a model shows the first that applies).
@@ -36,7 +36,7 @@ DEFAULT_IN_FLIGHT = 16
 class KubeOps(Protocol):
     """What apply needs from kube.Kube."""
 
-    def apply(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest: ...
+    def apply(self, manifest: Manifest, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER) -> Manifest: ...
     def delete(self, ref: ObjectRef, precondition: tuple[str, str] | None = None) -> bool: ...
     def get(self, ref: ObjectRef) -> Manifest | None: ...
 
@@ -231,8 +231,14 @@ def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable
             if clock() >= deadline:
                 return f"waiting for the old {change.ref.kind} to be deleted; it is created again on a later pass"
             sleep(options.poll_s)
+    creating = change.action in (Action.CREATE, Action.REPLACE)
+    if change.handoff is not None and not creating:
+        if not options.dry_run:
+            _hand_over(change, kube)
+        return ""
+    first = merge_partial(change.desired, change.handoff) if change.handoff is not None else change.desired
     try:
-        kube.apply(change.desired, dry_run=options.dry_run)
+        kube.apply(first, dry_run=options.dry_run)
     except KubeError as err:
         namespace = change.ref.namespace
         if not namespace or not namespace_missing(err, namespace):
@@ -240,8 +246,23 @@ def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable
         # Checking namespaces only when a write says one is missing keeps a settled pass at one LIST per kind.
         kube.apply(namespace_manifest(namespace), dry_run=options.dry_run)
         if not options.dry_run:  # a dry-run Namespace is not persisted: the object's dry run would fail again
-            kube.apply(change.desired)
+            kube.apply(first)
+    if change.handoff is not None and not options.dry_run:
+        _hand_over(change, kube)
     return ""
+
+
+def _hand_over(change: Change, kube: KubeOps) -> None:
+    """Kubernetes' documented hand-over of a field to a controller (server-side apply, "Transferring ownership"):
+    a second manager co-owns the create-only fields at their value, then our own apply leaves them out, so they
+    stay as they are (not reset) until an autoscaler's write through /scale takes them over. 2 writes, made only
+    when the object is created or moves under an autoscaler; never again afterwards."""
+    assert change.desired is not None and change.handoff is not None
+    meta = change.desired.get("metadata") or {}
+    identity = {k: meta[k] for k in ("name", "namespace") if meta.get(k)}
+    kube.apply({"apiVersion": change.desired.get("apiVersion"), "kind": change.desired.get("kind"),
+                "metadata": identity, **change.handoff}, field_manager=HANDOFF_MANAGER)
+    kube.apply(change.desired)
 
 
 def namespace_missing(err: KubeError, namespace: str) -> bool:

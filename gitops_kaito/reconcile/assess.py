@@ -14,14 +14,22 @@ from typing import Any
 
 from gitops_kaito.adapters.kube import Kube, KubeError
 from gitops_kaito.core import health
-from gitops_kaito.core.plan import Change
+from gitops_kaito.core.plan import WORKLOAD_KINDS, Change
 from gitops_kaito.core.status import (
     DriftEntry,
     EndpointCheck,
     ModelReport,
     report_from_health,
 )
-from gitops_kaito.model.kaito import KAITO_WORKSPACE_NS_LABEL, NODE_KINDS
+from gitops_kaito.model.kaito import (
+    INFERENCESET_CREATED_BY_LABEL,
+    KAITO_WORKSPACE_NS_LABEL,
+    KARPENTER_INFERENCESET_LABEL,
+    KARPENTER_INFERENCESET_NS_LABEL,
+    KARPENTER_WORKSPACE_NAME_LABEL,
+    KARPENTER_WORKSPACE_NS_LABEL,
+    NODE_KINDS,
+)
 from gitops_kaito.model.ownership import DEFAULT_INSTANCE, LABEL_MODEL
 from gitops_kaito.model.states import Outcome, model_state
 from gitops_kaito.provision.pools import pool_summary
@@ -31,6 +39,8 @@ from gitops_kaito.reconcile.sync import (
     PassResult,
     read_live_state,
 )
+from gitops_kaito.repo.catalog import price_for
+from gitops_kaito.repo.resolve import ResolvedModel
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +113,7 @@ def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints
     checks (rate-bounded per model, a few at a time), else every Ready model is probed now, one after another."""
     desired = result.desired
     rendered = {r.model.request.id: r for r in desired.rendered} if desired else {}
-    workspaces, nodes = _live(kube, result, live)
+    workspaces, nodes, children = _live(kube, result, live)
     assessed = []
     for outcome in result.outcomes:
         mid = outcome.model_id
@@ -113,36 +123,73 @@ def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints
         ns, name = _split(mid, model)
         ws = workspaces.get(mid)
         pools = [pool_summary(outcome.pool)] if outcome.pool is not None else []
-        h = health.assess(
-            ws, nodes.get(mid, ()), pools,
-            invalid=outcome.message if outcome.state == Outcome.INVALID else None,
-            blocked=outcome.message if outcome.state == Outcome.BLOCKED else None,
-            suspended=outcome.state == Outcome.SUSPENDED,
-        )
+        flags: dict[str, Any] = {
+            "invalid": outcome.message if outcome.state == Outcome.INVALID else None,
+            "blocked": outcome.message if outcome.state == Outcome.BLOCKED else None,
+            "suspended": outcome.state == Outcome.SUSPENDED}
+        served_by_set = (ws or {}).get("kind") == "InferenceSet" or (
+            ws is None and isinstance(model, ResolvedModel) and model.replicas is not None)
+        if served_by_set:
+            h = health.assess_inferenceset(ws, children.get(mid, ()), nodes.get(mid, ()), **flags)
+        else:
+            h = health.assess(ws, nodes.get(mid, ()), pools, **flags)
         state = model_state(outcome.state, h.state)
         if state != h.state:  # the pass's failed write says more than the cluster can yet
             h = health.ModelHealth(state, "ApplyFailed", outcome.message, h.conditions, h.nodes,
-                                   h.endpoint, h.inference_ready)
+                                   h.endpoint, h.inference_ready, h.replicas)
         uid = ((ws or {}).get("metadata") or {}).get("uid")
-        assessed.append((outcome, model, ns, name, h, (h.state, h.inference_ready, uid, revision)))
-    ready = [(o.model_id, ns, name, key) for o, _, ns, name, h, key in assessed if check_endpoints and h.inference_ready]
+        service = _service_of(h.endpoint) if served_by_set else name  # a set answers through a serving replica
+        assessed.append((outcome, model, ns, service, h, (h.state, h.inference_ready, uid, revision), ws))
+    ready = [(o.model_id, ns, service, key) for o, _, ns, service, h, key, _ in assessed
+             if check_endpoints and h.inference_ready and service]
     if prober is not None:
         checks = prober.checks(kube.api_client, ready)
     else:
         checks = {mid: _probe(endpoint_checker, kube.api_client, mid, ns, name) for mid, ns, name, _ in ready}
     reports = []
-    for outcome, model, ns, name, h, _ in assessed:
+    for outcome, model, ns, _, h, _, ws in assessed:
         mid = outcome.model_id
+        name = _split(mid, model)[1]
         last_error = outcome.message if outcome.state == Outcome.FAILED else None
         sku = model.sku.name if model is not None and model.sku is not None else (
-            model.request.instance_type if model is not None else None)
+            model.request.instance_type if isinstance(model, ResolvedModel) else None)
+        node_count, gpus, price = _kaitos_count(model, ws, children.get(mid, ()))
         reports.append(report_from_health(
-            ns, name, h, model_id=mid, sku=sku, nodes=model.nodes if model else None,
-            gpus=model.gpus if model else None, price_per_hour=model.price_per_hour if model else None,
+            ns, name, h, model_id=mid, sku=sku, nodes=node_count, gpus=gpus, price_per_hour=price,
             revision=revision, source_path=outcome.path or (model.request.path if model else ""),
             last_error=last_error, endpoint_check=checks.get(mid, EndpointCheck()),
             drift=drift_entries(outcome.changes)))
     return reports
+
+
+def _service_of(endpoint: str | None) -> str:
+    """The Service name of an in-cluster endpoint http://<name>.<ns>.svc.cluster.local:80/v1."""
+    host = (endpoint or "").partition("://")[2]
+    return host.split(".", 1)[0] if host else ""
+
+
+def _kaitos_count(model: Any, workload: dict[str, Any] | None, children: Sequence[dict[str, Any]]
+                  ) -> tuple[int | None, int | None, float | None]:
+    """Nodes, GPUs and price per hour for the status: KAITO's own status.targetNodeCount where it reports one
+    (`pkg/workspace/controllers/workspace_controller.go` at v0.12.0 writes it once), else our estimate; for an
+    InferenceSet, every replica KAITO runs (its live status.replicas: an autoscaler may have changed it)."""
+    if model is None:
+        return None, None, None
+    if not isinstance(model, ResolvedModel):
+        return model.nodes, model.gpus, model.price_per_hour
+    nodes = model.total_nodes
+    status = (workload or {}).get("status") or {}
+    if model.replicas is not None:
+        live_replicas = status.get("replicas")
+        replicas = live_replicas if isinstance(live_replicas, int) else model.replicas
+        targets = [t for w in children if not (w.get("metadata") or {}).get("deletionTimestamp")
+                   for t in [(w.get("status") or {}).get("targetNodeCount")] if isinstance(t, int) and t > 0]
+        nodes = sum(targets) if targets and len(targets) == replicas else model.nodes * replicas
+    elif isinstance(status.get("targetNodeCount"), int) and status["targetNodeCount"] > 0:
+        nodes = int(status["targetNodeCount"])
+    if nodes == model.total_nodes or model.sku is None:
+        return nodes, model.gpus, model.price_per_hour
+    return nodes, nodes * model.sku.gpu_count, price_for(model.sku, nodes)
 
 
 def drift_entries(changes: Sequence[Change]) -> tuple[DriftEntry, ...]:
@@ -158,17 +205,22 @@ def _split(model_id: str, model: Any) -> tuple[str, str]:
     return ns, name
 
 
-def _live(kube: Kube, result: PassResult, live: LiveSource | None = None
-          ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """Workspaces by model id and their GPU node objects: ours, and KAITO's by workspace label.
+Live = tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]
+
+
+def _live(kube: Kube, result: PassResult, live: LiveSource | None = None) -> Live:
+    """Each model's workload (its Workspace or InferenceSet), its GPU node objects (ours, and KAITO's: by workspace
+    label in gpu-provisioner mode, by karpenter.kaito.sh/workspace-name in KAITO's karpenter mode), and an
+    InferenceSet's replicas (KAITO's child Workspaces, found by their created-by label).
 
     A pass that wrote nothing already read all of it before applying; otherwise it is read again (one LIST
     per kind) so the status shows what the writes made.
     """
     workspaces: dict[str, dict[str, Any]] = {}
     nodes: dict[str, list[dict[str, Any]]] = {}
+    children: dict[str, list[dict[str, Any]]] = {}
     if result.dry_run:
-        return workspaces, nodes
+        return workspaces, nodes, children
     state = result.live
     try:
         if state is None or any(c.writes for c in result.plan.changes):
@@ -176,21 +228,33 @@ def _live(kube: Kube, result: PassResult, live: LiveSource | None = None
                                     result.desired.load.config.instance if result.desired else DEFAULT_INSTANCE, live)
     except KubeError as err:
         log.warning("cannot read live state for status: %s", err)
-        return workspaces, nodes
+        return workspaces, nodes, children
     for obj in state.owned:
-        if obj.get("kind") == "Workspace":
+        if obj.get("kind") in WORKLOAD_KINDS:
             mid = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL)
             if mid:
                 workspaces[mid] = obj
-    by_ws = {((w["metadata"].get("namespace") or ""), w["metadata"]["name"]): m for m, w in workspaces.items()}
+    by_ws = {((w["metadata"].get("namespace") or ""), w["metadata"]["name"]): m for m, w in workspaces.items()
+             if w.get("kind") == "Workspace"}
+    sets = {((w["metadata"].get("namespace") or ""), w["metadata"]["name"]): m for m, w in workspaces.items()
+            if w.get("kind") == "InferenceSet"}
+    for child in state.kaito_children:
+        meta = child.get("metadata") or {}
+        ns = meta.get("namespace") or ""
+        mid = sets.get((ns, (meta.get("labels") or {}).get(INFERENCESET_CREATED_BY_LABEL, "")))
+        if mid:
+            children.setdefault(mid, []).append(child)
+            by_ws[(ns, meta.get("name", ""))] = mid
     seen: set[tuple[str, str]] = set()
     for obj in (*(o for o in state.owned if o.get("kind") in NODE_KINDS), *state.kaito_nodes):
         meta = obj.get("metadata") or {}
         labels = meta.get("labels") or {}
         mid = labels.get(LABEL_MODEL) or by_ws.get(
-            (labels.get(KAITO_WORKSPACE_NS_LABEL, ""), labels.get(KAITO_WORKSPACE_LABEL, "")))
+            (labels.get(KAITO_WORKSPACE_NS_LABEL, ""), labels.get(KAITO_WORKSPACE_LABEL, ""))) or by_ws.get(
+            (labels.get(KARPENTER_WORKSPACE_NS_LABEL, ""), labels.get(KARPENTER_WORKSPACE_NAME_LABEL, ""))) or sets.get(
+            (labels.get(KARPENTER_INFERENCESET_NS_LABEL, ""), labels.get(KARPENTER_INFERENCESET_LABEL, "")))
         key = (str(obj.get("kind")), str(meta.get("name")))
         if mid and key not in seen:
             seen.add(key)
             nodes.setdefault(mid, []).append(obj)
-    return workspaces, nodes
+    return workspaces, nodes, children

@@ -26,6 +26,7 @@ from gitops_kaito.provision.pools import AKS
 from gitops_kaito.reconcile.sync import SyncError, load_desired, local_revision, plan_policy
 from gitops_kaito.repo.config import Scope
 from gitops_kaito.repo.loader import CONFIG_FILE, MODELS_DIR
+from gitops_kaito.repo.resolve import ResolvedModel
 
 # What load_desired reads below a repository root; nothing else is exported from the base commit.
 INPUTS = (CONFIG_FILE, MODELS_DIR, "templates")
@@ -178,8 +179,8 @@ def offline_pools(base: Desired, head: Desired, policy: PlanPolicy,
 
     Returns the changes, the models that own a base pool (the prune guard counts them) and head errors.
     """
-    base_models = [r.model for r in base.rendered]
-    head_models = [r.model for r in head.rendered]
+    base_models = [r.model for r in base.rendered if isinstance(r.model, ResolvedModel)]
+    head_models = [r.model for r in head.rendered if isinstance(r.model, ResolvedModel)]
     if not any(m.provisioning == AKS for m in [*base_models, *head_models]):
         return (), frozenset(), []
     # A base model whose pool cannot be built had none to list; a head one is its own error (and keeps its pool).

@@ -21,11 +21,11 @@ from gitops_kaito.core.render import (
     RenderedModel,
     Template,
     load_templates,
-    render_model,
+    render_request,
     repo_templates_dir,
 )
-from gitops_kaito.model.kaito import KAITO_WORKSPACE_LABEL
-from gitops_kaito.model.objects import DesiredObject, Manifest, ObjectRef
+from gitops_kaito.model.kaito import KAITO_WORKSPACE_LABEL, KARPENTER_WORKSPACE_NAME_LABEL, NODE_KINDS
+from gitops_kaito.model.objects import MANAGED_KINDS, DesiredObject, Manifest, ObjectRef
 from gitops_kaito.model.ownership import (
     ANNOTATION_DRIFT,
     ANNOTATION_REPLACE,
@@ -33,10 +33,12 @@ from gitops_kaito.model.ownership import (
     DRIFT_CORRECT,
     DRIFT_REPORT,
     instance_of,
+    kaito_owned,
 )
 from gitops_kaito.model.states import ObjectStatus, Outcome, PoolState
 from gitops_kaito.reconcile import apply as applying
 from gitops_kaito.repo.config import Scope
+from gitops_kaito.repo.kinds import Resolved
 from gitops_kaito.repo.loader import load_repository
 from gitops_kaito.repo.resolve import ResolvedModel
 from gitops_kaito.repo.yamlsource import SourceError
@@ -62,7 +64,7 @@ class ModelResult:
     message: str
     path: str = ""
     changes: tuple[Change, ...] = ()
-    model: ResolvedModel | None = field(default=None, compare=False, repr=False)
+    model: Resolved | None = field(default=None, compare=False, repr=False)
     pool: PoolOutcome | None = None  # aks mode: what happened to the model's agent pool in this pass
 
 
@@ -141,7 +143,7 @@ def load_desired(repo_dir: Path, revision: str, scope: Scope | None = None) -> D
     if templates_ok:
         for model in load.models:
             try:
-                rendered.append(render_model(model, load.config, revision, templates_dir, templates=templates))
+                rendered.append(render_request(model, load.config, revision, templates_dir, templates=templates))
             except (SourceError, ValueError) as err:
                 invalid[model.request.id] = str(err)
                 errors.append(f"{model.request.path}: {err}")
@@ -180,8 +182,13 @@ class LiveState:
     """
 
     owned: tuple[Manifest, ...]
-    kaito_nodes: tuple[Manifest, ...] = ()  # NodeClaims/Machines labelled kaito.sh/workspace (KAITO's own)
+    kaito_nodes: tuple[Manifest, ...] = ()  # NodeClaims/Machines KAITO made for a Workspace (either provisioner)
     others: tuple[Manifest, ...] = ()  # objects of other gitops-kaito instances the LISTs returned anyway
+    kaito_children: tuple[Manifest, ...] = ()  # Workspaces KAITO made for an InferenceSet (its replicas)
+    # Objects of a desired name that nobody manages, found by the LISTs of list_all kinds (adopted in place), and
+    # those kinds: read_unowned need not look them up again.
+    unowned: tuple[Manifest, ...] = ()
+    listed_all: frozenset[str] = frozenset()
 
 
 def read_live(kube: Kube, objects: Sequence[DesiredObject], instance: str = DEFAULT_INSTANCE) -> list[Manifest]:
@@ -218,16 +225,27 @@ def read_live_state(kube: Kube, objects: Sequence[DesiredObject], instance: str 
     kaito_nodes: list[Manifest] = []
     others: list[Manifest] = []
 
+    children: list[Manifest] = []
+    unowned: list[Manifest] = []
+    wanted_keys = {key_of(o.ref) for o in objects}
+
     def split(objs: Sequence[Manifest]) -> None:
         for obj in objs:
             labels = (obj.get("metadata") or {}).get("labels") or {}
+            if kaito_owned(obj):  # an InferenceSet's replica is KAITO's, whatever labels a template copied onto it
+                if obj.get("kind") == "Workspace":
+                    children.append(obj)
+                continue
             owner = instance_of(labels)
             if owner == instance:
                 live.append(obj)
             elif owner:
                 others.append(obj)
-            elif KAITO_WORKSPACE_LABEL in labels:
+            elif obj.get("kind") in NODE_KINDS and (KAITO_WORKSPACE_LABEL in labels
+                                                     or KARPENTER_WORKSPACE_NAME_LABEL in labels):
                 kaito_nodes.append(obj)
+            elif key_of(ObjectRef.of(obj)) in wanted_keys:
+                unowned.append(obj)
 
     cached = source.objects(specs) if source is not None else None
     if cached is not None:
@@ -235,7 +253,8 @@ def read_live_state(kube: Kube, objects: Sequence[DesiredObject], instance: str 
     else:
         for spec in specs:
             split(kube.list_owned(spec.api_version, spec.kind, label_selector=spec.label_selector))
-    return LiveState(tuple(live), tuple(kaito_nodes), tuple(others))
+    listed_all = frozenset(k.kind for k in MANAGED_KINDS if k.list_all)
+    return LiveState(tuple(live), tuple(kaito_nodes), tuple(others), tuple(children), tuple(unowned), listed_all)
 
 
 class PassMemo:
@@ -288,8 +307,8 @@ def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
         state = read_live_state(kube, desired.objects, desired.load.config.instance, source)
     except KubeError as err:
         raise SyncError(str(err)) from None
-    live = [*state.owned, *state.others]  # make_plan blocks a desired object another instance owns
-    live += read_unowned(kube, desired.objects, live)
+    live = [*state.owned, *state.others, *state.unowned]  # make_plan blocks one another instance owns
+    live += read_unowned(kube, [o for o in desired.objects if o.ref.kind not in state.listed_all], live)
     policy = plan_policy(desired, allow_mass_prune=allow_mass_prune)
     pool_plan = _pool_plan(desired, policy, pools)
     if pool_plan is None:
@@ -345,7 +364,7 @@ def _pool_plan(desired: Desired, policy: PlanPolicy, pools: PoolRunner | None) -
     from gitops_kaito.provision.pools import PoolRunner
 
     runner = pools or PoolRunner()
-    models = [r.model for r in desired.rendered]
+    models = [r.model for r in desired.rendered if isinstance(r.model, ResolvedModel)]
     if not runner.active(models, desired.load.config.azure):
         return None
     return runner.prepare(models, desired.load.config.azure, prune=_pool_prune(policy), keep_model_ids=policy.keep,

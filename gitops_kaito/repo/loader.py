@@ -6,18 +6,20 @@ A bad file fails that model only; every error names the file and line, and broke
 from __future__ import annotations
 
 import contextlib
+import difflib
 import gc
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gitops_kaito.model.ownership import is_dns_label, model_id
 from gitops_kaito.repo.catalog import Catalog, load_catalog
 from gitops_kaito.repo.config import CONFIG_FILE, RepoConfig, Scope, load_config, recover_scope
-from gitops_kaito.repo.modelrequest import LoadError, ModelRequest, request_from_document, validate_document
-from gitops_kaito.repo.resolve import RepoLoad, ResolvedModel, ResolveError, resolve_request
+from gitops_kaito.repo.kinds import API_VERSION, Request, RequestKind, Resolved
+from gitops_kaito.repo.modelrequest import LoadError, validate_document
+from gitops_kaito.repo.resolve import MODEL_DEPLOYMENT, RepoLoad, ResolveError
 from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, each_error, load_yaml_file
 
 __all__ = ["MODELS_DIR", "RepoLoad", "load_repository"]
@@ -25,12 +27,21 @@ __all__ = ["MODELS_DIR", "RepoLoad", "load_repository"]
 MODELS_DIR = "models"
 SUFFIXES = (".yaml", ".yml")
 
+# Every request kind a file under models/ may be, by its `kind:`; one id space (<namespace>.<name>) across them.
+KINDS: dict[str, RequestKind] = {k.kind: k for k in (MODEL_DEPLOYMENT,)}
+DEFAULT_KIND = MODEL_DEPLOYMENT.kind  # a document without a usable kind is checked against this kind's schema
+
+# Cross-request references (a RAG engine's model, an adapter's tuning job), checked once every request resolved:
+# each hook returns (request id, json path, message) for every reference that does not hold.
+Link = Callable[[Mapping[str, Resolved]], list[tuple[str, tuple[str | int, ...], str]]]
+LINKS: tuple[Link, ...] = ()
+
 
 @dataclass
 class _Collected:
     """Mutable scratch state of one load; frozen into a RepoLoad at the end."""
 
-    requests: list[tuple[ModelRequest, LocatedDoc]] = field(default_factory=list)
+    requests: list[tuple[Request, LocatedDoc, RequestKind]] = field(default_factory=list)
     errors: list[LoadError] = field(default_factory=list)
     discovered: set[str] = field(default_factory=set)
     tree_ok: bool = True
@@ -225,7 +236,16 @@ def _load_one(path: Path, namespace: str | None, shown: str, root: Path, config:
         out.fail(shown, None, f"folder models/{namespace}/ is not a valid namespace (a DNS-1123 label: lowercase "
                  "letters, digits and '-', at most 63 characters)", mid)
         return
-    problems = validate_document(doc)
+    kind = _kind_of(doc)
+    if kind is None:
+        data = doc.data if isinstance(doc.data, dict) else {}
+        named = str(data.get("kind"))
+        close = difflib.get_close_matches(named, sorted(KINDS), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        out.fail(shown, doc.line_of(("kind",)), f"unknown kind {named!r}{hint}: a file under models/ is one of "
+                 f"{', '.join(sorted(KINDS))} ({API_VERSION})", mid)
+        return
+    problems = validate_document(doc, kind.schema_file)
     if problems:
         for problem in problems:
             out.fail(problem.path, problem.line, problem.message, mid)
@@ -243,29 +263,49 @@ def _load_one(path: Path, namespace: str | None, shown: str, root: Path, config:
         out.fail(shown, doc.line_of(("metadata", "name")), f"metadata.name is {meta['name']!r} but the file is "
                  f"named {path.name}: they must match", mid)
         return
-    request = request_from_document(doc.data, namespace=namespace, path=shown, default_runtime=config.runtime,
-                                    default_provisioning=config.provisioning)
-    out.requests.append((request, doc))
+    out.requests.append((kind.parse(doc.data, namespace, shown, config), doc, kind))
 
 
-def _resolve_all(out: _Collected, catalog: Catalog, config: RepoConfig) -> list[ResolvedModel]:
-    by_id: dict[str, list[tuple[ModelRequest, LocatedDoc]]] = defaultdict(list)
-    for request, doc in out.requests:
-        by_id[request.id].append((request, doc))
+def _kind_of(doc: LocatedDoc) -> RequestKind | None:
+    """The document's request kind; None for a kind we do not know. A document without a string kind, or not of
+    our apiVersion, is held to the default kind's schema, which says what is wrong with it."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    named = data.get("kind")
+    if not isinstance(named, str) or data.get("apiVersion") != API_VERSION:
+        return KINDS[DEFAULT_KIND]
+    return KINDS.get(named)
+
+
+def _resolve_all(out: _Collected, catalog: Catalog, config: RepoConfig) -> list[Resolved]:
+    by_id: dict[str, list[tuple[Request, LocatedDoc, RequestKind]]] = defaultdict(list)
+    for request, doc, kind in out.requests:
+        by_id[request.id].append((request, doc, kind))
         out.discovered.add(request.id)
-    models: list[ResolvedModel] = []
+    models: list[Resolved] = []
+    docs: dict[str, tuple[Request, LocatedDoc]] = {}
     for mid, entries in sorted(by_id.items()):
         if len(entries) > 1:
-            paths = [r.path for r, _ in entries]
-            for request, doc in entries:
+            paths = [r.path for r, _, _ in entries]
+            for request, doc, _ in entries:
                 others = ", ".join(p for p in paths if p != request.path)
                 out.fail(request.path, doc.line_of(("metadata", "name")),
                          f"duplicate model {request.namespace}/{request.name}: also defined in {others}", mid)
             continue
-        request, doc = entries[0]
+        request, doc, kind = entries[0]
         try:
-            models.append(resolve_request(request, catalog, config))
+            models.append(kind.resolve(request, catalog, config))
         except ResolveError as err:
             out.fail(request.path, doc.line_of(err.json_path), err.message, mid)
-    return models
+            continue
+        docs[mid] = (request, doc)
+    if not LINKS:
+        return models
+    by_model = {m.request.id: m for m in models}
+    broken: set[str] = set()
+    for link in LINKS:
+        for mid, json_path, message in link(by_model):
+            request, doc = docs[mid]
+            out.fail(request.path, doc.line_of(json_path), message, mid)
+            broken.add(mid)
+    return [m for m in models if m.request.id not in broken]
 

@@ -39,6 +39,22 @@ class Adapter:
     strength: str | None = None
 
 
+SCALER_KEDA = "keda-kaito-scaler"  # KAITO's keda-kaito-scaler makes the ScaledObject from the set's annotations
+SCALER_EXTERNAL = "external"  # the user's own HPA / ScaledObject on the scale subresource
+DEFAULT_SCALE_METRIC = "vllm:num_requests_waiting"
+
+
+@dataclass(frozen=True)
+class Autoscale:
+    """spec.autoscale: after creation the replica count belongs to an autoscaler, within these bounds."""
+
+    min_replicas: int
+    max_replicas: int
+    scaler: str = SCALER_KEDA
+    threshold: int | None = None
+    metric: str | None = None
+
+
 @dataclass(frozen=True)
 class ModelRequest:
     """One model the repository asks for, with the repo defaults already applied."""
@@ -59,6 +75,18 @@ class ModelRequest:
     path: str  # repo-relative, e.g. models/ml/phi.yaml
     # spec.allowUncataloged: deploy a Hugging Face id outside the catalog even when it is a near miss of a catalog id
     allow_uncataloged: bool = False
+    # spec.replicas / spec.autoscale: either one makes the model a KAITO InferenceSet of that many Workspaces
+    replicas: int | None = None
+    autoscale: Autoscale | None = None
+
+    @property
+    def inference_set(self) -> bool:
+        """Served by a KAITO InferenceSet (replicas or autoscale asked for) rather than one Workspace."""
+        return self.replicas is not None or self.autoscale is not None
+
+    @property
+    def kind(self) -> str:
+        return KIND
 
     @property
     def id(self) -> str:
@@ -101,6 +129,14 @@ def request_from_document(data: dict[str, Any], *, namespace: str, path: str, de
         for a in spec.get("adapters") or ()
     )
     nodes = spec.get("nodes")
+    scale = spec.get("autoscale")
+    autoscale = Autoscale(
+        min_replicas=int(scale["minReplicas"]), max_replicas=int(scale["maxReplicas"]),
+        scaler=str(scale.get("scaler") or SCALER_KEDA),
+        threshold=int(scale["threshold"]) if scale.get("threshold") is not None else None,
+        metric=str(scale["metric"]) if scale.get("metric") else None,
+    ) if isinstance(scale, dict) else None
+    replicas = spec.get("replicas")
     return ModelRequest(
         namespace=namespace,
         name=str(meta["name"]),
@@ -117,20 +153,25 @@ def request_from_document(data: dict[str, Any], *, namespace: str, path: str, de
         annotations=tuple(sorted((str(k), str(v)) for k, v in (meta.get("annotations") or {}).items())),
         path=path,
         allow_uncataloged=bool(spec.get("allowUncataloged", False)),
+        replicas=int(replicas) if replicas is not None else None,
+        autoscale=autoscale,
     )
 
 
-@lru_cache(maxsize=1)
-def schema() -> dict[str, Any]:
-    """The shipped JSON Schema (schemas/modeldeployment.schema.json)."""
-    path = data_path("schemas") / "modeldeployment.schema.json"
+SCHEMA_FILE = "modeldeployment.schema.json"
+
+
+@lru_cache(maxsize=8)
+def schema(file_name: str = SCHEMA_FILE) -> dict[str, Any]:
+    """A shipped JSON Schema (schemas/<file_name>; each request kind has its own)."""
+    path = data_path("schemas") / file_name
     loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return loaded
 
 
-@lru_cache(maxsize=1)
-def _validator() -> Draft202012Validator:
-    return Draft202012Validator(schema())
+@lru_cache(maxsize=8)
+def _validator(file_name: str = SCHEMA_FILE) -> Draft202012Validator:
+    return Draft202012Validator(schema(file_name))
 
 
 def dotted(json_path: Sequence[str | int]) -> str:
@@ -141,13 +182,13 @@ def dotted(json_path: Sequence[str | int]) -> str:
     return out or "the document"
 
 
-def validate_document(doc: LocatedDoc) -> list[SourceError]:
-    """Every schema violation of doc, one per offending field, located at its line."""
-    quick = _fast_check()
+def validate_document(doc: LocatedDoc, schema_file: str = SCHEMA_FILE) -> list[SourceError]:
+    """Every violation of doc against its kind's schema, one per offending field, located at its line."""
+    quick = _fast_check(schema_file)
     if quick is not None and quick(doc.data):
         return []  # certainly valid; jsonschema (the authority, and the one that explains) runs otherwise
     found: dict[tuple[str | int, ...], SourceError] = {}
-    errors = sorted(_validator().iter_errors(doc.data), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    errors = sorted(_validator(schema_file).iter_errors(doc.data), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     for error in errors:
         for json_path, message in _describe(error):
             # One problem per field is easier to act on than jsonschema's several views of it.
@@ -180,10 +221,10 @@ class _Unsupported(Exception):
     """The schema uses something the fast path does not compile."""
 
 
-@lru_cache(maxsize=1)
-def _fast_check() -> Check | None:
+@lru_cache(maxsize=8)
+def _fast_check(file_name: str = SCHEMA_FILE) -> Check | None:
     try:
-        return _compile(schema(), schema(), ())
+        return _compile(schema(file_name), schema(file_name), ())
     except _Unsupported:
         return None
 

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gitops_kaito.model.kaito import KAITO_VERSION, RESERVED_LABEL_KEYS
 from gitops_kaito.repo.catalog import (
@@ -24,7 +25,16 @@ from gitops_kaito.repo.catalog import (
     uncataloged_preset,
 )
 from gitops_kaito.repo.config import RepoConfig
-from gitops_kaito.repo.modelrequest import MAX_ADAPTERS, LoadError, ModelRequest
+from gitops_kaito.repo.kinds import RequestKind, Resolved
+from gitops_kaito.repo.modelrequest import (
+    KIND,
+    MAX_ADAPTERS,
+    SCALER_KEDA,
+    SCHEMA_FILE,
+    LoadError,
+    ModelRequest,
+    request_from_document,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,21 @@ class ResolvedModel:
     price_per_hour: float | None
     disk_gib: int
     label_selector: tuple[tuple[str, str], ...]
+    # An InferenceSet's replicas (the count at creation under an autoscaler); None: one Workspace. nodes is per
+    # replica (what KAITO provisions for each child Workspace); gpus and price_per_hour count every replica.
+    replicas: int | None = None
+
+    @property
+    def total_nodes(self) -> int:
+        return self.nodes * (self.replicas if self.replicas is not None else 1)
+
+    @property
+    def max_price_per_hour(self) -> float | None:
+        """Under an autoscaler: the price at maxReplicas; otherwise the price."""
+        scale = self.request.autoscale
+        if scale is None or self.price_per_hour is None or not self.replicas:
+            return self.price_per_hour
+        return self.price_per_hour / self.replicas * scale.max_replicas
 
     @property
     def uncataloged(self) -> bool:
@@ -62,6 +87,10 @@ class ResolvedModel:
         """What a reader of validate/render/plan must know about this model, or ""."""
         return f"{self.preset.name} is {UNCATALOGED_NOTE}" if self.uncataloged else ""
 
+    @property
+    def summary(self) -> str:
+        return self.preset.name
+
 
 @dataclass(frozen=True)
 class RepoLoad:
@@ -69,7 +98,7 @@ class RepoLoad:
 
     root: Path
     config: RepoConfig
-    models: tuple[ResolvedModel, ...]
+    models: tuple[Resolved, ...]  # every request kind; ModelDeployments are ResolvedModel
     errors: tuple[LoadError, ...]
     config_ok: bool  # False when gitops-kaito.yaml itself is broken: the sync must not prune
     discovered_ids: frozenset[str]  # every model id whose file was found, valid or not: prune must spare them
@@ -94,6 +123,7 @@ def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig)
     _check_config(request, preset)
     _check_adapters(request)
     label_selector = _label_selector(request)
+    replicas = _replicas(request)
     if preset.cataloged:
         sku, fit = _sku_and_fit(request, preset, catalog, config)
     else:
@@ -108,11 +138,66 @@ def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig)
         nodes = _nodes(request, fit)
         gpus = nodes * fit.gpus_per_node
         price = price_for(fit.sku, nodes)
+    if replicas is not None:
+        gpus *= replicas
+        price = price_for(sku, nodes * replicas) if sku is not None else None
     return ResolvedModel(
         request=request, preset=preset, sku=sku, fit=fit, nodes=nodes, gpus=gpus,
         provisioning=request.provisioning, price_per_hour=price, disk_gib=preset.disk_gib,
-        label_selector=label_selector,
+        label_selector=label_selector, replicas=replicas,
     )
+
+
+# Modes an InferenceSet can be served in: KAITO provisions each replica's nodes (kaito), or the replicas share
+# existing nodes (byo; `pkg/nodeprovision/byo_provisioner.go` at v0.12.0 has no per-replica pin).
+INFERENCESET_MODES = ("kaito", "byo")
+
+
+def _replicas(request: ModelRequest) -> int | None:
+    """The InferenceSet's replica count (at creation under an autoscaler), or None for a single Workspace; enforces
+    the rules KAITO's InferenceSet webhook and the autoscaler bounds imply (`api/v1beta1/inferenceset_validation.go`
+    at v0.12.0: replicas >= 0, checked by the schema)."""
+    if not request.inference_set:
+        return None
+    where = ("spec", "replicas") if request.replicas is not None else ("spec", "autoscale")
+    if request.provisioning not in INFERENCESET_MODES:
+        reason = ("legacy KAITO (<= v0.4.1) has no InferenceSet" if request.provisioning == "machine" else
+                  "KAITO provisions an InferenceSet's nodes per replica itself (kaito), or its replicas share "
+                  "existing nodes (byo); gitops-kaito cannot size its own nodes for replicas that come and go")
+        raise ResolveError(where, f"replicas need provisioning kaito or byo, not {request.provisioning}: {reason}")
+    scale = request.autoscale
+    if scale is None:
+        return request.replicas
+    if scale.min_replicas > scale.max_replicas:
+        raise ResolveError(("spec", "autoscale", "minReplicas"), f"autoscale.minReplicas {scale.min_replicas} is "
+                           f"more than maxReplicas {scale.max_replicas}")
+    initial = request.replicas if request.replicas is not None else max(scale.min_replicas, 1)
+    if not scale.min_replicas <= initial <= scale.max_replicas:
+        raise ResolveError(("spec", "replicas"), f"replicas {initial} (the count at creation) is outside autoscale's "
+                           f"bounds {scale.min_replicas}..{scale.max_replicas}")
+    if scale.scaler == SCALER_KEDA and scale.threshold is None:
+        raise ResolveError(("spec", "autoscale"), "autoscale.threshold is required with the keda-kaito-scaler "
+                           "scaler (the metric value above which it adds a replica); or set scaler: external for "
+                           "your own HPA or ScaledObject")
+    if scale.scaler != SCALER_KEDA:
+        for key, value in (("threshold", scale.threshold), ("metric", scale.metric)):
+            if value is not None:
+                raise ResolveError(("spec", "autoscale", key), f"autoscale.{key} is a keda-kaito-scaler setting; "
+                                   "with scaler: external your own autoscaler decides")
+    return initial
+
+
+def _parse_model(data: dict[str, Any], namespace: str, path: str, config: RepoConfig) -> ModelRequest:
+    return request_from_document(data, namespace=namespace, path=path, default_runtime=config.runtime,
+                                 default_provisioning=config.provisioning)
+
+
+def _resolve_model(request: Any, catalog: Catalog, config: RepoConfig) -> ResolvedModel:
+    assert isinstance(request, ModelRequest)
+    return resolve_request(request, catalog, config)
+
+
+MODEL_DEPLOYMENT = RequestKind(KIND, SCHEMA_FILE, _parse_model, _resolve_model)
 
 
 def model_preset(model: str, catalog: Catalog, allow_uncataloged: bool = False) -> Preset:

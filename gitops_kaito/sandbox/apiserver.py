@@ -259,6 +259,24 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._resource(group, version, rest, query, body, ctype, user_agent, raw_query)
 
+    def _scale(self, api: Any, t: Any, namespace: str, name: str, body: bytes, ctype: str, query: dict[str, str],
+               user_agent: str) -> None:
+        """GET/PUT/PATCH <plural>/<name>/scale, for CRDs that declare the scale subresource."""
+        with api.lock:
+            info = api.registry.crd(t)
+        if info is None or not info.scale or (t.namespaced and not namespace):
+            raise ApiError(404, "the server could not find the requested resource")
+        target = Target(t, namespace, name, "")
+        opts = WriteOptions(query.get("dryRun") == "All", field_manager_for(query, user_agent), False)
+        if self.command == "GET":
+            self._verb = "get"
+            self._send_json(200, api.get_scale(target))
+        elif self.command in ("PUT", "PATCH"):
+            self._verb = "update" if self.command == "PUT" else "patch"
+            self._send_json(200, api.write_scale(target, self.command, body, ctype, opts))
+        else:
+            raise ApiError(405, f"{self.command} is not supported on {t.plural}/scale", "MethodNotAllowed")
+
     def _resource(self, group: str, version: str, rest: list[str], query: dict[str, str], body: bytes, ctype: str,
                   user_agent: str, raw_query: str) -> None:
         api = self.server.owner.api
@@ -277,6 +295,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "the server could not find the requested resource")
         if not group and plural == "services" and sub == "proxy" and namespace:
             self._proxy(namespace, name, "/" + "/".join(rest[3:]), raw_query, body, t)
+            return
+        if sub == "scale" and len(rest) == 3:
+            self._scale(api, t, namespace, name, body, ctype, query, user_agent)
             return
         if len(rest) > 3 or (sub and sub != "status"):
             raise ApiError(404, "the server could not find the requested resource")

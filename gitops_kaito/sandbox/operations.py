@@ -355,6 +355,43 @@ class Api:
                                         self._scope(t, target.subresource))
             return 200, self._commit(t, new, old, entries, opts.dry_run)
 
+    # ----------------------------------------------------------------- the scale subresource
+
+    def get_scale(self, target: Target) -> Obj:
+        with self.lock:
+            return _scale_of(target.type, self._existing(target))
+
+    def write_scale(self, target: Target, method: str, raw: bytes, content_type: str, opts: WriteOptions) -> Obj:
+        """PUT or PATCH (merge or JSON patch) of an autoscaling/v1 Scale: sets spec.replicas of the object, as an
+        Update by the request's field manager on subresource "scale" (how kubectl scale, HPA and KEDA write)."""
+        t = target.type
+        ctype = content_type.split(";")[0].strip().lower()
+        body = parse_body(raw, ctype if method == "PATCH" else "application/json")
+        with self.lock:
+            old = self._existing(target)
+            current = _scale_of(t, old)
+            if method == "PUT":
+                scale = body
+            elif ctype == JSON_PATCH and isinstance(body, list):
+                try:
+                    scale = jsonpatch.JsonPatch(body).apply(current)
+                except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+                    raise ApiError(422, f"the server rejected our request due to an error in our request: {exc}")
+            elif ctype in (MERGE_PATCH, STRATEGIC_PATCH) and isinstance(body, dict):
+                scale = merge_patch(current, body)
+            else:
+                raise ApiError(415, f"unsupported patch of {t.plural}/scale: {ctype}")
+            replicas = ((scale or {}).get("spec") or {}).get("replicas") if isinstance(scale, dict) else None
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise invalid("Scale", "autoscaling", target.name,
+                              [("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0")])
+            new = copy.deepcopy(old)
+            new.setdefault("spec", {})["replicas"] = replicas
+            entries = ssa.record_update(old, new, ssa.read_managed(old), opts.field_manager or "unknown", "scale",
+                                        self.registry.list_keys(t), t.api_version, now_iso(),
+                                        self._scope(t, ""))
+            return _scale_of(t, self._commit(t, new, old, entries, opts.dry_run))
+
     def apply(self, target: Target, applied: Any, opts: WriteOptions) -> tuple[int, Obj]:
         t = target.type
         if not isinstance(applied, dict):
@@ -756,6 +793,21 @@ class Api:
                 if not bookmark():
                     return
                 next_mark = now + interval
+
+
+def _scale_of(t: ResourceType, obj: Obj) -> Obj:
+    """The autoscaling/v1 Scale view of an object (.spec.replicas, .status.replicas, .status.selector: the paths
+    every CRD in deploy/crds/ with a scale subresource declares)."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    out: Obj = {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                             if k in meta},
+                "spec": {"replicas": int((obj.get("spec") or {}).get("replicas") or 0)},
+                "status": {"replicas": int(status.get("replicas") or 0)}}
+    if status.get("selector"):
+        out["status"]["selector"] = status["selector"]
+    return out
 
 
 def _expired_event(rv: str) -> Obj:

@@ -32,6 +32,7 @@ from gitops_kaito.sandbox.controllers import (
 )
 from gitops_kaito.sandbox.controllers.base import make_api_client
 from gitops_kaito.sandbox.controllers.gpus import gpu_shape
+from gitops_kaito.sandbox.controllers.inferenceset import InferenceSetController
 from gitops_kaito.sandbox.controllers.karpenter import node_status
 from gitops_kaito.sandbox.controllers.ragengine import RagEngineController, RagServer
 
@@ -253,6 +254,7 @@ class Sandbox:
         self.controllers = [
             KarpenterController(self.url, timing, self.failures),
             KaitoController(self.url, timing, self.failures, self.settings.node_provisioning, self.settings.cloud),
+            InferenceSetController(self.url, timing, self.failures, self.settings.node_provisioning),
             ChaosController(self.url, timing, self.failures),
             RagEngineController(self.url, timing, self.failures),
         ]
