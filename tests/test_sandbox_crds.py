@@ -46,9 +46,9 @@ def _validator(crd: dict[str, Any], version: str) -> jsonschema.Draft7Validator:
     raise AssertionError(f"{crd['metadata']['name']} has no version {version}")
 
 
-def test_crd_files_are_the_five_kinds() -> None:
+def test_crd_files_are_the_six_kinds() -> None:
     assert set(_crds()) == {"workspaces.kaito.sh", "nodeclaims.karpenter.sh", "machines.karpenter.sh",
-                            "inferencesets.kaito.sh", "ragengines.kaito.sh"}
+                            "inferencesets.kaito.sh", "ragengines.kaito.sh", "nodepools.karpenter.sh"}
 
 
 def test_workspace_versions_printer_columns_and_status() -> None:

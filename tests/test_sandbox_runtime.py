@@ -109,11 +109,12 @@ def test_controllers_identify_themselves_and_the_kubeconfig_works(sandbox: Sandb
     other.close()
     log = sandbox.server.request_log
     assert log.count(user_agent_prefix="gitops-kaito/") == 1  # only our list: the controllers use their own agent
-    for name in ("kaito", "karpenter", "chaos", "ragengine"):
+    for name in ("kaito", "karpenter", "chaos", "ragengine", "inferenceset"):
         assert log.count(user_agent_prefix=f"gitops-kaito-sandbox/{name}") > 0, name
     crds = client.ApiextensionsV1Api(api).list_custom_resource_definition().items
     assert {c.metadata.name for c in crds} == {"workspaces.kaito.sh", "nodeclaims.karpenter.sh", "machines.karpenter.sh",
-                                               "ragengines.kaito.sh"}
+                                               "inferencesets.kaito.sh", "ragengines.kaito.sh",
+                                               "nodepools.karpenter.sh"}
     assert custom.list_cluster_custom_object("karpenter.sh", "v1alpha5", "machines")["items"] == []
     api.close()
 

@@ -149,6 +149,8 @@ def assess(
     conds = conditions_of(workspace)
     node_infos = tuple(sorted((node_info(n) for n in nodes), key=lambda n: n.name)) + tuple(
         sorted((agent_pool_info(p) for p in agent_pools), key=lambda n: n.name))
+    if not node_infos:  # BYO (no provisioning objects): the nodes KAITO reports it runs on
+        node_infos = worker_nodes(workspace)
     endpoint = _endpoint(workspace)
     inference = _find(conds, "InferenceReady")
     inference_ready = inference is not None and inference.status == "True"
@@ -299,3 +301,10 @@ def _child_of_node(obj: Mapping[str, Any]) -> str:
     """The Workspace a KAITO NodeClaim was made for, in either provisioner mode (gpu-provisioner or karpenter)."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
     return str(labels.get(KAITO_WORKSPACE_LABEL) or labels.get(KARPENTER_WORKSPACE_NAME_LABEL) or "")
+
+
+def worker_nodes(workspace: Mapping[str, Any] | None) -> tuple[NodeInfo, ...]:
+    """status.workerNodes (the sorted names of the Ready nodes KAITO selected, in every provisioner mode:
+    `pkg/workspace/controllers/workspace_controller.go` at v0.12.0), as Ready Nodes."""
+    names = ((workspace or {}).get("status") or {}).get("workerNodes") or []
+    return tuple(NodeInfo(str(n), "Node", "Ready", "", str(n)) for n in sorted(names) if isinstance(n, str))

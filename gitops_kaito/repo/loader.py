@@ -30,6 +30,11 @@ SUFFIXES = (".yaml", ".yml")
 # Every request kind a file under models/ may be, by its `kind:`; one id space (<namespace>.<name>) across them.
 KINDS: dict[str, RequestKind] = {k.kind: k for k in (MODEL_DEPLOYMENT,)}
 DEFAULT_KIND = MODEL_DEPLOYMENT.kind  # a document without a usable kind is checked against this kind's schema
+# KAITO's own kinds written as requests: what to write instead.
+KIND_HINTS = {
+    "InferenceSet": " (a ModelDeployment with spec.replicas or spec.autoscale is served by a KAITO InferenceSet)",
+    "Workspace": " (a ModelDeployment renders the KAITO Workspace)",
+}
 
 # Cross-request references (a RAG engine's model, an adapter's tuning job), checked once every request resolved:
 # each hook returns (request id, json path, message) for every reference that does not hold.
@@ -241,7 +246,7 @@ def _load_one(path: Path, namespace: str | None, shown: str, root: Path, config:
         data = doc.data if isinstance(doc.data, dict) else {}
         named = str(data.get("kind"))
         close = difflib.get_close_matches(named, sorted(KINDS), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = f" (did you mean {close[0]!r}?)" if close else KIND_HINTS.get(named, "")
         out.fail(shown, doc.line_of(("kind",)), f"unknown kind {named!r}{hint}: a file under models/ is one of "
                  f"{', '.join(sorted(KINDS))} ({API_VERSION})", mid)
         return

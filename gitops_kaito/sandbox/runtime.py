@@ -51,13 +51,14 @@ def chain_proxies(*handlers: ProxyHandler) -> ProxyHandler:
     return handle
 
 SPEEDS = ("fast", "demo")
-NODE_PROVISIONING = ("nap", "byo")
+NODE_PROVISIONING = ("nap", "byo", "karpenter")
 CRD_READY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
 class SandboxSettings:
-    """How a sandbox runs. speed: fast (tests) | demo; node_provisioning: nap (KAITO creates NodeClaims) | byo."""
+    """How a sandbox runs. speed: fast (tests) | demo; node_provisioning: nap (KAITO creates NodeClaims, its
+    gpu-provisioner mode) | karpenter (KAITO creates a NodePool per Workspace, Karpenter its NodeClaims) | byo."""
 
     speed: str = "fast"
     node_provisioning: str = "nap"

@@ -1,4 +1,5 @@
-"""Simulated KAITO workspace controller: NodeClaims (auto-provisioning) or matching GPU Nodes (BYO), Services,
+"""Simulated KAITO workspace controller: NodeClaims (auto-provisioning), a NodePool per Workspace (KAITO's karpenter
+mode: Karpenter makes its NodeClaims) or matching GPU Nodes (BYO), Services,
 and the Workspace conditions in KAITO's order (KAITO v0.12.0: `pkg/workspace/controllers/workspace_controller.go`, `pkg/utils/nodeclaim/nodeclaim.go`, `pkg/workspace/manifests/manifests.go`); Workspaces written
 through kaito.sh/v1alpha1 are handled as legacy KAITO (<= v0.4.1) handled them, with Machines.
 
@@ -92,6 +93,13 @@ RESERVED_KEYS = frozenset({
     "karpenter.kaito.sh/inferenceset", "karpenter.kaito.sh/inferenceset-namespace",
 })
 GPU_LABELS = ("nvidia.com/gpu.product", "nvidia.com/gpu.count", "nvidia.com/gpu.memory")
+# KAITO's karpenter node-provisioner mode (`pkg/nodeprovision/karpenter/nodepool.go` at v0.12.0)
+KARPENTER_MANAGED_BY = "karpenter.kaito.sh/managed-by"
+KARPENTER_WS_NAME = "karpenter.kaito.sh/workspace-name"
+KARPENTER_WS_NS = "karpenter.kaito.sh/workspace-namespace"
+KARPENTER_SET = "karpenter.kaito.sh/inferenceset"
+KARPENTER_SET_NS = "karpenter.kaito.sh/inferenceset-namespace"
+CREATED_BY_LABEL = "inferenceset.kaito.sh/created-by"
 KARPENTER_STEPS = ("Launched", "Registered", "Initialized")
 MACHINE_STEPS = MACHINE.steps  # the conditions the simulated Karpenter sets on a Machine
 WEBHOOK_PREFIX = 'admission webhook "validation.workspace.kaito.sh" denied the request: '
@@ -171,6 +179,56 @@ def owned_by(obj: dict[str, Any], ws: dict[str, Any]) -> bool:
     return labels.get(LABEL_WORKSPACE) == meta["name"] and labels.get(LABEL_WORKSPACE_NS) == meta["namespace"]
 
 
+def nodepool_name(namespace: str, name: str) -> str:
+    """`<ns>-<name>`, cut to 53 characters + '-' + 9 hex of its sha256 past 63 (`pkg/nodeprovision/karpenter/
+    nodepool.go` at v0.12.0)."""
+    full = f"{namespace}-{name}"
+    if len(full) <= 63:
+        return full
+    return f"{full[:53]}-{hashlib.sha256(full.encode()).hexdigest()[:9]}"
+
+
+def nodepool_manifest(ws: dict[str, Any], target: int) -> dict[str, Any]:
+    """The NodePool KAITO's karpenter provisioner makes for a Workspace (`pkg/nodeprovision/karpenter/nodepool.go`
+    at v0.12.0): labels karpenter.kaito.sh/{managed-by,workspace-name,workspace-namespace} (+ the inferenceset pair
+    for an InferenceSet's child), template labels = those + matchLabels, the instance-type requirement, the sku=gpu
+    taint, consolidateAfter 0s, Drifted budget "1" ("0" for a set's child), no ownerReference."""
+    meta = ws["metadata"]
+    name, ns = meta["name"], meta["namespace"]
+    parent = (meta.get("labels") or {}).get(CREATED_BY_LABEL)
+    labels = {KARPENTER_MANAGED_BY: "kaito", KARPENTER_WS_NAME: name, KARPENTER_WS_NS: ns}
+    if parent:
+        labels.update({KARPENTER_SET: parent, KARPENTER_SET_NS: ns})
+    instance_type = str((ws.get("resource") or {}).get("instanceType") or "")
+    template_labels = {**{k: v for k, v in labels.items() if k != KARPENTER_MANAGED_BY}, **match_labels(ws)}
+    return {
+        "apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+        "metadata": {"name": nodepool_name(ns, name), "labels": labels},
+        "spec": {
+            "replicas": target,
+            "disruption": {"consolidateAfter": "0s",
+                           "budgets": [{"nodes": "0" if parent else "1", "reasons": ["Drifted"]}]},
+            "template": {
+                "metadata": {"labels": template_labels},
+                "spec": {"nodeClassRef": {"group": "karpenter.azure.com", "kind": "AKSNodeClass",
+                                          "name": "image-family-ubuntu"},
+                         "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+                         "requirements": [
+                             {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": [instance_type]},
+                             {"key": "karpenter.azure.com/placement-scope", "operator": "In",
+                              "values": ["regional"]}]},
+            },
+        },
+    }
+
+
+def owned_by_pool(obj: dict[str, Any], ws: dict[str, Any]) -> bool:
+    """A NodeClaim (or Node) of this Workspace's NodePool in karpenter mode."""
+    labels = obj["metadata"].get("labels") or {}
+    meta = ws["metadata"]
+    return labels.get(KARPENTER_WS_NAME) == meta["name"] and labels.get(KARPENTER_WS_NS) == meta["namespace"]
+
+
 def machine_ready(machine: dict[str, Any]) -> bool:
     return c.is_true(machine.get("status", {}).get("conditions"), "Ready")
 
@@ -242,9 +300,10 @@ class KaitoController(Controller):
     def __init__(self, url: str, timing: Timing, failures: FailureBook, node_provisioning: str = "nap",
                  cloud: str = "azure") -> None:
         super().__init__(url, timing, failures)
-        if node_provisioning not in ("nap", "byo"):
-            raise ValueError(f"node_provisioning must be nap or byo, not {node_provisioning!r}")
-        self.nap = node_provisioning == "nap"
+        if node_provisioning not in ("nap", "byo", "karpenter"):
+            raise ValueError(f"node_provisioning must be nap, karpenter or byo, not {node_provisioning!r}")
+        self.nap = node_provisioning in ("nap", "karpenter")  # both auto-provision: instanceType required
+        self.karpenter = node_provisioning == "karpenter"  # a NodePool per Workspace instead of NodeClaims
         self.cloud = cloud
         self._last_write: dict[str, float] = {}
         self._jobs = tuning_runs.Jobs(self.api)
@@ -259,7 +318,8 @@ class KaitoController(Controller):
 
     def reconcile(self) -> float | None:
         workspaces = self.kube.list_custom(GROUP, VERSION, PLURAL) or []
-        claims = self.kube.list_custom("karpenter.sh", "v1", "nodeclaims", label_selector=LABEL_WORKSPACE) or []
+        claims = self.kube.list_custom("karpenter.sh", "v1", "nodeclaims",
+                                       label_selector=KARPENTER_WS_NAME if self.karpenter else LABEL_WORKSPACE) or []
         nodes = self.kube.list_nodes()
         legacy = {id(ws) for ws in workspaces if is_legacy(ws)}
         # KAITO's own Machines are read only when a legacy Workspace exists: a v0.12-only pass stays as it was.
@@ -270,7 +330,8 @@ class KaitoController(Controller):
             if id(ws) in legacy:
                 delay = self._reconcile_legacy(ws, [m for m in machines if owned_by(m, ws)], nodes)
             else:
-                delay = self._reconcile(ws, [cl for cl in claims if owned_by(cl, ws)], nodes)
+                mine = [cl for cl in claims if (owned_by_pool(cl, ws) if self.karpenter else owned_by(cl, ws))]
+                delay = self._reconcile(ws, mine, nodes)
             if delay is not None:
                 wanted = delay if wanted is None else min(wanted, delay)
         return wanted
@@ -304,7 +365,10 @@ class KaitoController(Controller):
 
         # 4: provision (NAP) and assess readiness.
         live_claims = [cl for cl in claims if not cl["metadata"].get("deletionTimestamp")]
-        if self.nap and len(live_claims) < target:
+        if self.karpenter:
+            if self._ensure_nodepool(ws, target):
+                return 0.0
+        elif self.nap and len(live_claims) < target:
             for _ in range(target - len(live_claims)):
                 self.kube.create_custom("karpenter.sh", "v1", "nodeclaims", self._nodeclaim(ws))
             return 0.0
@@ -468,6 +532,21 @@ class KaitoController(Controller):
             return int(value) if value is not None else None
         except (yaml.YAMLError, AttributeError, ValueError, TypeError):
             return None
+
+    def _ensure_nodepool(self, ws: dict[str, Any], target: int) -> bool:
+        """KAITO's karpenter mode: one NodePool per Workspace whose replicas only ever grow to the target (Karpenter
+        then makes that many NodeClaims); True when it was created or grown."""
+        pool = nodepool_manifest(ws, target)
+        name = pool["metadata"]["name"]
+        live = next((p for p in self.kube.list_custom("karpenter.sh", "v1", "nodepools") or []
+                     if p["metadata"]["name"] == name), None)
+        if live is None:
+            self.kube.create_custom("karpenter.sh", "v1", "nodepools", pool)
+            return True
+        if int((live.get("spec") or {}).get("replicas") or 0) < target:
+            self.kube.patch_custom("karpenter.sh", "v1", "nodepools", name, {"spec": {"replicas": target}})
+            return True
+        return False
 
     def _nodeclaim(self, ws: dict[str, Any]) -> dict[str, Any]:
         meta = ws["metadata"]
@@ -668,6 +747,8 @@ class KaitoController(Controller):
                   machines: list[dict[str, Any]] | None = None) -> float | None:
         """Delete KAITO's own NodeClaims (or, legacy, Machines) and Services, then drop the finalizer."""
         meta = ws["metadata"]
+        if self.karpenter:  # the Workspace's finalizer deletes its NodePool; Karpenter then removes the claims
+            self.kube.delete_custom("karpenter.sh", "v1", "nodepools", nodepool_name(meta["namespace"], meta["name"]))
         for cl in claims:
             if not cl["metadata"].get("deletionTimestamp"):
                 self.kube.delete_custom("karpenter.sh", "v1", "nodeclaims", cl["metadata"]["name"])

@@ -8,6 +8,7 @@ registered claim makes Karpenter delete the claim, so its owner (KAITO) can repl
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -63,6 +64,25 @@ def owner_of(claim: dict[str, Any]) -> tuple[str | None, str | None]:
     name = labels.get("kaito.sh/workspace") or labels.get(LABEL_MODEL_NAME)
     ns = labels.get("kaito.sh/workspacenamespace") or labels.get(LABEL_MODEL_NAMESPACE)
     return ns, name
+
+
+NODEPOOL_LABEL = "karpenter.sh/nodepool"
+
+
+def pool_claim(pool: dict[str, Any]) -> dict[str, Any]:
+    """A NodeClaim Karpenter makes from a NodePool's template: `<pool>-<5 chars>`, the template's labels plus
+    karpenter.sh/nodepool, its requirements, taints and nodeClassRef."""
+    meta = pool["metadata"]
+    template = (pool.get("spec") or {}).get("template") or {}
+    spec = template.get("spec") or {}
+    suffix = uuid.uuid4().hex[:5]
+    labels = {**((template.get("metadata") or {}).get("labels") or {}), NODEPOOL_LABEL: meta["name"]}
+    return {"apiVersion": f"{GROUP}/v1", "kind": "NodeClaim",
+            "metadata": {"name": f"{meta['name']}-{suffix}"[:63], "labels": labels},
+            "spec": {"nodeClassRef": spec.get("nodeClassRef") or {"group": "karpenter.azure.com",
+                                                                   "kind": "AKSNodeClass", "name": "default"},
+                     "taints": spec.get("taints") or [], "requirements": spec.get("requirements") or [],
+                     "resources": {"requests": {"storage": "128Gi"}}}}
 
 
 def node_name_for(claim_name: str) -> str:
@@ -138,10 +158,13 @@ class KarpenterController(Controller):
 
     def watched(self) -> list[Any]:
         return [partial(self.kube.custom.list_cluster_custom_object, GROUP, NODECLAIM.version, NODECLAIM.plural),
+                partial(self.kube.custom.list_cluster_custom_object, GROUP, "v1", "nodepools"),
                 partial(self.kube.custom.list_cluster_custom_object, GROUP, MACHINE.version, MACHINE.plural),
                 self.kube.core.list_node]
 
     def reconcile(self) -> float | None:
+        if self._nodepools():
+            return 0.0
         nodes = {n["metadata"]["name"]: n for n in self.kube.list_nodes()}
         wanted: float | None = None
         for kind in (NODECLAIM, MACHINE):
@@ -151,6 +174,33 @@ class KarpenterController(Controller):
                 if delay is not None:
                     wanted = delay if wanted is None else min(wanted, delay)
         return wanted
+
+    # NodePools (static capacity) ------------------------------------------------------------------
+    def _nodepools(self) -> bool:
+        """NodePools with spec.replicas get that many NodeClaims (Karpenter's static capacity, as KAITO's karpenter
+        mode uses it); claims of a NodePool that is gone are deleted. True when something was written."""
+        pools = self.kube.list_custom(GROUP, "v1", "nodepools")
+        if pools is None:
+            return False
+        by_name = {p["metadata"]["name"]: p for p in pools if not p["metadata"].get("deletionTimestamp")}
+        claims = [cl for cl in self.kube.list_custom(GROUP, NODECLAIM.version, NODECLAIM.plural) or []
+                  if (cl["metadata"].get("labels") or {}).get(NODEPOOL_LABEL, "kaito") != "kaito"]
+        wrote = False
+        for cl in claims:
+            pool = (cl["metadata"].get("labels") or {}).get(NODEPOOL_LABEL)
+            if pool not in by_name and not cl["metadata"].get("deletionTimestamp"):
+                self.kube.delete_custom(GROUP, NODECLAIM.version, NODECLAIM.plural, cl["metadata"]["name"])
+                wrote = True
+        for name, pool in by_name.items():
+            replicas = (pool.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int):
+                continue
+            mine = [cl for cl in claims if (cl["metadata"].get("labels") or {}).get(NODEPOOL_LABEL) == name
+                    and not cl["metadata"].get("deletionTimestamp")]
+            for _ in range(replicas - len(mine)):
+                self.kube.create_custom(GROUP, NODECLAIM.version, NODECLAIM.plural, pool_claim(pool))
+                wrote = True
+        return wrote
 
     # one claim, one step ------------------------------------------------------------------------
     def _patch(self, kind: ClaimKind, name: str, patch: dict[str, Any], status: bool = False) -> None:
