@@ -267,3 +267,28 @@ def test_an_autoscaler_owns_replicas_after_creation_and_is_never_reverted(sandbo
         changed = run_pass(tmp_path, kube, revision=REV)
         assert changed.updated == 1 and live()["spec"]["replicas"] == 5
         assert live()["metadata"]["annotations"]["scaledobject.kaito.sh/max-replicas"] == "8"
+
+
+# ---------------------------------------------------------------------------------------------- add
+
+
+def test_add_writes_an_inferenceset_request_and_refuses_a_lone_threshold(tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    from gitops_kaito.cli import main
+
+    repo = tmp_path / "repo"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["init", str(repo)]) == 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["add", "phi-4-mini-instruct", "--name", "fleet", "--replicas", "3", "--repo", str(repo)]) == 0
+    assert "inferenceset  default/fleet" in out.getvalue() and "replicas      3" in out.getvalue()
+    written = load_repository(repo)
+    fleet = next(m for m in written.models if m.request.id == "default.fleet")
+    assert isinstance(fleet, ResolvedModel) and fleet.replicas == 3 and not written.errors
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["add", "phi-4-mini-instruct", "--name", "lone", "--threshold", "5", "--repo", str(repo)])
+    assert code == 1 and "--threshold needs --autoscale MIN:MAX" in err.getvalue()

@@ -7,6 +7,7 @@ silently prune them, which would hide a rendering mistake).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -287,3 +288,43 @@ def test_a_loaded_repository_in_every_mode_renders_valid_objects(shared_kaito: P
     assert by_mode["nodeclaim"][-1] == by_mode["machine"][-1] == "Workspace"
     assert by_mode["nodeclaim"][1:-1] == ["NodeClaim", "NodeClaim"]  # one per node
     assert by_mode["machine"][1:-1] == ["Machine", "Machine"]
+
+
+# ------------------------------------------------------------------------------------------------
+# InferenceSets: every supported preset, static and autoscaled replicas, kaito and byo
+# ------------------------------------------------------------------------------------------------
+
+def inferencesets(mode: str, autoscaled: bool) -> list[tuple[str, dict[str, Any]]]:
+    from gitops_kaito.model.objects import merge_partial
+    from gitops_kaito.repo.modelrequest import Autoscale
+
+    scale = Autoscale(min_replicas=1, max_replicas=4, threshold=10) if autoscaled else None
+    out = []
+    for name in supported_presets():
+        model = make_model(name, mode, replicas=None if autoscaled else 3, autoscale=scale, **FULL)
+        model = dataclasses.replace(model, replicas=1 if autoscaled else 3)
+        for obj in render.render_model(model, config(), REVISION).objects:
+            if obj.ref.kind == "InferenceSet":
+                # as created: the create-only replicas applied with it
+                out.append((f"{name} ({mode}) {obj.ref}", merge_partial(obj.manifest, obj.create_only or {})))
+    assert out
+    return out
+
+
+@pytest.mark.parametrize("autoscaled", [False, True])
+@pytest.mark.parametrize("mode", ["kaito", "byo"])
+def test_inferencesets_match_kaitos_crd(shared_kaito: Path, mode: str, autoscaled: bool) -> None:
+    schema = crd_schema(shared_kaito / "crd-inferencesets-v0.12.yaml", "v1beta1")
+    for where, manifest in inferencesets(mode, autoscaled):
+        validate(manifest, schema, where)
+        check_metadata(manifest)
+        assert manifest["spec"]["replicas"] == (1 if autoscaled else 3), where
+        # KAITO's webhook (api/v1beta1/inferenceset_validation.go): instanceType required with NAP, empty with byo
+        assert ("resource" in manifest["spec"]["template"]) == (mode == "kaito"), where
+
+
+@pytest.mark.parametrize("mode", ["kaito", "byo"])
+def test_inferencesets_match_our_crd(mode: str) -> None:
+    schema = crd_schema(own_crd("inferencesets.kaito.sh"), "v1beta1")
+    for where, manifest in inferencesets(mode, autoscaled=True):
+        validate(manifest, schema, where)

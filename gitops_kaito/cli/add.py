@@ -41,6 +41,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--allow-uncataloged", action="store_true",
                         help="deploy this exact Hugging Face id although it is very close to a catalog model's id "
                              "(writes spec.allowUncataloged: true)")
+    parser.add_argument("--replicas", type=int,
+                        help="serve the model as a KAITO InferenceSet of this many Workspaces (with --autoscale: "
+                             "the count at creation)")
+    parser.add_argument("--autoscale", metavar="MIN:MAX",
+                        help="hand the replica count to keda-kaito-scaler within MIN..MAX (needs --threshold)")
+    parser.add_argument("--threshold", type=int, help="with --autoscale: the vLLM metric value that adds a replica")
     add_repo_flag(parser)
     parser.set_defaults(func=run)
 
@@ -65,6 +71,8 @@ class NewRequest:
     provisioning: str | None
     model_access_secret: str | None
     allow_uncataloged: bool = False
+    replicas: int | None = None
+    autoscale: tuple[int, int, int | None] | None = None  # (min, max, threshold)
 
     @property
     def path(self) -> str:
@@ -86,6 +94,12 @@ def request_text(new: NewRequest, preset: Preset) -> str:
         spec["modelAccessSecret"] = new.model_access_secret
     if new.allow_uncataloged:
         spec["allowUncataloged"] = True
+    if new.replicas is not None:
+        spec["replicas"] = new.replicas
+    if new.autoscale is not None:
+        low, high, threshold = new.autoscale
+        spec["autoscale"] = {"minReplicas": low, "maxReplicas": high,
+                             **({"threshold": threshold} if threshold is not None else {})}
     document = {"apiVersion": "gitops.kaito.sh/v1alpha1", "kind": "ModelDeployment",
                 "metadata": {"name": new.name, "namespace": new.namespace}, "spec": spec}
     if preset.cataloged:
@@ -147,15 +161,29 @@ def plan_new(args: argparse.Namespace, root: Path, catalog: Catalog,
             raise CliError(f"{what} {value!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
                            "at most 63 characters)", EXIT_INVALID)
     secret = args.model_access_secret or (DEFAULT_SECRET if preset.gated else None)
+    replicas = getattr(args, "replicas", None)
+    autoscale = _autoscale(getattr(args, "autoscale", None), getattr(args, "threshold", None))
     provisional = NewRequest(name, namespace, preset.name, args.instance_type, args.nodes, args.provisioning, secret,
-                             allow)
+                             allow, replicas, autoscale)
     shown = provisional.path
     resolved = resolve_text(request_text(provisional, preset), shown, namespace, catalog, config)
     sku = resolved.sku.name if resolved.sku else None
-    new = NewRequest(name, namespace, preset.name, sku, args.nodes, args.provisioning, secret, allow)
+    new = NewRequest(name, namespace, preset.name, sku, args.nodes, args.provisioning, secret, allow, replicas,
+                     autoscale)
     text = request_text(new, preset)
     resolved = resolve_text(text, shown, namespace, catalog, config)  # what is written is exactly what was checked
     return new, preset, resolved, text
+
+
+def _autoscale(bounds: str | None, threshold: int | None) -> tuple[int, int, int | None] | None:
+    if bounds is None:
+        if threshold is not None:
+            raise CliError("--threshold needs --autoscale MIN:MAX", EXIT_INVALID)
+        return None
+    low, sep, high = bounds.partition(":")
+    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+        raise CliError(f"--autoscale {bounds!r}: give MIN:MAX replicas, e.g. 1:4", EXIT_INVALID)
+    return int(low), int(high), threshold
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,13 +217,19 @@ def print_plan(model: ResolvedModel, config: RepoConfig, root: Path) -> None:
     else:
         print(f"  model         {preset.name} (Hugging Face; served as {preset.served_name})")
         print(f"  note          {model.note}")
-    print(f"  workspace     {model.request.namespace}/{model.request.name}")
+    what = "inferenceset" if model.replicas is not None else "workspace"
+    print(f"  {what:<13} {model.request.namespace}/{model.request.name}")
+    if model.replicas is not None:
+        scale = model.request.autoscale
+        print(f"  replicas      {model.replicas}" + (f" at creation, then keda-kaito-scaler's within "
+                                                     f"{scale.min_replicas}..{scale.max_replicas}" if scale else ""))
     print(f"  provisioning  {model.provisioning}")
     if model.sku is not None:
         sku = model.sku
         print(f"  instanceType  {sku.name} ({sku.cloud}: {sku.gpu_count} x {sku.gpu_model}, "
               f"{sku.gpu_memory_gib:g} GiB GPU memory)")
-        print(f"  nodes         {model.nodes} ({model.gpus} GPU{'s' if model.gpus != 1 else ''})")
+        per, all_ = (" per replica", " in all") if model.replicas is not None else ("", "")
+        print(f"  nodes         {model.nodes}{per} ({model.gpus} GPU{'s' if model.gpus != 1 else ''}{all_})")
     else:
         print(f"  nodes         your existing nodes labelled {dict(model.label_selector)}")
     if model.price_per_hour is not None:
