@@ -292,3 +292,47 @@ def test_add_writes_an_inferenceset_request_and_refuses_a_lone_threshold(tmp_pat
     with contextlib.redirect_stderr(err):
         code = main(["add", "phi-4-mini-instruct", "--name", "lone", "--threshold", "5", "--repo", str(repo)])
     assert code == 1 and "--threshold needs --autoscale MIN:MAX" in err.getvalue()
+
+
+def test_import_takes_an_unmanaged_inferenceset_never_its_children(sandbox: Sandbox, tmp_path: Path) -> None:
+    import contextlib
+    import io
+
+    import yaml
+
+    from gitops_kaito.cli import main
+
+    custom = client.CustomObjectsApi(sandbox.api_client("test-admin/1.0"))
+    example = Path(__file__).resolve().parents[2] / "shared" / "kaito" / "examples" / "kaito_inferenceset_phi_4_mini.yaml"
+    if example.is_file():  # KAITO's own example (v1alpha1, keda annotations without max-replicas): not expressible
+        doc = yaml.safe_load(example.read_text())
+        custom.create_namespaced_custom_object("kaito.sh", "v1alpha1", "default", "inferencesets", doc)
+    hand = {"apiVersion": "kaito.sh/v1beta1", "kind": "InferenceSet",
+            "metadata": {"name": "fleet", "namespace": "ml", "annotations": {
+                "scaledobject.kaito.sh/auto-provision": "true", "scaledobject.kaito.sh/max-replicas": "5",
+                "scaledobject.kaito.sh/threshold": "7"}},
+            "spec": {"replicas": 2, "labelSelector": {"matchLabels": {"apps": "fleet"}},
+                     "template": {"resource": {"instanceType": "Standard_NV36ads_A10_v5"},
+                                  "inference": {"preset": {"name": "phi-4-mini-instruct"}}}}}
+    custom.create_namespaced_custom_object("kaito.sh", "v1beta1", "ml", "inferencesets", hand)
+    child = child_workspace("fleet", "fleet-ab12c")
+    child["resource"] = {"labelSelector": {"matchLabels": {"apps": "fleet"}}, "instanceType": "Standard_NV36ads_A10_v5"}
+    child["inference"] = {"preset": {"name": "phi-4-mini-instruct"}}
+    custom.create_namespaced_custom_object("kaito.sh", "v1beta1", "ml", "workspaces", child)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["import", "-A", "--repo", str(repo), "--kubeconfig", str(sandbox.kubeconfig_path), "-o", "json"])
+    rows = {r["model"]: r for r in yaml.safe_load(out.getvalue())}
+    assert "ml/fleet-ab12c" not in rows and not (repo / "models" / "ml" / "fleet-ab12c.yaml").exists()
+    assert rows["ml/fleet"]["result"] == "imported"
+    spec = yaml.safe_load((repo / "models" / "ml" / "fleet.yaml").read_text())["spec"]
+    assert spec["autoscale"] == {"minReplicas": 2, "maxReplicas": 5, "threshold": 7}
+    if example.is_file():
+        assert rows["default/phi-4-mini"]["result"] == "skipped" and "max-replicas" in rows["default/phi-4-mini"][
+            "detail"]
+        assert code == 1
+    # the imported file plans as an in-place adoption of the same set
+    load = load_repository(repo)
+    assert not load.errors, load.errors
