@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LEAKED = "Authorization: Bearer abcDEF123456ghiJKL789"
 # The unknown field sits on line 8 of this file: the validation error must say so.
 BROKEN = ("apiVersion: gitops.kaito.sh/v1alpha1\nkind: ModelDeployment\nmetadata:\n  name: broken\n"
-          "  namespace: ml\nspec:\n  model: phi-4-mini-instruct\n  replicas: 3\n")
+          "  namespace: ml\nspec:\n  model: phi-4-mini-instruct\n  replica: 3\n")  # a typo of spec.replicas
 
 
 def server(repo: Path, *extra: str) -> StdioServerParameters:
