@@ -170,13 +170,17 @@ def _service_of(endpoint: str | None) -> str:
 
 def _kaitos_count(model: Any, workload: dict[str, Any] | None, children: Sequence[dict[str, Any]]
                   ) -> tuple[int | None, int | None, float | None]:
-    """Nodes, GPUs and price per hour for the status: KAITO's own status.targetNodeCount where it reports one
-    (`pkg/workspace/controllers/workspace_controller.go` at v0.12.0 writes it once), else our estimate; for an
+    """Nodes, GPUs and price per hour for the status: KAITO's own status.targetNodeCount where it reports one and
+    provisions (or picks) the nodes itself, kaito and byo modes (`pkg/workspace/controllers/workspace_controller.go`
+    at v0.12.0 writes it once), else our estimate; for an
     InferenceSet, every replica KAITO runs (its live status.replicas: an autoscaler may have changed it)."""
     if model is None:
         return None, None, None
     if not isinstance(model, ResolvedModel):
         return model.nodes, model.gpus, model.price_per_hour
+    if model.provisioning not in ("kaito", "byo"):
+        # nodeclaim, machine, aks: gitops-kaito made the nodes itself; their count is ours, whatever KAITO uses
+        return model.total_nodes, model.gpus, model.price_per_hour
     nodes = model.total_nodes
     status = (workload or {}).get("status") or {}
     if model.replicas is not None:
