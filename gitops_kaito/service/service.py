@@ -214,7 +214,9 @@ class GitPass:
                 self.notifier.observe(done, instance, generation=generation)
             except Exception:  # notifications must never fail a pass
                 log.exception("notifications: this pass's events were not sent")
-        if self.commit_status is not None:
+        # A held pass committed no status: its commit status would link to a STATUS.md that does not show it yet. The
+        # pass that commits the held status reports it.
+        if self.commit_status is not None and not hold:
             try:
                 self.commit_status.observe(done, instance, generation=status_generation)
             except Exception:  # nor must commit statuses
