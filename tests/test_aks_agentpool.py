@@ -57,7 +57,7 @@ def test_pool_name_is_stable_valid_and_distinct() -> None:
     names = {pool_name(f"ml.model-{i}") for i in range(2000)}
     assert len(names) == 2000
     for n in names:
-        assert ap.POOL_NAME_RE.match(n) and len(n) == 12 and n.startswith("gk")
+        assert ap.POOL_NAME_RE.fullmatch(n) and len(n) == 12 and n.startswith("gk")
     assert pool_name("ml.phi") == pool_name("ml.phi")
     assert pool_name("ml.phi") != pool_name("ml.phj")
 

@@ -331,7 +331,7 @@ class GitSource:
                 )
         except git.GitCommandError as err:
             stderr = err.stderr.strip() if isinstance(err.stderr, str) else str(err.stderr)
-            stderr = re.sub(r"^stderr: '|'$", "", stderr).strip()
+            stderr = re.sub(r"^stderr: '|'\Z", "", stderr).strip()
             # A file:// or dumb server ignoring --filter is harmless noise in an error message.
             stderr = "\n".join(ln for ln in stderr.splitlines() if "filtering not recognized" not in ln)
             what = "contacting " + redact_url(self.url) if network else "in " + str(self.path)

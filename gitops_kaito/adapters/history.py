@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import git
-import yaml
 
 from gitops_kaito.adapters.writeback import DESIRED_STATE_PATHS, REVISION_TRAILER, Author
+from gitops_kaito.core.status import ModelReport, parse_model_yaml
+from gitops_kaito.model.ownership import is_dns_label
 
 ROLLBACK_TRAILER = "Gitops-Kaito-Rollback-To"
 _FIELD, _RECORD = "\x1f", "\x1e"
@@ -87,19 +88,23 @@ def revisions_applied(repo: git.Repo, ref: str = "HEAD", status_path: str = "sta
 def model_history(repo: git.Repo, model: str, ref: str = "HEAD", status_path: str = "status") -> list[ModelEvent]:
     """Every status commit that changed one model's status file, newest first."""
     ns, sep, name = model.partition("/")
-    if not sep or not ns or not name:
-        raise HistoryError(f"--model must be NAMESPACE/NAME, got {model!r}")
+    if not sep or not is_dns_label(ns) or not is_dns_label(name):
+        raise HistoryError(f"--model must be NAMESPACE/NAME (two DNS-1123 labels), got {model!r}")
     path = f"{status_path}/{ns}/{name}.yaml"
     events = []
     for sha, when, _subject, revision in _status_commits(repo, ref, [path]):
         try:
-            doc = yaml.safe_load(repo.git.show(f"{sha}:{path}")) or {}
+            text = repo.git.show(f"{sha}:{path}")
         except git.GitCommandError:
-            doc = {"state": "Removed", "message": "no longer in the repository; pruned"}
-        except yaml.YAMLError:
-            doc = {}
-        events.append(ModelEvent(model, when, str(doc.get("state") or ""), str(doc.get("revision") or revision),
-                                 str(doc.get("message") or ""), sha))
+            events.append(ModelEvent(model, when, "Removed", revision, "no longer in the repository; pruned", sha))
+            continue
+        try:  # anyone with push access wrote this file: read it under the status files' limits
+            report: ModelReport | None = parse_model_yaml(text, path)
+        except ValueError:
+            report = None
+        events.append(ModelEvent(model, when, report.state if report else "",
+                                 (report.revision if report else "") or revision,
+                                 report.message if report else "", sha))
     return events
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import git
 
 from gitops_kaito.adapters.gitsource import GitSource, GitSourceError, PushRejected
+from gitops_kaito.core.status import STATUS_FILE_MAX_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +108,19 @@ def commit_message(revision: str, summary: str = "", body: str = "") -> str:
     return f"{first}\n\n{middle}{REVISION_TRAILER}: {revision}\n"
 
 
-def read_tree_files(source: GitSource, commit: str, folder: str) -> dict[str, str]:
-    """Every file under `folder` at `commit`, keyed by path relative to it."""
+def read_tree_files(source: GitSource, commit: str, folder: str, max_bytes: int = STATUS_FILE_MAX_BYTES
+                    ) -> dict[str, str]:
+    """Every file under `folder` at `commit` of at most max_bytes, keyed by path relative to it."""
     try:
-        listing = source.run(["ls-tree", "-r", "-z", "--full-tree", commit, "--", folder])
+        listing = source.run(["ls-tree", "-r", "-l", "-z", "--full-tree", commit, "--", folder])
     except GitSourceError:
         return {}
     blobs: dict[str, str] = {}
     for entry in filter(None, listing.split("\0")):
         info, _, path = entry.partition("\t")
-        _mode, kind, sha = info.split()
-        if kind == "blob":
+        _mode, kind, sha, size = info.split()
+        # A file anyone could have pushed: one over the limit is not read (the pass writes it anew).
+        if kind == "blob" and size.isdigit() and int(size) <= max_bytes:
             blobs[path[len(folder) + 1:]] = sha
     # One `cat-file --batch` for all of them (it was one process per status file: ~5,000 at 5,000 models).
     texts = source.read_blobs(list(blobs.values()))

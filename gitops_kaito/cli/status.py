@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gitops_kaito.cli.common import EXIT_OK, add_output_flag, emit, print_table
+from gitops_kaito.cli.common import EXIT_OK, CliError, add_output_flag, emit, print_table
 from gitops_kaito.cli.history import add_source_flags, open_source, status_folder
 
 
@@ -25,13 +25,17 @@ def register(subparsers: Any) -> None:
 
 
 def read_reports(folder: Path) -> list[Any]:
-    from gitops_kaito.core.status import parse_model_yaml
+    from gitops_kaito.core.status import STATUS_FILE_MAX_BYTES, parse_model_yaml
+    from gitops_kaito.repo.yamlsource import SourceError, decode_text, read_regular_file
 
     reports = []
     for path in sorted(folder.glob("*/*.yaml")):
-        try:
-            reports.append(parse_model_yaml(path.read_text()))
-        except (ValueError, OSError) as err:
+        try:  # never blocks on a FIFO, never reads more than a status file may weigh
+            text = decode_text(read_regular_file(path, STATUS_FILE_MAX_BYTES, str(path)), str(path))
+            reports.append(parse_model_yaml(text, str(path)))
+        except SourceError as err:
+            print(f"warning: {err}", file=sys.stderr)
+        except ValueError as err:
             print(f"warning: {path}: {err}", file=sys.stderr)
     return sorted(reports, key=lambda r: r.model_id)
 
@@ -60,12 +64,22 @@ def run(args: argparse.Namespace) -> int:
     with open_source(args) as (repo, ref, root):
         if args.branch and not args.git_url:
             # A named branch of a local clone: read its tree, not the working directory.
-            from gitops_kaito.core.status import parse_model_yaml
+            import git
+
+            from gitops_kaito.core.status import STATUS_FILE_MAX_BYTES, parse_model_yaml
 
             reports = []
             prefix = status_folder(args) + "/"
-            for entry in repo.git.ls_tree("-r", ref, "--", prefix).splitlines():
+            try:
+                listing = repo.git.ls_tree("-r", "-l", "--end-of-options", ref, "--", prefix).splitlines()
+            except git.GitCommandError:
+                raise CliError(f"branch {args.branch!r} not found in {args.repo or '.'}") from None
+            for entry in listing:
                 info, _, name = entry.partition("\t")
+                size = info.split()[3]
+                if not size.isdigit() or int(size) > STATUS_FILE_MAX_BYTES:
+                    print(f"warning: {name}: not read (over {STATUS_FILE_MAX_BYTES} bytes)", file=sys.stderr)
+                    continue
                 if name.endswith(".yaml") and name.count("/") == prefix.count("/") + 1:
                     # Through GitPython's one long-lived `cat-file --batch`, not a `git show` process per file.
                     blob = repo.odb.stream(bytes.fromhex(info.split()[2])).read()

@@ -21,6 +21,7 @@ from gitops_kaito.repo.catalog import Catalog
 from gitops_kaito.repo.config import RepoConfig
 from gitops_kaito.repo.modelrequest import API_VERSION, KIND
 from gitops_kaito.repo.resolve import ResolveError, model_preset
+from gitops_kaito.repo.yamlsource import SourceError, load_yaml_data
 
 DEFAULT_SELECTOR_KEY = "apps"  # what the resolver puts in labelSelector when nodeSelector is absent
 _CONFIG_SCALARS = (str, int, float, bool)
@@ -212,10 +213,10 @@ def _inference_params(cm_name: str, configmap: Mapping[str, Any] | None) -> tupl
     text = data.get(CONFIG_KEY)
     if text is None:
         return {}, f"ConfigMap {cm_name!r} has no {CONFIG_KEY} key"
-    try:
-        parsed = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        return {}, f"ConfigMap {cm_name!r}: {CONFIG_KEY} is not YAML ({err})"
+    try:  # cluster data nobody vetted: read under the model files' limits (no alias bombs, bounded depth)
+        parsed = load_yaml_data(str(text), f"ConfigMap {cm_name} {CONFIG_KEY}") if str(text).strip() else {}
+    except SourceError as err:
+        return {}, f"ConfigMap {cm_name!r}: {CONFIG_KEY} cannot be read ({err})"
     if not isinstance(parsed, dict) or set(parsed) - {"vllm"}:
         others = sorted(set(parsed) - {"vllm"}) if isinstance(parsed, dict) else ["(not a mapping)"]
         return {}, f"ConfigMap {cm_name!r}: only the vllm section can be expressed (found {', '.join(others)})"

@@ -7,7 +7,7 @@ reported and left in place under `drift: report`), the prune guard.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -110,7 +110,8 @@ class PlanPolicy:
     drift: str = DRIFT_CORRECT  # correct | report: gitops-kaito.yaml's drift:, for models without the annotation
     drift_report: frozenset[str] = frozenset()  # model ids annotated gitops.kaito.sh/drift: report
     drift_correct: frozenset[str] = frozenset()  # model ids annotated gitops.kaito.sh/drift: correct
-    keep: frozenset[str] = frozenset()  # model ids whose file exists but failed to load: never pruned
+    # model ids whose file exists but failed to load, or whose folder could not be read (ownership.Spared): never pruned
+    keep: Collection[str] = frozenset()
     suspended: frozenset[str] = frozenset()  # model ids suspended on purpose: pruned, not counted by the guard
     source_ok: bool = True  # False when the repo config failed to load: nothing is pruned
     instance: str = DEFAULT_INSTANCE  # only objects of this gitops-kaito instance are updated or pruned

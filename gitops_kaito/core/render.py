@@ -98,7 +98,7 @@ LABEL_GPU_MEMORY = "nvidia.com/gpu.memory"  # MiB per GPU, as GPU Feature Discov
 LEGACY_PROVISIONER_LABEL = "karpenter.sh/provisioner-name"
 
 _DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_PLACEHOLDER = re.compile(r"^\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+_PLACEHOLDER = re.compile(r"\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
 # Every slot a template may use; a template naming any other slot is an error (typos fail loudly).
@@ -236,7 +236,7 @@ def _check_node(template: Template, node: Any, path: tuple[str | int, ...]) -> N
         for i, item in enumerate(node):
             _check_node(template, item, (*path, i))
     elif isinstance(node, str) and ("{{" in node or "}}" in node):
-        match = _PLACEHOLDER.match(node.strip())
+        match = _PLACEHOLDER.fullmatch(node.strip())
         if not match:
             raise _fail(template, path, f"{node!r}: a placeholder must be the whole value, like \"{{{{ .name }}}}\"")
         slot = match.group(1)
@@ -262,7 +262,7 @@ def _compile(template: Template, node: Any, path: tuple[str | int, ...]) -> Fill
     """A function filling `node` from slots. Done once per template: filling is then one call per slot and a
     plain copy of everything static, instead of a walk that matched every string against the placeholder form."""
     if isinstance(node, str):
-        match = _PLACEHOLDER.match(node.strip()) if "{{" in node else None
+        match = _PLACEHOLDER.fullmatch(node.strip()) if "{{" in node else None
         if match:
             return _slot_filler(template, match.group(1), path)
     elif isinstance(node, dict) and _has_placeholder(node):
@@ -297,7 +297,7 @@ def _slot_filler(template: Template, slot: str, path: tuple[str | int, ...]) -> 
 
 def _has_placeholder(node: Any) -> bool:
     if isinstance(node, str):
-        return "{{" in node and bool(_PLACEHOLDER.match(node.strip()))
+        return "{{" in node and bool(_PLACEHOLDER.fullmatch(node.strip()))
     if isinstance(node, dict):
         return any(_has_placeholder(v) for v in node.values())
     if isinstance(node, list):

@@ -15,7 +15,9 @@ from typing import Any
 import yaml
 
 from gitops_kaito.core.health import ModelHealth
+from gitops_kaito.model.ownership import is_dns_label
 from gitops_kaito.model.states import ModelState
+from gitops_kaito.repo.yamlsource import SourceError, load_yaml_data
 
 STATUS_MD = "STATUS.md"
 HEADER = "# Written by gitops-kaito after each sync pass. Do not edit: the next pass overwrites it.\n"
@@ -170,7 +172,7 @@ def _safe_parse(text: str | None) -> ModelReport | None:
         return None
     try:
         return parse_model_yaml(text)
-    except (ValueError, TypeError, AttributeError):  # a list where a mapping was, a number where a list was
+    except ValueError:  # a hand-edited or foreign file: this pass writes it anew
         return None
 
 
@@ -232,31 +234,39 @@ def render_model_yaml(report: ModelReport) -> str:
     return HEADER + yaml.safe_dump(model_document(report), sort_keys=False, allow_unicode=True, width=1000)
 
 
-def parse_model_yaml(text: str) -> ModelReport:
-    """Inverse of render_model_yaml (for `gitops-kaito status` and `since` carry-over); ValueError when not one."""
+def parse_model_yaml(text: str, shown: str = "status file") -> ModelReport:
+    """Inverse of render_model_yaml (for `gitops-kaito status` and `since` carry-over); ValueError when not one.
+
+    Anyone with push access can write these files, so they are read under the model files' limits (size, no aliases,
+    depth, finite numbers) and every field is type-checked: a wrong shape is a ValueError, never another exception.
+    """
     try:
-        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as err:  # a hand-edited or truncated file: callers skip it with a warning
-        raise ValueError(f"not a gitops-kaito status file: {str(err).splitlines()[0]}") from None
-    if not isinstance(doc, dict) or "/" not in str(doc.get("model", "")):
-        raise ValueError("not a gitops-kaito status file")
-    ns, _, name = str(doc["model"]).partition("/")
-    check = doc.get("endpointCheck") or {}
+        doc = load_yaml_data(text, shown, STATUS_FILE_MAX_BYTES)
+    except SourceError as err:  # a hand-edited or truncated file: callers skip it with a warning
+        raise ValueError(f"not a gitops-kaito status file: {err.message}") from None
+    model = doc.get("model")
+    ns, _, name = model.partition("/") if isinstance(model, str) else ("", "", "")
+    if not is_dns_label(ns) or not is_dns_label(name):
+        raise ValueError("not a gitops-kaito status file: model must be NAMESPACE/NAME")
+    check = _mapping(doc.get("endpointCheck"))
+    answers = check.get("answers")
+    if answers is not None and not isinstance(answers, bool):
+        raise ValueError("not a gitops-kaito status file: endpointCheck.answers must be true or false")
     return ModelReport(
-        model_id=f"{ns}.{name}", namespace=ns, name=name, state=str(doc.get("state") or ""),
-        reason=str(doc.get("reason") or ""), message=str(doc.get("message") or ""),
-        sku=doc.get("sku"), nodes=doc.get("nodes"), gpus=doc.get("gpus"), price_per_hour=doc.get("pricePerHour"),
-        endpoint=doc.get("endpoint"),
-        endpoint_check=EndpointCheck(check.get("answers"), check.get("servedModel")),
-        conditions=tuple((str(c.get("type", "")), str(c.get("status", "")), str(c.get("reason") or ""),
-                          str(c.get("message") or "")) for c in doc.get("conditions") or []),
-        node_phases=tuple((str(n.get("name", "")), str(n.get("phase", "")), str(n.get("reason") or ""))
-                          for n in doc.get("nodePhases") or []),
-        revision=str(doc.get("revision") or ""), since=str(doc.get("since") or ""),
-        last_error=doc.get("lastError"), source_path=str(doc.get("source") or ""),
-        drift=tuple(DriftEntry(str(d.get("object") or ""), tuple(str(f) for f in d.get("fields") or ()),
-                               tuple(str(b) for b in d.get("by") or ()), str(d.get("since") or ""))
-                    for d in doc.get("drift") or () if isinstance(d, dict)),
+        model_id=f"{ns}.{name}", namespace=ns, name=name, state=_text(doc.get("state")),
+        reason=_text(doc.get("reason")), message=_text(doc.get("message")),
+        sku=_text(doc.get("sku")) or None, nodes=_count(doc.get("nodes")), gpus=_count(doc.get("gpus")),
+        price_per_hour=_number(doc.get("pricePerHour")), endpoint=_text(doc.get("endpoint")) or None,
+        endpoint_check=EndpointCheck(answers,
+                                     _text(check.get("servedModel")) or None),
+        conditions=tuple((_text(c.get("type")), _text(c.get("status")), _text(c.get("reason")),
+                          _text(c.get("message"))) for c in _mappings(doc.get("conditions"))),
+        node_phases=tuple((_text(n.get("name")), _text(n.get("phase")), _text(n.get("reason")))
+                          for n in _mappings(doc.get("nodePhases"))),
+        revision=_text(doc.get("revision")), since=_text(doc.get("since")),
+        last_error=_text(doc.get("lastError")) or None, source_path=_text(doc.get("source")),
+        drift=tuple(DriftEntry(_text(d.get("object")), _texts(d.get("fields")), _texts(d.get("by")),
+                               _text(d.get("since"))) for d in _mappings(doc.get("drift"))),
         replicas=_replicas_of(doc.get("replicas")),
     )
 
@@ -266,6 +276,57 @@ def _replicas_of(value: Any) -> tuple[int, int] | None:
         return None
     ready, desired = value.get("ready"), value.get("desired")
     return (ready, desired) if isinstance(ready, int) and isinstance(desired, int) else None
+
+
+# What one model's status file may weigh: far above a real one (a few KiB), far below what would hurt to read.
+STATUS_FILE_MAX_BYTES = 256 * 1024
+
+
+def _text(value: Any) -> str:
+    """A scalar as text ('' for null); a list or mapping where a scalar belongs is not a status file."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        raise ValueError("not a gitops-kaito status file: a list or mapping where a value belongs")
+    return str(value)
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    return tuple(_text(v) for v in _list(value))
+
+
+def _count(value: Any) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ValueError(f"not a gitops-kaito status file: {value!r} where a count belongs")
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"not a gitops-kaito status file: {value!r} where a price belongs")
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("not a gitops-kaito status file: a value where a list belongs")
+    return value
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("not a gitops-kaito status file: a value where a mapping belongs")
+    return value
+
+
+def _mappings(value: Any) -> list[dict[str, Any]]:
+    return [_mapping(v) for v in _list(value)]
 
 
 def summary_line(reports: Sequence[ModelReport]) -> str:

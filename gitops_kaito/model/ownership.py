@@ -5,10 +5,11 @@ Every object the reconciler creates carries these; prune and live-state reads re
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from gitops_kaito.model import k8snames
 from gitops_kaito.model.kaito import INFERENCESET_CREATED_BY_LABEL, KAITO_GROUP
 
 FIELD_MANAGER = "gitops-kaito"
@@ -37,15 +38,16 @@ ANNOTATION_DRIFT = "gitops.kaito.sh/drift"
 DRIFT_CORRECT = "correct"
 DRIFT_REPORT = "report"
 ANNOTATION_REPLACE = "gitops.kaito.sh/replace"  # "allowed" lets an immutable change delete and recreate
+# "allowed" on a model request lets a pass take over an object of the model's names that gitops-kaito did not make
+# (`gitops-kaito import` writes it); without it such an object is left alone and the model is Blocked.
+ANNOTATION_ADOPT = "gitops.kaito.sh/adopt"
 
 OWNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"  # every instance's objects
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def is_dns_label(value: Any) -> bool:
     """Whether value is a DNS-1123 label: what namespaces, model names and instance names must be."""
-    return isinstance(value, str) and len(value) <= 63 and bool(_DNS_LABEL.match(value))
+    return k8snames.is_dns_label(value)
 
 
 def model_id(namespace: str, name: str) -> str:
@@ -109,3 +111,27 @@ def kaito_owned(obj: Mapping[str, Any]) -> str:
                 f"{KAITO_GROUP}/"):
             return f"controlled by KAITO's {ref.get('kind')} {ref.get('name')}"
     return ""
+
+
+@dataclass(frozen=True)
+class Spared(Collection[str]):
+    """The model ids prune must spare this pass: named ones, and every model of some namespaces (a folder that
+    could not be read could hold any of them). `in` answers for both; iterating yields the named ids only."""
+
+    ids: frozenset[str] = frozenset()
+    namespaces: frozenset[str] = frozenset()
+
+    def __contains__(self, mid: object) -> bool:
+        return isinstance(mid, str) and (mid in self.ids or mid.partition(".")[0] in self.namespaces)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of(cls, ids: Collection[str], more: Iterable[str] = ()) -> Spared:
+        """`ids` (a Spared keeps its namespaces) with `more` ids added."""
+        base = ids if isinstance(ids, Spared) else cls(frozenset(ids))
+        return cls(base.ids | frozenset(more), base.namespaces)

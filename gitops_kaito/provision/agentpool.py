@@ -15,11 +15,12 @@ from gitops_kaito.model.ownership import (
     DEFAULT_INSTANCE,
     LABEL_INSTANCE,
     MANAGED_BY_VALUE,
+    Spared,
     model_id,
     owner_labels,
 )
 
-POOL_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+POOL_NAME_RE = re.compile(r"[a-z][a-z0-9]{0,11}")
 POOL_NAME_PREFIX = "gk"
 
 TAG_MANAGED_BY = "gitops-kaito-managed-by"
@@ -211,7 +212,7 @@ def pool_name(model_id: str) -> str:
         number, rem = divmod(number, 36)
         chars.append(_BASE36[rem])
     name = POOL_NAME_PREFIX + "".join(chars)
-    assert POOL_NAME_RE.match(name)
+    assert POOL_NAME_RE.fullmatch(name)
     return name
 
 
@@ -270,7 +271,7 @@ class ModelPools:
              keep_model_ids: Collection[str] = ()) -> tuple[PoolChange, ...]:
         """plan_pools of these pools. A model whose pool cannot be built keeps the pool it has, like a model whose
         file is broken: its error is not a reason to delete its GPUs."""
-        keep = {*keep_model_ids, *(mid for mid, _ in self.invalid)}
+        keep = Spared.of(keep_model_ids, (mid for mid, _ in self.invalid))
         return plan_pools(self.pools, live, prune=prune, keep_model_ids=keep, instance=self.instance)
 
 

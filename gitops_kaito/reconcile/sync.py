@@ -32,6 +32,7 @@ from gitops_kaito.model.ownership import (
     DEFAULT_INSTANCE,
     DRIFT_CORRECT,
     DRIFT_REPORT,
+    Spared,
     instance_of,
     kaito_owned,
 )
@@ -167,7 +168,8 @@ def plan_policy(desired: Desired, *, allow_mass_prune: bool = False) -> PlanPoli
         drift_report=frozenset(m for m, a in annotations.items() if a.get(ANNOTATION_DRIFT) == DRIFT_REPORT),
         drift_correct=frozenset(m for m, a in annotations.items() if a.get(ANNOTATION_DRIFT) == DRIFT_CORRECT),
         # A model whose file exists but failed (to load or render) keeps whatever it has in the cluster.
-        keep=frozenset((set(desired.load.discovered_ids) - annotations.keys()) | {m for m, _ in desired.invalid}),
+        keep=Spared(frozenset((set(desired.load.discovered_ids) - annotations.keys()) | {m for m, _ in desired.invalid}),
+                    desired.load.kept_namespaces),
         suspended=frozenset(r.model.request.id for r in desired.rendered if r.suspended),
         source_ok=desired.load.config_ok and desired.templates_ok,
         instance=config.instance,

@@ -48,7 +48,7 @@ TYPO_RATIO = 0.9
 # character (its \b), the name at most 96 characters, no '--' or '..', no '.git' suffix. ASCII only here: \w
 # would also admit letters the Hub refuses.
 _HF_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
-_HF_REPO_ID = re.compile(rf"^{_HF_PART}/{_HF_PART}$")
+_HF_REPO_ID = re.compile(rf"{_HF_PART}/{_HF_PART}")
 HF_NAME_MAX = 96
 
 
@@ -427,7 +427,7 @@ def hf_repo_id_problem(name: str) -> str | None:
         return "a Hugging Face repository id never contains '--' or '..'"
     if name.endswith(".git"):
         return "a Hugging Face repository id never ends in '.git'"
-    if not _HF_REPO_ID.match(name) or len(name.split("/", 1)[1]) > HF_NAME_MAX:
+    if not _HF_REPO_ID.fullmatch(name) or len(name.split("/", 1)[1]) > HF_NAME_MAX:
         return ("a Hugging Face repository id is org/name, each of letters, digits, '-', '_' and '.', starting "
                 f"and ending with a letter, digit or '_', the name at most {HF_NAME_MAX} characters")
     return None

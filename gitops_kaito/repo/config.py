@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from gitops_kaito.model.ownership import DEFAULT_INSTANCE, DRIFT_CORRECT, is_dns_label
 from gitops_kaito.model.resources import data_path
+from gitops_kaito.repo import schemas
 from gitops_kaito.repo.catalog import Catalog, load_catalog
 from gitops_kaito.repo.modelrequest import API_VERSION, dotted
-from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file, raise_all
+from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, escapes, load_yaml_file, raise_all
 
 CONFIG_FILE = "gitops-kaito.yaml"
 KIND = "Config"
@@ -34,7 +35,7 @@ RESERVED_STATUS_ROOTS = ("models", "templates", ".git")
 
 
 # Setting values shared by this file's `daemon:` section and the daemon's flags/env (service.settings).
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
 
 
 class SettingsError(ValueError):
@@ -45,7 +46,7 @@ def parse_duration(text: str | float | int) -> float:
     """'90', '90s', '5m', '1h', '250ms' -> seconds."""
     if isinstance(text, int | float):
         return float(text)
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         raise SettingsError(f"not a duration: {text!r} (use e.g. 30s, 5m, 1h)")
     value, unit = float(match.group(1)), match.group(2) or "s"
@@ -254,8 +255,10 @@ prices: {{}}                  # e.g. {{Standard_NC24ads_A100_v4: 2.95}}: your US
 def load_config(repo_dir: Path, catalog: Catalog | None = None) -> RepoConfig:
     """The repo's gitops-kaito.yaml, or defaults when there is none. Raises SourceError with file and line."""
     path = Path(repo_dir) / CONFIG_FILE
-    if not path.exists():
+    if not os.path.lexists(path):  # a dangling symlink is a broken file, not a missing one (defaults would widen)
         return RepoConfig()
+    if escapes(path, Path(repo_dir)):
+        raise SourceError(CONFIG_FILE, None, None, "symlink points outside the repository: refused")
     doc = load_yaml_file(path, Path(repo_dir), max_bytes=MAX_CONFIG_BYTES)
     return config_from_document(doc, catalog)
 
@@ -266,9 +269,10 @@ def recover_scope(repo_dir: Path) -> RepoConfig:
     A named instance whose config breaks must not fall back to the default instance's identity: it would then
     list, update and adopt the default instance's objects (prune is off while the file is broken, writes are not).
     """
+    # Read under the same limits as load_config: a file refused for its size (or as a FIFO) is never parsed here.
     try:
-        data = yaml.safe_load((Path(repo_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeError, yaml.YAMLError):
+        data = load_yaml_file(Path(repo_dir) / CONFIG_FILE, Path(repo_dir), max_bytes=MAX_CONFIG_BYTES).data
+    except SourceError:
         return RepoConfig()
     if not isinstance(data, dict):
         return RepoConfig()
@@ -419,10 +423,8 @@ def _prices(doc: LocatedDoc, catalog: Catalog, problems: list[SourceError]) -> d
 
 @functools.lru_cache(maxsize=1)
 def _validator() -> jsonschema.protocols.Validator:
-    schema = _schema()
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
+    validator: jsonschema.protocols.Validator = schemas.validator_for(_schema())
+    return validator
 
 
 @functools.lru_cache(maxsize=1)

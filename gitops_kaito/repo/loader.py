@@ -9,6 +9,7 @@ import contextlib
 import difflib
 import gc
 import os
+import stat
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,14 @@ from gitops_kaito.repo.config import CONFIG_FILE, RepoConfig, Scope, load_config
 from gitops_kaito.repo.kinds import API_VERSION, Request, RequestKind, Resolved
 from gitops_kaito.repo.modelrequest import LoadError, validate_document
 from gitops_kaito.repo.resolve import MODEL_DEPLOYMENT, RepoLoad, ResolveError
-from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, each_error, load_yaml_file
+from gitops_kaito.repo.yamlsource import (
+    LocatedDoc,
+    SourceError,
+    each_error,
+    escapes,
+    load_yaml_file,
+    special_kind,
+)
 
 __all__ = ["MODELS_DIR", "RepoLoad", "load_repository"]
 
@@ -51,10 +59,32 @@ class _Collected:
     discovered: set[str] = field(default_factory=set)
     tree_ok: bool = True
 
+    kept_namespaces: set[str] = field(default_factory=set)
+    unread: list[str] = field(default_factory=list)  # paths that could hold models and could not be read
+
+    def cannot_read(self, path: str, message: str, mid: str | None) -> None:
+        """A file or folder under models/ that could hold models and cannot be read: an error naming it, and the
+        models that could live there are spared: its own model id when its name says it, else every model of
+        its namespace folder, else (directly in models/, or a folder that is not a namespace) every model."""
+        self.fail(path, None, message, mid)
+        if not mid:
+            self.unread.append(path)
+
+    def spare_unread(self, paths: tuple[str, ...]) -> None:
+        """Keep the models the unreadable paths in scope could hold (see cannot_read)."""
+        for path in self.unread:
+            if not in_scope(path, paths) and not any(p.startswith(path + "/") for p in paths):
+                continue
+            namespace = _namespace_of(path)
+            if namespace is not None and is_dns_label(namespace):
+                self.kept_namespaces.add(namespace)
+            else:
+                self.tree_ok = False
+
     def fail(self, path: str, line: int | None, message: str, mid: str | None) -> None:
         # Problems with a whole file (too large, misplaced, hidden) point at its first line, so editors and CI
         # annotations can still jump to it; only folders keep line None.
-        if line is None and path.endswith(SUFFIXES):
+        if line is None and _yaml_named(path):
             line = 1
         self.errors.append(LoadError(path=path, line=line, message=message, model_id=mid))
         if mid:
@@ -112,12 +142,14 @@ def _load_repository(root: Path, catalog: Catalog | None, scope: Scope) -> RepoL
             out.fail(missing, None, f"path {missing} (instance {config.instance!r}) does not exist: nothing is "
                      "pruned until it does", None)
 
+    out.spare_unread(config.paths)
     models = _resolve_all(out, catalog, config)
     return RepoLoad(
         root=root, config=config, models=tuple(sorted(models, key=lambda m: m.request.id)),
         errors=tuple(sorted(out.errors, key=lambda e: (e.path, e.line or 0, e.message))),
         # An unreadable models/ tree must not read as "no models" either: prune keys off config_ok.
         config_ok=config_ok and out.tree_ok, discovered_ids=frozenset(out.discovered),
+        kept_namespaces=frozenset(out.kept_namespaces),
     )
 
 
@@ -127,11 +159,7 @@ def in_scope(shown: str, paths: tuple[str, ...]) -> bool:
 
 
 def _escapes(path: Path, real_root: Path) -> bool:
-    try:
-        path.resolve().relative_to(real_root)
-        return False
-    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
-        return True
+    return escapes(path, real_root)
 
 
 def _stem_id(namespace: str | None, path: Path) -> str | None:
@@ -141,8 +169,28 @@ def _stem_id(namespace: str | None, path: Path) -> str | None:
     return model_id(namespace, stem)
 
 
+def _yaml_named(name: str) -> bool:
+    """A name that says "model file", in any letter case (.YAML is a mistake to report, not a file to skip)."""
+    return name.lower().endswith(SUFFIXES)
+
+
+def _namespace_of(shown: str) -> str | None:
+    """The namespace folder a path under models/ is or sits in (models/<ns>[/...]); None for a file directly in
+    models/."""
+    parts = shown.split("/")
+    if len(parts) == 2 and not _yaml_named(parts[1]):  # models/<name>: a namespace folder (or what should be one)
+        return parts[1]
+    return parts[1] if len(parts) > 2 else None
+
+
 def _model_files(root: Path, real_root: Path, out: _Collected) -> list[tuple[Path, str | None, str]]:
-    """Candidate model files with the namespace folder they sit in (None when misplaced) and their shown path."""
+    """Candidate model files with the namespace folder they sit in (None when misplaced) and their shown path.
+
+    Only regular files inside the repository are read. Anything else with a model file's name (a dangling
+    symlink, a symlink to a folder or out of the repository, a FIFO or device, a wrongly cased extension) and any
+    folder that cannot be walked (a symlink, unreadable) is an error naming the path, and the models that could
+    live there are kept from prune (see _Collected.cannot_read).
+    """
     models = root / MODELS_DIR
     if not models.exists() and not models.is_symlink():
         return []
@@ -150,31 +198,22 @@ def _model_files(root: Path, real_root: Path, out: _Collected) -> list[tuple[Pat
         out.tree_ok = False
         out.fail(MODELS_DIR, None, "models/ must be a real directory inside the repository", None)
         return []
-    found: list[tuple[Path, str | None, str]] = []
     try:
         entries = _scan(models)
     except OSError as err:
         out.tree_ok = False
         out.fail(MODELS_DIR, None, f"cannot list models/: {err.strerror or err}", None)
         return []
+    found: list[tuple[Path, str | None, str]] = []
     for entry in entries:
         shown = f"{MODELS_DIR}/{entry.name}"
         path = models / entry.name
-        if entry.name.startswith("."):
-            if entry.name.endswith(SUFFIXES) or entry.is_dir():
-                out.fail(shown, None, "hidden files and folders under models/ are not read: rename it", None)
-            continue
-        if entry.is_symlink() and _escapes(path, real_root):
-            out.fail(shown, None, "symlink points outside the repository: refused", None)
-            continue
-        if entry.is_file():
-            if entry.name.endswith(SUFFIXES):
-                found.append((path, None, shown))
-            continue
-        if not entry.is_dir():
-            continue
-        for child, child_shown in _walk(path, shown, real_root, out):
-            found.append((child, entry.name if child.parent == path else None, child_shown))
+        kind = _entry_kind(entry, path, real_root, out, shown, None)
+        if kind == "file":
+            found.append((path, None, shown))
+        elif kind == "dir":
+            for child, child_shown in _walk(path, shown, real_root, out):
+                found.append((child, entry.name if child.parent == path else None, child_shown))
     return found
 
 
@@ -189,25 +228,60 @@ def _walk(folder: Path, shown_folder: str, real_root: Path, out: _Collected) -> 
     try:
         entries = _scan(folder)
     except OSError as err:
-        out.tree_ok = False
-        out.fail(shown_folder, None, f"cannot list folder: {err.strerror or err}", None)
+        out.cannot_read(shown_folder, f"cannot list folder: {err.strerror or err}", None)
         return files
     for entry in entries:
         shown = f"{shown_folder}/{entry.name}"
         path = folder / entry.name
-        if entry.name.startswith("."):
-            if entry.name.endswith(SUFFIXES) or entry.is_dir():
-                out.fail(shown, None, "hidden files and folders under models/ are not read: rename it",
-                         _stem_id(folder.name, path.with_name(entry.name.lstrip("."))))
-            continue
-        if entry.is_symlink() and _escapes(path, real_root):
-            out.fail(shown, None, "symlink points outside the repository: refused", _stem_id(folder.name, path))
-            continue
-        if entry.is_dir():
+        kind = _entry_kind(entry, path, real_root, out, shown, folder.name)
+        if kind == "dir":
             files.extend(_walk(path, shown, real_root, out))
-        elif entry.is_file() and entry.name.endswith(SUFFIXES):
+        elif kind == "file":
             files.append((path, shown))
     return files
+
+
+def _entry_kind(entry: os.DirEntry[str], path: Path, real_root: Path, out: _Collected, shown: str,
+                folder: str | None) -> str:
+    """'file' (a regular file to load), 'dir' (a real folder to walk) or '' (skipped, or reported here)."""
+    yaml_named = _yaml_named(entry.name)
+    stem_id = _stem_id(folder, path) if yaml_named else None
+    if entry.name.startswith("."):
+        hidden = "hidden files and folders under models/ are not read: rename it"
+        if yaml_named:
+            out.fail(shown, None, hidden, _stem_id(folder, path.with_name(entry.name.lstrip("."))))
+        elif entry.is_dir(follow_symlinks=False):
+            out.cannot_read(shown, hidden, None)
+        return ""
+    try:
+        linked = entry.is_symlink()
+        info = path.stat()  # follows a symlink: what would be read
+    except OSError as err:  # a dangling symlink, a symlink loop, a file that vanished
+        if yaml_named or linked:
+            what = "symlink points nowhere (dangling or a loop)" if linked else f"cannot read: {err.strerror or err}"
+            out.cannot_read(shown, f"{what}: refused", stem_id)
+        return ""
+    if linked and _escapes(path, real_root):
+        out.cannot_read(shown, "symlink points outside the repository: refused", stem_id)
+        return ""
+    if stat.S_ISDIR(info.st_mode):
+        if linked:  # a folder reached twice, or a loop: models live in real folders only
+            out.cannot_read(shown, "symlink to a folder: folders under models/ must be real folders", stem_id)
+            return ""
+        if yaml_named:
+            out.cannot_read(shown, "a folder named like a model file: refused", stem_id)
+            return ""
+        return "dir"
+    if not yaml_named:
+        return ""
+    if not stat.S_ISREG(info.st_mode):
+        out.cannot_read(shown, f"not a regular file ({special_kind(info.st_mode)}): refused", stem_id)
+        return ""
+    if not entry.name.endswith(SUFFIXES):
+        out.cannot_read(shown, f"extension {entry.name.rsplit('.', 1)[1]!r} must be written in lowercase "
+                        f"(.yaml or .yml): rename it", stem_id)
+        return ""
+    return "file"
 
 
 def _doc_id(doc: LocatedDoc | None, namespace: str | None, path: Path, default_ns: str) -> str | None:
@@ -227,7 +301,10 @@ def _load_one(path: Path, namespace: str | None, shown: str, root: Path, config:
     try:
         doc = load_yaml_file(path, root, shown=shown)
     except SourceError as err:
-        out.fail(err.path, err.line, err.message, _stem_id(namespace, path))
+        if err.line is None:  # the file could not be read at all
+            out.cannot_read(err.path, err.message, _stem_id(namespace, path))
+        else:
+            out.fail(err.path, err.line, err.message, _stem_id(namespace, path))
         return
     mid = _doc_id(doc, namespace, path, config.default_namespace)
     for known in (mid, _stem_id(namespace, path)):
@@ -240,6 +317,8 @@ def _load_one(path: Path, namespace: str | None, shown: str, root: Path, config:
     if not is_dns_label(namespace):
         out.fail(shown, None, f"folder models/{namespace}/ is not a valid namespace (a DNS-1123 label: lowercase "
                  "letters, digits and '-', at most 63 characters)", mid)
+        if mid is None:  # which model this would be cannot be told: no model is pruned while it is there
+            out.tree_ok = False
         return
     kind = _kind_of(doc)
     if kind is None:

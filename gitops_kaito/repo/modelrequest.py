@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from gitops_kaito.model.ownership import model_id
 from gitops_kaito.model.resources import data_path
+from gitops_kaito.repo import schemas
 from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError
 
 API_VERSION = "gitops.kaito.sh/v1alpha1"
@@ -170,8 +169,8 @@ def schema(file_name: str = SCHEMA_FILE) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=8)
-def _validator(file_name: str = SCHEMA_FILE) -> Draft202012Validator:
-    return Draft202012Validator(schema(file_name))
+def _validator(file_name: str = SCHEMA_FILE) -> Any:
+    return schemas.validator_for(schema(file_name))
 
 
 def dotted(json_path: Sequence[str | int]) -> str:
@@ -269,7 +268,7 @@ def _keyword(key: str, rule: Any, node: Mapping[str, Any], root: Mapping[str, An
     if key == "enum":
         return [lambda v: any(_same(v, choice) for choice in rule)]
     if key == "pattern":
-        search = re.compile(rule).search
+        search = schemas.compiled(rule).search
         return [lambda v: type(v) is not str or search(v) is not None]
     if key == "minLength":
         return [lambda v: type(v) is not str or len(v) >= rule]

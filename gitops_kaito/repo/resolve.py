@@ -102,6 +102,9 @@ class RepoLoad:
     errors: tuple[LoadError, ...]
     config_ok: bool  # False when gitops-kaito.yaml itself is broken: the sync must not prune
     discovered_ids: frozenset[str]  # every model id whose file was found, valid or not: prune must spare them
+    # namespaces whose folder (or a file in it whose name tells no model) could not be read: prune spares every
+    # model of these namespaces
+    kept_namespaces: frozenset[str] = frozenset()
 
 
 class ResolveError(Exception):

@@ -1,10 +1,14 @@
 """Safe YAML loading that remembers where every key and value came from, for errors with file and line.
 
-Hostile or careless input is refused up front: huge files, aliases (alias bombs), several documents, deep nesting.
+Hostile or careless input is refused up front: huge files, files that are not regular files (a FIFO never blocks
+a read), aliases (alias bombs), several documents, deep nesting, numbers that are not finite or too long to convert.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,12 +97,74 @@ class LocatedDoc:
         return SourceError(self.path, pos[0] if pos else None, pos[1] if pos else None, message)
 
 
+def escapes(path: Path, root: Path) -> bool:
+    """Whether path, with every symlink followed, lies outside root (a symlink loop counts as outside)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+        return False
+    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return True
+
+
 def display_path(path: Path, root: Path) -> str:
     """The repo-relative path with forward slashes, or the path as given when it is outside root."""
     try:
         return path.relative_to(root).as_posix()
     except ValueError:
         return str(path)
+
+
+def read_regular_file(path: Path, max_bytes: int, shown: str) -> bytes:
+    """The bytes of a regular file of at most max_bytes; SourceError for anything else (with the reason).
+
+    Opened without blocking and checked on the open descriptor: a FIFO (or a device, a socket) is refused instead
+    of waiting forever for a writer, and a file swapped for one between a check and the read is refused too.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as err:
+        raise SourceError(shown, None, None, f"cannot read file: {err.strerror or err}")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SourceError(shown, None, None, f"not a regular file ({special_kind(info.st_mode)}): refused")
+        if info.st_size > max_bytes:
+            raise SourceError(shown, None, None,
+                              f"file is too large ({info.st_size} bytes; the limit is {max_bytes} bytes)")
+        chunks = []
+        left = max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        raw = b"".join(chunks)
+    except OSError as err:
+        raise SourceError(shown, None, None, f"cannot read file: {err.strerror or err}")
+    finally:
+        os.close(fd)
+    if len(raw) > max_bytes:  # the file grew between fstat and read
+        raise SourceError(shown, None, None, f"file is too large (over {max_bytes} bytes)")
+    return raw
+
+
+def special_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def decode_text(raw: bytes, shown: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise SourceError(shown, line, None, "file is not valid UTF-8 text")
 
 
 def load_yaml_file(path: Path, root: Path, max_bytes: int = DEFAULT_MAX_BYTES, *, shown: str | None = None
@@ -108,23 +174,16 @@ def load_yaml_file(path: Path, root: Path, max_bytes: int = DEFAULT_MAX_BYTES, *
     shown: the path for errors when the caller already knows it (else display_path(path, root)).
     """
     shown = shown if shown is not None else display_path(path, root)
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise SourceError(shown, None, None,
-                              f"file is too large ({size} bytes; the limit is {max_bytes} bytes)")
-        with path.open("rb") as handle:
-            raw = handle.read(max_bytes + 1)
-    except OSError as err:
-        raise SourceError(shown, None, None, f"cannot read file: {err.strerror or err}")
-    if len(raw) > max_bytes:  # the file grew between stat and read
-        raise SourceError(shown, None, None, f"file is too large (over {max_bytes} bytes)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise SourceError(shown, line, None, "file is not valid UTF-8 text")
-    return load_yaml_text(text, shown)
+    return load_yaml_text(decode_text(read_regular_file(path, max_bytes, shown), shown), shown)
+
+
+def load_yaml_data(text: str, shown: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Plain data from one YAML mapping nobody vetted (status files, a ConfigMap's inference config), under the same
+    limits as model files: size, no aliases, one document, depth, finite numbers. Raises SourceError."""
+    size = len(text.encode("utf-8", "surrogateescape"))
+    if size > max_bytes:
+        raise SourceError(shown, None, None, f"too large ({size} bytes; the limit is {max_bytes} bytes)")
+    return load_yaml_text(text, shown).data
 
 
 def load_yaml_text(text: str, shown: str) -> LocatedDoc:
@@ -221,6 +280,16 @@ def _scalar(node: yaml.ScalarNode, shown: str) -> Any:
     tag = node.tag
     if tag == _STR_TAG:
         return node.value
+    value = _construct(node, shown)
+    if isinstance(value, float) and not math.isfinite(value):
+        # .nan, .inf and literals past the float range (1.0e+400): every number gitops-kaito reads is a count,
+        # a price or an inference parameter, and a non-finite one breaks sums, comparisons and the JSON sent on.
+        raise SourceError(shown, *_at(node), f"{node.value!r} is not a finite number")
+    return value
+
+
+def _construct(node: yaml.ScalarNode, shown: str) -> Any:
+    tag = node.tag
     if tag in _PLAIN_SCALAR_TAGS:
         try:
             return yaml.constructor.SafeConstructor.yaml_constructors[tag](_SHARED_CONSTRUCTOR, node)
@@ -233,6 +302,8 @@ def _scalar(node: yaml.ScalarNode, shown: str) -> Any:
         return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as err:
         raise SourceError(shown, *_at(node), f"invalid value: {err.problem}")
+    except ValueError as err:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise SourceError(shown, *_at(node), f"invalid value: {str(err).split(';')[0]}")
 
 
 def _convert(node: yaml.Node, here: JsonPath, positions: dict[JsonPath, tuple[int, int]], shown: str) -> Any:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from gitops_kaito.sandbox.controllers.base import Kube, make_api_client
 
-_POOL_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+_POOL_NAME = re.compile(r"[a-z][a-z0-9]{0,11}")
 IN_PROGRESS_MESSAGE = "Operation is not allowed because there's an in progress {kind} node pool operation"
 _IMMUTABLE = ("vmSize", "osDiskSizeGB", "osType", "osSKU", "type", "gpuProfile")
 _READ_ONLY = ("provisioningState", "powerState", "status", "nodeImageVersion", "currentOrchestratorVersion")
@@ -372,7 +372,7 @@ class ArmEmulator:
                           "The api-version query parameter (?api-version=) is required for all requests.")
 
         op_match = re.match(r"^/subscriptions/[^/]+/providers/microsoft\.containerservice/locations/[^/]+/"
-                            r"(operations|operationresults)/([^/]+)$", lpath)
+                            r"(operations|operationresults)/([^/]+)\Z", lpath)
         if op_match and method == "GET":
             return self._get_operation(op_match.group(1), path.rstrip("/").split("/")[-1])
         if lpath == pools_path and method == "GET":
@@ -412,7 +412,7 @@ class ArmEmulator:
         except json.JSONDecodeError:
             return _error(400, "InvalidRequestContent", "The request content was invalid and could not be deserialized.")
         props = dict(doc.get("properties") or {})
-        if not _POOL_NAME.match(pool):
+        if not _POOL_NAME.fullmatch(pool):
             return _error(400, "InvalidParameter",
                           f"The value of parameter agentPoolProfile.name is invalid: {pool!r} must match ^[a-z][a-z0-9]{{0,11}}$.")
         if not props.get("vmSize"):

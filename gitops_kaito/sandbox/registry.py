@@ -181,7 +181,7 @@ def _version_priority(version: str) -> tuple[int, int, int]:
     """Kubernetes version ordering: GA > beta > alpha, then higher numbers first."""
     import re
 
-    m = re.match(r"^v(\d+)(?:(alpha|beta)(\d+))?$", version)
+    m = re.match(r"^v(\d+)(?:(alpha|beta)(\d+))?\Z", version)
     if not m:
         return (9, 0, 0)
     major, stage, minor = m.groups()

@@ -12,8 +12,8 @@ from typing import Any
 
 from gitops_kaito.sandbox.errors import ApiError
 
-_SET_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*(?:(notin|in)\s*\(([^)]*)\))?\s*$")
-_EQ_RE = re.compile(r"^\s*([A-Za-z0-9_./-]+)\s*(==|=|!=)\s*([A-Za-z0-9_.-]*)\s*$")
+_SET_RE = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*(?:(notin|in)\s*\(([^)]*)\))?\s*\Z")
+_EQ_RE = re.compile(r"^\s*([A-Za-z0-9_./-]+)\s*(==|=|!=)\s*([A-Za-z0-9_.-]*)\s*\Z")
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def parse_field_selector(expr: str | None) -> FieldSelector:
         return FieldSelector(())
     terms: list[tuple[str, bool, str]] = []
     for part in _split_top(expr):
-        m = re.match(r"^\s*([A-Za-z0-9_.]+)\s*(==|=|!=)\s*(.*?)\s*$", part)
+        m = re.match(r"^\s*([A-Za-z0-9_.]+)\s*(==|=|!=)\s*(.*?)\s*\Z", part)
         if not m:
             raise ApiError(400, f"invalid field selector: {part!r}")
         terms.append((m.group(1), m.group(2) != "!=", m.group(3)))

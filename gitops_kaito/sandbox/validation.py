@@ -8,17 +8,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 
 def _qualified_name(key: str) -> str | None:
     prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
         return "prefix part must be a DNS-1123 subdomain"
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         return "name part must consist of alphanumeric characters, '-', '_' or '.', 63 characters at most"
     return None
 
@@ -28,10 +28,10 @@ def metadata_errors(meta: dict[str, Any], dns_label_name: bool = False) -> list[
     name = meta.get("name")
     if not name:
         errors.append(("metadata.name", "Required value: name or generateName is required"))
-    elif dns_label_name and (len(name) > 63 or not _DNS1123_LABEL.match(name)):
+    elif dns_label_name and (len(name) > 63 or not _DNS1123_LABEL.fullmatch(name)):
         errors.append(("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of '
                        "lower case alphanumeric characters or '-'"))
-    elif len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+    elif len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
         errors.append(("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
                        "lower case alphanumeric characters, '-' or '.'"))
     labels = meta.get("labels") or {}
@@ -42,7 +42,7 @@ def metadata_errors(meta: dict[str, Any], dns_label_name: bool = False) -> list[
         why = _qualified_name(str(key))
         if why:
             errors.append(("metadata.labels", f'Invalid value: "{key}": {why}'))
-        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
             errors.append(("metadata.labels", f'Invalid value: "{value}": a valid label must be an empty string '
                            "or consist of alphanumeric characters, '-', '_' or '.', 63 characters at most"))
     annotations = meta.get("annotations") or {}
