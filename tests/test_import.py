@@ -16,7 +16,7 @@ from gitops_kaito.adapters.kube import Kube
 from gitops_kaito.cli import main
 from gitops_kaito.core import adopt
 from gitops_kaito.core.plan import ADOPT_REASON, Action
-from gitops_kaito.model.ownership import LABEL_MANAGED_BY, owner_labels
+from gitops_kaito.model.ownership import ANNOTATION_ADOPT, LABEL_MANAGED_BY, owner_labels
 from gitops_kaito.reconcile.sync import plan_repository, run_pass
 from gitops_kaito.repo.catalog import load_catalog
 from gitops_kaito.repo.config import RepoConfig
@@ -36,7 +36,8 @@ def _ws(name: str = "phi", ns: str = "ml", **extra: Any) -> dict[str, Any]:
 def _spec(adoption: adopt.Adoption) -> dict[str, Any]:
     assert not adoption.skipped, adoption.skipped
     doc = yaml.safe_load(adoption.text)
-    assert doc["metadata"] == {"name": adoption.name, "namespace": adoption.namespace}
+    assert doc["metadata"] == {"name": adoption.name, "namespace": adoption.namespace,
+                               "annotations": {ANNOTATION_ADOPT: "allowed"}}  # the consent to take it over
     return dict(doc["spec"])
 
 

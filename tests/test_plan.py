@@ -11,6 +11,7 @@ from gitops_kaito.core.plan import (
     Action,
     PlanPolicy,
     drift_managers,
+    key_of,
     make_plan,
     node_ready,
     pointer_to_field,
@@ -424,26 +425,54 @@ def _unowned(obj: DesiredObject, **changes: Any) -> Manifest:
     return live
 
 
-def test_an_unowned_object_of_a_desired_name_is_adopted_in_place_and_never_pruned() -> None:
-    from gitops_kaito.core.plan import ADOPT_REASON
+ADOPT = PlanPolicy(adopt_allowed=frozenset({"ml.phi"}))
 
-    want = workspace()
-    plan = make_plan([want], [_unowned(want)])
-    [change] = plan.changes
-    assert (change.action, change.reason) == (Action.UPDATE, ADOPT_REASON)
-    assert any(op["path"].startswith("/metadata/labels") for op in change.patch)
+
+def test_an_unowned_object_of_a_desired_name_is_left_alone_and_the_model_blocked() -> None:
+    """Someone else's object under a desired name: no pass writes it (the model is blocked with the reason and
+    nothing else of it is written: its Workspace would point at that ConfigMap), and it is never pruned."""
+    cm, want = configmap(), workspace()
+    plan = make_plan([cm, want], [_unowned(cm)])
+    by_kind = {c.ref.kind: c for c in plan.changes}
+    blocked = by_kind["ConfigMap"]
+    assert blocked.action == Action.BLOCKED and blocked.not_ours and not blocked.patch
+    assert "ConfigMap/ml/phi-inference-config exists and was not created by gitops-kaito" in blocked.reason
+    assert "gitops-kaito import" in blocked.reason and "gitops.kaito.sh/adopt: allowed" in blocked.reason
+    held = by_kind["Workspace"]
+    assert held.action == Action.BLOCKED and "not applied: ConfigMap/ml/phi-inference-config" in held.reason
+    assert not any(c.writes for c in plan.changes)
     # Someone else's object that nothing desires is not ours to prune.
     other = _unowned(workspace("qwen"))
     assert make_plan([], [other]).changes == ()
 
 
+def test_an_unowned_object_is_adopted_in_place_only_when_the_model_opts_in() -> None:
+    from gitops_kaito.core.plan import ADOPT_REASON
+
+    want = workspace()
+    [change] = make_plan([want], [_unowned(want)], ADOPT).changes
+    assert (change.action, change.reason) == (Action.UPDATE, ADOPT_REASON)
+    assert any(op["path"].startswith("/metadata/labels") for op in change.patch)
+    [other] = make_plan([workspace("qwen")], [_unowned(workspace("qwen"))], ADOPT).changes
+    assert other.action == Action.BLOCKED, "the opt-in is per model"
+
+
+def test_an_object_whose_existence_could_not_be_read_is_not_created_over() -> None:
+    cm, want = configmap(), workspace()
+    plan = make_plan([cm, want], [], unverified={key_of(want.ref): "Forbidden: get workspaces"})
+    assert {c.action for c in plan.changes} == {Action.BLOCKED}
+    assert "could not check whether Workspace/ml/phi already exists (Forbidden" in \
+        {c.ref.kind: c for c in plan.changes}["Workspace"].reason
+
+
 def test_adopting_something_different_is_blocked_or_replaced_per_policy() -> None:
     want = workspace()
     different = _unowned(want, inference={"preset": {"name": "mistral-7b-instruct"}, "config": "phi-inference-config"})
-    [blocked] = make_plan([want], [different]).changes
+    [blocked] = make_plan([want], [different], ADOPT).changes
     assert blocked.action == Action.BLOCKED and "not managed by gitops-kaito" in blocked.reason
     assert blocked.immutable
-    [replaced] = make_plan([want], [different], PlanPolicy(replace_policy="auto")).changes
+    [replaced] = make_plan([want], [different], PlanPolicy(replace_policy="auto",
+                                                          adopt_allowed=ADOPT.adopt_allowed)).changes
     assert replaced.action == Action.REPLACE and "delete it and create ours" in replaced.reason
 
 

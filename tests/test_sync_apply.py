@@ -21,7 +21,7 @@ class FakeKube:
         self.fail = fail or {}
         self.sticky = sticky
 
-    def apply(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest:
+    def apply(self, manifest: Manifest, *, dry_run: bool = False, force: bool = True) -> Manifest:
         ref = str(ObjectRef.of(manifest))
         self.calls.append(f"apply {ref}")
         if ref in self.fail:

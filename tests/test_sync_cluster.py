@@ -21,7 +21,7 @@ from kubernetes import client
 
 from gitops_kaito.adapters.kube import KAITO_MISSING, ApiRetry, Kube
 from gitops_kaito.cli import main
-from gitops_kaito.core.plan import ADOPT_REASON, Action
+from gitops_kaito.core.plan import Action
 from gitops_kaito.model.objects import ANNOTATION_DIGEST, MANAGED_KINDS, ObjectRef
 from gitops_kaito.model.ownership import ANNOTATION_REVISION, LABEL_MODEL
 from gitops_kaito.model.resources import data_path
@@ -612,7 +612,8 @@ def test_kubeconfig_env_with_several_files_is_merged(env: Env, tmp_path: Path,
 
 def test_many_creates_look_for_unowned_objects_with_one_list_not_a_get_each(env: Env) -> None:
     """A first sync of a large repository: past GETS_PER_KIND creates of a kind, one LIST without a selector finds
-    objects someone else made under a desired name (adopted in place), instead of one GET per create."""
+    objects someone else made under a desired name (left alone: the model is blocked), instead of one GET per
+    create."""
     skip_on_real(env.target, COUNTS)
     names = [f"m{i:02d}" for i in range(GETS_PER_KIND + 4)]
     for name in names:
@@ -625,11 +626,12 @@ def test_many_creates_look_for_unowned_objects_with_one_list_not_a_get_each(env:
                                                        by_hand)["metadata"]["uid"]
     env.mark()
     result = env.sync()
-    assert result.ok, result.errors
     actions = {c.ref.name: (c.action, c.reason) for c in result.plan.changes if c.ref.kind == "Workspace"}
-    assert actions.pop("m05") == (Action.UPDATE, ADOPT_REASON)
+    action, reason = actions.pop("m05")
+    assert action == Action.BLOCKED and "was not created by gitops-kaito" in reason
     assert {a for a, _ in actions.values()} == {Action.CREATE} and len(actions) == len(names) - 1
     assert env.workspace("m05")["metadata"]["uid"] == uid, "the hand-made Workspace was recreated"
+    assert not env.workspace("m05")["metadata"].get("labels"), "the hand-made Workspace was taken over"
 
     def unfiltered() -> list[Any]:
         return [e for e in env.requests(("list",))

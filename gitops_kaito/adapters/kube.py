@@ -312,19 +312,22 @@ class Kube:
 
     # ------------------------------------------------------------------ writes
 
-    def apply(self, manifest: Manifest, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER) -> Manifest:
-        """Server-side apply as gitops-kaito (or `field_manager`: the hand-over manager), forcing conflicts.
+    def apply(self, manifest: Manifest, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER,
+              force: bool = True) -> Manifest:
+        """Server-side apply as gitops-kaito (or `field_manager`: the hand-over manager), forcing conflicts unless
+        force=False.
 
-        force=True because the repository is the source of truth for every field we send: a person's
-        kubectl edit of one of them is drift to revert, not a conflict to stop on. Fields we do not send
-        stay with whoever set them.
+        force=True for updates of our own objects because the repository is the source of truth for every field
+        we send: a person's kubectl edit of one of them is drift to revert, not a conflict to stop on. Fields we
+        do not send stay with whoever set them. A create goes without force: should someone else have made an
+        object of that name since the pass looked, their fields answer 409 instead of being taken over.
         """
         ref = ObjectRef.of(manifest)
         resource = self._required(ref.api_version, ref.kind)
         with self._writing(ref, dry_run):
             out = self._json(lambda: self.dynamic.server_side_apply(
                 resource, body=manifest, name=ref.name, namespace=ref.namespace or None,
-                field_manager=field_manager, force_conflicts=True, dry_run="All" if dry_run else None,
+                field_manager=field_manager, force_conflicts=force, dry_run="All" if dry_run else None,
                 serialize=False), f"apply {ref}")
             if self.observer is not None and not dry_run:
                 out.setdefault("apiVersion", ref.api_version)

@@ -16,7 +16,7 @@ import yaml
 from gitops_kaito.core.plan import immutable_changes
 from gitops_kaito.core.render import ANNOTATION_RUNTIME, CONFIG_KEY, RenderedModel
 from gitops_kaito.model.objects import ObjectRef, comparable, project
-from gitops_kaito.model.ownership import is_owned, kaito_owned
+from gitops_kaito.model.ownership import ANNOTATION_ADOPT, is_owned, kaito_owned
 from gitops_kaito.repo.catalog import Catalog
 from gitops_kaito.repo.config import RepoConfig
 from gitops_kaito.repo.modelrequest import API_VERSION, KIND
@@ -198,10 +198,14 @@ def request_for(workspace: Mapping[str, Any], configmap: Mapping[str, Any] | Non
     if secret:
         spec["modelAccessSecret"] = str(secret)
     spec.update(replica_spec)
-    document = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    # The model's consent to take the live objects over: without it a pass leaves them alone and blocks the model.
+    document = {"apiVersion": API_VERSION, "kind": KIND,
+                "metadata": {"name": name, "namespace": ns, "annotations": {ANNOTATION_ADOPT: "allowed"}},
+                "spec": spec}
     head = (f"# Imported by `gitops-kaito import` from the live {source_kind} {ns}/{name}.\n"
             f"# The next sync pass adopts it in place (same {source_kind}, our labels added); edit it like any "
-            "request.\n")
+            "request.\n"
+            f"# {ANNOTATION_ADOPT}: allowed is what lets it take over objects gitops-kaito did not create.\n")
     return Adoption(ns, name, head + yaml.safe_dump(document, sort_keys=False), notes=tuple(notes))
 
 

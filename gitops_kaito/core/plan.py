@@ -29,6 +29,7 @@ from gitops_kaito.model.objects import (
     wave_of,
 )
 from gitops_kaito.model.ownership import (
+    ANNOTATION_ADOPT,
     ANNOTATION_DRIFT,
     ANNOTATION_PRUNE,
     ANNOTATION_REPLACE,
@@ -81,6 +82,9 @@ class Change:
     # as a partial manifest with their values: a create/replace applies them once, an update hands them over.
     handoff: Manifest | None = field(default=None, compare=False, hash=False, repr=False)
     switches_from: ObjectRef | None = None  # a create that replaces the model's workload of another kind
+    # BLOCKED because the object of this name is not this instance's to write (made by someone else, another
+    # instance's, or unknown): nothing of the model is written while it is so
+    not_ours: bool = False
 
     @property
     def writes(self) -> bool:
@@ -115,6 +119,9 @@ class PlanPolicy:
     suspended: frozenset[str] = frozenset()  # model ids suspended on purpose: pruned, not counted by the guard
     source_ok: bool = True  # False when the repo config failed to load: nothing is pruned
     instance: str = DEFAULT_INSTANCE  # only objects of this gitops-kaito instance are updated or pruned
+    # model ids annotated gitops.kaito.sh/adopt: allowed (`gitops-kaito import` writes it): only these may take over
+    # an existing object of their names that gitops-kaito did not create
+    adopt_allowed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -182,11 +189,15 @@ def key_of(ref: ObjectRef) -> Key:
 
 
 def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy: PlanPolicy | None = None, *,
-              pools: Sequence[PoolChange] = (), pool_models: Iterable[str] = ()) -> Plan:
+              pools: Sequence[PoolChange] = (), pool_models: Iterable[str] = (),
+              unverified: Mapping[Key, str] | None = None) -> Plan:
     """Compare what we want with the live objects that carry our owner labels.
 
-    `live` may also hold objects of a desired name made by someone else (adopted in place) or owned by another
-    gitops-kaito instance (blocked, never taken over); only the policy's own instance's objects are ever pruned.
+    `live` may also hold objects of a desired name made by someone else or owned by another gitops-kaito instance:
+    they are never written (the model is blocked, and nothing else of it is written), unless the model opted in to
+    adoption (PlanPolicy.adopt_allowed) for an object nobody manages; only the policy's own instance's objects are
+    ever pruned. `unverified`: desired objects whether something of their name exists could not be read (the
+    reason): blocked alike, since a create would take over whatever is there.
 
     `pools` (aks mode) are the agent-pool changes and `pool_models` the models that own a live pool: the prune
     guard counts models, so a model that only exists as a pool counts as managed and its pool delete as a removal.
@@ -214,15 +225,23 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
             raise ValueError(f"{want.ref} is rendered twice")
         desired_keys.add(key)
         if key in kaito:
-            applies.append(Change(ref=want.ref, action=Action.BLOCKED, model_id=want.model_id, wave=want.wave,
-                                  reason=f"an object of this name exists and is {kaito[key]}: it is never taken "
-                                  "over; rename the model", desired=want.normalised.stamped))
+            applies.append(_not_ours(want, f"an object of this name exists and is {kaito[key]}: it is never "
+                                           "taken over; rename the model"))
         elif key in foreign and key not in live_by_key:
             applies.append(_plan_foreign(want, foreign[key]))
-        elif key in live_by_key or key not in unowned:
-            applies.append(_plan_desired(want, live_by_key.get(key), policy))
+        elif key in live_by_key:
+            applies.append(_plan_desired(want, live_by_key[key], policy))
+        elif key in unowned:
+            if want.model_id in policy.adopt_allowed:
+                applies.append(_plan_desired(want, unowned[key], policy, adopt=True))
+            else:
+                applies.append(_plan_not_ours(want))
+        elif unverified and key in unverified:
+            applies.append(_not_ours(want, f"could not check whether {want.ref} already exists "
+                                           f"({unverified[key]}): nothing of the model is written until it can be"))
         else:
-            applies.append(_plan_desired(want, unowned[key], policy, adopt=True))
+            applies.append(_plan_desired(want, None, policy))
+    applies = _hold_models_not_ours(applies)
     desired_models = {d.model_id for d in desired}
     deletes = [
         _plan_stale(obj, desired_models, policy)
@@ -432,10 +451,32 @@ def _as_unlabelled_default(want_cmp: Manifest, live: Manifest) -> Manifest:
 
 def _plan_foreign(want: DesiredObject, owner: str) -> Change:
     """An object of a desired name that another gitops-kaito instance owns: never adopted, updated or replaced."""
-    return Change(ref=want.ref, action=Action.BLOCKED, model_id=want.model_id, wave=want.wave,
-                  reason=f"blocked: owned by gitops-kaito instance {owner!r}; two instances must not claim the "
-                         f"same model (move it to one repository or path, or delete the other's object)",
-                  desired=want.normalised.stamped)
+    return _not_ours(want, f"blocked: owned by gitops-kaito instance {owner!r}; two instances must not claim the "
+                           f"same model (move it to one repository or path, or delete the other's object)")
+
+
+def _plan_not_ours(want: DesiredObject) -> Change:
+    """An object of a desired name that someone else made, and the model did not opt in to adopting it."""
+    return _not_ours(want, f"blocked: {want.ref} exists and was not created by gitops-kaito (it has no "
+                           f"gitops.kaito.sh labels): it is left as it is and never pruned. To manage it, adopt it on "
+                           f"purpose (`gitops-kaito import`, or annotate the model {ANNOTATION_ADOPT}: allowed), or "
+                           "give the model another name")
+
+
+def _not_ours(want: DesiredObject, reason: str) -> Change:
+    return Change(ref=want.ref, action=Action.BLOCKED, model_id=want.model_id, wave=want.wave, reason=reason,
+                  desired=want.normalised.stamped, not_ours=True)
+
+
+def _hold_models_not_ours(applies: list[Change]) -> list[Change]:
+    """Nothing of a model is written while one of its objects is not ours: its Workspace would point at someone
+    else's ConfigMap, or GPU nodes would be paid for a model that cannot run."""
+    held = {c.model_id: c for c in applies if c.not_ours}
+    if not held:
+        return applies
+    return [dataclasses.replace(c, action=Action.BLOCKED, reason=f"not applied: {held[c.model_id].ref} of this "
+                                f"model is not gitops-kaito's to write (see its reason)")
+            if c.model_id in held and c.writes else c for c in applies]
 
 
 ADOPT_REASON = "adopting an existing object not managed by gitops-kaito yet: updated in place, not recreated"

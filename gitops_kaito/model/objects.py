@@ -15,7 +15,12 @@ from enum import IntEnum
 from functools import cached_property
 from typing import Any
 
-from gitops_kaito.model.ownership import ANNOTATION_DRIFT, ANNOTATION_REVISION, FIELD_MANAGER
+from gitops_kaito.model.ownership import (
+    ANNOTATION_ADOPT,
+    ANNOTATION_DRIFT,
+    ANNOTATION_REVISION,
+    FIELD_MANAGER,
+)
 
 Manifest = dict[str, Any]
 
@@ -102,9 +107,10 @@ ANNOTATION_DIGEST = "gitops.kaito.sh/applied-digest"
 
 # Annotations that never take part in a comparison: our provenance (changes every commit, rewritten only
 # with a real change), the model's drift policy (switching it is not a change of desired state: to `report` must
-# not overwrite the hand edit it means to keep, to `correct` reverts it as drift) and what KAITO's controller
-# writes on Workspaces (`pkg/workspace/controllers/workspace_controller.go` at v0.12.0).
-_IGNORED_ANNOTATIONS = (ANNOTATION_REVISION, ANNOTATION_DIGEST, ANNOTATION_DRIFT)
+# not overwrite the hand edit it means to keep, to `correct` reverts it as drift), the model's consent to adoption
+# (removing it once adopted changes nothing) and what KAITO's controller writes on Workspaces
+# (`pkg/workspace/controllers/workspace_controller.go` at v0.12.0).
+_IGNORED_ANNOTATIONS = (ANNOTATION_REVISION, ANNOTATION_DIGEST, ANNOTATION_DRIFT, ANNOTATION_ADOPT)
 _IGNORED_ANNOTATION_PREFIXES = ("workspace.kaito.io/", "inferenceset.kaito.io/")
 
 # Metadata the server or other controllers set; never ours to compare even if a template carries it.

@@ -36,7 +36,8 @@ DEFAULT_IN_FLIGHT = 16
 class KubeOps(Protocol):
     """What apply needs from kube.Kube."""
 
-    def apply(self, manifest: Manifest, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER) -> Manifest: ...
+    def apply(self, manifest: Manifest, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER,
+              force: bool = True) -> Manifest: ...
     def delete(self, ref: ObjectRef, precondition: tuple[str, str] | None = None) -> bool: ...
     def get(self, ref: ObjectRef) -> Manifest | None: ...
 
@@ -238,7 +239,7 @@ def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable
         return ""
     first = merge_partial(change.desired, change.handoff) if change.handoff is not None else change.desired
     try:
-        kube.apply(first, dry_run=options.dry_run)
+        kube.apply(first, dry_run=options.dry_run, force=change.action == Action.UPDATE)
     except KubeError as err:
         namespace = change.ref.namespace
         if not namespace or not namespace_missing(err, namespace):
@@ -246,7 +247,7 @@ def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable
         # Checking namespaces only when a write says one is missing keeps a settled pass at one LIST per kind.
         kube.apply(namespace_manifest(namespace), dry_run=options.dry_run)
         if not options.dry_run:  # a dry-run Namespace is not persisted: the object's dry run would fail again
-            kube.apply(first)
+            kube.apply(first, force=change.action == Action.UPDATE)
     if change.handoff is not None and not options.dry_run:
         _hand_over(change, kube)
     return ""

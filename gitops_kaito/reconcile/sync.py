@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from gitops_kaito.adapters.kube import Kube, KubeError, ListSpec
-from gitops_kaito.core.plan import Action, Change, Plan, PlanPolicy, key_of, make_plan
+from gitops_kaito.adapters.kube import KindNotServed, Kube, KubeError, ListSpec
+from gitops_kaito.core.plan import Action, Change, Key, Plan, PlanPolicy, key_of, make_plan
 from gitops_kaito.core.render import (
     Desired,
     RenderedModel,
@@ -27,6 +27,7 @@ from gitops_kaito.core.render import (
 from gitops_kaito.model.kaito import KAITO_WORKSPACE_LABEL, KARPENTER_WORKSPACE_NAME_LABEL, NODE_KINDS
 from gitops_kaito.model.objects import MANAGED_KINDS, DesiredObject, Manifest, ObjectRef
 from gitops_kaito.model.ownership import (
+    ANNOTATION_ADOPT,
     ANNOTATION_DRIFT,
     ANNOTATION_REPLACE,
     DEFAULT_INSTANCE,
@@ -163,6 +164,7 @@ def plan_policy(desired: Desired, *, allow_mass_prune: bool = False) -> PlanPoli
         allow_mass_prune=allow_mass_prune,
         replace_policy=config.replace_policy,
         replace_allowed=frozenset(m for m, a in annotations.items() if a.get(ANNOTATION_REPLACE) == "allowed"),
+        adopt_allowed=frozenset(m for m, a in annotations.items() if a.get(ANNOTATION_ADOPT) == "allowed"),
         # gitops.kaito.sh/drift on a model overrides the repository's drift: for every object of that model.
         drift=config.drift,
         drift_report=frozenset(m for m, a in annotations.items() if a.get(ANNOTATION_DRIFT) == DRIFT_REPORT),
@@ -310,12 +312,14 @@ def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
     except KubeError as err:
         raise SyncError(str(err)) from None
     live = [*state.owned, *state.others, *state.unowned]  # make_plan blocks one another instance owns
-    live += read_unowned(kube, [o for o in desired.objects if o.ref.kind not in state.listed_all], live)
+    unowned, unverified = read_unowned(kube, [o for o in desired.objects if o.ref.kind not in state.listed_all], live)
+    live += unowned
     policy = plan_policy(desired, allow_mass_prune=allow_mass_prune)
     pool_plan = _pool_plan(desired, policy, pools)
     if pool_plan is None:
-        return desired, make_plan(desired.objects, live, policy), policy, None, state
-    plan = make_plan(desired.objects, live, policy, pools=pool_plan.changes, pool_models=pool_plan.managed_models)
+        return desired, make_plan(desired.objects, live, policy, unverified=unverified), policy, None, state
+    plan = make_plan(desired.objects, live, policy, pools=pool_plan.changes, pool_models=pool_plan.managed_models,
+                     unverified=unverified)
     return desired, plan, policy, pool_plan, state
 
 
@@ -326,10 +330,15 @@ GETS_PER_KIND = 16
 STALE_REPLANS = 2
 
 
-def read_unowned(kube: Kube, objects: Sequence[DesiredObject], owned: Sequence[Manifest]) -> list[Manifest]:
+def read_unowned(kube: Kube, objects: Sequence[DesiredObject], owned: Sequence[Manifest]
+                 ) -> tuple[list[Manifest], dict[Key, str]]:
     """Find each desired object the owned LIST did not return (a create): an object of that name made by someone
-    else (e.g. brought in by `gitops-kaito import`) is adopted in place, never created over or pruned; one that
-    another gitops-kaito instance owns is blocked (make_plan decides from its labels).
+    else is left alone (or adopted when its model opted in), one another gitops-kaito instance owns is blocked
+    (make_plan decides from its labels).
+
+    Returns those objects, and the desired objects whether something of their name exists could not be read (with
+    the error): an apply there would take over whatever is there, so make_plan blocks them. A kind the cluster does
+    not serve is no such case: its create reports it.
 
     Only creates cost a request (a GET each, or one LIST per kind past GETS_PER_KIND), so a settled pass still
     makes one LIST per kind and nothing more.
@@ -340,25 +349,31 @@ def read_unowned(kube: Kube, objects: Sequence[DesiredObject], owned: Sequence[M
         if key_of(obj.ref) not in have:
             missing.setdefault((obj.ref.api_version, obj.ref.kind), []).append(obj.ref)
     found: list[Manifest] = []
+    unverified: dict[Key, str] = {}
     for (api_version, kind), refs in missing.items():
-        try:  # a kind not served, a namespace not there yet: the create reports it
-            if len(refs) > GETS_PER_KIND:
-                wanted = {key_of(ref) for ref in refs}
+        if len(refs) > GETS_PER_KIND:
+            wanted = {key_of(ref) for ref in refs}
+            try:
                 found += [o for o in kube.list_owned(api_version, kind, label_selector="")
                           if key_of(ObjectRef.of(o)) in wanted]
-                continue
-        except KubeError:
+            except KindNotServed:
+                pass
+            except KubeError as err:
+                unverified.update((key, str(err)) for key in wanted)
             continue
         for ref in refs:
             try:
                 live = kube.get(ref)
-            except KubeError:
+            except KindNotServed:
+                break
+            except KubeError as err:
+                unverified[key_of(ref)] = str(err)
                 continue
             if live is not None:
                 live.setdefault("apiVersion", ref.api_version)
                 live.setdefault("kind", ref.kind)
                 found.append(live)
-    return found
+    return found, unverified
 
 
 def _pool_plan(desired: Desired, policy: PlanPolicy, pools: PoolRunner | None) -> PoolPlan | None:

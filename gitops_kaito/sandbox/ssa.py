@@ -289,9 +289,10 @@ def apply(
     others = [e for e in entries if e.key != key]
 
     conflicts: list[Conflict] = []
+    # Fields another manager set by Update (kubectl edit/scale, a controller) conflict as much as another
+    # applier's: Kubernetes' own example is `kubectl scale` followed by an apply of another replica count
+    # (structured-merge-diff `merge/update.go` Updater.Apply at v4.4.1 checks every other manager).
     for e in others:
-        if e.operation != "Apply":
-            continue
         for p in applied_set & e.fields:
             if p[-1].startswith("k:"):
                 continue  # an item marker is shared ownership, not a value
