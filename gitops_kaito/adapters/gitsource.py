@@ -44,15 +44,20 @@ class GitAuth:
     """How to authenticate: an https token, or an ssh key with known_hosts. repr never shows the token."""
 
     token: str | None = field(default=None, repr=False)
-    username: str = "x-access-token"
+    username: str = field(default="x-access-token", repr=False)
     ssh_key: Path | None = None
     known_hosts: Path | None = None
+    # A password that came in an ssh URL: never sent (ssh runs in batch mode), only scrubbed from every message.
+    url_secret: str = field(default="", repr=False)
 
     def secrets(self) -> tuple[str, ...]:
+        out = tuple(s for s in (self.url_secret,) if s)
+        if self.username and self.username != "x-access-token":  # a user in an https URL may be a token itself
+            out += (self.username,)
         if not self.token:
-            return ()
+            return out
         basic = base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
-        return (self.token, basic)
+        return (*out, self.token, basic)
 
 
 @dataclass(frozen=True)
@@ -97,23 +102,48 @@ def parse_revision(revision: str) -> tuple[str, str]:
 
 
 def split_credentials(url: str) -> tuple[str, GitAuth | None]:
-    """Move user:token out of an https URL so it never lands in .git/config."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
-        return url, None
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    if not password:
-        return clean, None
-    return clean, GitAuth(token=password, username=user or "x-access-token")
+    """Take credentials out of a Git URL so they never land in .git/config, a log line or an error message.
+
+    https: user:token@ becomes the auth (a lone user@ is kept as the username for a token given elsewhere, and
+    never shown either). ssh (ssh://user:password@host/..., scp-like user:password@host:path): the password goes
+    (ssh runs in batch mode and could never send it), the user stays: it is part of where to connect.
+    """
+    if "://" in url:
+        parts = urlsplit(url)
+        if "@" not in parts.netloc:
+            return url, None
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, sep, password = userinfo.partition(":")
+        if parts.scheme.lower() in ("http", "https"):
+            clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+            if password:
+                return clean, GitAuth(token=password, username=user or "x-access-token")
+            return clean, GitAuth(token=None, username=user) if user else None
+        if not sep:
+            return url, None
+        clean = urlunsplit((parts.scheme, f"{user}@{host}" if user else host, parts.path, parts.query,
+                            parts.fragment))
+        return clean, GitAuth(url_secret=password)
+    at = url.rfind("@")
+    if at > 0 and is_ssh_url(url) and ":" in url[:at]:  # scp-like user:password@host:path
+        user, _, password = url[:at].partition(":")
+        return f"{user}@{url[at + 1:]}" if user else url[at + 1:], GitAuth(url_secret=password)
+    return url, None
 
 
 def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if "@" in parts.netloc and parts.scheme in ("http", "https"):
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    """The URL with any password or token in it shown as ***: scheme://user:***@host, https://***@host."""
+    if "://" in url:
+        parts = urlsplit(url)
+        if "@" not in parts.netloc:
+            return url
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, sep, _ = userinfo.partition(":")
+        shown = "***" if parts.scheme.lower() in ("http", "https") else f"{user}:***" if sep else user
+        return urlunsplit((parts.scheme, f"{shown}@{host}", parts.path, parts.query, parts.fragment))
+    at = url.rfind("@")
+    if at > 0 and ":" in url[:at]:
+        return f"{url[:at].partition(':')[0]}:***{url[at:]}"
     return url
 
 
@@ -196,10 +226,11 @@ def ssh_auth_problem(auth: GitAuth) -> str | None:
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 3:  # a one- or two-letter user would blank out every word it is part of
             text = text.replace(secret, "***")
-    return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
+    text = re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text)
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*):[^/@\s]+@", r"\1:***@", text)
 
 
 class GitSource:
@@ -208,8 +239,14 @@ class GitSource:
     def __init__(self, spec: SourceSpec, cache_dir: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         url, url_auth = split_credentials(spec.url)
         auth = spec.auth
-        if url_auth is not None and not auth.token:
-            auth = GitAuth(url_auth.token, url_auth.username, auth.ssh_key, auth.known_hosts)
+        if url_auth is not None:
+            token, username = auth.token or url_auth.token, url_auth.username
+            if not token and username != "x-access-token" and urlsplit(url).scheme in ("http", "https"):
+                # https://<token>@host/...: the form GitHub documents for a token alone
+                token, username = username, "x-access-token"
+            auth = dataclasses.replace(
+                auth, token=token, username=username if username != "x-access-token" else auth.username,
+                url_secret=url_auth.url_secret or auth.url_secret)
         # git runs ssh inside the cache clone: a relative key or known_hosts path means one here, fixed now; a
         # leading ~ (an env value no shell expanded) is the user's home, as ssh reads it.
         auth = dataclasses.replace(

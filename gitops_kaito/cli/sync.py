@@ -6,6 +6,7 @@ Prints what it did per model; exit 0 when every model is fine, 1 when a model fa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -72,7 +73,7 @@ def add_git_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def git_settings(args: argparse.Namespace) -> GitSyncSettings:
-    from gitops_kaito.adapters.gitsource import GitAuth
+    from gitops_kaito.adapters.gitsource import GitAuth, split_credentials
     from gitops_kaito.reconcile.gitsync import GitSyncSettings
 
     env = os.environ.get
@@ -81,7 +82,13 @@ def git_settings(args: argparse.Namespace) -> GitSyncSettings:
                    known_hosts=Path(env("GITOPS_KAITO_KNOWN_HOSTS_FILE", ""))
                    if env("GITOPS_KAITO_KNOWN_HOSTS_FILE") else None)
     cache = Path(args.cache_dir) if args.cache_dir else Path("~/.cache/gitops-kaito/git").expanduser()
-    return GitSyncSettings(url=args.git_url, cache_dir=cache, branch=args.branch,
+    url, url_auth = split_credentials(args.git_url)  # the URL goes on without its credentials
+    if url_auth is not None:
+        auth = dataclasses.replace(auth, token=auth.token or url_auth.token,
+                                   username=url_auth.username, url_secret=url_auth.url_secret)
+        if not auth.token and auth.username != "x-access-token" and auth.username:
+            auth = dataclasses.replace(auth, token=auth.username, username="x-access-token")
+    return GitSyncSettings(url=url, cache_dir=cache, branch=args.branch,
                            status_branch=args.status_branch or None, auth=auth, write_back=not args.no_write_back,
                            scope=scope_from_args(args))
 

@@ -116,7 +116,9 @@ _SECRET_PATTERNS = (
     re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9+/=._\-]{8,}"),
     re.compile(r"(?i)\b([A-Za-z0-9_\-]*(?:token|password|passwd|secret|api[_-]?key|access[_-]?key|sig))"
                r"(\"?\s*[=:]\s*\"?)[^\s\"'&,;]+"),
-    re.compile(r"(?i)(https?://)[^/\s:@]+:[^/\s@]+@"),  # credentials in a URL
+    re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"),  # user:password in a URL of any scheme
+    re.compile(r"(?i)\b(https?://)[^/\s:@]+@"),  # https://<token>@host
+    re.compile(r"\b([A-Za-z0-9._-]+)(:)[^/\s@:]+(?=@[A-Za-z0-9.-]+:)"),  # scp-like user:password@host:path
 )
 # Long opaque strings mixing letters and digits (keys); pure hex is left alone (commit shas, digests).
 _OPAQUE = re.compile(r"\b(?=[A-Za-z0-9+/_\-]*[A-Z])(?=[A-Za-z0-9+/_\-]*[a-z])(?=[A-Za-z0-9+/_\-]*\d)"
@@ -134,7 +136,7 @@ def scrub(text: str | None) -> str:
             if len(groups) >= 2:
                 return f"{groups[0]}{groups[1]}***"
             if len(groups) == 1:
-                return f"{groups[0]}***@" if groups[0].startswith("http") else f"{groups[0]} ***"
+                return f"{groups[0]}***@" if groups[0].endswith("://") else f"{groups[0]} ***"
             return "***"
         out = pattern.sub(keep_prefix, out)
     return _OPAQUE.sub("***", out)

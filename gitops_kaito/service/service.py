@@ -67,7 +67,7 @@ class PassReport:
 
 
 def git_settings(settings: RunSettings) -> GitSyncSettings:
-    auth = GitAuth(token=settings.git_token or None,
+    auth = GitAuth(token=settings.git_token or None, username=settings.git_username or "x-access-token",
                    ssh_key=Path(settings.ssh_key_file) if settings.ssh_key_file else None,
                    known_hosts=Path(settings.known_hosts_file) if settings.known_hosts_file else None)
     cache = Path(settings.cache_dir) if settings.cache_dir else DEFAULT_CACHE.expanduser()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gitops_kaito.adapters.gitsource import split_credentials
 from gitops_kaito.model.ownership import DEFAULT_INSTANCE
 from gitops_kaito.repo.config import (
     DaemonConfig,
@@ -38,6 +39,8 @@ def read_secret_file(name: str, what: str) -> bytes:
 
 @dataclass(frozen=True)
 class RunSettings:
+    # Never holds credentials: resolve_settings moves a token or password written into the URL to git_token
+    # (git_username), so the URL can be printed and logged as it is.
     git_url: str = ""
     branch: str = "main"
     status_branch: str = ""
@@ -48,7 +51,8 @@ class RunSettings:
     kubeconfig: str = ""
     context: str = ""
     cache_dir: str = ""
-    git_token: str = ""
+    git_token: str = field(default="", repr=False)
+    git_username: str = field(default="", repr=False)  # for the token ("" = x-access-token); e.g. oauth2 (GitLab)
     ssh_key_file: str = ""
     known_hosts_file: str = ""
     lease_name: str = "gitops-kaito-leader"
@@ -176,10 +180,9 @@ class RunSettings:
     def redacted(self) -> dict[str, Any]:
         """For logs: the token never appears, nor more of the notification URL than scheme://host."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "defaulted"}
-        if out["commit_status_token"]:
-            out["commit_status_token"] = "***"
-        if out["git_token"]:
-            out["git_token"] = "***"
+        for secret in ("git_token", "git_username", "commit_status_token"):
+            if out[secret]:
+                out[secret] = "***"
         if out["notify_url"]:
             parts = urlsplit(out["notify_url"])
             out["notify_url"] = f"{parts.scheme}://{parts.hostname or '?'}/***"
@@ -206,6 +209,17 @@ def resolve_settings(flags: Mapping[str, Any], env: Mapping[str, str] | None = N
             values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
         else:
             values[f.name] = raw
+    if values.get("git_url"):
+        # An ssh password is dropped with the rest: ssh runs in batch mode and could never send it.
+        values["git_url"], url_auth = split_credentials(str(values["git_url"]).strip())
+        if url_auth is not None:
+            token = values.get("git_token") or url_auth.token or ""
+            user = url_auth.username if url_auth.username != "x-access-token" else ""
+            if not token and user:  # https://<token>@host/...: the form GitHub documents for a token alone
+                token, user = user, ""
+            values["git_token"] = token
+            if user:
+                values.setdefault("git_username", user)
     try:
         if values.get("instance"):
             check_instance(values["instance"])
