@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ConflictError
 
 from gitops_kaito.sandbox.apiserver import ApiServer
 
@@ -126,6 +127,8 @@ def test_fields_a_manager_stops_sending_are_removed_unless_co_owned(env: Any) ->
 
 
 def test_update_manager_loses_fields_changed_by_apply(env: Any) -> None:
+    """A field another manager set by Update (kubectl edit) conflicts with an apply of another value, as in
+    Kubernetes ("conflict with \"kubectl-edit\""); forcing takes it over."""
     _, dyn, res = env
     apply(dyn, res, thing({"a": "1"}), "alpha")
     dyn.patch(res, body={"spec": {"b": "edited"}}, name="t", content_type="application/merge-patch+json",
@@ -133,7 +136,10 @@ def test_update_manager_loses_fields_changed_by_apply(env: Any) -> None:
     obj = dyn.get(res, name="t").to_dict()
     editor = next(m for m in obj["metadata"]["managedFields"] if m["manager"] == "editor")
     assert editor["operation"] == "Update" and editor["fieldsV1"] == {"f:spec": {"f:b": {}}}
-    after = apply(dyn, res, thing({"a": "1", "b": "mine"}), "alpha")  # no conflict with an Update manager
+    with pytest.raises(ConflictError, match=r"conflict with .*editor.*: .spec.b"):
+        apply(dyn, res, thing({"a": "1", "b": "mine"}), "alpha")
+    assert apply(dyn, res, thing({"a": "1", "b": "edited"}), "alpha")["spec"]["b"] == "edited"  # same value: shared
+    after = apply(dyn, res, thing({"a": "1", "b": "mine"}), "alpha", force=True)
     assert after["spec"]["b"] == "mine"
     assert all(m["manager"] != "editor" for m in after["metadata"]["managedFields"])
 

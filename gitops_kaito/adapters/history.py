@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import git
 
-from gitops_kaito.adapters.writeback import DESIRED_STATE_PATHS, REVISION_TRAILER, Author
+from gitops_kaito.adapters.writeback import REVISION_TRAILER, Author
 from gitops_kaito.core.status import ModelReport, parse_model_yaml
+from gitops_kaito.model.gitrefs import branch_problem
 from gitops_kaito.model.ownership import is_dns_label
+from gitops_kaito.repo.config import DESIRED_STATE_PATHS
 
 ROLLBACK_TRAILER = "Gitops-Kaito-Rollback-To"
 _FIELD, _RECORD = "\x1f", "\x1e"
@@ -116,12 +118,26 @@ def rollback(repo: git.Repo, rev: str, *, branch: str | None = None, author: Aut
     left alone; otherwise the current branch fast-forwards to it.
     """
     try:
+        if rev.startswith("-"):
+            raise git.GitCommandError("rev-parse", 128)
         target = repo.git.rev_parse("--verify", f"{rev}^{{commit}}")
         head = repo.git.rev_parse("--verify", "HEAD^{commit}")
     except git.GitCommandError:
         raise HistoryError(f"unknown revision {rev!r}") from None
+    problem = branch_problem(branch) if branch is not None else None
+    if problem:
+        raise HistoryError(f"branch {branch!r} is not a branch name git accepts: {problem}")
     if branch and repo.git.branch("--list", branch).strip():
         raise HistoryError(f"branch {branch!r} already exists")
+    try:
+        return _rollback(repo, rev, target, head, branch, author, paths)
+    except git.GitCommandError as err:  # a repository in a state git refuses (locked index, read-only, ...)
+        stderr = err.stderr.strip() if isinstance(err.stderr, str) else str(err)
+        raise HistoryError(f"git refused the rollback: {stderr or err}") from None
+
+
+def _rollback(repo: git.Repo, rev: str, target: str, head: str, branch: str | None, author: Author | None,
+              paths: Sequence[str]) -> RollbackResult:
     with tempfile.TemporaryDirectory(prefix="gitops-kaito-rollback-") as tmp:
         env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
         with repo.git.custom_environment(**env):

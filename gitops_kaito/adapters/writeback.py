@@ -17,11 +17,11 @@ import git
 
 from gitops_kaito.adapters.gitsource import GitSource, GitSourceError, PushRejected
 from gitops_kaito.core.status import STATUS_FILE_MAX_BYTES
+from gitops_kaito.repo.config import DESIRED_STATE_PATHS
 
 log = logging.getLogger(__name__)
 
 REVISION_TRAILER = "Gitops-Kaito-Revision"
-DESIRED_STATE_PATHS = ("models", "gitops-kaito.yaml", "templates")
 
 # Given the status files on the branch tip (relative to the status folder), return the full new set.
 BuildStatus = Callable[[Mapping[str, str]], Mapping[str, str]]
@@ -80,7 +80,7 @@ def write_status(
         files = dict(build(previous))
         if parent and base and files == previous:  # the common pass: nothing to write, and no index to build
             return WritebackResult(False, None, branch, attempt, base)
-        tree = _tree_with_status(source, parent, status_path, files)
+        tree = _tree_with_status(source, parent, status_path, files, previous)
         if parent and base and tree == source.run(["rev-parse", f"{parent}^{{tree}}"]):
             return WritebackResult(False, None, branch, attempt, base)
         message = commit_message(revision, summary, body)
@@ -127,13 +127,34 @@ def read_tree_files(source: GitSource, commit: str, folder: str, max_bytes: int 
     return {rel: texts[sha] for rel, sha in blobs.items()}
 
 
-def _tree_with_status(source: GitSource, parent: str | None, folder: str, files: Mapping[str, str]) -> str:
-    """The parent's tree with `folder` replaced by exactly `files`, via a private index file."""
+def is_status_file(rel: str) -> bool:
+    """What a status commit writes under its folder: STATUS.md and <ns>/<name>.yaml, and a named instance's in its
+    <instance>/ folder. Only such files are ever deleted by one: anything else found there stays as it is."""
+    parts = rel.split("/")
+    if parts[-1] == "STATUS.md":
+        return len(parts) <= 2
+    return parts[-1].endswith(".yaml") and len(parts) in (2, 3)
+
+
+def _tree_with_status(source: GitSource, parent: str | None, folder: str, files: Mapping[str, str],
+                      previous: Mapping[str, str]) -> str:
+    """The parent's tree with the status files under `folder` made exactly `files`, via a private index file.
+
+    Never anything else: a folder that is a file on the branch is refused, only previous status files are removed,
+    and the result must leave desired state (models/, gitops-kaito.yaml, templates/) exactly as the parent has it.
+    """
     with tempfile.TemporaryDirectory(prefix="gitops-kaito-index-") as tmp:
         env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
         if parent:
+            kinds = source.run(["ls-tree", "-z", "--full-tree", parent, "--", folder]).split("\0")
+            if any(entry.partition("\t")[2] == folder and " blob " in entry for entry in kinds):
+                raise WritebackError(f"status path {folder!r} is a file on the branch: status is not written there "
+                                     "(set status.path to a folder of its own)")
             source.run(["read-tree", parent], env=env)
-            source.run(["rm", "-r", "--cached", "--ignore-unmatch", "--quiet", "--", folder], env=env)
+            stale = [f"{folder}/{rel}" for rel in previous if rel not in files and is_status_file(rel)]
+            if stale:
+                source.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+                           stdin="".join(f"{p}\0" for p in stale).encode())
         else:
             source.run(["read-tree", "--empty"], env=env)
         if files:
@@ -149,7 +170,15 @@ def _tree_with_status(source: GitSource, parent: str | None, folder: str, files:
                               stdin="".join(blob_paths).encode()).split()
             entries = "".join(f"100644 {sha}\t{folder}/{rel}\0" for rel, sha in zip(rels, shas, strict=True))
             source.run(["update-index", "-z", "--index-info"], env=env, stdin=entries.encode())
-        return source.run(["write-tree"], env=env)
+        tree = source.run(["write-tree"], env=env)
+    if parent and _desired_state(source, tree) != _desired_state(source, parent):
+        raise WritebackError(f"a status commit under {folder!r} would change desired state "
+                             f"({', '.join(DESIRED_STATE_PATHS)}): refused")
+    return tree
+
+
+def _desired_state(source: GitSource, treeish: str) -> str:
+    return source.run(["ls-tree", "--full-tree", treeish, "--", *DESIRED_STATE_PATHS])
 
 
 def _commit_tree(source: GitSource, tree: str, parent: str | None, message: str, author: Author) -> str:

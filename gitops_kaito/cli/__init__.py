@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import pkgutil
 import sys
@@ -60,3 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as err:  # a bug must still end as one line and exit 2, never a traceback in CI logs
+        logging.getLogger(__name__).debug("internal error", exc_info=True)  # the traceback, with -v
+        print(f"error: internal error in {args.command}: {type(err).__name__}: {_scrubbed(err)}"
+              " (run with -v for the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _scrubbed(err: Exception) -> str:
+    """The exception's text without anything that looks like a credential (it may quote a URL or a header)."""
+    from gitops_kaito.core.status import scrub
+
+    return scrub(str(err))[:500]

@@ -29,12 +29,18 @@ def run(args: argparse.Namespace) -> int:
 
     from gitops_kaito.adapters.gitsource import parse_revision
     from gitops_kaito.adapters.history import HistoryError, push_rollback, rollback
+    from gitops_kaito.model.gitrefs import branch_problem
 
     try:
         repo = git.Repo(args.repo)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise CliError(f"{args.repo}: not a git repository") from None
     rev = parse_revision(args.rev)[1]  # main@sha1:<sha> from `history` -> <sha>; a plain sha or tag as given
+    if not rev or rev.startswith("-"):  # never an option to git
+        raise CliError(f"REV {args.rev!r} is not a revision (a sha, tag or <branch>@sha1:<sha>)")
+    problem = branch_problem(args.branch) if args.branch is not None else None
+    if problem:
+        raise CliError(f"--branch {args.branch!r} is not a branch name git accepts: {problem}")
     try:
         result = rollback(repo, rev, branch=args.branch)
         if args.push:

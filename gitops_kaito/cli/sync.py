@@ -74,6 +74,7 @@ def add_git_flags(parser: argparse.ArgumentParser) -> None:
 
 def git_settings(args: argparse.Namespace) -> GitSyncSettings:
     from gitops_kaito.adapters.gitsource import GitAuth, split_credentials
+    from gitops_kaito.model.gitrefs import branch_problem
     from gitops_kaito.reconcile.gitsync import GitSyncSettings
 
     env = os.environ.get
@@ -82,6 +83,10 @@ def git_settings(args: argparse.Namespace) -> GitSyncSettings:
                    known_hosts=Path(env("GITOPS_KAITO_KNOWN_HOSTS_FILE", ""))
                    if env("GITOPS_KAITO_KNOWN_HOSTS_FILE") else None)
     cache = Path(args.cache_dir) if args.cache_dir else Path("~/.cache/gitops-kaito/git").expanduser()
+    for flag, branch in (("--branch", args.branch), ("--status-branch", args.status_branch)):
+        problem = branch_problem(branch) if branch else None
+        if problem:
+            raise CliError(f"{flag} {branch!r} is not a branch name git accepts: {problem}")
     url, url_auth = split_credentials(args.git_url)  # the URL goes on without its credentials
     if url_auth is not None:
         auth = dataclasses.replace(auth, token=auth.token or url_auth.token,

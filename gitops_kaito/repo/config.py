@@ -12,13 +12,14 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
+from gitops_kaito.model.gitrefs import branch_problem
 from gitops_kaito.model.ownership import DEFAULT_INSTANCE, DRIFT_CORRECT, is_dns_label
 from gitops_kaito.model.resources import data_path
 from gitops_kaito.repo import schemas
@@ -29,9 +30,9 @@ from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, escapes, load_
 CONFIG_FILE = "gitops-kaito.yaml"
 KIND = "Config"
 MAX_CONFIG_BYTES = 64 * 1024
-# Folders the status writer must never commit into: a status commit touching models/ or templates/ would count as
-# a change of desired state and start a feedback loop.
-RESERVED_STATUS_ROOTS = ("models", "templates", ".git")
+# What a repository's desired state is made of: a status commit must never touch these (it would rewrite or delete
+# desired state, and count as a change of it: a feedback loop).
+DESIRED_STATE_PATHS = ("models", CONFIG_FILE, "templates")
 
 
 # Setting values shared by this file's `daemon:` section and the daemon's flags/env (service.settings).
@@ -260,7 +261,12 @@ def load_config(repo_dir: Path, catalog: Catalog | None = None) -> RepoConfig:
     if escapes(path, Path(repo_dir)):
         raise SourceError(CONFIG_FILE, None, None, "symlink points outside the repository: refused")
     doc = load_yaml_file(path, Path(repo_dir), max_bytes=MAX_CONFIG_BYTES)
-    return config_from_document(doc, catalog)
+    config = config_from_document(doc, catalog)
+    target = Path(repo_dir) / config.status.path
+    if os.path.lexists(target) and (target.is_symlink() or not target.is_dir()):
+        raise doc.error(("status", "path"), f"status.path {config.status.path!r} is a file or symlink in the "
+                        "repository: status commits would replace it; pick a folder of its own")
+    return config
 
 
 def recover_scope(repo_dir: Path) -> RepoConfig:
@@ -288,6 +294,36 @@ def recover_scope(repo_dir: Path) -> RepoConfig:
     return out
 
 
+def status_path_problem(path: str, paths: Sequence[str] = ()) -> str | None:
+    """Why status files must not go to `path` (relative to the repository root), or None.
+
+    A status commit replaces its folder, so the folder must hold nothing else: not the root, not the config file,
+    models/ or templates/ (or anything under or above them, `paths:` included), no hidden folder (.git, .github)
+    and no '.' or '..' component. Otherwise one status commit could delete or rewrite desired state.
+    """
+    parts = path.strip("/").split("/")
+    if parts == [""]:
+        return "the repository root cannot be the status folder"
+    for part in parts:
+        if part in ("", ".", ".."):
+            return f"{path!r} must be a plain folder path (no empty, '.' or '..' parts)"
+        if part.startswith("."):
+            return f"{path!r} is or is inside the hidden folder {part}/ (.git, .github, ...)"
+    folder = "/".join(parts)
+    for reserved in (*DESIRED_STATE_PATHS, *paths):
+        where = ("is" if folder == reserved else "is inside" if folder.startswith(reserved + "/")
+                 else "contains" if reserved.startswith(folder + "/") else "")
+        if where:
+            return (f"{path!r} {where} {reserved}{'/' if where == 'is inside' else ''}: status commits must never "
+                    f"touch desired state ({', '.join(DESIRED_STATE_PATHS)})")
+    return None
+
+
+def _paths(data: Any) -> tuple[str, ...]:
+    raw = data.get("paths") if isinstance(data, dict) else None
+    return tuple(p.strip("./") for p in raw if isinstance(p, str)) if isinstance(raw, list) else ()
+
+
 def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> RepoConfig:
     """Validate one parsed config document and build the RepoConfig (prices are checked against catalog).
 
@@ -301,10 +337,17 @@ def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> Rep
     prune = data.get("prune", {})
     status = data.get("status", {})
     azure = data.get("azure", {})
-    status_path = str(status.get("path", StatusSettings.path)).strip("/")
-    if status_path.split("/", 1)[0] in RESERVED_STATUS_ROOTS:
-        problems.append(doc.error(("status", "path"), f"status.path {status_path!r} is inside "
-                                  f"{status_path.split('/', 1)[0]}/: status commits must stay out of desired state"))
+    status_path = str(status.get("path", StatusSettings.path)).strip("/") if isinstance(status, dict) else ""
+    if isinstance(status, dict) and isinstance(status.get("path", ""), str):
+        problem = status_path_problem(status_path, _paths(data))
+        if problem:
+            problems.append(doc.error(("status", "path"), f"status.path: {problem}"))
+    branch = status.get("branch", "") if isinstance(status, dict) else ""
+    if isinstance(branch, str) and branch:
+        problem = branch_problem(branch)
+        if problem:
+            problems.append(doc.error(("status", "branch"), f"status.branch: {branch!r} must be a git branch name "
+                                      f"(git check-ref-format): {problem}"))
     prices = _prices(doc, catalog or load_catalog(), problems)
     daemon = _daemon(doc, problems)
     raise_all(_one_per_line(problems))

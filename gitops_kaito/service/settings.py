@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gitops_kaito.adapters.gitsource import split_credentials
+from gitops_kaito.model.gitrefs import branch_problem
 from gitops_kaito.model.ownership import DEFAULT_INSTANCE
 from gitops_kaito.repo.config import (
     DaemonConfig,
@@ -127,6 +128,10 @@ class RunSettings:
         self.listen_address  # noqa: B018
         self.in_flight  # noqa: B018
         self.status_commit_interval_s  # noqa: B018
+        for flag, branch in (("--branch", self.branch), ("--status-branch", self.status_branch)):
+            problem = branch_problem(branch) if branch or flag == "--branch" else None
+            if problem:
+                raise SettingsError(f"{flag} {branch!r} is not a branch name git accepts: {problem}")
 
     @property
     def in_flight(self) -> int:
