@@ -5,13 +5,14 @@ Used by the status endpoint check (`/v1/models`) and by `gitops-kaito chat`; no 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from gitops_kaito.repo.bounded import JsonRefused, loads_json
 
 SERVICE_PORT_NAME = "http"  # KAITO's inference Service: port 80 named http -> 5000 (`pkg/workspace/manifests/manifests.go` at v0.12.0)
 
@@ -38,6 +39,10 @@ def proxy_path(namespace: str, service: str, path: str, port: str = SERVICE_PORT
     return f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
 
 
+# A chat completion or a model list is a few KiB; far more is not an answer worth reading.
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+
+
 def _call(api: client.ApiClient, method: str, path: str, body: Any = None, timeout_s: float = 15.0) -> Any:
     # CoreV1Api.connect_post_*_proxy cannot carry a body, so both verbs go through the ApiClient directly
     # (client 37: param_serialize adds host and auth, call_api sends, status is checked here).
@@ -54,10 +59,10 @@ def _call(api: client.ApiClient, method: str, path: str, body: Any = None, timeo
     raw: bytes = resp.data or b""
     if not 200 <= resp.status < 300:
         raise EndpointError(f"HTTP {resp.status}: {raw[:200].decode(errors='replace')}")
-    try:
-        return json.loads(raw or b"null")
-    except ValueError:
-        raise EndpointError(f"the endpoint did not answer JSON: {raw[:120]!r}") from None
+    try:  # the model server's answer: bounded like any body nobody vetted
+        return loads_json(raw or b"null", MAX_ANSWER_BYTES)
+    except JsonRefused as err:
+        raise EndpointError(f"the endpoint's answer was refused ({str(err)[:120]}): {raw[:120]!r}") from None
 
 
 def check_models(api: client.ApiClient, namespace: str, name: str, timeout_s: float = 10.0) -> EndpointCheck:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from gitops_kaito.repo.bounded import JsonRefused, loads_json
 
 MAX_BODY_BYTES = 1024 * 1024
 GENERIC_SIGNATURE_HEADER = "X-Signature"  # "sha256=<hex>" (also sha1 / sha512), as Flux's generic-hmac receiver
@@ -45,9 +46,9 @@ def _ref_result(body: bytes, branch: str, event_ok: bool, source: str) -> Webhoo
     if not event_ok:
         return WebhookResult(202, False, f"{source}: event ignored")
     try:
-        payload = json.loads(body or b"{}")
-    except ValueError:
-        return WebhookResult(400, False, f"{source}: body is not JSON")
+        payload = loads_json(body or b"{}", MAX_BODY_BYTES)
+    except JsonRefused as err:
+        return WebhookResult(400, False, f"{source}: body refused: {err}")
     if not isinstance(payload, dict):
         return WebhookResult(400, False, f"{source}: body is not a JSON object")
     ref = payload.get("ref")
