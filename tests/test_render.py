@@ -203,7 +203,7 @@ def test_nodeclaim_mode_renders_one_nodeclaim_per_node_then_a_byo_workspace() ->
 
 
 def test_nodeclaim_names_are_stable_unique_per_model_and_readable_off_gpu_provisioner() -> None:
-    long_name = "a" * 63
+    long_name = "a" * 57  # "other." + the name: the longest that fits the model label (at most 63)
     model = make_model(provisioning="nodeclaim", nodes=3, name=long_name)
     aks_ref = config(group="karpenter.azure.com", kind="AKSNodeClass", name="image-family-ubuntu")
     names = render.node_object_names(model, aks_ref, "NodeClaim")
@@ -291,8 +291,11 @@ def test_hostile_request_values_never_create_fields(hostile: str) -> None:
         config=(("max-model-len", 2048), ("served-model-name", hostile)),
         adapters=(Adapter("ad", hostile, hostile),),
         annotations=(("note", hostile),),
-        label_selector=(("apps", hostile),),
+        label_selector=(("apps", "phi"),),
     )
+    # A label value is refused outright (the schema refuses it in the request first; this is the backstop).
+    with pytest.raises(render.TemplateError, match="label value"):
+        render.render_model(dataclasses.replace(model, label_selector=(("apps", hostile),)), config(), REVISION)
     rendered = render.render_model(model, config(), REVISION)
     text = dump(rendered)
     reparsed = list(yaml.safe_load_all(text))
@@ -306,7 +309,7 @@ def test_hostile_request_values_never_create_fields(hostile: str) -> None:
     assert ws["inference"]["preset"]["presetOptions"]["modelAccessSecret"] == hostile
     assert ws["inference"]["adapters"][0] == {"source": {"name": "ad", "image": hostile}, "strength": hostile}
     assert ws["metadata"]["annotations"]["note"] == hostile
-    assert ws["resource"]["labelSelector"]["matchLabels"] == {"apps": hostile}
+    assert ws["resource"]["labelSelector"]["matchLabels"] == {"apps": "phi"}
     cm_config = yaml.safe_load(reparsed[0]["data"]["inference_config.yaml"])
     assert cm_config == {"vllm": {"max-model-len": 2048, "served-model-name": hostile}}
 

@@ -227,3 +227,31 @@ def test_sync_and_validate_agree_and_nothing_is_pruned(tmp_path: Path, restore_m
         assert not problems, "\n".join(problems)
     finally:
         world.close()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "dangling", "outside"])
+def test_a_template_override_that_is_no_regular_file_is_refused_not_skipped(kind: str, tmp_path: Path) -> None:
+    """templates/<name> that is a FIFO, a folder, a dangling symlink or a link out of the repository: an error
+    naming it (which holds every model back and prunes nothing, as any broken override), never a silent fallback
+    to the built-in template, and never a read that blocks."""
+    from gitops_kaito.core import render
+
+    root = good_repo(tmp_path / "repo")
+    override = root / "templates" / render.TEMPLATE_WORKSPACE_NAP
+    override.parent.mkdir()
+    {"fifo": lambda: os.mkfifo(override), "folder": override.mkdir,
+     "dangling": lambda: override.symlink_to("gone.yaml"), "outside": lambda: override.symlink_to("/etc/hostname"),
+     }[kind]()
+    box: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            render.load_templates(render.repo_templates_dir(root))
+        except render.TemplateError as err:
+            box.append(err)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "reading the template override blocked"
+    assert box and str(box[0]).startswith("templates/workspace-v1beta1.yaml"), box

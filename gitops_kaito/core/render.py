@@ -46,6 +46,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -55,14 +56,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from gitops_kaito.model import ownership
+from gitops_kaito.model import k8snames, ownership
 from gitops_kaito.model.kaito import RESERVED_LABEL_KEYS
 from gitops_kaito.model.objects import DesiredObject, Manifest, Wave
 from gitops_kaito.model.resources import data_path
 from gitops_kaito.repo.kinds import Resolved
 from gitops_kaito.repo.modelrequest import DEFAULT_SCALE_METRIC, SCALER_KEDA
 from gitops_kaito.repo.resolve import ResolvedModel
-from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, load_yaml_file
+from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, display_path, escapes, load_yaml_file
 
 if TYPE_CHECKING:
     from gitops_kaito.repo.config import RepoConfig
@@ -167,7 +168,12 @@ def load_template(file_name: str, templates_dir: Path | None = None) -> Template
         raise KeyError(file_name)
     if templates_dir is not None:
         override = templates_dir / file_name
-        if override.is_file():
+        # Anything of that name is the override, read or refused: a FIFO, a folder or a dangling symlink must not
+        # quietly fall back to the built-in template (nor hang a pass), a symlink must stay inside the repository.
+        if os.path.lexists(override):
+            if escapes(override, templates_dir.parent):
+                raise TemplateError(display_path(override, templates_dir.parent), None, None,
+                                    "symlink points outside the repository: refused")
             return _parse_template_cached(str(override), str(templates_dir.parent), *_stamp(override))
     builtin = builtin_templates_dir() / file_name
     return _parse_template_cached(str(builtin), str(builtin.parent.parent), *_stamp(builtin))
@@ -555,6 +561,7 @@ def _finish(template: Template, manifest: Manifest, slots: Mapping[str, Any], mo
             raise _fail(template, ("metadata", "labels"),
                         f"{kind}s owned by gitops-kaito must not carry KAITO's reserved label(s) "
                         f"{', '.join(reserved)}: KAITO and gpu-provisioner would treat them as their own")
+    _check_metadata(template, labels, annotations)
     new_meta: dict[str, Any] = {"name": slots["name"]}
     if namespaced:
         new_meta["namespace"] = model.request.namespace
@@ -583,6 +590,18 @@ def _check_child_template(template: Template, manifest: Manifest) -> None:
                         f"spec.template.metadata.{section} must not carry gitops-kaito's own keys "
                         f"({', '.join(ours)}): KAITO copies them onto the InferenceSet's child Workspaces, which "
                         "are KAITO's, not gitops-kaito's")
+
+
+def _check_metadata(template: Template, labels: Mapping[str, str], annotations: Mapping[str, str]) -> None:
+    """Kubernetes' own rules for what a template (a repository's override above all) puts in metadata, checked
+    here with the template's line instead of by the API server at apply time."""
+    for key, value in labels.items():
+        problem = k8snames.qualified_name_problem(key) or k8snames.label_value_problem(value)
+        if problem:
+            raise _fail(template, ("metadata", "labels"), f"label {problem}")
+    problem = k8snames.annotations_problem(annotations)
+    if problem:
+        raise _fail(template, ("metadata", "annotations"), problem)
 
 
 def _string_map(value: Any) -> dict[str, str]:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gitops_kaito.model.k8snames import LABEL_VALUE_MAX
 from gitops_kaito.model.ownership import is_dns_label, model_id
 from gitops_kaito.repo.catalog import Catalog, load_catalog
 from gitops_kaito.repo.config import CONFIG_FILE, RepoConfig, Scope, load_config, recover_scope
@@ -346,6 +347,13 @@ def _load_one(path: Path, namespace: str | None, shown: str, root: Path, config:
     if meta["name"] != stem:
         out.fail(shown, doc.line_of(("metadata", "name")), f"metadata.name is {meta['name']!r} but the file is "
                  f"named {path.name}: they must match", mid)
+        return
+    label = model_id(namespace, str(meta["name"]))
+    if len(label) > LABEL_VALUE_MAX:
+        # Every object of the model carries it as the gitops.kaito.sh/model label, whose value Kubernetes caps.
+        out.fail(shown, doc.line_of(("metadata", "name")), f"namespace and name together ({namespace}.{meta['name']}, "
+                 f"{len(label)} characters) must fit a Kubernetes label value of at most {LABEL_VALUE_MAX}: "
+                 "shorten the name", mid)
         return
     out.requests.append((kind.parse(doc.data, namespace, shown, config), doc, kind))
 
