@@ -255,3 +255,25 @@ def test_a_template_override_that_is_no_regular_file_is_refused_not_skipped(kind
     worker.join(30)
     assert not worker.is_alive(), "reading the template override blocked"
     assert box and str(box[0]).startswith("templates/workspace-v1beta1.yaml"), box
+
+
+@pytest.mark.parametrize("kind", ["too-large", "fifo", "dangling", "outside"])
+def test_a_config_that_cannot_be_read_is_refused_once_and_never_parsed(kind: str, tmp_path: Path) -> None:
+    """gitops-kaito.yaml over the size limit (its `instance:` line readable at the top), a FIFO, a dangling
+    symlink, a link out of the repository: one error naming the file, nothing pruned, and the file is never parsed
+    by any other path (the named instance in the too-large file is not recovered from it), nor read blocking."""
+    root = good_repo(tmp_path / "repo")
+    config = root / "gitops-kaito.yaml"
+    config.unlink()
+    if kind == "too-large":
+        config.write_text("apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\ninstance: team-a\n" + "# pad\n" * 20_000)
+    elif kind == "fifo":
+        os.mkfifo(config)
+    elif kind == "dangling":
+        config.symlink_to("gone.yaml")
+    else:
+        config.symlink_to("/etc/hostname")
+    load = loaded_within(root)
+    errors = [e for e in load.errors if e.path == "gitops-kaito.yaml"]
+    assert len(errors) == 1, load.errors
+    assert not load.config_ok and load.config.instance == "default"

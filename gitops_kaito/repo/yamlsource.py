@@ -149,6 +149,23 @@ def read_regular_file(path: Path, max_bytes: int, shown: str) -> bytes:
     return raw
 
 
+def _invalid(shown: str, err: Exception) -> Any:
+    raise SourceError(shown, None, None, f"invalid YAML: {err}")
+
+
+def _has_non_finite(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return True
+    return False
+
+
 def special_kind(mode: int) -> str:
     """What a non-regular file is, in words."""
     for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
@@ -183,7 +200,19 @@ def load_yaml_data(text: str, shown: str, max_bytes: int = DEFAULT_MAX_BYTES) ->
     size = len(text.encode("utf-8", "surrogateescape"))
     if size > max_bytes:
         raise SourceError(shown, None, None, f"too large ({size} bytes; the limit is {max_bytes} bytes)")
-    return load_yaml_text(text, shown).data
+    if _may_need_event_check(text):
+        return load_yaml_text(text, shown).data
+    # Nothing here can expand or nest past the limit: libyaml's own loader is about a third faster than the
+    # located path, which matters for the thousands of status files a pass reads back.
+    try:
+        data = yaml.load(text, Loader=_LOADER)
+    except yaml.YAMLError as err:
+        return load_yaml_text(text, shown).data if isinstance(err, yaml.MarkedYAMLError) else _invalid(shown, err)
+    except ValueError:  # an integer too long to convert: the located path says where
+        return load_yaml_text(text, shown).data
+    if not isinstance(data, dict) or _has_non_finite(data):
+        return load_yaml_text(text, shown).data  # the located path refuses it, with the line
+    return data
 
 
 def load_yaml_text(text: str, shown: str) -> LocatedDoc:
@@ -231,14 +260,26 @@ def _may_need_event_check(text: str) -> bool:
     """False only when text cannot hold an alias, a second document or nesting past MAX_DEPTH.
 
     The event check is a second parse (~a third of the YAML cost of a plain model file), so it is skipped
-    when none of those can occur: no anchor/alias/flow/explicit-key indicator, no document marker, and too few
-    lines and dashes to nest deeply (in block style each line opens at most one collection on a path,
-    and each '-' at most two more on its line: a sequence and the collection in its entry).
+    when none of those can occur: no anchor/alias/explicit-key indicator, no document marker, and a bound on the
+    nesting under MAX_DEPTH. The bound: in block style a collection nests only by more indentation (a sequence may
+    share its key's column: two levels per column at most) or by leading '- ' on a line (each may open a sequence
+    and the collection in its entry); in flow style each bracket opens a collection, and inside a flow sequence
+    an implicit `a: b` pair opens a mapping too.
     """
-    if any(c in text for c in "&*[{?") or "---" in text or "..." in text:
+    if any(c in text for c in "&*?") or "---" in text or "..." in text:
         return True
-    breaks = sum(text.count(c) for c in _LINE_BREAKS)
-    return breaks + 2 * text.count("-") + 2 > MAX_DEPTH
+    flow = 2 * (text.count("[") + text.count("{"))
+    if flow + 2 > MAX_DEPTH:
+        return True
+    deepest = 0
+    for line in text.splitlines():  # splits at every YAML line break (and a few more: it can only add lines)
+        rest = line.lstrip(" ")
+        dashes = 0
+        while rest.startswith("- ") or rest == "-":
+            dashes += 1
+            rest = rest[2:].lstrip(" ")
+        deepest = max(deepest, 2 * (len(line) - len(line.lstrip(" "))) + 2 * dashes)
+    return deepest + flow + 2 > MAX_DEPTH
 
 
 _LINE_BREAKS = "\n\r\x85\u2028\u2029"  # every character YAML 1.1 (and PyYAML) reads as a line break

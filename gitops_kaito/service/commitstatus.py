@@ -54,7 +54,7 @@ _WIRE_STATE = {GITHUB: {PENDING: "pending", SUCCESS: "success", FAILURE: "failur
 # Results counted in gitops_kaito_commit_statuses{result}; the first four are retried at the next pass.
 RETRY_LATER = frozenset({"rate_limited", "server_error", "unreachable", "dropped"})
 RESULTS = ("sent", "unchanged", "unauthorized", "forbidden", "not_found", "invalid", *sorted(RETRY_LATER))
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z")
 
 
 # -- where ------------------------------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ class StatusTarget:
         host = parts.netloc
         if host == "api.github.com":
             return "https://github.com"
-        path = re.sub(r"/api/v\d+$", "", parts.path.rstrip("/"))
+        path = re.sub(r"/api/v\d+\Z", "", parts.path.rstrip("/"))
         return f"{parts.scheme}://{host}{path}"
 
     def context_for(self, instance: str) -> str:
@@ -101,7 +101,7 @@ def derive_repo(git_url: str) -> str:
     """owner/name (GitLab: group/subgroup/name) from the followed repository's URL: https://host/o/n(.git),
     ssh://git@host/o/n.git or git@host:o/n.git."""
     url = git_url.strip()
-    scp = re.match(r"^[\w.-]+@[\w.-]+:(?!//)(.+)$", url)
+    scp = re.match(r"^[\w.-]+@[\w.-]+:(?!//)(.+)\Z", url)
     if scp:
         path = scp.group(1)
     else:

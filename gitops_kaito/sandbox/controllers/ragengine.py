@@ -55,7 +55,7 @@ RESERVED = frozenset({"kaito.sh/workspace", "kaito.sh/workspacenamespace", LABEL
 
 Reply = tuple[int, dict[str, str], bytes]
 ProxyHandler = Callable[[str, str, "str | int | None", str, str, "bytes | str | None"], "Reply | None"]
-_IN_CLUSTER = re.compile(r"^(?P<svc>[a-z0-9-]+)\.(?P<ns>[a-z0-9-]+)\.svc(\.cluster\.local)?$")
+_IN_CLUSTER = re.compile(r"^(?P<svc>[a-z0-9-]+)\.(?P<ns>[a-z0-9-]+)\.svc(\.cluster\.local)?\Z")
 
 
 def spec_hash(rag: dict[str, Any]) -> str:
