@@ -14,6 +14,7 @@ import pytest
 
 from gitops_kaito.adapters.gitsource import GitSource, SourceSpec
 from gitops_kaito.adapters.writeback import WritebackError, write_status
+from gitops_kaito.cli import main
 from gitops_kaito.model.gitrefs import branch_problem
 from gitops_kaito.repo.config import load_config, status_path_problem
 from gitops_kaito.repo.yamlsource import SourceError
@@ -155,8 +156,19 @@ def clone(remote: Remote, dev: Developer) -> Path:
     (["run", "--git-url", "file:///nowhere", "--branch", "a..b"], 2, "not a branch name git accepts"),
     (["validate", "--repo", "models/ml/phi.yaml"], 2, "not a directory"),
 ])
-def test_no_command_ends_in_a_traceback(clone: Path, args: list[str], code: int, says: str) -> None:
+def test_no_command_ends_in_a_traceback(clone: Path, args: list[str], code: int, says: str,
+                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each hostile command line in-process (an exception escaping main fails the test as a traceback would)."""
+    monkeypatch.chdir(clone)
+    returned = main(args)
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err + out.out, out.err
+    assert returned == code, (returned, out.out, out.err)
+    assert says in out.out + out.err
+
+
+@pytest.mark.parametrize(("args", "code"), [(["rollback", "HEAD~1", "--branch=-D"], 2), (["status"], 0)])
+def test_a_real_process_prints_no_traceback(clone: Path, args: list[str], code: int) -> None:
     done = _cli(args, clone)
     assert "Traceback" not in done.stderr + done.stdout, done.stderr
     assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
-    assert says in done.stdout + done.stderr
