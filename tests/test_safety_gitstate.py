@@ -172,3 +172,33 @@ def test_a_real_process_prints_no_traceback(clone: Path, args: list[str], code: 
     done = _cli(args, clone)
     assert "Traceback" not in done.stderr + done.stdout, done.stderr
     assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+
+
+BOMB = ("model: ml/phi\nstate: Ready\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        "e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n")
+
+
+@pytest.mark.cluster
+@pytest.mark.emulator_only
+@pytest.mark.parametrize("hostile", [BOMB, "model: ml/phi\nx: " + "[" * 50_000 + "]" * 50_000 + "\n",
+                                     "model: ml/phi\nstate: Ready\n" + "#" * 400_000 + "\n"])
+def test_a_hostile_status_file_pushed_to_the_branch_is_rewritten_not_expanded(tmp_path: Path, hostile: str) -> None:
+    """Fault: someone with push access replaces a model's status file with an alias bomb (10^5 nodes from a few
+    hundred bytes), nesting past any stack, or a file over the limit. Checks: the next git pass completes, and the
+    file is rewritten as a status file of that model."""
+    from tests.faultkit import GitWorld
+
+    world = GitWorld(tmp_path)
+    try:
+        world.commit("add phi", phi="phi-4-mini-instruct")
+        assert world.run().writeback is not None
+        world.dev.pull()
+        world.dev.write("status/ml/phi.yaml", hostile)
+        world.dev.commit("status: by hand")
+        done = world.run(now="2025-01-01T00:01:00Z")
+        assert done.writeback is not None and done.writeback.committed
+        text = world.remote.show("status/ml/phi.yaml")
+        assert "&a" not in text and len(text) < 10_000 and "model: ml/phi" in text
+    finally:
+        world.close()

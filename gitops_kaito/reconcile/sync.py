@@ -402,7 +402,7 @@ def server_dry_run(plan: Plan, kube: Kube) -> tuple[tuple[Change, str], ...]:
         if change.action == Action.REPLACE:
             continue  # the object is deleted first: an update dry run would only repeat the immutability error
         try:
-            kube.apply(change.desired, dry_run=True)
+            kube.apply(change.desired, dry_run=True, force=change.action == Action.UPDATE)  # as the real write
         except KubeError as err:
             refused.append((change, f"{err.reason}: {err.message}" if err.status else err.message))
     return tuple(refused)
