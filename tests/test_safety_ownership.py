@@ -26,7 +26,7 @@ from tests.faultkit import KubeWorld
 pytestmark = [pytest.mark.cluster, pytest.mark.emulator_only]
 
 REV = "main@sha1:" + "c" * 40
-WS = r"/apis/kaito\.sh/v1beta1/namespaces/ml/workspaces"
+CM = "/api/v1/namespaces/ml/configmaps"
 CONFIG = "  config: {max-model-len: 4096}\n"
 
 
@@ -55,12 +55,6 @@ def someone_elses(manifest: dict[str, Any], **changes: Any) -> dict[str, Any]:
 def create_workspace(world: KubeWorld, body: dict[str, Any]) -> dict[str, Any]:
     return world.custom().create_namespaced_custom_object(  # type: ignore[no-any-return]
         "kaito.sh", "v1beta1", "ml", "workspaces", body)
-
-
-def listed(world: KubeWorld, name: str) -> dict[str, Any] | None:
-    """A Workspace read with a LIST (the faults below answer GETs of that name)."""
-    items = world.custom().list_namespaced_custom_object("kaito.sh", "v1beta1", "ml", "workspaces")["items"]
-    return next((i for i in items if i["metadata"]["name"] == name), None)
 
 
 def configmap(world: KubeWorld, name: str) -> dict[str, Any]:
@@ -127,35 +121,39 @@ def test_adoption_happens_only_with_the_models_consent(world: KubeWorld) -> None
 
 
 def test_a_failed_read_never_becomes_a_takeover(world: KubeWorld) -> None:
-    """Fault: reading whether `phi` exists fails (the API answers 500 to every GET of it) while another team's
-    Workspace is there. Checks: the model is Blocked saying it could not check, that Workspace is not written; once
-    the API answers again, the model is Blocked as another team's object, still untouched."""
-    world.model("phi")
-    theirs = create_workspace(world, someone_elses(desired_manifest(world, "Workspace", "phi")))
-    world.server.faults.add(Fault(method="GET", path_regex=f"{WS}/phi$", status=500, times=None))
+    """Fault: reading whether the model's ConfigMap exists fails (the API answers 500 to every GET of it; the kinds
+    not listed whole are looked up one by one) while another team's ConfigMap of that name is there. Checks: the
+    model is Blocked saying it could not check, that ConfigMap is not written and the model's Workspace not created;
+    once the API answers again, the model is Blocked as another team's object, still untouched."""
+    world.model("phi", extra=CONFIG)
+    cm = desired_manifest(world, "ConfigMap", "phi-inference-config")
+    client.CoreV1Api(world.admin).create_namespaced_config_map("ml", someone_elses(cm))
+    before = configmap(world, "phi-inference-config")
+    world.server.faults.add(Fault(method="GET", path_regex=f"{CM}/phi-inference-config$", status=500, times=None))
     result = run_pass(world.repo, world.kube, revision=REV)
     outcome = result.outcome("ml.phi")
     assert outcome is not None and outcome.state == Outcome.BLOCKED
-    assert "could not check whether Workspace/ml/phi already exists" in outcome.message
-    assert untouched(theirs, listed(world, "phi"))
+    assert "could not check whether ConfigMap/ml/phi-inference-config already exists" in outcome.message
     world.server.faults.clear()
+    assert untouched(before, configmap(world, "phi-inference-config")) and world.workspace("phi") is None
     result = run_pass(world.repo, world.kube, revision=REV)
     assert "was not created by gitops-kaito" in result.outcome("ml.phi").message  # type: ignore[union-attr]
-    assert untouched(theirs, listed(world, "phi"))
+    assert untouched(before, configmap(world, "phi-inference-config")) and world.workspace("phi") is None
 
 
 def test_an_object_made_between_read_and_create_is_not_taken_over(world: KubeWorld) -> None:
-    """Fault: the read says `phi` does not exist (an injected 404) although another team's Workspace with another
-    SKU is there, as if it was made right after the read. Checks: the create does not force its way in: the model
-    fails with the conflict and the Workspace keeps its SKU and gets no label."""
-    world.model("phi")
-    theirs = create_workspace(world, someone_elses(desired_manifest(world, "Workspace", "phi"),
-                                                   resource={"instanceType": "Standard_NC24ads_A100_v4",
-                                                             "labelSelector": {"matchLabels": {"apps": "phi"}}}))
-    world.server.faults.add(Fault(method="GET", path_regex=f"{WS}/phi$", status=404, times=None))
+    """Fault: the read says the model's ConfigMap does not exist (an injected 404) although another team's
+    ConfigMap of that name with other data is there, as if it was made right after the read. Checks: the create
+    does not force its way in: the model fails with the conflict, the ConfigMap keeps its data and gets no label,
+    and the model's Workspace is not created."""
+    world.model("phi", extra=CONFIG)
+    cm = desired_manifest(world, "ConfigMap", "phi-inference-config")
+    client.CoreV1Api(world.admin).create_namespaced_config_map(
+        "ml", someone_elses(cm, data={"inference_config.yaml": "vllm:\n  max-model-len: 1\n"}))
+    before = configmap(world, "phi-inference-config")
+    world.server.faults.add(Fault(method="GET", path_regex=f"{CM}/phi-inference-config$", status=404, times=None))
     result = run_pass(world.repo, world.kube, revision=REV)
+    world.server.faults.clear()
     assert result.outcome("ml.phi").state == Outcome.FAILED  # type: ignore[union-attr]
-    live = listed(world, "phi")
-    assert live is not None and live["resource"]["instanceType"] == "Standard_NC24ads_A100_v4"
-    assert LABEL_MANAGED_BY not in live["metadata"]["labels"]
-    assert live["metadata"]["uid"] == theirs["metadata"]["uid"]
+    assert untouched(before, configmap(world, "phi-inference-config"))
+    assert world.workspace("phi") is None
