@@ -156,3 +156,26 @@ def test_suspending_an_inferenceset_removes_it_and_its_replicas(sandbox: Sandbox
                30, interval=0.05, what="the replicas gone")
     assert "ml/fleet | [--] Suspended" in remote.show("status/STATUS.md")
     kube.close()
+
+
+def test_a_settled_pass_with_an_inferenceset_is_one_list_per_managed_kind(sandbox: Sandbox, tmp_path: Path) -> None:
+    from gitops_kaito.model.objects import MANAGED_KINDS
+    from gitops_kaito.reconcile.sync import run_pass
+
+    repo = tmp_path / "repo"
+    (repo / "models" / "ml").mkdir(parents=True)
+    (repo / "models" / "ml" / "fleet.yaml").write_text(model_file("fleet") + FLEET)
+    custom = client.CustomObjectsApi(sandbox.api_client("test-admin/1.0"))
+    with Kube.connect(sandbox.kubeconfig_path) as kube:
+        assert run_pass(repo, kube).created == 1
+        wait_until(lambda: len(custom.list_namespaced_custom_object(
+            "kaito.sh", "v1beta1", "ml", "workspaces", label_selector=INFERENCESET_CREATED_BY_LABEL)["items"]) == 2,
+            30, interval=0.05, what="KAITO's two replicas")
+        log = sandbox.server.request_log
+        before = len(log.select(user_agent_prefix=UA))
+        again = run_pass(repo, kube)
+        assert not again.plan.has_changes and again.live is not None and len(again.live.kaito_children) == 2
+        wait_until(lambda: len(log.select(user_agent_prefix=UA)) - before >= len(MANAGED_KINDS), 10,
+                   what="the pass's LISTs logged")
+        ours = log.select(user_agent_prefix=UA)[before:]
+        assert [e.verb for e in ours] == ["list"] * len(MANAGED_KINDS), [e.path for e in ours]
