@@ -66,4 +66,9 @@ def run(args: argparse.Namespace) -> int:
     for r in rendered:  # stderr: stdout stays the manifests alone
         if r.model.note:
             print(f"{r.model.request.path}: note: {r.model.note}", file=sys.stderr)
+        for obj in r.objects:
+            if obj.create_only:  # set once, when the object is created, then left to another controller
+                fields = ", ".join(f"{k}: {v}" for k, v in sorted((obj.create_only.get("spec") or {}).items()))
+                print(f"{r.model.request.path}: note: {obj.ref} gets spec {fields} when it is created only; then "
+                      "its autoscaler owns it", file=sys.stderr)
     return EXIT_INVALID if messages else EXIT_OK
