@@ -92,6 +92,10 @@ def test_an_inferenceset_from_pull_request_to_revert(sandbox: Sandbox, tmp_path:
     status_md = remote.show("status/STATUS.md")
     assert "ml/fleet | [ok] Ready" in status_md and "2/2 replicas ready" in status_md
     assert yaml.safe_load(remote.show("status/ml/fleet.yaml"))["replicas"] == {"ready": 2, "desired": 2}
+    # history reads the set's state changes back from the status commits
+    code, out = run(["history", "--git-url", remote.url, "--model", "ml/fleet", "-o", "json"])
+    states = [e["state"] for e in yaml.safe_load(out)]  # newest first
+    assert code == 0 and states[0] == "Ready" and states[-1] in ("Pending", "Provisioning"), out
 
     # The autoscaler takes the set to 3 through the scale subresource: never reverted, never drift.
     custom.patch_namespaced_custom_object_scale("kaito.sh", "v1beta1", "ml", "inferencesets", "fleet",
