@@ -336,3 +336,26 @@ def test_import_takes_an_unmanaged_inferenceset_never_its_children(sandbox: Sand
     # the imported file plans as an in-place adoption of the same set
     load = load_repository(repo)
     assert not load.errors, load.errors
+
+
+def test_a_model_moving_to_an_inferenceset_replaces_its_workspace_under_the_policy(sandbox: Sandbox,
+                                                                                   tmp_path: Path) -> None:
+    write(tmp_path, "phi", "model: phi-4-mini-instruct")
+    write(tmp_path, "other", "model: phi-4-mini-instruct")  # keeps the removal under the prune guard's share
+    custom: client.CustomObjectsApi
+    with Kube.connect(sandbox.kubeconfig_path) as kube:
+        custom = client.CustomObjectsApi(kube.api_client)
+        assert run_pass(tmp_path, kube, revision=REV).created == 2
+        write(tmp_path, "phi", "model: phi-4-mini-instruct\nreplicas: 2")
+        held = run_pass(tmp_path, kube, revision=REV)  # replacePolicy manual: both wait, nothing written
+        assert {str(c.ref): c.action for c in held.plan.for_model("ml.phi")} == {
+            "InferenceSet/ml/phi": Action.BLOCKED, "Workspace/ml/phi": Action.BLOCKED}
+        assert held.created == held.pruned == 0 and held.outcome("ml.phi").state == "Blocked"
+        (tmp_path / "gitops-kaito.yaml").write_text("apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\n"
+                                                    "replacePolicy: auto\n")
+        moved = run_pass(tmp_path, kube, revision=REV)
+        assert (moved.created, moved.pruned) == (1, 1), moved.plan
+        assert custom.get_namespaced_custom_object("kaito.sh", "v1beta1", "ml", "inferencesets", "phi")
+        names = {w["metadata"]["name"] for w in custom.list_namespaced_custom_object(
+            "kaito.sh", "v1beta1", "ml", "workspaces")["items"] if not w["metadata"].get("deletionTimestamp")}
+        assert names == {"other"}
