@@ -97,6 +97,10 @@ def test_an_inferenceset_from_pull_request_to_revert(sandbox: Sandbox, tmp_path:
     states = [e["state"] for e in yaml.safe_load(out)]  # newest first
     assert code == 0 and states[0] == "Ready" and states[-1] in ("Pending", "Provisioning"), out
 
+    # chat reaches the set through a serving replica's Service
+    code, answer = run(["chat", "ml/fleet", "hello", "--kubeconfig", str(sandbox.kubeconfig_path)])
+    assert code == 0 and answer.strip(), answer
+
     # The autoscaler takes the set to 3 through the scale subresource: never reverted, never drift.
     custom.patch_namespaced_custom_object_scale("kaito.sh", "v1beta1", "ml", "inferencesets", "fleet",
                                                 {"spec": {"replicas": 3}}, field_manager="keda-hpa")

@@ -116,17 +116,17 @@ def run(args: argparse.Namespace) -> int:
     except KubeError as err:
         raise CliError(str(err)) from None
     with kube:
-        _require_ready(kube, namespace, name)
+        service = _require_ready(kube, namespace, name)
         model = args.model
         if model is None:
-            check = endpoint.check_models(kube.api_client, namespace, name)
+            check = endpoint.check_models(kube.api_client, namespace, service)
             if not check.answers or not check.served_model:
                 raise CliError(f"{namespace}/{name} is Ready but its endpoint does not answer /v1/models: "
                                f"{check.error}", EXIT_NOT_READY)
             model = check.served_model
 
         def send(messages: list[dict[str, str]]) -> endpoint.ChatReply:
-            return endpoint.chat(kube.api_client, namespace, name, messages, model=model,
+            return endpoint.chat(kube.api_client, namespace, service, messages, model=model,
                                  max_tokens=args.max_tokens, temperature=args.temperature, timeout_s=args.timeout)
 
         def ask(messages: list[dict[str, str]]) -> str:
@@ -154,20 +154,37 @@ def run(args: argparse.Namespace) -> int:
         return repl(ask, conversation, input, sys.stdout, sys.stderr, prompt="> " if interactive else "")
 
 
-def _require_ready(kube: Any, namespace: str, name: str) -> None:
-    """Read the Workspace; a missing or not-yet-serving model is a clear message with its state, not a 503."""
+def _require_ready(kube: Any, namespace: str, name: str) -> str:
+    """Read the Workspace (or the InferenceSet) and return the Service to talk to: the Workspace's own, or a serving
+    replica's for an InferenceSet (KAITO makes no Service for the set itself without its Gateway API extension);
+    a missing or not-yet-serving model is a clear message with its state, not a 503."""
     from gitops_kaito.adapters.kube import KubeError
     from gitops_kaito.core import health
-    from gitops_kaito.model.objects import ObjectRef
+    from gitops_kaito.model.kaito import INFERENCESET_CREATED_BY_LABEL
+    from gitops_kaito.model.objects import INFERENCESET_VERSIONS, ObjectRef
 
     try:
         version = kube.workspace_version()
         workspace = kube.get(ObjectRef(version, "Workspace", namespace, name))
+        iset = None
+        if workspace is None and kube.served(INFERENCESET_VERSIONS[0], "InferenceSet"):
+            iset = kube.get(ObjectRef(INFERENCESET_VERSIONS[0], "InferenceSet", namespace, name))
+        replicas = [w for w in kube.list_owned(version, "Workspace", label_selector=(
+            f"{INFERENCESET_CREATED_BY_LABEL}={name}")) if (w.get("metadata") or {}).get("namespace") == namespace
+            ] if iset is not None else []
     except KubeError as err:
         raise CliError(str(err)) from None
+    if iset is not None:
+        state = health.assess_inferenceset(iset, replicas)
+        serving = state.endpoint.partition("://")[2].split(".", 1)[0] if state.endpoint else ""
+        if not serving:
+            detail = f" ({state.reason}: {state.message})" if state.message else ""
+            raise CliError(f"{namespace}/{name} is not ready to chat: state {state.state}{detail}", EXIT_NOT_READY)
+        return serving
     if workspace is None:
         raise CliError(f"workspace {namespace}/{name} not found", EXIT_NOT_READY)
     state = health.assess(workspace)
     if not state.inference_ready:
         detail = f" ({state.reason}: {state.message})" if state.message else ""
         raise CliError(f"{namespace}/{name} is not ready to chat: state {state.state}{detail}", EXIT_NOT_READY)
+    return name
