@@ -65,16 +65,12 @@ def _money(value: float | None) -> str:
 # -- catalog ----------------------------------------------------------------------------------------------------
 def _catalog(ctx: ToolContext) -> tuple[Any, tuple[str, ...]]:
     """The catalog with the repository's prices, and its clouds (the defaults when it has no gitops-kaito.yaml)."""
-    from gitops_kaito.repo.catalog import load_catalog
-    from gitops_kaito.repo.config import load_config
-    from gitops_kaito.repo.yamlsource import SourceError
+    from gitops_kaito.cli.catalog import _catalog_for
 
-    catalog = load_catalog()
     try:
-        config = load_config(ctx.repo)
-    except SourceError as err:
-        raise ToolFailure(f"{err} (fix gitops-kaito.yaml first)") from None
-    return (catalog.with_prices(config.prices) if config.prices else catalog), config.clouds
+        return _catalog_for(str(ctx.repo))
+    except CliError as err:
+        raise ToolFailure(str(err)) from None
 
 
 def catalog_search(ctx: ToolContext, query: str = "", kind: str = "models", cloud: str | None = None,
@@ -237,11 +233,12 @@ def _status_dir(ctx: ToolContext) -> str:
     return config.status_dir
 
 
-def _reports(ctx: ToolContext) -> list[Any]:
+def _reports(ctx: ToolContext, folder: str | None = None) -> list[Any]:
+    """The status files under `folder` (default: this instance's, from gitops-kaito.yaml)."""
     from gitops_kaito.core.status import parse_model_yaml
 
     reports = []
-    for path in sorted((ctx.repo / _status_dir(ctx)).glob("*/*.yaml")):
+    for path in sorted((ctx.repo / (folder or _status_dir(ctx))).glob("*/*.yaml")):
         try:
             reports.append(parse_model_yaml(path.read_text()))
         except (ValueError, OSError):
@@ -259,21 +256,24 @@ def _model_id(model: str) -> tuple[str, str]:
 
 def status(ctx: ToolContext, model: str | None = None) -> ToolAnswer:
     from gitops_kaito.core.status import cost_line, gpu_cost, model_document, summary_line
+    from gitops_kaito.model.states import ModelState
 
-    reports = _reports(ctx)
+    folder = _status_dir(ctx)
+    reports = _reports(ctx, folder)
     if model:
         ns, name = _model_id(model)
         reports = [r for r in reports if (r.namespace, r.name) == (ns, name)]
         if not reports:
-            raise ToolFailure(f"no status for {ns}/{name} under {_status_dir(ctx)}/ (not reconciled yet?)")
+            raise ToolFailure(f"no status for {ns}/{name} under {folder}/ (not reconciled yet?)")
     cost = gpu_cost(reports)
-    lines = [summary_line(reports)] if not model else []
-    lines += [f"{r.namespace}/{r.name}: {r.state}" + (f" ({r.reason}: {r.message})" if r.state != "Ready" and
-                                                    (r.reason or r.message) else "") for r in reports[:20]]
+    summary = summary_line(reports)
+    lines = [summary] if not model else []
+    lines += [f"{r.namespace}/{r.name}: {r.state}" + (f" ({r.reason}: {r.message})" if r.state != ModelState.READY
+                                                    and (r.reason or r.message) else "") for r in reports[:20]]
     if line := cost_line(reports):
         lines.append(line)
     return ToolAnswer("\n".join(lines), {
-        "summary": summary_line(reports), "statusFolder": _status_dir(ctx),
+        "summary": summary, "statusFolder": folder,
         "gpuCost": None if cost is None else {"nodes": cost.nodes, "pricePerHour": cost.usd_per_hour,
                                               "unpricedModels": cost.unpriced_models},
         "models": [model_document(r) for r in reports]})
