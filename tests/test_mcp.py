@@ -4,6 +4,7 @@ and over streamable HTTP on loopback, on a sample repository (real git) and, for
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -191,6 +192,22 @@ def test_http_refuses_a_non_loopback_address_and_a_missing_sdk_is_a_clear_error(
     monkeypatch.setitem(sys.modules, "mcp", None)  # as if the optional extra were not installed
     assert main(["mcp", "--repo", str(sample)]) == 2
     assert "pip install 'gitops-kaito[mcp]'" in capsys.readouterr().err
+
+
+def test_validate_repository_answers_what_validate_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # An azure: pin that differs from this environment's target is an error of `validate`: the tool says so too.
+    from gitops_kaito.cli._mcp_tools import ToolContext, validate
+    from tests.test_validate_cli import GOOD, make_repo
+
+    config = "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\nazure:\n  subscriptionId: victim-sub\n"
+    repo = make_repo(tmp_path, {"gitops-kaito.yaml": config, "models/ml/phi.yaml": GOOD})
+    monkeypatch.setenv("GITOPS_KAITO_AZURE_SUBSCRIPTION_ID", "our-sub")
+    assert main(["validate", "--repo", str(repo), "-o", "json"]) == 1
+    cli = json.loads(capsys.readouterr().out)
+    answer = validate(ToolContext(repo))
+    assert answer.data == cli and answer.data["valid"] is False
+    assert "gitops-kaito.yaml:4: azure.subscriptionId 'victim-sub' is not the daemon's" in answer.summary
 
 
 @pytest.mark.cluster

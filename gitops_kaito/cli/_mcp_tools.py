@@ -138,12 +138,11 @@ def catalog_fit(ctx: ToolContext, model: str, clouds: Sequence[str] | None = Non
 
 # -- the repository ---------------------------------------------------------------------------------------------
 def validate(ctx: ToolContext) -> ToolAnswer:
-    from gitops_kaito.cli.validate import _as_json, _render_problems
+    from gitops_kaito.cli.validate import _as_json, problems_of
     from gitops_kaito.repo.loader import load_repository
-    from gitops_kaito.repo.modelrequest import LoadError
 
     load = load_repository(ctx.repo)
-    problems = [LoadError(e.path, e.line, e.message, e.model_id) for e in load.errors] + _render_problems(load)
+    problems = problems_of(load)
     data = _as_json(load, problems)
     valid = len(data["models"])
     if problems:

@@ -27,16 +27,13 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gitops_kaito.repo.loader import load_repository
-    from gitops_kaito.repo.modelrequest import LoadError
 
     root = Path(args.repo)
     if not root.is_dir():
         raise CliError(f"{root}: not a directory")
     try:
         load = load_repository(root)
-        problems = [LoadError(e.path, e.line, e.message, e.model_id) for e in load.errors]
-        problems += _render_problems(load)
-        problems += _pin_problems(load)
+        problems = problems_of(load)
     except Exception as err:  # a bug must still end as one line and exit 2, never a traceback in CI logs
         raise CliError(f"internal error while loading {root}: {type(err).__name__}: {err}")
     if args.output == "json":
@@ -44,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_text(load, problems)
     return EXIT_INVALID if problems else EXIT_OK
+
+
+def problems_of(load: RepoLoad) -> list[LoadError]:
+    """Everything that makes a repository invalid: its files' errors, what cannot render, azure: pins that
+    differ from this environment's target (`validate` and the MCP server's validate_repository alike)."""
+    return [*load.errors, *_render_problems(load), *_pin_problems(load)]
 
 
 def _render_problems(load: RepoLoad) -> list[LoadError]:
