@@ -457,6 +457,17 @@ def test_an_unowned_object_is_adopted_in_place_only_when_the_model_opts_in() -> 
     assert other.action == Action.BLOCKED, "the opt-in is per model"
 
 
+def test_a_copy_with_our_labels_that_we_never_applied_is_not_taken_over() -> None:
+    want = workspace()
+    copy_ = served(want)
+    copy_["metadata"]["managedFields"] = [{"manager": "kubectl-client-side-apply", "operation": "Update",
+                                           "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}]
+    [blocked] = make_plan([want], [copy_]).changes
+    assert blocked.action == Action.BLOCKED and blocked.not_ours and "never applied it (a copy?)" in blocked.reason
+    [adopted] = make_plan([want], [copy_], ADOPT).changes
+    assert adopted.action != Action.BLOCKED
+
+
 def test_an_object_whose_existence_could_not_be_read_is_not_created_over() -> None:
     cm, want = configmap(), workspace()
     plan = make_plan([cm, want], [], unverified={key_of(want.ref): "Forbidden: get workspaces"})

@@ -229,6 +229,15 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
                                            "taken over; rename the model"))
         elif key in foreign and key not in live_by_key:
             applies.append(_plan_foreign(want, foreign[key]))
+        elif key in live_by_key and not applied_by_us(live_by_key[key]):
+            # Our labels on an object our field manager never applied: someone's copy, ours only by its labels.
+            if want.model_id in policy.adopt_allowed:
+                applies.append(_plan_desired(want, live_by_key[key], policy))
+            else:
+                applies.append(_not_ours(want, f"blocked: {want.ref} carries gitops-kaito's labels but gitops-kaito "
+                                               "never applied it (a copy?): it is left as it is and never pruned. To "
+                                               f"manage it, annotate the model {ANNOTATION_ADOPT}: allowed, or give "
+                                               "the model another name"))
         elif key in live_by_key:
             applies.append(_plan_desired(want, live_by_key[key], policy))
         elif key in unowned:
