@@ -45,8 +45,8 @@ def errors(root: Path) -> list[str]:
 def test_an_unknown_kind_is_named_at_its_line_with_the_known_kinds(tmp_path: Path) -> None:
     write(tmp_path, "phi", "model: phi-4-mini-instruct", kind="ModelDeploymnt")
     assert errors(tmp_path) == ["models/ml/phi.yaml:2: unknown kind 'ModelDeploymnt' (did you mean "
-                                "'ModelDeployment'?): a file under models/ is one of ModelDeployment "
-                                "(gitops.kaito.sh/v1alpha1)"]
+                                "'ModelDeployment'?): a file under models/ is one of ModelDeployment, "
+                                "RAGDeployment, TuningJob (gitops.kaito.sh/v1alpha1)"]
 
 
 @pytest.mark.parametrize(("spec", "line", "needle"), [

@@ -91,6 +91,11 @@ def _state(text: str) -> str:
     return str((yaml.safe_load(text) or {}).get("state", ""))
 
 
+RAG = ("apiVersion: gitops.kaito.sh/v1alpha1\nkind: RAGDeployment\nmetadata: {{name: docs, namespace: ml}}\n"
+       "spec:\n  compute: {{instanceType: {sku}}}\n  embedding: {{local: {{model: BAAI/bge-small-en-v1.5}}}}\n"
+       "  llm: {{model: phi}}\n  contextWindowSize: 4096\n")
+
+
 def run_flow(sb: Sandbox, tmp: Path, stack: ExitStack) -> None:
     ns = "ml"
     sb.ensure_namespace(ns)
@@ -109,6 +114,7 @@ def run_flow(sb: Sandbox, tmp: Path, stack: ExitStack) -> None:
               + "  provisioning: aks\n  instanceType: Standard_NC24ads_A100_v4\n")
     dev.write("models/fresh/falcon.yaml", model_file("falcon", namespace="fresh"))
     dev.write(f"models/{ns}/fleet.yaml", model_file("fleet", namespace=ns) + "  replicas: 2\n")  # an InferenceSet
+    dev.write(f"models/{ns}/docs.yaml", RAG.format(sku="Standard_NV36ads_A10_v5"))  # a RAG engine on phi
     dev.write("gitops-kaito.yaml", "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\nreplacePolicy: auto\n"
               "azure: {subscriptionId: 00000000-0000-0000-0000-000000000000, resourceGroup: rg-ml, "
               "clusterName: aks-ml}\n")
@@ -131,7 +137,8 @@ def run_flow(sb: Sandbox, tmp: Path, stack: ExitStack) -> None:
             return False
         return (all(f"ml/{m}" in text for m in ("phi", "qwen", "mistral", "llama")) and "fresh/falcon" in text
                 and _state(remote.show("status/ml/phi.yaml")) == "Ready" and bool(custom.list_namespaced_custom_object(
-                    "kaito.sh", "v1beta1", ns, "workspaces", label_selector="gitops.kaito.sh/model=ml.llama")["items"]))
+                    "kaito.sh", "v1beta1", ns, "workspaces", label_selector="gitops.kaito.sh/model=ml.llama")["items"])
+                and bool(custom.list_namespaced_custom_object("kaito.sh", "v1beta1", ns, "ragengines")["items"]))
 
     with Service.build(settings, pools=pools) as svc:
         wait_until(committed_ready, 60, interval=0.1, what="both models in the committed status, phi Ready")
@@ -158,6 +165,7 @@ def run_flow(sb: Sandbox, tmp: Path, stack: ExitStack) -> None:
                       + f"  provisioning: {mode}\n  instanceType: Standard_NC48ads_A100_v4\n")
         dev.write(f"models/{ns}/fleet.yaml", model_file("fleet", namespace=ns)
                   + "  replicas: 2\n  instanceType: Standard_NC48ads_A100_v4\n")  # not rolled by KAITO: replaced
+        dev.write(f"models/{ns}/docs.yaml", RAG.format(sku="Standard_NC24ads_A100_v4"))  # compute is immutable
         dev.commit("bigger nodes")
         wait_until(lambda: "NC48" in str(custom.list_cluster_custom_object("karpenter.sh", "v1alpha5", "machines")),
                    30, interval=0.1, what="the Machines replaced")
@@ -168,11 +176,14 @@ def run_flow(sb: Sandbox, tmp: Path, stack: ExitStack) -> None:
         dev.remove(f"models/{ns}/llama.yaml")
         dev.remove("models/fresh/falcon.yaml")
         dev.remove(f"models/{ns}/fleet.yaml")
+        dev.remove(f"models/{ns}/docs.yaml")
         dev.commit("remove all")
         wait_until(lambda: not custom.list_cluster_custom_object("kaito.sh", "v1beta1", "workspaces",
                                                                  label_selector="gitops.kaito.sh/managed-by")
                    ["items"] and not custom.list_cluster_custom_object("kaito.sh", "v1beta1", "inferencesets")["items"]
-                   and not arm.pool_names(), 30, interval=0.1, what="every managed Workspace, set and pool pruned")
+                   and not custom.list_cluster_custom_object("kaito.sh", "v1beta1", "ragengines")["items"]
+                   and not arm.pool_names(), 30, interval=0.1, what="every managed Workspace, set, engine and pool "
+                   "pruned")
         done = svc.daemon.passes_done
         assert svc.daemon.wait_for_passes(done + 1, 30)
     admin.close()

@@ -166,10 +166,11 @@ def test_a_settled_pass_writes_nothing_and_lists_once_per_kind(env: Env) -> None
     assert env.writes() == 0
     lists = env.requests(("list",))
     assert sorted(e.path for e in lists) == ["/api/v1/configmaps", "/apis/kaito.sh/v1beta1/inferencesets",
+                                             "/apis/kaito.sh/v1beta1/ragengines",
                                              "/apis/kaito.sh/v1beta1/workspaces",
                                              "/apis/karpenter.sh/v1/nodeclaims",
                                              "/apis/karpenter.sh/v1alpha5/machines"]
-    assert len(env.requests()) == len(MANAGED_KINDS) == 5  # discovery is cached: the LISTs are all
+    assert len(env.requests()) == len(MANAGED_KINDS) == 6  # discovery is cached: the LISTs are all
 
 
 def test_editing_a_request_updates_with_the_smallest_patch(env: Env) -> None:

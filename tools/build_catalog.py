@@ -182,6 +182,15 @@ def _add_aliases(records: list[dict[str, Any]], facts: dict[str, Any]) -> None:
         record["aliases"].sort()
 
 
+def build_mig_profiles(facts: dict[str, Any]) -> dict[str, float]:
+    """KAITO's known MIG profiles (pkg/utils/mig/mig.go at v0.12.0) -> the GPU memory of one slice, GiB."""
+    out: dict[str, float] = {}
+    for group in (facts.get("mig_profiles") or {}).get("groups") or []:
+        for profile in group.get("profiles") or []:
+            out[str(profile["profile"])] = gib(profile["slice_gpu_memory"]) or 0.0
+    return dict(sorted(out.items()))
+
+
 def build_skus(facts: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for cloud in CLOUDS:
@@ -251,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         "apiVersion": "gitops.kaito.sh/v1alpha1", "kind": "PresetCatalog", "source": meta,
         "base_image": facts_presets["base_image"], "presets": presets}), encoding="utf-8")
     (args.out / "skus.yaml").write_text(_dump(SKUS_HEADER, {
-        "apiVersion": "gitops.kaito.sh/v1alpha1", "kind": "SkuCatalog", "source": meta, "skus": skus}),
+        "apiVersion": "gitops.kaito.sh/v1alpha1", "kind": "SkuCatalog", "source": meta, "skus": skus,
+        "mig_profiles": build_mig_profiles(facts_skus)}),
         encoding="utf-8")
     skipped_note = "".join(f"# not in skus.yaml or no price: {name}\n" for name in skipped)
     (args.out / "prices.yaml").write_text(_dump(PRICES_HEADER + skipped_note, {

@@ -77,6 +77,15 @@ def check_models(api: client.ApiClient, namespace: str, name: str, timeout_s: fl
     return EndpointCheck(True, str(models[0].get("id", "")) or None)
 
 
+def check_health(api: client.ApiClient, namespace: str, name: str, timeout_s: float = 10.0) -> EndpointCheck:
+    """GET /health on a Service (a KAITO RAG engine's: `presets/ragengine/main.py` at v0.12.0)."""
+    try:
+        _call(api, "GET", proxy_path(namespace, name, "health"), timeout_s=timeout_s)
+    except EndpointError as err:
+        return EndpointCheck(False, None, str(err))
+    return EndpointCheck(True, None)
+
+
 def chat(api: client.ApiClient, namespace: str, name: str, messages: Sequence[dict[str, str]],
          model: str | None = None, max_tokens: int = 256, timeout_s: float = 120.0,
          temperature: float | None = None) -> ChatReply:

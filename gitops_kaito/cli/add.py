@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
                     "choosing the cheapest GPU SKU that fits unless --instance-type is given. Any other Hugging "
                     "Face id org/name is deployed as KAITO generates it (best effort, vllm): it needs "
                     "--instance-type, since its size is unknown here.")
-    parser.add_argument("model", metavar="MODEL", help="preset name or Hugging Face id, e.g. phi-4-mini-instruct "
+    parser.add_argument("model", metavar="MODEL", nargs="?", help="preset name or Hugging Face id, e.g. phi-4-mini-instruct "
                                                        "or Qwen/Qwen3-0.6B")
     parser.add_argument("--name", help="request (Workspace) name; default: a DNS-safe form of the preset name")
     parser.add_argument("--namespace", help="namespace; default: defaults.namespace of gitops-kaito.yaml")
@@ -47,6 +47,22 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--autoscale", metavar="MIN:MAX",
                         help="hand the replica count to keda-kaito-scaler within MIN..MAX (needs --threshold)")
     parser.add_argument("--threshold", type=int, help="with --autoscale: the vLLM metric value that adds a replica")
+    tuning = parser.add_argument_group("a fine-tuning run (kind TuningJob) instead of a model")
+    tuning.add_argument("--tuning", action="store_true", help="write a TuningJob of MODEL (a preset KAITO can tune)")
+    tuning.add_argument("--method", choices=["lora", "qlora"], default="qlora", help="tuning method (default qlora)")
+    tuning.add_argument("--input-url", action="append", metavar="URL", help="training data URL (repeatable)")
+    tuning.add_argument("--input-image", metavar="IMAGE", help="training data image")
+    tuning.add_argument("--input-claim", metavar="PVC", help="training data PersistentVolumeClaim")
+    tuning.add_argument("--output-image", metavar="IMAGE", help="where the adapter is pushed")
+    tuning.add_argument("--push-secret", metavar="SECRET", help="a .dockerconfigjson Secret to push the adapter with")
+    tuning.add_argument("--output-claim", metavar="PVC", help="PersistentVolumeClaim the adapter is written to")
+    rag = parser.add_argument_group("a RAG engine (kind RAGDeployment) instead of a model")
+    rag.add_argument("--rag", action="store_true", help="write a RAGDeployment (MODEL is not used; give --name)")
+    rag.add_argument("--embedding-model", metavar="ID", help="local embedding model, e.g. BAAI/bge-small-en-v1.5")
+    rag.add_argument("--embedding-url", metavar="URL", help="remote embedding endpoint")
+    rag.add_argument("--llm-model", metavar="NAME", help="a ModelDeployment of the namespace the engine answers with")
+    rag.add_argument("--llm-url", metavar="URL", help="the LLM's chat completions URL")
+    rag.add_argument("--context-window", type=int, metavar="N", help="the LLM's context window (tokens)")
     add_repo_flag(parser)
     parser.set_defaults(func=run)
 
@@ -193,8 +209,18 @@ def run(args: argparse.Namespace) -> int:
     catalog = load_catalog()
     if config.prices:
         catalog = catalog.with_prices(config.prices)
+    if args.tuning or args.rag:
+        return _run_other_kind(args, root, catalog, config)
+    if not args.model:
+        raise CliError("add needs MODEL (or --rag)", EXIT_INVALID)
     new, _, resolved, text = plan_new(args, root, catalog, config)
-    target = root / new.path
+    _write_new(root, new.path, text)
+    print_plan(resolved, config, root)
+    return EXIT_OK
+
+
+def _write_new(root: Path, path: str, text: str) -> None:
+    target = root / path
     for existing in (target, target.with_suffix(".yml")):
         if existing.exists():
             raise CliError(f"{existing.relative_to(root).as_posix()} already exists: edit it, or choose "
@@ -202,8 +228,88 @@ def run(args: argparse.Namespace) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("x", encoding="utf-8") as handle:  # "x": never overwrite, even if one appeared meanwhile
         handle.write(text)
-    print(f"created {new.path}")
-    print_plan(resolved, config, root)
+    print(f"created {path}")
+
+
+def _run_other_kind(args: argparse.Namespace, root: Path, catalog: Catalog, config: RepoConfig) -> int:
+    """add --tuning / --rag: a TuningJob or RAGDeployment file, checked like `validate` checks it before it is
+    written (the RAG engine's model is checked against the repository by `validate`)."""
+    import yaml
+
+    from gitops_kaito.core.render import render_request
+    from gitops_kaito.model.ownership import is_dns_label
+    from gitops_kaito.repo.loader import KINDS
+    from gitops_kaito.repo.modelrequest import validate_document
+    from gitops_kaito.repo.resolve import ResolveError
+    from gitops_kaito.repo.yamlsource import SourceError, load_yaml_text
+
+    if args.tuning and args.rag:
+        raise CliError("--tuning and --rag are two different kinds: give one", EXIT_INVALID)
+    if args.tuning and not args.model:
+        raise CliError("add --tuning needs MODEL: a preset KAITO can tune (`gitops-kaito catalog models --tuning`)",
+                       EXIT_INVALID)
+    name = args.name or (dns_name(args.model) + "-tuning" if args.tuning else "rag")
+    namespace = args.namespace or config.default_namespace
+    for what, value in (("name", name), ("namespace", namespace)):
+        if not is_dns_label(value):
+            raise CliError(f"{what} {value!r} is not a DNS-1123 label", EXIT_INVALID)
+    spec: dict[str, Any] = {}
+    if args.tuning:
+        kind = "TuningJob"
+        spec = {"model": args.model, "method": args.method}
+        if args.instance_type:
+            spec["instanceType"] = args.instance_type
+        source: dict[str, Any] = {}
+        if args.input_url:
+            source["urls"] = list(args.input_url)
+        if args.input_image:
+            source["image"] = args.input_image
+        if args.input_claim:
+            source["volume"] = {"persistentVolumeClaim": {"claimName": args.input_claim}}
+        out: dict[str, Any] = {}
+        if args.output_image:
+            out = {"image": args.output_image, **({"pushSecret": args.push_secret} if args.push_secret else {})}
+        if args.output_claim:
+            out["volume"] = {"persistentVolumeClaim": {"claimName": args.output_claim}}
+        spec.update({"input": source, "output": out})
+    else:
+        kind = "RAGDeployment"
+        if args.instance_type:
+            spec["compute"] = {"instanceType": args.instance_type}
+        spec["embedding"] = ({"remote": {"url": args.embedding_url}} if args.embedding_url
+                             else {"local": {"model": args.embedding_model or "BAAI/bge-small-en-v1.5"}})
+        if args.llm_model or args.llm_url:
+            spec["llm"] = {"model": args.llm_model} if args.llm_model else {"url": args.llm_url}
+        if args.context_window is not None:
+            spec["contextWindowSize"] = args.context_window
+    document = {"apiVersion": "gitops.kaito.sh/v1alpha1", "kind": kind,
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    path = f"models/{namespace}/{name}.yaml"
+    text = f"# Schema: schemas/{KINDS[kind].schema_file}\n" + yaml.safe_dump(document, sort_keys=False)
+    try:
+        doc = load_yaml_text(text, path)
+    except SourceError as err:
+        raise CliError(str(err), EXIT_INVALID)
+    problems = validate_document(doc, KINDS[kind].schema_file)
+    if problems:
+        raise CliError("; ".join(str(p) for p in problems), EXIT_INVALID)
+    try:
+        resolved = KINDS[kind].resolve(KINDS[kind].parse(doc.data, namespace, path, config), catalog, config)
+    except ResolveError as err:
+        line = doc.line_of(err.json_path)
+        raise CliError(f"{path}:{line}: {err.message}" if line else f"{path}: {err.message}", EXIT_INVALID)
+    _write_new(root, path, text)
+    print(f"  {kind:<13} {resolved.summary}")
+    if resolved.sku is not None:
+        print(f"  instanceType  {resolved.sku.name} ({resolved.sku.gpu_count} x {resolved.sku.gpu_model})")
+    if resolved.price_per_hour is not None:
+        print(f"  price         ${resolved.price_per_hour:.2f}/hour while its node exists")
+    templates = root / "templates"
+    rendered = render_request(resolved, config, "uncommitted", templates if templates.is_dir() else None)
+    print("  objects (in apply order):")
+    for obj in rendered.objects:
+        print(f"    {obj.ref}")
+    print("next: commit and push; `gitops-kaito validate` also checks it against the other requests")
     return EXIT_OK
 
 

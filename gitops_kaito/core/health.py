@@ -162,7 +162,79 @@ def assess(
     if suspended:
         return ModelHealth(ModelState.SUSPENDED, "Suspended", "suspended in the repository (spec.suspend: true)",
                            conds, node_infos, shown, inference_ready)
+    if workspace is not None and workspace.get("kind") == "RAGEngine":
+        return _rag_from_live(workspace, conds, node_infos)
+    if workspace is not None and workspace.get("tuning"):
+        return _tuning_from_live(workspace, conds, node_infos)
     return _from_live(workspace, conds, node_infos, endpoint, inference_ready)
+
+
+def _tuning_from_live(workspace: Mapping[str, Any], conds: tuple[Condition, ...],
+                      nodes: tuple[NodeInfo, ...]) -> ModelHealth:
+    """A tuning run (`pkg/workspace/controllers/workspace_controller.go:1148-1171` at v0.12.0): JobStarted and
+    status.state say Pending, Running, Succeeded or Failed (KAITO reports the first pod failure as Failed)."""
+    meta = workspace.get("metadata") or {}
+    status = workspace.get("status") or {}
+    generation = meta.get("generation")
+    current = [c for c in conds if c.observed_generation is None or generation is None
+               or c.observed_generation == generation]
+    state = str(status.get("state") or "")
+    succeeded, job = _find(current, "WorkspaceSucceeded"), _find(current, "JobStarted")
+
+    def health(value: ModelState, reason: str, message: str) -> ModelHealth:
+        return ModelHealth(value, reason, message, conds, nodes, None, False)
+
+    if not meta.get("deletionTimestamp"):
+        if succeeded is not None and succeeded.status == "True" and state == "Succeeded":
+            return health(ModelState.SUCCEEDED, succeeded.reason or "workspaceSucceeded", "the tuning job succeeded")
+        if state == "Failed" or (job is not None and job.status == "False" and "Failed" in job.reason):
+            why = job if job is not None and job.status == "False" else succeeded
+            return health(ModelState.FAILED, why.reason if why else "Failed",
+                          why.message if why and why.message else "KAITO reports the tuning job failed")
+        if job is not None and job.status == "True":
+            return health(ModelState.RUNNING, job.reason or "JobStarted", "the tuning job is running")
+    return _from_live(workspace, conds, nodes, None, False)
+
+
+_RAG_ORDER = ("NodeClaimReady", "ResourceReady", "ServiceReady", "RAGEngineSucceeded")
+
+
+def _rag_from_live(rag: Mapping[str, Any], conds: tuple[Condition, ...], nodes: tuple[NodeInfo, ...]) -> ModelHealth:
+    """A RAG engine (`pkg/ragengine/controllers` at v0.12.0): done is RAGEngineSucceeded=True. Its observedGeneration
+    is not refreshed when a condition's content is unchanged (`ragengine_status.go:60`), so it is not compared; a
+    failed Service shows as RAGEngineServiceReady=False, a type success never clears."""
+    endpoint = _service_url(rag)
+    succeeded = _find(conds, "RAGEngineSucceeded")
+    ready = succeeded is not None and succeeded.status == "True"
+
+    def health(value: ModelState, reason: str, message: str) -> ModelHealth:
+        return ModelHealth(value, reason, message, conds, nodes, endpoint if ready else None, ready)
+
+    if (rag.get("metadata") or {}).get("deletionTimestamp"):
+        return health(ModelState.PROVISIONING, "Deleting", "the RAGEngine is being deleted")
+    if ready:
+        return health(ModelState.READY, succeeded.reason if succeeded else "", "the RAG engine is serving")
+    failed_node = next((n for n in nodes if n.phase == "Failed"), None)
+    if failed_node is not None:
+        return health(ModelState.FAILED, "NodeProvisioningFailed",
+                      f"{failed_node.kind} {failed_node.name}: {failed_node.reason}")
+    for c in conds:
+        if c.status == "False" and (c.reason.endswith("Failed") or c.reason in TERMINAL_REASONS
+                                    or _terminal_message(c.message)):
+            return health(ModelState.FAILED, c.reason, c.message or f"{c.type} is False")
+    if not conds:
+        return health(ModelState.PENDING, "WaitingForKaito", "KAITO has not reported any status yet")
+    for ctype in _RAG_ORDER:
+        cond = _find(conds, ctype)
+        if cond is not None and cond.status != "True":
+            return health(ModelState.PROVISIONING, cond.reason or ctype, cond.message or f"{ctype} is {cond.status}")
+    return health(ModelState.PROVISIONING, "Progressing", "waiting for KAITO to report RAGEngineSucceeded")
+
+
+def _service_url(obj: Mapping[str, Any]) -> str | None:
+    meta = obj.get("metadata") or {}
+    name, ns = meta.get("name"), meta.get("namespace") or "default"
+    return f"http://{name}.{ns}.svc.cluster.local:80" if name else None
 
 
 def _from_live(workspace: Mapping[str, Any] | None, conds: tuple[Condition, ...], nodes: tuple[NodeInfo, ...],

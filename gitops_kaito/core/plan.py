@@ -33,6 +33,7 @@ from gitops_kaito.model.ownership import (
     ANNOTATION_DRIFT,
     ANNOTATION_PRUNE,
     ANNOTATION_REPLACE,
+    ANNOTATION_REQUEST_DIGEST,
     ANNOTATION_REVISION,
     DEFAULT_INSTANCE,
     DRIFT_CORRECT,
@@ -133,6 +134,11 @@ class Plan:
     managed_models: frozenset[str] = frozenset()
     # aks mode: provision.agentpool.PoolChange per agent pool (not Kubernetes objects), after the prune guard.
     node_pools: tuple[PoolChange, ...] = ()
+    # Requests held back in this pass until another is done (core/depends), as (model id, why); the plan says so.
+    waits: tuple[tuple[str, str], ...] = ()
+
+    def waits_for(self, model_id: str) -> str:
+        return next((why for mid, why in self.waits if mid == model_id), "")
 
     @property
     def pending(self) -> tuple[Change, ...]:
@@ -301,6 +307,8 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
     if adopt:
         return _plan_adopt(want, policy, change, patch, immutable)
     by = drift_managers(live, patch) if drift else ()
+    if is_tuning_run(want.manifest):
+        return _plan_tuning_run(want, live, policy, change, patch, drift, by)
     if drift and _same_as_applied(live, manifest) and reports_drift(want, policy):
         # Only drift, and the model asks for it to be reported: nothing is written, whatever the fields (an
         # immutable one too: a replace would be a correction). A change of desired state is applied as usual.
@@ -420,6 +428,39 @@ def _kind_switches(applies: list[Change], deletes: list[Change], desired: Sequen
             c, action=Action.BLOCKED if blocked else Action.DELETE,
             reason=f"replaced by {new_ref}" + (" (blocked: replace policy)" if blocked else "")))
     return new_applies, new_deletes
+
+
+NEW_RUN = "new run"  # how the plan names the replace of a tuning Workspace whose request changed
+
+
+def is_tuning_run(manifest: Manifest) -> bool:
+    """A KAITO tuning Workspace (kind TuningJob): one run, never edited in place."""
+    return manifest.get("kind") == "Workspace" and bool(manifest.get("tuning"))
+
+
+def _plan_tuning_run(want: DesiredObject, live: Manifest, policy: PlanPolicy, change: Callable[..., Change],
+                     patch: tuple[Mapping[str, Any], ...], drift: bool, by: tuple[str, ...]) -> Change:
+    """KAITO deletes and re-creates a tuning Workspace's Job on ANY spec change, even after it succeeded
+    (`pkg/workspace/controllers/workspace_controller.go` at v0.12.0), so an update would silently train again.
+    The request digest decides: the same request is the same run, left as it is (a template or gitops-kaito change
+    does not retrain; drift is reported, never corrected); a changed request is a new run, planned as a replace."""
+    live_digest = ((live.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_REQUEST_DIGEST)
+    want_digest = ((want.manifest.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_REQUEST_DIGEST)
+    if live_digest == want_digest:
+        if drift and _same_as_applied(live, want.normalised.stamped):
+            reason = (f"{reported_reason(patch, by)}; a tuning run's drift is never corrected (KAITO would run the "
+                      "job again)")
+            return change(Action.NOOP, reason, patch=patch, drift=True, drift_by=by)
+        return change(Action.NOOP, "same run: its request did not change, so the live run is left as it is "
+                      "(re-applying a tuning Workspace makes KAITO run the job again)")
+    state = str((live.get("status") or {}).get("state") or "")
+    reason = (f"{NEW_RUN}: the tuning request changed; the Workspace is deleted and created again and KAITO runs "
+              "the job from the start")
+    if state in ("Running", "Pending") and not _replace_allowed(want, policy):
+        return change(Action.BLOCKED, f"{reason}, stopping the run in progress ({state}): set replacePolicy: auto "
+                      f"in gitops-kaito.yaml or annotate the request {ANNOTATION_REPLACE}: allowed",
+                      patch=patch, immutable=("tuning",))
+    return change(Action.REPLACE, reason, patch=patch, immutable=("tuning",))
 
 
 def reports_drift(want: DesiredObject, policy: PlanPolicy) -> bool:
@@ -627,6 +668,8 @@ def immutable_changes(ref: ObjectRef, live: Manifest, live_cmp: Any, want_cmp: A
     or that KAITO never rolls onto what runs (an InferenceSet's template: NOT_ROLLED)."""
     if ref.kind in ("NodeClaim", "Machine") and ref.group == "karpenter.sh":
         return ("spec",) if _get(live_cmp, "spec") != _get(want_cmp, "spec") else ()
+    if ref.kind == "RAGEngine" and ref.group == "kaito.sh":
+        return _ragengine_immutable(live, live_cmp, want_cmp)
     if ref.kind == "InferenceSet" and ref.group == "kaito.sh":
         return _inferenceset_not_rolled(live_cmp, want_cmp)
     if ref.kind != "Workspace" or ref.group != "kaito.sh":
@@ -641,7 +684,10 @@ def immutable_changes(ref: ObjectRef, live: Manifest, live_cmp: Any, want_cmp: A
             changed.append(section)
     if differs("inference", "preset"):
         changed.append("inference.preset")
-    if (_get(live, "inference", "template") is None) != (_get(want_cmp, "inference", "template") is None):
+    if (_get(live, "inference", "template") is None) != (_get(want_cmp, "inference", "template") is None) or (
+            _get(want_cmp, "inference", "template") is not None and differs("inference", "template")):
+        # KAITO's webhook refuses setting or unsetting it, and never applies an edit to what runs
+        # (`pkg/workspace/controllers/workspace_controller.go` at v0.12.0: "TODO: handle update").
         changed.append("inference.template")
     for path in (("resource", "instanceType"), ("resource", "labelSelector"), ("resource", "partition"),
                  ("tuning", "preset"), ("tuning", "method"), ("tuning", "input", "name")):
@@ -650,6 +696,26 @@ def immutable_changes(ref: ObjectRef, live: Manifest, live_cmp: Any, want_cmp: A
     live_count, want_count = _get(live, "resource", "count"), _get(want_cmp, "resource", "count")
     if live_count is not None and want_count is not None and live_count != want_count:
         changed.append("resource.count")
+    return tuple(dict.fromkeys(changed))
+
+
+def _ragengine_immutable(live: Manifest, live_cmp: Any, want_cmp: Any) -> tuple[str, ...]:
+    """A RAGEngine's compute cannot be added or removed, nor its instanceType, labelSelector, count or partition
+    changed (`api/v1beta1/ragengine_validation.go` at v0.12.0); and KAITO's controller applies only env changes to a
+    running engine (`pkg/ragengine/controllers/ragengine_controller.go`), so a new storage, guardrails policy or
+    embedding image takes effect only through a replace."""
+    changed: list[str] = []
+
+    def differs(*path: str) -> bool:
+        return bool(_get(live_cmp, *path) != _get(want_cmp, *path))
+
+    if (_get(live, "spec", "compute") is None) != (_get(want_cmp, "spec", "compute") is None):
+        changed.append("spec.compute")
+    for path in (("spec", "compute", "instanceType"), ("spec", "compute", "labelSelector"),
+                 ("spec", "compute", "count"), ("spec", "compute", "partition"), ("spec", "storage"),
+                 ("spec", "guardrails"), ("spec", "embedding", "local", "image")):
+        if differs(*path):
+            changed.append(".".join(path))
     return tuple(dict.fromkeys(changed))
 
 

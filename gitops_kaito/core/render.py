@@ -52,7 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
@@ -67,7 +67,9 @@ from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, display_path, 
 
 if TYPE_CHECKING:
     from gitops_kaito.repo.config import RepoConfig
+    from gitops_kaito.repo.rag import ResolvedRag
     from gitops_kaito.repo.resolve import RepoLoad
+    from gitops_kaito.repo.tuning import ResolvedTuning
 
 # Template file names (a repository overrides one by putting a file of the same name in templates/).
 TEMPLATE_WORKSPACE_NAP = "workspace-v1beta1.yaml"
@@ -76,6 +78,9 @@ TEMPLATE_WORKSPACE_LEGACY = "workspace-v1alpha1.yaml"
 TEMPLATE_NODECLAIM = "nodeclaim-v1.yaml"
 TEMPLATE_MACHINE = "machine-v1alpha5.yaml"
 TEMPLATE_INFERENCE_CONFIG = "inference-config.yaml"
+TEMPLATE_WORKSPACE_TUNING = "workspace-tuning-v1beta1.yaml"
+TEMPLATE_TUNING_CONFIG = "tuning-config.yaml"
+TEMPLATE_RAGENGINE = "ragengine-v1beta1.yaml"
 TEMPLATE_INFERENCESET = "inferenceset-v1beta1.yaml"
 
 # What each template must produce: overrides may reshape the body but not change the kind.
@@ -86,6 +91,9 @@ _EXPECTED_KIND: dict[str, tuple[str, str, bool]] = {  # file -> (apiVersion, kin
     TEMPLATE_NODECLAIM: ("karpenter.sh/v1", "NodeClaim", False),
     TEMPLATE_MACHINE: ("karpenter.sh/v1alpha5", "Machine", False),
     TEMPLATE_INFERENCE_CONFIG: ("v1", "ConfigMap", True),
+    TEMPLATE_WORKSPACE_TUNING: ("kaito.sh/v1beta1", "Workspace", True),
+    TEMPLATE_TUNING_CONFIG: ("v1", "ConfigMap", True),
+    TEMPLATE_RAGENGINE: ("kaito.sh/v1beta1", "RAGEngine", True),
     TEMPLATE_INFERENCESET: ("kaito.sh/v1beta1", "InferenceSet", True),
 }
 TEMPLATE_FILES = tuple(_EXPECTED_KIND)
@@ -107,6 +115,12 @@ SLOTS = frozenset({
     "name", "namespace", "labels", "annotations", "count", "instance_type", "match_labels", "preset_name",
     "model_access_secret", "config_map", "adapters", "node_class_ref", "requirements", "storage",
     "inference_config", "model", "model_id", "runtime", "nodes", "gpus", "disk_gib", "index",
+    # TuningJob
+    "method", "tuning_input", "tuning_output", "training_config",
+    # private preset images
+    "access_mode", "preset_image", "preset_pull_secrets", "partition", "inference_template",
+    # RAGDeployment
+    "rag_compute", "rag_embedding", "rag_storage", "rag_inference_service", "rag_guardrails",
     "replicas", "template_annotations",
 })
 
@@ -410,14 +424,22 @@ def _common_slots(model: ResolvedModel, revision: str, instance: str) -> dict[st
         "node_class_ref": None,
         "requirements": None,
         "inference_config": None,
+        "access_mode": None,
+        "partition": None,
+        "inference_template": None,
+        "preset_image": None,
+        "preset_pull_secrets": None,
     }
 
 
 def _inference_config_text(model: ResolvedModel) -> str:
     params = {str(k): _plain(v) for k, v in model.request.config}
+    # The keys KAITO's inference_api.py reads beside vllm (presets/workspace/inference/vllm/inference_api.py at
+    # v0.12.0): max_probe_steps, kv_cache_cpu_memory_utilization.
+    top = {str(k): _plain(v) for k, v in model.request.inference_config}
+    document = {"vllm": params, **top} if params else top
     # libyaml's emitter: the pure-Python one was ~9 % of rendering 5,000 models; the text is the same.
-    return yaml.dump({"vllm": params}, Dumper=_DUMPER, sort_keys=True, default_flow_style=False,
-                     allow_unicode=True)
+    return yaml.dump(document, Dumper=_DUMPER, sort_keys=True, default_flow_style=False, allow_unicode=True)
 
 
 def _plain(value: Any) -> Any:
@@ -441,12 +463,28 @@ def _workspace_slots(model: ResolvedModel, revision: str, legacy: bool, instance
         slots["count"] = max(1, int(model.nodes))
     if not legacy:
         slots["model_access_secret"] = request.model_access_secret
-    if request.config:
+    if request.has_config:
         slots["config_map"] = config_map_name(request.name)
+    if request.partition:
+        slots["partition"] = {str(k): _plain(v) for k, v in request.partition}
+    if request.template is not None:  # KAITO: preset XOR template
+        slots["preset_name"] = None
+        slots["inference_template"] = _plain(request.template)
+    if request.preset_image:
+        slots["access_mode"] = "private"
+        slots["preset_image"] = request.preset_image
+        slots["preset_pull_secrets"] = list(request.preset_pull_secrets) or None
     if request.adapters:
         adapters = []
         for adapter in request.adapters:
-            entry: dict[str, Any] = {"source": {"name": adapter.name, "image": adapter.image}}
+            source: dict[str, Any] = {"name": adapter.name}
+            if adapter.image:
+                source["image"] = adapter.image
+            if adapter.image_pull_secrets:
+                source["imagePullSecrets"] = list(adapter.image_pull_secrets)
+            if adapter.volume is not None:
+                source["volumeSource"] = _plain(adapter.volume)
+            entry: dict[str, Any] = {"source": source}
             if adapter.strength is not None:
                 entry["strength"] = str(adapter.strength)
             adapters.append(entry)
@@ -629,7 +667,7 @@ def render_model(model: ResolvedModel, config: RepoConfig, revision: str,
     mid = request.id
     objects: list[DesiredObject] = []
 
-    if request.config:
+    if request.has_config:
         slots = _common_slots(model, revision, config.instance)
         slots["name"] = config_map_name(request.name)
         slots["inference_config"] = _inference_config_text(model)
@@ -673,6 +711,139 @@ def render_model(model: ResolvedModel, config: RepoConfig, revision: str,
     return RenderedModel(model, tuple(objects))
 
 
+# --------------------------------------------------------------------------------------------------
+# TuningJob: a tuning Workspace (+ its training ConfigMap).
+# --------------------------------------------------------------------------------------------------
+
+TRAINING_CONFIG_KEY = "training_config.yaml"  # the key KAITO reads in the tuning ConfigMap
+
+
+def tuning_config_map_name(name: str) -> str:
+    return f"{name}-tuning-config"
+
+
+def training_config_text(sections: Mapping[str, Any]) -> str:
+    """training_config.yaml as KAITO parses it: one top-level key training_config holding the sections."""
+    return yaml.dump({"training_config": _plain(sections)}, Dumper=_DUMPER, sort_keys=True,
+                     default_flow_style=False, allow_unicode=True)
+
+
+def tuning_input(resolved: ResolvedTuning) -> dict[str, Any]:
+    data = resolved.request.input
+    out: dict[str, Any] = {}
+    if data.urls:
+        out["urls"] = list(data.urls)
+    if data.image:
+        out["image"] = data.image
+    if data.image_pull_secrets:
+        out["imagePullSecrets"] = list(data.image_pull_secrets)
+    if data.volume is not None:
+        out["volumeSource"] = _plain(data.volume)
+    return out
+
+
+def tuning_output(resolved: ResolvedTuning) -> dict[str, Any]:
+    data = resolved.request.output
+    if data.image:
+        return {"image": data.image, "imagePushSecret": data.push_secret}
+    return {"volumeSource": _plain(data.volume or {})}
+
+
+def render_tuning(resolved: ResolvedTuning, config: RepoConfig, revision: str, templates_dir: Path | None = None,
+                  *, templates: Mapping[str, Template] | None = None) -> RenderedModel:
+    """A TuningJob's objects: its training ConfigMap (when it has config), then the tuning Workspace, which carries
+    the request's digest so planning can tell a new run (the request changed) from a re-rendering of the same one."""
+    request = resolved.request
+    model = cast(Any, resolved)  # _finish reads only request.namespace/name/path, which every kind has
+    if request.suspend:
+        return RenderedModel(model, ())
+    if resolved.sku is None:
+        raise RenderError(f"{request.path}: a tuning job needs a GPU instance type, and none was chosen")
+    mid = request.id
+    owner = ownership.owner_labels(request.namespace, request.name, config.instance)
+    source = {ownership.ANNOTATION_REVISION: revision, ownership.ANNOTATION_SOURCE_PATH: request.path}
+    common: dict[str, Any] = {
+        "namespace": request.namespace, "labels": owner, "annotations": source,
+        "model": resolved.preset.hf_id, "model_id": mid, "nodes": 1, "gpus": resolved.gpus,
+        "disk_gib": resolved.disk_gib, "preset_name": resolved.preset.name, "instance_type": resolved.sku.name,
+        "match_labels": dict(sorted(resolved.label_selector)), "method": request.method,
+    }
+    objects: list[DesiredObject] = []
+    if request.config is not None:
+        slots = {**common, "name": tuning_config_map_name(request.name),
+                 "training_config": training_config_text(request.config)}
+        manifest = _render_one(TEMPLATE_TUNING_CONFIG, templates_dir, slots, model, revision, templates,
+                               config.instance)
+        objects.append(DesiredObject(manifest, mid, Wave.CONFIG))
+    annotations = {**dict(request.annotations), **source, ownership.ANNOTATION_REQUEST_DIGEST: request.digest}
+    slots = {**common, "name": request.name, "annotations": dict(sorted(annotations.items())),
+             "config_map": tuning_config_map_name(request.name) if request.config is not None else None,
+             "tuning_input": tuning_input(resolved), "tuning_output": tuning_output(resolved)}
+    manifest = _render_one(TEMPLATE_WORKSPACE_TUNING, templates_dir, slots, model, revision, templates,
+                           config.instance)
+    objects.append(DesiredObject(manifest, mid, Wave.WORKLOAD))
+    return RenderedModel(model, tuple(objects))
+
+
+# --------------------------------------------------------------------------------------------------
+# RAGDeployment: a RAGEngine.
+# --------------------------------------------------------------------------------------------------
+
+def _drop_none(mapping: Mapping[str, Any]) -> dict[str, Any] | None:
+    out = {k: v for k, v in mapping.items() if v is not None and v != {}}
+    return out or None
+
+
+def rag_slots(resolved: ResolvedRag) -> dict[str, Any]:
+    """The RAGEngine spec sections (`api/v1beta1/ragengine_types.go` at v0.12.0) from the request."""
+    r = resolved.request
+    compute = None
+    if r.instance_type:
+        compute = {"instanceType": r.instance_type,
+                   "labelSelector": {"matchLabels": dict(sorted(resolved.label_selector))}}
+    if r.embedding_url:
+        embedding: dict[str, Any] = {"remote": _drop_none({"url": r.embedding_url,
+                                                           "accessSecret": r.embedding_access_secret})}
+    else:
+        embedding = {"local": _drop_none({"modelID": r.embedding_local_model, "image": r.embedding_local_image,
+                                          "imagePullSecret": r.embedding_pull_secret,
+                                          "modelAccessSecret": r.embedding_access_secret})}
+    storage = _drop_none({
+        "persistentVolume": _drop_none({"persistentVolumeClaim": r.storage_claim, "mountPath": r.storage_mount_path})
+        if r.storage_claim else None,
+        "vectorDB": _drop_none({"engine": r.vector_db_engine, "url": r.vector_db_url,
+                                "accessSecret": r.vector_db_secret}) if r.vector_db_engine else None})
+    service = None
+    if r.context_window is not None:
+        service = _drop_none({"url": resolved.llm_endpoint, "accessSecret": r.llm_secret,
+                              "contextWindowSize": r.context_window})
+    guardrails = None
+    if r.guardrails_enabled is not None or r.guardrails_config_map:
+        guardrails = _drop_none({"enabled": r.guardrails_enabled if r.guardrails_enabled is not None else True,
+                                 "configMapRef": {"name": r.guardrails_config_map} if r.guardrails_config_map
+                                 else None})
+    return {"rag_compute": compute, "rag_embedding": embedding, "rag_storage": storage,
+            "rag_inference_service": service, "rag_guardrails": guardrails}
+
+
+def render_rag(resolved: ResolvedRag, config: RepoConfig, revision: str, templates_dir: Path | None = None,
+               *, templates: Mapping[str, Template] | None = None) -> RenderedModel:
+    """A RAGDeployment's RAGEngine (none when suspended)."""
+    request = resolved.request
+    model = cast(Any, resolved)  # _finish reads only request.namespace/name/path, which every kind has
+    if request.suspend:
+        return RenderedModel(model, ())
+    annotations = {**dict(request.annotations), ownership.ANNOTATION_REVISION: revision,
+                   ownership.ANNOTATION_SOURCE_PATH: request.path}
+    slots: dict[str, Any] = {
+        "name": request.name, "namespace": request.namespace,
+        "labels": ownership.owner_labels(request.namespace, request.name, config.instance),
+        "annotations": dict(sorted(annotations.items())), "model_id": request.id, "nodes": resolved.nodes,
+        "gpus": resolved.gpus, "instance_type": request.instance_type,
+        "match_labels": dict(sorted(resolved.label_selector)) or None, **rag_slots(resolved),
+    }
+    manifest = _render_one(TEMPLATE_RAGENGINE, templates_dir, slots, model, revision, templates, config.instance)
+    return RenderedModel(model, (DesiredObject(manifest, request.id, Wave.WORKLOAD),))
 # Renders one resolved request of a kind: (resolved, config, revision, templates_dir, templates) -> RenderedModel.
 Renderer = Callable[[Any, "RepoConfig", str, "Path | None", "Mapping[str, Template] | None"], RenderedModel]
 
@@ -683,8 +854,19 @@ def _render_model_kind(model: Any, config: RepoConfig, revision: str, templates_
     return render_model(model, config, revision, templates_dir, templates=templates)
 
 
+def _render_tuning_kind(resolved: Any, config: RepoConfig, revision: str, templates_dir: Path | None,
+                        templates: Mapping[str, Template] | None) -> RenderedModel:
+    return render_tuning(resolved, config, revision, templates_dir, templates=templates)
+
+
+def _render_rag_kind(resolved: Any, config: RepoConfig, revision: str, templates_dir: Path | None,
+                     templates: Mapping[str, Template] | None) -> RenderedModel:
+    return render_rag(resolved, config, revision, templates_dir, templates=templates)
+
+
 # The renderer of each request kind (repo.loader.KINDS), by the request's kind.
-RENDERERS: dict[str, Renderer] = {"ModelDeployment": _render_model_kind}
+RENDERERS: dict[str, Renderer] = {"ModelDeployment": _render_model_kind, "TuningJob": _render_tuning_kind,
+                                  "RAGDeployment": _render_rag_kind}
 
 
 def render_request(resolved: Resolved, config: RepoConfig, revision: str, templates_dir: Path | None = None, *,

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from gitops_kaito.core.plan import Action, Change, Plan
+from gitops_kaito.core.plan import NEW_RUN, Action, Change, Plan
 from gitops_kaito.core.render import Desired
 from gitops_kaito.model.objects import Manifest, comparable, merge_partial, owned_fields, project
 from gitops_kaito.repo.catalog import price_for
@@ -72,6 +72,8 @@ def _label(change: Change) -> tuple[str, str]:
     """(symbol, action word) of a change as the plan prints it."""
     if change.drift_reported:
         return DRIFT_SYMBOL, DRIFT_ACTION
+    if change.action == Action.REPLACE and change.reason.startswith(NEW_RUN):
+        return _SYMBOL[change.action], NEW_RUN  # a tuning request changed: KAITO trains again
     return _SYMBOL[change.action], change.action.value
 
 
@@ -156,6 +158,8 @@ def write_text(desired: Desired, plan: Plan, out: TextIO, offline: OfflinePlan |
     rows = model_rows(desired, plan)
     for mid, note in _uncataloged_notes(rows):
         print(f"note: {mid}: {note}", file=out)
+    for mid, why in plan.waits:
+        print(f"waits: {mid}: {why}", file=out)
     for row in rows:
         if row.get("replicas") and row["action"] not in ("delete", "invalid", "suspend"):
             print(f"note: {row['model']}: InferenceSet of {replicas_cell(row)} replicas x {row['nodesPerReplica']} "
@@ -220,6 +224,7 @@ def _plan_json(desired: Desired, plan: Plan) -> dict[str, Any]:
                            "by": list(c.drift_by), "immutable": list(c.immutable)} for c in plan.drift_reported],
         "nodePools": [p.row() for p in plan.node_pools],
         "newNodes": new_nodes(desired, plan),
+        "waits": [{"model": mid, "reason": why} for mid, why in plan.waits],
     }
 
 
@@ -253,6 +258,8 @@ def model_action(changes: Sequence[Change]) -> str:
     actions = {c.action for c in changes}
     for action in (Action.BLOCKED, Action.REPLACE):
         if action in actions:
+            if action == Action.REPLACE and any(c.reason.startswith(NEW_RUN) for c in changes):
+                return NEW_RUN
             return action.value
     if any(c.switches_from is not None for c in changes):  # Workspace <-> InferenceSet: what serves it is replaced
         return Action.REPLACE.value
@@ -301,6 +308,7 @@ def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
             "uncataloged": bool(m and m.uncataloged),
             "note": invalid.get(mid, "") or (m.note if m and shown else ""),
             "replicas": None,
+            "waits": plan.waits_for(mid) or None,
         }
         if isinstance(m, ResolvedModel) and m.replicas is not None and shown:
             row.update(_replica_columns(m, live_set))
@@ -361,7 +369,7 @@ def _cell(value: Any) -> str:
 
 _ICON = {"create": "🟢 create", "update": "🟡 update", "replace": "🟠 replace", "delete": "🔴 delete",
          "blocked": "⛔ blocked", "invalid": "❌ invalid", "suspend": "⏸️ suspend", "no change": "no change",
-         DRIFT_ACTION: "🟣 drift (not corrected)"}
+         DRIFT_ACTION: "🟣 drift (not corrected)", NEW_RUN: "🔁 new run"}
 
 
 def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = None) -> list[str]:
@@ -413,6 +421,9 @@ def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = N
         notes.append("> [!NOTE]\n" + "\n".join(f"> - `{mid}`: {note}" for mid, note in scaled))
     if uncataloged:  # one alert for all of them: a list, not a box per model
         notes.append("> [!NOTE]\n" + "\n".join(f"> - `{mid}`: {note}" for mid, note in uncataloged))
+    if plan.waits:  # requests applied only once another is done (a RAG engine's model, an adapter's tuning run)
+        notes.append("> [!NOTE]\n> Waiting for another request:\n" + "\n".join(
+            f"> - `{mid}`: {why}" for mid, why in plan.waits))
     for change in plan.changes:
         if change.action == Action.BLOCKED and change.desired is not None:
             notes.append(f"> [!IMPORTANT]\n> `{change.ref}`: {change.reason}")

@@ -21,11 +21,13 @@ from gitops_kaito.repo.yamlsource import SourceError, load_yaml_data
 
 STATUS_MD = "STATUS.md"
 HEADER = "# Written by gitops-kaito after each sync pass. Do not edit: the next pass overwrites it.\n"
-SUMMARY_ORDER = ("Ready", "Provisioning", "Pending", "Failed", "Blocked", "Invalid", "Suspended")
+SUMMARY_ORDER = ("Ready", "Succeeded", "Running", "Provisioning", "Pending", "Failed", "Blocked", "Invalid",
+                 "Suspended")
 MARKERS = {
-    "Ready": "[ok]", "Provisioning": "[..]", "Pending": "[..]", "Failed": "[!!]", "Blocked": "[!!]",
-    "Invalid": "[!!]", "Suspended": "[--]",
+    "Ready": "[ok]", "Succeeded": "[ok]", "Running": "[..]", "Provisioning": "[..]", "Pending": "[..]",
+    "Failed": "[!!]", "Blocked": "[!!]", "Invalid": "[!!]", "Suspended": "[--]",
 }
+MODEL_KIND = "ModelDeployment"  # the request kind a report is of unless it says otherwise
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class ModelReport:
     last_error: str | None = None
     source_path: str = ""
     drift: tuple[DriftEntry, ...] = ()  # objects drifted and left in place (drift: report)
+    kind: str = MODEL_KIND  # the request's kind: ModelDeployment, TuningJob, RAGDeployment
+    output: str | None = None  # a TuningJob: where its adapter goes (image, or volume <claim>)
+    llm: str | None = None  # a RAGDeployment: the LLM endpoint it answers with
     replicas: tuple[int, int] | None = None  # an InferenceSet's (ready, desired) replicas; nodes counts them all
 
     @property
@@ -96,7 +101,8 @@ def report_from_health(namespace: str, name: str, health: ModelHealth, *, model_
                        price_per_hour: float | None = None, revision: str = "", source_path: str = "",
                        last_error: str | None = None,
                        endpoint_check: EndpointCheck = EndpointCheck(),
-                       drift: Sequence[DriftEntry] = ()) -> ModelReport:
+                       drift: Sequence[DriftEntry] = (), kind: str = MODEL_KIND, output: str | None = None,
+                       llm: str | None = None) -> ModelReport:
     return ModelReport(
         model_id=model_id or f"{namespace}.{name}", namespace=namespace, name=name, state=str(health.state),
         reason=health.reason, message=health.message, sku=sku, nodes=nodes, gpus=gpus,
@@ -104,7 +110,7 @@ def report_from_health(namespace: str, name: str, health: ModelHealth, *, model_
         conditions=tuple((c.type, c.status, c.reason, c.message) for c in health.conditions),
         node_phases=tuple((n.name, n.phase, n.reason) for n in health.nodes),
         revision=revision, last_error=last_error, source_path=source_path,
-        drift=tuple(drift), replicas=health.replicas,
+        drift=tuple(drift), kind=kind, output=output, llm=llm, replicas=health.replicas,
     )
 
 
@@ -227,6 +233,10 @@ def model_document(report: ModelReport) -> dict[str, Any]:
         # was reported at all (no commit rewriting every file).
         **({"drift": [{"object": e.object, "fields": list(e.fields), "by": list(e.by), "since": e.since}
                       for e in r.drift]} if r.drift else {}),
+        # Other kinds only, so a model's file stays as it was.
+        **({"kind": r.kind} if r.kind != MODEL_KIND else {}),
+        **({"output": r.output} if r.output else {}),
+        **({"llm": r.llm} if r.llm else {}),
         # Only for a model served by an InferenceSet: other status files stay as they were.
         **({"replicas": {"ready": r.replicas[0], "desired": r.replicas[1]}} if r.replicas is not None else {}),
     }
@@ -269,6 +279,8 @@ def parse_model_yaml(text: str, shown: str = "status file") -> ModelReport:
         last_error=_text(doc.get("lastError")) or None, source_path=_text(doc.get("source")),
         drift=tuple(DriftEntry(_text(d.get("object")), _texts(d.get("fields")), _texts(d.get("by")),
                                _text(d.get("since"))) for d in _mappings(doc.get("drift"))),
+        kind=_text(doc.get("kind")) or MODEL_KIND, output=_text(doc.get("output")) or None,
+        llm=_text(doc.get("llm")) or None,
         replicas=_replicas_of(doc.get("replicas")),
     )
 
@@ -399,7 +411,7 @@ def _md(text: str | None) -> str:
 def message_cell(report: ModelReport) -> str:
     """The Message column: what holds the model up (a Ready one: its last error), then drift left in place. The
     state stays what health says: a drifted model can be Ready."""
-    message = report.message if report.state != "Ready" else (report.last_error or "")
+    message = report.message if report.state not in ("Ready", "Succeeded") else (report.last_error or "")
     return "; ".join(m for m in (message, drift_text(report.drift)) if m)
 
 
@@ -434,7 +446,12 @@ def render_status_md(reports: Sequence[ModelReport], problems: Sequence[str] = (
             if endpoint and r.endpoint_check.answers is not None:
                 served = f" ({r.endpoint_check.served_model})" if r.endpoint_check.served_model else ""
                 endpoint += " answers" + served if r.endpoint_check.answers else " not answering"
-            cells = [f"{r.namespace}/{r.name}", f"{MARKERS.get(r.state, '[??]')} {r.state}", sku_cell(r),
+            if r.output:
+                endpoint = f"output: {r.output}"
+            if r.llm:
+                endpoint = f"{endpoint}; LLM {r.llm}" if endpoint else f"LLM {r.llm}"
+            name = f"{r.namespace}/{r.name}" + (f" ({r.kind})" if r.kind != MODEL_KIND else "")
+            cells = [name, f"{MARKERS.get(r.state, '[??]')} {r.state}", sku_cell(r),
                      price_cell(r), endpoint,
                      short_revision(r.revision), r.since, message_cell(r)]
             lines.append("| " + " | ".join(_md(c) for c in cells) + " |")

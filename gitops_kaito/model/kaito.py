@@ -11,6 +11,9 @@ KAITO_VERSION = "v0.12.0"
 # On the NodeClaims/Machines KAITO creates for a Workspace (kaito.sh/workspace = its name).
 KAITO_WORKSPACE_LABEL = "kaito.sh/workspace"
 KAITO_WORKSPACE_NS_LABEL = "kaito.sh/workspacenamespace"
+# On the NodeClaims KAITO creates for a RAGEngine (`pkg/utils/nodeclaim/nodeclaim.go` at v0.12.0).
+KAITO_RAGENGINE_LABEL = "kaito.sh/ragengine"
+KAITO_RAGENGINE_NS_LABEL = "kaito.sh/ragenginenamespace"
 
 # Label keys KAITO reserves for the objects it creates: it drops them from a Workspace's labelSelector and refuses
 # a matchLabels made only of them; never on objects we own.

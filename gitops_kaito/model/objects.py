@@ -145,6 +145,8 @@ MANAGED_KINDS: tuple[ManagedKind, ...] = (
     ManagedKind("Machine", ("karpenter.sh/v1alpha5",), Wave.NODES, list_all=True),
     ManagedKind("Workspace", WORKSPACE_VERSIONS, Wave.WORKLOAD, list_all=True, required=True),
     ManagedKind("InferenceSet", INFERENCESET_VERSIONS, Wave.WORKLOAD),
+    # RAGDeployment requests; skipped (no LIST) on a cluster that does not serve it (KAITO without its RAG CRD).
+    ManagedKind("RAGEngine", ("kaito.sh/v1beta1",), Wave.WORKLOAD),
 )
 _WAVES = {k.kind: k.wave for k in MANAGED_KINDS}
 

@@ -41,6 +41,9 @@ ANNOTATION_REPLACE = "gitops.kaito.sh/replace"  # "allowed" lets an immutable ch
 # "allowed" on a model request lets a pass take over an object of the model's names that gitops-kaito did not make
 # (`gitops-kaito import` writes it); without it such an object is left alone and the model is Blocked.
 ANNOTATION_ADOPT = "gitops.kaito.sh/adopt"
+# On a tuning Workspace: the digest of the TuningJob request it was rendered from. The same digest live and desired
+# means the same run, whatever else differs (a template change must not retrain); another digest is a new run.
+ANNOTATION_REQUEST_DIGEST = "gitops.kaito.sh/request-digest"
 
 OWNER_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"  # every instance's objects
 

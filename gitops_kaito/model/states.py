@@ -19,12 +19,16 @@ class ModelState(StrEnum):
     BLOCKED = "Blocked"
     SUSPENDED = "Suspended"
     INVALID = "Invalid"
+    # A tuning run (TuningJob): KAITO's own words for its job (status.state of a tuning Workspace). Succeeded is a
+    # tuning run's done, as Ready is a model's.
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
 
 
 # States that will not get better without a change in the repository or the cluster.
 TROUBLE = frozenset({ModelState.FAILED, ModelState.BLOCKED, ModelState.INVALID})
 # States where the model is where its file wants it (a suspended model is meant to have nothing running).
-SETTLED = frozenset({ModelState.READY, ModelState.SUSPENDED})
+SETTLED = frozenset({ModelState.READY, ModelState.SUSPENDED, ModelState.SUCCEEDED})
 
 
 class Outcome(StrEnum):
@@ -78,6 +82,6 @@ def model_state(outcome: str, health: ModelState) -> ModelState:
     A failed write of a model that is not up yet is a failure now (the cluster would only ever show it
     Pending); a model that is Ready keeps Ready even if a later write failed (it still serves).
     """
-    if outcome == Outcome.FAILED and health in (ModelState.PENDING, ModelState.PROVISIONING):
+    if outcome == Outcome.FAILED and health in (ModelState.PENDING, ModelState.PROVISIONING, ModelState.RUNNING):
         return ModelState.FAILED
     return health

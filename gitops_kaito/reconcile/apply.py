@@ -96,8 +96,11 @@ class ApplyOptions:
 def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *,
                clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                gates: Mapping[str, str] | None = None,
-               should_continue: Callable[[], bool] | None = None) -> ApplyResult:
-    """`gates`: per model, why its Workspace must wait for nodes made outside Kubernetes (aks agent pools).
+               should_continue: Callable[[], bool] | None = None,
+               holds: Mapping[str, str] | None = None) -> ApplyResult:
+    """`gates`: per model, why its Workspace must wait for nodes made outside Kubernetes (aks agent pools), or
+    for another request (core/depends: a RAG engine's model); `holds`: the same for every write of its workload,
+    updates too (a model taking an adapter from a tuning run that has not succeeded).
     `should_continue` is asked before each wave and before the deletes: once False, nothing more is written
     (a replica that lost its Lease must stop acting at once) and the rest is recorded as abandoned.
 
@@ -108,6 +111,7 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
     deleted on a stale view."""
     options = options or ApplyOptions()
     gates = gates or {}
+    holds = holds or {}
     go_on = should_continue or (lambda: True)
     abandoned = False
     results: dict[tuple[ObjectRef, Action], ObjectResult] = {}
@@ -131,6 +135,9 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
             return
         if change.model_id in failed_models:
             record(change, ObjectStatus.SKIPPED, "not applied: an earlier object of this model failed")
+            return
+        if wave == Wave.WORKLOAD and change.model_id in holds:
+            record(change, ObjectStatus.WAITING, holds[change.model_id])
             return
         if wave == Wave.WORKLOAD and change.action != Action.UPDATE:
             waiting = gates.get(change.model_id) or _nodes_waiting(plan, change.model_id, written_nodes)

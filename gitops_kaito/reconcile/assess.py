@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from gitops_kaito.adapters import endpoint
 from gitops_kaito.adapters.kube import Kube, KubeError
 from gitops_kaito.core import health
 from gitops_kaito.core.plan import WORKLOAD_KINDS, Change
@@ -23,6 +24,8 @@ from gitops_kaito.core.status import (
 )
 from gitops_kaito.model.kaito import (
     INFERENCESET_CREATED_BY_LABEL,
+    KAITO_RAGENGINE_LABEL,
+    KAITO_RAGENGINE_NS_LABEL,
     KAITO_WORKSPACE_NS_LABEL,
     KARPENTER_INFERENCESET_LABEL,
     KARPENTER_INFERENCESET_NS_LABEL,
@@ -40,7 +43,9 @@ from gitops_kaito.reconcile.sync import (
     read_live_state,
 )
 from gitops_kaito.repo.catalog import price_for
+from gitops_kaito.repo.rag import ResolvedRag
 from gitops_kaito.repo.resolve import ResolvedModel
+from gitops_kaito.repo.tuning import ResolvedTuning
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +147,15 @@ def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints
         assessed.append((outcome, model, ns, service, h, (h.state, h.inference_ready, uid, revision), ws))
     ready = [(o.model_id, ns, service, key) for o, _, ns, service, h, key, _ in assessed
              if check_endpoints and h.inference_ready and service]
+    # A RAG engine answers GET /health, not /v1/models: probed on its own (every pass; there are few of them).
+    rags = {o.model_id for o, *_, w in assessed if (w or {}).get("kind") == "RAGEngine"}
+    served = [r for r in ready if r[0] not in rags]
     if prober is not None:
-        checks = prober.checks(kube.api_client, ready)
+        checks = prober.checks(kube.api_client, served)
     else:
-        checks = {mid: _probe(endpoint_checker, kube.api_client, mid, ns, name) for mid, ns, name, _ in ready}
+        checks = {mid: _probe(endpoint_checker, kube.api_client, mid, ns, name) for mid, ns, name, _ in served}
+    checks.update({mid: _probe(rag_endpoint_check, kube.api_client, mid, ns, name)
+                   for mid, ns, name, _ in ready if mid in rags})
     reports = []
     for outcome, model, ns, _, h, _, ws in assessed:
         mid = outcome.model_id
@@ -158,8 +168,24 @@ def assess_models(result: PassResult, kube: Kube, revision: str, check_endpoints
             ns, name, h, model_id=mid, sku=sku, nodes=node_count, gpus=gpus, price_per_hour=price,
             revision=revision, source_path=outcome.path or (model.request.path if model else ""),
             last_error=last_error, endpoint_check=checks.get(mid, EndpointCheck()),
-            drift=drift_entries(outcome.changes)))
+            drift=drift_entries(outcome.changes), **kind_fields(model)))
     return reports
+
+
+def kind_fields(model: Any) -> dict[str, Any]:
+    """What a status report shows for a request that is not a ModelDeployment: its kind, a tuning run's output,
+    the LLM a RAG engine answers with."""
+    if isinstance(model, ResolvedTuning):
+        return {"kind": model.request.kind, "output": model.request.output.shown}
+    if isinstance(model, ResolvedRag):
+        return {"kind": model.request.kind, "llm": model.llm_endpoint}
+    return {}
+
+
+def rag_endpoint_check(api_client: Any, namespace: str, name: str) -> EndpointCheck:
+    """GET /health of a RAG engine's Service through the API server's service proxy."""
+    found = endpoint.check_health(api_client, namespace, name)
+    return EndpointCheck(found.answers, None)
 
 
 def _service_of(endpoint: str | None) -> str:
@@ -234,7 +260,7 @@ def _live(kube: Kube, result: PassResult, live: LiveSource | None = None) -> Liv
         log.warning("cannot read live state for status: %s", err)
         return workspaces, nodes, children
     for obj in state.owned:
-        if obj.get("kind") in WORKLOAD_KINDS:
+        if obj.get("kind") in (*WORKLOAD_KINDS, "RAGEngine"):
             mid = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL)
             if mid:
                 workspaces[mid] = obj
@@ -256,7 +282,8 @@ def _live(kube: Kube, result: PassResult, live: LiveSource | None = None) -> Liv
         mid = labels.get(LABEL_MODEL) or by_ws.get(
             (labels.get(KAITO_WORKSPACE_NS_LABEL, ""), labels.get(KAITO_WORKSPACE_LABEL, ""))) or by_ws.get(
             (labels.get(KARPENTER_WORKSPACE_NS_LABEL, ""), labels.get(KARPENTER_WORKSPACE_NAME_LABEL, ""))) or sets.get(
-            (labels.get(KARPENTER_INFERENCESET_NS_LABEL, ""), labels.get(KARPENTER_INFERENCESET_LABEL, "")))
+            (labels.get(KARPENTER_INFERENCESET_NS_LABEL, ""), labels.get(KARPENTER_INFERENCESET_LABEL, ""))) or by_ws.get(
+            (labels.get(KAITO_RAGENGINE_NS_LABEL, ""), labels.get(KAITO_RAGENGINE_LABEL, "")))
         key = (str(obj.get("kind")), str(meta.get("name")))
         if mid and key not in seen:
             seen.add(key)

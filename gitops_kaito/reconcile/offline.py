@@ -23,7 +23,7 @@ from gitops_kaito.model.objects import DesiredObject, Manifest, with_digest
 from gitops_kaito.model.ownership import FIELD_MANAGER
 from gitops_kaito.provision.agentpool import TAG_REVISION, DesiredAgentPool, LivePool, PoolChange, model_pools
 from gitops_kaito.provision.pools import AKS
-from gitops_kaito.reconcile.sync import SyncError, load_desired, local_revision, plan_policy
+from gitops_kaito.reconcile.sync import SyncError, load_desired, local_revision, plan_policy, with_waits
 from gitops_kaito.repo.config import Scope
 from gitops_kaito.repo.loader import CONFIG_FILE, MODELS_DIR
 from gitops_kaito.repo.resolve import ResolvedModel
@@ -59,7 +59,8 @@ def plan_offline(repo_dir: Path, base: str, head: str | None = None, *, revision
     pools, pool_models, pool_errors = offline_pools(base_desired, head_desired, policy, f"{base}@sha1:{base_sha}")
     if pool_errors:
         head_desired = _with_errors(head_desired, pool_errors)
-    plan = make_plan(head_desired.objects, live, policy, pools=pools, pool_models=pool_models)
+    plan = with_waits(make_plan(head_desired.objects, live, policy, pools=pools, pool_models=pool_models),
+                      head_desired, None)
     return OfflinePlan(base_ref=base, base_sha=base_sha, head_ref=head or WORKING_TREE, base=base_desired,
                        head=head_desired, plan=plan, before=cost(base_desired, exclude=policy.keep),
                        after=cost(head_desired))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from gitops_kaito.adapters.kube import KindNotServed, Kube, KubeError, ListSpec
+from gitops_kaito.core import depends
 from gitops_kaito.core.plan import Action, Change, Key, Plan, PlanPolicy, key_of, make_plan
 from gitops_kaito.core.render import (
     Desired,
@@ -24,8 +25,13 @@ from gitops_kaito.core.render import (
     render_request,
     repo_templates_dir,
 )
-from gitops_kaito.model.kaito import KAITO_WORKSPACE_LABEL, KARPENTER_WORKSPACE_NAME_LABEL, NODE_KINDS
-from gitops_kaito.model.objects import MANAGED_KINDS, DesiredObject, Manifest, ObjectRef
+from gitops_kaito.model.kaito import (
+    KAITO_RAGENGINE_LABEL,
+    KAITO_WORKSPACE_LABEL,
+    KARPENTER_WORKSPACE_NAME_LABEL,
+    NODE_KINDS,
+)
+from gitops_kaito.model.objects import MANAGED_KINDS, DesiredObject, Manifest, ObjectRef, Wave, wave_of
 from gitops_kaito.model.ownership import (
     ANNOTATION_ADOPT,
     ANNOTATION_DRIFT,
@@ -33,6 +39,7 @@ from gitops_kaito.model.ownership import (
     DEFAULT_INSTANCE,
     DRIFT_CORRECT,
     DRIFT_REPORT,
+    LABEL_MODEL,
     Spared,
     instance_of,
     kaito_owned,
@@ -246,7 +253,8 @@ def read_live_state(kube: Kube, objects: Sequence[DesiredObject], instance: str 
             elif owner:
                 others.append(obj)
             elif obj.get("kind") in NODE_KINDS and (KAITO_WORKSPACE_LABEL in labels
-                                                     or KARPENTER_WORKSPACE_NAME_LABEL in labels):
+                                                     or KARPENTER_WORKSPACE_NAME_LABEL in labels
+                                                     or KAITO_RAGENGINE_LABEL in labels):
                 kaito_nodes.append(obj)
             elif key_of(ObjectRef.of(obj)) in wanted_keys:
                 unowned.append(obj)
@@ -317,10 +325,31 @@ def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
     policy = plan_policy(desired, allow_mass_prune=allow_mass_prune)
     pool_plan = _pool_plan(desired, policy, pools)
     if pool_plan is None:
-        return desired, make_plan(desired.objects, live, policy, unverified=unverified), policy, None, state
-    plan = make_plan(desired.objects, live, policy, pools=pool_plan.changes, pool_models=pool_plan.managed_models,
-                     unverified=unverified)
-    return desired, plan, policy, pool_plan, state
+        plan = make_plan(desired.objects, live, policy, unverified=unverified)
+    else:
+        plan = make_plan(desired.objects, live, policy, pools=pool_plan.changes,
+                         pool_models=pool_plan.managed_models, unverified=unverified)
+    return desired, with_waits(plan, desired, state.owned), policy, pool_plan, state
+
+
+def with_waits(plan: Plan, desired: Desired, live: Sequence[Manifest] | None) -> Plan:
+    """The plan with the requests that wait for another (core/depends) this pass; `live` None: offline."""
+    found = depends.waits(depends.dependencies(r.model for r in desired.rendered), workloads(live)
+                          if live is not None else None, (r.model.request.id for r in desired.rendered if r.suspended))
+    if live is None:  # offline, nothing is known of the cluster: name only the requests this change writes
+        found = {m: w for m, w in found.items() if any(c.writes for c in plan.for_model(m))}
+    return dataclasses.replace(plan, waits=tuple(sorted((m, w.reason) for m, w in found.items()))) if found else plan
+
+
+def workloads(live: Sequence[Manifest]) -> dict[str, Manifest]:
+    """Each request's workload object (its Workspace or RAGEngine) by request id."""
+    out: dict[str, Manifest] = {}
+    for obj in live:
+        if wave_of(ObjectRef.of(obj)) == Wave.WORKLOAD:
+            mid = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL)
+            if mid:
+                out[mid] = obj
+    return out
 
 
 # A create costs one GET to find an object of that name someone else made. Past this many creates of one kind
@@ -456,7 +485,11 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
             if go_on():
                 pool_outcomes = _reconcile_pools(pools, pool_plan, plan, policy, desired, revision, dry_run)
             gates = _pool_gates(kube, desired, plan, pool_outcomes)  # no outcome: every aks Workspace waits
-        applied = applying.apply_plan(plan, kube, opts, gates=gates, should_continue=go_on)
+        held = {m: why for m, why in plan.waits}
+        holding = {d.model_id for d in depends.dependencies(r.model for r in desired.rendered) if d.holds_updates}
+        gates = {**gates, **{m: why for m, why in held.items() if m not in holding}}
+        applied = applying.apply_plan(plan, kube, opts, gates=gates, should_continue=go_on,
+                                      holds={m: why for m, why in held.items() if m in holding})
         rounds.append(applied)
         stale = sorted({o.ref.kind for o in applied.objects if o.result == ObjectStatus.STALE})
         if not stale or len(rounds) > STALE_REPLANS or not go_on():

@@ -186,9 +186,12 @@ class RemovedPreset(LookupError):
 class Catalog:
     """Presets and SKUs, immutable once built. Build one with load_catalog()."""
 
-    def __init__(self, presets: Iterable[Preset], skus: Iterable[GpuSku]) -> None:
+    def __init__(self, presets: Iterable[Preset], skus: Iterable[GpuSku],
+                 mig_profiles: Mapping[str, float] | None = None) -> None:
         self._presets = tuple(presets)
         self._skus = tuple(skus)
+        # KAITO's known MIG profiles -> GPU memory of one slice in GiB (resource.partition.mode mig).
+        self.mig_profiles: Mapping[str, float] = dict(mig_profiles or {})
         self._preset_index: dict[str, Preset] = {}
         for preset in self._presets:
             for key in (preset.name, preset.hf_id, *preset.aliases):
@@ -286,7 +289,7 @@ class Catalog:
             raise ValueError(f"prices must be finite and not negative: {', '.join(bad)}")
         skus = [replace(s, price=Price(wanted[s.name.lower()], "", "gitops-kaito.yaml", ""))
                 if s.name.lower() in wanted else s for s in self._skus]
-        return Catalog(self._presets, skus)
+        return Catalog(self._presets, skus, self.mig_profiles)
 
     # --- fit -----------------------------------------------------------------------------------------------
 
@@ -472,9 +475,10 @@ def _load_cached(folder: Path) -> Catalog:
                   for p in prices_doc.get("prices") or []}
         skus = [_sku(cloud, raw, prices.get((cloud, raw["name"].lower())))
                 for cloud, rows in skus_doc["skus"].items() for raw in rows or []]
+        mig = {str(k): float(v) for k, v in (skus_doc.get("mig_profiles") or {}).items()}
     except (KeyError, TypeError, ValueError) as err:
         raise CatalogError(f"catalog in {folder} is malformed: {err!r}")
-    return Catalog(presets, skus)
+    return Catalog(presets, skus, mig)
 
 
 def _read(path: Path) -> dict[str, Any]:

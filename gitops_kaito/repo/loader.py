@@ -21,7 +21,9 @@ from gitops_kaito.repo.catalog import Catalog, load_catalog
 from gitops_kaito.repo.config import CONFIG_FILE, RepoConfig, Scope, load_config, recover_scope
 from gitops_kaito.repo.kinds import API_VERSION, Request, RequestKind, Resolved
 from gitops_kaito.repo.modelrequest import LoadError, validate_document
+from gitops_kaito.repo.rag import RAG_DEPLOYMENT, link_llm
 from gitops_kaito.repo.resolve import MODEL_DEPLOYMENT, RepoLoad, ResolveError
+from gitops_kaito.repo.tuning import TUNING_JOB, fill_adapters, link_adapters
 from gitops_kaito.repo.yamlsource import (
     LocatedDoc,
     SourceError,
@@ -37,7 +39,7 @@ MODELS_DIR = "models"
 SUFFIXES = (".yaml", ".yml")
 
 # Every request kind a file under models/ may be, by its `kind:`; one id space (<namespace>.<name>) across them.
-KINDS: dict[str, RequestKind] = {k.kind: k for k in (MODEL_DEPLOYMENT,)}
+KINDS: dict[str, RequestKind] = {k.kind: k for k in (MODEL_DEPLOYMENT, TUNING_JOB, RAG_DEPLOYMENT)}
 DEFAULT_KIND = MODEL_DEPLOYMENT.kind  # a document without a usable kind is checked against this kind's schema
 # KAITO's own kinds written as requests: what to write instead.
 KIND_HINTS = {
@@ -48,7 +50,7 @@ KIND_HINTS = {
 # Cross-request references (a RAG engine's model, an adapter's tuning job), checked once every request resolved:
 # each hook returns (request id, json path, message) for every reference that does not hold.
 Link = Callable[[Mapping[str, Resolved]], list[tuple[str, tuple[str | int, ...], str]]]
-LINKS: tuple[Link, ...] = ()
+LINKS: tuple[Link, ...] = (link_llm, link_adapters)
 
 
 @dataclass
@@ -399,5 +401,6 @@ def _resolve_all(out: _Collected, catalog: Catalog, config: RepoConfig) -> list[
             request, doc = docs[mid]
             out.fail(request.path, doc.line_of(json_path), message, mid)
             broken.add(mid)
-    return [m for m in models if m.request.id not in broken]
+    # A model's adapters that name a TuningJob take that run's output (the links above made sure it is one).
+    return [fill_adapters(m, by_model) for m in models if m.request.id not in broken]
 

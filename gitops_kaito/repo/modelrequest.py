@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -31,11 +31,15 @@ MAX_ADAPTERS = 10  # KAITO webhook rule (`api/v1beta1/workspace_validation.go` a
 
 @dataclass(frozen=True)
 class Adapter:
-    """A LoRA adapter served next to the base model."""
+    """A LoRA adapter served next to the base model: an image, or the output of a TuningJob of this repository
+    (`tuning`, filled in with that run's output image or volume once the repository is loaded)."""
 
     name: str
-    image: str
+    image: str | None
     strength: str | None = None
+    tuning: str | None = None  # a TuningJob of the same namespace whose output this adapter is
+    image_pull_secrets: tuple[str, ...] = ()
+    volume: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
 
 
 SCALER_KEDA = "keda-kaito-scaler"  # KAITO's keda-kaito-scaler makes the ScaledObject from the set's annotations
@@ -77,6 +81,20 @@ class ModelRequest:
     # spec.replicas / spec.autoscale: either one makes the model a KAITO InferenceSet of that many Workspaces
     replicas: int | None = None
     autoscale: Autoscale | None = None
+    # spec.inferenceConfig: inference_config.yaml's top-level keys beside vllm: (max_probe_steps, ...), sorted pairs
+    inference_config: tuple[tuple[str, Any], ...] = ()
+    # spec.image: a private (mirrored) preset image: accessMode private, presetOptions.image and imagePullSecrets
+    preset_image: str | None = None
+    preset_pull_secrets: tuple[str, ...] = ()
+    # spec.partition: GPU partitioning on bring-your-own nodes, {mode: mig, profile} or {mode: accelerator, count}
+    partition: tuple[tuple[str, Any], ...] = ()
+    # spec.template: a pod template KAITO runs instead of a preset (a custom image such as AIKit's)
+    template: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+
+    @property
+    def has_config(self) -> bool:
+        """Whether an inference ConfigMap is rendered (vllm parameters or top-level keys)."""
+        return bool(self.config or self.inference_config)
 
     @property
     def inference_set(self) -> bool:
@@ -123,8 +141,10 @@ def request_from_document(data: dict[str, Any], *, namespace: str, path: str, de
     meta = data.get("metadata") or {}
     spec = data.get("spec") or {}
     adapters = tuple(
-        Adapter(name=str(a["name"]), image=str(a["image"]),
-                strength=None if a.get("strength") is None else str(a["strength"]))
+        Adapter(name=str(a["name"]), image=str(a["image"]) if a.get("image") else None,
+                strength=None if a.get("strength") is None else str(a["strength"]),
+                tuning=str(a["tuning"]) if a.get("tuning") else None,
+                image_pull_secrets=tuple(str(x) for x in a.get("imagePullSecrets") or ()))
         for a in spec.get("adapters") or ()
     )
     nodes = spec.get("nodes")
@@ -139,7 +159,7 @@ def request_from_document(data: dict[str, Any], *, namespace: str, path: str, de
     return ModelRequest(
         namespace=namespace,
         name=str(meta["name"]),
-        model=str(spec["model"]),
+        model=str(spec.get("model") or ""),
         instance_type=spec.get("instanceType") or None,
         nodes=int(nodes) if nodes is not None else None,
         runtime=str(spec.get("runtime") or default_runtime),
@@ -154,6 +174,11 @@ def request_from_document(data: dict[str, Any], *, namespace: str, path: str, de
         allow_uncataloged=bool(spec.get("allowUncataloged", False)),
         replicas=int(replicas) if replicas is not None else None,
         autoscale=autoscale,
+        inference_config=_pairs(spec.get("inferenceConfig")),
+        preset_image=(spec.get("image") or {}).get("name") or None,
+        preset_pull_secrets=tuple(str(x) for x in (spec.get("image") or {}).get("pullSecrets") or ()),
+        partition=_pairs(spec.get("partition")),
+        template=spec.get("template") if isinstance(spec.get("template"), dict) else None,
     )
 
 

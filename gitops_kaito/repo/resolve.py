@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,8 @@ class ResolvedModel:
     @property
     def note(self) -> str:
         """What a reader of validate/render/plan must know about this model, or ""."""
+        if self.request.template is not None:
+            return TEMPLATE_NOTE
         return f"{self.preset.name} is {UNCATALOGED_NOTE}" if self.uncataloged else ""
 
     @property
@@ -118,6 +120,8 @@ class ResolveError(Exception):
 
 def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig) -> ResolvedModel:
     """Decide preset, SKU, nodes and selector for one request, or raise ResolveError naming the field."""
+    if request.template is not None or not request.model:
+        return _resolve_template(request, catalog, config)
     preset = model_preset(request.model, catalog, request.allow_uncataloged)
     if preset.gated and not request.model_access_secret:
         raise ResolveError(("spec", "model"), f"model {preset.hf_id} is gated on Hugging Face: set "
@@ -125,6 +129,7 @@ def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig)
     _check_runtime(request, preset)
     _check_config(request, preset)
     _check_adapters(request)
+    _check_partition(request, preset, catalog)
     label_selector = _label_selector(request)
     replicas = _replicas(request)
     if preset.cataloged:
@@ -149,6 +154,55 @@ def resolve_request(request: ModelRequest, catalog: Catalog, config: RepoConfig)
         provisioning=request.provisioning, price_per_hour=price, disk_gib=preset.disk_gib,
         label_selector=label_selector, replicas=replicas,
     )
+
+
+TEMPLATE_DISK_GIB = 1024  # what KAITO requests for a node of a template Workspace (`pkg/workspace/resource/node_claim.go`)
+TEMPLATE_NOTE = ("a custom pod template: KAITO runs it as written and never applies a later edit of it to what runs "
+                 "(a change of the template replaces the Workspace); size not checked")
+
+
+def template_preset(template: Mapping[str, Any]) -> Preset:
+    """What stands in for a preset when a request brings its own pod template: the first container's image."""
+    containers = (template.get("spec") or {}).get("containers") or [{}]
+    image = str(containers[0].get("image") or "custom")
+    return Preset(name=f"template: {image}", hf_id="", family="template", runtimes=("vllm",), model_size_gib=0.0,
+                  disk_gib=TEMPLATE_DISK_GIB, token_limit=0, bytes_per_token=0, supports_tuning=False, gated=False,
+                  served_name="", status="supported", replacement=None, aliases=(), cataloged=False)
+
+
+def _resolve_template(request: ModelRequest, catalog: Catalog, config: RepoConfig) -> ResolvedModel:
+    """A request with spec.template (KAITO's inference.template: a PodTemplateSpec, no preset;
+    `api/v1beta1/workspace_validation.go` at v0.12.0: preset XOR template)."""
+    where = ("spec", "template")
+    if request.template is None:
+        raise ResolveError(("spec",), "spec needs model (a KAITO preset or Hugging Face id) or template (a pod "
+                           "template KAITO runs as written)")
+    if request.model:
+        raise ResolveError(where, "Preset and Template cannot be set at the same time: remove spec.model or "
+                           "spec.template")
+    containers = (request.template.get("spec") or {}).get("containers")
+    if not isinstance(containers, list) or not containers or not all(
+            isinstance(c, Mapping) and c.get("name") and c.get("image") for c in containers):
+        raise ResolveError(where, "template.spec.containers must list at least one container with a name and an "
+                           "image (a Kubernetes PodTemplateSpec)")
+    for field_name in ("config", "adapters", "modelAccessSecret", "image"):
+        value = {"config": request.config or request.inference_config, "adapters": request.adapters,
+                 "modelAccessSecret": request.model_access_secret, "image": request.preset_image}[field_name]
+        if value:
+            raise ResolveError(("spec", field_name), f"spec.{field_name} applies to a KAITO preset; a template "
+                               "Workspace takes everything from its pod template")
+    if request.provisioning == "machine":
+        raise ResolveError(where, "machine mode targets legacy KAITO (v1alpha1 Workspaces): use kaito, nodeclaim, aks "
+                           "or byo with a template")
+    preset = template_preset(request.template)
+    sku = _uncataloged_sku(request, preset, catalog, config)
+    nodes = request.nodes or 1
+    replicas = _replicas(request)
+    price = price_for(sku, nodes * (replicas or 1)) if sku is not None else None
+    gpus = nodes * sku.gpu_count * (replicas or 1) if sku is not None else 0
+    return ResolvedModel(request=request, preset=preset, sku=sku, fit=None, nodes=nodes, gpus=gpus,
+                         provisioning=request.provisioning, price_per_hour=price, disk_gib=TEMPLATE_DISK_GIB,
+                         label_selector=_label_selector(request), replicas=replicas)
 
 
 # Modes an InferenceSet can be served in: KAITO provisions each replica's nodes (kaito), or the replicas share
@@ -263,6 +317,42 @@ def _check_config(request: ModelRequest, preset: Preset) -> None:
                            f"of {preset.name} ({preset.token_limit})")
 
 
+MAX_ADAPTER_NAME_WITH_SECRETS = 31
+PARTITION_MODES = ("byo", "nodeclaim", "aks")  # bring-your-own nodes: KAITO's node auto-provisioning off
+ANNOTATION_BYPASS_RESOURCE_CHECKS = "kaito.sh/bypass-resource-checks"
+
+
+def _check_partition(request: ModelRequest, preset: Preset, catalog: Catalog) -> None:
+    """KAITO's partition rules (`api/v1beta1/workspace_validation.go:708-778` at v0.12.0), offline. Whether the
+    cluster's KAITO runs with the enableMIG / enableAccelerator feature gate cannot be known here."""
+    if not request.partition:
+        return
+    part = dict(request.partition)
+    where = ("spec", "partition")
+    if request.provisioning not in PARTITION_MODES:
+        raise ResolveError(where, "GPU partitioning is only supported with bring-your-own nodes (KAITO's "
+                           "disableNodeAutoProvisioning=true): use provisioning byo, nodeclaim or aks, not "
+                           f"{request.provisioning}")
+    if part.get("mode") == "mig":
+        if part.get("count") is not None:
+            raise ResolveError((*where, "count"), "count is only valid for accelerator mode")
+        profile = str(part.get("profile") or "")
+        if profile not in catalog.mig_profiles:
+            raise ResolveError((*where, "profile"), f"unknown MIG profile {profile!r}; KAITO knows "
+                               f"{', '.join(sorted(catalog.mig_profiles))}")
+        slice_gib = catalog.mig_profiles[profile]
+        bypass = ANNOTATION_BYPASS_RESOURCE_CHECKS in dict(request.annotations)
+        if preset.model_size_gib and preset.model_size_gib > slice_gib and not bypass:
+            raise ResolveError((*where, "profile"), f"Model {preset.name} needs {preset.model_size_gib:g} GiB, which "
+                               f"exceeds the {profile} MIG slice capacity of {slice_gib:g} GiB (annotate "
+                               f"{ANNOTATION_BYPASS_RESOURCE_CHECKS} to try anyway)")
+    else:  # accelerator (the schema allows only the two modes)
+        if part.get("profile") is not None:
+            raise ResolveError((*where, "profile"), "profile is not valid for accelerator mode")
+        if part.get("count") is None:
+            raise ResolveError(where, "missing field(s): partition.count (accelerator mode)")
+
+
 def _check_adapters(request: ModelRequest) -> None:
     if len(request.adapters) > MAX_ADAPTERS:
         raise ResolveError(("spec", "adapters"), f"{len(request.adapters)} adapters: KAITO allows at most {MAX_ADAPTERS}")
@@ -271,6 +361,14 @@ def _check_adapters(request: ModelRequest) -> None:
         if adapter.name in seen:
             raise ResolveError(("spec", "adapters", index, "name"), f"duplicate adapter name {adapter.name!r}")
         seen.add(adapter.name)
+        if bool(adapter.image) == bool(adapter.tuning):
+            raise ResolveError(("spec", "adapters", index), "an adapter has exactly one of image and tuning (a "
+                               "TuningJob of this namespace whose output it serves)")
+        if adapter.image_pull_secrets and len(adapter.name) > MAX_ADAPTER_NAME_WITH_SECRETS:
+            # KAITO names the projected volume docker-config-<name>-inference-adapter, at most 63 characters
+            # (`pkg/workspace/manifests/manifests.go` at v0.12.0).
+            raise ResolveError(("spec", "adapters", index, "name"), f"adapter name {adapter.name!r} is longer than "
+                               f"{MAX_ADAPTER_NAME_WITH_SECRETS} characters, which KAITO needs with imagePullSecrets")
         if adapter.strength is not None and request.runtime == "vllm":
             raise ResolveError(("spec", "adapters", index, "strength"),
                                "the vllm runtime does not support adapter strength: remove it or use transformers")

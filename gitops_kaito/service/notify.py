@@ -99,10 +99,14 @@ def seed(reports: Iterable[ModelReport], written: Collection[str] = ()) -> dict[
     """
     out = {}
     for r in reports:
-        deployed = r.revision if r.state == ModelState.READY and r.model_id not in written else ""
+        deployed = r.revision if r.state in DONE and r.model_id not in written else ""
         failure = failure_key(r) if r.state in TROUBLE else ""
         out[r.model_id] = Tracked(r.state, r.revision, deployed, failure)
     return out
+
+
+# A model Ready, or a tuning run Succeeded: what `deployed` announces and `degraded` is the loss of.
+DONE = frozenset({ModelState.READY, ModelState.SUCCEEDED})
 
 
 def decide(previous: Mapping[str, Tracked] | None, reports: Sequence[ModelReport], *,
@@ -124,17 +128,17 @@ def decide(previous: Mapping[str, Tracked] | None, reports: Sequence[ModelReport
         now = Tracked(r.state, rev, before.deployed if before else "", before.failure if before else "")
         was = before.state if before else None
         kind = ""
-        if r.state == ModelState.READY:
+        if r.state in DONE:
             now = replace(now, failure="")
             if r.model_id not in written and rev != now.deployed:
                 kind, now = DEPLOYED, replace(now, deployed=rev)
-            elif was is not None and was != ModelState.READY and rev == now.deployed:
+            elif was is not None and was not in DONE and rev == now.deployed:
                 kind = RECOVERED  # back to Ready at the revision already announced: the "all clear" after a page
         elif r.state in TROUBLE:
             key = failure_key(r)
             if key != now.failure:
                 kind, now = FAILED_EVENT, replace(now, failure=key)
-        elif was == ModelState.READY:
+        elif was in DONE:
             kind = DEGRADED
         if kind:
             # A failure names the revision that could not be applied; the others the one the model runs (or ran).
