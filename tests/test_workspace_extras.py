@@ -63,7 +63,7 @@ def test_private_image_and_adapter_sources_are_valid_under_kaitos_crd(tmp_path: 
 
 def test_an_adapter_needs_exactly_one_source_and_a_short_name_with_pull_secrets(tmp_path: Path) -> None:
     loaded = load(tmp_path, "  model: phi-4-mini-instruct\n  adapters:\n  - name: a\n")
-    assert [(e.line, "exactly one of image and tuning" in e.message) for e in loaded.errors] == [(7, True)]
+    assert [(e.line, "exactly one of image, volume and tuning" in e.message) for e in loaded.errors] == [(7, True)]
     long_name = "a" * 32
     loaded = load(tmp_path / "b", f"  model: phi-4-mini-instruct\n  adapters:\n  - name: {long_name}\n"
                                   "    image: reg.io/a:1\n    imagePullSecrets: [s]\n")
@@ -143,3 +143,14 @@ def test_a_template_edit_is_a_replace_kaito_would_not_roll(tmp_path: Path) -> No
     live = {**old.normalised.stamped, "metadata": {**old.normalised.stamped["metadata"], "managedFields": []}}
     [change] = make_plan([new], [live], PlanPolicy()).changes
     assert change.action == Action.BLOCKED and "inference.template" in change.immutable
+
+
+def test_an_adapter_from_a_volume(tmp_path: Path, shared_kaito: Path) -> None:
+    out = objects(tmp_path, "  model: phi-4-mini-instruct\n  adapters:\n  - name: mine\n"
+                            "    volume: {persistentVolumeClaim: {claimName: adapters}}\n")
+    assert out["Workspace"]["inference"]["adapters"] == [
+        {"source": {"name": "mine", "volumeSource": {"persistentVolumeClaim": {"claimName": "adapters"}}}}]
+    validate(out["Workspace"], crd_schema(shared_kaito / "crd-workspaces-v0.12.yaml", "v1beta1"), "KAITO's CRD")
+    both = load(tmp_path / "b", "  model: phi-4-mini-instruct\n  adapters:\n  - name: mine\n    image: reg.io/a:1\n"
+                                "    volume: {emptyDir: {}}\n")
+    assert [e.line for e in both.errors] == [7] and "exactly one of image, volume and tuning" in both.errors[0].message

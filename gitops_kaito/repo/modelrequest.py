@@ -144,7 +144,8 @@ def request_from_document(data: dict[str, Any], *, namespace: str, path: str, de
         Adapter(name=str(a["name"]), image=str(a["image"]) if a.get("image") else None,
                 strength=None if a.get("strength") is None else str(a["strength"]),
                 tuning=str(a["tuning"]) if a.get("tuning") else None,
-                image_pull_secrets=tuple(str(x) for x in a.get("imagePullSecrets") or ()))
+                image_pull_secrets=tuple(str(x) for x in a.get("imagePullSecrets") or ()),
+                volume=a.get("volume") if isinstance(a.get("volume"), dict) else None)
         for a in spec.get("adapters") or ()
     )
     nodes = spec.get("nodes")

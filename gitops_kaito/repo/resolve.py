@@ -361,9 +361,12 @@ def _check_adapters(request: ModelRequest) -> None:
         if adapter.name in seen:
             raise ResolveError(("spec", "adapters", index, "name"), f"duplicate adapter name {adapter.name!r}")
         seen.add(adapter.name)
-        if bool(adapter.image) == bool(adapter.tuning):
-            raise ResolveError(("spec", "adapters", index), "an adapter has exactly one of image and tuning (a "
-                               "TuningJob of this namespace whose output it serves)")
+        if sum(1 for source in (adapter.image, adapter.volume, adapter.tuning) if source) != 1:
+            raise ResolveError(("spec", "adapters", index), "an adapter has exactly one of image, volume and tuning "
+                               "(a TuningJob of this namespace whose output it serves)")
+        if adapter.volume is not None and len(adapter.volume) != 1:
+            raise ResolveError(("spec", "adapters", index, "volume"), "volume is one Kubernetes volume source, e.g. "
+                               "{persistentVolumeClaim: {claimName: adapters}}")
         if adapter.image_pull_secrets and len(adapter.name) > MAX_ADAPTER_NAME_WITH_SECRETS:
             # KAITO names the projected volume docker-config-<name>-inference-adapter, at most 63 characters
             # (`pkg/workspace/manifests/manifests.go` at v0.12.0).
