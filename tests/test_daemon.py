@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
+
+import pytest
 
 from gitops_kaito.service.daemon import Daemon, DaemonSettings, PassContext
 from gitops_kaito.service.metrics import Metrics
@@ -127,3 +130,38 @@ def test_a_new_interval_takes_effect_without_a_restart() -> None:
         assert daemon.settings.interval_s == 1
     finally:
         daemon.stop()
+
+
+def test_triggers_during_a_pass_log_no_warning_and_each_is_run(caplog: pytest.LogCaptureFixture) -> None:
+    """A webhook or a cluster change that arrives while a pass runs is routine: no scheduler warning ("maximum
+    number of running instances reached"), and the follow-up pass runs it, however the pass and trigger race."""
+    caplog.set_level(logging.WARNING)
+    rec = Recorder()
+    rec.release.clear()
+    daemon = Daemon(DaemonSettings(interval_s=3600, jitter_s=0), rec, Metrics())
+    daemon.start()
+    try:
+        for round_ in range(3):
+            assert rec.entered.wait(10)
+            rec.entered.clear()
+            daemon.trigger(f"hook {round_}")
+            assert wait_for_record(caplog, "maximum number of running instances", 0.5) is None
+            rec.release.set()
+            assert daemon.wait_for_passes(round_ + 2, 10)
+            rec.release.clear()
+        assert rec.reasons[1:] == ["hook 0", "hook 1", "hook 2"]
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    finally:
+        rec.release.set()
+        daemon.stop()
+
+
+def wait_for_record(caplog: pytest.LogCaptureFixture, text: str, timeout_s: float) -> logging.LogRecord | None:
+    """The first log record containing `text`, waiting up to timeout_s for the scheduler's thread to log it."""
+    tick = threading.Event()  # never set: its wait is the poll interval
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [r for r in caplog.records if text in r.getMessage()]
+        if found or time.monotonic() >= deadline:
+            return found[0] if found else None
+        tick.wait(0.02)

@@ -76,7 +76,7 @@ class Daemon:
                                                     name="leader-election", daemon=True)
             self._elector_thread.start()
         first = datetime.now(UTC) if run_first_now else None
-        self._scheduler.add_job(self._job, self._trigger(), id="pass", max_instances=1, coalesce=True,
+        self._scheduler.add_job(self._job, self._trigger(), id="pass", max_instances=2, coalesce=True,
                                 next_run_time=first, misfire_grace_time=None)
         self._scheduler.start()
 
@@ -112,6 +112,9 @@ class Daemon:
         with self._pending_lock:
             if reason not in self._pending:
                 self._pending.append(reason)
+            busy = self._running.locked()  # read with the append: _job decides to end under the same lock
+        if busy and delay_s <= 0:
+            return  # the running pass's job runs the pending reasons when it ends (_job)
         if self._scheduler.running and not self._stop.is_set():
             when = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
             job = self._scheduler.get_job("pass")
@@ -147,19 +150,40 @@ class Daemon:
         return not self._stop.is_set() and (self.elector is None or self.elector.is_leader)
 
     def _job(self) -> None:
-        with self._pending_lock:
-            reasons = self._pending[:]
-            self._pending.clear()
-        reason = ", ".join(reasons) or "interval"
-        if not self._may_act():
-            log.info("pass skipped: not the leader", extra={"fields": {"reason": reason}})
-            return
-        with self._running:
-            self._one_pass(reason)
-        with self._pending_lock:
-            again = bool(self._pending)
-        if again and not self._stop.is_set():
-            self._scheduler.modify_job("pass", next_run_time=datetime.now(UTC))
+        """One scheduled run: the pass, then, in the same run, a pass for the triggers that came meanwhile.
+
+        Re-arming the scheduler from inside the job raced with the job's own end: the scheduler could fire while
+        this run still counted, skip it (with a warning) and leave the trigger waiting a whole interval. Now a
+        trigger during a pass only queues its reason, and whether this run goes on is decided, and the pass lock
+        released, under the queue's lock. Two instances may exist (max_instances=2): one that found the lock held
+        and waited for it runs only if reasons are left (an interval tick during a pass is that pass).
+        """
+        waited = not self._running.acquire(blocking=False)
+        if waited:
+            self._running.acquire()
+        held = True
+        try:
+            while True:
+                with self._pending_lock:
+                    reasons = self._pending[:]
+                    self._pending.clear()
+                if waited and not reasons:
+                    return
+                waited = False
+                reason = ", ".join(reasons) or "interval"
+                if not self._may_act():
+                    log.info("pass skipped: not the leader", extra={"fields": {"reason": reason}})
+                    return
+                self._one_pass(reason)
+                with self._pending_lock:
+                    if not self._pending or self._stop.is_set() or self._failures:
+                        # After a failure, the backoff _one_pass scheduled runs the pending reasons.
+                        self._running.release()
+                        held = False
+                        return
+        finally:
+            if held:
+                self._running.release()
 
     def _one_pass(self, reason: str) -> None:
         started = time.monotonic()
