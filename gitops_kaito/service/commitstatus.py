@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from gitops_kaito.reconcile.gitsync import pass_problems
 from gitops_kaito.repo.config import SettingsError
 from gitops_kaito.service.notify import (
     Answer,
+    LeaderTerms,
     Request,
     Sender,
     SendRetry,
@@ -291,7 +291,7 @@ class _Memory:
     sha: str = ""  # the commit the statuses are about now
 
 
-class CommitStatusReporter:
+class CommitStatusReporter(LeaderTerms):
     """After every pass: the statuses the applied commit should show, and the changes among them sent.
 
     observe() never raises into the pass and never waits for the forge. What was submitted is remembered; a status
@@ -303,6 +303,7 @@ class CommitStatusReporter:
                  policy: SendRetry | None = None, sleep: Callable[[float], None] | None = None,
                  clock: Callable[[], float] = time.time, post: Callable[[Request, float], Answer] = http_post,
                  queue_size: int = 1000) -> None:
+        super().__init__()
         self.target = target
         self._token = token
         self.metrics = metrics
@@ -310,22 +311,12 @@ class CommitStatusReporter:
                              sleep=sleep, clock=clock, verdict=verdict, on_answer=self._answered, describe=describe,
                              noun="commit status", thread_name="commit-status-sender")
         self._memory = _Memory()
-        self._generation = 0
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # the token never shows
         return f"CommitStatusReporter({self.target!r})"
 
-    @property
-    def generation(self) -> int:
-        with self._lock:
-            return self._generation
-
-    def forget(self) -> None:
-        """Leadership lost: the new leader posts meanwhile; leading again, everything is compared afresh."""
-        with self._lock:
-            self._memory = _Memory()
-            self._generation += 1
+    def _drop_memory(self) -> None:
+        self._memory = _Memory()  # the new leader posts meanwhile; leading again, everything is compared afresh
 
     def observe(self, done: GitPassResult, instance: str, generation: int | None = None) -> list[CommitState]:
         """The statuses this pass submitted (for tests and logs)."""
@@ -350,7 +341,7 @@ class CommitStatusReporter:
         sha = wanted[0].sha
         send: list[CommitState] = []
         with self._lock:
-            if generation is not None and generation != self._generation:
+            if self._outlived(generation):
                 return []
             memory = self._memory
             if memory.sha and memory.sha != sha:

@@ -545,21 +545,14 @@ class Sender:
 
 
 # -- the daemon's side ----------------------------------------------------------------------------
-class Notifier:
-    """Between passes: remembers the models, decides the events, hands their requests to the sender.
+class LeaderTerms:
+    """What reports after each pass (notifications, commit statuses, service/commitstatus.py) remembers per
+    leadership term: forget() (leadership lost: another replica reports meanwhile) drops it and starts the next
+    term; a pass hands back the term it started in, and one that outlived a forget() reports nothing."""
 
-    observe() is called after every git pass the daemon completes; it never raises into the pass.
-    """
-
-    def __init__(self, sinks: Sequence[Sink], sender: Sender, *, cluster: str = "",
-                 clock: Callable[[], float] = time.time) -> None:
-        self.sinks = tuple(sinks)
-        self.sender = sender
-        self.cluster = cluster
-        self.clock = clock
-        self._tracked: Mapping[str, Tracked] | None = None
+    def __init__(self) -> None:
         self._generation = 0  # one per leadership term here: forget() starts the next
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the term and what the subclass remembers
 
     @property
     def generation(self) -> int:
@@ -568,10 +561,36 @@ class Notifier:
             return self._generation
 
     def forget(self) -> None:
-        """Leadership lost: another replica announces meanwhile, so the next pass here seeds again."""
         with self._lock:
-            self._tracked = None
+            self._drop_memory()
             self._generation += 1
+
+    def _drop_memory(self) -> None:
+        """Called with the lock held: leading again, this replica compares afresh."""
+        raise NotImplementedError
+
+    def _outlived(self, generation: int | None) -> bool:
+        """Called with the lock held: the pass started in an earlier term (None: not checked)."""
+        return generation is not None and generation != self._generation
+
+
+class Notifier(LeaderTerms):
+    """Between passes: remembers the models, decides the events, hands their requests to the sender.
+
+    observe() is called after every git pass the daemon completes; it never raises into the pass.
+    """
+
+    def __init__(self, sinks: Sequence[Sink], sender: Sender, *, cluster: str = "",
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.sinks = tuple(sinks)
+        self.sender = sender
+        self.cluster = cluster
+        self.clock = clock
+        self._tracked: Mapping[str, Tracked] | None = None
+
+    def _drop_memory(self) -> None:
+        self._tracked = None  # the next pass here seeds again
 
     def observe(self, done: GitPassResult, instance: str = "default",
                 generation: int | None = None) -> tuple[Event, ...]:
@@ -580,7 +599,7 @@ class Notifier:
         if result.dry_run or result.abandoned:
             return ()  # a partial pass says nothing reliable about the models it did not reach
         with self._lock:
-            if generation is not None and generation != self._generation:
+            if self._outlived(generation):
                 # Leadership was lost while the pass ran: the other leader announces now, and storing this pass's
                 # view would make the next term here diff against it instead of seeding.
                 return ()
@@ -600,4 +619,4 @@ class Notifier:
         self.sender.stop(timeout_s)
 
 
-__all__ = ["Event", "Notifier", "Sender", "Sink", "Tracked", "decide", "requests_for"]
+__all__ = ["Event", "LeaderTerms", "Notifier", "Sender", "Sink", "Tracked", "decide", "requests_for"]
