@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from gitops_kaito.cli import _mcp_server
 
     if address is not None:
-        host = args.http.rpartition(":")[0].strip("[]") or address[0]
-        _mcp_server.serve_http(ctx, host, address[1])
+        host, port = address
+        _mcp_server.serve_http(ctx, host.strip("[]"), port)  # parse_listen keeps an IPv6 host's brackets
     else:
         _mcp_server.serve_stdio(ctx)
     return EXIT_OK
