@@ -51,9 +51,8 @@ PENDING, SUCCESS, FAILURE, SUPERSEDED = "pending", "success", "failure", "supers
 _WIRE_STATE = {GITHUB: {PENDING: "pending", SUCCESS: "success", FAILURE: "failure", SUPERSEDED: "error"},
                GITLAB: {PENDING: "pending", SUCCESS: "success", FAILURE: "failed", SUPERSEDED: "canceled"}}
 
-# Results counted in gitops_kaito_commit_statuses{result}; the first four are retried at the next pass.
+# Results counted in gitops_kaito_commit_statuses{result} that are retried at the next pass.
 RETRY_LATER = frozenset({"rate_limited", "server_error", "unreachable", "dropped"})
-RESULTS = ("sent", "unchanged", "unauthorized", "forbidden", "not_found", "invalid", *sorted(RETRY_LATER))
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?\Z")
 
 
