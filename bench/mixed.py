@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import genrepo  # noqa: E402
+from bench import genrepo
 
 HEADER = "apiVersion: gitops.kaito.sh/v1alpha1\n"
 BACK = 3 * len(genrepo.NAMESPACES)  # 18: slot 9 - 18 is slot 1 (mod 10), same namespace (mod 6)
