@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -107,20 +108,27 @@ class Daemon:
         log.info("interval is now %gs (jitter %gs)", interval_s, jitter_s)
 
     def trigger(self, reason: str, delay_s: float = 0.0) -> None:
-        """Run a pass as soon as possible (a webhook arrived, the cluster changed), or within `delay_s` (a status
-        commit held back). Coalesces with one already queued; never moves a sooner pass later."""
+        """Run a pass as soon as possible (a webhook arrived, the cluster changed), or in `delay_s` (a status commit
+        held back). Coalesces with one already queued."""
+        if delay_s > 0:
+            # A one-shot job of its own that triggers then: queued now, the reason would be run at once by the job of
+            # a pass under way (the very pass that held its status commit back).
+            if self._scheduler.running and not self._stop.is_set():
+                try:
+                    self._scheduler.add_job(self.trigger, "date", args=(reason,), id=f"later:{reason}",
+                                            misfire_grace_time=None,
+                                            run_date=datetime.now(UTC) + timedelta(seconds=delay_s))
+                except ConflictingIdError:  # one is queued already, as soon or sooner
+                    pass
+            return
         with self._pending_lock:
             if reason not in self._pending:
                 self._pending.append(reason)
             busy = self._running.locked()  # read with the append: _job decides to end under the same lock
-        if busy and delay_s <= 0:
+        if busy:
             return  # the running pass's job runs the pending reasons when it ends (_job)
         if self._scheduler.running and not self._stop.is_set():
-            when = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
-            job = self._scheduler.get_job("pass")
-            if job is not None and job.next_run_time is not None and job.next_run_time <= when:
-                return
-            self._scheduler.modify_job("pass", next_run_time=when)
+            self._scheduler.modify_job("pass", next_run_time=datetime.now(UTC))
 
     # -- probes ----------------------------------------------------------------------------------------
     def health(self) -> Probe:

@@ -28,6 +28,7 @@ class Reactor:
         self._changed: dict[str, str] = {}  # model id -> cause, in arrival order
         self._timer: threading.Timer | None = None
         self._stopped = False
+        self.started: dict[str, int] = {}  # model id -> passes its changes asked for (metrics, tests)
 
     def __call__(self, change: CacheChange) -> None:
         if not change.model_id:  # a node object of no Workspace of ours
@@ -47,6 +48,8 @@ class Reactor:
             self._timer = None
         if not changed or self.trigger is None:
             return
+        for model in changed:
+            self.started[model] = self.started.get(model, 0) + 1
         # "; " inside: the daemon joins the reasons of coalesced triggers with ", ".
         shown = "; ".join(f"{m} {cause}" for m, cause in list(changed.items())[:_SHOWN])
         more = f" and {len(changed) - _SHOWN} more" if len(changed) > _SHOWN else ""
