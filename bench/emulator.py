@@ -32,8 +32,9 @@ class Counts:
         return {"total": self.total, "writes": self.writes, "lists": self.lists, "gets": self.gets}
 
 
-def start(workdir: Path, namespaces: Iterable[str]) -> tuple[ApiServer, Path]:
-    """A fresh emulator with our CRDs and the namespaces; returns it and a kubeconfig pointing at it."""
+def start(workdir: Path, namespaces: Iterable[str], latency_s: float = 0.0) -> tuple[ApiServer, Path]:
+    """A fresh emulator with our CRDs and the namespaces; returns it and a kubeconfig pointing at it.
+    `latency_s` is added to every request once the set-up is done (what a real API server's round trip costs)."""
     server = ApiServer(host="127.0.0.1", port=0).start()
     kubeconfig = server.write_kubeconfig(Path(workdir) / "kubeconfig")
     configuration = client.Configuration()
@@ -48,6 +49,7 @@ def start(workdir: Path, namespaces: Iterable[str]) -> tuple[ApiServer, Path]:
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     admin.close()
     server.request_log.clear()
+    server.latency_s = latency_s
     return server, kubeconfig
 
 

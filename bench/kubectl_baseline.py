@@ -43,17 +43,23 @@ def _apply(kubectl: str, kubeconfig: Path, manifests: Path) -> tuple[float, str]
     return elapsed, error
 
 
-def run(kubectl: str, workdir: Path, manifests: Path, namespaces: list[str]) -> dict[str, Any]:
-    """Apply twice (first apply, then the same again as kubectl's 'no-op'); time and count both."""
-    server, kubeconfig = emulator.start(workdir, namespaces)
+def run(kubectl: str, workdir: Path, manifests: Path, namespaces: list[str], latency_s: float = 0.0,
+        again: bool = True) -> dict[str, Any]:
+    """Apply twice (first apply, then the same again as kubectl's 'no-op'); time and count both. `again=False`:
+    the first apply only (the latency runs)."""
+    server, kubeconfig = emulator.start(workdir, namespaces, latency_s)
+    again_s, error2 = 0.0, ""
     try:
         first_s, error = _apply(kubectl, kubeconfig, manifests)
         first = emulator.counts(server, emulator.KUBECTL)
         server.request_log.clear()
-        again_s, error2 = _apply(kubectl, kubeconfig, manifests)
-        again = emulator.counts(server, emulator.KUBECTL)
+        if again:
+            again_s, error2 = _apply(kubectl, kubeconfig, manifests)
+        repeat = emulator.counts(server, emulator.KUBECTL)
     finally:
         server.stop()
+    if not again:
+        return {"kubectl_first_s": first_s, "kubectl_first_requests": first.total, "kubectl_error": error}
     return {"kubectl_first_s": first_s, "kubectl_first_requests": first.total,
-            "kubectl_noop_s": again_s, "kubectl_noop_requests": again.total, "kubectl_noop_writes": again.writes,
+            "kubectl_noop_s": again_s, "kubectl_noop_requests": repeat.total, "kubectl_noop_writes": repeat.writes,
             "kubectl_error": error or error2}

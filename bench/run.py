@@ -41,16 +41,19 @@ def machine() -> dict[str, Any]:
             "cpu": cpu, "python": platform.python_version(), "platform": platform.platform()}
 
 
-def run_size(size: int, workdir: Path, kubectl: str | None) -> dict[str, Any]:
+def run_size(size: int, workdir: Path, kubectl: str | None, latency_s: float = 0.0) -> dict[str, Any]:
+    """One size at one API latency: everything at 0 (it also writes the manifests kubectl applies), the first sync
+    alone (ours, then kubectl's) otherwise."""
     from bench import emulator, kubectl_baseline, worker
 
     repo = workdir / "repo"
-    genrepo.generate(repo, size)
-    server, kubeconfig = emulator.start(workdir, genrepo.NAMESPACES)
+    if not repo.exists():
+        genrepo.generate(repo, size)
+    server, kubeconfig = emulator.start(workdir / f"lat{latency_s * 1000:g}", genrepo.NAMESPACES, latency_s)
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe()
     dump = workdir / "manifests"
-    proc = ctx.Process(target=worker.measure, args=(size, str(repo), str(kubeconfig), str(dump), theirs),
+    proc = ctx.Process(target=worker.measure, args=(size, str(repo), str(kubeconfig), str(dump), theirs, latency_s),
                        name=f"bench-{size}")
     row: dict[str, Any] | None = None
     try:
@@ -81,7 +84,9 @@ def run_size(size: int, workdir: Path, kubectl: str | None) -> dict[str, Any]:
             proc.join(timeout=10)
         server.stop()
     if kubectl:
-        row.update(kubectl_baseline.run(kubectl, workdir / "kubectl", dump, list(genrepo.NAMESPACES)))
+        row.update(kubectl_baseline.run(kubectl, workdir / f"kubectl{latency_s * 1000:g}", dump,
+                                        list(genrepo.NAMESPACES), latency_s, again=not latency_s))
+    row["latency_ms"] = latency_s * 1000
     return row
 
 
@@ -147,6 +152,47 @@ def size_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def edit_scenario(base: Path, models: int, kubectl: str | None) -> dict[str, Any]:
+    """The hand-edit scenario in a spawned child (the daemon's threads and memory stay out of the parent)."""
+    import logging
+
+    from bench import watchloop
+
+    logging.getLogger("gitops_kaito").setLevel(logging.ERROR)
+    base.mkdir(parents=True)
+    return watchloop.hand_edit(base, models, kubectl)
+
+
+def latency_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| models | API latency ms | first sync s (CPU s) | requests | kubectl apply --server-side s | requests "
+             "| ours / kubectl |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        theirs = r.get("kubectl_first_s")
+        ratio = f"{r['first_sync_s'] / theirs:.2f}" if theirs else "n/a"
+        lines.append(f"| {r['models']} | {r['latency_ms']:g} | {fmt(r['first_sync_s'])} ({fmt(r.get('first_sync_cpu_s'))}) "
+                     f"| {r.get('first_requests', 'n/a')} | {fmt(theirs)} | {r.get('kubectl_first_requests', 'n/a')} "
+                     f"| {ratio} |")
+    return "\n".join(lines)
+
+
+def daemon_table(rows: list[dict[str, Any]], edits: list[dict[str, Any]]) -> str:
+    by_size = {e["models"]: e for e in edits}
+    lines = ["| models | daemon no-op pass s (CPU s) | requests | writes | re-planned pass s (requests) "
+             "| hand edit -> correction s, median / max | kubectl re-apply s / requests | peak RSS MB (one-shot / with "
+             "the daemon's caches) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "daemon_noop_s" not in r:
+            continue
+        e = by_size.get(r["models"])
+        edit = f"{e['median_s']:.2f} / {e['max_s']:.2f}" if e else "n/a"
+        kubectl_again = f"{r['kubectl_noop_s']:.2f} / {r['kubectl_noop_requests']}" if "kubectl_noop_s" in r else "n/a"
+        lines.append(f"| {r['models']} | {r['daemon_noop_s']:.4f} ({r['daemon_noop_cpu_s']:.4f}) "
+                     f"| {r['daemon_noop_requests']} | {r['daemon_noop_writes']} "
+                     f"| {r['daemon_replan_s']:.2f} ({r['daemon_replan_requests']}) | {edit} | {kubectl_again} "
+                     f"| {fmt(r['peak_rss_mb'], 0)} / {fmt(r['peak_rss_daemon_mb'], 0)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated model counts (default %(default)s)")
@@ -155,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-git", action="store_true", help="skip the git scenarios (write-back, webhook)")
     parser.add_argument("--git-models", type=int, default=100, help="models in the git scenarios (default %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the generated repositories (printed at the end)")
+    parser.add_argument("--latencies", default="0,5,20",
+                        help="API latencies in ms for the first-sync comparison (default %(default)s)")
+    parser.add_argument("--edit-sizes", default="1000,5000",
+                        help="model counts of the hand-edit scenario with the real daemon ('' to skip)")
     args = parser.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -167,10 +217,20 @@ def main(argv: list[str] | None = None) -> int:
     info["kubectl"] = kubectl_baseline.kubectl_version(kubectl) if kubectl else "absent"
     started = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="gitops-kaito-bench-"))
+    latencies = [float(x) / 1000 for x in args.latencies.split(",") if x.strip()]
     rows: list[dict[str, Any]] = []
+    slow: list[dict[str, Any]] = []
     for size in sizes:
-        print(f"size {size} ...", file=sys.stderr, flush=True)
-        rows.append(run_size(size, base / f"n{size}", kubectl))
+        for latency in sorted(set([0.0, *latencies])):
+            print(f"size {size}, latency {latency * 1000:g} ms ...", file=sys.stderr, flush=True)
+            row = run_size(size, base / f"n{size}", kubectl, latency)
+            (rows if latency == 0 else slow).append(row)
+    first_rows = sorted([*(r for r in rows if 0.0 in latencies), *slow], key=lambda r: (r["models"], r["latency_ms"]))
+    edits: list[dict[str, Any]] = []
+    for size in [int(x) for x in args.edit_sizes.split(",") if x.strip()]:
+        print(f"hand edit, {size} models ...", file=sys.stderr, flush=True)
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            edits.append(pool.apply(edit_scenario, (base / f"edit{size}", size, kubectl)))
     extra: dict[str, Any] = {}
     if not args.no_git:
         print("git scenarios ...", file=sys.stderr, flush=True)
@@ -182,11 +242,20 @@ def main(argv: list[str] | None = None) -> int:
           f"kubectl {info['kubectl']}; total {info['total_s']} s")
     print()
     print(size_table(rows))
+    print()
+    print("First sync against API latency (a fresh emulator each; kubectl on another fresh one):")
+    print()
+    print(latency_table(first_rows))
+    print()
+    print("The watch-driven daemon:")
+    print()
+    print(daemon_table(rows, edits))
     if extra:
         print()
         print("\n".join(scenario_lines(extra)))
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "rows": rows, **extra}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": info, "rows": rows, "latency_rows": slow, "hand_edit": edits,
+                                         **extra}, indent=2) + "\n")
     if args.keep:
         print(f"\nworking files: {base}", file=sys.stderr)
     else:

@@ -50,14 +50,77 @@ class Parent:
         return self.conn.recv()
 
 
-def measure(size: int, repo: str, kubeconfig: str, dump_dir: str, conn: Connection) -> None:
+def measure(size: int, repo: str, kubeconfig: str, dump_dir: str, conn: Connection, latency_s: float = 0.0) -> None:
     parent = Parent(conn)
     try:
+        if latency_s:
+            conn.send(("done", _first_sync(size, Path(repo), kubeconfig, parent)))
+            return
         conn.send(("done", _measure(size, Path(repo), kubeconfig, Path(dump_dir), parent)))
     except Exception:
         conn.send(("error", traceback.format_exc()))
     finally:
         conn.close()
+
+
+def _first_sync(size: int, repo: Path, kubeconfig: str, parent: Parent) -> dict[str, Any]:
+    """Only the first sync (the API latency runs): wall and CPU seconds, requests."""
+    from gitops_kaito.adapters.kube import Kube
+    from gitops_kaito.reconcile.sync import run_pass
+
+    with Kube.connect(kubeconfig) as kube:
+        parent.ask("clear")
+        cpu = time.process_time()
+        started = time.perf_counter()
+        first = run_pass(repo, kube, revision=REV1)
+        seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu
+        c = parent.ask("count")
+    if first.failed or first.created == 0:
+        raise RuntimeError(f"the first sync failed: {first.summary()}")
+    return {"models": size, "first_sync_s": seconds, "first_sync_cpu_s": cpu_s, "first_requests": c["total"],
+            "first_created": first.created}
+
+
+def _daemon_noop(repo: Path, kube: Any, parent: Parent) -> dict[str, Any]:
+    """The watch-driven daemon's no-op pass: run_pass with the WatchCache (LIST + WATCH once), the DesiredCache keyed
+    by the commit's trees and the PassMemo, after a warming pass; then the same pass after a change in the cluster
+    (the memo cannot answer: planned again from the cache, still no request)."""
+    import git
+
+    from gitops_kaito.adapters.watchcache import WatchCache
+    from gitops_kaito.reconcile.desiredcache import DesiredCache, tree_fingerprint
+    from gitops_kaito.reconcile.sync import PassMemo, run_pass
+
+    checkout = git.Repo(repo)
+    key = tree_fingerprint(checkout, checkout.head.commit.hexsha)
+    cache, memo, watch = DesiredCache(), PassMemo(), WatchCache(kube)
+    try:
+        def one() -> Any:
+            return run_pass(repo, kube, revision=REV2, load=cache.loader(key), live=watch, memo=memo)
+
+        one()
+        parent.ask("clear")
+        cpu = time.process_time()
+        started = time.perf_counter()
+        again = one()
+        seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu
+        c = parent.ask("count")
+        if memo.hits != 1 or again.plan.has_changes:
+            raise RuntimeError(f"the daemon's no-op pass missed its memo ({memo.hits} hits) or planned changes")
+        memo.clear()
+        parent.ask("clear")
+        started = time.perf_counter()
+        replanned = one()
+        replan_s = time.perf_counter() - started
+        r = parent.ask("count")
+        if replanned.plan.has_changes:
+            raise RuntimeError("the re-planned pass planned changes")
+        rss = round(rss_mb(), 1)
+    finally:
+        watch.close()
+    return {"daemon_noop_s": seconds, "daemon_noop_cpu_s": cpu_s, "daemon_noop_requests": c["total"],
+            "daemon_noop_writes": c["writes"], "daemon_replan_s": replan_s, "daemon_replan_requests": r["total"],
+            "peak_rss_daemon_mb": rss}
 
 
 def _cached_noop(repo: Path, kube: Any, parent: Parent) -> dict[str, Any]:
@@ -162,6 +225,8 @@ def _measure(size: int, repo: Path, kubeconfig: str, dump_dir: Path, parent: Par
     row["peak_rss_mb"] = round(rss_mb(), 1)
     with Kube.connect(kubeconfig) as kube:
         row.update(_cached_noop(repo, kube, parent))
+    with Kube.connect(kubeconfig) as kube:
+        row.update(_daemon_noop(repo, kube, parent))
 
     # What kubectl applies for the baseline: the same rendered objects, one file per model.
     dump_dir.mkdir(parents=True, exist_ok=True)

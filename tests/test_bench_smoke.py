@@ -22,7 +22,8 @@ pytestmark = pytest.mark.cluster
 def test_bench_runs_at_three_models_and_the_noop_pass_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--sizes", "3", "--no-kubectl",
-                           "--no-git", "--json", str(out)], capture_output=True, text=True, timeout=120, check=False)
+                           "--no-git", "--latencies", "0,5", "--edit-sizes", "3", "--json", str(out)],
+                          capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| models |" in proc.stdout
     data = json.loads(out.read_text())
@@ -34,3 +35,9 @@ def test_bench_runs_at_three_models_and_the_noop_pass_writes_nothing(tmp_path: P
     assert row["noop_cached_writes"] == 0 and row["noop_cached_requests"] == row["noop_api_requests"]
     assert 1 <= row["noop_lists"] <= len(MANAGED_KINDS)  # one LIST per managed kind, whatever the size
     assert row["peak_rss_mb"] > 0
+    # The watch-driven daemon: a no-op pass asks the API server nothing; a hand edit was corrected.
+    assert row["daemon_noop_requests"] == 0 and row["daemon_noop_writes"] == 0 and row["daemon_replan_requests"] == 0
+    (slow,) = data["latency_rows"]
+    assert slow["latency_ms"] == 5 and slow["first_created"] == row["objects"]
+    (edit,) = data["hand_edit"]
+    assert edit["models"] == 3 and len(edit["seconds"]) == edit["edits"] > 0

@@ -198,13 +198,18 @@ class WatchCache:
         """Every cached object of these kinds, or None when the cache does not watch exactly them or is out of
         sync (the caller LISTs itself: never plan on a view that may be stale). Starts the watches if needed and
         waits for them (`wait_s`, default the settings' sync_timeout_s)."""
+        snap = self.snapshot(specs, wait_s)
+        return None if snap is None else snap[0]
+
+    def snapshot(self, specs: Sequence[ListSpec], wait_s: float | None = None) -> tuple[list[Manifest], int] | None:
+        """objects() and the version they are at, read together."""
         self.ensure(specs)
         if not self.wait_synced(self.settings.sync_timeout_s if wait_s is None else wait_s):
             return None
         with self._lock:
             if tuple(specs) != self._specs:
                 return None
-            return [o for k in self._kinds.values() for o in k.objects.values()]
+            return [o for k in self._kinds.values() for o in k.objects.values()], self._version
 
     def stop(self) -> None:
         with self._lock:

@@ -9,7 +9,9 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +33,13 @@ from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.reconcile.sync import PassResult, SyncError, run_pass
 
 if TYPE_CHECKING:
+    from gitops_kaito.adapters.watchcache import WatchCache
     from gitops_kaito.adapters.writeback import WritebackResult
     from gitops_kaito.cli.syncwait import PassView, WaitOutcome, WaitSettings
     from gitops_kaito.core.status import ModelReport
+    from gitops_kaito.reconcile.assess import Prober
     from gitops_kaito.reconcile.gitsync import GitSyncSettings
+    from gitops_kaito.reconcile.sync import PassMemo
 
 _TROUBLE = frozenset({"Failed", "Blocked", "Invalid"})
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
@@ -213,9 +218,10 @@ def run_wait(args: argparse.Namespace) -> int:
     display = ModelProgress(sys.stderr, live, quiet=args.quiet or args.output != "table")
     pools = pool_runner(args)  # one runner for every pass: Azure operations started in one are harvested later
     try:
-        with Kube.connect(args.kubeconfig, args.context) as kube, Interrupt() as interrupt:
-            one_pass = _git_wait_pass(args, kube, pools, display.say) if args.git_url else \
-                _repo_wait_pass(args, kube, pools)
+        with Kube.connect(args.kubeconfig, args.context) as kube, Interrupt() as interrupt, \
+                _watching(kube) as loop:
+            one_pass = _git_wait_pass(args, kube, pools, display.say, loop) if args.git_url else \
+                _repo_wait_pass(args, kube, pools, loop)
             try:
                 first = one_pass(interrupt.should_continue)
             except PassFailed as err:  # the first pass fails as a plain `sync` would: nothing to wait for yet
@@ -236,8 +242,30 @@ def run_wait(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.ok and not outcome.errors else EXIT_CHANGES
 
 
-def _repo_wait_pass(args: argparse.Namespace, kube: Kube,
-                    pools: PoolRunner) -> Callable[[Callable[[], bool]], PassView]:
+@contextmanager
+def _watching(kube: Kube) -> Iterator[WaitLoop]:
+    """What the passes of `sync --wait` keep, as the daemon does: the watched view of the managed kinds (passes with
+    nothing to do ask the API server nothing), the last settled pass and the endpoint prober."""
+    from gitops_kaito.adapters.watchcache import WatchCache
+    from gitops_kaito.reconcile.assess import Prober
+    from gitops_kaito.reconcile.sync import PassMemo
+
+    watch = WatchCache(kube)
+    try:
+        yield WaitLoop(watch, PassMemo(), Prober())
+    finally:
+        watch.close()
+
+
+@dataclass(frozen=True)
+class WaitLoop:
+    watch: WatchCache
+    memo: PassMemo
+    prober: Prober
+
+
+def _repo_wait_pass(args: argparse.Namespace, kube: Kube, pools: PoolRunner,
+                    loop: WaitLoop) -> Callable[[Callable[[], bool]], PassView]:
     from gitops_kaito.cli.syncwait import PassFailed, PassView
     from gitops_kaito.reconcile.assess import assess_models
     from gitops_kaito.reconcile.desiredcache import DesiredCache
@@ -248,8 +276,8 @@ def _repo_wait_pass(args: argparse.Namespace, kube: Kube,
         try:
             result = run_pass(Path(args.repo), kube, revision=args.revision, allow_mass_prune=args.allow_mass_prune,
                               pools=pools, should_continue=should_continue, scope=scope_from_args(args),
-                              load=cache.loader())
-            reports = assess_models(result, kube, result.revision)
+                              load=cache.loader(), live=loop.watch, memo=loop.memo)
+            reports = assess_models(result, kube, result.revision, live=loop.watch, prober=loop.prober)
         except (KubeError, SyncError) as err:
             raise PassFailed(str(err)) from None
         return PassView(tuple(reports), result.errors, result.revision)
@@ -257,8 +285,8 @@ def _repo_wait_pass(args: argparse.Namespace, kube: Kube,
     return one
 
 
-def _git_wait_pass(args: argparse.Namespace, kube: Kube, pools: PoolRunner,
-                   say: Callable[[str], None]) -> Callable[[Callable[[], bool]], PassView]:
+def _git_wait_pass(args: argparse.Namespace, kube: Kube, pools: PoolRunner, say: Callable[[str], None],
+                   loop: WaitLoop) -> Callable[[Callable[[], bool]], PassView]:
     from gitops_kaito.adapters.gitsource import GitSourceError
     from gitops_kaito.cli.syncwait import PassFailed, PassView
     from gitops_kaito.reconcile.desiredcache import DesiredCache
@@ -271,7 +299,8 @@ def _git_wait_pass(args: argparse.Namespace, kube: Kube, pools: PoolRunner,
     def one(should_continue: Callable[[], bool]) -> PassView:
         try:
             done = run_git_pass(settings, kube, allow_mass_prune=args.allow_mass_prune, pools=pools,
-                                should_continue=should_continue, cache=cache, source=source)
+                                should_continue=should_continue, cache=cache, source=source, live=loop.watch,
+                                memo=loop.memo, prober=loop.prober)
         except (KubeError, SyncError, GitSourceError) as err:
             raise PassFailed(str(err)) from None
         if done.writeback is not None and done.writeback.committed:  # only news: an unchanged status says nothing

@@ -200,6 +200,7 @@ class LiveState:
     # those kinds: read_unowned need not look them up again.
     unowned: tuple[Manifest, ...] = ()
     listed_all: frozenset[str] = frozenset()
+    version: int | None = None  # the watch cache's version this was read at (None: listed)
 
 
 def read_live(kube: Kube, objects: Sequence[DesiredObject], instance: str = DEFAULT_INSTANCE) -> list[Manifest]:
@@ -213,7 +214,8 @@ class LiveSource(Protocol):
     @property
     def version(self) -> int: ...
 
-    def objects(self, specs: Sequence[ListSpec], wait_s: float | None = None) -> list[Manifest] | None: ...
+    def snapshot(self, specs: Sequence[ListSpec], wait_s: float | None = None
+                 ) -> tuple[list[Manifest], int] | None: ...
 
     def resync(self, kinds: Sequence[str] | None = None) -> None: ...
 
@@ -259,14 +261,15 @@ def read_live_state(kube: Kube, objects: Sequence[DesiredObject], instance: str 
             elif key_of(ObjectRef.of(obj)) in wanted_keys:
                 unowned.append(obj)
 
-    cached = source.objects(specs) if source is not None else None
+    cached = source.snapshot(specs) if source is not None else None
     if cached is not None:
-        split(cached)
+        split(cached[0])
     else:
         for spec in specs:
             split(kube.list_owned(spec.api_version, spec.kind, label_selector=spec.label_selector))
     listed_all = frozenset(k.kind for k in MANAGED_KINDS if k.list_all)
-    return LiveState(tuple(live), tuple(kaito_nodes), tuple(others), tuple(children), tuple(unowned), listed_all)
+    return LiveState(tuple(live), tuple(kaito_nodes), tuple(others), tuple(children), tuple(unowned), listed_all,
+                     cached[1] if cached is not None else None)
 
 
 class PassMemo:
@@ -523,8 +526,8 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
         "revision": revision, "created": result.created, "updated": result.updated, "replaced": result.replaced,
         "pruned": result.pruned, "drift_corrected": result.drift_corrected, "failed": result.failed,
         "duration_s": round(result.duration_s, 3)}})
-    if memo is not None and version is not None:
-        memo.keep(desired, version, allow_mass_prune, result)
+    if memo is not None and state.version is not None and len(rounds) == 1:
+        memo.keep(desired, state.version, allow_mass_prune, result)
     return result
 
 
