@@ -146,6 +146,7 @@ class WatchCache:
         self._specs: tuple[ListSpec, ...] = ()
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._halted = False  # stop() was asked (leadership lost, shutting down): no watch starts until resume()
         self._version = 0
         self._writing: dict[Key, int] = {}  # objects we are writing right now: their events are ours
         self._own_rv: dict[Key, str] = {}  # the resourceVersion our last write of an object got
@@ -172,9 +173,9 @@ class WatchCache:
         """Watch exactly these (a different instance or Workspace version restarts the watches)."""
         specs = tuple(specs)
         with self._lock:
-            if specs == self._specs and self._threads:
+            if self._halted or (specs == self._specs and self._threads):
                 return
-        self.stop()
+        self._stop_threads()
         self._kube  # noqa: B018 - the connection exists before the threads that share it start
         with self._lock:
             self._stop = threading.Event()
@@ -191,8 +192,9 @@ class WatchCache:
 
     def wait_synced(self, timeout_s: float) -> bool:
         with self._lock:
-            return self._lock.wait_for(
-                lambda: bool(self._kinds) and all(k.synced for k in self._kinds.values()), timeout=timeout_s)
+            self._lock.wait_for(lambda: self._halted or (bool(self._kinds) and all(k.synced for k in self._kinds.values())),
+                                timeout=timeout_s)
+            return not self._halted and bool(self._kinds) and all(k.synced for k in self._kinds.values())
 
     def objects(self, specs: Sequence[ListSpec], wait_s: float | None = None) -> list[Manifest] | None:
         """Every cached object of these kinds, or None when the cache does not watch exactly them or is out of
@@ -204,6 +206,9 @@ class WatchCache:
     def snapshot(self, specs: Sequence[ListSpec], wait_s: float | None = None) -> tuple[list[Manifest], int] | None:
         """objects() and the version they are at, read together."""
         self.ensure(specs)
+        with self._lock:
+            if self._halted:
+                return None
         if not self.wait_synced(self.settings.sync_timeout_s if wait_s is None else wait_s):
             return None
         with self._lock:
@@ -212,6 +217,17 @@ class WatchCache:
             return [o for k in self._kinds.values() for o in k.objects.values()], self._version
 
     def stop(self) -> None:
+        """Close the watches and start none until resume(): a pass in flight then LISTs for itself."""
+        with self._lock:
+            self._halted = True
+            self._lock.notify_all()
+        self._stop_threads()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._halted = False
+
+    def _stop_threads(self) -> None:
         with self._lock:
             self._stop.set()
             streams = [k.stream for k in self._kinds.values() if k.stream is not None]
@@ -301,6 +317,11 @@ class WatchCache:
                 if stop.is_set():
                     return
                 delay = self._failed(kind, stop, str(err), delay)
+            except Exception as err:  # a bug must not leave a dead thread behind a cache that says it is in sync
+                if stop.is_set():
+                    return
+                log.exception("watch %s: unexpected error", kind.spec.kind)
+                delay = self._failed(kind, stop, f"{type(err).__name__}: {err}", delay)
 
     def _unsync(self, kind: _Kind) -> None:
         with self._lock:

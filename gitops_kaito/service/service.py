@@ -335,6 +335,8 @@ class Service:
         if not leading and self.git.watch is not None:
             self.git.watch.stop()  # a follower watches nothing; leading again, the first pass lists afresh
             self.git.memo.clear()
+        if leading and self.git.watch is not None:
+            self.git.watch.resume()
         if leading and self._started:
             # Passes skipped while following would otherwise wait a whole interval.
             self.daemon.trigger("became leader")
