@@ -150,8 +150,9 @@ def test_the_readme_run_example_works_on_a_fresh_sandbox(shell: Shell) -> None:
                               what=f"/readyz 200 (daemon output:\n{daemon.text})")
     assert body.startswith("last successful pass"), body
     # Routine lines show without -v, at info; nothing is a problem here.
-    passes = [line for line in daemon.lines if re.search(r"\binfo\s+pass ok: ", line)]
-    assert passes, daemon.text
+    # (the line reaches the pipe a moment after /readyz turns 200)
+    wait_until(lambda: [line for line in daemon.lines if re.search(r"\binfo\s+pass ok: ", line)], timeout=10,
+               what=f"a 'pass ok' line:\n{daemon.text}")
     assert not [line for line in daemon.lines if re.search(r"\b(error|warning)\s", line)], daemon.text
 
 
