@@ -166,7 +166,7 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
             record(change, ObjectStatus.DRY_RUN, change.reason)
             return
         try:
-            kube.delete(change.ref, precondition=seen(change.live))
+            delete_seen(kube, change)
         except StaleObject as err:
             record(change, ObjectStatus.STALE, f"{STALE_MESSAGE} ({err.message})")
             return
@@ -219,6 +219,43 @@ def _in_parallel(pool: ThreadPoolExecutor, changes: Sequence[Change], fn: Callab
         future.result()  # fn records every failure itself; anything else is a bug and must surface
 
 
+STALE_RETRIES = 3
+
+
+def delete_seen(kube: KubeOps, change: Change) -> bool:
+    """Delete the object planning saw, with its uid and resourceVersion as preconditions. When the API server refuses
+    because a controller only wrote its status since (KAITO does, often), the object is read again and, still the same
+    object with the same body, deleted with the new resourceVersion: the plan's reason holds. Anything else that
+    changed raises StaleObject: the pass plans again on what is there now."""
+    live = change.live
+    for attempt in range(STALE_RETRIES + 1):
+        try:
+            return kube.delete(change.ref, precondition=seen(live))
+        except StaleObject:
+            if attempt == STALE_RETRIES:
+                raise
+            fresh = kube.get(change.ref)
+            if fresh is None:
+                return False
+            if not same_object(live, fresh):
+                raise
+            live = fresh
+    return False
+
+
+def same_object(before: Manifest | None, after: Manifest) -> bool:
+    """The same object (uid) with the same body: only status and the server's bookkeeping differ."""
+    def body(obj: Manifest) -> dict[str, object]:
+        meta = {k: v for k, v in (obj.get("metadata") or {}).items()
+                if k not in ("resourceVersion", "managedFields", "generation")}
+        return {**{k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion")}, "metadata": meta}
+
+    if before is None:
+        return False
+    uid = (before.get("metadata") or {}).get("uid")
+    return bool(uid) and uid == (after.get("metadata") or {}).get("uid") and body(before) == body(after)
+
+
 def seen(live: Manifest | None) -> tuple[str, str] | None:
     """The (uid, resourceVersion) precondition of a delete: the object as planning saw it."""
     meta = (live or {}).get("metadata") or {}
@@ -233,7 +270,7 @@ def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable
     if change.action == Action.REPLACE and options.dry_run:
         return ""  # a dry run of the update would only repeat the immutable-field refusal the plan already shows
     if change.action == Action.REPLACE:
-        kube.delete(change.ref, precondition=seen(change.live))
+        delete_seen(kube, change)
         deadline = clock() + options.replace_wait_s
         while kube.get(change.ref) is not None:
             if clock() >= deadline:
