@@ -26,8 +26,8 @@ def rendered() -> list[dict[str, Any]]:
 
 def test_manifests_pass_kubernetes_schemas(rendered: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in rendered)
-    assert kinds == sorted(["Namespace", "ServiceAccount", "Role", "ClusterRole", "RoleBinding",
-                            "ClusterRoleBinding", "ConfigMap", "Service", "Deployment"])
+    assert kinds == sorted(["Namespace", "ServiceAccount", "Role", "ClusterRole", "ClusterRole", "RoleBinding",
+                            "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap", "Service", "Deployment"])
     for doc in rendered:
         kubernetes_validate.validate(doc, "1.32", strict=True)
 
@@ -47,7 +47,11 @@ def test_pod_is_non_root_read_only_with_limits_and_probes(rendered: list[dict[st
 
 
 def test_cluster_role_grants_no_secrets_and_no_wildcards(rendered: list[dict[str, Any]]) -> None:
-    role = next(d for d in rendered if d["kind"] == "ClusterRole")
-    for rule in role["rules"]:
+    roles = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "ClusterRole"}
+    for rule in roles["gitops-kaito"]["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
-        assert "secrets" not in rule["resources"], "the reconciler never reads Secrets through the API"
+        assert "secrets" not in rule["resources"], "the reconciler's own role reads no Secrets"
+    # The modelAccessSecret check reads key names by get only (never list/watch), from a role of its own that an
+    # operator can leave out.
+    assert roles["gitops-kaito-secret-keys"]["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]

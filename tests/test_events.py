@@ -5,6 +5,8 @@ Runs real passes against the sandbox and reads the Events back as `kubectl get e
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from kubernetes import client
 
 from gitops_kaito.adapters.kube import Kube
+from gitops_kaito.reconcile.apply import ApplyOptions
 from gitops_kaito.reconcile.sync import run_pass
 from tests.fixtures_cluster import ClusterTarget
 from tests.gitfixtures import model_file
@@ -137,4 +140,43 @@ def test_drift_left_in_place_is_a_warning_once_and_again_when_it_comes_back(clus
         run_pass(tmp_path, kube, revision=REV)
         run_pass(tmp_path, kube, revision=REV)
         assert events_of(admin, ns, "phi")["DriftDetected"].count == 2  # the same Event, aggregated
+    admin.close()
+
+
+def test_events_name_the_object_as_it_now_is_so_describe_lists_them(cluster: ClusterTarget, tmp_path: Path) -> None:
+    """Created carries the new Workspace's uid, Replaced the uid of the Workspace made again (not the deleted one),
+    so `kubectl describe workspace` (which finds Events by the object's uid) lists them."""
+    ns = cluster.namespace
+    path = tmp_path / "models" / ns / "phi.yaml"
+    path.parent.mkdir(parents=True)
+    (tmp_path / "gitops-kaito.yaml").write_text("apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\nreplacePolicy: auto\n")
+    path.write_text(model_file("phi", namespace=ns) + "  instanceType: Standard_NC24ads_A100_v4\n")
+    admin = cluster.api_client()
+    custom, core = client.CustomObjectsApi(admin), client.CoreV1Api(admin)
+
+    def uid() -> str:
+        return str(custom.get_namespaced_custom_object("kaito.sh", "v1beta1", ns, "workspaces", "phi")
+                   ["metadata"]["uid"])
+
+    def reasons_for(object_uid: str) -> set[str]:
+        items = core.list_namespaced_event(ns, field_selector=f"involvedObject.uid={object_uid}").items
+        return {e.reason for e in items}
+
+    with Kube.connect(cluster.kubeconfig, cluster.context) as kube:
+        run_pass(tmp_path, kube, revision=REV)
+        first = uid()
+        assert "Created" in reasons_for(first)
+        path.write_text(model_file("phi", namespace=ns) + "  instanceType: Standard_NC48ads_A100_v4\n")
+        result = run_pass(tmp_path, kube, revision=REV, options=ApplyOptions(replace_wait_s=15.0))
+        assert result.replaced == 1, result.outcomes
+        second = uid()
+        assert second != first
+        assert "Replaced" in reasons_for(second) and "Replaced" not in reasons_for(first)
+    if shutil.which("kubectl"):
+        args = ["kubectl", "--kubeconfig", str(cluster.kubeconfig), *(["--context", cluster.context]
+                                                                      if cluster.context else []),
+                "describe", "workspace", "phi", "-n", ns]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True).stdout
+        events = out.split("Events:", 1)[1]
+        assert "Replaced" in events and "<none>" not in events
     admin.close()

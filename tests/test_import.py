@@ -5,6 +5,7 @@ The end-to-end test writes Workspaces as a person would, imports them, syncs, an
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from gitops_kaito.reconcile.sync import plan_repository, run_pass
 from gitops_kaito.repo.catalog import load_catalog
 from gitops_kaito.repo.config import RepoConfig
 from gitops_kaito.repo.loader import load_repository
+from gitops_kaito.sandbox.controllers.kaito_webhook import NAME as KAITO_WEBHOOK
 from tests.fixtures_cluster import ClusterTarget
 from tests.kaito_helpers import SKU, create, get, workspace
 
@@ -157,6 +159,16 @@ def test_the_check_renders_with_the_repositorys_template_overrides(tmp_path: Pat
 @pytest.mark.cluster
 def test_import_then_sync_adopts_in_place(cluster: ClusterTarget, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # A NAP Workspace beside a BYO one is what a cluster serving KAITO's CRDs without its webhook holds (one KAITO
+    # refuses one of the two): on the sandbox, the webhook is lifted for this test.
+    with contextlib.ExitStack() as stack:
+        if cluster.emulator is not None:
+            stack.enter_context(cluster.emulator.api.admission.lifted(KAITO_WEBHOOK))
+        _import_then_sync_adopts_in_place(cluster, tmp_path, capsys)
+
+
+def _import_then_sync_adopts_in_place(cluster: ClusterTarget, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
     ns = cluster.namespace
     admin = cluster.api_client()
     core = client.CoreV1Api(admin)

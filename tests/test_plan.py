@@ -601,3 +601,30 @@ def test_drift_managers_are_the_others_that_own_a_differing_field() -> None:
     patch = [{"op": "replace", "path": "/data/inference_config.yaml", "value": "x"}]
     assert drift_managers(live, patch) == ("kubectl-edit",)
     assert drift_managers(served(configmap()), patch) == ()  # only our own manager
+
+
+def _with_spec(obj: DesiredObject, **spec: Any) -> DesiredObject:
+    manifest = copy.deepcopy(obj.manifest)
+    manifest["spec"].update(spec)
+    return DesiredObject(manifest, obj.model_id, obj.wave)
+
+
+def test_a_nodeclaim_made_before_expire_after_never_is_not_replaced_nor_drift() -> None:
+    """NodeClaims created without expireAfter carry Karpenter's default (720h); rendering Never now must not replace
+    (drain) the GPU node, block the model, or write: the setting applies to NodeClaims created from then on."""
+    old = served(nodeclaim())
+    old["spec"]["expireAfter"] = "720h"  # the CRD default the server filled in, owned by nobody
+    for policy in (PlanPolicy(), PlanPolicy(replace_policy="auto")):
+        plan = make_plan([_with_spec(nodeclaim(), expireAfter="Never", terminationGracePeriod="1h")], [old], policy)
+        [change] = plan.changes
+        assert change.action == Action.NOOP and not change.drift, change.reason
+    # a NodeClaim applied with Never keeps Never when the setting changes back: still nothing to write
+    applied = served(_with_spec(nodeclaim(), expireAfter="Never"))
+    plan = make_plan([_with_spec(nodeclaim(), expireAfter="720h")], [applied])
+    assert [c.action for c in plan.changes] == [Action.NOOP]
+    # any other change of the spec still replaces, and the new NodeClaim gets the setting
+    plan = make_plan([_with_spec(nodeclaim(sku="Standard_NC48ads_A100_v4"), expireAfter="Never")], [old],
+                     PlanPolicy(replace_policy="auto"))
+    [change] = plan.changes
+    assert change.action == Action.REPLACE and change.immutable == ("spec",)
+    assert change.desired is not None and change.desired["spec"]["expireAfter"] == "Never"

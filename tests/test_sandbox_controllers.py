@@ -387,24 +387,41 @@ def test_legacy_machine_becomes_ready_with_a_node(cluster: ClusterTarget, api: c
 
 # --- KAITO with bring-your-own nodes (a private sandbox in BYO mode) ------------------------------------------
 
+def _denied(call: Any) -> str:
+    """The API server's answer to a write KAITO's webhook refuses: 400 with the webhook's message."""
+    with pytest.raises(ApiException) as caught:
+        call()
+    assert caught.value.status == 400
+    message = str(json_body(caught.value).get("message"))
+    assert message.startswith('admission webhook "validation.workspace.kaito.sh" denied the request: '
+                              "validation failed: ")
+    return message
+
+
+def json_body(err: ApiException) -> dict[str, Any]:
+    import json
+    return dict(json.loads(err.body))
+
+
 @pytest.mark.parametrize("sandbox", [SandboxSettings(speed="fast", node_provisioning="byo")], indirect=True)
-def test_byo_rejects_without_nodes_then_waits_for_matching_gpu_nodes(sandbox: Sandbox) -> None:
+def test_byo_refuses_without_nodes_then_admits_and_waits_for_matching_gpu_nodes(sandbox: Sandbox) -> None:
     api = sandbox.api_client("gitops-kaito-tests")
     custom = client.CustomObjectsApi(api)
-    rec = Recorder(api, "default", "byo")
-    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL,
-                                           workspace("byo", instance_type=None, labels={"pool": "gpu"}))
-    rejected = rec.wait(state_is("Failed"), what="the webhook's rejection")
-    rs = cond(rejected, "ResourceReady")
-    assert rs is not None and rs["reason"] == "ValidationFailed"
-    assert "No nodes found matching the specified label selector" in rs["message"]
+    body = workspace("byo", instance_type=None, labels={"pool": "gpu"})
+    message = _denied(lambda: custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body))
+    assert "No nodes found matching the specified label selector" in message
+    with pytest.raises(ApiException) as gone:  # refused, so never stored
+        custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "byo")
+    assert gone.value.status == 404
 
     sandbox.add_gpu_node("gpu-node-0", labels={"pool": "gpu"})
     sandbox.add_gpu_node("other-node", labels={"pool": "cpu"})
+    rec = Recorder(api, "default", "byo")
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
     ready = rec.wait(state_is("Ready"), what="Ready on the BYO node")
     rec.stop()
     assert rec.first_true_order() == BYO_ORDER
-    assert rec.states() == ["Failed", "Pending", "Ready"]
+    assert rec.states() == ["Pending", "Ready"]
     assert ready["status"]["workerNodes"] == ["gpu-node-0"]
     assert cond(ready, "NodeClaimReady") is None
     assert custom.list_cluster_custom_object("karpenter.sh", "v1", "nodeclaims")["items"] == []
@@ -412,20 +429,18 @@ def test_byo_rejects_without_nodes_then_waits_for_matching_gpu_nodes(sandbox: Sa
 
 
 @pytest.mark.parametrize("sandbox", [SandboxSettings(speed="fast", node_provisioning="byo")], indirect=True)
-def test_byo_rejects_instance_type_and_nodes_without_gpu_labels(sandbox: Sandbox) -> None:
+def test_byo_refuses_instance_type_and_nodes_without_gpu_labels(sandbox: Sandbox) -> None:
     api = sandbox.api_client("gitops-kaito-tests")
     custom = client.CustomObjectsApi(api)
-    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, workspace("typed", labels={"p": "x"}))
+    sandbox.add_gpu_node("typed-node", labels={"p": "x"})
+    typed = _denied(lambda: custom.create_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, workspace("typed", labels={"p": "x"})))
+    assert "instanceType must be empty when node auto-provisioning is disabled" in typed
     sandbox.add_gpu_node("plain", labels={"p": "y"}, gpu_labels=False)
-    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL,
-                                           workspace("nolabels", instance_type=None, labels={"p": "y"}))
-
-    def message(name: str) -> str | None:
-        ws = custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, name)
-        c = cond(ws, "WorkspaceSucceeded")
-        return c["message"] if c and c["reason"] == "ValidationFailed" else None
-    assert "instanceType must be empty when node auto-provisioning is disabled" in wait_until(lambda: message("typed"))
-    assert "nvidia.com/gpu.product" in wait_until(lambda: message("nolabels"))
+    nolabels = _denied(lambda: custom.create_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, workspace("nolabels", instance_type=None, labels={"p": "y"})))
+    assert "nvidia.com/gpu.product" in nolabels and "plain" in nolabels
+    assert custom.list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)["items"] == []
     api.close()
 
 

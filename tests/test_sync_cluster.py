@@ -111,14 +111,18 @@ class Env:
         return [e for e in self.server.request_log.select(user_agent_prefix=UA, verbs=verbs)
                 if e.time >= self._since]
 
+    def write_requests(self) -> list[Any]:
+        """Requests that change something: a server-side dry run (dryRun=All) persists nothing."""
+        return [e for e in self.requests(WRITES) if "dryRun=All" not in e.query]
+
     def writes(self, expect: int = 0) -> int:
         """Writes since mark(), once the pass's last request is in the log (the emulator logs after replying)."""
         if expect:
-            wait_until(lambda: len(self.requests(WRITES)) >= expect, timeout=10, what=f"{expect} logged writes")
+            wait_until(lambda: len(self.write_requests()) >= expect, timeout=10, what=f"{expect} logged writes")
         else:
             wait_until(lambda: len(self.requests(("list",))) >= len(MANAGED_KINDS), timeout=10,
                        what="the pass's LISTs logged")
-        return len(self.requests(WRITES))
+        return len(self.write_requests())
 
     def names(self, kind: str) -> set[str]:
         """What stands in the namespace: an object being deleted (a controller's finalizer holds it) is gone."""
@@ -532,8 +536,10 @@ def test_kubeconfig_context_is_honoured(env: Env, tmp_path: Path) -> None:
     assert main(["plan", "--repo", str(env.repo), "--kubeconfig", str(path), "--context", "nope"]) == 2
 
 
-def test_a_kind_the_cluster_does_not_serve_fails_only_its_models(kaito_cluster: ClusterTarget,
-                                                                 tmp_path: Path) -> None:
+def test_a_mode_the_cluster_cannot_run_blocks_only_its_models_before_any_write(kaito_cluster: ClusterTarget,
+                                                                               tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture[str]
+                                                                               ) -> None:
     skip_on_real(kaito_cluster, "a cluster serving Workspaces but not NodeClaims")
     with private_emulator(tmp_path / "partial", crds=False) as target:
         e = Env(tmp_path, target)
@@ -543,10 +549,17 @@ def test_a_kind_the_cluster_does_not_serve_fails_only_its_models(kaito_cluster: 
                 (data_path("deploy/crds") / "workspaces.kaito.sh.yaml").read_text()))
             e.model("phi", "  model: phi-4-mini-instruct\n  provisioning: nodeclaim\n")
             e.model("qwen", "  model: qwen2.5-coder-7b-instruct\n")
+            assert main(["plan", *e.cli()]) == 1
+            out = capsys.readouterr().out
+            assert "Cluster serves kaito.sh/v1beta1 Workspace, kaito.sh/v1alpha1 Workspace; not karpenter.sh/v1 " \
+                   "NodeClaim, karpenter.sh/v1alpha5 Machine." in out
+            assert (f"error: {e.id('phi')}: provisioning: nodeclaim cannot run on this cluster: karpenter.sh/v1 "
+                    "NodeClaim is not served") in out
             result = e.sync()
             assert result.outcome(e.id("qwen")).state == "Applied"  # type: ignore[union-attr]
             phi = result.outcome(e.id("phi"))
-            assert phi is not None and phi.state == "Failed" and "does not serve NodeClaim" in phi.message
+            assert phi is not None and phi.state == "Blocked" and "karpenter.sh/v1 NodeClaim is not served" in phi.message
+            assert e.names("Workspace") == {"qwen"}, "nothing of the refused model is written"
         finally:
             e.close()
 
@@ -565,7 +578,7 @@ def test_plan_with_server_dry_run_writes_nothing(env: Env, capsys: pytest.Captur
     env.model("qwen", "  model: qwen2.5-coder-7b-instruct\n")
     assert main(["plan", "--server-dry-run", "--format", "json", *env.cli()]) == 1
     out = capsys.readouterr().out
-    assert "would refuse" not in out and '"hasChanges": true' in out
+    assert json.loads(out)["refused"] == [] and json.loads(out)["hasChanges"] is True
     assert env.names("Workspace") == set() and env.names("ConfigMap") == set()
 
 
@@ -577,10 +590,12 @@ def test_plan_with_server_dry_run_shows_what_admission_would_refuse(env: Env,
     denial = 'admission webhook "validation.workspace.kaito.sh" denied the request: instanceType not supported'
     env.server.faults.add(Fault(method="PATCH", path_regex=r"/workspaces/qwen$", status=400, times=None,
                                 message=denial))
-    assert main(["plan", "--server-dry-run", "--format", "json", *env.cli()]) == 1
-    out = capsys.readouterr().out
-    assert "Workspace/ml/qwen (ml.qwen): the API server would refuse it" in out and "instanceType not supported" in out
-    assert "Workspace/ml/phi (ml.phi)" not in out
+    assert main(["plan", "--format", "json", *env.cli()]) == 1  # against a cluster the dry run is the default
+    out = json.loads(capsys.readouterr().out)
+    [refused] = out["refused"]
+    assert refused["model"] == env.id("qwen") and refused["object"] == f"Workspace/{env.ns}/qwen"
+    assert "instanceType not supported" in refused["message"]
+    assert {m["model"]: m["action"] for m in out["models"]} == {env.id("phi"): "create", env.id("qwen"): "refused"}
     patches = [e for e in env.requests() if e.method == "PATCH"]
     assert len(patches) == 2 and all("dryRun=All" in e.query for e in patches if e.status < 400)
     assert env.names("Workspace") == set()

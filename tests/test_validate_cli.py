@@ -134,3 +134,29 @@ def test_azure_target_in_the_repository_is_only_a_pin(tmp_path: Path, capsys: py
     assert ("gitops-kaito.yaml:4: azure.subscriptionId 'victim-sub' is not the daemon's (--azure-subscription-id / "
             "GITOPS_KAITO_AZURE_SUBSCRIPTION_ID is 'our-sub')") in out
     assert "azure.clusterName 'prod-aks' is not" not in out
+
+
+AKS_MODEL = ("apiVersion: gitops.kaito.sh/v1alpha1\nkind: ModelDeployment\nmetadata:\n  name: phi\nspec:\n"
+             "  model: phi-4-mini-instruct\n  provisioning: aks\n  instanceType: Standard_NC24ads_A100_v4\n")
+
+
+def test_aks_without_the_azure_target_is_invalid_at_the_line_that_asks_for_aks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SUBSCRIPTION_ID", "RESOURCE_GROUP", "CLUSTER_NAME"):
+        monkeypatch.delenv(f"GITOPS_KAITO_AZURE_{name}", raising=False)
+    repo = make_repo(tmp_path / "a", {"models/ml/phi.yaml": AKS_MODEL})
+    assert main(["validate", "--repo", str(repo)]) == 1
+    out = capsys.readouterr().out
+    assert "models/ml/phi.yaml:7: ml.phi: provisioning: aks: aks provisioning needs subscription_id, " \
+           "resource_group, cluster_name" in out and "GITOPS_KAITO_AZURE_SUBSCRIPTION_ID" in out
+
+    by_default = make_repo(tmp_path / "b", {
+        "gitops-kaito.yaml": "apiVersion: gitops.kaito.sh/v1alpha1\nkind: Config\ndefaults:\n  provisioning: aks\n",
+        "models/ml/phi.yaml": AKS_MODEL.replace("  provisioning: aks\n", "")})
+    assert main(["validate", "--repo", str(by_default)]) == 1
+    assert "gitops-kaito.yaml:4: ml.phi: provisioning: aks: " in capsys.readouterr().out
+
+    monkeypatch.setenv("GITOPS_KAITO_AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000")
+    monkeypatch.setenv("GITOPS_KAITO_AZURE_RESOURCE_GROUP", "rg")
+    assert main(["validate", "--repo", str(repo), "--azure-cluster-name", "aks-1"]) == 0
+    assert "1 model(s) valid" in capsys.readouterr().out

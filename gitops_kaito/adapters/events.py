@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,7 +81,9 @@ class EventRecorder:
 
     def record(self, ref: ObjectRef, reason: str, message: str, uid: str | None = None, type_: str = "Normal") -> None:
         namespace = ref.namespace or "default"
-        key = hashlib.sha256(f"{ref}|{reason}|{message}".encode()).hexdigest()[:16]
+        # The uid is part of the identity (as in kubelet's EventCorrelator): a recreated object starts its own Events
+        # instead of bumping the count on one that names the object before it.
+        key = hashlib.sha256(f"{ref}|{uid or ''}|{reason}|{message}".encode()).hexdigest()[:16]
         name = f"{ref.name}.{key}"
         now = datetime.now(UTC)
         with self._lock:
@@ -183,8 +185,12 @@ def record_drift(kube: Any, reported: Sequence[Change]) -> int:
     return written
 
 
-def record_changes(kube: Any, changes: Iterable[Change]) -> int:
-    """Record an Event for each done change of a Workspace; never raises (Events are best effort). Returns count."""
+def record_changes(kube: Any, changes: Iterable[Change], uids: Mapping[ObjectRef, str] | None = None) -> int:
+    """Record an Event for each done change of a Workspace; never raises (Events are best effort). Returns count.
+
+    `uids`: the uid each write was answered with. An Event names the object as it now is (`kubectl describe` finds
+    Events by the object's uid): a created or replaced object's new uid, never the deleted one's; a prune the uid
+    of what was deleted."""
     recorder = _recorder(kube)
     if recorder is None:
         return 0
@@ -193,7 +199,9 @@ def record_changes(kube: Any, changes: Iterable[Change]) -> int:
         reason = reason_for(change)
         if reason is None or change.ref.kind not in EVENT_KINDS:
             continue
-        uid = ((change.live or {}).get("metadata") or {}).get("uid") if change.action != Action.CREATE else None
+        uid = (uids or {}).get(change.ref) or (
+            ((change.live or {}).get("metadata") or {}).get("uid") if change.action in (Action.UPDATE, Action.DELETE)
+            else None)
         try:
             recorder.record(change.ref, reason, message_for(change, reason), uid=uid)
             written += 1

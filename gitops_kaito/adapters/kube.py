@@ -310,6 +310,21 @@ class Kube:
                 return None
             raise
 
+    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """The key names of a Secret, None when it does not exist. Its values are dropped here, unread: they are
+        never returned, logged or kept (a model's modelAccessSecret only has to hold HF_TOKEN)."""
+        resource = self._required("v1", "Secret")
+        try:
+            body = self._json(lambda: self.dynamic.get(resource, name=name, namespace=namespace, serialize=False),
+                              f"get Secret {namespace}/{name}")
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+        keys = frozenset(body.get("data") or {}) | frozenset(body.get("stringData") or {})
+        body.clear()
+        return keys
+
     # ------------------------------------------------------------------ writes
 
     def apply(self, manifest: Manifest, *, dry_run: bool = False, field_manager: str = FIELD_MANAGER,
@@ -334,6 +349,22 @@ class Kube:
                 out.setdefault("kind", ref.kind)
                 self.observer.wrote(out)
         return out
+
+    def dry_run_create(self, manifest: Manifest) -> bool:
+        """A server-side dry run of creating the object (POST, dryRun=All, our field manager) even while an object of
+        that name exists: validation and admission answer as for a new object. True when admitted; an existing
+        object's 409 AlreadyExists comes only after admission passed, so it counts as admitted too."""
+        ref = ObjectRef.of(manifest)
+        resource = self._required(ref.api_version, ref.kind)
+        try:
+            self._call(lambda: self.dynamic.create(resource, body=manifest, namespace=ref.namespace or None,
+                                                   field_manager=FIELD_MANAGER, dry_run="All", serialize=False),
+                       f"create {ref} (dry run)")
+        except KubeError as err:
+            if err.status == 409 and err.reason == "AlreadyExists":
+                return True
+            raise
+        return True
 
     def delete(self, ref: ObjectRef, precondition: tuple[str, str] | None = None) -> bool:
         """Delete in the background; False when it was already gone.

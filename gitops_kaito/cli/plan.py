@@ -8,7 +8,6 @@ Drift left in place under `drift: report` shows in both, with its fields; it is 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from gitops_kaito.cli.common import (
 )
 from gitops_kaito.cli.sync import pool_runner
 from gitops_kaito.core.plan import Plan
+from gitops_kaito.core.preflight import ClusterCheck
 from gitops_kaito.core.render import Desired
 from gitops_kaito.core.report import (
     OfflinePlan,
@@ -38,7 +38,8 @@ from gitops_kaito.core.report import (
 )
 from gitops_kaito.provision.aks import add_azure_flags
 from gitops_kaito.reconcile.offline import OfflineError, plan_offline
-from gitops_kaito.reconcile.sync import SyncError, plan_repository, server_dry_run
+from gitops_kaito.reconcile.preflight import run_preflight
+from gitops_kaito.reconcile.sync import SyncError, plan_repository
 
 OFFLINE_HELP = """\
 offline (--base REV): no cluster and no Azure contact. The repository as rendered at REV (read from git
@@ -72,9 +73,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     plan.add_argument("--split-dir", type=Path,
                       help="markdown: write comment-1.md, comment-2.md, ... here instead of printing")
     plan.add_argument("--allow-mass-prune", action="store_true", help="plan as if the prune guard were lifted")
-    plan.add_argument("--server-dry-run", action="store_true",
-                      help="also send each change as a server-side dry run: admission and validation errors show "
-                           "in the plan (exit 1)")
+    plan.add_argument("--server-dry-run", action=argparse.BooleanOptionalAction, default=None,
+                      help="send each create and update as a server-side dry run first (the default against a "
+                           "cluster): admission webhook and schema refusals show in the plan (exit 1); "
+                           "--no-server-dry-run skips it (the served APIs and modelAccessSecrets are still checked)")
     add_scope_flags(plan)
     add_azure_flags(plan)
     _add_offline_flags(plan)
@@ -91,11 +93,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     diff.set_defaults(func=run_diff)
 
 
-def _plan(args: argparse.Namespace) -> tuple[Desired, Plan, OfflinePlan | None]:
+def _plan(args: argparse.Namespace) -> tuple[Desired, Plan, OfflinePlan | None, ClusterCheck | None]:
     if getattr(args, "head", None) and not getattr(args, "base", None):
         raise CliError("--head needs --base")
     if getattr(args, "base", None):
-        if getattr(args, "server_dry_run", False):
+        if getattr(args, "server_dry_run", None):
             raise CliError("--server-dry-run needs the cluster; it cannot be combined with --base")
         try:
             offline = plan_offline(Path(args.repo), args.base, args.head, revision=args.revision,
@@ -103,32 +105,34 @@ def _plan(args: argparse.Namespace) -> tuple[Desired, Plan, OfflinePlan | None]:
                                    scope=scope_from_args(args))
         except OfflineError as err:
             raise CliError(str(err)) from None
-        return offline.head, offline.plan, offline
-    return (*_cluster_plan(args), None)
+        return offline.head, offline.plan, offline, None
+    desired, plan, check = _cluster_plan(args)
+    return desired, plan, None, check
 
 
-def _cluster_plan(args: argparse.Namespace) -> tuple[Desired, Plan]:
+def _cluster_plan(args: argparse.Namespace) -> tuple[Desired, Plan, ClusterCheck | None]:
+    """Planned against the cluster; `plan` also asks it what it would refuse (`diff` does not)."""
     try:
         with Kube.connect(args.kubeconfig, args.context) as kube:
             desired, plan = plan_repository(Path(args.repo), kube, revision=args.revision,
                                             allow_mass_prune=getattr(args, "allow_mass_prune", False),
                                             pools=pool_runner(args), scope=scope_from_args(args))
-            if getattr(args, "server_dry_run", False):
-                refused = server_dry_run(plan, kube)
-                errors = tuple(f"{c.ref} ({c.model_id}): the API server would refuse it: {why}" for c, why in refused)
-                desired = dataclasses.replace(desired, errors=desired.errors + errors)
-            return desired, plan
+            if args.func is not run_plan:
+                return desired, plan, None
+            check = run_preflight(plan, desired, kube, every_write=True, report_served=True,
+                                  dry_runs=getattr(args, "server_dry_run", None) is not False)
+            return desired, plan, check
     except (KubeError, SyncError) as err:
         raise CliError(str(err)) from None
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    desired, plan, offline = _plan(args)
+    desired, plan, offline, check = _plan(args)
     if args.format == "json":
-        json.dump(plan_json(desired, plan, offline), sys.stdout, indent=2)
+        json.dump(plan_json(desired, plan, offline, check), sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif args.format == "markdown":
-        comments = split_comments(markdown_parts(desired, plan, offline))
+        comments = split_comments(markdown_parts(desired, plan, offline, check))
         if args.split_dir:
             args.split_dir.mkdir(parents=True, exist_ok=True)
             for i, text in enumerate(comments, 1):
@@ -137,12 +141,13 @@ def run_plan(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write("\n".join(comments))
     else:
-        write_text(desired, plan, sys.stdout, offline)
-    return EXIT_CHANGES if (plan.has_changes or desired.errors) else EXIT_OK
+        write_text(desired, plan, sys.stdout, offline, check)
+    refused = check is not None and bool(check.refused)
+    return EXIT_CHANGES if (plan.has_changes or desired.errors or refused) else EXIT_OK
 
 
 def run_diff(args: argparse.Namespace) -> int:
-    desired, plan, offline = _plan(args)
+    desired, plan, offline, _ = _plan(args)
     for err in desired.errors:
         print(f"error: {err}", file=sys.stderr)
     for change in shown_changes(plan):

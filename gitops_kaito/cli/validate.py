@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gitops_kaito.cli.common import EXIT_INVALID, EXIT_OK, CliError, add_output_flag, add_repo_flag, emit
+from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
 
 if TYPE_CHECKING:
     from gitops_kaito.repo.modelrequest import LoadError
@@ -22,6 +24,7 @@ def register(subparsers: Any) -> None:
                                    description="Check gitops-kaito.yaml and every models/<namespace>/<name>.yaml.")
     add_repo_flag(parser)
     add_output_flag(parser, choices=("text", "json"), default="text")
+    add_azure_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"{root}: not a directory")
     try:
         load = load_repository(root)
-        problems = problems_of(load)
+        problems = problems_of(load, azure_overrides(args))
     except Exception as err:  # a bug must still end as one line and exit 2, never a traceback in CI logs
         raise CliError(f"internal error while loading {root}: {type(err).__name__}: {err}")
     if args.output == "json":
@@ -43,10 +46,11 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_INVALID if problems else EXIT_OK
 
 
-def problems_of(load: RepoLoad) -> list[LoadError]:
+def problems_of(load: RepoLoad, azure: Mapping[str, Any] | None = None) -> list[LoadError]:
     """Everything that makes a repository invalid: its files' errors, what cannot render, azure: pins that
-    differ from this environment's target (`validate` and the MCP server's validate_repository alike)."""
-    return [*load.errors, *_render_problems(load), *_pin_problems(load)]
+    differ from this environment's target, aks models without a target (`validate` and the MCP server's
+    validate_repository alike). `azure`: --azure-* flags, over the GITOPS_KAITO_AZURE_* environment."""
+    return [*load.errors, *_render_problems(load), *_pin_problems(load), *_aks_problems(load, azure or {})]
 
 
 def _render_problems(load: RepoLoad) -> list[LoadError]:
@@ -93,6 +97,41 @@ def _pin_notes(load: RepoLoad) -> list[str]:
     return [f"{CONFIG_FILE}:{lines[name]}: note: azure.{camel_case(name)} is only checked against the daemon's "
             f"{pin_source(name)}, never used in its place (a merged change must not pick where agent pools are "
             "written)" for name in TARGET_FIELDS if name in lines]
+def _aks_problems(load: RepoLoad, azure: Mapping[str, Any]) -> list[LoadError]:
+    """An aks model needs the Azure target (subscription, resource group, cluster) the daemon is given by
+    --azure-* or GITOPS_KAITO_AZURE_*: without it every pass would fail it, so validate refuses it now, at the
+    line that asks for aks (the model's spec.provisioning, or defaults.provisioning in gitops-kaito.yaml)."""
+    from gitops_kaito.provision.aks import AksSettingsError, merge_settings
+    from gitops_kaito.repo.config import CONFIG_FILE
+    from gitops_kaito.repo.modelrequest import LoadError
+    from gitops_kaito.repo.yamlsource import SourceError, load_yaml_file
+
+    aks = [m for m in load.models if m.provisioning == "aks"]
+    if not aks:
+        return []
+    try:
+        merge_settings(None, None, azure).validate()  # never the repository's values
+    except AksSettingsError as err:
+        problem = str(err)
+    else:
+        return []
+
+    def line(path: str, json_path: tuple[str, str]) -> int | None:
+        """The line of the key, None when the file does not set it."""
+        try:
+            doc = load_yaml_file(load.root / path, load.root)
+        except (SourceError, OSError):
+            return None
+        section = doc.data.get(json_path[0])
+        return doc.line_of(json_path) if isinstance(section, dict) and json_path[1] in section else None
+
+    out = []
+    for model in aks:
+        where, at = model.request.path, line(model.request.path, ("spec", "provisioning"))
+        if at is None and (load.root / CONFIG_FILE).is_file():
+            where, at = CONFIG_FILE, line(CONFIG_FILE, ("defaults", "provisioning"))
+        out.append(LoadError(where, at, f"{model.request.id}: provisioning: aks: {problem}", model.request.id))
+    return out
 
 
 def _as_json(load: RepoLoad, problems: list[LoadError]) -> dict[str, Any]:

@@ -279,15 +279,19 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
 def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy, adopt: bool = False) -> Change:
     # Normalised and digested once per desired object (kept on it): the comparison starts from the same form.
     want_full, manifest = want.normalised.comparable, want.normalised.stamped
+    created = manifest  # what a create or replace writes: a new object takes every field as rendered
 
     def change(action: Action, reason: str, **extra: Any) -> Change:
         return Change(ref=want.ref, action=action, model_id=want.model_id, wave=want.wave, reason=reason,
-                      desired=manifest, live=live, **extra)
+                      desired=created if action in (Action.CREATE, Action.REPLACE) else manifest, live=live,
+                      **extra)
 
     if live is None:
         return change(Action.CREATE, "not in the cluster", handoff=want.create_only)
     if (live.get("metadata") or {}).get("deletionTimestamp"):
         return change(Action.NOOP, "being deleted; created again once it is gone")
+    if want.ref.kind == "NodeClaim":
+        want_full, manifest = _lifecycle_as_created(want_full, live), _lifecycle_as_created(manifest, live)
     want_cmp = _as_unlabelled_default(want_full, live) if not adopt else want_full
     owned = owned_fields(live)
     # Create-only fields belong to another controller once the object exists: never compared. One we still own
@@ -461,6 +465,27 @@ def _plan_tuning_run(want: DesiredObject, live: Manifest, policy: PlanPolicy, ch
                       f"in gitops-kaito.yaml or annotate the request {ANNOTATION_REPLACE}: allowed",
                       patch=patch, immutable=("tuning",))
     return change(Action.REPLACE, reason, patch=patch, immutable=("tuning",))
+
+
+# A NodeClaim's spec fields that only say how long its node lives: decided when it is created.
+NODECLAIM_LIFECYCLE = ("expireAfter", "terminationGracePeriod")
+
+
+def _lifecycle_as_created(desired: Manifest, live: Manifest) -> Manifest:
+    """`desired` with the live NodeClaim's expireAfter and terminationGracePeriod.
+
+    A NodeClaim's spec is immutable (CEL `self == oldSelf` in karpenter.sh_nodeclaims.yaml, karpenter v1.7.0), so
+    these can only be what they were at creation: a change of `nodeClaims:` in gitops-kaito.yaml applies to
+    NodeClaims created from then on. It never replaces (drains) a model's GPU node, blocks the model, or counts as
+    drift, and NodeClaims made before the setting existed (720h, Karpenter's default) keep it.
+    """
+    spec = desired.get("spec")
+    if not isinstance(spec, Mapping):
+        return desired
+    live_spec = live.get("spec") or {}
+    kept = {k: v for k, v in spec.items() if k not in NODECLAIM_LIFECYCLE}
+    kept.update({k: live_spec[k] for k in NODECLAIM_LIFECYCLE if k in live_spec})
+    return {**desired, "spec": kept}
 
 
 def reports_drift(want: DesiredObject, policy: PlanPolicy) -> bool:

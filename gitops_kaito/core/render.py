@@ -122,6 +122,7 @@ SLOTS = frozenset({
     # RAGDeployment
     "rag_compute", "rag_embedding", "rag_storage", "rag_inference_service", "rag_guardrails",
     "replicas", "template_annotations",
+    "expire_after", "termination_grace_period",
 })
 
 # keda-kaito-scaler reads these on an InferenceSet and makes its ScaledObject (kaito-project/keda-kaito-scaler;
@@ -424,11 +425,16 @@ def _common_slots(model: ResolvedModel, revision: str, instance: str) -> dict[st
         "node_class_ref": None,
         "requirements": None,
         "inference_config": None,
+<<<<<<< HEAD
         "access_mode": None,
         "partition": None,
         "inference_template": None,
         "preset_image": None,
         "preset_pull_secrets": None,
+=======
+        "expire_after": None,
+        "termination_grace_period": None,
+>>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
     }
 
 
@@ -550,6 +556,8 @@ def _nodeclaim_slots(model: ResolvedModel, config: RepoConfig, revision: str, na
         "annotations": dict(sorted(annotations.items())),
         "requirements": requirements,
         "node_class_ref": {k: str(ref[k]) for k in ("group", "kind", "name") if k in ref},
+        "expire_after": config.node_claims.expire_after,
+        "termination_grace_period": config.node_claims.termination_grace_period,
     })
     return slots
 

@@ -14,7 +14,12 @@ from typing import Any, TextIO
 
 import yaml
 
+<<<<<<< HEAD
 from gitops_kaito.core.plan import NEW_RUN, Action, Change, Plan
+=======
+from gitops_kaito.core.plan import Action, Change, Plan
+from gitops_kaito.core.preflight import ClusterCheck
+>>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
 from gitops_kaito.core.render import Desired
 from gitops_kaito.model.objects import Manifest, comparable, merge_partial, owned_fields, project
 from gitops_kaito.repo.catalog import price_for
@@ -148,14 +153,22 @@ def _offline_note(offline: OfflinePlan, code: bool = False) -> str:
             f"no cluster was read, so drift and objects made outside gitops-kaito do not show.")
 
 
-def write_text(desired: Desired, plan: Plan, out: TextIO, offline: OfflinePlan | None = None) -> None:
+def write_text(desired: Desired, plan: Plan, out: TextIO, offline: OfflinePlan | None = None,
+               check: ClusterCheck | None = None) -> None:
+    """`check`: what the cluster said before anything would be written (served APIs, refusals); None offline."""
     if offline is not None:
         print(_offline_note(offline), file=out)
         for err in offline.base_errors:
             print(f"warning: at {offline.base_ref}: {err} (planned as absent there)", file=out)
+    if check is not None:
+        print(check.served_line(), file=out)
     for err in desired.errors:
         print(f"error: {err}", file=out)
-    rows = model_rows(desired, plan)
+    for refusal in check.refused if check is not None else ():
+        print(f"error: {refusal.model_id}: {refusal.text()}", file=out)
+    for mid, note in check.notes if check is not None else ():
+        print(f"note: {mid}: {note}", file=out)
+    rows = model_rows(desired, plan, check)
     for mid, note in _uncataloged_notes(rows):
         print(f"note: {mid}: {note}", file=out)
     for mid, why in plan.waits:
@@ -192,8 +205,15 @@ def write_text(desired: Desired, plan: Plan, out: TextIO, offline: OfflinePlan |
         print(f"Change in cost per hour: {_cost_line(offline)}", file=out)
 
 
-def plan_json(desired: Desired, plan: Plan, offline: OfflinePlan | None = None) -> dict[str, Any]:
-    out = _plan_json(desired, plan)
+def plan_json(desired: Desired, plan: Plan, offline: OfflinePlan | None = None,
+              check: ClusterCheck | None = None) -> dict[str, Any]:
+    out = _plan_json(desired, plan, check)
+    if check is not None:
+        out["cluster"] = {"serves": [f"{v} {k}" for v, k in check.served],
+                          "notServed": [f"{v} {k}" for v, k in check.not_served]}
+        out["refused"] = [{"model": r.model_id, "object": str(r.ref) if r.ref else None, "message": r.message}
+                          for r in check.refused]
+        out["notes"] = [{"model": mid, "note": note} for mid, note in check.notes]
     if offline is not None:
         out["offline"] = {
             "base": offline.base_ref, "baseSha": offline.base_sha, "head": offline.head_ref,
@@ -205,13 +225,13 @@ def plan_json(desired: Desired, plan: Plan, offline: OfflinePlan | None = None) 
     return out
 
 
-def _plan_json(desired: Desired, plan: Plan) -> dict[str, Any]:
+def _plan_json(desired: Desired, plan: Plan, check: ClusterCheck | None = None) -> dict[str, Any]:
     return {
         "hasChanges": plan.has_changes,
         "pruneRefused": plan.prune_refused or None,
         "errors": list(desired.errors),
         "counts": plan.counts(),
-        "models": model_rows(desired, plan),
+        "models": model_rows(desired, plan, check),
         "changes": [{
             "object": str(c.ref), "apiVersion": c.ref.api_version, "kind": c.ref.kind,
             "namespace": c.ref.namespace or None, "name": c.ref.name, "model": c.model_id,
@@ -273,8 +293,9 @@ def model_action(changes: Sequence[Change]) -> str:
     return DRIFT_ACTION if any(c.drift_reported for c in changes) else "no change"
 
 
-def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
+def model_rows(desired: Desired, plan: Plan, check: ClusterCheck | None = None) -> list[dict[str, Any]]:
     rendered = {r.model.request.id: r for r in desired.rendered}
+    refused = {r.model_id: r for r in check.refused} if check is not None else {}
     invalid = dict(desired.invalid)
     # Agent pool actions by model, gathered once: a scan of every pool per model grew with models x pools.
     pool_actions_of: dict[str, set[str]] = {}
@@ -291,6 +312,8 @@ def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
             action = next((a for a in ("blocked", "replace") if a in pool_actions), "update" if pool_actions else action)
         if r is not None and r.suspended and action in ("delete", "no change"):
             action = "suspend"
+        if mid in refused and action != "invalid":
+            action = REFUSED
         live_ws = next((c.live for c in plan.for_model(mid) if c.ref.kind == "Workspace" and c.live), None)
         live_set = next((c.live for c in plan.for_model(mid) if c.ref.kind == "InferenceSet" and c.live), None)
         shown = m is not None and not (r and r.suspended)
@@ -306,7 +329,8 @@ def model_rows(desired: Desired, plan: Plan) -> list[dict[str, Any]]:
             "pricePerHour": m.price_per_hour if m and shown else None,
             "path": m.request.path if m else None,
             "uncataloged": bool(m and m.uncataloged),
-            "note": invalid.get(mid, "") or (m.note if m and shown else ""),
+            "note": invalid.get(mid, "") or (refused[mid].text() if mid in refused else "")
+            or (m.note if m and shown else ""),
             "replicas": None,
             "waits": plan.waits_for(mid) or None,
         }
@@ -367,18 +391,23 @@ def _cell(value: Any) -> str:
     return "–" if value is None or value == "" else str(value).replace("|", "\\|")
 
 
-_ICON = {"create": "🟢 create", "update": "🟡 update", "replace": "🟠 replace", "delete": "🔴 delete",
+REFUSED = "refused"  # the cluster would refuse the model (preflight): nothing of it would be written
+
+_ICON = {REFUSED: "⛔ refused", "create": "🟢 create", "update": "🟡 update", "replace": "🟠 replace", "delete": "🔴 delete",
          "blocked": "⛔ blocked", "invalid": "❌ invalid", "suspend": "⏸️ suspend", "no change": "no change",
          DRIFT_ACTION: "🟣 drift (not corrected)", NEW_RUN: "🔁 new run"}
 
 
-def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = None) -> list[str]:
+def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = None,
+                   check: ClusterCheck | None = None) -> list[str]:
     """The comment as units that are never split: a summary first, then one <details> block per object."""
-    rows = model_rows(desired, plan)
+    rows = model_rows(desired, plan, check)
     counts = plan.counts()
     lines = ["### gitops-kaito plan", ""]
     if offline is not None:
         lines += [_offline_note(offline, code=True), ""]
+    if check is not None:
+        lines += [check.served_line(), ""]
     if plan.has_changes:
         lines.append(f"**{counts['create']}** to create, **{counts['update']}** to update, "
                      f"**{counts['replace']}** to replace, **{counts['delete']}** to delete"
@@ -415,6 +444,10 @@ def markdown_parts(desired: Desired, plan: Plan, offline: OfflinePlan | None = N
                   for err in offline.base_errors]
     for err in desired.errors:
         notes.append(f"> [!CAUTION]\n> `{err}`")
+    for refusal in check.refused if check is not None else ():
+        quoted = refusal.text().replace("\n", "\n> ")
+        notes.append(f"> [!CAUTION]\n> `{refusal.model_id}` is refused by the cluster, nothing of it would be "
+                     f"written:\n> {quoted}")
     uncataloged = _uncataloged_notes(rows)
     scaled = [(row["model"], row["scaleNote"]) for row in rows if row.get("scaleNote")]
     if scaled:  # what an autoscaler may add to the bill

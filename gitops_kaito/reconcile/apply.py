@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,6 +50,8 @@ class ObjectResult:
     result: str  # done | failed | skipped | waiting | dry-run
     message: str = ""
     drift: bool = False
+    uid: str = ""  # the object's uid as the API server answered the write (a replace: the new object's)
+    refused: bool = False  # not written: the API server refused this model in a dry run (message: its answer)
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,16 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
                clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                gates: Mapping[str, str] | None = None,
                should_continue: Callable[[], bool] | None = None,
+<<<<<<< HEAD
                holds: Mapping[str, str] | None = None) -> ApplyResult:
     """`gates`: per model, why its Workspace must wait for nodes made outside Kubernetes (aks agent pools), or
     for another request (core/depends: a RAG engine's model); `holds`: the same for every write of its workload,
     updates too (a model taking an adapter from a tuning run that has not succeeded).
+=======
+               refused: Mapping[str, str] | None = None, checked: Collection[ObjectRef] = (),
+               vet_nodes: Callable[[str], str] | None = None) -> ApplyResult:
+    """`gates`: per model, why its Workspace must wait for nodes made outside Kubernetes (aks agent pools).
+>>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
     `should_continue` is asked before each wave and before the deletes: once False, nothing more is written
     (a replica that lost its Lease must stop acting at once) and the rest is recorded as abandoned.
 
@@ -108,10 +116,19 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
     objects in order; waves, and the deletes after them (in reverse wave order), never overlap. Everything a
     decision reads is the model's own (its failures, its nodes just written), so the result is the serial one's.
     Deletes carry the uid and resourceVersion planning saw: an object changed since is refused (STALE), never
-    deleted on a stale view."""
+    deleted on a stale view.
+
+    From the preflight (reconcile/preflight.py): `refused`, per model, the API server's dry-run refusal: nothing of
+    that model is written, it is Blocked with that message; `checked`, objects whose dry run it already made (a dry
+    run pass sends them no second time); `vet_nodes(model)`, asked once before a model's GPU nodes are created:
+    a refusal ('' = go) stops the model there, no node made."""
     options = options or ApplyOptions()
     gates = gates or {}
+<<<<<<< HEAD
     holds = holds or {}
+=======
+    refusals = dict(refused or {})  # one model's entries are only ever touched by the worker writing that model
+>>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
     go_on = should_continue or (lambda: True)
     abandoned = False
     results: dict[tuple[ObjectRef, Action], ObjectResult] = {}
@@ -119,10 +136,10 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
     written_nodes: set[str] = set()  # models whose NodeClaims/Machines were (re)created in this pass
     lock = threading.Lock()
 
-    def record(change: Change, result: str, message: str = "") -> None:
+    def record(change: Change, result: str, message: str = "", uid: str = "", refusal: bool = False) -> None:
         with lock:
             results[(change.ref, change.action)] = ObjectResult(change.ref, change.model_id, change.action, result,
-                                                                message, change.drift)
+                                                                message, change.drift, uid, refusal)
             if result == ObjectStatus.ERROR:
                 failed_models.add(change.model_id)
 
@@ -136,8 +153,18 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
         if change.model_id in failed_models:
             record(change, ObjectStatus.SKIPPED, "not applied: an earlier object of this model failed")
             return
+<<<<<<< HEAD
         if wave == Wave.WORKLOAD and change.model_id in holds:
             record(change, ObjectStatus.WAITING, holds[change.model_id])
+=======
+        # Before the model's first new node only (none is written after it): its Workspace checked again.
+        if (wave == Wave.NODES and vet_nodes is not None and change.action in (Action.CREATE, Action.REPLACE)
+                and change.model_id not in refusals and change.model_id not in written_nodes
+                and (why := vet_nodes(change.model_id))):
+            refusals[change.model_id] = why
+        if change.model_id in refusals:
+            record(change, ObjectStatus.SKIPPED, refusals[change.model_id], refusal=True)
+>>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
             return
         if wave == Wave.WORKLOAD and change.action != Action.UPDATE:
             waiting = gates.get(change.model_id) or _nodes_waiting(plan, change.model_id, written_nodes)
@@ -145,22 +172,25 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
                 record(change, ObjectStatus.WAITING, waiting)
                 return
         try:
-            message = _write(change, kube, options, clock, sleep)
+            message, uid = _write(change, kube, options, clock, sleep, checked)
         except StaleObject as err:
             record(change, ObjectStatus.STALE, f"{STALE_MESSAGE} ({err.message})")
             return
         except Exception as err:  # a per-object failure must not stop the other models
-            record(change, ObjectStatus.ERROR, _describe(err))
+            record(change, ObjectStatus.ERROR, describe(err))
             return
         if wave == Wave.NODES and change.action in (Action.CREATE, Action.REPLACE):
             with lock:
                 written_nodes.add(change.model_id)
         record(change, ObjectStatus.WAITING if message else (
-            ObjectStatus.DRY_RUN if options.dry_run else ObjectStatus.DONE), message)
+            ObjectStatus.DRY_RUN if options.dry_run else ObjectStatus.DONE), message, uid)
 
     def prune(change: Change, wave: Wave) -> None:
         if abandoned:
             record(change, ObjectStatus.SKIPPED, ABANDONED_MESSAGE)
+            return
+        if change.model_id in refusals:
+            record(change, ObjectStatus.SKIPPED, refusals[change.model_id], refusal=True)
             return
         if options.dry_run:
             record(change, ObjectStatus.DRY_RUN, change.reason)
@@ -171,7 +201,7 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
             record(change, ObjectStatus.STALE, f"{STALE_MESSAGE} ({err.message})")
             return
         except Exception as err:
-            record(change, ObjectStatus.ERROR, _describe(err))
+            record(change, ObjectStatus.ERROR, describe(err))
             return
         record(change, ObjectStatus.DONE, change.reason)
 
@@ -185,8 +215,8 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
         ordered = [results[(c.ref, c.action)] for c in plan.changes if (c.ref, c.action) in results]
         if not options.dry_run:
             # Kubernetes Events on the Workspaces changed (best effort, never fails the pass), as many at once.
-            done = {(r.ref, r.action) for r in ordered if r.result == ObjectStatus.DONE}
-            list(pool.map(lambda c: record_changes(kube, [c]),
+            done = {(r.ref, r.action): r.uid for r in ordered if r.result == ObjectStatus.DONE}
+            list(pool.map(lambda c: record_changes(kube, [c], uids={c.ref: done[(c.ref, c.action)]}),
                           [c for c in plan.changes if (c.ref, c.action) in done]))
             if not abandoned and go_on():  # a replica that lost its Lease must not write even an Event
                 record_drift(kube, plan.drift_reported)  # DriftDetected, once per drift a connection first sees
@@ -264,26 +294,31 @@ def seen(live: Manifest | None) -> tuple[str, str] | None:
 
 
 def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable[[], float],
-           sleep: Callable[[float], None]) -> str:
-    """Apply one create/update/replace; returns a non-empty message when it has to wait for a later pass."""
+           sleep: Callable[[float], None], checked: Collection[ObjectRef] = ()) -> tuple[str, str]:
+    """Apply one create/update/replace: (a non-empty message when it has to wait for a later pass, the uid the API
+    server answered with)."""
     assert change.desired is not None
     if change.action == Action.REPLACE and options.dry_run:
-        return ""  # a dry run of the update would only repeat the immutable-field refusal the plan already shows
+        return "", ""  # a dry run of the update would only repeat the immutable-field refusal the plan shows
+    if options.dry_run and change.ref in checked:
+        return "", ""  # the preflight's dry run of this very object was admitted
     if change.action == Action.REPLACE:
         delete_seen(kube, change)
         deadline = clock() + options.replace_wait_s
         while kube.get(change.ref) is not None:
             if clock() >= deadline:
-                return f"waiting for the old {change.ref.kind} to be deleted; it is created again on a later pass"
+                return (f"waiting for the old {change.ref.kind} to be deleted; it is created again on a later pass",
+                        "")
             sleep(options.poll_s)
     creating = change.action in (Action.CREATE, Action.REPLACE)
     if change.handoff is not None and not creating:
         if not options.dry_run:
             _hand_over(change, kube)
-        return ""
+        return "", str(((change.live or {}).get("metadata") or {}).get("uid") or "")
     first = merge_partial(change.desired, change.handoff) if change.handoff is not None else change.desired
+    answer: Manifest = {}
     try:
-        kube.apply(first, dry_run=options.dry_run, force=change.action == Action.UPDATE)
+        answer = kube.apply(first, dry_run=options.dry_run, force=change.action == Action.UPDATE)
     except KubeError as err:
         namespace = change.ref.namespace
         if not namespace or not namespace_missing(err, namespace):
@@ -291,10 +326,10 @@ def _write(change: Change, kube: KubeOps, options: ApplyOptions, clock: Callable
         # Checking namespaces only when a write says one is missing keeps a settled pass at one LIST per kind.
         kube.apply(namespace_manifest(namespace), dry_run=options.dry_run)
         if not options.dry_run:  # a dry-run Namespace is not persisted: the object's dry run would fail again
-            kube.apply(first, force=change.action == Action.UPDATE)
+            answer = kube.apply(first, force=change.action == Action.UPDATE)
     if change.handoff is not None and not options.dry_run:
         _hand_over(change, kube)
-    return ""
+    return "", str((answer.get("metadata") or {}).get("uid") or "") if isinstance(answer, dict) else ""
 
 
 def _hand_over(change: Change, kube: KubeOps) -> None:
@@ -340,7 +375,7 @@ def _nodes_waiting(plan: Plan, model_id: str, written_nodes: set[str]) -> str:
     return ""
 
 
-def _describe(err: Exception) -> str:
+def describe(err: Exception) -> str:
     if isinstance(err, KubeError):
         return f"{err.reason}: {err.message}" if err.status else err.message
     return f"{type(err).__name__}: {err}"
@@ -370,6 +405,8 @@ def _outcome(model_id: str, objects: tuple[ObjectResult, ...]) -> ModelOutcome:
             candidates.append((Outcome.FAILED, f"{o.ref}: {o.message}"))
         elif o.action == Action.BLOCKED:
             candidates.append((Outcome.BLOCKED, f"{o.ref}: {o.message}"))
+        elif o.refused:  # the message names the refused object itself
+            candidates.append((Outcome.BLOCKED, o.message))
         elif o.result == ObjectStatus.SKIPPED and o.message == ABANDONED_MESSAGE:
             candidates.append((Outcome.ABANDONED, f"{o.ref}: not written: {o.message}"))
         elif o.result == ObjectStatus.WAITING and o.action == Action.REPLACE:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from gitops_kaito.adapters.kube import KindNotServed, Kube, KubeError, ListSpec
 from gitops_kaito.core import depends
 from gitops_kaito.core.plan import Action, Change, Key, Plan, PlanPolicy, key_of, make_plan
+from gitops_kaito.core.preflight import ClusterCheck
 from gitops_kaito.core.render import (
     Desired,
     RenderedModel,
@@ -46,6 +47,7 @@ from gitops_kaito.model.ownership import (
 )
 from gitops_kaito.model.states import ObjectStatus, Outcome, PoolState
 from gitops_kaito.reconcile import apply as applying
+from gitops_kaito.reconcile import preflight as preflights
 from gitops_kaito.repo.config import Scope
 from gitops_kaito.repo.kinds import Resolved
 from gitops_kaito.repo.loader import load_repository
@@ -425,21 +427,6 @@ def _pool_prune(policy: PlanPolicy) -> bool:
     return policy.source_ok and policy.prune
 
 
-def server_dry_run(plan: Plan, kube: Kube) -> tuple[tuple[Change, str], ...]:
-    """Send every create/update/replace as a server-side dry run: what admission or validation would refuse."""
-    refused: list[tuple[Change, str]] = []
-    for change in plan.changes:
-        if change.desired is None or change.action not in (Action.CREATE, Action.UPDATE, Action.REPLACE):
-            continue
-        if change.action == Action.REPLACE:
-            continue  # the object is deleted first: an update dry run would only repeat the immutability error
-        try:
-            kube.apply(change.desired, dry_run=True, force=change.action == Action.UPDATE)  # as the real write
-        except KubeError as err:
-            refused.append((change, f"{err.reason}: {err.message}" if err.status else err.message))
-    return tuple(refused)
-
-
 def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = False,
              allow_mass_prune: bool = False, options: applying.ApplyOptions | None = None,
              pools: PoolRunner | None = None, should_continue: Callable[[], bool] | None = None,
@@ -482,17 +469,35 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
     while True:
         desired, plan, policy, pool_plan, state = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools,
                                                         scope, load, live, desired)
+        # Before anything is written (agent pools included): what the API server would refuse, model by model.
+        check = preflights.run_preflight(plan, desired, kube, every_write=dry_run)
+        refused = preflights.refusal_texts(check)
+        for mid, note in check.notes:  # what could not be checked: the writes go ahead and will tell
+            log.warning("%s: %s", mid, note, extra={"fields": {"model": mid}})
         pool_outcomes: tuple[PoolOutcome, ...] = ()
         gates: dict[str, str] = {}
         if pool_plan is not None:
+            if refused:  # a refused model gets no agent pool either
+                pool_plan = dataclasses.replace(
+                    pool_plan, desired=tuple(d for d in pool_plan.desired if d.model_id not in refused),
+                    changes=tuple(c for c in pool_plan.changes if c.model_id not in refused))
             if go_on():
                 pool_outcomes = _reconcile_pools(pools, pool_plan, plan, policy, desired, revision, dry_run)
             gates = _pool_gates(kube, desired, plan, pool_outcomes)  # no outcome: every aks Workspace waits
+<<<<<<< HEAD
         held = {m: why for m, why in plan.waits}
         holding = {d.model_id for d in depends.dependencies(r.model for r in desired.rendered) if d.holds_updates}
         gates = {**gates, **{m: why for m, why in held.items() if m not in holding}}
         applied = applying.apply_plan(plan, kube, opts, gates=gates, should_continue=go_on,
                                       holds={m: why for m, why in held.items() if m in holding})
+=======
+
+        def vet_nodes(model_id: str, plan: Plan = plan, check: ClusterCheck = check) -> str:
+            return preflights.recheck_workspace(plan, model_id, kube) if model_id in check.recheck else ""
+
+        applied = applying.apply_plan(plan, kube, opts, gates=gates, should_continue=go_on, refused=refused,
+                                      checked=check.passed, vet_nodes=vet_nodes if check.recheck else None)
+>>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
         rounds.append(applied)
         stale = sorted({o.ref.kind for o in applied.objects if o.result == ObjectStatus.STALE})
         if not stale or len(rounds) > STALE_REPLANS or not go_on():
@@ -619,4 +624,4 @@ def _load_error_text(path: str, line: int | None, message: str) -> str:
 
 
 __all__ = ["Action", "Desired", "DesiredLoader", "ModelResult", "PassResult", "SyncError", "load_desired",
-           "local_revision", "plan_policy", "plan_repository", "read_live", "run_pass", "server_dry_run"]
+           "local_revision", "plan_policy", "plan_repository", "read_live", "run_pass"]

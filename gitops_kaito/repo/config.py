@@ -148,6 +148,16 @@ NOT_FROM_REPOSITORY = {
 }
 
 
+@dataclass(frozen=True)
+class NodeClaimSettings:
+    """`nodeClaims:`: the lifecycle of the NodeClaims the nodeclaim mode creates (karpenter.sh/v1 spec fields)."""
+
+    # Karpenter's default (720h, `pkg/apis/v1/nodeclaim.go` at karpenter v1.7.0) would drain a model's GPU node every
+    # 30 days wherever an upstream Karpenter manages the nodeClassRef; a node declared in Git stays until Git says.
+    expire_after: str = "Never"
+    termination_grace_period: str | None = None  # unset: the drain may take as long as it needs
+
+
 def _default_node_class_ref() -> Mapping[str, str]:
     return {"group": "kaito.sh", "kind": "KaitoNodeClass", "name": "default"}
 
@@ -167,6 +177,7 @@ class RepoConfig:
     prices: Mapping[str, float] = field(default_factory=dict)  # SKU name (catalog spelling) -> USD per node-hour
     azure: AzureSettings = field(default_factory=AzureSettings)
     node_class_ref: Mapping[str, str] = field(default_factory=_default_node_class_ref)
+    node_claims: NodeClaimSettings = field(default_factory=NodeClaimSettings)
     instance: str = DEFAULT_INSTANCE  # gitops.kaito.sh/instance of everything this repository's daemon owns
     paths: tuple[str, ...] = ()  # only model files under these repo-relative paths are loaded; () = all of models/
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
@@ -244,6 +255,9 @@ status:
   authorName: gitops-kaito
   authorEmail: gitops-kaito@users.noreply.local
 prices: {{}}                  # e.g. {{Standard_NC24ads_A100_v4: 2.95}}: your USD per node-hour
+nodeClaims:                 # provisioning: nodeclaim; applies to NodeClaims created from then on (spec is immutable)
+  expireAfter: Never        # Karpenter's own default, 720h, replaces a model's GPU node every 30 days
+  # terminationGracePeriod: 1h   # how long a node may drain before it is removed anyway (default: no limit)
 # daemon:                   # `gitops-kaito run`; its flags and GITOPS_KAITO_* environment variables win
 #   interval: 60s           # time between passes (re-read after every pass)
 #   jitter: 5s              # random delay added to each interval; default a tenth of it, at most 5s
@@ -380,6 +394,10 @@ def config_from_document(doc: LocatedDoc, catalog: Catalog | None = None) -> Rep
                    if camel in azure and (line := doc.line_of(("azure", camel))) is not None},
         ),
         node_class_ref=dict(data.get("nodeClassRef") or _default_node_class_ref()),
+        node_claims=NodeClaimSettings(
+            expire_after=(data.get("nodeClaims") or {}).get("expireAfter", NodeClaimSettings.expire_after),
+            termination_grace_period=(data.get("nodeClaims") or {}).get("terminationGracePeriod"),
+        ),
         instance=data.get("instance", DEFAULT_INSTANCE),
         paths=tuple(dict.fromkeys(normalize_scope_path(p) for p in data.get("paths") or ())),
         daemon=daemon,

@@ -3,8 +3,10 @@
 Serves discovery, built-in kinds and CRDs, watches, server-side apply and test hooks to the official client.
 
 What it only approximates, openly:
-- No authentication, authorization (RBAC) or admission: any token works; no admission webhooks,
-  no CEL rules (`x-kubernetes-validations` are ignored), no ValidatingAdmissionPolicy.
+- No authentication or authorization (RBAC): any token works. Admission is only the validating webhooks
+  registered in-process (sandbox/admission/; `Sandbox` registers KAITO's Workspace webhook,
+  controllers/kaito_webhook.py), called where kube-apiserver calls them, dry runs included; no mutating
+  webhooks, no CEL rules (`x-kubernetes-validations` are ignored), no ValidatingAdmissionPolicy.
 - No conversion webhooks: custom resources are relabelled between versions, never converted
   (what a CRD with `conversion: None` does, e.g. KAITO's Workspace v1alpha1/v1beta1).
 - No garbage collector: ownerReferences are stored but never cascade; deleting a namespace deletes its

@@ -20,6 +20,7 @@ import jsonpatch
 import yaml
 
 from gitops_kaito.sandbox import eventsv1, ssa
+from gitops_kaito.sandbox.admission import CREATE, UPDATE, Admission, Review
 from gitops_kaito.sandbox.builtin import CRD_TYPE, NAMESPACE_TYPE, ResourceType
 from gitops_kaito.sandbox.errors import ApiError, already_exists, conflict, invalid, not_found, status_body
 from gitops_kaito.sandbox.registry import Registry
@@ -139,6 +140,7 @@ class Api:
         # Test hook: watch events (type, object) for which this says True are never delivered to any watcher.
         self.lose_event: Callable[[str, Obj], bool] | None = None
         self.registry = Registry()
+        self.admission = Admission()  # no webhook until one is registered (Sandbox registers KAITO's)
         self.lock = self.store.lock
         for ns in INITIAL_NAMESPACES:
             self.create(Target(NAMESPACE_TYPE, ""), {"metadata": {"name": ns}}, WriteOptions(field_manager="sandbox"))
@@ -266,8 +268,7 @@ class Api:
                     if self.store.get(t.storage_key, namespace, meta["name"]) is None:
                         break
             name = meta.get("name") or ""
-            if name and self.store.get(t.storage_key, namespace, name) is not None:
-                raise already_exists(t.plural, t.group, name)
+            taken = bool(name) and self.store.get(t.storage_key, namespace, name) is not None
             obj = copy.deepcopy(body)
             for k in _IDENTITY_META:
                 meta.pop(k, None)
@@ -285,6 +286,9 @@ class Api:
                 obj.pop("status", None)
             mgr = opts.field_manager or "unknown"
             entries = ssa.record_update({}, obj, [], mgr, "", self.registry.list_keys(t), t.api_version, meta["creationTimestamp"], {})
+            if taken:  # validation and admission come before storage finds the name taken, as in kube-apiserver
+                self._commit(t, obj, None, entries, dry_run=True)
+                raise already_exists(t.plural, t.group, name)
             return self._commit(t, obj, None, entries, opts.dry_run)
 
     def update(self, target: Target, body: Any, opts: WriteOptions) -> Obj:
@@ -307,7 +311,7 @@ class Api:
                 entries = ssa.read_managed(body)
             entries = ssa.record_update(old, new, entries, opts.field_manager or "unknown", target.subresource,
                                         self.registry.list_keys(t), t.api_version, now_iso(), self._scope(t, target.subresource))
-            return self._commit(t, new, old, entries, opts.dry_run)
+            return self._commit(t, new, old, entries, opts.dry_run, target.subresource)
 
     def patch(self, target: Target, raw: bytes, content_type: str, opts: WriteOptions) -> tuple[int, Obj]:
         t = target.type
@@ -353,7 +357,7 @@ class Api:
             entries = ssa.record_update(old, new, ssa.read_managed(old), opts.field_manager or "unknown",
                                         target.subresource, self.registry.list_keys(t), t.api_version, now_iso(),
                                         self._scope(t, target.subresource))
-            return 200, self._commit(t, new, old, entries, opts.dry_run)
+            return 200, self._commit(t, new, old, entries, opts.dry_run, target.subresource)
 
     # ----------------------------------------------------------------- the scale subresource
 
@@ -451,7 +455,7 @@ class Api:
                 final = self._commit(t, created, None, new_entries, opts.dry_run)
                 return 201, final
             new = self._assemble(t, old, self._in(t, merged), target.subresource)
-            return 200, self._commit(t, new, old, new_entries, opts.dry_run)
+            return 200, self._commit(t, new, old, new_entries, opts.dry_run, target.subresource)
 
     def _normalize_applied(self, t: ResourceType, applied: Obj) -> Obj:
         """Prune unknown fields of a custom resource's apply configuration so ownership matches storage."""
@@ -492,8 +496,9 @@ class Api:
                 new.pop("status", None)
         return new
 
-    def _commit(self, t: ResourceType, new: Obj, old: Obj | None, entries: list[ssa.ManagedEntry], dry_run: bool) -> Obj:
-        """Validate, default, stamp and store (unless dry-run); no write at all when nothing changed."""
+    def _commit(self, t: ResourceType, new: Obj, old: Obj | None, entries: list[ssa.ManagedEntry], dry_run: bool,
+                subresource: str = "") -> Obj:
+        """Validate, admit, default, stamp and store (unless dry-run); no write at all when nothing changed."""
         managed = ssa.render_managed(entries)
         if old is not None:
             # The steady state of a reconciler is a no-op apply: answer it before schema work.
@@ -521,6 +526,9 @@ class Api:
             errors += _crd_errors(new)
         if errors:
             raise invalid(t.kind, t.group, meta.get("name") or "", errors)
+        if not subresource:  # validating webhooks: after schema validation, before storage (dry runs too)
+            self.admission.review(t.group, t.kind, Review(UPDATE if old is not None else CREATE, t.api_version,
+                                                          new, old, dry_run), _StoreView(self.store))
         self._kind_defaults(t, new, old)
         if managed:
             meta["managedFields"] = managed
@@ -815,6 +823,19 @@ def _expired_event(rv: str) -> Obj:
         "type": "ERROR",
         "object": status_body(410, "Expired", f"too old resource version: {rv}"),
     }
+
+
+class _StoreView:
+    """What a webhook reads: the store as it is, under the lock the verb already holds."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get(self, group: str, plural: str, namespace: str, name: str) -> Obj | None:
+        return self._store.get((group, plural), namespace, name)
+
+    def list(self, group: str, plural: str) -> list[Obj]:
+        return list(self._store.iter((group, plural)))
 
 
 def _spec_of(obj: Obj, t: ResourceType) -> Obj:

@@ -33,6 +33,8 @@ from gitops_kaito.sandbox.controllers import (
 from gitops_kaito.sandbox.controllers.base import make_api_client
 from gitops_kaito.sandbox.controllers.gpus import gpu_shape
 from gitops_kaito.sandbox.controllers.inferenceset import InferenceSetController
+from gitops_kaito.sandbox.controllers.kaito_webhook import NAME as WORKSPACE_WEBHOOK
+from gitops_kaito.sandbox.controllers.kaito_webhook import workspace_webhook
 from gitops_kaito.sandbox.controllers.karpenter import node_status
 from gitops_kaito.sandbox.controllers.ragengine import RagEngineController, RagServer
 
@@ -69,7 +71,8 @@ class SandboxSettings:
     cloud: str = "azure"
     timing: Timing | None = None          # overrides the speed's timing
     crd_dir: Path | None = None           # default: deploy/crds
-    controllers: bool = True              # False: the emulator and CRDs only
+    controllers: bool = True              # False: the emulator and CRDs only (no KAITO: no webhook either)
+    admission: bool = True                # KAITO's validating webhook refuses what a real KAITO's would
     namespaces: tuple[str, ...] = field(default=("default",))
     latency_s: float = 0.0                # added to every API request (what a real API server's round trip costs)
 
@@ -122,6 +125,7 @@ class Sandbox:
 
     def stop(self) -> None:
         """Stops controllers (their watches are cut at once), then the emulator; removes the temp kubeconfig."""
+        self.server.api.admission.unregister(WORKSPACE_WEBHOOK)
         for ctl in self.controllers:
             ctl.signal_stop()
         self.server.set_proxy_handler(None)
@@ -252,6 +256,8 @@ class Sandbox:
 
     def _start_controllers(self) -> None:
         timing = self.settings.effective_timing
+        if self.settings.admission:  # installed with KAITO, as its Helm chart installs it
+            self.server.api.admission.register(workspace_webhook(self.settings.node_provisioning, self.settings.cloud))
         self.controllers = [
             KarpenterController(self.url, timing, self.failures),
             KaitoController(self.url, timing, self.failures, self.settings.node_provisioning, self.settings.cloud),

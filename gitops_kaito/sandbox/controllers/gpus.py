@@ -53,6 +53,22 @@ def _find_preset(name: str) -> Any:
         return None
 
 
+def find_preset(name: str) -> Any:
+    """The catalog's preset of that name, alias or Hugging Face id (any case), or None."""
+    return _find_preset(name)
+
+
+def find_sku(instance_type: str, cloud: str) -> Any:
+    """The catalog's SKU of that name in that cloud (KAITO's table for CLOUD_PROVIDER), or None."""
+    cat = _catalog()
+    if cat is None:
+        return None
+    try:
+        return cat.sku(instance_type, clouds=[cloud])
+    except Exception:
+        return None
+
+
 def gpu_shape(instance_type: str) -> GpuShape:
     cat = _catalog()
     sku = None

@@ -29,15 +29,13 @@ Approximations, stated openly:
   While waiting, ResourceReady, InferenceReady and WorkspaceSucceeded show the pending reasons of FACTS 5.5
   (legacy KAITO blocked in its reconcile and wrote nothing until it was done); an injected image-pull
   failure shows as InferenceReady=False ImagePullError.
-- Legacy admission checks only inference XOR tuning (no SKU or memory check); observedGeneration is always
+- Admission is the emulator's (sandbox/controllers/kaito_webhook.py: KAITO's webhook, legacy rules for v1alpha1): what
+  it refuses is never stored, so the controller never sees it. observedGeneration is always
   the current generation (legacy KAITO skipped a condition write when status, reason and message were
   unchanged, which can leave an older observedGeneration after a spec change); injected node loss (chaos)
   strikes only Workspaces whose state is Ready, so never a legacy one.
-- No admission webhook runs in the emulator, so what KAITO's webhook would reject at create time (BYO with no
-  matching GPU nodes, instanceType set with BYO / missing with NAP, neither or both of inference and tuning)
-  is shown as ResourceReady=False and WorkspaceSucceeded=False with reason ValidationFailed, state Failed (none
-  for legacy), and the webhook's message. The check is re-run every pass, so the Workspace proceeds once the
-  cause goes away (as a re-apply after the fix would on a real cluster).
+- BYO nodes that go away after the Workspace was admitted leave NodesReady=False NodeNotReady (KAITO's own
+  progress reason), never a webhook message: admission runs only on create and update.
 - A preset name outside the catalog (an arbitrary Hugging Face id org/name, which KAITO v0.12.0 accepts and
   generates from Hugging Face) is admitted like any preset and treated as a model of unknown size:
   status.targetNodeCount is resource.count, else 1 (real KAITO estimates from the model's Hugging Face metadata,
@@ -92,7 +90,6 @@ RESERVED_KEYS = frozenset({
     "karpenter.kaito.sh/workspace-name", "karpenter.kaito.sh/workspace-namespace",
     "karpenter.kaito.sh/inferenceset", "karpenter.kaito.sh/inferenceset-namespace",
 })
-GPU_LABELS = ("nvidia.com/gpu.product", "nvidia.com/gpu.count", "nvidia.com/gpu.memory")
 # KAITO's karpenter node-provisioner mode (`pkg/nodeprovision/karpenter/nodepool.go` at v0.12.0)
 KARPENTER_MANAGED_BY = "karpenter.kaito.sh/managed-by"
 KARPENTER_WS_NAME = "karpenter.kaito.sh/workspace-name"
@@ -102,8 +99,6 @@ KARPENTER_SET_NS = "karpenter.kaito.sh/inferenceset-namespace"
 CREATED_BY_LABEL = "inferenceset.kaito.sh/created-by"
 KARPENTER_STEPS = ("Launched", "Registered", "Initialized")
 MACHINE_STEPS = MACHINE.steps  # the conditions the simulated Karpenter sets on a Machine
-WEBHOOK_PREFIX = 'admission webhook "validation.workspace.kaito.sh" denied the request: '
-REASON_REJECTED = "ValidationFailed"
 BASE_IMAGE = "mcr.microsoft.com/aks/kaito/kaito-base:0.5.0"
 
 # Condition types, in the order KAITO reports them.
@@ -353,10 +348,6 @@ class KaitoController(Controller):
             return 0.0
 
         status = ws.get("status") or {}
-        rejection = self._admission(ws, nodes)
-        if rejection:
-            return self._write_status(ws, key, self._rejected(ws, rejection), force=True)
-
         # 3: the node count, decided once.
         if not status.get("targetNodeCount"):
             self._patch(ws, {"status": {"targetNodeCount": self._target(ws, nodes)}}, status=True)
@@ -368,7 +359,8 @@ class KaitoController(Controller):
         if self.karpenter:
             if self._ensure_nodepool(ws, target):
                 return 0.0
-        elif self.nap and len(live_claims) < target:
+        # Without an instanceType there is nothing to provision (the webhook refuses such a Workspace under NAP).
+        elif self.nap and len(live_claims) < target and (ws.get("resource") or {}).get("instanceType"):
             for _ in range(target - len(live_claims)):
                 self.kube.create_custom("karpenter.sh", "v1", "nodeclaims", self._nodeclaim(ws))
             return 0.0
@@ -419,10 +411,6 @@ class KaitoController(Controller):
             return self._finalize(ws, [], machines)
         if self._ensure_metadata(ws):
             return 0.0
-        if bool(ws.get("inference")) == bool(ws.get("tuning")):
-            message = "Either Inference or Tuning must be specified, but not both"
-            return self._write_status(ws, key, self._rejected(ws, message, legacy=True), force=True)
-
         gen = meta.get("generation")
         count = max(int((ws.get("resource") or {}).get("count") or 1), 1)
         live = [m for m in machines if not m["metadata"].get("deletionTimestamp")]
@@ -490,28 +478,6 @@ class KaitoController(Controller):
         }
 
     # one v1beta1 workspace, helpers -------------------------------------------------------------------
-    def _admission(self, ws: dict[str, Any], nodes: list[dict[str, Any]]) -> str | None:
-        """The message KAITO's validating webhook would reject this Workspace with, if any."""
-        has_inference, has_tuning = bool(ws.get("inference")), bool(ws.get("tuning"))
-        if has_inference == has_tuning:
-            return "Either Inference or Tuning must be specified, but not both"
-        instance_type = ws.get("resource", {}).get("instanceType")
-        if self.nap and not instance_type:
-            return "instanceType is required when node auto-provisioning is enabled"
-        if self.nap:
-            return None
-        if instance_type:
-            return "instanceType must be empty when node auto-provisioning is disabled (BYO scenario)"
-        matching = [n for n in nodes if selector_matches(ws, n["metadata"].get("labels") or {})]
-        if not matching:
-            return "No nodes found matching the specified label selector"
-        for n in matching:
-            labels = n["metadata"].get("labels") or {}
-            missing = [lbl for lbl in GPU_LABELS if lbl not in labels]
-            if missing:
-                return f"node {n['metadata']['name']} is missing required GPU labels: {', '.join(missing)}"
-        return None
-
     def _target(self, ws: dict[str, Any], nodes: list[dict[str, Any]]) -> int:
         count = int(ws.get("resource", {}).get("count") or 1)
         preset = (ws.get("inference") or {}).get("preset") or {}
@@ -715,13 +681,6 @@ class KaitoController(Controller):
                    WORKSPACE_SUCCEEDED: ("workspacePending", "workspace is pending")}
         reason, message = pending[cond["type"]]
         return c.cond(cond["type"], False, reason, message, cond.get("observedGeneration"))
-
-    def _rejected(self, ws: dict[str, Any], message: str, legacy: bool = False) -> dict[str, Any]:
-        gen = ws["metadata"].get("generation")
-        text = WEBHOOK_PREFIX + message
-        conditions = [c.cond(RESOURCE_READY, False, REASON_REJECTED, text, gen),
-                      c.cond(WORKSPACE_SUCCEEDED, False, REASON_REJECTED, text, gen)]
-        return {"conditions": conditions} if legacy else {"conditions": conditions, "state": "Failed"}
 
     def _write_status(self, ws: dict[str, Any], key: str, new: dict[str, Any], force: bool = False) -> float | None:
         old = ws.get("status") or {}

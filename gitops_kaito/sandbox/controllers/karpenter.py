@@ -3,11 +3,20 @@
 Each claim goes Launched -> Registered -> Initialized -> Ready, a Node with the SKU's labels appears, and
 deleting the claim removes its Node (finalizer karpenter.sh/termination). A Node that vanishes under a
 registered claim makes Karpenter delete the claim, so its owner (KAITO) can replace it.
+
+A NodeClaim whose creationTimestamp + spec.expireAfter has passed is deleted, as upstream Karpenter's expiration
+controller does (`pkg/controllers/nodeclaim/expiration/controller.go` at karpenter v1.7.0) for a nodeClassRef it
+manages: AKS node auto-provisioning, AWS. That is what `expireAfter: Never` guards a model's node against.
+Approximation: every NodeClaim is expired alike, whatever its nodeClassRef (gpu-provisioner v0.4.3 has no
+expiration controller at all); `Timing.expiry_scale` compresses the wait for tests.
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
+import re
+import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -83,6 +92,17 @@ def pool_claim(pool: dict[str, Any]) -> dict[str, Any]:
                                                                    "kind": "AKSNodeClass", "name": "default"},
                      "taints": spec.get("taints") or [], "requirements": spec.get("requirements") or [],
                      "resources": {"requests": {"storage": "128Gi"}}}}
+
+
+_DURATION = re.compile(r"(\d+)([smh])")
+
+
+def expire_after_seconds(claim: dict[str, Any]) -> float | None:
+    """spec.expireAfter in seconds (the CRD's `^(([0-9]+(s|m|h))+|Never)$`), None for Never or when absent."""
+    text = str((claim.get("spec") or {}).get("expireAfter") or "Never")
+    if text == "Never":
+        return None
+    return float(sum(int(n) * {"s": 1, "m": 60, "h": 3600}[unit] for n, unit in _DURATION.findall(text)))
 
 
 def node_name_for(claim_name: str) -> str:
@@ -231,6 +251,10 @@ class KarpenterController(Controller):
             self.forget(key)
             return None
 
+        expires_in = self._expires_in(kind, claim)
+        if expires_in is not None and expires_in <= 0:
+            self.kube.delete_custom(GROUP, kind.version, kind.plural, name)
+            return 0.0
         if TERMINATION_FINALIZER not in (meta.get("finalizers") or []):
             self._patch(kind, name, {"metadata": {"finalizers": [*(meta.get("finalizers") or []), TERMINATION_FINALIZER]}})
             return 0.0
@@ -270,7 +294,16 @@ class KarpenterController(Controller):
                 c.cond(kind.launched, True, kind.launched), c.cond(kind.registered, True, kind.registered),
                 c.cond(kind.initialized, True, kind.initialized), c.cond("Ready", True, "Ready")])
             return 0.0
-        return None
+        return expires_in  # wake up when it expires
+
+    def _expires_in(self, kind: ClaimKind, claim: dict[str, Any]) -> float | None:
+        """Real seconds until the claim expires (<= 0: expired), None when it never does (Never, or a Machine)."""
+        seconds = expire_after_seconds(claim) if kind is NODECLAIM else None
+        created = (claim.get("metadata") or {}).get("creationTimestamp")
+        if seconds is None or not created:
+            return None
+        born = calendar.timegm(time.strptime(str(created), "%Y-%m-%dT%H:%M:%SZ"))
+        return born + seconds / max(self.timing.expiry_scale, 1e-9) - time.time()
 
     def _launch(self, kind: ClaimKind, claim: dict[str, Any], key: str, instance_type: str,
                 ns: str | None, ws: str | None) -> float | None:

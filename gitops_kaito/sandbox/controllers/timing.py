@@ -19,6 +19,9 @@ class Timing:
     tuning_s: float = 0.0          # a tuning Job's run: JobStarted (state Running) -> Succeeded
     resync_s: float = 1.0          # a full pass even without watch events
     watch_timeout_s: int = 10      # server-side watch timeout; Sandbox.stop() interrupts sooner
+    # Simulated seconds per real second for NodeClaim expiry only (spec.expireAfter): 3600 makes 720h pass in 12
+    # minutes, so a test can see Karpenter's default expire a node without waiting 30 days.
+    expiry_scale: float = 1.0
 
     @classmethod
     def for_speed(cls, speed: str) -> Timing:
