@@ -25,6 +25,9 @@ def test_a_mode_needs_the_apis_it_writes() -> None:
     assert "use provisioning: kaito" in why
     assert mode_refusal("nodeclaim", [WORKSPACE_V1BETA1, NODECLAIM_V1]) == ""
     assert "legacy KAITO" in mode_refusal("machine", KNOWN_APIS[:1])
+    # what the model renders counts too: replicas are an InferenceSet
+    assert "kaito.sh/v1beta1 InferenceSet is not served" in mode_refusal(
+        "kaito", [WORKSPACE_V1BETA1], [("kaito.sh/v1beta1", "InferenceSet"), ("v1", "ConfigMap")])
 
 
 def test_only_the_lines_about_what_this_pass_makes_first_are_waived() -> None:
@@ -42,5 +45,6 @@ def test_only_the_lines_about_what_this_pass_makes_first_are_waived() -> None:
 def test_the_served_line_names_what_is_missing() -> None:
     check = ClusterCheck(served=(WORKSPACE_V1BETA1, NODECLAIM_V1), refused=(Refusal("ml.phi", "no"),))
     assert check.served_line() == ("Cluster serves kaito.sh/v1beta1 Workspace, karpenter.sh/v1 NodeClaim; not "
-                                   "kaito.sh/v1alpha1 Workspace, karpenter.sh/v1alpha5 Machine.")
+                                   "kaito.sh/v1alpha1 Workspace, kaito.sh/v1beta1 InferenceSet, karpenter.sh/v1alpha5 "
+                                   "Machine.")
     assert check.refusal("ml.phi") is not None and check.refused_models == {"ml.phi"}

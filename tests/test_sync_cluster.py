@@ -551,8 +551,8 @@ def test_a_mode_the_cluster_cannot_run_blocks_only_its_models_before_any_write(k
             e.model("qwen", "  model: qwen2.5-coder-7b-instruct\n")
             assert main(["plan", *e.cli()]) == 1
             out = capsys.readouterr().out
-            assert "Cluster serves kaito.sh/v1beta1 Workspace, kaito.sh/v1alpha1 Workspace; not karpenter.sh/v1 " \
-                   "NodeClaim, karpenter.sh/v1alpha5 Machine." in out
+            assert "Cluster serves kaito.sh/v1beta1 Workspace, kaito.sh/v1alpha1 Workspace; not kaito.sh/v1beta1 " \
+                   "InferenceSet, karpenter.sh/v1 NodeClaim, karpenter.sh/v1alpha5 Machine." in out
             assert (f"error: {e.id('phi')}: provisioning: nodeclaim cannot run on this cluster: karpenter.sh/v1 "
                     "NodeClaim is not served") in out
             result = e.sync()

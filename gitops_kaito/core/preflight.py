@@ -15,8 +15,11 @@ WORKSPACE_V1BETA1 = ("kaito.sh/v1beta1", "Workspace")
 WORKSPACE_V1ALPHA1 = ("kaito.sh/v1alpha1", "Workspace")
 NODECLAIM_V1 = ("karpenter.sh/v1", "NodeClaim")
 MACHINE_V1ALPHA5 = ("karpenter.sh/v1alpha5", "Machine")
+INFERENCESET_V1BETA1 = ("kaito.sh/v1beta1", "InferenceSet")
 # The APIs the plan reports as served or not, in this order.
-KNOWN_APIS = (WORKSPACE_V1BETA1, WORKSPACE_V1ALPHA1, NODECLAIM_V1, MACHINE_V1ALPHA5)
+KNOWN_APIS = (WORKSPACE_V1BETA1, WORKSPACE_V1ALPHA1, INFERENCESET_V1BETA1, NODECLAIM_V1, MACHINE_V1ALPHA5)
+# API groups whose kinds come with KAITO or Karpenter (their CRDs), as opposed to Kubernetes' own.
+CRD_GROUPS = ("kaito.sh", "karpenter.sh")
 
 # What each provisioning mode writes, so what the cluster must serve for it.
 MODE_APIS: Mapping[str, tuple[tuple[str, str], ...]] = {
@@ -37,6 +40,8 @@ _MISSING_WHY: Mapping[tuple[str, str], str] = {
                   "installed; use provisioning: kaito to let KAITO make its nodes, or byo for nodes you made",
     MACHINE_V1ALPHA5: "karpenter.sh/v1alpha5 Machine is not served: machine mode needs legacy KAITO's "
                       "gpu-provisioner (< v0.3.0); use provisioning: nodeclaim or kaito on a current KAITO",
+    INFERENCESET_V1BETA1: "kaito.sh/v1beta1 InferenceSet is not served: replicas need KAITO v0.12.0's InferenceSet "
+                          "(feature gate enableInferenceSetController, on by default)",
 }
 
 # KAITO's webhook lines that only say an object this pass creates first is not there yet
@@ -50,13 +55,17 @@ def api_name(api: tuple[str, str]) -> str:
     return f"{api[0]} {api[1]}"
 
 
-def mode_refusal(mode: str, served: Iterable[tuple[str, str]]) -> str:
-    """Why this cluster cannot run a model of this provisioning mode, or '' when it can."""
+def mode_refusal(mode: str, served: Iterable[tuple[str, str]], rendered: Iterable[tuple[str, str]] = ()) -> str:
+    """Why this cluster cannot run a model of this provisioning mode, or '' when it can. `rendered`: the
+    (apiVersion, kind) of the model's objects; those of KAITO's and Karpenter's groups must be served too."""
     have = set(served)
-    missing = [api for api in MODE_APIS.get(mode, ()) if api not in have]
+    wanted = list(MODE_APIS.get(mode, ()))
+    wanted += sorted(a for a in set(rendered) if a[0].split("/")[0] in CRD_GROUPS and a not in wanted)
+    missing = [api for api in wanted if api not in have]
     if not missing:
         return ""
-    return f"provisioning: {mode} cannot run on this cluster: " + "; ".join(_MISSING_WHY[a] for a in missing)
+    return f"provisioning: {mode} cannot run on this cluster: " + "; ".join(
+        _MISSING_WHY.get(a, f"{api_name(a)} is not served (its CRD is not installed)") for a in missing)
 
 
 def unwaived(message: str, waivers: Iterable[str]) -> str:

@@ -15,6 +15,7 @@ from gitops_kaito.adapters.kube import KubeError
 from gitops_kaito.core.plan import Action, Change, Plan
 from gitops_kaito.core.preflight import (
     CONFIG_MISSING,
+    CRD_GROUPS,
     KNOWN_APIS,
     NO_NODES,
     ClusterCheck,
@@ -61,8 +62,10 @@ def run_preflight(plan: Plan, desired: Desired, kube: PreflightKube, *, every_wr
     models = pending_models(plan)
     if not models and not report_served:
         return ClusterCheck()
-    served = tuple(api for api in KNOWN_APIS if kube.served(*api))
     rendered = {r.model.request.id: r for r in desired.rendered}
+    asked = list(KNOWN_APIS) + sorted({(o.ref.api_version, o.ref.kind) for mid in models if mid in rendered
+                                       for o in rendered[mid].objects if o.ref.group in CRD_GROUPS} - set(KNOWN_APIS))
+    served = tuple(api for api in asked if kube.served(*api))  # discovery, cached by the client: no request a pass
     refused: list[Refusal] = []
     notes: list[tuple[str, str]] = []
     recheck: set[str] = set()
@@ -72,7 +75,7 @@ def run_preflight(plan: Plan, desired: Desired, kube: PreflightKube, *, every_wr
         if found is None:
             continue
         model = found.model
-        why = mode_refusal(model.provisioning, served)
+        why = mode_refusal(model.provisioning, served, {(o.ref.api_version, o.ref.kind) for o in found.objects})
         if why:
             refused.append(Refusal(mid, why))
             continue
@@ -80,7 +83,7 @@ def run_preflight(plan: Plan, desired: Desired, kube: PreflightKube, *, every_wr
         if not every_write and changes and changes[0].action in WRITES:
             changes = changes[1:]
         try:
-            secret = model.request.model_access_secret
+            secret = getattr(model.request, "model_access_secret", None)  # ModelDeployment's; other kinds: none
             if secret:
                 problem = _secret_problem(kube, model.request.namespace, secret)
                 if problem.startswith("cannot check"):
