@@ -16,7 +16,7 @@ from kubernetes import client
 from gitops_kaito.adapters.kube import Kube
 from gitops_kaito.reconcile.apply import ApplyOptions
 from gitops_kaito.reconcile.sync import run_pass
-from tests.fixtures_cluster import ClusterTarget
+from tests.fixtures_cluster import ClusterTarget, wait_until
 from tests.gitfixtures import model_file
 
 pytestmark = pytest.mark.cluster
@@ -167,8 +167,11 @@ def test_events_name_the_object_as_it_now_is_so_describe_lists_them(cluster: Clu
         first = uid()
         assert "Created" in reasons_for(first)
         path.write_text(model_file("phi", namespace=ns) + "  instanceType: Standard_NC48ads_A100_v4\n")
-        result = run_pass(tmp_path, kube, revision=REV, options=ApplyOptions(replace_wait_s=15.0))
-        assert result.replaced == 1, result.outcomes
+        # The replace's delete carries the resourceVersion the pass read: while KAITO is still writing the first
+        # Workspace's status it is refused as stale and planned again; a later pass replaces it.
+        wait_until(lambda: run_pass(tmp_path, kube, revision=REV,
+                                    options=ApplyOptions(replace_wait_s=60.0)).replaced == 1 or None,
+                   timeout=60, interval=0.2, what="the Workspace replaced")
         second = uid()
         assert second != first
         assert "Replaced" in reasons_for(second) and "Replaced" not in reasons_for(first)

@@ -42,8 +42,8 @@ ANNOTATION_PERFORMANCE = "kaito.sh/performance-mode"
 ANNOTATION_LOCAL_WEIGHTS = "kaito.sh/use-local-weights"
 CONFIG_KEY = "inference_config.yaml"
 AZURE_UNLISTED_PREFIXES = ("standard_n", "standard_d")  # pass on Azure without a memory check (N_SERIES/D_SERIES)
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # fullmatch: '$' would let a trailing newline through
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 Obj = Mapping[str, Any]
 
@@ -86,7 +86,7 @@ def _name(ws: Obj) -> list[str]:
     problems = []
     if len(name) > 63:
         problems.append("must be no more than 63 characters")
-    if not _DNS_LABEL.match(name):
+    if not _DNS_LABEL.fullmatch(name):
         problems.append("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
                         "must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex "
                         "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
@@ -405,7 +405,7 @@ def _adapter(adapter: Obj) -> list[str]:
     name = str(source.get("name") or "")
     if not name:
         errors.append(missing("Name of Adapter field must be specified"))
-    elif len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    elif len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
         errors.append(invalid_value("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
                                     "characters, '-' or '.'", "adapters.source.name"))
     if not source.get("image") and not source.get("volumeSource"):
