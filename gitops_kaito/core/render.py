@@ -425,16 +425,13 @@ def _common_slots(model: ResolvedModel, revision: str, instance: str) -> dict[st
         "node_class_ref": None,
         "requirements": None,
         "inference_config": None,
-<<<<<<< HEAD
         "access_mode": None,
         "partition": None,
         "inference_template": None,
         "preset_image": None,
         "preset_pull_secrets": None,
-=======
         "expire_after": None,
         "termination_grace_period": None,
->>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
     }
 
 

@@ -14,12 +14,8 @@ from typing import Any, TextIO
 
 import yaml
 
-<<<<<<< HEAD
 from gitops_kaito.core.plan import NEW_RUN, Action, Change, Plan
-=======
-from gitops_kaito.core.plan import Action, Change, Plan
 from gitops_kaito.core.preflight import ClusterCheck
->>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
 from gitops_kaito.core.render import Desired
 from gitops_kaito.model.objects import Manifest, comparable, merge_partial, owned_fields, project
 from gitops_kaito.repo.catalog import price_for

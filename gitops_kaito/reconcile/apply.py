@@ -99,16 +99,12 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
                clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                gates: Mapping[str, str] | None = None,
                should_continue: Callable[[], bool] | None = None,
-<<<<<<< HEAD
-               holds: Mapping[str, str] | None = None) -> ApplyResult:
+               holds: Mapping[str, str] | None = None,
+               refused: Mapping[str, str] | None = None, checked: Collection[ObjectRef] = (),
+               vet_nodes: Callable[[str], str] | None = None) -> ApplyResult:
     """`gates`: per model, why its Workspace must wait for nodes made outside Kubernetes (aks agent pools), or
     for another request (core/depends: a RAG engine's model); `holds`: the same for every write of its workload,
     updates too (a model taking an adapter from a tuning run that has not succeeded).
-=======
-               refused: Mapping[str, str] | None = None, checked: Collection[ObjectRef] = (),
-               vet_nodes: Callable[[str], str] | None = None) -> ApplyResult:
-    """`gates`: per model, why its Workspace must wait for nodes made outside Kubernetes (aks agent pools).
->>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
     `should_continue` is asked before each wave and before the deletes: once False, nothing more is written
     (a replica that lost its Lease must stop acting at once) and the rest is recorded as abandoned.
 
@@ -124,11 +120,8 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
     a refusal ('' = go) stops the model there, no node made."""
     options = options or ApplyOptions()
     gates = gates or {}
-<<<<<<< HEAD
     holds = holds or {}
-=======
     refusals = dict(refused or {})  # one model's entries are only ever touched by the worker writing that model
->>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
     go_on = should_continue or (lambda: True)
     abandoned = False
     results: dict[tuple[ObjectRef, Action], ObjectResult] = {}
@@ -153,10 +146,6 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
         if change.model_id in failed_models:
             record(change, ObjectStatus.SKIPPED, "not applied: an earlier object of this model failed")
             return
-<<<<<<< HEAD
-        if wave == Wave.WORKLOAD and change.model_id in holds:
-            record(change, ObjectStatus.WAITING, holds[change.model_id])
-=======
         # Before the model's first new node only (none is written after it): its Workspace checked again.
         if (wave == Wave.NODES and vet_nodes is not None and change.action in (Action.CREATE, Action.REPLACE)
                 and change.model_id not in refusals and change.model_id not in written_nodes
@@ -164,7 +153,9 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
             refusals[change.model_id] = why
         if change.model_id in refusals:
             record(change, ObjectStatus.SKIPPED, refusals[change.model_id], refusal=True)
->>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
+            return
+        if wave == Wave.WORKLOAD and change.model_id in holds:
+            record(change, ObjectStatus.WAITING, holds[change.model_id])
             return
         if wave == Wave.WORKLOAD and change.action != Action.UPDATE:
             waiting = gates.get(change.model_id) or _nodes_waiting(plan, change.model_id, written_nodes)

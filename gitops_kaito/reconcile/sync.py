@@ -484,20 +484,16 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
             if go_on():
                 pool_outcomes = _reconcile_pools(pools, pool_plan, plan, policy, desired, revision, dry_run)
             gates = _pool_gates(kube, desired, plan, pool_outcomes)  # no outcome: every aks Workspace waits
-<<<<<<< HEAD
         held = {m: why for m, why in plan.waits}
         holding = {d.model_id for d in depends.dependencies(r.model for r in desired.rendered) if d.holds_updates}
         gates = {**gates, **{m: why for m, why in held.items() if m not in holding}}
-        applied = applying.apply_plan(plan, kube, opts, gates=gates, should_continue=go_on,
-                                      holds={m: why for m, why in held.items() if m in holding})
-=======
 
         def vet_nodes(model_id: str, plan: Plan = plan, check: ClusterCheck = check) -> str:
             return preflights.recheck_workspace(plan, model_id, kube) if model_id in check.recheck else ""
 
-        applied = applying.apply_plan(plan, kube, opts, gates=gates, should_continue=go_on, refused=refused,
+        applied = applying.apply_plan(plan, kube, opts, gates=gates, should_continue=go_on,
+                                      holds={m: why for m, why in held.items() if m in holding}, refused=refused,
                                       checked=check.passed, vet_nodes=vet_nodes if check.recheck else None)
->>>>>>> a5ba96d (issue 15 items 1, 2, 3, 6 (dryrun): ask the API server before writing; KAITO's webhook in the sandbox; NodeClaims never expire by surprise; Events by the object's current uid)
         rounds.append(applied)
         stale = sorted({o.ref.kind for o in applied.objects if o.result == ObjectStatus.STALE})
         if not stale or len(rounds) > STALE_REPLANS or not go_on():
