@@ -172,17 +172,17 @@ def test_a_tuning_run_end_to_end(world: World) -> None:
     assert world.job_uid("tune") == uid and world.remote.sha() == tip
 
     # A hand edit of the run's spec makes KAITO train again (a new Job); gitops-kaito reports the drift and never
-    # corrects it, which would be one more run.
+    # corrects it, which would be one more run. (The output image: KAITO's webhook refuses an edit of an immutable
+    # field such as the labelSelector.)
     client.CustomObjectsApi(world.admin).patch_namespaced_custom_object(
-        "kaito.sh", "v1beta1", ns, "workspaces", "tune",
-        {"resource": {"labelSelector": {"matchLabels": {"apps": "edited"}}}})
+        "kaito.sh", "v1beta1", ns, "workspaces", "tune", {"tuning": {"output": {"image": OUTPUT + "-edited"}}})
     rerun = wait_until(lambda: (u := world.job_uid("tune")) != uid and u, what="KAITO's run after the hand edit")
     drifted = world.git_pass()
     tune_changes = drifted.sync.plan.for_model(f"{ns}.tune")
     assert any(c.drift_reported for c in tune_changes) and drifted.sync.updated == 0
     assert world.job_uid("tune") == rerun
     edited = world.get("workspaces", "tune")
-    assert edited is not None and edited["resource"]["labelSelector"]["matchLabels"] == {"apps": "edited"}
+    assert edited is not None and edited["tuning"]["output"]["image"] == OUTPUT + "-edited"
 
     # A changed request is a new run: the pull request's plan says so, the pass replaces the Workspace and KAITO
     # trains again, to Succeeded; history has the run's states from the status commits.
