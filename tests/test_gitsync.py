@@ -68,11 +68,15 @@ class World:
         return run_git_pass(self.settings, self.kube, now=now, **kwargs)
 
     def settle(self, now: str) -> GitPassResult:
-        """Pass until a pass commits nothing: where a KAITO runs, states move on their own between passes."""
+        """Pass until three passes in a row commit nothing: where a KAITO runs, states move on their own between
+        passes, and one quiet pass can fall between two of its steps."""
+        streak = [0]
+
         def quiet() -> GitPassResult | None:
             res = self.git_pass(now)
-            return res if res.writeback is not None and not res.writeback.committed else None
-        return wait_until(quiet, timeout=60, interval=0.2, what="a pass with nothing to commit")
+            streak[0] = streak[0] + 1 if res.writeback is not None and not res.writeback.committed else 0
+            return res if streak[0] >= 3 else None
+        return wait_until(quiet, timeout=60, interval=0.3, what="three passes in a row with nothing to commit")
 
     def kaito_ready(self, name: str) -> None:
         """Play KAITO: the Workspace reaches WorkspaceSucceeded=True and state Ready for its generation."""

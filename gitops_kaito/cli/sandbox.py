@@ -28,6 +28,9 @@ def register(subparsers: Any) -> None:
                         help="demo: seconds per step, like a small cluster; fast: as quick as possible")
     parser.add_argument("--byo", action="store_true",
                         help="KAITO with bring-your-own nodes (no auto-provisioning) instead of NodeClaims")
+    parser.add_argument("--crds-only", action="store_true",
+                        help="serve the CRDs with no simulated controllers (no KAITO, so no KAITO webhook): what a "
+                             "kind cluster with deploy/crds applied is, the target the cluster tests recommend")
     parser.add_argument("--latency", default="0s",
                         help="added to every API request, e.g. 20ms: what a real API server's round trip costs "
                              "(default 0s)")
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--latency must be between 0s and 10s, not {args.latency}")
     settings = SandboxSettings(speed=args.speed, node_provisioning="byo" if args.byo else "nap", port=args.port,
                                kubeconfig_path=args.kubeconfig_out.resolve() if args.kubeconfig_out else None,
-                               latency_s=latency)
+                               latency_s=latency, controllers=not args.crds_only)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
