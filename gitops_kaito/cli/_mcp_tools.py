@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gitops_kaito.cli.common import CliError
+from gitops_kaito.model.states import ModelState
 
 DEFAULT_LIMIT = 25
 
@@ -335,7 +336,7 @@ def explain(ctx: ToolContext, model: str) -> ToolAnswer:
         data["cluster"] = live
         state, reason, message = live["state"], live["reason"], live["message"]
     elif request_errors:
-        state, reason, message = "Invalid", "InvalidRequest", str(request_errors[0]["message"])
+        state, reason, message = ModelState.INVALID, "InvalidRequest", str(request_errors[0]["message"])
     if not state:
         state = "Unknown" if requested is not None else "NotRequested"
         message = ("no status recorded yet and no cluster given (start the server with --kubeconfig to ask the "

@@ -23,6 +23,7 @@ import yaml
 
 from gitops_kaito.cli import progress
 from gitops_kaito.cli.common import EXIT_OK, CliError
+from gitops_kaito.model.states import ModelState
 
 NAMESPACE = "demo"
 LEASE_NAMESPACE = "gitops-kaito"
@@ -207,10 +208,10 @@ class Demo:
             for name in MODELS:
                 state, message = live.get(name, ("-", "not created yet"))
                 report = committed.get(name)
-                rows.append((name, state, report.state if report else "-", message if state != "Ready" else ""))
+                rows.append((name, state, report.state if report else "-", message if state != ModelState.READY else ""))
             self.progress.show(rows)
             result.states = {n: r.state for n, r in committed.items()}
-            return all(result.states.get(n) == "Ready" for n in MODELS)
+            return all(result.states.get(n) == ModelState.READY for n in MODELS)
 
         self._wait("both models Ready with their status committed", check)
         self.progress.say("   both models are Ready and their status is committed to the repository")
@@ -265,7 +266,7 @@ class Demo:
             cm: Any = client.CoreV1Api(self._api).read_namespaced_config_map(f"{CHANGED}-inference-config", NAMESPACE)
             applied = yaml.safe_load(cm.data["inference_config.yaml"])["vllm"]["max-model-len"] == max_len
             report = self._status(result).get(CHANGED)
-            committed = report is not None and sha in report.revision and report.state == "Ready"
+            committed = report is not None and sha in report.revision and report.state == ModelState.READY
             return bool(applied and committed)
 
         self._wait(f"max-model-len {max_len} applied and status committed at {sha[:12]}", check)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from gitops_kaito.core.status import SUMMARY_ORDER, ModelReport, drift_text, sku_cell
+from gitops_kaito.model.states import ModelState
 
 MODEL_COLUMNS = ("model", "state", "sku x nodes", "message")
 GAP = "   "
@@ -155,7 +156,7 @@ class Progress:
 # -- models ----------------------------------------------------------------------------------------------------
 
 def model_row(report: ModelReport) -> tuple[str, str, str, str]:
-    message = report.message if report.state != "Ready" else (report.endpoint or report.message)
+    message = report.message if report.state != ModelState.READY else (report.endpoint or report.message)
     drift = drift_text(report.drift)  # drift left in place (drift: report) shows beside any state
     return (f"{report.namespace}/{report.name}", report.state, sku_cell(report),
             "; ".join(m for m in (message, drift) if m))
@@ -171,7 +172,7 @@ def summary(reports: Sequence[ModelReport], elapsed_s: float | None = None) -> s
     """'3/5 Ready, 1 Provisioning, 1 Failed, 2m10s elapsed'."""
     counts = Counter(r.state for r in reports)
     parts = [f"{counts.get('Ready', 0)}/{len(reports)} Ready"]
-    order = [s for s in SUMMARY_ORDER if s != "Ready" and counts.get(s)]
+    order = [s for s in SUMMARY_ORDER if s != ModelState.READY and counts.get(s)]
     parts += [f"{counts[s]} {s}" for s in order + sorted(s for s in counts if s not in SUMMARY_ORDER)]
     if elapsed_s is not None:
         parts.append(f"{format_elapsed(elapsed_s)} elapsed")

@@ -27,7 +27,7 @@ from gitops_kaito.cli.common import (
     print_table,
     scope_from_args,
 )
-from gitops_kaito.model.states import Outcome
+from gitops_kaito.model.states import TROUBLE, Outcome
 from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
 from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.reconcile.sync import PassResult, SyncError, run_pass
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from gitops_kaito.reconcile.gitsync import GitSyncSettings
     from gitops_kaito.reconcile.sync import PassMemo
 
-_TROUBLE = frozenset({"Failed", "Blocked", "Invalid"})
+_TROUBLE = TROUBLE
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 
 

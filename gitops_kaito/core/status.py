@@ -21,11 +21,12 @@ from gitops_kaito.repo.yamlsource import SourceError, load_yaml_data
 
 STATUS_MD = "STATUS.md"
 HEADER = "# Written by gitops-kaito after each sync pass. Do not edit: the next pass overwrites it.\n"
-SUMMARY_ORDER = ("Ready", "Succeeded", "Running", "Provisioning", "Pending", "Failed", "Blocked", "Invalid",
-                 "Suspended")
-MARKERS = {
-    "Ready": "[ok]", "Succeeded": "[ok]", "Running": "[..]", "Provisioning": "[..]", "Pending": "[..]",
-    "Failed": "[!!]", "Blocked": "[!!]", "Invalid": "[!!]", "Suspended": "[--]",
+_S = ModelState
+SUMMARY_ORDER: tuple[str, ...] = (_S.READY, _S.SUCCEEDED, _S.RUNNING, _S.PROVISIONING, _S.PENDING, _S.FAILED,
+                                  _S.BLOCKED, _S.INVALID, _S.SUSPENDED)
+MARKERS: dict[str, str] = {
+    _S.READY: "[ok]", _S.SUCCEEDED: "[ok]", _S.RUNNING: "[..]", _S.PROVISIONING: "[..]", _S.PENDING: "[..]",
+    _S.FAILED: "[!!]", _S.BLOCKED: "[!!]", _S.INVALID: "[!!]", _S.SUSPENDED: "[--]",
 }
 MODEL_KIND = "ModelDeployment"  # the request kind a report is of unless it says otherwise
 

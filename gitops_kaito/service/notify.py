@@ -41,7 +41,7 @@ REMOVED = "removed"
 EVENTS = (DEPLOYED, FAILED_EVENT, DEGRADED, RECOVERED, REMOVED)
 
 # Invalid and Blocked carry a constant reason code; what tells one of their failures from another is the message.
-_MESSAGE_IS_REASON = frozenset({"Blocked", "Invalid"})
+_MESSAGE_IS_REASON = frozenset({ModelState.BLOCKED, ModelState.INVALID})
 
 BATCH_OVER = 10  # more events than this in one pass go out as one request per sink
 _TEXT_LINES = 20  # event lines in one Slack/Teams batch message; the rest are counted
