@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +27,20 @@ from gitops_kaito.adapters.kube import ApiRetry, Kube
 from gitops_kaito.cli import main
 from gitops_kaito.reconcile.gitsync import GitPassResult, GitSyncSettings, run_git_pass
 from tests.fixtures_cluster import ClusterTarget, skip_on_real, wait_until
-from tests.gitfixtures import Developer, Remote, make_remote
+from tests.gitfixtures import Developer, make_remote
+from tests.test_gitsync import World as GitWorld
 
 pytestmark = pytest.mark.cluster
 
 OUTPUT = "example.azurecr.io/adapters/phi3:1"
 
 
-@dataclass
-class World:
-    target: ClusterTarget
-    kube: Kube
-    admin: client.ApiClient
-    remote: Remote
-    dev: Developer
-    settings: GitSyncSettings
+class World(GitWorld):
+    """test_gitsync's world (target, clients, remote, developer, settings) with the simulated KAITO's tuning runs and
+    RAG engines to look at; passes use the real endpoint checks."""
 
-    @property
-    def ns(self) -> str:
-        return self.target.namespace
-
-    def git_pass(self, now: str = "2025-01-01T00:00:00Z") -> GitPassResult:
-        return run_git_pass(self.settings, self.kube, now=now)
+    def git_pass(self, now: str = "2025-01-01T00:00:00Z", **kwargs: Any) -> GitPassResult:
+        return run_git_pass(self.settings, self.kube, now=now, **kwargs)
 
     def until(self, what: str, done: Any) -> GitPassResult:
         """Pass until done(result) holds (the simulated KAITO moves between passes)."""
@@ -60,16 +51,6 @@ class World:
 
     def status(self, name: str) -> dict[str, Any]:
         return dict(yaml.safe_load(self.remote.show(f"status/{self.ns}/{name}.yaml")))
-
-    def get(self, plural: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj = client.CustomObjectsApi(self.admin).get_namespaced_custom_object(
-                "kaito.sh", "v1beta1", self.ns, plural, name)
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return None if obj["metadata"].get("deletionTimestamp") else dict(obj)
 
     def job_uid(self, name: str) -> str:
         """The uid of the run's Job; "" while KAITO is between deleting one and creating the next."""

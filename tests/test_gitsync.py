@@ -98,14 +98,18 @@ class World:
 
     def workspace(self, name: str) -> dict[str, Any] | None:
         """The Workspace if it stands; None when gone or being deleted (a controller's finalizer may hold it)."""
+        return self.get("workspaces", name)
+
+    def get(self, plural: str, name: str) -> dict[str, Any] | None:
+        """A kaito.sh/v1beta1 object of the test namespace if it stands; None when gone or being deleted."""
         try:
-            ws = client.CustomObjectsApi(self.admin).get_namespaced_custom_object(
-                "kaito.sh", "v1beta1", self.ns, "workspaces", name)
+            obj = client.CustomObjectsApi(self.admin).get_namespaced_custom_object(
+                "kaito.sh", "v1beta1", self.ns, plural, name)
         except client.ApiException as err:
             if err.status == 404:
                 return None
             raise
-        return None if ws["metadata"].get("deletionTimestamp") else ws  # type: ignore[no-any-return]
+        return None if obj["metadata"].get("deletionTimestamp") else dict(obj)
 
 
 @pytest.fixture

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from gitops_kaito.reconcile.gitsync import GitSyncSettings
     from gitops_kaito.reconcile.sync import PassMemo
 
-_TROUBLE = TROUBLE
 EXIT_INTERRUPTED = 130  # as a shell reports a command ended by Ctrl-C
 
 
@@ -149,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         emit(result_dict(result), args.output)
     if not getattr(args, "git_url", None) and not result.dry_run:
         print(LOCAL_STATUS_LINE, file=sys.stderr)
-    troubled = any(o.state in _TROUBLE for o in result.outcomes) or bool(result.errors) or result.failed > 0
+    troubled = any(o.state in TROUBLE for o in result.outcomes) or bool(result.errors) or result.failed > 0
     return EXIT_CHANGES if troubled else EXIT_OK
 
 
