@@ -73,6 +73,9 @@ def run_size(size: int, workdir: Path, kubectl: str | None, latency_s: float = 0
                 ours.send(None)
             elif message[0] == "count":
                 ours.send(emulator.counts(server, emulator.OURS).as_dict())
+            elif message[0] == "watches":  # watch streams opened so far (logged when a stream starts)
+                ours.send(sum(1 for e in server.request_log.select(user_agent_prefix=emulator.OURS)
+                              if e.verb == "watch"))
             elif message[0] == "error":
                 raise RuntimeError(f"size {size}: the worker failed:\n{message[1]}")
             else:

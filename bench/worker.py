@@ -6,6 +6,7 @@ Runs in a spawned child so its peak RSS belongs to this size alone; the parent h
 from __future__ import annotations
 
 import resource
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -99,6 +100,14 @@ def _daemon_noop(repo: Path, kube: Any, parent: Parent) -> dict[str, Any]:
             return run_pass(repo, kube, revision=REV2, load=cache.loader(key), live=watch, memo=memo)
 
         one()
+        # The cache's threads open their watches in the background after the warming pass: counting starts once
+        # every kind's stream is open, so a stream that starts late is not taken for a request of the pass.
+        kinds = len(watch._specs)  # one stream per kind the warming pass asked the cache for
+        deadline = time.monotonic() + 30
+        while parent.ask("watches") < kinds:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the watch cache did not open its {kinds} watches in 30 s")
+            threading.Event().wait(0.05)
         parent.ask("clear")
         cpu = time.process_time()
         started = time.perf_counter()
