@@ -110,7 +110,9 @@ def test_controllers_identify_themselves_and_the_kubeconfig_works(sandbox: Sandb
     log = sandbox.server.request_log
     assert log.count(user_agent_prefix="gitops-kaito/") == 1  # only our list: the controllers use their own agent
     for name in ("kaito", "karpenter", "chaos", "ragengine", "inferenceset"):
-        assert log.count(user_agent_prefix=f"gitops-kaito-sandbox/{name}") > 0, name
+        # each controller opens its watches on its own thread: wait for its first request, however late
+        wait_until(lambda n=name: log.count(user_agent_prefix=f"gitops-kaito-sandbox/{n}") > 0, timeout=10,
+                   what=f"a request from the {name} controller")
     crds = client.ApiextensionsV1Api(api).list_custom_resource_definition().items
     assert {c.metadata.name for c in crds} == {"workspaces.kaito.sh", "nodeclaims.karpenter.sh", "machines.karpenter.sh",
                                                "inferencesets.kaito.sh", "ragengines.kaito.sh",
