@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gitops_kaito.adapters.kube import ApiRetry
+from gitops_kaito.cli import main
 from gitops_kaito.model.states import Outcome
 from gitops_kaito.reconcile.apply import ApplyOptions, ApplyResult, apply_plan
 from gitops_kaito.reconcile.sync import plan_repository, run_pass
@@ -217,3 +218,42 @@ def test_one_model_refused_fails_alone_while_its_wave_lands(world: KubeWorld) ->
     assert world.workspaces() == set(models) - {"ws3"}
     again = run_pass(world.repo, world.kube, revision=REV)
     assert again.ok and world.workspaces() == set(models)
+
+
+# -- `sync --max-in-flight` -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("flag", "env", "said"), [
+    (["--max-in-flight", "0"], None, "--max-in-flight: max-in-flight must be between 1 and 256, not 0"),
+    (["--max-in-flight", "lots"], "4", "--max-in-flight: max-in-flight must be a whole number, not 'lots'"),
+    ([], "300", "GITOPS_KAITO_MAX_IN_FLIGHT: max-in-flight must be between 1 and 256, not 300"),
+])
+def test_sync_refuses_a_bad_max_in_flight_before_connecting(world: KubeWorld, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str], flag: list[str],
+                                                            env: str | None, said: str) -> None:
+    write_repo(world, {"cfg0": CONFIG})
+    if env is not None:
+        monkeypatch.setenv("GITOPS_KAITO_MAX_IN_FLIGHT", env)
+    before = len(world.requests())
+    assert main(["sync", "--repo", str(world.repo), "--kubeconfig", str(world.kubeconfig), *flag]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {said}"
+    assert len(world.requests()) == before  # nothing was asked of the cluster
+
+
+def test_sync_sends_as_many_writes_at_once_as_max_in_flight_says(world: KubeWorld, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """cfg0's ConfigMap write is held 0.4 s by the server: with GITOPS_KAITO_MAX_IN_FLIGHT=1 nothing else goes out
+    meanwhile (the default, 16, would send the others); then `--max-in-flight 4` wins over that environment and the
+    next commit's writes (every config edited) go out while cfg0's is held."""
+    monkeypatch.setenv("GITOPS_KAITO_MAX_IN_FLIGHT", "1")
+    seen: dict[str, list[LoggedRequest]] = {}
+    for flag, config in (([], "4096"), (["--max-in-flight", "4"], "8192")):
+        write_repo(world, {f"cfg{i}": f"  config: {{max-model-len: {config}}}\n" for i in range(4)})
+        world.server.faults.add(Fault(method="PATCH", path_regex=f"/configmaps/{HELD}-inference-config$", status=0,
+                                      delay_s=0.4, times=1))
+        mark = world.server.request_log.entries()[-1].time if len(world.server.request_log) else 0.0
+        assert main(["sync", "--repo", str(world.repo), "--kubeconfig", str(world.kubeconfig), *flag]) == 0
+        log = [e for e in world.requests() if e.time > mark]
+        held = next(e for e in log if e.path.endswith(f"/configmaps/{HELD}-inference-config") and e.verb == "patch")
+        seen["flag" if flag else "env"] = overlapped(log, held)
+    assert seen["env"] == [] and len(seen["flag"]) >= 1, {k: [e.path for e in v] for k, v in seen.items()}
+    assert capsys.readouterr().out.count("Applied") == 8

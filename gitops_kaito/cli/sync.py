@@ -30,6 +30,7 @@ from gitops_kaito.cli.common import (
 from gitops_kaito.model.states import TROUBLE, Outcome
 from gitops_kaito.provision.aks import add_azure_flags, azure_overrides
 from gitops_kaito.provision.pools import PoolRunner
+from gitops_kaito.reconcile.apply import ApplyOptions
 from gitops_kaito.reconcile.sync import PassResult, SyncError, run_pass
 
 if TYPE_CHECKING:
@@ -54,11 +55,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="let this pass delete more than prune.maxShare of the managed models (or all)")
     parser.add_argument("--revision", default="", help="revision to stamp (default: the checkout's branch@sha1:...)")
     parser.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table", help="output format")
+    parser.add_argument("--max-in-flight", metavar="N",
+                        help="writes sent at once within an apply wave (default 16; env GITOPS_KAITO_MAX_IN_FLIGHT)")
     add_scope_flags(parser)
     add_git_flags(parser)
     add_azure_flags(parser)
     add_wait_flags(parser)
     parser.set_defaults(func=run)
+
+
+def apply_options(args: argparse.Namespace) -> ApplyOptions:
+    """--max-in-flight, else GITOPS_KAITO_MAX_IN_FLIGHT, else the default; checked as `run` checks it."""
+    from gitops_kaito.repo.config import SettingsError
+    from gitops_kaito.service.settings import ENV_PREFIX, parse_in_flight
+
+    env = ENV_PREFIX + "MAX_IN_FLIGHT"
+    flag = getattr(args, "max_in_flight", None)
+    raw, source = (flag, "--max-in-flight") if flag is not None else (os.environ.get(env), env)
+    if raw is None:
+        return ApplyOptions()
+    try:
+        return ApplyOptions(max_in_flight=parse_in_flight(raw))
+    except SettingsError as err:
+        raise CliError(f"{source}: {err}") from None
 
 
 def pool_runner(args: argparse.Namespace) -> PoolRunner:
@@ -110,7 +129,7 @@ def run_git(args: argparse.Namespace) -> PassResult:
     try:
         with Kube.connect(args.kubeconfig, args.context) as kube:
             done = run_git_pass(settings, kube, dry_run=args.dry_run, allow_mass_prune=args.allow_mass_prune,
-                                pools=pool_runner(args))
+                                pools=pool_runner(args), options=apply_options(args))
     except (KubeError, SyncError, GitSourceError) as err:
         raise CliError(str(err)) from None
     wb = done.writeback
@@ -130,6 +149,7 @@ def writeback_line(wb: WritebackResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    options = apply_options(args)  # a bad value ends here, before anything connects
     if getattr(args, "wait", False):
         return run_wait(args)
     try:
@@ -139,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             with Kube.connect(args.kubeconfig, args.context) as kube:
                 result = run_pass(Path(args.repo), kube, revision=args.revision, dry_run=args.dry_run,
                                   allow_mass_prune=args.allow_mass_prune, pools=pool_runner(args),
-                                  scope=scope_from_args(args))
+                                  scope=scope_from_args(args), options=options)
     except (KubeError, SyncError) as err:
         raise CliError(str(err)) from None
     if args.output == "table":
@@ -270,12 +290,13 @@ def _repo_wait_pass(args: argparse.Namespace, kube: Kube, pools: PoolRunner,
     from gitops_kaito.reconcile.desiredcache import DesiredCache
 
     cache = DesiredCache()  # keyed by the stats of the repository's inputs: an edit while waiting is picked up
+    options = apply_options(args)
 
     def one(should_continue: Callable[[], bool]) -> PassView:
         try:
             result = run_pass(Path(args.repo), kube, revision=args.revision, allow_mass_prune=args.allow_mass_prune,
                               pools=pools, should_continue=should_continue, scope=scope_from_args(args),
-                              load=cache.loader(), live=loop.watch, memo=loop.memo)
+                              load=cache.loader(), live=loop.watch, memo=loop.memo, options=options)
             reports = assess_models(result, kube, result.revision, live=loop.watch, prober=loop.prober)
         except (KubeError, SyncError) as err:
             raise PassFailed(str(err)) from None
@@ -294,12 +315,13 @@ def _git_wait_pass(args: argparse.Namespace, kube: Kube, pools: PoolRunner, say:
     settings = git_settings(args)
     cache = DesiredCache()  # as the daemon's: passes on the same desired commit skip load and render
     source = git_source(settings)  # one repository handle for every pass
+    options = apply_options(args)
 
     def one(should_continue: Callable[[], bool]) -> PassView:
         try:
             done = run_git_pass(settings, kube, allow_mass_prune=args.allow_mass_prune, pools=pools,
                                 should_continue=should_continue, cache=cache, source=source, live=loop.watch,
-                                memo=loop.memo, prober=loop.prober)
+                                memo=loop.memo, prober=loop.prober, options=options)
         except (KubeError, SyncError, GitSourceError) as err:
             raise PassFailed(str(err)) from None
         if done.writeback is not None and done.writeback.committed:  # only news: an unchanged status says nothing

@@ -27,6 +27,20 @@ from gitops_kaito.repo.config import (
 
 ENV_PREFIX = "GITOPS_KAITO_"
 NOTIFY_FORMATS = ("generic", "slack", "teams")
+MAX_IN_FLIGHT_LIMIT = 256
+
+
+def parse_in_flight(raw: str | int) -> int:
+    """--max-in-flight (GITOPS_KAITO_MAX_IN_FLIGHT) of `run` and `sync`: writes at once within an apply wave."""
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise SettingsError(f"max-in-flight must be a whole number, not {raw!r}") from None
+    if not 1 <= value <= MAX_IN_FLIGHT_LIMIT:
+        raise SettingsError(f"max-in-flight must be between 1 and {MAX_IN_FLIGHT_LIMIT}, not {value}")
+    return value
+
+
 def read_secret_file(name: str, what: str) -> bytes:
     """An HMAC key from a file (a mounted Secret): at least 16 bytes, surrounding whitespace dropped."""
     path = Path(name)
@@ -135,13 +149,7 @@ class RunSettings:
 
     @property
     def in_flight(self) -> int:
-        try:
-            value = int(str(self.max_in_flight).strip())
-        except ValueError:
-            raise SettingsError(f"max-in-flight must be a whole number, not {self.max_in_flight!r}") from None
-        if not 1 <= value <= 256:
-            raise SettingsError(f"max-in-flight must be between 1 and 256, not {value}")
-        return value
+        return parse_in_flight(self.max_in_flight)
 
     @property
     def status_commit_interval_s(self) -> float:
