@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -236,9 +237,10 @@ def run_wait(args: argparse.Namespace) -> int:
     live = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
     display = ModelProgress(sys.stderr, live, quiet=args.quiet or args.output != "table")
     pools = pool_runner(args)  # one runner for every pass: Azure operations started in one are harvested later
+    wake = threading.Event()  # set by the watch when a model's objects change in the cluster
     try:
-        with Kube.connect(args.kubeconfig, args.context) as kube, Interrupt() as interrupt, \
-                _watching(kube) as loop:
+        with Kube.connect(args.kubeconfig, args.context) as kube, Interrupt(wake) as interrupt, \
+                _watching(kube, wake) as loop:
             one_pass = _git_wait_pass(args, kube, pools, display.say, loop) if args.git_url else \
                 _repo_wait_pass(args, kube, pools, loop)
             try:
@@ -247,7 +249,7 @@ def run_wait(args: argparse.Namespace) -> int:
                 raise CliError(str(err)) from None
             outcome = wait_ready(one_pass, settings, first=first, stop=interrupt.event,
                                  on_pass=lambda view: display.update(view.reports), on_tick=display.tick,
-                                 on_error=lambda text: display.say(f"pass failed, will retry: {text}"))
+                                 on_error=lambda text: display.say(f"pass failed, will retry: {text}"), wake=wake)
     except KubeError as err:
         raise CliError(str(err)) from None
     finally:
@@ -262,14 +264,19 @@ def run_wait(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _watching(kube: Kube) -> Iterator[WaitLoop]:
+def _watching(kube: Kube, wake: threading.Event) -> Iterator[WaitLoop]:
     """What the passes of `sync --wait` keep, as the daemon does: the watched view of the managed kinds (passes with
-    nothing to do ask the API server nothing), the last settled pass and the endpoint prober."""
-    from gitops_kaito.adapters.watchcache import WatchCache
+    nothing to do ask the API server nothing), the last settled pass and the endpoint prober. A change to a model's
+    objects by anyone but us (KAITO's status, a node becoming ready) sets `wake`: the wait passes at once."""
+    from gitops_kaito.adapters.watchcache import CacheChange, WatchCache
     from gitops_kaito.reconcile.assess import Prober
     from gitops_kaito.reconcile.sync import PassMemo
 
-    watch = WatchCache(kube)
+    def changed(change: CacheChange) -> None:
+        if change.model_id:  # nodes of workloads that are not ours (NodeClaims are watched unfiltered) wake nothing
+            wake.set()
+
+    watch = WatchCache(kube, on_change=changed)
     try:
         yield WaitLoop(watch, PassMemo(), Prober())
     finally:

@@ -1,5 +1,6 @@
-"""`sync --wait`: reconcile passes at a short interval until every model is Ready, none can get further, or time
-runs out. Level-triggered: each pass is what moves node gating (NodeClaims, Machines, agent pools) forward.
+"""`sync --wait`: reconcile passes until every model is Ready, none can get further, or time runs out; a pass at each
+interval and, woken by the watch, as soon as something of the models changes in the cluster (KAITO's status).
+Level-triggered: each pass is what moves node gating (NodeClaims, Machines, agent pools) forward.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class WaitSettings:
     interval_s: float = 5.0
     retries: int = 3  # passes a retryable failure must last before it counts as final
     tick_s: float = 1.0  # how often the display is refreshed between passes (the elapsed time moves)
+    settle_s: float = 0.1  # after a wake-up, how long the rest of a burst of changes (KAITO's steps) is gathered
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,9 @@ class Interrupt:
     """Ctrl-C asks the wait to stop after the pass in flight (which stops at its next apply wave); a second
     Ctrl-C interrupts at once. Outside the main thread signals cannot be caught: only stop() is honoured."""
 
-    def __init__(self) -> None:
+    def __init__(self, wake: threading.Event | None = None) -> None:
         self.event = threading.Event()
+        self.wake = wake  # the wait's wake-up: set too, so a pause ends at once
         self._previous: object = None
 
     def __enter__(self) -> Interrupt:
@@ -105,11 +108,13 @@ class Interrupt:
     def _handle(self, signum: int, frame: object) -> None:
         import signal
 
-        self.event.set()
+        self.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def stop(self) -> None:
         self.event.set()
+        if self.wake is not None:
+            self.wake.set()
 
     def should_continue(self) -> bool:
         return not self.event.is_set()
@@ -118,12 +123,15 @@ class Interrupt:
 def wait_ready(run_pass: Callable[[Callable[[], bool]], PassView], settings: WaitSettings, *,
                first: PassView | None = None, stop: threading.Event | None = None,
                on_pass: Callable[[PassView], None] | None = None, on_tick: Callable[[], None] | None = None,
-               on_error: Callable[[str], None] | None = None,
+               on_error: Callable[[str], None] | None = None, wake: threading.Event | None = None,
                clock: Callable[[], float] = time.monotonic) -> WaitOutcome:
     """Run passes until settled, the timeout, or `stop`. `run_pass(should_continue)` runs one pass; one that
     raises PassFailed is reported through `on_error` and retried at the next interval (the deadline holds).
 
     `first`: a pass already run by the caller (the plain `sync` pass), counted as the first.
+    `wake`: set (by the watch) when something of the models changed in the cluster: the pause ends, after
+    `settle_s` for the rest of the burst, and a pass runs at once. Whoever sets `stop` sets `wake` too (Interrupt
+    does), else a stop is seen at the next tick.
     """
     stop = stop or threading.Event()
     started = clock()
@@ -149,7 +157,7 @@ def wait_ready(run_pass: Callable[[Callable[[], bool]], PassView], settings: Wai
                 on_pass(view)
             if settled(view.reports, streaks, settings.retries):
                 return done(FAILED if any(r.state in TROUBLE for r in view.reports) else READY)
-        if passes and not _pause(deadline, settings, stop, on_tick, clock):
+        if passes and not _pause(deadline, settings, stop, wake, on_tick, clock):
             return done(INTERRUPTED if stop.is_set() else TIMEOUT)
         try:
             fresh = run_pass(should_continue)
@@ -168,15 +176,22 @@ def wait_ready(run_pass: Callable[[Callable[[], bool]], PassView], settings: Wai
             return done(INTERRUPTED)
 
 
-def _pause(deadline: float, settings: WaitSettings, stop: threading.Event, on_tick: Callable[[], None] | None,
-           clock: Callable[[], float]) -> bool:
-    """Wait one interval (ticking the display); False when the deadline passed or stop was asked."""
+def _pause(deadline: float, settings: WaitSettings, stop: threading.Event, wake: threading.Event | None,
+           on_tick: Callable[[], None] | None, clock: Callable[[], float]) -> bool:
+    """Wait one interval, or until woken (ticking the display); False when the deadline passed or stop was asked."""
     until = min(clock() + settings.interval_s, deadline)
     while True:
         left = until - clock()
         if left <= 0:
             break
-        if stop.wait(min(left, settings.tick_s)):
+        if (wake or stop).wait(min(left, settings.tick_s)):
+            if stop.is_set() or wake is None:
+                return False
+            # Woken by a change: KAITO moves a model through several conditions in a row, one pass sees them all.
+            stop.wait(max(0.0, min(settings.settle_s, until - clock())))
+            wake.clear()
+            break
+        if stop.is_set():
             return False
         if on_tick is not None:
             on_tick()
