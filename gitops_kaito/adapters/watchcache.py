@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes import watch as k8s_watch
@@ -51,6 +51,21 @@ CHANGED = "changed"  # someone else changed the object (what we own, or anything
 STATUS = "status"  # only the status (KAITO's controller, Karpenter): the model's health moved
 DELETED = "deleted"
 ADDED = "added"
+
+# Why a kind was listed in full (WatchCounters.relisted).
+START = "start"  # its watch (re)started: the first pass, leadership regained, another instance or version watched
+EXPIRED = "expired"  # 410 Gone: the server's history no longer reaches our resourceVersion
+DROPPED = "dropped"  # the stream failed, or the API server went away (or restarted)
+PERIODIC = "periodic"  # the safety net, every resync_s
+REQUESTED = "requested"  # a pass asked (resync(): a write refused because the object changed since it was read)
+
+
+class WatchCounters(Protocol):
+    """What the cache reports as it goes, for metrics (the daemon's: service/metrics.py). Called on the watch
+    threads, outside the cache's lock; must not block."""
+
+    def event(self, kind: str, etype: str) -> None: ...  # ADDED, MODIFIED, DELETED, BOOKMARK
+    def relisted(self, kind: str, reason: str) -> None: ...  # a LIST that succeeded, with its reason (above)
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,7 @@ class _Kind:
         self.rv = ""
         self.synced = False
         self.relist = True
+        self.reason = START  # why the next re-list (while relist is set)
         self.last_list = 0.0
         self.stream: k8s_watch.Watch | None = None
 
@@ -136,9 +152,11 @@ class WatchCache:
     """Start it with `ensure(specs)`; `objects(specs)` answers a pass (None while not in sync). Thread-safe."""
 
     def __init__(self, kube: Kube, settings: WatchSettings | None = None,
-                 on_change: Callable[[CacheChange], None] | None = None) -> None:
+                 on_change: Callable[[CacheChange], None] | None = None,
+                 counters: WatchCounters | None = None) -> None:
         self.settings = settings or WatchSettings()
         self.on_change = on_change
+        self.counters = counters
         self._parent = kube
         self._own_kube: Kube | None = None  # made at the first ensure(): building the cache does no I/O
         self._lock = threading.Condition()
@@ -189,6 +207,11 @@ class WatchCache:
     def synced(self) -> bool:
         with self._lock:
             return bool(self._kinds) and all(k.synced for k in self._kinds.values())
+
+    def state_by_kind(self) -> dict[str, tuple[bool, int]]:
+        """Per watched kind: whether it is in sync, and how many objects the cache holds (metrics read it)."""
+        with self._lock:
+            return {name: (k.synced, len(k.objects)) for name, k in self._kinds.items()}
 
     def wait_synced(self, timeout_s: float) -> bool:
         with self._lock:
@@ -251,6 +274,7 @@ class WatchCache:
             targets = [k for n, k in self._kinds.items() if kinds is None or n in kinds]
             for k in targets:
                 k.relist = True
+                k.reason = REQUESTED
                 k.synced = False
             streams = [k.stream for k in targets if k.stream is not None]
         for stream in streams:
@@ -301,8 +325,10 @@ class WatchCache:
         delay = self.settings.backoff_initial_s
         while not stop.is_set():
             try:
-                if kind.relist or time.monotonic() - kind.last_list >= self.settings.resync_s:
-                    self._relist(kind)
+                if kind.relist:
+                    self._relist(kind, kind.reason)
+                elif time.monotonic() - kind.last_list >= self.settings.resync_s:
+                    self._relist(kind, PERIODIC)
                 self._watch(kind, stop)
                 delay = self.settings.backoff_initial_s  # a stream that ended at its timeout: resume at once
             except ApiException as err:
@@ -310,7 +336,7 @@ class WatchCache:
                     return
                 if err.status == 410:  # too old: the history no longer reaches our resourceVersion
                     log.info("watch %s: %s; re-listing", kind.spec.kind, err.reason)
-                    self._unsync(kind)
+                    self._unsync(kind, EXPIRED)
                     continue
                 delay = self._failed(kind, stop, f"HTTP {err.status} {err.reason}", delay)
             except (KubeError, urllib3.exceptions.HTTPError, OSError, ValueError) as err:
@@ -323,20 +349,22 @@ class WatchCache:
                 log.exception("watch %s: unexpected error", kind.spec.kind)
                 delay = self._failed(kind, stop, f"{type(err).__name__}: {err}", delay)
 
-    def _unsync(self, kind: _Kind) -> None:
+    def _unsync(self, kind: _Kind, reason: str) -> None:
         with self._lock:
             kind.synced = False
+            if not kind.relist:
+                kind.reason = reason if kind.last_list else START  # a first LIST that failed is still the start
             kind.relist = True
             self._lock.notify_all()
 
     def _failed(self, kind: _Kind, stop: threading.Event, why: str, delay: float) -> float:
         """A dropped stream or an unreachable server: out of sync until re-listed, after a jittered backoff."""
-        self._unsync(kind)
+        self._unsync(kind, DROPPED)
         log.warning("watch %s failed (%s); re-listing in %.1fs", kind.spec.kind, why, delay)
         stop.wait(delay * (0.5 + random.random() / 2))
         return min(delay * 2, self.settings.backoff_max_s)
 
-    def _relist(self, kind: _Kind) -> None:
+    def _relist(self, kind: _Kind, reason: str) -> None:
         spec = kind.spec
         items, rv = self._kube.list_versioned(spec.api_version, spec.kind, spec.label_selector)
         fresh = {key_of(o): compact(o) for o in items}
@@ -362,6 +390,8 @@ class WatchCache:
             kind.synced = True
             self._deleting -= {k for k in self._deleting if k[0] == spec.kind and k not in fresh}
             self._lock.notify_all()
+        if self.counters is not None:
+            self.counters.relisted(spec.kind, reason)
         self._report(changes)
 
     def _watch(self, kind: _Kind, stop: threading.Event) -> None:
@@ -392,6 +422,8 @@ class WatchCache:
     def _event(self, kind: _Kind, event: Mapping[str, Any]) -> None:
         etype = event.get("type")
         obj = event.get("raw_object") or event.get("object")
+        if self.counters is not None and isinstance(etype, str):
+            self.counters.event(kind.spec.kind, etype)
         if not isinstance(obj, dict):
             return
         rv = _rv(obj)
@@ -471,4 +503,4 @@ class WatchCache:
                 log.exception("watch listener failed on %s", change)
 
 
-__all__ = ["CacheChange", "WatchCache", "WatchSettings", "compact"]
+__all__ = ["CacheChange", "WatchCache", "WatchCounters", "WatchSettings", "compact"]

@@ -5,10 +5,12 @@ Names follow Flux's (`*_reconcile_duration_seconds`, counters per action) with a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from gitops_kaito.model.states import ModelState
 
@@ -70,6 +72,20 @@ class Metrics:
             "Commit statuses by provider and result (sent, unchanged, unauthorized, forbidden, not_found, invalid, "
             "rate_limited, server_error, unreachable, dropped).", ["provider", "result"], registry=r,
         )
+        self.watch_events = Counter(
+            "gitops_kaito_watch_events",
+            "Watch events received, by kind and type (ADDED, MODIFIED, DELETED, BOOKMARK); our own writes included.",
+            ["kind", "type"], registry=r,
+        )
+        self.watch_relists = Counter(
+            "gitops_kaito_watch_relists",
+            "Full LISTs of a watched kind, by reason: start (its watch started), expired (410 Gone), dropped (the "
+            "stream failed or the API server went away), periodic (the safety net), requested (a write was refused "
+            "because the object changed since it was read).", ["kind", "reason"], registry=r,
+        )
+        # The watched view, read when /metrics is scraped: the daemon sets it once its WatchCache exists.
+        self.watch_state: Callable[[], Mapping[str, tuple[bool, int]]] | None = None
+        r.register(_WatchStateCollector(self))
         self._revision = ""
         self._drift_kinds: set[str] = set()
 
@@ -91,3 +107,31 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    # adapters/watchcache.WatchCounters: the cache reports through these without knowing of Prometheus.
+    def event(self, kind: str, etype: str) -> None:
+        self.watch_events.labels(kind=kind, type=etype).inc()
+
+    def relisted(self, kind: str, reason: str) -> None:
+        self.watch_relists.labels(kind=kind, reason=reason).inc()
+
+
+class _WatchStateCollector(Collector):
+    """gitops_kaito_watch_synced and gitops_kaito_cache_objects per kind, read from the cache at each scrape (a
+    count kept on every event would be one more thing to get wrong)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        synced = GaugeMetricFamily("gitops_kaito_watch_synced",
+                                   "1 while the watched view of a kind is in sync (passes read it), else 0 (passes "
+                                   "list for themselves until it is re-listed).", labels=["kind"])
+        objects = GaugeMetricFamily("gitops_kaito_cache_objects", "Objects the watched view holds, by kind.",
+                                    labels=["kind"])
+        source = self._metrics.watch_state
+        for kind, (in_sync, count) in sorted((source() if source is not None else {}).items()):
+            synced.add_metric([kind], 1.0 if in_sync else 0.0)
+            objects.add_metric([kind], float(count))
+        yield synced
+        yield objects

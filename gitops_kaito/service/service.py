@@ -279,7 +279,8 @@ class Service:
         reactor: Reactor | None = None
         if settings.watch:  # its watches start with the first pass (the leader's): followers watch nothing
             reactor = Reactor(daemon.trigger)
-            git.watch = WatchCache(kube, on_change=reactor)
+            git.watch = WatchCache(kube, on_change=reactor, counters=metrics)
+            metrics.watch_state = git.watch.state_by_kind
         running = settings
         hooks = ListenerHooks(
             branch=lambda: running.branch, secret=settings.webhook_secret(), trigger=daemon.trigger,
