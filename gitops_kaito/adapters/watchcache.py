@@ -273,8 +273,8 @@ class WatchCache:
         with self._lock:
             targets = [k for n, k in self._kinds.items() if kinds is None or n in kinds]
             for k in targets:
+                k.reason = k.reason if k.relist else REQUESTED
                 k.relist = True
-                k.reason = REQUESTED
                 k.synced = False
             streams = [k.stream for k in targets if k.stream is not None]
         for stream in streams:
