@@ -14,7 +14,7 @@ import pytest
 
 from gitops_kaito.adapters.watchcache import CHANGED, DELETED, CacheChange, WatchCache, WatchSettings, compact
 from gitops_kaito.core.plan import make_plan
-from gitops_kaito.model.ownership import ANNOTATION_PRUNE
+from gitops_kaito.model.ownership import ANNOTATION_PRUNE, OWNER_SELECTOR
 from gitops_kaito.reconcile.desiredcache import DesiredCache
 from gitops_kaito.reconcile.sync import PassMemo, load_desired, plan_policy, run_pass
 from tests.faultkit import UA, WRITES, KubeWorld, wait_until
@@ -232,8 +232,10 @@ def test_compact_projection_plans_like_the_full_object(world: KubeWorld) -> None
     world.models(("a", "b"))
     assert run_pass(world.repo, world.kube, revision=REV1).created == 2
     hand_edit(world, "a")
-    full = world.kube.list_owned("kaito.sh/v1beta1", "Workspace")
-    assert all("time" in e for o in full for e in o["metadata"]["managedFields"])
+    # The objects as the server sends them (list_owned's are compact already).
+    full = world.kube.dynamic.get(world.kube.resource("kaito.sh/v1beta1", "Workspace"),
+                                  label_selector=OWNER_SELECTOR).to_dict()["items"]
+    assert full and all("time" in e for o in full for e in o["metadata"]["managedFields"])
     small = [compact(o) for o in full]
     assert not any("time" in e for o in small for e in o["metadata"]["managedFields"])
     desired = load_desired(world.repo, REV1)

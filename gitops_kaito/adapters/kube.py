@@ -13,7 +13,7 @@ import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +38,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 USER_AGENT = f"gitops-kaito/{__version__}"
-LIST_PAGE_SIZE = 10_000  # pages of 500 made a 5,000-model pass 16 requests instead of 4
+# kubectl's and client-go's page size: a LIST holds one page's raw body at a time, each page cut down to `compact`
+# before the next is read (at 5,000 models the one-shot body of 5,000 Workspaces was the pass's peak).
+LIST_PAGE_SIZE = 500
+# How often a paged LIST starts again after its continue token expired (410: the server compacted the snapshot the
+# pages were read from) before it asks once more without a limit, in one response, as client-go's pager does.
+LIST_RESTARTS = 2
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+_META_KEPT = ("name", "namespace", "uid", "resourceVersion", "generation", "labels", "deletionTimestamp",
+              "creationTimestamp", "finalizers", "ownerReferences")
+_FIELDS_KEPT = ("manager", "operation", "subresource", "fieldsV1")
 KAITO_MISSING = "KAITO is not installed: the API server does not serve workspaces.kaito.sh/v1beta1"
 
 
@@ -274,26 +283,51 @@ class Kube:
     # ------------------------------------------------------------------ reads
 
     def list_owned(self, api_version: str, kind: str, label_selector: str = OWNER_SELECTOR) -> list[Manifest]:
-        """Every object of one kind, in every namespace, carrying our owner label: one LIST (paged past
-        LIST_PAGE_SIZE, so a repository of thousands of models is still one request per kind)."""
+        """Every object of one kind, in every namespace, carrying our owner label, as `compact` projections: one LIST,
+        read in pages of LIST_PAGE_SIZE."""
         return self.list_versioned(api_version, kind, label_selector)[0]
 
-    def list_versioned(self, api_version: str, kind: str, label_selector: str = OWNER_SELECTOR
-                       ) -> tuple[list[Manifest], str]:
-        """list_owned plus the list's resourceVersion (the first page's: a watch from it misses nothing)."""
+    def list_versioned(self, api_version: str, kind: str, label_selector: str = OWNER_SELECTOR,
+                       page_size: int = LIST_PAGE_SIZE) -> tuple[list[Manifest], str]:
+        """list_owned plus the list's resourceVersion (a watch from it misses nothing).
+
+        The pages are one consistent snapshot, at the first page's resourceVersion. When the server has compacted it
+        before the last page (410 Expired on a continue token), the LIST starts again from the first page (the
+        objects read so far are dropped: they may be stale); after LIST_RESTARTS such restarts, once more without a
+        limit, which cannot expire."""
         resource = self._required(api_version, kind)
+        for restart in range(LIST_RESTARTS + 1):
+            try:
+                return self._list_pages(resource, api_version, kind, label_selector,
+                                        page_size if restart < LIST_RESTARTS else 0)
+            except _ContinueExpired as expired:
+                log.info("list %s: the continue token expired after %d object(s) (%s); listing again from the start",
+                         kind, expired.read, expired.error.message)
+        raise AssertionError("unreachable: the last attempt is not paged")
+
+    def _list_pages(self, resource: Any, api_version: str, kind: str, label_selector: str, limit: int
+                    ) -> tuple[list[Manifest], str]:
         items: list[Manifest] = []
         token: str | None = None
         version = ""
+        shared: dict[str, Any] = {}  # one copy of each distinct fieldsV1 tree in this LIST (see compact)
         while True:
-            body = self._json(lambda t=token: self.dynamic.get(  # type: ignore[misc]
-                resource, label_selector=label_selector, limit=LIST_PAGE_SIZE, _continue=t, serialize=False),
-                f"list {kind}")
-            for item in body.get("items") or []:
+            try:
+                body = self._json(lambda t=token: self.dynamic.get(  # type: ignore[misc]
+                    resource, label_selector=label_selector, limit=limit or None, _continue=t, serialize=False),
+                    f"list {kind}")
+            except KubeError as err:
+                if err.status == 410 and token:
+                    raise _ContinueExpired(err, len(items)) from None
+                raise
+            page = body.pop("items", None) or []
+            meta = body.get("metadata") or {}
+            for raw in page:
+                item = compact(raw, shared)
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
                 items.append(item)
-            meta = body.get("metadata") or {}
+            del page  # the raw objects: only their projections stay
             version = version or str(meta.get("resourceVersion") or "")
             token = meta.get("continue") or None
             if not token:
@@ -438,6 +472,46 @@ class Kube:
             log.warning("%s failed (%s); retrying in %.1fs", what, err, delay,
                         extra={"fields": {"status": err.status, "attempt": attempt}})
             self._sleep(delay)
+
+
+class _ContinueExpired(Exception):
+    """A paged LIST's continue token expired (410): the LIST starts again from its first page."""
+
+    def __init__(self, error: KubeError, read: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.read = read
+
+
+def compact(obj: Mapping[str, Any], shared: dict[str, Any] | None = None) -> Manifest:
+    """What a pass keeps of a listed (or watched) object: everything planning, health, status and import read, without
+    managedFields' timestamps, versions and field types or kubectl's last-applied annotation (a second copy of the
+    object). Only the top level and metadata are new dicts; the rest is the object's own.
+
+    `shared`: one LIST's memo of fieldsV1 trees, so objects with the same field set (every object of a template:
+    half of a listed Workspace's memory) hold one copy of it. Nothing mutates a live object's fieldsV1 (it is read by
+    model/objects.owned_fields and foreign_owned), so sharing it is safe."""
+    meta = obj.get("metadata") or {}
+    kept: dict[str, Any] = {k: meta[k] for k in _META_KEPT if k in meta}
+    annotations = meta.get("annotations")
+    if annotations:
+        kept["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    fields = meta.get("managedFields")
+    if fields:
+        entries = []
+        for entry in fields:
+            if not isinstance(entry, Mapping):
+                continue
+            small = {k: entry[k] for k in _FIELDS_KEPT if k in entry}
+            tree = small.get("fieldsV1")
+            if shared is not None and isinstance(tree, dict):
+                # repr is exact for decoded JSON (str keys; dict, list, str, number, bool and None values)
+                small["fieldsV1"] = shared.setdefault(repr(tree), tree)
+            entries.append(small)
+        kept["managedFields"] = entries
+    out = {k: v for k, v in obj.items() if k != "metadata"}
+    out["metadata"] = kept
+    return out
 
 
 class _DeadlineRESTClient(k8s_rest.RESTClientObject):

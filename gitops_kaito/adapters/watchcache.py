@@ -12,8 +12,8 @@ How it stays right (what client-go's reflector does, in the project's terms):
   without an event reaching us (missed events) is reported like an event;
 - our own writes (kube.Kube's WriteObserver hooks) update the cache from the server's answer and are not reported.
 
-Objects are kept as compact projections (`compact`): what planning, health and status read, without the request
-times of managedFields or kubectl's last-applied annotation.
+Objects are kept as compact projections (kube.compact, as every LIST returns them): what planning, health and status
+read, without the request times of managedFields or kubectl's last-applied annotation.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import urllib3
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from gitops_kaito.adapters.kube import Kube, KubeError, ListSpec
+from gitops_kaito.adapters.kube import Kube, KubeError, ListSpec, compact
 from gitops_kaito.model.kaito import KAITO_WORKSPACE_LABEL, KAITO_WORKSPACE_NS_LABEL
 from gitops_kaito.model.objects import Manifest, ObjectRef
 from gitops_kaito.model.ownership import LABEL_MODEL
@@ -39,10 +39,6 @@ from gitops_kaito.model.ownership import LABEL_MODEL
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # kind, namespace, name
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-_META_KEPT = ("name", "namespace", "uid", "resourceVersion", "generation", "labels", "deletionTimestamp",
-              "creationTimestamp", "finalizers", "ownerReferences")
-_FIELDS_KEPT = ("manager", "operation", "subresource", "fieldsV1")
 # What does not count as a change of the object itself (a status write, or the server's bookkeeping).
 _BOOKKEEPING = ("resourceVersion", "managedFields", "generation")
 
@@ -88,22 +84,6 @@ class CacheChange:
     model_id: str
     cause: str  # changed | status | deleted | added
     relist: bool = False  # found by comparing a re-list, not by an event
-
-
-def compact(obj: Mapping[str, Any]) -> Manifest:
-    """What the cache keeps of an object: everything but managedFields' timestamps and versions, and kubectl's
-    last-applied annotation (a second copy of the object). Planning and health read the same from it."""
-    meta = obj.get("metadata") or {}
-    kept: dict[str, Any] = {k: meta[k] for k in _META_KEPT if k in meta}
-    annotations = meta.get("annotations")
-    if annotations:
-        kept["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
-    fields = meta.get("managedFields")
-    if fields:
-        kept["managedFields"] = [{k: e[k] for k in _FIELDS_KEPT if k in e} for e in fields if isinstance(e, Mapping)]
-    out = {k: v for k, v in obj.items() if k != "metadata"}
-    out["metadata"] = kept
-    return out
 
 
 def key_of(obj: Mapping[str, Any]) -> Key:
@@ -367,7 +347,7 @@ class WatchCache:
     def _relist(self, kind: _Kind, reason: str) -> None:
         spec = kind.spec
         items, rv = self._kube.list_versioned(spec.api_version, spec.kind, spec.label_selector)
-        fresh = {key_of(o): compact(o) for o in items}
+        fresh = {key_of(o): o for o in items}  # list_versioned's items are compact projections already
         changes: list[CacheChange] = []
         with self._lock:
             self.relists += 1

@@ -27,7 +27,8 @@ What it only approximates, openly:
   Faults: `Fault(status=0, delay_s=...)` only slows a request; urllib3 under the official client retries
   429/503 answers that carry Retry-After by itself.
 - Watch history is bounded (`history_limit` events): older resourceVersions get a 410 ERROR event.
-  `limit`/`continue` pages read the current state, not a snapshot; resourceVersion on get/list is ignored.
+  `limit`/`continue` pages are one snapshot, rebuilt from that history (a continue token older than it: 410
+  Expired); resourceVersion on get/list is ignored.
 - Field selectors accept any dotted path with =, ==, != (a cluster accepts only a per-kind set).
 - events.k8s.io/v1 Events are core/v1 Events seen with their fields renamed (one store, two shapes, as on a
   cluster); managedFields of a write through events.k8s.io name its own field names.
@@ -153,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if owner.latency_s > 0:
                 owner._stopping.wait(owner.latency_s)
-            fault = owner.faults.take(self.command, path)
+            fault = owner.faults.take(self.command, path, split.query)
             if fault is not None:
                 self._apply_fault(fault)
             if fault is None or fault.status == 0:
@@ -192,8 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise _DropConnection()
         if fault.status:
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            reason = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable",
-                      504: "Timeout", 409: "Conflict", 404: "NotFound", 403: "Forbidden"}.get(fault.status, "Unknown")
+            reason = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout",
+                      409: "Conflict", 404: "NotFound", 403: "Forbidden", 410: "Expired"}.get(fault.status, "Unknown")
             self._verb = "fault"
             self._send_json(fault.status, status_body(fault.status, reason, fault.message), headers)
 

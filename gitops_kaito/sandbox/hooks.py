@@ -76,7 +76,8 @@ class RequestLog:
 
 @dataclass
 class Fault:
-    """A rule: requests matching method ("*" = any) and path_regex (re.search) fail `times` times (None = always).
+    """A rule: requests matching method ("*" = any), path_regex and query_regex (re.search; the raw query string) fail
+    `times` times (None = always).
 
     drop_connection closes the socket without answering; else a non-zero status answers with a Kubernetes
     Status body (and Retry-After when set); status 0 with delay_s only slows the request down.
@@ -84,6 +85,7 @@ class Fault:
 
     method: str = "GET"
     path_regex: str = ".*"
+    query_regex: str = ""
     status: int = 500
     times: int | None = 1
     retry_after: int | None = None
@@ -92,8 +94,9 @@ class Fault:
     message: str = "injected fault"
     hits: int = field(default=0, compare=False)
 
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method == "*" or self.method.upper() == method) and re.search(self.path_regex, path) is not None
+    def matches(self, method: str, path: str, query: str = "") -> bool:
+        return ((self.method == "*" or self.method.upper() == method) and re.search(self.path_regex, path) is not None
+                and re.search(self.query_regex, query) is not None)
 
 
 class Faults:
@@ -110,13 +113,13 @@ class Faults:
         with self._lock:
             self._rules.clear()
 
-    def take(self, method: str, path: str) -> Fault | None:
+    def take(self, method: str, path: str, query: str = "") -> Fault | None:
         """The first matching rule with uses left, consuming one use."""
         with self._lock:
             for rule in self._rules:
                 if rule.times is not None and rule.hits >= rule.times:
                     continue
-                if rule.matches(method, path):
+                if rule.matches(method, path, query):
                     rule.hits += 1
                     return rule
         return None

@@ -11,7 +11,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -131,6 +131,34 @@ def strategic_merge_patch(target: Any, patch: Any, list_keys: ssa.ListKeys, path
     return out
 
 
+# kube-apiserver's answer to a continue token whose snapshot etcd has compacted (staging/src/k8s.io/apiserver,
+# storage/etcd3 at v1.32: the 410 a client-go pager answers by listing again).
+CONTINUE_EXPIRED = ("The provided continue parameter is too old to display a consistent list result. You can start a "
+                    "new list without the continue parameter.")
+
+
+def _as_of(current: Iterable[Obj], events: list[WatchEvent], key: Any, namespace: str | None) -> list[Obj]:
+    """The objects of `current` as they were before `events` (those of one kind after a resourceVersion): each
+    changed object's state before its first later event, objects added since left out, deleted ones put back."""
+    before: dict[tuple[str, str], Obj | None] = {}
+    for event in events:
+        if event.key != key:
+            continue
+        meta = event.obj["metadata"]
+        before.setdefault((meta.get("namespace") or "", meta["name"]), event.prev)
+    if not before:
+        return list(current)
+    merged = {(o["metadata"].get("namespace") or "", o["metadata"]["name"]): o for o in current}
+    for pos, old in before.items():
+        if namespace is not None and pos[0] != namespace:
+            continue
+        if old is None:
+            merged.pop(pos, None)
+        else:
+            merged[pos] = old
+    return [merged[pos] for pos in sorted(merged)]
+
+
 class Api:
     """The emulated cluster's state and verbs. Thread-safe: every verb runs under the store lock."""
 
@@ -201,33 +229,43 @@ class Api:
             return self._out(target.type, self._existing(target))
 
     def list_objects(self, target: Target, query: dict[str, str]) -> Obj:
+        """A LIST, paged with `limit`/`continue` as kube-apiserver pages it: every page is read from the snapshot
+        at the first page's resourceVersion (the state then, rebuilt from the watch history), which the continue
+        token carries; a token older than the history gets 410 Expired. remainingItemCount only without selectors."""
         t = target.type
         match = matcher(query.get("labelSelector"), query.get("fieldSelector"))
         pinned = parse_field_selector(query.get("fieldSelector")).name()
         equalities = parse_label_selector(query.get("labelSelector")).equalities()
         limit = int(query.get("limit") or 0)
         start: tuple[str, str] | None = None
+        at: int | None = None
         if query.get("continue"):
             try:
                 token = json.loads(base64.urlsafe_b64decode(query["continue"].encode()))
-                start = (token["ns"], token["name"])
+                start, at = (token["ns"], token["name"]), int(token["rv"])
             except (ValueError, KeyError, TypeError):
                 raise ApiError(400, "continue key is not valid")
         items: list[Obj] = []
         more: tuple[str, str] | None = None
+        remaining = 0
         with self.lock:
             if t.namespaced and target.namespace:
                 self._require_namespace(t, target.namespace, creating=False)
             ns = target.namespace if t.namespaced and target.namespace else None
-            rv = str(self.store.rv)
+            if at is None:
+                at = self.store.rv
+            elif at < self.store.compacted_rv:
+                raise ApiError(410, CONTINUE_EXPIRED, "Expired")
             if pinned is not None and ns is not None:
                 one = self.store.get(t.storage_key, ns, pinned)
-                source = [one] if one is not None else []
+                source: Iterable[Obj] = [one] if one is not None else []
             elif equalities:
                 label, value = min(equalities, key=lambda kv: self.store.label_count(t.storage_key, *kv))
                 source = self.store.with_label(t.storage_key, label, value, ns)
             else:
-                source = self.store.iter(t.storage_key, ns)  # type: ignore[assignment]
+                source = self.store.iter(t.storage_key, ns)
+            if at < self.store.rv:
+                source = _as_of(source, self.store.events_after(at), t.storage_key, ns)
             for obj in source:
                 meta = obj["metadata"]
                 pos = (meta.get("namespace") or "", meta["name"])
@@ -235,15 +273,23 @@ class Api:
                     continue
                 if not self._matches(t, match, obj):
                     continue
+                if more is not None:
+                    remaining += 1
+                    continue
                 if limit and len(items) >= limit:
                     more = (items[-1]["metadata"].get("namespace") or "", items[-1]["metadata"]["name"])
-                    break
+                    if query.get("labelSelector") or query.get("fieldSelector"):
+                        break  # the server does not count what remains of a filtered list
+                    remaining = 1
+                    continue
                 items.append(self._out(t, obj))
-        metadata: dict[str, Any] = {"resourceVersion": rv}
+        metadata: dict[str, Any] = {"resourceVersion": str(at)}
         if more is not None:
             metadata["continue"] = base64.urlsafe_b64encode(
-                json.dumps({"ns": more[0], "name": more[1], "rv": rv}).encode()
+                json.dumps({"ns": more[0], "name": more[1], "rv": at}).encode()
             ).decode()
+            if remaining:
+                metadata["remainingItemCount"] = remaining
         return {"kind": t.list_kind, "apiVersion": t.api_version, "metadata": metadata, "items": items}
 
     # ----------------------------------------------------------------- writes
