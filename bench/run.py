@@ -43,18 +43,36 @@ def machine() -> dict[str, Any]:
 
 def run_size(size: int, workdir: Path, kubectl: str | None, latency_s: float = 0.0) -> dict[str, Any]:
     """One size at one API latency: everything at 0 (it also writes the manifests kubectl applies), the first sync
-    alone (ours, then kubectl's) otherwise."""
+    alone (ours, then kubectl's) otherwise. At 0 the daemon's figures come from a second child of their own, so each
+    peak RSS is that flow's alone."""
     from bench import emulator, kubectl_baseline, worker
 
     repo = workdir / "repo"
     if not repo.exists():
         genrepo.generate(repo, size)
     server, kubeconfig = emulator.start(workdir / f"lat{latency_s * 1000:g}", genrepo.NAMESPACES, latency_s)
+    dump = workdir / "manifests"
+    try:
+        row = _child(server, size, worker.measure, (size, str(repo), str(kubeconfig), str(dump)), latency_s)
+        if not latency_s:
+            row.update(_child(server, size, worker.measure_daemon, (size, str(repo), str(kubeconfig))))
+    finally:
+        server.stop()
+    if kubectl:
+        row.update(kubectl_baseline.run(kubectl, workdir / f"kubectl{latency_s * 1000:g}", dump,
+                                        list(genrepo.NAMESPACES), latency_s, again=not latency_s))
+    row["latency_ms"] = latency_s * 1000
+    return row
+
+
+def _child(server: Any, size: int, target: Any, args: tuple[Any, ...], *extra: Any) -> dict[str, Any]:
+    """Runs `target(*args, conn, *extra)` in a spawned child, answering its requests to clear and count the emulator's
+    request log, and returns the row it sends."""
+    from bench import emulator
+
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe()
-    dump = workdir / "manifests"
-    proc = ctx.Process(target=worker.measure, args=(size, str(repo), str(kubeconfig), str(dump), theirs, latency_s),
-                       name=f"bench-{size}")
+    proc = ctx.Process(target=target, args=(*args, theirs, *extra), name=f"bench-{size}")
     row: dict[str, Any] | None = None
     try:
         proc.start()
@@ -85,11 +103,6 @@ def run_size(size: int, workdir: Path, kubectl: str | None, latency_s: float = 0
         if proc.is_alive():
             proc.terminate()
             proc.join(timeout=10)
-        server.stop()
-    if kubectl:
-        row.update(kubectl_baseline.run(kubectl, workdir / f"kubectl{latency_s * 1000:g}", dump,
-                                        list(genrepo.NAMESPACES), latency_s, again=not latency_s))
-    row["latency_ms"] = latency_s * 1000
     return row
 
 

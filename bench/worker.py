@@ -1,6 +1,7 @@
 """One benchmark size in its own process: load/render/plan, a first sync and a no-op pass against the emulator.
 
-Runs in a spawned child so its peak RSS belongs to this size alone; the parent hosts the emulator and counts requests.
+Runs in a spawned child so its peak RSS belongs to this size alone (the daemon's figures in a second child:
+measure_daemon); the parent hosts the emulator and counts requests.
 """
 
 from __future__ import annotations
@@ -52,12 +53,28 @@ class Parent:
 
 
 def measure(size: int, repo: str, kubeconfig: str, dump_dir: str, conn: Connection, latency_s: float = 0.0) -> None:
+    """The one-shot figures (what `gitops-kaito sync` does), or at an API latency the first sync alone."""
     parent = Parent(conn)
     try:
         if latency_s:
             conn.send(("done", _first_sync(size, Path(repo), kubeconfig, parent)))
             return
         conn.send(("done", _measure(size, Path(repo), kubeconfig, Path(dump_dir), parent)))
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def measure_daemon(size: int, repo: str, kubeconfig: str, conn: Connection) -> None:
+    """The daemon's figures in a process of their own (after `measure`, which commits the repository), so its peak
+    RSS is what `run`'s passes and caches hold, not the one-shot flow's before it."""
+    from gitops_kaito.adapters.kube import Kube
+
+    parent = Parent(conn)
+    try:
+        with Kube.connect(kubeconfig) as kube:
+            conn.send(("done", _daemon_noop(Path(repo), kube, parent)))
     except Exception:
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -180,7 +197,14 @@ def _measure(size: int, repo: Path, kubeconfig: str, dump_dir: Path, parent: Par
         raise RuntimeError(f"the generated repository has errors: {desired.errors[:3]}")
     row.update(objects=len(desired.objects), load_render_s=loaded - started, plan_s=planned - loaded,
                render_plan_s=planned - started, planned_creates=plan.counts()["create"])
-    del plan
+    # What kubectl applies for the baseline: the same rendered objects, one file per model. Written now so that
+    # nothing of this render is held through the passes below (a pass holds its own desired state only).
+    dump_dir.mkdir(parents=True, exist_ok=True)
+    for rendered in desired.rendered:
+        request = rendered.model.request
+        docs = [dict(o.manifest) for o in rendered.objects]
+        (dump_dir / f"{request.namespace}-{request.name}.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    del plan, desired
     row["render_rss_mb"] = round(rss_mb(), 1)
     row["rss_after_render_mb"] = rss_now_mb()
 
@@ -208,6 +232,7 @@ def _measure(size: int, repo: Path, kubeconfig: str, dump_dir: Path, parent: Par
         c = parent.ask("count")
         row.update(first_requests=c["total"], first_writes=c["writes"], first_created=first.created,
                    first_failed=first.failed)
+        del first
 
         parent.ask("clear")
         cpu = time.process_time()
@@ -219,7 +244,7 @@ def _measure(size: int, repo: Path, kubeconfig: str, dump_dir: Path, parent: Par
         c = parent.ask("count")
         row.update(noop_api_requests=c["total"], noop_writes=c["writes"], noop_lists=c["lists"],
                    noop_changes=int(noop.plan.has_changes), noop_failed=noop.failed)
-        del first, noop
+        del noop
 
         # The no-op pass split into its parts, so a slow pass can be pinned on load, LIST or planning.
         started = time.perf_counter()
@@ -234,13 +259,4 @@ def _measure(size: int, repo: Path, kubeconfig: str, dump_dir: Path, parent: Par
     row["peak_rss_mb"] = round(rss_mb(), 1)
     with Kube.connect(kubeconfig) as kube:
         row.update(_cached_noop(repo, kube, parent))
-    with Kube.connect(kubeconfig) as kube:
-        row.update(_daemon_noop(repo, kube, parent))
-
-    # What kubectl applies for the baseline: the same rendered objects, one file per model.
-    dump_dir.mkdir(parents=True, exist_ok=True)
-    for rendered in desired.rendered:
-        request = rendered.model.request
-        docs = [dict(o.manifest) for o in rendered.objects]
-        (dump_dir / f"{request.namespace}-{request.name}.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return row
