@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,17 +45,17 @@ def report(state: str) -> ModelReport:
 
 
 def waiting(passes: list[str], wake: threading.Event, stop: threading.Event,
-            on_pass: object = None) -> tuple[threading.Thread, list[WaitOutcome]]:
+            on_pass: Callable[[PassView], None]) -> tuple[threading.Thread, list[WaitOutcome]]:
     """wait_ready in a thread, over scripted passes (one state each), an hour between passes unless woken."""
     states = iter(passes)
     out: list[WaitOutcome] = []
 
-    def one(_: object) -> PassView:
+    def one(_: Callable[[], bool]) -> PassView:
         return PassView((report(next(states)),))
 
     def run() -> None:
         out.append(wait_ready(one, WaitSettings(timeout_s=HOUR, interval_s=HOUR, tick_s=HOUR), stop=stop, wake=wake,
-                              on_pass=on_pass))  # type: ignore[arg-type]
+                              on_pass=on_pass))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
