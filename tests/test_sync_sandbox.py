@@ -58,6 +58,16 @@ def _processed_by_kaito(api: client.ApiClient, names: set[str]) -> bool:
         and (ws[n].get("status") or {}).get("conditions") for n in names)
 
 
+def _settled_by_kaito(api: client.ApiClient, names: set[str]) -> bool:
+    """KAITO wrote its last condition (WorkspaceSucceeded): it writes these Workspaces no more. Until then a delete
+    is refused as stale whenever a status write falls between the pass's read and its delete, and a pass gives up
+    after a few such refusals (planned again by the next pass): a single-pass assertion must wait for this."""
+    ws = _workspaces(api)
+    return names <= set(ws) and all(
+        any(c.get("type") == "WorkspaceSucceeded" and c.get("status") == "True"
+            for c in (ws[n].get("status") or {}).get("conditions") or []) for n in names)
+
+
 def test_what_kaito_adds_is_not_drift_and_its_nodeclaims_are_never_pruned(
         sandbox: Sandbox, kube: Kube, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
@@ -80,6 +90,7 @@ def test_what_kaito_adds_is_not_drift_and_its_nodeclaims_are_never_pruned(
     wait_until(lambda: len(ours()) >= len(MANAGED_KINDS), timeout=10, what="the pass's requests logged")
     assert [e.verb for e in ours()] == ["list"] * len(MANAGED_KINDS)  # logged after replying: waited for above
 
+    wait_until(lambda: _settled_by_kaito(api, {"phi", "qwen", "mistral"}), timeout=30, what="KAITO to finish")
     (repo / "models" / "default" / "phi.yaml").unlink()
     since = time.time()
     pruned = run_pass(repo, kube, revision="main@sha1:3")
@@ -100,7 +111,8 @@ def test_a_replace_waits_for_kaitos_finalizer_then_recreates(sandbox: Sandbox, k
     _write(repo, "phi", "  model: phi-4-mini-instruct\n")
     api = client.ApiClient(kube.api_client.configuration)
     run_pass(repo, kube, revision="main@sha1:1")
-    wait_until(lambda: _processed_by_kaito(api, {"phi"}), timeout=30, what="KAITO's finalizer")
+    wait_until(lambda: _processed_by_kaito(api, {"phi"}) and _settled_by_kaito(api, {"phi"}), timeout=30,
+               what="KAITO's finalizer and its last condition")
     uid = _workspaces(api)["phi"]["metadata"]["uid"]
     _write(repo, "phi", "  model: phi-3.5-mini-instruct\n")
     (repo / "gitops-kaito.yaml").write_text(f"apiVersion: {API_VERSION}\nkind: {KIND}\nreplacePolicy: auto\n")
