@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from gitops_kaito.model.ownership import model_id
 
 if TYPE_CHECKING:
     from gitops_kaito.repo.catalog import Catalog, GpuSku
@@ -34,6 +36,18 @@ class Request(Protocol):
     def annotations(self) -> tuple[tuple[str, str], ...]: ...
     @property
     def id(self) -> str: ...
+
+
+class Identified:
+    """`kind` and `id` of a request dataclass with `namespace` and `name` fields: each kind's class sets `kind`."""
+
+    kind: ClassVar[str]
+    namespace: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return model_id(self.namespace, self.name)
 
 
 class Resolved(Protocol):

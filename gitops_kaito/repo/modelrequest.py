@@ -10,13 +10,13 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 from jsonschema.exceptions import ValidationError
 
-from gitops_kaito.model.ownership import model_id
 from gitops_kaito.model.resources import data_path
 from gitops_kaito.repo import schemas
+from gitops_kaito.repo.kinds import Identified
 from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError
 
 API_VERSION = "gitops.kaito.sh/v1alpha1"
@@ -59,9 +59,10 @@ class Autoscale:
 
 
 @dataclass(frozen=True)
-class ModelRequest:
+class ModelRequest(Identified):
     """One model the repository asks for, with the repo defaults already applied."""
 
+    kind: ClassVar[str] = KIND
     namespace: str
     name: str
     model: str
@@ -100,14 +101,6 @@ class ModelRequest:
     def inference_set(self) -> bool:
         """Served by a KAITO InferenceSet (replicas or autoscale asked for) rather than one Workspace."""
         return self.replicas is not None or self.autoscale is not None
-
-    @property
-    def kind(self) -> str:
-        return KIND
-
-    @property
-    def id(self) -> str:
-        return model_id(self.namespace, self.name)
 
     @property
     def max_model_len(self) -> int | None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from gitops_kaito.model.kaito import RESERVED_LABEL_KEYS
 from gitops_kaito.model.ownership import model_id
 from gitops_kaito.repo.catalog import Catalog, GpuSku, hf_repo_id_problem, price_for
 from gitops_kaito.repo.config import RepoConfig
-from gitops_kaito.repo.kinds import RequestKind, Resolved
+from gitops_kaito.repo.kinds import Identified, RequestKind, Resolved
 from gitops_kaito.repo.resolve import ResolveError
 
 KIND = "RAGDeployment"
@@ -30,9 +30,10 @@ CHAT_PATH = "/v1/chat/completions"
 
 
 @dataclass(frozen=True)
-class RagRequest:
+class RagRequest(Identified):
     """One RAG engine the repository asks for."""
 
+    kind: ClassVar[str] = KIND
     namespace: str
     name: str
     path: str
@@ -56,14 +57,6 @@ class RagRequest:
     context_window: int | None
     suspend: bool
     annotations: tuple[tuple[str, str], ...]
-
-    @property
-    def kind(self) -> str:
-        return KIND
-
-    @property
-    def id(self) -> str:
-        return model_id(self.namespace, self.name)
 
     @property
     def llm_model_id(self) -> str | None:

@@ -13,14 +13,14 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from gitops_kaito.model.kaito import RESERVED_LABEL_KEYS
 from gitops_kaito.model.ownership import model_id
 from gitops_kaito.repo.catalog import Catalog, Fit, GpuSku, Preset, RemovedPreset, UnknownPreset, tuning_fit
 from gitops_kaito.repo.config import RepoConfig
-from gitops_kaito.repo.kinds import RequestKind
+from gitops_kaito.repo.kinds import Identified, RequestKind
 from gitops_kaito.repo.resolve import ResolveError
 
 KIND = "TuningJob"
@@ -66,9 +66,10 @@ class TuningOutput:
 
 
 @dataclass(frozen=True)
-class TuningRequest:
+class TuningRequest(Identified):
     """One fine-tuning run the repository asks for."""
 
+    kind: ClassVar[str] = KIND
     namespace: str
     name: str
     path: str
@@ -82,14 +83,6 @@ class TuningRequest:
     output: TuningOutput
     suspend: bool
     annotations: tuple[tuple[str, str], ...]
-
-    @property
-    def kind(self) -> str:
-        return KIND
-
-    @property
-    def id(self) -> str:
-        return model_id(self.namespace, self.name)
 
     @property
     def digest(self) -> str:
