@@ -431,8 +431,7 @@ def add_model_request(ctx: ToolContext, model: str, name: str | None = None, nam
                       instance_type: str | None = None, nodes: int | None = None, provisioning: str | None = None,
                       allow_uncataloged: bool = False) -> ToolAnswer:
     """Write models/<namespace>/<name>.yaml, checked like `gitops-kaito add`; never committed or pushed."""
-    from gitops_kaito.cli.add import plan_new
-    from gitops_kaito.repo.catalog import load_catalog
+    from gitops_kaito.cli.add import plan_new, priced_catalog, write_new
     from gitops_kaito.repo.config import load_config
     from gitops_kaito.repo.yamlsource import SourceError
 
@@ -442,22 +441,14 @@ def add_model_request(ctx: ToolContext, model: str, name: str | None = None, nam
         config = load_config(ctx.repo)
     except SourceError as err:
         raise ToolFailure(f"{err} (fix gitops-kaito.yaml first)") from None
-    catalog = load_catalog()
-    if config.prices:
-        catalog = catalog.with_prices(config.prices)
     args = argparse.Namespace(model=model, name=name, namespace=namespace, instance_type=instance_type, nodes=nodes,
                               provisioning=provisioning, model_access_secret=None,
                               allow_uncataloged=allow_uncataloged)
     try:
-        new, _preset, resolved, text = plan_new(args, ctx.repo, catalog, config)
+        new, _preset, resolved, text = plan_new(args, ctx.repo, priced_catalog(config), config)
+        write_new(ctx.repo, new.path, text)
     except CliError as err:
         raise ToolFailure(str(err)) from None
-    target = ctx.repo / new.path
-    if target.exists() or target.with_suffix(".yml").exists():
-        raise ToolFailure(f"{new.path} already exists: edit it, or choose another name")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("x", encoding="utf-8") as handle:  # never overwrite, even if one appeared meanwhile
-        handle.write(text)
     sku = resolved.sku.name if resolved.sku else None
     summary = (f"wrote {new.path} ({resolved.preset.name} on {sku or 'existing nodes'} x {resolved.nodes}, "
                f"{_money(resolved.price_per_hour)}); not committed: review, commit and push it yourself")

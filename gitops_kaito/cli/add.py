@@ -202,33 +202,38 @@ def _autoscale(bounds: str | None, threshold: int | None) -> tuple[int, int, int
     return int(low), int(high), threshold
 
 
-def run(args: argparse.Namespace) -> int:
+def priced_catalog(config: RepoConfig) -> Catalog:
+    """The shipped catalog with the repository's prices, when it sets any."""
     from gitops_kaito.repo.catalog import load_catalog
 
-    root, config = open_repo_config(args.repo, hint=" (create a repository with `gitops-kaito init DIR`)")
     catalog = load_catalog()
-    if config.prices:
-        catalog = catalog.with_prices(config.prices)
+    return catalog.with_prices(config.prices) if config.prices else catalog
+
+
+def run(args: argparse.Namespace) -> int:
+    root, config = open_repo_config(args.repo, hint=" (create a repository with `gitops-kaito init DIR`)")
+    catalog = priced_catalog(config)
     if args.tuning or args.rag:
         return _run_other_kind(args, root, catalog, config)
     if not args.model:
         raise CliError("add needs MODEL (or --rag)", EXIT_INVALID)
     new, _, resolved, text = plan_new(args, root, catalog, config)
-    _write_new(root, new.path, text)
+    write_new(root, new.path, text)
+    print(f"created {new.path}")
     print_plan(resolved, config, root)
     return EXIT_OK
 
 
-def _write_new(root: Path, path: str, text: str) -> None:
+def write_new(root: Path, path: str, text: str) -> None:
+    """Write a new request file; CliError when it (or its .yml twin) exists: an existing request is never replaced."""
     target = root / path
     for existing in (target, target.with_suffix(".yml")):
         if existing.exists():
             raise CliError(f"{existing.relative_to(root).as_posix()} already exists: edit it, or choose "
-                           "another --name", EXIT_INVALID)
+                           "another name", EXIT_INVALID)
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("x", encoding="utf-8") as handle:  # "x": never overwrite, even if one appeared meanwhile
         handle.write(text)
-    print(f"created {path}")
 
 
 def _run_other_kind(args: argparse.Namespace, root: Path, catalog: Catalog, config: RepoConfig) -> int:
@@ -298,7 +303,8 @@ def _run_other_kind(args: argparse.Namespace, root: Path, catalog: Catalog, conf
     except ResolveError as err:
         line = doc.line_of(err.json_path)
         raise CliError(f"{path}:{line}: {err.message}" if line else f"{path}: {err.message}", EXIT_INVALID)
-    _write_new(root, path, text)
+    write_new(root, path, text)
+    print(f"created {path}")
     print(f"  {kind:<13} {resolved.summary}")
     if resolved.sku is not None:
         print(f"  instanceType  {resolved.sku.name} ({resolved.sku.gpu_count} x {resolved.sku.gpu_model})")
