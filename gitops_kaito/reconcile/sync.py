@@ -140,7 +140,7 @@ def load_desired(repo_dir: Path, revision: str, scope: Scope | None = None) -> D
     if not Path(repo_dir).is_dir():  # a mistyped path must never read as "no models": that would prune
         raise SyncError(f"repository directory {repo_dir} does not exist")
     load = load_repository(Path(repo_dir), scope=scope)
-    errors = [_load_error_text(e.path, e.line, e.message) for e in load.errors]
+    errors = [str(e) for e in load.errors]
     invalid: dict[str, str] = {e.model_id: e.message for e in load.errors if e.model_id}
     templates_dir = repo_templates_dir(load.root)
     templates: dict[str, Template] = {}
@@ -613,10 +613,6 @@ def _object_outcomes(desired: Desired, plan: Plan, applied: applying.ApplyResult
             state, message = Outcome.PRUNED, "removed from the repository"
         out.append(ModelResult(mid, state, message, path, changes, model))
     return tuple(out)
-
-
-def _load_error_text(path: str, line: int | None, message: str) -> str:
-    return f"{path}:{line}: {message}" if line else f"{path}: {message}"
 
 
 __all__ = ["Action", "Desired", "DesiredLoader", "ModelResult", "PassResult", "SyncError", "load_desired",
