@@ -261,7 +261,19 @@ class Service:
         metrics = Metrics()
         notifier = build_notifier(settings, metrics)  # checked before anything connects
         commit_status = build_reporter(settings, metrics)
+        given = kube
         kube = kube or Kube.connect(settings.kubeconfig or None, settings.context or None)
+        try:
+            return cls._wire(settings, base, metrics, notifier, commit_status, kube, daemon_settings, lease, pools)
+        except BaseException:
+            if given is None:  # the connection made here is ours to close; a caller's stays the caller's
+                kube.close()
+            raise
+
+    @classmethod
+    def _wire(cls, settings: RunSettings, base: RunSettings, metrics: Metrics, notifier: Notifier | None,
+              commit_status: CommitStatusReporter | None, kube: Kube, daemon_settings: DaemonSettings | None,
+              lease: LeaseSettings | None, pools: PoolRunner | None) -> Service:
         git = GitPass(git_settings(settings), kube, metrics, settings.allow_mass_prune, pools, notifier=notifier,
                       commit_status=commit_status)
         settings = startup_settings(settings, git.settings)
