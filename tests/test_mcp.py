@@ -35,8 +35,11 @@ BROKEN = ("apiVersion: gitops.kaito.sh/v1alpha1\nkind: ModelDeployment\nmetadata
           "  namespace: ml\nspec:\n  model: phi-4-mini-instruct\n  replica: 3\n")  # a typo of spec.replicas
 
 
-def server(repo: Path, *extra: str) -> StdioServerParameters:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+def server(repo: Path, *extra: str, kubeconfig_env: Path | None = None) -> StdioServerParameters:
+    """The server as a client starts it; $KUBECONFIG only when given (a bare one names a cluster, as for kubectl)."""
+    env = {**{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           **({"KUBECONFIG": str(kubeconfig_env)} if kubeconfig_env else {})}
     return StdioServerParameters(command=sys.executable, args=["-m", "gitops_kaito", "mcp", "--repo", str(repo),
                                                                *extra], env=env)
 
@@ -250,7 +253,9 @@ def test_explain_a_failed_model_from_the_sandbox(cluster: ClusterTarget, tmp_pat
     # Events are read with a permission of their own: without it, the model is still explained, and why not shown.
     cluster.sandbox.server.faults.add(Fault(method="GET", path_regex=f"/namespaces/{ns}/events$", status=403,
                                             times=1, message="events is forbidden"))
-    _tools, (again,) = session(server(dev.path, *cluster.cli_args()), [("explain_model", {"model": f"{ns}/llama"})])
+    # A bare $KUBECONFIG, no flags, names the cluster as it does for kubectl and the other commands.
+    _tools, (again,) = session(server(dev.path, kubeconfig_env=cluster.kubeconfig),
+                               [("explain_model", {"model": f"{ns}/llama"})])
     why = data(again)
-    assert why["state"] == "Failed" and why["cluster"]["events"] == [] and why["cluster"]["nodes"]
+    assert why["source"] == "cluster" and why["state"] == "Failed" and why["cluster"]["events"] == [] and why["cluster"]["nodes"]
     assert any("cannot read the Events on" in line and "403" in line for line in why["why"]), why["why"]

@@ -34,10 +34,11 @@ class ToolContext:
     context: str | None = None
     instance: str | None = None
     allow_write: bool = False
+    kubeconfig_env: bool = False  # $KUBECONFIG is set: a cluster is given, as for kubectl and the other commands
 
     @property
     def has_cluster(self) -> bool:
-        return bool(self.kubeconfig or self.context)
+        return bool(self.kubeconfig or self.context or self.kubeconfig_env)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ The server itself is cli/_mcp_server.py, loaded only here: the `mcp` SDK is the 
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from gitops_kaito.cli.common import EXIT_OK, CliError, add_cluster_flags, add_repo_flag
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     except (SettingsError, ValueError) as err:
         raise CliError(str(err).replace("--listen", "--http")) from None
     ctx = ToolContext(repo_root(args.repo), kubeconfig=args.kubeconfig, context=args.context, instance=instance,
-                      allow_write=args.allow_write)
+                      allow_write=args.allow_write, kubeconfig_env=bool(os.environ.get("KUBECONFIG")))
     from gitops_kaito.cli import _mcp_server
 
     if address is not None:
