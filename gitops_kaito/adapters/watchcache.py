@@ -19,6 +19,7 @@ read, without the request times of managedFields or kubectl's last-applied annot
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -384,13 +385,14 @@ class WatchCache:
             if stop.is_set():
                 return
             kind.stream = stream
-        timeout = self.settings.watch_timeout_s
-        deadline = time.monotonic() + self.settings.resync_s - (time.monotonic() - kind.last_list)
+        deadline = kind.last_list + self.settings.resync_s
+        # A quiet stream brings no event to check the deadline on: the server ends it in time for the re-list.
+        timeout = max(1, min(math.ceil(self.settings.watch_timeout_s), math.ceil(deadline - time.monotonic())))
         try:
             # timeout_seconds set: the client then never retries a 410 by itself (we re-list instead).
             for event in stream.stream(self._kube.dynamic.get, resource, serialize=False,
                                        label_selector=spec.label_selector or None, resource_version=kind.rv,
-                                       allow_watch_bookmarks=True, timeout_seconds=int(timeout),
+                                       allow_watch_bookmarks=True, timeout_seconds=timeout,
                                        _request_timeout=(10, timeout + 30)):
                 self._event(kind, event)
                 if stop.is_set() or kind.relist or time.monotonic() >= deadline:
