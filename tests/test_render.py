@@ -8,8 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -464,9 +463,21 @@ spec:
 """
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gitops_kaito", *args], capture_output=True, text=True,
-                          timeout=60, check=False)
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> Ran:
+    """The CLI in-process (an exception escaping main fails the test as a traceback would); the real process's exit
+    code and its missing traceback are test_validate_cli's and test_safety_gitstate's."""
+    from gitops_kaito.cli import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return Ran(code, out.out, out.err)
 
 
 @pytest.fixture
@@ -491,10 +502,11 @@ def test_render_repository_uses_repo_overrides(tmp_path: Path, loader: Any) -> N
         assert r.objects[0].manifest["metadata"]["labels"]["overridden"] == "yes"
 
 
-def test_cli_render_prints_objects_in_apply_order_and_errors_with_exit_1(tmp_path: Path, loader: Any) -> None:
+def test_cli_render_prints_objects_in_apply_order_and_errors_with_exit_1(tmp_path: Path, loader: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
     write_repo(tmp_path, {"ml/a.yaml": GOOD_MODEL.format(name="a"), "ml/b.yaml": GOOD_MODEL.format(name="b"),
                           "ml/broken.yaml": BAD_MODEL})
-    result = run_cli("render", "--repo", str(tmp_path), "--revision", "r1")
+    result = run_cli(capsys, "render", "--repo", str(tmp_path), "--revision", "r1")
     assert result.returncode == 1, result.stderr
     docs = list(yaml.safe_load_all(result.stdout))
     assert [d["kind"] for d in docs] == ["ConfigMap", "ConfigMap", "Workspace", "Workspace"]
@@ -502,23 +514,25 @@ def test_cli_render_prints_objects_in_apply_order_and_errors_with_exit_1(tmp_pat
     assert re.search(r"models/ml/broken.yaml:\d+: ", result.stderr), result.stderr
     assert "Traceback" not in result.stderr
 
-    as_json = run_cli("render", "--repo", str(tmp_path), "-o", "json", "--revision", "r1")
+    as_json = run_cli(capsys, "render", "--repo", str(tmp_path), "-o", "json", "--revision", "r1")
     assert json.loads(as_json.stdout) == docs
 
 
-def test_cli_render_valid_repo_exits_0_and_broken_override_exits_1(tmp_path: Path, loader: Any) -> None:
+def test_cli_render_valid_repo_exits_0_and_broken_override_exits_1(tmp_path: Path, loader: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
     write_repo(tmp_path, {"ml/a.yaml": GOOD_MODEL.format(name="a")})
-    ok = run_cli("render", "--repo", str(tmp_path))
+    ok = run_cli(capsys, "render", "--repo", str(tmp_path))
     assert ok.returncode == 0, ok.stderr
     assert [d["kind"] for d in yaml.safe_load_all(ok.stdout)] == ["ConfigMap", "Workspace"]
     write_override(tmp_path, render.TEMPLATE_WORKSPACE_NAP, "apiVersion: v1\nkind: Pod\n")
-    broken = run_cli("render", "--repo", str(tmp_path))
+    broken = run_cli(capsys, "render", "--repo", str(tmp_path))
     assert broken.returncode == 1
     assert "templates/workspace-v1beta1.yaml" in broken.stderr
     assert "Traceback" not in broken.stderr
 
 
-def test_cli_render_defaults_the_revision_to_the_checkout_commit(tmp_path: Path, loader: Any) -> None:
+def test_cli_render_defaults_the_revision_to_the_checkout_commit(tmp_path: Path, loader: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
     git = pytest.importorskip("git")
     write_repo(tmp_path, {"ml/a.yaml": GOOD_MODEL.format(name="a")})
     repo = git.Repo.init(tmp_path, initial_branch="main")
@@ -526,7 +540,7 @@ def test_cli_render_defaults_the_revision_to_the_checkout_commit(tmp_path: Path,
     with repo.config_writer() as cw:
         cw.set_value("user", "name", "t").set_value("user", "email", "t@example.invalid")
     sha = repo.index.commit("a model").hexsha
-    result = run_cli("render", "--repo", str(tmp_path), "-o", "json")
+    result = run_cli(capsys, "render", "--repo", str(tmp_path), "-o", "json")
     assert result.returncode == 0, result.stderr
     revisions = {d["metadata"]["annotations"][ownership.ANNOTATION_REVISION] for d in json.loads(result.stdout)}
     assert revisions == {f"main@sha1:{sha}"}
