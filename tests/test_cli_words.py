@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,6 @@ from gitops_kaito.cli import main
 from tests.fixtures_cluster import ClusterTarget, private_emulator
 
 HEADER = "apiVersion: gitops.kaito.sh/v1alpha1\nkind: ModelDeployment\n"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -81,23 +78,20 @@ def test_status_after_a_local_sync_says_where_status_is(tmp_path: Path, capsys: 
     assert "a local `sync --repo DIR` writes none" in captured.err
 
 
-def _no_cluster_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
-    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=os.environ.get("PYTHONPATH", str(REPO_ROOT)))
-    return env
-
-
 @pytest.mark.parametrize("extra", [[], ["--kubeconfig", "nowhere/kubeconfig"]])
-def test_without_a_kubeconfig_the_error_says_how_to_point_at_a_cluster(tmp_path: Path, extra: list[str]) -> None:
+def test_without_a_kubeconfig_the_error_says_how_to_point_at_a_cluster(
+        tmp_path: Path, extra: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     repo = repo_with_one_model(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "gitops_kaito", "sync", "--repo", str(repo), *extra],
-                          capture_output=True, text=True, env=_no_cluster_env(tmp_path), cwd=tmp_path, timeout=60)
-    assert done.returncode == 2, done.stderr
-    assert "in-cluster" not in done.stderr, done.stderr
+    for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kube/config either
+    monkeypatch.chdir(tmp_path)
+    assert main(["sync", "--repo", str(repo), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "in-cluster" not in err, err
     for way in ("--kubeconfig FILE", "KUBECONFIG=FILE", "gitops-kaito sandbox --kubeconfig-out FILE"):
-        assert way in done.stderr, done.stderr
+        assert way in err, err
     if extra:
-        assert "kubeconfig nowhere/kubeconfig (from --kubeconfig) does not exist" in done.stderr
+        assert "kubeconfig nowhere/kubeconfig (from --kubeconfig) does not exist" in err
     else:
-        assert "no cluster to talk to" in done.stderr
-    assert "Traceback" not in done.stderr
+        assert "no cluster to talk to" in err
