@@ -19,20 +19,13 @@ from gitops_kaito.reconcile.assess import assess_models
 from gitops_kaito.reconcile.sync import PassResult, run_pass
 from gitops_kaito.sandbox import Sandbox
 from tests.fixtures_cluster import wait_until
+from tests.gitfixtures import model_file
 
 pytestmark = pytest.mark.cluster
 
 REV = "main@sha1:" + "c" * 40
 SKU = "Standard_NC24ads_A100_v4"
-MODEL = """apiVersion: gitops.kaito.sh/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: phi
-spec:
-  model: phi-4-mini-instruct
-  provisioning: machine
-  instanceType: Standard_NC24ads_A100_v4
-"""
+MODEL = model_file("phi") + "  provisioning: machine\n  instanceType: Standard_NC24ads_A100_v4\n"
 FOREIGN = {"apiVersion": "karpenter.sh/v1alpha5", "kind": "Machine",
            "metadata": {"name": "someone-elses", "labels": {"team": "other"}},
            "spec": {"requirements": [{"key": "node.kubernetes.io/instance-type", "operator": "In",

@@ -15,19 +15,12 @@ from gitops_kaito.reconcile.assess import assess_models
 from gitops_kaito.reconcile.sync import run_pass
 from gitops_kaito.sandbox import Sandbox
 from tests.fixtures_cluster import wait_until
+from tests.gitfixtures import model_file
 
 pytestmark = pytest.mark.cluster
 
 REV = "main@sha1:" + "d" * 40
-MODEL = """apiVersion: gitops.kaito.sh/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: phi
-spec:
-  model: phi-4-mini-instruct
-  provisioning: nodeclaim
-  instanceType: Standard_NC24ads_A100_v4
-"""
+MODEL = model_file("phi") + "  provisioning: nodeclaim\n  instanceType: Standard_NC24ads_A100_v4\n"
 
 
 def ours(custom: client.CustomObjectsApi, terminating: bool = False) -> dict[str, dict[str, Any]]:

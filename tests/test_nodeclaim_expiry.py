@@ -19,20 +19,13 @@ from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.controllers.karpenter import expire_after_seconds
 from gitops_kaito.sandbox.controllers.timing import Timing
 from tests.fixtures_cluster import wait_until
+from tests.gitfixtures import model_file
 
 pytestmark = pytest.mark.cluster
 
 REV = "main@sha1:" + "e" * 40
 SKU = "Standard_NC24ads_A100_v4"
-MODEL = f"""apiVersion: gitops.kaito.sh/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: phi
-spec:
-  model: phi-4-mini-instruct
-  provisioning: nodeclaim
-  instanceType: {SKU}
-"""
+MODEL = model_file("phi") + "  provisioning: nodeclaim\n" + f"  instanceType: {SKU}\n"
 # 720h pass in 2 s: Karpenter's default lifetime is over long before the test's timeout.
 COMPRESSED = Timing(expiry_scale=720 * 3600 / 2)
 
