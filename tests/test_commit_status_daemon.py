@@ -48,16 +48,21 @@ def pass_until(svc: Service, done: Callable[[], bool], what: str, timeout: float
     wait_until(step, timeout, interval=0, what=what)
 
 
+def phi_pushed(tmp_path: Path, ns: str) -> tuple[Remote, Developer, str]:
+    """A bare remote whose main has phi in `ns`, the developer clone that pushed it, and that commit."""
+    remote = make_remote(tmp_path)
+    dev = Developer(remote, tmp_path / "dev")
+    dev.write(f"models/{ns}/phi.yaml", model_file("phi", namespace=ns))
+    return remote, dev, dev.commit("phi")
+
+
 def test_a_revision_goes_pending_then_success_and_a_failing_one_pending_then_failure(
         cluster: ClusterTarget, tmp_path: Path, forge_factory: Any) -> None:
     skip_on_real(cluster, "an injected quota failure of simulated Karpenter")
     assert cluster.sandbox is not None
     ns = cluster.namespace
     forge: Forge = forge_factory("github")
-    remote = make_remote(tmp_path)
-    dev = Developer(remote, tmp_path / "dev")
-    dev.write(f"models/{ns}/phi.yaml", model_file("phi", namespace=ns))
-    sha_a = dev.commit("phi")
+    remote, dev, sha_a = phi_pushed(tmp_path, ns)
     with Service.build(settings(cluster, remote, tmp_path, forge)) as svc:
         assert svc.daemon.wait_for_passes(1, 30)
         reporter = svc.git.commit_status
@@ -93,10 +98,7 @@ def test_gitlab_per_model_statuses_through_its_state_machine(
     skip_on_real(cluster, "simulated KAITO")
     ns = cluster.namespace
     forge: Forge = forge_factory("gitlab", "platform/ml/models")
-    remote = make_remote(tmp_path)
-    dev = Developer(remote, tmp_path / "dev")
-    dev.write(f"models/{ns}/phi.yaml", model_file("phi", namespace=ns))
-    sha = dev.commit("phi")
+    remote, _dev, sha = phi_pushed(tmp_path, ns)
     with Service.build(settings(cluster, remote, tmp_path, forge, commit_status_per_model=True,
                                 commit_status_context="sandbox")) as svc:
         assert svc.daemon.wait_for_passes(1, 30)
@@ -112,10 +114,7 @@ def test_a_revoked_token_is_a_log_line_and_a_metric_not_a_crashed_daemon(
     skip_on_real(cluster, "simulated KAITO")
     ns = cluster.namespace
     forge: Forge = forge_factory("github")
-    remote = make_remote(tmp_path)
-    dev = Developer(remote, tmp_path / "dev")
-    dev.write(f"models/{ns}/phi.yaml", model_file("phi", namespace=ns))
-    sha = dev.commit("phi")
+    remote, _dev, sha = phi_pushed(tmp_path, ns)
     run = settings(cluster, remote, tmp_path, forge)
     forge.token = "the-rotated-token-the-daemon-does-not-have"  # the daemon's token was revoked
     with caplog.at_level(logging.WARNING), Service.build(run) as svc:
