@@ -148,7 +148,7 @@ class _Refuse401(BaseHTTPRequestHandler):
 def refusing_server() -> Iterator[str]:
     _Refuse401.seen = []
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Refuse401)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}/org/models.git"
     srv.shutdown()

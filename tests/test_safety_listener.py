@@ -36,7 +36,7 @@ def start(triggers: list[str], limits: ListenerLimits) -> Listener:
 
 @pytest.fixture
 def listener(triggers: list[str]) -> Iterator[Listener]:
-    server = start(triggers, ListenerLimits(max_connections=4, read_timeout_s=0.5, request_deadline_s=1.5,
+    server = start(triggers, ListenerLimits(max_connections=4, read_timeout_s=0.5, request_deadline_s=1.0,
                                             queue_wait_s=0.2))
     yield server
     server.stop()
@@ -99,7 +99,7 @@ def test_a_stalled_connection_is_closed(listener: Listener) -> None:
 
 
 def test_a_slow_body_is_cut_at_the_deadline(listener: Listener) -> None:
-    """Fault: a POST that announces 1 KiB and drips a byte every 0.2 s (under the per-read timeout, so only the
+    """Fault: a POST that announces 1 KiB and drips a byte every 0.1 s (under the per-read timeout, so only the
     request deadline can end it). Checks: the server closes the connection, nothing is triggered."""
     sock = connect(listener)
     sock.sendall(b"POST /hooks/generic HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n")
@@ -112,7 +112,7 @@ def test_a_slow_body_is_cut_at_the_deadline(listener: Listener) -> None:
             except OSError:
                 cut.set()
                 return
-            time.sleep(0.2)  # the slow client being simulated, not synchronisation
+            time.sleep(0.1)  # the slow client being simulated, not synchronisation
 
     threading.Thread(target=drip, daemon=True).start()
     assert closed_by_server(sock)
@@ -123,7 +123,7 @@ def test_connections_are_bounded_and_a_burst_waits_in_the_backlog(triggers: list
     """Fault: as many stalled connections as the bound, then more. Checks: a connection past the bound gets a 503
     (no thread, no hang); once the stalled ones are cut, requests are served again; a burst of 150 connections at
     once is all answered (200 or 503), none refused by the kernel."""
-    server = start(triggers, ListenerLimits(max_connections=3, read_timeout_s=3.0, request_deadline_s=4.0,
+    server = start(triggers, ListenerLimits(max_connections=3, read_timeout_s=1.5, request_deadline_s=2.0,
                                             queue_wait_s=0.1))
     try:
         assert server._server.request_queue_size >= 128

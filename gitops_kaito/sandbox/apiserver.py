@@ -483,7 +483,8 @@ class ApiServer:
         self._server = _Server((self.host, self.port), self)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="sandbox-apiserver", daemon=True
+            # stop() waits for the next poll; tests start and stop hundreds of emulators.
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="sandbox-apiserver", daemon=True
         )
         self._thread.start()
         return self

@@ -193,7 +193,9 @@ class Listener:
     def __init__(self, host: str, port: int, hooks: ListenerHooks, limits: ListenerLimits | None = None) -> None:
         limits = limits or ListenerLimits()
         self._server = _Server((host, port), _make_handler(hooks, limits), limits)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http-listener", daemon=True)
+        # shutdown() waits for serve_forever's next poll: a stop (SIGTERM, Ctrl-C) should not wait half a second.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="http-listener", daemon=True)
 
     @property
     def port(self) -> int:
