@@ -91,12 +91,12 @@ def test_hand_edits_are_corrected_by_the_pass_they_start_and_own_writes_start_no
 def test_kaito_status_is_committed_without_an_interval_and_a_burst_gives_one_commit(
         world: tuple[Sandbox, Remote, client.ApiClient], tmp_path: Path) -> None:
     sb, remote, admin = world
-    with service(sb, remote, tmp_path, status_commit_interval="5s"):
+    with service(sb, remote, tmp_path, status_commit_interval="2s"):
         wait_until(lambda: all(state(remote, m) for m in MODELS), 30, what="the first pass's status commit")
         kaito_fails(admin, "a")
         wait_until(lambda: state(remote, "a") == "Failed", 30, what="a's failure committed")
         tip = remote.sha()
-        kaito_fails(admin, "b")  # both within the 5 s after a's commit: held, then committed together
+        kaito_fails(admin, "b")  # both within the 2 s after a's commit: held, then committed together
         kaito_fails(admin, "c")
         wait_until(lambda: state(remote, "b") == "Failed" and state(remote, "c") == "Failed", 30,
                    what="b and c committed")
