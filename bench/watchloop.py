@@ -64,6 +64,7 @@ def hand_edit(workdir: Path, models: int, kubectl: str | None, edits: int = 5) -
             for i, ws in enumerate(picked):
                 name, namespace = ws["metadata"]["name"], ws["metadata"]["namespace"]
                 path = f"/apis/kaito.sh/v1beta1/namespaces/{namespace}/workspaces/{name}"
+                done = svc.daemon.passes_done  # the correcting pass is one of the passes after this
                 since = time.time()
                 if kubectl:
                     subprocess.run([kubectl, "--kubeconfig", str(kubeconfig), "-n", namespace, "annotate",
@@ -80,8 +81,7 @@ def hand_edit(workdir: Path, models: int, kubectl: str | None, edits: int = 5) -
                     (e for e in server.request_log.select(user_agent_prefix=emulator.OURS, method="PATCH",
                                                           path_regex=p + "$") if e.time >= t), None), 60)
                 seconds.append(fix.time - edit.time)
-                done = svc.daemon.passes_done
-                svc.daemon.wait_for_passes(done + 1, timeout_s=60)
+                svc.daemon.wait_for_passes(done + 1, timeout_s=60)  # the correcting pass has ended
             rss = _status_kib("VmHWM") / 1024
     finally:
         admin.close()
