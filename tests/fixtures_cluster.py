@@ -20,6 +20,7 @@ from kubernetes.client.rest import ApiException
 
 from gitops_kaito.model.ownership import LABEL_MODEL_NAMESPACE, OWNER_SELECTOR
 from gitops_kaito.model.resources import data_path
+from gitops_kaito.repo.yamlsource import FAST_LOADER
 from gitops_kaito.sandbox import Sandbox, SandboxSettings
 from gitops_kaito.sandbox.apiserver import ApiServer
 
@@ -259,7 +260,7 @@ def private_emulator(tmp: Path, crds: bool = True, namespace: str = "ml") -> Ite
             if crds:
                 ext = client.ApiextensionsV1Api(api)
                 for path in sorted(data_path("deploy/crds").glob("*.yaml")):
-                    ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
+                    ext.create_custom_resource_definition(yaml.load(path.read_text(), Loader=FAST_LOADER))
             client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
         yield target
     finally:

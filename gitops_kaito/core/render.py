@@ -63,7 +63,14 @@ from gitops_kaito.model.resources import data_path
 from gitops_kaito.repo.kinds import Resolved
 from gitops_kaito.repo.modelrequest import DEFAULT_SCALE_METRIC, SCALER_KEDA
 from gitops_kaito.repo.resolve import ResolvedModel
-from gitops_kaito.repo.yamlsource import LocatedDoc, SourceError, display_path, escapes, load_yaml_file
+from gitops_kaito.repo.yamlsource import (
+    FAST_DUMPER,
+    LocatedDoc,
+    SourceError,
+    display_path,
+    escapes,
+    load_yaml_file,
+)
 
 if TYPE_CHECKING:
     from gitops_kaito.repo.config import RepoConfig
@@ -106,7 +113,6 @@ LABEL_GPU_COUNT = "nvidia.com/gpu.count"
 LABEL_GPU_MEMORY = "nvidia.com/gpu.memory"  # MiB per GPU, as GPU Feature Discovery writes it
 LEGACY_PROVISIONER_LABEL = "karpenter.sh/provisioner-name"
 
-_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _PLACEHOLDER = re.compile(r"\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -442,7 +448,7 @@ def _inference_config_text(model: ResolvedModel) -> str:
     top = {str(k): _plain(v) for k, v in model.request.inference_config}
     document = {"vllm": params, **top} if params else top
     # libyaml's emitter: the pure-Python one was ~9 % of rendering 5,000 models; the text is the same.
-    return yaml.dump(document, Dumper=_DUMPER, sort_keys=True, default_flow_style=False, allow_unicode=True)
+    return yaml.dump(document, Dumper=FAST_DUMPER, sort_keys=True, default_flow_style=False, allow_unicode=True)
 
 
 def _plain(value: Any) -> Any:
@@ -729,7 +735,7 @@ def tuning_config_map_name(name: str) -> str:
 
 def training_config_text(sections: Mapping[str, Any]) -> str:
     """training_config.yaml as KAITO parses it: one top-level key training_config holding the sections."""
-    return yaml.dump({"training_config": _plain(sections)}, Dumper=_DUMPER, sort_keys=True,
+    return yaml.dump({"training_config": _plain(sections)}, Dumper=FAST_DUMPER, sort_keys=True,
                      default_flow_style=False, allow_unicode=True)
 
 

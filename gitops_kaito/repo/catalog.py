@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from gitops_kaito.model.resources import data_path
+from gitops_kaito.repo.yamlsource import FAST_LOADER
 
 CLOUDS = ("azure", "aws", "arc")
 PRESET_STATUSES = ("supported", "deprecated", "removed")
@@ -484,7 +485,7 @@ def _load_cached(folder: Path) -> Catalog:
 def _read(path: Path) -> dict[str, Any]:
     try:
         # libyaml: the pure-Python loader took ~0.6 s for the catalog, once per process.
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=FAST_LOADER)
     except (OSError, yaml.YAMLError) as err:
         raise CatalogError(f"cannot read catalog file {path}: {err}")
     if not isinstance(data, dict):

@@ -22,7 +22,8 @@ MAX_DEPTH = 64
 
 JsonPath = tuple[str | int, ...]
 # libyaml parses about ten times faster than the pure-Python parser, with the same safe rules and marks.
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+FAST_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def load_yaml_data(text: str, shown: str, max_bytes: int = DEFAULT_MAX_BYTES) ->
     # Nothing here can expand or nest past the limit: libyaml's own loader is about a third faster than the
     # located path, which matters for the thousands of status files a pass reads back.
     try:
-        data = yaml.load(text, Loader=_LOADER)
+        data = yaml.load(text, Loader=FAST_LOADER)
     except yaml.YAMLError as err:
         return load_yaml_text(text, shown).data if isinstance(err, yaml.MarkedYAMLError) else _invalid(shown, err)
     except ValueError:  # an integer too long to convert: the located path says where
@@ -221,7 +222,7 @@ def load_yaml_text(text: str, shown: str) -> LocatedDoc:
     try:
         if _may_need_event_check(text):
             _check_events(text, shown)
-        nodes = list(yaml.compose_all(text, Loader=_LOADER))
+        nodes = list(yaml.compose_all(text, Loader=FAST_LOADER))
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         problem = err.problem or err.context or "invalid YAML"
@@ -289,7 +290,7 @@ def _check_events(text: str, shown: str) -> None:
     """Refuse aliases, several documents and deep nesting before anything is built."""
     documents = 0
     depth = 0
-    for event in yaml.parse(text, Loader=_LOADER):
+    for event in yaml.parse(text, Loader=FAST_LOADER):
         line, column = _at(event)
         if isinstance(event, yaml.AliasEvent):
             raise SourceError(shown, line, column, f"YAML aliases (*{event.anchor}) are not allowed in model files: write the value out")

@@ -19,6 +19,7 @@ from typing import Any
 import jsonpatch
 import yaml
 
+from gitops_kaito.repo.yamlsource import FAST_LOADER
 from gitops_kaito.sandbox import eventsv1, ssa
 from gitops_kaito.sandbox.admission import CREATE, UPDATE, Admission, Review
 from gitops_kaito.sandbox.builtin import CRD_TYPE, NAMESPACE_TYPE, ResourceType
@@ -74,7 +75,7 @@ def parse_body(raw: bytes, content_type: str = "application/json") -> Any:
         if "yaml" not in content_type:
             raise ApiError(400, "request body is not valid JSON")
     try:
-        return yaml.safe_load(raw)
+        return yaml.load(raw, Loader=FAST_LOADER)
     except yaml.YAMLError as exc:
         raise ApiError(400, f"request body is not valid YAML: {exc}")
 

@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from gitops_kaito.model.resources import data_path
+from gitops_kaito.repo.yamlsource import FAST_LOADER
 from gitops_kaito.sandbox.apiserver import ApiServer, ProxyHandler
 from gitops_kaito.sandbox.controllers import (
     ChaosController,
@@ -226,7 +227,7 @@ class Sandbox:
         crd_dir = self.settings.crd_dir or data_path("deploy/crds")
         names = []
         for path in sorted(Path(crd_dir).glob("*.yaml")):
-            doc = yaml.safe_load(path.read_text())
+            doc = yaml.load(path.read_text(), Loader=FAST_LOADER)
             try:
                 ext.create_custom_resource_definition(cast(Any, doc))
             except ApiException as err:

@@ -62,6 +62,7 @@ from typing import Any
 
 import yaml
 
+from gitops_kaito.repo.yamlsource import FAST_LOADER
 from gitops_kaito.sandbox.controllers import conditions as c
 from gitops_kaito.sandbox.controllers import tuning as tuning_runs
 from gitops_kaito.sandbox.controllers.base import Controller
@@ -493,7 +494,7 @@ class KaitoController(Controller):
             return None
         cm = self.kube.get_configmap(ws["metadata"]["namespace"], str(config_name))
         try:
-            doc = yaml.safe_load((cm or {}).get("data", {}).get("inference_config.yaml", "") or "") or {}
+            doc = yaml.load((cm or {}).get("data", {}).get("inference_config.yaml", "") or "", Loader=FAST_LOADER) or {}
             value = (doc.get("vllm") or {}).get("max-model-len")
             return int(value) if value is not None else None
         except (yaml.YAMLError, AttributeError, ValueError, TypeError):

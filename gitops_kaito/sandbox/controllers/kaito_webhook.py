@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from gitops_kaito.model.kaito import RESERVED_LABEL_KEYS
+from gitops_kaito.repo.yamlsource import FAST_LOADER
 from gitops_kaito.sandbox.admission import CREATE, ClusterView, Review, Webhook
 from gitops_kaito.sandbox.controllers.gpus import find_preset, find_sku
 
@@ -298,7 +299,7 @@ def _inference_config(ws: Obj, inference: Obj, view: ClusterView) -> list[str]:
     if text is None:
         return [missing(f"{CONFIG_KEY} in ConfigMap")]
     try:
-        doc = yaml.safe_load(text) or {}
+        doc = yaml.load(text, Loader=FAST_LOADER) or {}
         vllm = doc.get("vllm") if isinstance(doc, dict) else None
         if vllm is not None and (not isinstance(vllm, dict) or any(isinstance(v, (dict, list)) for v in vllm.values())):
             raise yaml.YAMLError("vllm must be a map of strings")
