@@ -35,16 +35,25 @@ BROKEN = ("apiVersion: gitops.kaito.sh/v1alpha1\nkind: ModelDeployment\nmetadata
           "  namespace: ml\nspec:\n  model: phi-4-mini-instruct\n  replica: 3\n")  # a typo of spec.replicas
 
 
-def server(repo: Path, *extra: str, kubeconfig_env: Path | None = None) -> StdioServerParameters:
-    """The server as a client starts it; $KUBECONFIG only when given (a bare one names a cluster, as for kubectl)."""
+def server(repo: Path, *extra: str) -> StdioServerParameters:
+    """The server as a client starts it; no inherited $KUBECONFIG (a bare one names a cluster, as for kubectl)."""
     env = {**{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           **({"KUBECONFIG": str(kubeconfig_env)} if kubeconfig_env else {})}
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return StdioServerParameters(command=sys.executable, args=["-m", "gitops_kaito", "mcp", "--repo", str(repo),
                                                                *extra], env=env)
 
 
-def session(target: StdioServerParameters | str, calls: Sequence[tuple[str, dict[str, Any]]]
+def in_process(*args: str) -> Any:
+    """The server `gitops-kaito mcp ARGS` would serve, in this process (the stdio and HTTP transports are tested
+    with real processes below): the same argument parsing, environment rules and tools."""
+    from gitops_kaito.cli import build_parser
+    from gitops_kaito.cli._mcp_server import build_server
+    from gitops_kaito.cli.mcp import tool_context
+
+    return build_server(tool_context(build_parser().parse_args(["mcp", *args])))
+
+
+def session(target: Any, calls: Sequence[tuple[str, dict[str, Any]]]
             ) -> tuple[list[Any], list[CallToolResult]]:
     """Connect, list the tools, make the calls in order: what an MCP client does."""
     async def run() -> tuple[list[Any], list[CallToolResult]]:
@@ -145,7 +154,7 @@ def test_the_write_tool_exists_only_with_the_flag_and_never_commits(tmp_path: Pa
     dev = Developer(remote, tmp_path / "dev")
     dev.write("models/ml/phi.yaml", model_file("phi"))
     head = dev.commit("phi")
-    tools, (added, again, bad) = session(server(dev.path, "--allow-write"), [
+    tools, (added, again, bad) = session(in_process("--repo", str(dev.path), "--allow-write"), [
         ("add_model_request", {"model": "qwen2.5-coder-7b-instruct", "name": "coder", "namespace": "ml"}),
         ("add_model_request", {"model": "qwen2.5-coder-7b-instruct", "name": "coder", "namespace": "ml"}),
         ("add_model_request", {"model": "not-a-model"}),
@@ -214,7 +223,8 @@ def test_validate_repository_answers_what_validate_answers(tmp_path: Path, capsy
 
 
 @pytest.mark.cluster
-def test_explain_a_failed_model_from_the_sandbox(cluster: ClusterTarget, tmp_path: Path) -> None:
+def test_explain_a_failed_model_from_the_sandbox(cluster: ClusterTarget, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     skip_on_real(cluster, "an injected quota failure of simulated Karpenter")
     assert cluster.sandbox is not None
     ns = cluster.namespace
@@ -231,7 +241,7 @@ def test_explain_a_failed_model_from_the_sandbox(cluster: ClusterTarget, tmp_pat
         wait_until(failed, 60, interval=0.2, what="llama Failed")
     dev.pull()
     _tools, (explain, status, history, planned) = session(
-        server(dev.path, *cluster.cli_args()), [
+        in_process("--repo", str(dev.path), *cluster.cli_args()), [
             ("explain_model", {"model": f"{ns}/llama"}),
             ("model_status", {"model": f"{ns}/llama"}),
             ("history", {}),
@@ -254,8 +264,8 @@ def test_explain_a_failed_model_from_the_sandbox(cluster: ClusterTarget, tmp_pat
     cluster.sandbox.server.faults.add(Fault(method="GET", path_regex=f"/namespaces/{ns}/events$", status=403,
                                             times=1, message="events is forbidden"))
     # A bare $KUBECONFIG, no flags, names the cluster as it does for kubectl and the other commands.
-    _tools, (again,) = session(server(dev.path, kubeconfig_env=cluster.kubeconfig),
-                               [("explain_model", {"model": f"{ns}/llama"})])
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    _tools, (again,) = session(in_process("--repo", str(dev.path)), [("explain_model", {"model": f"{ns}/llama"})])
     why = data(again)
     assert why["source"] == "cluster" and why["state"] == "Failed" and why["cluster"]["events"] == [] and why["cluster"]["nodes"]
     assert any("cannot read the Events on" in line and "403" in line for line in why["why"]), why["why"]

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitops_kaito.cli.common import EXIT_OK, CliError, add_cluster_flags, add_repo_flag
+
+if TYPE_CHECKING:
+    from gitops_kaito.cli._mcp_tools import ToolContext
 
 CLIENT_CONFIG = """\
 an MCP client's configuration (e.g. claude_desktop_config.json or .vscode/mcp.json):
@@ -40,9 +43,21 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def tool_context(args: argparse.Namespace) -> ToolContext:
+    """The ToolContext of these arguments (a CliError for a bad --instance); the repository, cluster and writes."""
     from gitops_kaito.cli._mcp_tools import ToolContext, repo_root
-    from gitops_kaito.repo.config import SettingsError, check_instance, parse_listen
+    from gitops_kaito.repo.config import SettingsError, check_instance
+
+    try:
+        instance = check_instance(args.instance) if args.instance else None
+    except (SettingsError, ValueError) as err:
+        raise CliError(str(err)) from None
+    return ToolContext(repo_root(args.repo), kubeconfig=args.kubeconfig, context=args.context, instance=instance,
+                       allow_write=args.allow_write, kubeconfig_env=bool(os.environ.get("KUBECONFIG")))
+
+
+def run(args: argparse.Namespace) -> int:
+    from gitops_kaito.repo.config import SettingsError, parse_listen
 
     try:
         import mcp  # noqa: F401 - only to say clearly what is missing
@@ -50,12 +65,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("the MCP server needs the `mcp` package (the official MCP Python SDK): "
                        "pip install 'gitops-kaito[mcp]'") from None
     try:
-        instance = check_instance(args.instance) if args.instance else None
         address = parse_listen(args.http) if args.http else None
     except (SettingsError, ValueError) as err:
         raise CliError(str(err).replace("--listen", "--http")) from None
-    ctx = ToolContext(repo_root(args.repo), kubeconfig=args.kubeconfig, context=args.context, instance=instance,
-                      allow_write=args.allow_write, kubeconfig_env=bool(os.environ.get("KUBECONFIG")))
+    ctx = tool_context(args)
     from gitops_kaito.cli import _mcp_server
 
     if address is not None:
