@@ -162,6 +162,12 @@ class KubeWorld:
         self.admin.close()
         self._sandbox.stop()
 
+    def __enter__(self) -> KubeWorld:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- the repository ------------------------------------------------------------------------------------
     def model(self, name: str, model: str = "phi-4-mini-instruct", extra: str = "", note: str = "") -> Path:
         """Write models/ml/<name>.yaml; `extra` goes under spec, `note` becomes a Workspace annotation (a change

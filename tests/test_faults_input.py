@@ -31,12 +31,11 @@ GOOD = {"phi": "phi-4-mini-instruct", "llama": "phi-3.5-mini-instruct", "falcon"
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[KubeWorld]:
-    w = KubeWorld(tmp_path)
-    write_good(w)
-    first = run_pass(w.repo, w.kube, revision=REV)
-    assert first.ok and w.workspaces() == set(GOOD)
-    yield w
-    w.close()
+    with KubeWorld(tmp_path) as w:
+        write_good(w)
+        first = run_pass(w.repo, w.kube, revision=REV)
+        assert first.ok and w.workspaces() == set(GOOD)
+        yield w
 
 
 def write_good(world: KubeWorld) -> None:
@@ -158,8 +157,7 @@ def test_5000_files_with_one_bad_one(tmp_path: Path) -> None:
     """Fault: one broken file among 5,000 model requests. Checks (render + plan against the emulator's live
     state, no apply): exactly one error naming that file, 4,999 models rendered and planned for creation,
     nothing to delete."""
-    world = KubeWorld(tmp_path)
-    try:
+    with KubeWorld(tmp_path) as world:
         folder = world.repo / "models" / "ml"
         for i in range(5000):
             (folder / f"m{i:04d}.yaml").write_text(model_file(f"m{i:04d}"))
@@ -171,5 +169,3 @@ def test_5000_files_with_one_bad_one(tmp_path: Path) -> None:
         counts = plan.counts()
         assert counts["create"] == len(desired.objects) and counts["delete"] == 0
         assert {c.model_id for c in plan.changes} == {f"ml.m{i:04d}" for i in range(5000) if i != 2500}
-    finally:
-        world.close()

@@ -31,11 +31,10 @@ PHI_CONFIG = "  config: {max-model-len: 4096}\n"  # phi also owns a ConfigMap
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[KubeWorld]:
-    w = KubeWorld(tmp_path)
-    w.models(MODELS)
-    w.model("phi", extra=PHI_CONFIG)
-    yield w
-    w.close()
+    with KubeWorld(tmp_path) as w:
+        w.models(MODELS)
+        w.model("phi", extra=PHI_CONFIG)
+        yield w
 
 
 def converge(world: KubeWorld, revision: str = REV2) -> None:

@@ -196,8 +196,7 @@ def test_sync_and_validate_agree_and_nothing_is_pruned(tmp_path: Path, restore_m
     """Fault: over live models (prune guard lifted), each case is made in the repository. Checks per case: the
     pass reports the path, prunes and writes nothing, every Workspace is still there; `validate -o json` exits 1
     and names exactly the same paths as the pass."""
-    world = KubeWorld(tmp_path)
-    try:
+    with KubeWorld(tmp_path) as world:
         for name in GOOD:
             world.model(name)
         (world.repo / "gitops-kaito.yaml").write_text(NO_GUARD)
@@ -225,8 +224,6 @@ def test_sync_and_validate_agree_and_nothing_is_pruned(tmp_path: Path, restore_m
                 if not p.is_symlink():
                     p.chmod(0o755)
         assert not problems, "\n".join(problems)
-    finally:
-        world.close()
 
 
 @pytest.mark.parametrize("kind", ["fifo", "folder", "dangling", "outside"])

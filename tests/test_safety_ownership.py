@@ -32,10 +32,9 @@ CONFIG = "  config: {max-model-len: 4096}\n"
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[KubeWorld]:
-    w = KubeWorld(tmp_path)
-    w.model("qwen", "qwen2.5-coder-7b-instruct")  # a model of ours beside, that must go on as usual
-    yield w
-    w.close()
+    with KubeWorld(tmp_path) as w:
+        w.model("qwen", "qwen2.5-coder-7b-instruct")  # a model of ours beside, that must go on as usual
+        yield w
 
 
 def desired_manifest(world: KubeWorld, kind: str, name: str) -> dict[str, Any]:

@@ -25,11 +25,8 @@ FAST = WatchSettings(backoff_initial_s=0.02, backoff_max_s=0.2, sync_timeout_s=1
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[KubeWorld]:
-    w = KubeWorld(tmp_path)
-    try:
+    with KubeWorld(tmp_path) as w:
         yield w
-    finally:
-        w.close()
 
 
 class Loop:
