@@ -119,7 +119,7 @@ def _daemon_noop(repo: Path, kube: Any, parent: Parent) -> dict[str, Any]:
         one()
         # The cache's threads open their watches in the background after the warming pass: counting starts once
         # every kind's stream is open, so a stream that starts late is not taken for a request of the pass.
-        kinds = len(watch._specs)  # one stream per kind the warming pass asked the cache for
+        kinds = len(watch.specs)  # one stream per kind the warming pass asked the cache for
         deadline = time.monotonic() + 30
         while parent.ask("watches") < kinds:
             if time.monotonic() > deadline:

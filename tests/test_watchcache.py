@@ -51,7 +51,7 @@ class Loop:
 
     def matches_server(self) -> bool:
         """The cache holds exactly what a LIST returns now (names and resourceVersions)."""
-        specs = self.cache._specs
+        specs = self.cache.specs
         cached = self.cache.objects(specs, wait_s=0)
         if cached is None:
             return False

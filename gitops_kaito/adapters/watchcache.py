@@ -163,6 +163,12 @@ class WatchCache:
             return self._version
 
     @property
+    def specs(self) -> tuple[ListSpec, ...]:
+        """What the cache watches now: one stream per kind (empty before the first ensure())."""
+        with self._lock:
+            return self._specs
+
+    @property
     def _kube(self) -> Kube:
         if self._own_kube is None:
             self._own_kube = self._parent.clone()  # its own connections: the streams hold theirs for minutes
