@@ -81,6 +81,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    # socketserver's backlog of 5 overflowed when the controllers open their watches at once: a client connecting
+    # then lost its SYN and waited out the kernel's 1 s retransmission.
+    request_queue_size = 128
 
     def __init__(self, addr: tuple[str, int], owner: ApiServer) -> None:
         self.owner = owner
