@@ -146,6 +146,11 @@ class ArmSettings:
     on_pool_deleted: Callable[[str], None] | None = None
 
 
+class _ArmServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops a burst's SYNs: each one then waits the kernel's 1 s retry
+
+
 class ArmEmulator:
     """The local ARM endpoint. Use as a context manager, or start()/stop()."""
 
@@ -160,8 +165,7 @@ class ArmEmulator:
         self._held = False
         self._op_ids = itertools.count(1)
         self._host = host
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _ArmServer((host, port), _make_handler(self))
         self._thread: threading.Thread | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
