@@ -10,6 +10,7 @@ import pytest
 from gitops_kaito.core.plan import (
     Action,
     PlanPolicy,
+    UpToDate,
     drift_managers,
     key_of,
     make_plan,
@@ -202,6 +203,28 @@ def test_a_hand_edit_is_drift() -> None:
     assert change.action == Action.UPDATE and change.drift
     assert "drift" in change.reason
 
+
+
+def test_the_loops_memory_of_equal_pairs_never_hides_a_change() -> None:
+    """UpToDate lets a long-running loop skip comparing what it found equal last pass; any new live version (a hand
+    edit moves resourceVersion) or another desired object is compared again, and the plans are the ones without it."""
+    desired = [configmap(), workspace()]
+    live = [served(d) for d in desired]
+    memo = UpToDate()
+    for _ in range(2):
+        assert by_action(make_plan(desired, live, up_to_date=memo)) == by_action(make_plan(desired, live))
+    assert all(memo.known(d, obj, False) for d, obj in zip(desired, live, strict=True))
+
+    edited = copy.deepcopy(live)
+    edited[0]["data"]["inference_config.yaml"] = "vllm: {}\n"
+    edited[0]["metadata"]["resourceVersion"] = "43"
+    (change, same) = make_plan(desired, edited, up_to_date=memo).changes
+    assert change.action == Action.UPDATE and change.drift and same.action == Action.NOOP
+    # A new commit renders new desired objects: compared again, even against the same live version.
+    again = [configmap(max_len=8192), workspace()]
+    assert [c.action for c in make_plan(again, live, up_to_date=memo).changes] == [Action.UPDATE, Action.NOOP]
+    # The memory holds only what the last plan saw.
+    assert not memo.known(desired[0], live[0], False) and memo.known(again[1], live[1], False)
 
 def test_a_field_taken_over_by_another_manager_is_drift_even_when_the_repo_changed_too() -> None:
     live = served(workspace())

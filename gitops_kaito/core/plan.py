@@ -194,9 +194,47 @@ def key_of(ref: ObjectRef) -> Key:
     return (ref.group, ref.kind, ref.namespace, ref.name)
 
 
+UP_TO_DATE = "up to date"
+
+
+class UpToDate:
+    """The (desired object, live object version) pairs the last plan found equal, for the long-running loops: they
+    plan the very same DesiredObjects (desiredcache) against the same watched objects pass after pass, and a pair
+    found equal stays equal while neither changes (a live object's resourceVersion moves with every write to it,
+    status included). So a pass after one hand edit compares one object again, not all of them.
+
+    Only "up to date" is remembered: any other verdict is planned afresh. Each plan keeps just the pairs it saw."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, str, str, bool], DesiredObject] = {}
+        self._next: dict[tuple[int, str, str, bool], DesiredObject] = {}
+
+    @staticmethod
+    def _key(want: DesiredObject, live: Manifest, adopt: bool) -> tuple[int, str, str, bool] | None:
+        meta = live.get("metadata") or {}
+        uid, version = meta.get("uid"), meta.get("resourceVersion")
+        # id(): the DesiredObject itself is held as the value, so its id cannot be reused while the entry lives.
+        return (id(want), str(uid), str(version), adopt) if uid and version else None
+
+    def known(self, want: DesiredObject, live: Manifest, adopt: bool) -> bool:
+        key = self._key(want, live, adopt)
+        if key is None or self._seen.get(key) is not want:
+            return False
+        self._next[key] = want
+        return True
+
+    def add(self, want: DesiredObject, live: Manifest, adopt: bool) -> None:
+        if (key := self._key(want, live, adopt)) is not None:
+            self._next[key] = want
+
+    def rotate(self) -> None:
+        """End of a plan: what it saw is what the next one may reuse."""
+        self._seen, self._next = self._next, {}
+
+
 def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy: PlanPolicy | None = None, *,
               pools: Sequence[PoolChange] = (), pool_models: Iterable[str] = (),
-              unverified: Mapping[Key, str] | None = None) -> Plan:
+              unverified: Mapping[Key, str] | None = None, up_to_date: UpToDate | None = None) -> Plan:
     """Compare what we want with the live objects that carry our owner labels.
 
     `live` may also hold objects of a desired name made by someone else or owned by another gitops-kaito instance:
@@ -207,6 +245,8 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
 
     `pools` (aks mode) are the agent-pool changes and `pool_models` the models that own a live pool: the prune
     guard counts models, so a model that only exists as a pool counts as managed and its pool delete as a removal.
+
+    `up_to_date`: the long-running loops' memory of pairs found equal (UpToDate); None plans every object afresh.
     """
     policy = policy or PlanPolicy()
     live_by_key: dict[Key, Manifest] = {}
@@ -238,17 +278,17 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
         elif key in live_by_key and not applied_by_us(live_by_key[key]):
             # Our labels on an object our field manager never applied: someone's copy, ours only by its labels.
             if want.model_id in policy.adopt_allowed:
-                applies.append(_plan_desired(want, live_by_key[key], policy))
+                applies.append(_plan_desired(want, live_by_key[key], policy, memo=up_to_date))
             else:
                 applies.append(_not_ours(want, f"blocked: {want.ref} carries gitops-kaito's labels but gitops-kaito "
                                                "never applied it (a copy?): it is left as it is and never pruned. To "
                                                f"manage it, annotate the model {ANNOTATION_ADOPT}: allowed, or give "
                                                "the model another name"))
         elif key in live_by_key:
-            applies.append(_plan_desired(want, live_by_key[key], policy))
+            applies.append(_plan_desired(want, live_by_key[key], policy, memo=up_to_date))
         elif key in unowned:
             if want.model_id in policy.adopt_allowed:
-                applies.append(_plan_desired(want, unowned[key], policy, adopt=True))
+                applies.append(_plan_desired(want, unowned[key], policy, adopt=True, memo=up_to_date))
             else:
                 applies.append(_plan_not_ours(want))
         elif unverified and key in unverified:
@@ -272,11 +312,14 @@ def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy
     deletes.sort(key=lambda c: (-c.wave, c.model_id, c.ref))
     node_pools = tuple(dataclasses.replace(p, action="blocked", reasons=(refused,)) if refused and p.action == "delete"
                        else p for p in pools)
+    if up_to_date is not None:
+        up_to_date.rotate()
     return Plan(changes=tuple(applies + deletes), prune_refused=refused, managed_models=managed,
                 node_pools=node_pools)
 
 
-def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy, adopt: bool = False) -> Change:
+def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy, adopt: bool = False,
+                  memo: UpToDate | None = None) -> Change:
     # Normalised and digested once per desired object (kept on it): the comparison starts from the same form.
     want_full, manifest = want.normalised.comparable, want.normalised.stamped
     created = manifest  # what a create or replace writes: a new object takes every field as rendered
@@ -290,6 +333,8 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
         return change(Action.CREATE, "not in the cluster", handoff=want.create_only)
     if (live.get("metadata") or {}).get("deletionTimestamp"):
         return change(Action.NOOP, "being deleted; created again once it is gone")
+    if memo is not None and memo.known(want, live, adopt):
+        return change(Action.NOOP, UP_TO_DATE)
     if want.ref.kind == "NodeClaim":
         want_full, manifest = _lifecycle_as_created(want_full, live), _lifecycle_as_created(manifest, live)
     want_cmp = _as_unlabelled_default(want_full, live) if not adopt else want_full
@@ -304,7 +349,9 @@ def _plan_desired(want: DesiredObject, live: Manifest | None, policy: PlanPolicy
         if still_ours:
             return change(Action.UPDATE, f"{', '.join(_leaf_fields(still_ours))} handed to the autoscaler, kept at "
                           "the live value: gitops-kaito sets it only at creation", handoff=still_ours)
-        return change(Action.NOOP, "up to date")
+        if memo is not None:
+            memo.add(want, live, adopt)
+        return change(Action.NOOP, UP_TO_DATE)
     patch = tuple(jsonpatch.make_patch(live_cmp, want_cmp).patch)
     drift = _is_drift(live, manifest, patch)
     immutable = immutable_changes(want.ref, live, live_cmp, want_cmp)

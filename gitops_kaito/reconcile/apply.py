@@ -230,7 +230,10 @@ def _in_parallel(pool: ThreadPoolExecutor, changes: Sequence[Change], fn: Callab
     """Run fn over one wave's changes: each model's in plan order on one worker, models side by side."""
     by_model: dict[str, list[Change]] = {}
     for change in changes:
-        by_model.setdefault(change.model_id, []).append(change)
+        if change.writes:
+            by_model.setdefault(change.model_id, []).append(change)
+        else:  # nothing to send: recorded here, not handed to a worker (a settled pass of 5,000 models has only these)
+            fn(change, wave)
 
     def model(group: list[Change]) -> None:
         for change in group:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from gitops_kaito.adapters.kube import KindNotServed, Kube, KubeError, ListSpec
 from gitops_kaito.core import depends
-from gitops_kaito.core.plan import Action, Change, Key, Plan, PlanPolicy, key_of, make_plan
+from gitops_kaito.core.plan import Action, Change, Key, Plan, PlanPolicy, UpToDate, key_of, make_plan
 from gitops_kaito.core.preflight import ClusterCheck
 from gitops_kaito.core.render import (
     Desired,
@@ -284,6 +284,9 @@ class PassMemo:
         self._lock = threading.Lock()
         self._held: tuple[Desired, int, bool, PassResult] | None = None
         self.hits = 0
+        # When the pass cannot be reused (something watched changed), planning still skips the objects it found
+        # up to date last time and that did not change since: a hand edit re-plans one object, not thousands.
+        self.up_to_date = UpToDate()
 
     def reuse(self, desired: Desired, version: int, allow_mass_prune: bool) -> PassResult | None:
         with self._lock:
@@ -317,7 +320,7 @@ def plan_repository(repo_dir: Path, kube: Kube, *, revision: str = "", allow_mas
 
 def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
           pools: PoolRunner | None, scope: Scope | None = None, load: DesiredLoader | None = None,
-          source: LiveSource | None = None, desired: Desired | None = None
+          source: LiveSource | None = None, desired: Desired | None = None, up_to_date: UpToDate | None = None
           ) -> tuple[Desired, Plan, PlanPolicy, PoolPlan | None, LiveState]:
     desired = desired or (load or load_desired)(repo_dir, revision, scope)
     try:
@@ -330,10 +333,10 @@ def _plan(repo_dir: Path, kube: Kube, revision: str, allow_mass_prune: bool,
     policy = plan_policy(desired, allow_mass_prune=allow_mass_prune)
     pool_plan = _pool_plan(desired, policy, pools)
     if pool_plan is None:
-        plan = make_plan(desired.objects, live, policy, unverified=unverified)
+        plan = make_plan(desired.objects, live, policy, unverified=unverified, up_to_date=up_to_date)
     else:
         plan = make_plan(desired.objects, live, policy, pools=pool_plan.changes,
-                         pool_models=pool_plan.managed_models, unverified=unverified)
+                         pool_models=pool_plan.managed_models, unverified=unverified, up_to_date=up_to_date)
     return desired, with_waits(plan, desired, state.owned), policy, pool_plan, state
 
 
@@ -468,7 +471,8 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
     rounds: list[applying.ApplyResult] = []
     while True:
         desired, plan, policy, pool_plan, state = _plan(Path(repo_dir), kube, revision, allow_mass_prune, pools,
-                                                        scope, load, live, desired)
+                                                        scope, load, live, desired,
+                                                        memo.up_to_date if memo is not None else None)
         # Before anything is written (agent pools included): what the API server would refuse, model by model.
         check = preflights.run_preflight(plan, desired, kube, every_write=dry_run)
         refused = preflights.refusal_texts(check)

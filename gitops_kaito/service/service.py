@@ -36,6 +36,7 @@ from gitops_kaito.reconcile.gitsync import (
 )
 from gitops_kaito.reconcile.sync import PassMemo, SyncError
 from gitops_kaito.repo.config import DaemonConfig, RepoConfig
+from gitops_kaito.service import heap
 from gitops_kaito.service.commitstatus import CommitStatusReporter, build_reporter
 from gitops_kaito.service.daemon import Daemon, DaemonSettings, PassContext
 from gitops_kaito.service.leader import LeaderElector, LeaseSettings
@@ -168,6 +169,7 @@ class GitPass:
         self.status_commit_interval_s = 10.0
         self.later: Callable[[str, float], None] | None = None  # the daemon's trigger, with a delay
         self._last_commit: float | None = None
+        self._settled_misses = 0  # desired_cache.misses when the heap was last settled
 
     def __call__(self, ctx: PassContext) -> PassReport:
         if not ctx.should_continue():
@@ -196,6 +198,9 @@ class GitPass:
         except SyncError as err:
             self.metrics.api_errors.labels(api="kubernetes", code="0").inc()
             return PassReport(False, str(err))
+        if self.desired_cache.misses != self._settled_misses:  # a new desired state now lives on: settle the heap
+            self._settled_misses = self.desired_cache.misses
+            heap.settle()
         if done.config is not None and self.on_config is not None:
             try:
                 self.on_config(done.config)
