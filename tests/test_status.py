@@ -13,6 +13,7 @@ from gitops_kaito.core.health import Condition, ModelHealth
 from gitops_kaito.core.status import (
     STATUS_MD,
     DriftEntry,
+    StatusMemo,
     EndpointCheck,
     GpuCost,
     ModelReport,
@@ -62,6 +63,27 @@ def test_unchanged_pass_is_byte_identical_and_since_moves_only_on_state_change()
     assert yaml.safe_load(third["ml/b.yaml"])["since"] == T1
     assert third["ml/b.yaml"] == first["ml/b.yaml"]
 
+
+
+def test_the_daemons_status_memo_renders_exactly_what_a_fresh_render_does() -> None:
+    """StatusMemo (kept across the daemon's passes) reuses parses and renders only while their inputs are equal: a
+    changed state, a hand-edited status file and a new model all come out as without it."""
+    memo = StatusMemo()
+    passes = [
+        ([report("a", "Provisioning"), report("b")], T1, lambda prev: prev),
+        ([report("a", "Provisioning"), report("b")], T2, lambda prev: prev),
+        ([report("a", "Ready"), report("b"), report("c", "Pending")], T2, lambda prev: prev),
+        # Someone rewrote b's file by hand (its since): the memo must read the new text, not the old parse.
+        ([report("a", "Ready"), report("b"), report("c", "Pending")], T2,
+         lambda prev: {**prev, "ml/b.yaml": prev["ml/b.yaml"].replace(T1, "2024-06-01T00:00:00Z")}),
+    ]
+    with_memo: dict[str, str] = {}
+    fresh: dict[str, str] = {}
+    for reports, now, edit in passes:
+        with_memo = render_files(reports, edit(with_memo), now, memo=memo)
+        fresh = render_files(reports, edit(fresh), now)
+        assert with_memo == fresh
+    assert yaml.safe_load(with_memo["ml/b.yaml"])["since"] == "2024-06-01T00:00:00Z"
 
 def test_roundtrip() -> None:
     r = report("a", endpoint_check=EndpointCheck(True, "phi-4-mini-instruct"),

@@ -157,14 +157,17 @@ def _tree_with_status(source: GitSource, parent: str | None, folder: str, files:
                            stdin="".join(f"{p}\0" for p in stale).encode())
         else:
             source.run(["read-tree", "--empty"], env=env)
-        if files:
+        # Only files that differ from the parent's: the rest are in the index already (read-tree), and writing all
+        # 5,000 of a large repository to disk again took seconds in every status commit.
+        changed = {rel: text for rel, text in files.items() if not parent or previous.get(rel) != text}
+        if changed:
             # Two git processes for all the status files (it was two per file: ~10,000 at 5,000 models):
             # `hash-object --stdin-paths` stores every blob, `update-index --index-info` stages them.
-            rels = sorted(files)
+            rels = sorted(changed)
             blob_paths = []
             for i, rel in enumerate(rels):
                 blob = Path(tmp) / f"blob-{i}"
-                blob.write_bytes(files[rel].encode())
+                blob.write_bytes(changed[rel].encode())
                 blob_paths.append(f"{blob}\n")
             shas = source.run(["hash-object", "-w", "--no-filters", "--stdin-paths"],
                               stdin="".join(blob_paths).encode()).split()

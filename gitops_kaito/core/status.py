@@ -159,14 +159,57 @@ def scrubbed(report: ModelReport) -> ModelReport:
 
 
 # -- since ----------------------------------------------------------------------------------------
+class StatusMemo:
+    """What the long-running loop's last status render computed, per status file: the previous file parsed (by its
+    text) and each final report's YAML. A pass in which a few models changed parses and renders only those again: at
+    5,000 models parsing and rendering every file took ~20 s (PyYAML's emitter is pure Python), and the daemon's next
+    pass waited for it. Keeps only what the last render used."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[str, ModelReport | None]] = {}
+        self._texts: dict[ModelReport, str] = {}
+        self._next_parsed: dict[str, tuple[str, ModelReport | None]] = {}
+        self._next_texts: dict[ModelReport, str] = {}
+        self._scrubbed: dict[ModelReport, ModelReport] = {}
+        self._next_scrubbed: dict[ModelReport, ModelReport] = {}
+
+    def scrubbed(self, report: ModelReport) -> ModelReport:
+        found = self._scrubbed.get(report)
+        if found is None:
+            found = scrubbed(report)
+        self._next_scrubbed[report] = found
+        return found
+
+    def parse(self, path: str, text: str | None) -> ModelReport | None:
+        if not text:
+            return None
+        held = self._parsed.get(path)
+        found = held[1] if held is not None and held[0] == text else _safe_parse(text)
+        self._next_parsed[path] = (text, found)
+        return found
+
+    def render(self, report: ModelReport) -> str:
+        text = self._texts.get(report)
+        if text is None:
+            text = render_model_yaml(report)
+        self._next_texts[report] = text
+        return text
+
+    def rotate(self) -> None:
+        self._parsed, self._next_parsed = self._next_parsed, {}
+        self._texts, self._next_texts = self._next_texts, {}
+        self._scrubbed, self._next_scrubbed = self._next_scrubbed, {}
+
+
 def carry_since(reports: Iterable[ModelReport], previous: Mapping[str, str], now: str,
-                keep_revision: Collection[str] = ()) -> tuple[ModelReport, ...]:
+                keep_revision: Collection[str] = (), memo: StatusMemo | None = None) -> tuple[ModelReport, ...]:
     """Keep each model's `since` from its previous status file while its state is unchanged, and for the
     models in `keep_revision` the revision that file names (when it names one): one parse per file for both.
     Each drifted object keeps the `since` it was first seen drifted at while it stays drifted."""
     out = []
     for r in reports:
-        prev = _safe_parse(previous.get(r.status_path))
+        prev = memo.parse(r.status_path, previous.get(r.status_path)) if memo is not None else _safe_parse(
+            previous.get(r.status_path))
         since = prev.since if prev is not None and prev.state == r.state and prev.since else now
         revision = prev.revision if prev is not None and prev.revision and r.model_id in keep_revision else r.revision
         drifted_since = {e.object: e.since for e in prev.drift if e.since} if prev is not None else {}
@@ -187,15 +230,19 @@ def _safe_parse(text: str | None) -> ModelReport | None:
 
 # -- rendering ------------------------------------------------------------------------------------
 def render_files(reports: Iterable[ModelReport], previous: Mapping[str, str], now: str,
-                 keep_revision: Collection[str] = (), problems: Sequence[str] = ()) -> dict[str, str]:
+                 keep_revision: Collection[str] = (), problems: Sequence[str] = (),
+                 memo: StatusMemo | None = None) -> dict[str, str]:
     """All files of the status folder, keyed by path relative to it. Files not listed should not exist.
 
     `keep_revision`: model ids whose previous status file's revision stays (see carry_since). `problems`: what
     held the pass back beyond single models (a broken gitops-kaito.yaml or template, the prune guard), for STATUS.md.
+    `memo`: the long-running loop's StatusMemo, kept across passes (None: every file parsed and rendered).
     """
-    final = sorted(carry_since((scrubbed(r) for r in reports), previous, now, keep_revision),
+    memo = memo or StatusMemo()
+    final = sorted(carry_since((memo.scrubbed(r) for r in reports), previous, now, keep_revision, memo),
                    key=lambda r: r.model_id)
-    files = {r.status_path: render_model_yaml(r) for r in final}
+    files = {r.status_path: memo.render(r) for r in final}
+    memo.rotate()
     files[STATUS_MD] = render_status_md(final, [scrub(p) for p in problems])
     return files
 

@@ -76,8 +76,9 @@ class DesiredObject:
     # spec.replicas), as a partial manifest: planning shows them on a create and never compares them again.
     create_only: Manifest | None = field(default=None, compare=False, hash=False)
 
-    @property
+    @cached_property
     def ref(self) -> ObjectRef:
+        # Kept: planning asks for it several times per object and pass, and the manifest is never mutated.
         return ObjectRef.of(self.manifest)
 
     @cached_property

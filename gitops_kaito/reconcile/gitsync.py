@@ -27,6 +27,7 @@ from gitops_kaito.adapters.kube import Kube
 from gitops_kaito.adapters.writeback import Author, WritebackResult, last_desired_commit, write_status
 from gitops_kaito.core.status import (
     ModelReport,
+    StatusMemo,
     other_instances_files,
     render_files,
     summary_line,
@@ -88,7 +89,8 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
                  cache: DesiredCache | None = None,
                  source: GitSource | None = None,
                  live: LiveSource | None = None, memo: PassMemo | None = None, prober: Prober | None = None,
-                 write_back: bool = True, options: ApplyOptions | None = None) -> GitPassResult:
+                 write_back: bool = True, options: ApplyOptions | None = None,
+                 status_memo: StatusMemo | None = None) -> GitPassResult:
     """fetch -> sync.run_pass on the checkout -> health -> status files -> commit and push when changed.
 
     A git failure raises GitSourceError before anything is applied; the cluster keeps the last state.
@@ -97,6 +99,7 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
     `source` (the daemon's, kept across passes: its repository handle is opened once): else one for `settings`.
     `live`, `memo`, `prober`: the daemon's watch cache, last settled pass and endpoint prober (sync.run_pass,
     assess.assess_models). `write_back=False`: this pass commits no status (the daemon coalescing commits).
+    `status_memo` (the daemon's): status files parsed and rendered by earlier passes, reused while unchanged.
     """
     source = source or git_source(settings)
     checkout = source.fetch()
@@ -127,7 +130,7 @@ def run_git_pass(settings: GitSyncSettings, kube: Kube, *, dry_run: bool = False
 
         def build(previous: Mapping[str, str]) -> Mapping[str, str]:
             files = render_files(reports, previous, stamp, keep_revision=unwritten_models(reports, result),
-                                 problems=pass_problems(result))
+                                 problems=pass_problems(result), memo=status_memo)
             if status_path == status_root:  # the root also holds the named instances' folders: keep them
                 files = {**other_instances_files(previous), **files}
             _pause_point("status-built")

@@ -21,7 +21,7 @@ from gitops_kaito.adapters.kube import Kube, KubeError
 from gitops_kaito.adapters.watchcache import WatchCache
 from gitops_kaito.adapters.writeback import WritebackError
 from gitops_kaito.core.plan import Action, reported_drift_counts
-from gitops_kaito.core.status import gpu_cost
+from gitops_kaito.core.status import StatusMemo, gpu_cost
 from gitops_kaito.model.states import Outcome
 from gitops_kaito.provision.pools import PoolRunner
 from gitops_kaito.reconcile.apply import ApplyOptions
@@ -164,6 +164,7 @@ class GitPass:
         # the endpoint prober, parallel writes, and how often passes the cluster started may commit status.
         self.watch: WatchCache | None = None
         self.memo = PassMemo()
+        self.status_memo = StatusMemo()
         self.prober = Prober()
         self.options = ApplyOptions()
         self.status_commit_interval_s = 10.0
@@ -185,7 +186,7 @@ class GitPass:
             done = run_git_pass(self.settings, self.kube, allow_mass_prune=self.allow_mass_prune, pools=self.pools,
                                 should_continue=ctx.should_continue, cache=self.desired_cache, source=self.source,
                                 live=self.watch, memo=self.memo, prober=self.prober, write_back=not hold,
-                                options=self.options)
+                                options=self.options, status_memo=self.status_memo)
         except WritebackError as err:
             self.metrics.git_errors.labels(operation="push").inc()
             return PassReport(False, f"status write-back failed: {err}")
