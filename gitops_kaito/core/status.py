@@ -193,6 +193,9 @@ class StatusMemo:
         if text is None:
             text = render_model_yaml(report)
         self._next_texts[report] = text
+        # What this pass writes is the next pass's previous file: known without parsing it (carry_since reads only
+        # state, since, revision and drift from it, all plain strings that come back from YAML as they went in).
+        self._next_parsed[report.status_path] = (text, report)
         return text
 
     def rotate(self) -> None:
