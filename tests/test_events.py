@@ -14,13 +14,22 @@ import pytest
 from kubernetes import client
 
 from gitops_kaito.adapters.kube import Kube
+from gitops_kaito.reconcile import sync
 from gitops_kaito.reconcile.apply import ApplyOptions
-from gitops_kaito.reconcile.sync import run_pass
 from tests.fixtures_cluster import ClusterTarget, wait_until
 from tests.gitfixtures import model_file
 
 pytestmark = pytest.mark.cluster
 REV = "main@sha1:" + "e" * 40
+
+
+def run_pass(repo: Path, kube: Kube, **kwargs: Any) -> sync.PassResult:
+    """A pass, then its Events: the connection's sender threads post them after the pass returns."""
+    from gitops_kaito.adapters import events
+
+    result = sync.run_pass(repo, kube, **kwargs)
+    assert events.flush(kube, 30)
+    return result
 
 
 def events_of(api: client.ApiClient, ns: str, name: str) -> dict[str, Any]:
@@ -185,3 +194,37 @@ def test_events_name_the_object_as_it_now_is_so_describe_lists_them(cluster: Clu
         events = out.split("Events:", 1)[1]
         assert "Replaced" in events and "<none>" not in events
     admin.close()
+
+
+def test_a_pass_does_not_wait_for_its_events_and_closing_sends_them(cluster: ClusterTarget, tmp_path: Path) -> None:
+    """Events go out on the connection's own threads (client-go's broadcaster does the same): a pass whose Event
+    the API server holds back still returns, with its Workspace written; closing the connection sends the Event."""
+    import threading
+
+    from gitops_kaito.sandbox.hooks import Fault
+    from tests.fixtures_cluster import skip_on_real
+
+    skip_on_real(cluster, "an Event request held back by the emulator")
+    assert cluster.sandbox is not None
+    ns = cluster.namespace
+    (tmp_path / "models" / ns).mkdir(parents=True)
+    (tmp_path / "models" / ns / "phi.yaml").write_text(model_file("phi", namespace=ns))
+    gate = threading.Event()
+    fault = cluster.sandbox.server.faults.add(Fault(method="POST", path_regex=f"/namespaces/{ns}/events$", status=0,
+                                                    times=None, hold=gate))
+    admin = cluster.api_client()
+    try:
+        kube = Kube.connect(cluster.kubeconfig, cluster.context)
+        result = sync.run_pass(tmp_path, kube, revision=REV)
+        assert result.created and result.ok
+        assert client.CustomObjectsApi(admin).get_namespaced_custom_object(
+            "kaito.sh", "v1beta1", ns, "workspaces", "phi")
+        wait_until(lambda: fault.hits == 1, 10, what="the Event's POST reached the API server")
+        assert "Created" not in events_of(admin, ns, "phi"), "the Event was written while it was held"
+        gate.set()
+        kube.close()  # sends what is queued before the connection goes
+        assert events_of(admin, ns, "phi")["Created"].count == 1
+    finally:
+        gate.set()
+        cluster.sandbox.server.faults.clear()
+        admin.close()

@@ -13,10 +13,10 @@ from gitops_kaito.core.health import Condition, ModelHealth
 from gitops_kaito.core.status import (
     STATUS_MD,
     DriftEntry,
-    StatusMemo,
     EndpointCheck,
     GpuCost,
     ModelReport,
+    StatusMemo,
     cost_line,
     drift_text,
     gpu_cost,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 from kubernetes import client
 
+from gitops_kaito.adapters.events import flush
 from gitops_kaito.model.states import Outcome
 from gitops_kaito.reconcile.apply import ABANDONED_MESSAGE
 from gitops_kaito.reconcile.gitsync import run_git_pass
@@ -77,6 +78,7 @@ def test_a_replica_without_the_lease_writes_no_drift_event(world: World) -> None
         field_manager="kubectl-annotate")
 
     def drift_events() -> int:
+        assert flush(world.kube, 30)  # queued Events are sent by the connection's own threads
         events = core.list_namespaced_event("ml").items
         return sum(1 for e in events if e.reason == "DriftDetected")
 

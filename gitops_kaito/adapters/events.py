@@ -1,17 +1,22 @@
 """Kubernetes Events on each Workspace the reconciler changes (Created, Updated, Replaced, Pruned, DriftCorrected),
 and a Warning (DriftDetected) when it first sees drift it leaves in place (`drift: report`).
 
-Repeats of one event are aggregated like kubelet does: the same Event's count and lastTimestamp go up.
+Repeats of one event are aggregated like kubelet does: the same Event's count and lastTimestamp go up. Events are
+sent by the recorder's own threads, as client-go's broadcaster does, so a pass never waits for them: a first sync
+of 1,000 models would otherwise send its 1,000 "Created" Events before it could report; closing the connection
+sends what is still queued (for at most FLUSH_S).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import queue
 import threading
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +30,10 @@ from gitops_kaito.model.ownership import ANNOTATION_REVISION
 log = logging.getLogger(__name__)
 
 COMPONENT = "gitops-kaito"
+SENDERS = 8  # Events in flight at once
+MAX_QUEUED = 5000  # beyond this, new Events are dropped (logged), as client-go's broadcaster drops when full
+FLUSH_S = 10.0  # how long closing a connection waits for queued Events
+IDLE_S = 2.0  # a sender thread with nothing to send for this long ends (a new Event starts one again)
 EVENT_KINDS = frozenset({"Workspace"})
 _REASONS = {Action.CREATE: "Created", Action.UPDATE: "Updated", Action.REPLACE: "Replaced", Action.DELETE: "Pruned"}
 
@@ -75,9 +84,56 @@ class EventRecorder:
         self.request_timeout_s = request_timeout_s
         self._counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = threading.Condition(self._lock)
+        self._pending = 0  # queued or being sent
+        self._senders = 0
+        self.dropped = 0
         # Drift already reported on this connection, by object: its fields. Forgotten once the object no longer
         # drifts, so drift that comes back is reported again; a pass that sees the same drift says nothing.
         self.drift_seen: dict[str, tuple[str, ...]] = {}
+
+    def post(self, send: Callable[[], None]) -> bool:
+        """Queue `send` (one Event) for the sender threads; False when the queue is full and it was dropped."""
+        with self._lock:
+            if self._pending >= MAX_QUEUED:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("%d Kubernetes Event(s) dropped: more than %d queued", self.dropped, MAX_QUEUED)
+                return False
+            self._pending += 1
+            start = self._senders < SENDERS
+            if start:
+                self._senders += 1
+        self._queue.put(send)
+        if start:
+            threading.Thread(target=self._send, name="events", daemon=True).start()
+        return True
+
+    def _send(self) -> None:
+        while True:
+            try:
+                send = self._queue.get(timeout=IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():  # a post between the timeout and here is still served
+                        self._senders -= 1
+                        return
+                continue
+            try:
+                send()
+            except Exception as err:  # an Event must never fail anything
+                log.info("could not record an event: %s", err)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+                    if not self._pending:
+                        self._idle.notify_all()
+
+    def flush(self, timeout_s: float = FLUSH_S) -> bool:
+        """Wait until every queued Event was sent (or failed); False when some were still queued at the timeout."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._pending, timeout=timeout_s)
 
     def record(self, ref: ObjectRef, reason: str, message: str, uid: str | None = None, type_: str = "Normal") -> None:
         namespace = ref.namespace or "default"
@@ -154,7 +210,23 @@ def _recorder(kube: Any) -> EventRecorder | None:
     recorder = _recorders.get(kube)
     if recorder is None or recorder.api_client is not api_client:
         recorder = _recorders[kube] = EventRecorder(api_client)
+        if hasattr(kube, "on_close"):
+            kube.on_close(_flush_on_close(recorder))
     return recorder
+
+
+def _flush_on_close(recorder: EventRecorder) -> Callable[[], None]:
+    def flush() -> None:
+        if not recorder.flush(FLUSH_S):
+            log.warning("Kubernetes Events still queued after %.0f s were not sent", FLUSH_S)
+
+    return flush
+
+
+def flush(kube: Any, timeout_s: float = FLUSH_S) -> bool:
+    """Wait until the Events queued on this connection were sent (tests, and anything about to read them back)."""
+    recorder = _recorders.get(kube)
+    return recorder.flush(timeout_s) if recorder is not None else True
 
 
 def record_drift(kube: Any, reported: Sequence[Change]) -> int:
@@ -175,18 +247,28 @@ def record_drift(kube: Any, reported: Sequence[Change]) -> int:
         if recorder.drift_seen.get(key) == change.fields:
             continue
         uid = ((change.live or {}).get("metadata") or {}).get("uid")
-        try:
-            recorder.record(change.ref, DRIFT_DETECTED, drift_message(change), uid=uid, type_="Warning")
-        except Exception as err:  # an Event must never fail a pass; it is tried again next pass
-            log.info("could not record event %s on %s: %s", DRIFT_DETECTED, change.ref, err)
-            continue
+        # Marked reported now (the next pass must not queue it again while it is still being sent) and unmarked
+        # when sending fails, so the next pass tries again.
         recorder.drift_seen[key] = change.fields
-        written += 1
+
+        def send(change: Change = change, key: str = key, uid: Any = uid) -> None:
+            try:
+                recorder.record(change.ref, DRIFT_DETECTED, drift_message(change), uid=uid, type_="Warning")
+            except Exception as err:
+                if recorder.drift_seen.get(key) == change.fields:
+                    del recorder.drift_seen[key]
+                log.info("could not record event %s on %s: %s", DRIFT_DETECTED, change.ref, err)
+
+        if recorder.post(send):
+            written += 1
+        else:
+            del recorder.drift_seen[key]
     return written
 
 
 def record_changes(kube: Any, changes: Iterable[Change], uids: Mapping[ObjectRef, str] | None = None) -> int:
-    """Record an Event for each done change of a Workspace; never raises (Events are best effort). Returns count.
+    """Queue an Event for each done change of a Workspace; never raises (Events are best effort). Returns how many
+    were queued.
 
     `uids`: the uid each write was answered with. An Event names the object as it now is (`kubectl describe` finds
     Events by the object's uid): a created or replaced object's new uid, never the deleted one's; a prune the uid
@@ -202,9 +284,6 @@ def record_changes(kube: Any, changes: Iterable[Change], uids: Mapping[ObjectRef
         uid = (uids or {}).get(change.ref) or (
             ((change.live or {}).get("metadata") or {}).get("uid") if change.action in (Action.UPDATE, Action.DELETE)
             else None)
-        try:
-            recorder.record(change.ref, reason, message_for(change, reason), uid=uid)
+        if recorder.post(functools.partial(recorder.record, change.ref, reason, message_for(change, reason), uid=uid)):
             written += 1
-        except Exception as err:  # an Event must never fail a pass
-            log.info("could not record event %s on %s: %s", reason, change.ref, err)
     return written

@@ -151,6 +151,7 @@ class Kube:
         # fairness asks the client to slow down, not one request of it).
         self._not_before = 0.0
         self.observer: WriteObserver | None = None
+        self._on_close: list[Callable[[], None]] = []
     _MISSING_TTL_S = 60.0
 
     @classmethod
@@ -194,7 +195,17 @@ class Kube:
     def host(self) -> str:
         return str(self.api_client.configuration.host)
 
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Run `hook` when the connection closes, before its pool goes (the Event sender flushes what it holds)."""
+        self._on_close.append(hook)
+
     def close(self) -> None:
+        hooks, self._on_close = self._on_close, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # closing must finish whatever a hook does
+                log.exception("while closing the connection")
         self.api_client.close()
         try:
             self._cache_file.unlink()

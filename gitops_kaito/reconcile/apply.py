@@ -205,10 +205,12 @@ def apply_plan(plan: Plan, kube: KubeOps, options: ApplyOptions | None = None, *
             _in_parallel(pool, [c for c in plan.changes if c.wave == wave and c.action == Action.DELETE], prune, wave)
         ordered = [results[(c.ref, c.action)] for c in plan.changes if (c.ref, c.action) in results]
         if not options.dry_run:
-            # Kubernetes Events on the Workspaces changed (best effort, never fails the pass), as many at once.
+            # Kubernetes Events on the Workspaces changed (best effort, never fails the pass), queued: the
+            # connection's sender threads post them while the pass goes on.
             done = {(r.ref, r.action): r.uid for r in ordered if r.result == ObjectStatus.DONE}
-            list(pool.map(lambda c: record_changes(kube, [c], uids={c.ref: done[(c.ref, c.action)]}),
-                          [c for c in plan.changes if (c.ref, c.action) in done]))
+            for c in plan.changes:
+                if (c.ref, c.action) in done:
+                    record_changes(kube, [c], uids={c.ref: done[(c.ref, c.action)]})
             if not abandoned and go_on():  # a replica that lost its Lease must not write even an Event
                 record_drift(kube, plan.drift_reported)  # DriftDetected, once per drift a connection first sees
     return _summarise(ordered)

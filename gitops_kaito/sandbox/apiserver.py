@@ -186,6 +186,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _apply_fault(self, fault: Fault) -> None:
         if fault.delay_s:
             self.server.owner._stopping.wait(fault.delay_s)
+        while fault.hold is not None and not fault.hold.is_set() and not self.server.owner._stopping.is_set():
+            fault.hold.wait(0.1)  # and wakes for a stopping server, which must not hang on a test's gate
         if fault.drop_connection:
             self._verb = "fault"
             self._log()

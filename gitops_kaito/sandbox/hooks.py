@@ -80,7 +80,7 @@ class Fault:
     `times` times (None = always).
 
     drop_connection closes the socket without answering; else a non-zero status answers with a Kubernetes
-    Status body (and Retry-After when set); status 0 with delay_s only slows the request down.
+    Status body (and Retry-After when set); status 0 with delay_s (or hold) only slows the request down.
     """
 
     method: str = "GET"
@@ -90,6 +90,7 @@ class Fault:
     times: int | None = 1
     retry_after: int | None = None
     delay_s: float = 0.0
+    hold: threading.Event | None = None  # the request waits until this is set (a test lets it go when it chooses)
     drop_connection: bool = False
     message: str = "injected fault"
     hits: int = field(default=0, compare=False)
