@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from gitops_kaito.adapters.events import flush
 from gitops_kaito.adapters.kube import Kube
 from gitops_kaito.cli import main
 from gitops_kaito.model.ownership import LABEL_MODEL
@@ -128,6 +129,7 @@ def test_a_settled_pass_makes_no_request_beyond_its_lists(nap: Sandbox, tmp_path
         dry_runs = [e for e in log.select(user_agent_prefix=UA, method="PATCH") if "dryRun=All" in e.query]
         # the ConfigMap is the model's first write (its own check); the Workspace was dry-run before it
         assert [e.path.rsplit("/", 2)[-2] for e in dry_runs] == ["workspaces"]
+        assert flush(kube, 30)  # the first pass's Events, sent after it returned
         log.clear()
         again = run_pass(repo, kube, revision=REV)
         assert again.created == again.updated == 0

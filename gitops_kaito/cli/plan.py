@@ -37,6 +37,7 @@ from gitops_kaito.core.report import (
     write_text,
 )
 from gitops_kaito.provision.aks import add_azure_flags
+from gitops_kaito.reconcile.apply import DEFAULT_IN_FLIGHT
 from gitops_kaito.reconcile.offline import OfflineError, plan_offline
 from gitops_kaito.reconcile.preflight import run_preflight
 from gitops_kaito.reconcile.sync import SyncError, plan_repository
@@ -120,7 +121,8 @@ def _cluster_plan(args: argparse.Namespace) -> tuple[Desired, Plan, ClusterCheck
             if args.func is not run_plan:
                 return desired, plan, None
             check = run_preflight(plan, desired, kube, every_write=True, report_served=True,
-                                  dry_runs=getattr(args, "server_dry_run", None) is not False)
+                                  dry_runs=getattr(args, "server_dry_run", None) is not False,
+                                  max_in_flight=DEFAULT_IN_FLIGHT)
             return desired, plan, check
     except (KubeError, SyncError) as err:
         raise CliError(str(err)) from None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 from gitops_kaito.adapters.kube import KubeError
@@ -51,14 +53,15 @@ def pending_models(plan: Plan) -> list[str]:
 
 
 def run_preflight(plan: Plan, desired: Desired, kube: PreflightKube, *, every_write: bool, dry_runs: bool = True,
-                  report_served: bool = False) -> ClusterCheck:
+                  report_served: bool = False, max_in_flight: int = 1) -> ClusterCheck:
     """Check every model with something to write. `every_write`: dry-run each create, update and replace (plan, and a
     sync dry run); a sync leaves out each model's first write when it is a create or update, which is its own check
     (the API server answers the real write the same, and nothing of the model was written before it). A replace is
     dry-run as a create (POST), since its object still exists: a replace deletes first, so its check is never left
     out, and an update's dry run would only repeat the immutability refusal that makes it a replace.
     `dry_runs` False: only the served APIs and the Secrets. `report_served`: learn the served APIs even when
-    nothing is to be written (the plan reports them; discovery is cached, so this costs no request per pass)."""
+    nothing is to be written (the plan reports them; discovery is cached, so this costs no request per pass).
+    `max_in_flight`: models checked at once (sync passes its apply setting)."""
     models = pending_models(plan)
     if not models and not report_served:
         return ClusterCheck()
@@ -66,41 +69,55 @@ def run_preflight(plan: Plan, desired: Desired, kube: PreflightKube, *, every_wr
     asked = list(KNOWN_APIS) + sorted({(o.ref.api_version, o.ref.kind) for mid in models if mid in rendered
                                        for o in rendered[mid].objects if o.ref.group in CRD_GROUPS} - set(KNOWN_APIS))
     served = tuple(api for api in asked if kube.served(*api))  # discovery, cached by the client: no request a pass
-    refused: list[Refusal] = []
-    notes: list[tuple[str, str]] = []
-    recheck: set[str] = set()
-    passed: set[ObjectRef] = set()
-    for mid in models:
+    def check(mid: str) -> _ModelCheck:
         found = rendered.get(mid)
         if found is None:
-            continue
+            return _ModelCheck()
         model = found.model
         why = mode_refusal(model.provisioning, served, {(o.ref.api_version, o.ref.kind) for o in found.objects})
         if why:
-            refused.append(Refusal(mid, why))
-            continue
+            return _ModelCheck(refusal=Refusal(mid, why))
         changes = [c for c in plan.for_model(mid) if c.action in (*WRITES, Action.REPLACE) and c.desired is not None]
         if not every_write and changes and changes[0].action in WRITES:
             changes = changes[1:]
+        note = ""
+        passed: set[ObjectRef] = set()
         try:
             secret = getattr(model.request, "model_access_secret", None)  # ModelDeployment's; other kinds: none
             if secret:
                 problem = _secret_problem(kube, model.request.namespace, secret)
                 if problem.startswith("cannot check"):
-                    notes.append((mid, problem))
+                    note = problem
                 elif problem:
-                    refused.append(Refusal(mid, problem))
-                    continue
+                    return _ModelCheck(refusal=Refusal(mid, problem))
             refusal, incomplete = _dry_run(mid, changes if dry_runs else [], plan, model.provisioning, kube, passed)
         except KubeError as err:  # the API server is unwell, not refusing: the writes will tell
-            notes.append((mid, f"could not check before writing: {describe(err)}"))
-            continue
-        if refusal is not None:
-            refused.append(refusal)
-        elif incomplete:
-            recheck.add(mid)
+            return _ModelCheck(notes=(note,) * bool(note) + (f"could not check before writing: {describe(err)}",))
+        return _ModelCheck(refusal, (note,) * bool(note), incomplete and refusal is None, frozenset(passed))
+
+    # Models are checked side by side (each model's own dry runs in order), as apply writes them: against an API
+    # server 20 ms away, 300 Workspaces checked one after another held a first sync up for 7 s.
+    if max_in_flight > 1 and len(models) > 1:
+        with ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="preflight") as pool:
+            checks = list(pool.map(check, models))
+    else:
+        checks = [check(mid) for mid in models]
+    refused = [c.refusal for c in checks if c.refusal is not None]
+    notes = [(mid, n) for mid, c in zip(models, checks, strict=True) for n in c.notes]
+    recheck = {mid for mid, c in zip(models, checks, strict=True) if c.recheck}
+    passed = frozenset(ref for c in checks for ref in c.passed)
     return ClusterCheck(served=served, refused=tuple(refused), notes=tuple(notes), recheck=frozenset(recheck),
-                        passed=frozenset(passed))
+                        passed=passed)
+
+
+@dataclass(frozen=True)
+class _ModelCheck:
+    """One model's part of a ClusterCheck."""
+
+    refusal: Refusal | None = None
+    notes: tuple[str, ...] = ()
+    recheck: bool = False
+    passed: frozenset[ObjectRef] = frozenset()
 
 
 def _secret_problem(kube: PreflightKube, namespace: str, name: str) -> str:

@@ -474,7 +474,8 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
                                                         scope, load, live, desired,
                                                         memo.up_to_date if memo is not None else None)
         # Before anything is written (agent pools included): what the API server would refuse, model by model.
-        check = preflights.run_preflight(plan, desired, kube, every_write=dry_run)
+        check = preflights.run_preflight(plan, desired, kube, every_write=dry_run,
+                                           max_in_flight=opts.max_in_flight)
         refused = preflights.refusal_texts(check)
         for mid, note in check.notes:  # what could not be checked: the writes go ahead and will tell
             log.warning("%s: %s", mid, note, extra={"fields": {"model": mid}})
