@@ -169,7 +169,7 @@ def size_table(rows: list[dict[str, Any]]) -> str:
 
 
 def edit_scenario(base: Path, models: int, kubectl: str | None) -> dict[str, Any]:
-    """The hand-edit scenario in a spawned child (the daemon's threads and memory stay out of the parent)."""
+    """The hand-edit scenario: the emulator here, the daemon in a spawned process of its own (bench/watchloop)."""
     import logging
 
     from bench import watchloop
@@ -245,8 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     edits: list[dict[str, Any]] = []
     for size in [int(x) for x in args.edit_sizes.split(",") if x.strip()]:
         print(f"hand edit, {size} models ...", file=sys.stderr, flush=True)
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            edits.append(pool.apply(edit_scenario, (base / f"edit{size}", size, kubectl)))
+        edits.append(edit_scenario(base / f"edit{size}", size, kubectl))  # the daemon gets a process of its own
     extra: dict[str, Any] = {}
     if not args.no_git:
         print("git scenarios ...", file=sys.stderr, flush=True)
