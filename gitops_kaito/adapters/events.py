@@ -83,6 +83,7 @@ class EventRecorder:
         self.component = component
         self.request_timeout_s = request_timeout_s
         self._counts: dict[tuple[str, str], int] = {}
+        self._writing: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._idle = threading.Condition(self._lock)
@@ -141,6 +142,14 @@ class EventRecorder:
         # instead of bumping the count on one that names the object before it.
         key = hashlib.sha256(f"{ref}|{uid or ''}|{reason}|{message}".encode()).hexdigest()[:16]
         name = f"{ref.name}.{key}"
+        with self._lock:
+            one = self._writing.setdefault((namespace, name), threading.Lock())
+        # One Event is written by one sender at a time: two read-then-bump rounds at once would lose a count.
+        with one:
+            self._record(ref, namespace, name, reason, message, uid, type_)
+
+    def _record(self, ref: ObjectRef, namespace: str, name: str, reason: str, message: str, uid: str | None,
+                type_: str) -> None:
         now = datetime.now(UTC)
         with self._lock:
             known = self._counts.get((namespace, name))
