@@ -19,6 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from gitops_kaito.adapters.events import flush
 from gitops_kaito.adapters.kube import KAITO_MISSING, ApiRetry, Kube
 from gitops_kaito.cli import main
 from gitops_kaito.core.plan import Action
@@ -84,7 +85,10 @@ class Env:
         self.model("mistral", "  model: mistral-7b-instruct\n")
 
     def sync(self, revision: str = REV1, **kwargs: Any) -> Any:
-        return run_pass(self.repo, self.kube, revision=revision, **kwargs)
+        """A pass and its Events (which the connection's sender threads post after it returns)."""
+        result = run_pass(self.repo, self.kube, revision=revision, **kwargs)
+        assert flush(self.kube, 30)
+        return result
 
     def cli(self) -> list[str]:
         return ["--repo", str(self.repo), *self.target.cli_args()]

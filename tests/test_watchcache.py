@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from gitops_kaito.adapters.events import flush
 from gitops_kaito.adapters.watchcache import CHANGED, DELETED, CacheChange, WatchCache, WatchSettings, compact
 from gitops_kaito.core.plan import make_plan
 from gitops_kaito.model.ownership import ANNOTATION_PRUNE, OWNER_SELECTOR
@@ -42,8 +43,10 @@ class Loop:
 
     def sync(self, inputs: str = "commit-1") -> Any:
         """One pass; `inputs` stands for the commit's trees (what the daemon keys its desired state by)."""
-        return run_pass(self.w.repo, self.w.kube, revision=REV1, load=self.desired.loader(inputs), live=self.cache,
-                        memo=self.memo)
+        result = run_pass(self.w.repo, self.w.kube, revision=REV1, load=self.desired.loader(inputs),
+                          live=self.cache, memo=self.memo)
+        assert flush(self.w.kube, 30)  # its Events, posted by the connection's sender threads after it returned
+        return result
 
     def close(self) -> None:
         self.cache.close()
