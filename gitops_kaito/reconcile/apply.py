@@ -234,21 +234,14 @@ def _in_parallel(pool: ThreadPoolExecutor, changes: Sequence[Change], fn: Callab
     for change in changes:
         if change.writes:
             by_model.setdefault(change.model_id, []).append(change)
-        else:  # nothing to send: recorded here, not handed to a worker (a settled pass of 5,000 models has only these)
-            fn(change, wave)
+        else:  # nothing to send: recorded here, not queued as a task (a settled pass of 5,000 models has only these,
+            fn(change, wave)  # and their futures were its peak memory)
 
     def model(group: list[Change]) -> None:
         for change in group:
             fn(change, wave)
 
-    # A model with nothing to write is only recorded: done here, so a settled pass of 5,000 models does not queue
-    # 5,000 tasks (their futures were a no-op pass's peak memory).
-    writing = [group for group in by_model.values() if any(c.writes for c in group)]
-    futures = [pool.submit(model, group) for group in writing]
-    for group in by_model.values():
-        if not any(c.writes for c in group):
-            model(group)
-    for future in futures:
+    for future in [pool.submit(model, group) for group in by_model.values()]:
         future.result()  # fn records every failure itself; anything else is a bug and must surface
 
 
