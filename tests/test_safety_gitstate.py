@@ -18,7 +18,7 @@ from gitops_kaito.cli import main
 from gitops_kaito.model.gitrefs import branch_problem
 from gitops_kaito.repo.config import load_config, status_path_problem
 from gitops_kaito.repo.yamlsource import SourceError
-from tests.gitfixtures import Developer, Remote, model_file
+from tests.gitfixtures import Developer, Remote, make_remote, model_file
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 REV = "main@sha1:" + "2" * 40
@@ -126,8 +126,14 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, check=False)
 
 
-@pytest.fixture
-def clone(remote: Remote, dev: Developer) -> Path:
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A developer clone with hand-edited status files; the commands below only read it (each one is refused or
+    reports), so the module shares one."""
+    tmp = tmp_path_factory.mktemp("gitstate")
+    dev = Developer(make_remote(tmp), tmp / "dev")
+    dev.write("models/ml/a.yaml", "a: 1\n")
+    dev.commit("add a")
     dev.write("models/ml/phi.yaml", model_file("phi"))
     dev.commit("phi")
     dev.write("status/ml/phi.yaml", "model: ml/phi\nstate: Ready\nconditions: 7\n")  # the wrong shape
