@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gitops_kaito.adapters.events import record_changes, record_drift
-from gitops_kaito.adapters.kube import KubeError, StaleObject
+from gitops_kaito.adapters.kube import KubeError, StaleObject, compact
 from gitops_kaito.core.plan import Action, Change, Plan, node_ready
 from gitops_kaito.model.objects import Manifest, ObjectRef, Wave, merge_partial
 from gitops_kaito.model.ownership import FIELD_MANAGER, HANDOFF_MANAGER, LABEL_MANAGED_BY, MANAGED_BY_VALUE
@@ -270,8 +270,12 @@ def delete_seen(kube: KubeOps, change: Change) -> bool:
 
 
 def same_object(before: Manifest | None, after: Manifest) -> bool:
-    """The same object (uid) with the same body: only status and the server's bookkeeping differ."""
+    """The same object (uid) with the same body: only status and the server's bookkeeping differ.
+
+    Both are compared as a LIST keeps them (kube.compact): planning's copy is listed, the fresh one read whole by
+    GET, and what compact leaves out (kubectl's last-applied annotation) would otherwise always differ."""
     def body(obj: Manifest) -> dict[str, object]:
+        obj = compact(obj)
         meta = {k: v for k, v in (obj.get("metadata") or {}).items()
                 if k not in ("resourceVersion", "managedFields", "generation")}
         return {**{k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion")}, "metadata": meta}
