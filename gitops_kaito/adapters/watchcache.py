@@ -121,6 +121,9 @@ class _Kind:
     def __init__(self, spec: ListSpec) -> None:
         self.spec = spec
         self.objects: dict[Key, Manifest] = {}
+        # fieldsV1 trees of objects stored since the last re-list, one copy each (kube.compact): after a first sync
+        # of thousands of objects from one template they were most of the cache. A re-list starts it afresh.
+        self.shared: dict[str, Any] = {}
         self.rv = ""
         self.synced = False
         self.relist = True
@@ -296,7 +299,7 @@ class WatchCache:
             held = kind.objects.get(key)
             if held is not None and (_rv(held) == _rv(manifest) or _older(_rv(manifest), _rv(held))):
                 return  # the watch brought it first, or a newer state already
-            kind.objects[key] = compact(manifest)
+            kind.objects[key] = compact(manifest, kind.shared)
             self._version += 1
 
     def deleted(self, ref: ObjectRef) -> None:
@@ -371,6 +374,7 @@ class WatchCache:
                 if change is not None:
                     changes.append(change)
             kind.objects = fresh
+            kind.shared = {}
             kind.rv = rv
             kind.relist = False
             kind.last_list = time.monotonic()
@@ -439,7 +443,7 @@ class WatchCache:
             else:
                 if held is not None and (_rv(held) == rv or _older(rv, _rv(held))):
                     return  # our own write, already stored from its answer, or a replay
-                new = compact(obj)
+                new = compact(obj, kind.shared)
                 kind.objects[key] = new
                 self._version += 1
                 change = self._classify(key, held, new)
