@@ -94,6 +94,7 @@ class EventRecorder:
         # Drift already reported on this connection, by object: its fields. Forgotten once the object no longer
         # drifts, so drift that comes back is reported again; a pass that sees the same drift says nothing.
         self.drift_seen: dict[str, tuple[str, ...]] = {}
+        self.drift_lock = threading.Lock()
 
     def post(self, send: Callable[[], None]) -> bool:
         """Queue `send` (one Event) for the sender threads; False when the queue is full and it was dropped."""
@@ -258,29 +259,33 @@ def record_drift(kube: Any, reported: Sequence[Change]) -> int:
     if recorder is None:
         return 0
     now = {str(c.ref): c for c in reported if c.ref.kind in EVENT_KINDS}
-    for gone in set(recorder.drift_seen) - set(now):
-        del recorder.drift_seen[gone]
+    with recorder.drift_lock:  # a sender thread unmarks a drift whose Event failed
+        for gone in set(recorder.drift_seen) - set(now):
+            del recorder.drift_seen[gone]
     written = 0
     for key, change in now.items():
-        if recorder.drift_seen.get(key) == change.fields:
-            continue
+        with recorder.drift_lock:
+            if recorder.drift_seen.get(key) == change.fields:
+                continue
+            # Marked reported now (the next pass must not queue it again while it is still being sent) and
+            # unmarked when sending fails, so the next pass tries again.
+            recorder.drift_seen[key] = change.fields
         uid = ((change.live or {}).get("metadata") or {}).get("uid")
-        # Marked reported now (the next pass must not queue it again while it is still being sent) and unmarked
-        # when sending fails, so the next pass tries again.
-        recorder.drift_seen[key] = change.fields
 
         def send(change: Change = change, key: str = key, uid: Any = uid) -> None:
             try:
                 recorder.record(change.ref, DRIFT_DETECTED, drift_message(change), uid=uid, type_="Warning")
             except Exception as err:
-                if recorder.drift_seen.get(key) == change.fields:
-                    del recorder.drift_seen[key]
+                with recorder.drift_lock:
+                    if recorder.drift_seen.get(key) == change.fields:
+                        del recorder.drift_seen[key]
                 log.info("could not record event %s on %s: %s", DRIFT_DETECTED, change.ref, err)
 
         if recorder.post(send):
             written += 1
         else:
-            del recorder.drift_seen[key]
+            with recorder.drift_lock:
+                recorder.drift_seen.pop(key, None)
     return written
 
 
