@@ -147,7 +147,7 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
         return int(response.status)
 
 
-def _wait(condition: Callable[[], Any], timeout_s: float) -> Any:
+def wait_until(condition: Callable[[], Any], timeout_s: float) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = condition()
@@ -209,7 +209,7 @@ def webhook_latency(workdir: Path, models: int = 50, deliveries: int = 5) -> dic
                     return next((e for e in server.request_log.select(user_agent_prefix=emulator.OURS, method="PATCH")
                                  if e.path.endswith(f"/workspaces/{n}") and e.time >= t), None)
 
-                applied = _wait(applied_entry, timeout_s=30)
+                applied = wait_until(applied_entry, timeout_s=30)
                 latencies.append(applied.time - sent)
                 if not daemon.wait_for_passes(done + 1, timeout_s=60):
                     raise RuntimeError("the webhook's pass did not finish")

@@ -16,26 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import emulator, genrepo
-from bench.gitloop import Remote
+from bench.gitloop import Remote, wait_until
+from bench.worker import rss_mb
 
 SOURCE = "gitops.kaito.sh/source-path"
-
-
-def _wait(condition: Any, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.005)
-    raise TimeoutError("condition not met in time")
-
-
-def _status_kib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return float(line.split()[1])
-    return 0.0
 
 
 def _ask(conn: Connection, daemon: Any, what: Any, timeout_s: float = 600) -> Any:
@@ -66,7 +50,7 @@ def _daemon(url: str, kubeconfig: str, cache_dir: str, conn: Connection) -> None
                 break
             if isinstance(what, tuple) and what[0] == "wait":  # ("wait", n): until n passes finished
                 conn.send(svc.daemon.wait_for_passes(what[1], timeout_s=600) and svc.daemon.passes_done)
-    conn.send(round(_status_kib("VmHWM") / 1024, 1))
+    conn.send(round(rss_mb(), 1))
 
 
 def hand_edit(workdir: Path, models: int, kubectl: str | None, edits: int = 5) -> dict[str, Any]:
@@ -112,10 +96,10 @@ def hand_edit(workdir: Path, models: int, kubectl: str | None, edits: int = 5) -
                 client.CustomObjectsApi(admin).patch_namespaced_custom_object(
                     "kaito.sh", "v1beta1", namespace, "workspaces", name,
                     {"metadata": {"annotations": {SOURCE: f"hand/edit-{i}"}}}, field_manager="kubectl-annotate")
-            edit = _wait(lambda p=path, t=since: next(
+            edit = wait_until(lambda p=path, t=since: next(
                 (e for e in server.request_log.select(method="PATCH", path_regex=p + "$")
                  if e.time >= t and not e.user_agent.startswith(emulator.OURS)), None), 60)
-            fix = _wait(lambda p=path, t=edit.time: next(
+            fix = wait_until(lambda p=path, t=edit.time: next(
                 (e for e in server.request_log.select(user_agent_prefix=emulator.OURS, method="PATCH",
                                                       path_regex=p + "$") if e.time >= t), None), 60)
             seconds.append(fix.time - edit.time)
