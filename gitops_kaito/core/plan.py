@@ -43,6 +43,7 @@ from gitops_kaito.model.ownership import (
     instance_of,
     kaito_owned,
 )
+from gitops_kaito.model.recent import Recent
 
 if TYPE_CHECKING:  # pure data only: planning never imports the Azure side of provision/
     from gitops_kaito.provision.agentpool import PoolChange
@@ -206,8 +207,7 @@ class UpToDate:
     Only "up to date" is remembered: any other verdict is planned afresh. Each plan keeps just the pairs it saw."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[int, str, str, bool], DesiredObject] = {}
-        self._next: dict[tuple[int, str, str, bool], DesiredObject] = {}
+        self._seen: Recent[tuple[int, str, str, bool], DesiredObject] = Recent()
 
     @staticmethod
     def _key(want: DesiredObject, live: Manifest, adopt: bool) -> tuple[int, str, str, bool] | None:
@@ -218,19 +218,15 @@ class UpToDate:
 
     def known(self, want: DesiredObject, live: Manifest, adopt: bool) -> bool:
         key = self._key(want, live, adopt)
-        if key is None or self._seen.get(key) is not want:
-            return False
-        self._next[key] = want
-        return True
+        return key is not None and self._seen.get(key) is want
 
     def add(self, want: DesiredObject, live: Manifest, adopt: bool) -> None:
         if (key := self._key(want, live, adopt)) is not None:
-            self._next[key] = want
+            self._seen.put(key, want)
 
     def rotate(self) -> None:
         """End of a plan: what it saw is what the next one may reuse."""
-        self._seen, self._next = self._next, {}
-
+        self._seen.rotate()
 
 def make_plan(desired: Sequence[DesiredObject], live: Iterable[Manifest], policy: PlanPolicy | None = None, *,
               pools: Sequence[PoolChange] = (), pool_models: Iterable[str] = (),

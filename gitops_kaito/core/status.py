@@ -16,6 +16,7 @@ import yaml
 
 from gitops_kaito.core.health import ModelHealth
 from gitops_kaito.model.ownership import is_dns_label
+from gitops_kaito.model.recent import Recent
 from gitops_kaito.model.states import ModelState
 from gitops_kaito.repo.yamlsource import SourceError, load_yaml_data
 
@@ -166,42 +167,40 @@ class StatusMemo:
     pass waited for it. Keeps only what the last render used."""
 
     def __init__(self) -> None:
-        self._parsed: dict[str, tuple[str, ModelReport | None]] = {}
-        self._texts: dict[ModelReport, str] = {}
-        self._next_parsed: dict[str, tuple[str, ModelReport | None]] = {}
-        self._next_texts: dict[ModelReport, str] = {}
-        self._scrubbed: dict[ModelReport, ModelReport] = {}
-        self._next_scrubbed: dict[ModelReport, ModelReport] = {}
+        self._parsed: Recent[str, tuple[str, ModelReport | None]] = Recent()
+        self._texts: Recent[ModelReport, str] = Recent()
+        self._scrubbed: Recent[ModelReport, ModelReport] = Recent()
 
     def scrubbed(self, report: ModelReport) -> ModelReport:
         found = self._scrubbed.get(report)
         if found is None:
             found = scrubbed(report)
-        self._next_scrubbed[report] = found
+            self._scrubbed.put(report, found)
         return found
 
     def parse(self, path: str, text: str | None) -> ModelReport | None:
         if not text:
             return None
         held = self._parsed.get(path)
-        found = held[1] if held is not None and held[0] == text else _safe_parse(text)
-        self._next_parsed[path] = (text, found)
+        if held is not None and held[0] == text:
+            return held[1]
+        found = _safe_parse(text)
+        self._parsed.put(path, (text, found))
         return found
 
     def render(self, report: ModelReport) -> str:
         text = self._texts.get(report)
         if text is None:
             text = render_model_yaml(report)
-        self._next_texts[report] = text
+            self._texts.put(report, text)
         # What this pass writes is the next pass's previous file: known without parsing it (carry_since reads only
         # state, since, revision and drift from it, all plain strings that come back from YAML as they went in).
-        self._next_parsed[report.status_path] = (text, report)
+        self._parsed.put(report.status_path, (text, report))
         return text
 
     def rotate(self) -> None:
-        self._parsed, self._next_parsed = self._next_parsed, {}
-        self._texts, self._next_texts = self._next_texts, {}
-        self._scrubbed, self._next_scrubbed = self._next_scrubbed, {}
+        for memo in (self._parsed, self._texts, self._scrubbed):
+            memo.rotate()
 
 
 def carry_since(reports: Iterable[ModelReport], previous: Mapping[str, str], now: str,

@@ -80,20 +80,20 @@ def run_preflight(plan: Plan, desired: Desired, kube: PreflightKube, *, every_wr
         changes = [c for c in plan.for_model(mid) if c.action in (*WRITES, Action.REPLACE) and c.desired is not None]
         if not every_write and changes and changes[0].action in WRITES:
             changes = changes[1:]
-        note = ""
+        notes: list[str] = []
         passed: set[ObjectRef] = set()
         try:
             secret = getattr(model.request, "model_access_secret", None)  # ModelDeployment's; other kinds: none
             if secret:
                 problem = _secret_problem(kube, model.request.namespace, secret)
                 if problem.startswith("cannot check"):
-                    note = problem
+                    notes.append(problem)
                 elif problem:
                     return _ModelCheck(refusal=Refusal(mid, problem))
             refusal, incomplete = _dry_run(mid, changes if dry_runs else [], plan, model.provisioning, kube, passed)
         except KubeError as err:  # the API server is unwell, not refusing: the writes will tell
-            return _ModelCheck(notes=(note,) * bool(note) + (f"could not check before writing: {describe(err)}",))
-        return _ModelCheck(refusal, (note,) * bool(note), incomplete and refusal is None, frozenset(passed))
+            return _ModelCheck(notes=(*notes, f"could not check before writing: {describe(err)}"))
+        return _ModelCheck(refusal, tuple(notes), incomplete and refusal is None, frozenset(passed))
 
     # Models are checked side by side (each model's own dry runs in order), as apply writes them: against an API
     # server 20 ms away, 300 Workspaces checked one after another held a first sync up for 7 s.
