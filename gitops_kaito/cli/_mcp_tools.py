@@ -235,16 +235,11 @@ def _status_dir(ctx: ToolContext) -> str:
 
 
 def _reports(ctx: ToolContext, folder: str | None = None) -> list[Any]:
-    """The status files under `folder` (default: this instance's, from gitops-kaito.yaml)."""
-    from gitops_kaito.core.status import parse_model_yaml
+    """The status files under `folder` (default: this instance's, from gitops-kaito.yaml), read as `status` reads
+    them (never blocking on a FIFO or reading past a status file's limit; a skipped file is a warning on stderr)."""
+    from gitops_kaito.cli.status import read_reports
 
-    reports = []
-    for path in sorted((ctx.repo / (folder or _status_dir(ctx))).glob("*/*.yaml")):
-        try:
-            reports.append(parse_model_yaml(path.read_text()))
-        except (ValueError, OSError):
-            continue
-    return sorted(reports, key=lambda r: r.model_id)
+    return read_reports(ctx.repo / (folder or _status_dir(ctx)))
 
 
 def _model_id(model: str) -> tuple[str, str]:

@@ -291,13 +291,8 @@ def _from_live(workspace: Mapping[str, Any] | None, conds: tuple[Condition, ...]
 
 
 def _endpoint(workspace: Mapping[str, Any] | None) -> str | None:
-    if not workspace:
-        return None
-    meta = workspace.get("metadata") or {}
-    name, ns = meta.get("name"), meta.get("namespace") or "default"
-    if not name:
-        return None
-    return f"http://{name}.{ns}.svc.cluster.local:80/v1"
+    url = _service_url(workspace) if workspace else None
+    return f"{url}/v1" if url else None
 
 
 def assess_inferenceset(
@@ -349,18 +344,20 @@ def assess_inferenceset(
                       f"{replicas[0]}/{replicas[1]} replicas serving")
     if ready_cond.reason == "inferencesetFailed":
         return health(ModelState.FAILED, ready_cond.reason, ready_cond.message or "KAITO reports the set failed")
+    by_child: dict[str, list[Mapping[str, Any]]] = {}
+    for n in nodes:
+        by_child.setdefault(_child_of_node(n), []).append(n)
+    replicas_health = []  # each replica assessed once, with its own nodes
     for child in kids:
         name = (child.get("metadata") or {}).get("name", "")
-        mine = [n for n in nodes if _child_of_node(n) == name]
-        h = assess(child, mine)
+        h = assess(child, by_child.get(name, []))
         if h.state == ModelState.FAILED:
             return health(ModelState.FAILED, h.reason, f"replica {name}: {h.message}")
-    waiting = next((w for w in kids if assess(w).state != ModelState.READY), None)
+        replicas_health.append((name, h))
     message = ready_cond.message or "waiting for KAITO to report InferenceSetReady"
+    waiting = next(((name, h) for name, h in replicas_health if h.state != ModelState.READY), None)
     if waiting is not None:
-        name = (waiting.get("metadata") or {}).get("name", "")
-        h = assess(waiting, [n for n in nodes if _child_of_node(n) == name])
-        message = f"{message} (replica {name}: {h.message})"
+        message = f"{message} (replica {waiting[0]}: {waiting[1].message})"
     return health(ModelState.PROVISIONING, ready_cond.reason or "InferenceSetNotReady", message)
 
 

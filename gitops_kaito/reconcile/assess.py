@@ -15,7 +15,7 @@ from typing import Any
 from gitops_kaito.adapters import endpoint
 from gitops_kaito.adapters.kube import Kube, KubeError
 from gitops_kaito.core import health
-from gitops_kaito.core.plan import WORKLOAD_KINDS, Change
+from gitops_kaito.core.plan import Change
 from gitops_kaito.core.status import (
     DriftEntry,
     EndpointCheck,
@@ -41,6 +41,7 @@ from gitops_kaito.reconcile.sync import (
     LiveSource,
     PassResult,
     read_live_state,
+    workloads,
 )
 from gitops_kaito.repo.catalog import price_for
 from gitops_kaito.repo.rag import ResolvedRag
@@ -259,11 +260,7 @@ def _live(kube: Kube, result: PassResult, live: LiveSource | None = None) -> Liv
     except KubeError as err:
         log.warning("cannot read live state for status: %s", err)
         return workspaces, nodes, children
-    for obj in state.owned:
-        if obj.get("kind") in (*WORKLOAD_KINDS, "RAGEngine"):
-            mid = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL)
-            if mid:
-                workspaces[mid] = obj
+    workspaces.update(workloads(state.owned))
     by_ws = {((w["metadata"].get("namespace") or ""), w["metadata"]["name"]): m for m, w in workspaces.items()
              if w.get("kind") == "Workspace"}
     sets = {((w["metadata"].get("namespace") or ""), w["metadata"]["name"]): m for m, w in workspaces.items()
