@@ -556,7 +556,7 @@ def test_cli_render_internal_error_exits_2_without_traceback(tmp_path: Path, loa
     def boom(*_args: Any, **_kwargs: Any) -> render.RenderedModel:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(render, "render_model", boom)
+    monkeypatch.setitem(render.RENDERERS, "ModelDeployment", boom)
     assert main(["render", "--repo", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "internal error" in err and "RuntimeError: bug" in err and "Traceback" not in err

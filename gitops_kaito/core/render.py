@@ -726,9 +726,6 @@ def render_model(model: ResolvedModel, config: RepoConfig, revision: str,
 # TuningJob: a tuning Workspace (+ its training ConfigMap).
 # --------------------------------------------------------------------------------------------------
 
-TRAINING_CONFIG_KEY = "training_config.yaml"  # the key KAITO reads in the tuning ConfigMap
-
-
 def tuning_config_map_name(name: str) -> str:
     return f"{name}-tuning-config"
 
@@ -855,29 +852,12 @@ def render_rag(resolved: ResolvedRag, config: RepoConfig, revision: str, templat
     }
     manifest = _render_one(TEMPLATE_RAGENGINE, templates_dir, slots, model, revision, templates, config.instance)
     return RenderedModel(model, (DesiredObject(manifest, request.id, Wave.WORKLOAD),))
-# Renders one resolved request of a kind: (resolved, config, revision, templates_dir, templates) -> RenderedModel.
-Renderer = Callable[[Any, "RepoConfig", str, "Path | None", "Mapping[str, Template] | None"], RenderedModel]
 
 
-def _render_model_kind(model: Any, config: RepoConfig, revision: str, templates_dir: Path | None,
-                       templates: Mapping[str, Template] | None) -> RenderedModel:
-    assert isinstance(model, ResolvedModel)
-    return render_model(model, config, revision, templates_dir, templates=templates)
-
-
-def _render_tuning_kind(resolved: Any, config: RepoConfig, revision: str, templates_dir: Path | None,
-                        templates: Mapping[str, Template] | None) -> RenderedModel:
-    return render_tuning(resolved, config, revision, templates_dir, templates=templates)
-
-
-def _render_rag_kind(resolved: Any, config: RepoConfig, revision: str, templates_dir: Path | None,
-                     templates: Mapping[str, Template] | None) -> RenderedModel:
-    return render_rag(resolved, config, revision, templates_dir, templates=templates)
-
-
-# The renderer of each request kind (repo.loader.KINDS), by the request's kind.
-RENDERERS: dict[str, Renderer] = {"ModelDeployment": _render_model_kind, "TuningJob": _render_tuning_kind,
-                                  "RAGDeployment": _render_rag_kind}
+# The renderer of each request kind (repo.loader.KINDS), by the request's kind; each takes (resolved, config, revision,
+# templates_dir, *, templates).
+RENDERERS: dict[str, Callable[..., RenderedModel]] = {
+    "ModelDeployment": render_model, "TuningJob": render_tuning, "RAGDeployment": render_rag}
 
 
 def render_request(resolved: Resolved, config: RepoConfig, revision: str, templates_dir: Path | None = None, *,
@@ -886,7 +866,7 @@ def render_request(resolved: Resolved, config: RepoConfig, revision: str, templa
     renderer = RENDERERS.get(resolved.request.kind)
     if renderer is None:
         raise RenderError(f"{resolved.request.path}: no renderer for kind {resolved.request.kind!r}")
-    return renderer(resolved, config, revision, templates_dir, templates)
+    return renderer(resolved, config, revision, templates_dir, templates=templates)
 
 
 def repo_templates_dir(root: Path) -> Path | None:

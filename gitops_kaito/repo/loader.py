@@ -161,10 +161,6 @@ def in_scope(shown: str, paths: tuple[str, ...]) -> bool:
     return not paths or any(shown == p or shown.startswith(p + "/") for p in paths)
 
 
-def _escapes(path: Path, real_root: Path) -> bool:
-    return escapes(path, real_root)
-
-
 def _stem_id(namespace: str | None, path: Path) -> str | None:
     stem = path.name.rsplit(".", 1)[0]
     if namespace is None or not is_dns_label(namespace) or not is_dns_label(stem):
@@ -197,7 +193,7 @@ def _model_files(root: Path, real_root: Path, out: _Collected) -> list[tuple[Pat
     models = root / MODELS_DIR
     if not models.exists() and not models.is_symlink():
         return []
-    if models.is_symlink() or _escapes(models, real_root) or not models.is_dir():
+    if models.is_symlink() or escapes(models, real_root) or not models.is_dir():
         out.tree_ok = False
         out.fail(MODELS_DIR, None, "models/ must be a real directory inside the repository", None)
         return []
@@ -264,7 +260,7 @@ def _entry_kind(entry: os.DirEntry[str], path: Path, real_root: Path, out: _Coll
             what = "symlink points nowhere (dangling or a loop)" if linked else f"cannot read: {err.strerror or err}"
             out.cannot_read(shown, f"{what}: refused", stem_id)
         return ""
-    if linked and _escapes(path, real_root):
+    if linked and escapes(path, real_root):
         out.cannot_read(shown, "symlink points outside the repository: refused", stem_id)
         return ""
     if stat.S_ISDIR(info.st_mode):
@@ -392,8 +388,6 @@ def _resolve_all(out: _Collected, catalog: Catalog, config: RepoConfig) -> list[
             out.fail(request.path, doc.line_of(err.json_path), err.message, mid)
             continue
         docs[mid] = (request, doc)
-    if not LINKS:
-        return models
     by_model = {m.request.id: m for m in models}
     broken: set[str] = set()
     for link in LINKS:

@@ -70,14 +70,6 @@ class ResolvedModel:
         return self.nodes * (self.replicas if self.replicas is not None else 1)
 
     @property
-    def max_price_per_hour(self) -> float | None:
-        """Under an autoscaler: the price at maxReplicas; otherwise the price."""
-        scale = self.request.autoscale
-        if scale is None or self.price_per_hour is None or not self.replicas:
-            return self.price_per_hour
-        return self.price_per_hour / self.replicas * scale.max_replicas
-
-    @property
     def uncataloged(self) -> bool:
         """An arbitrary Hugging Face model: its size, GPUs and disk are assumptions, not the catalog's."""
         return not self.preset.cataloged
