@@ -50,6 +50,11 @@ class Kube:
             group, version, plural, label_selector=label_selector))
         return None if out is None else list(out.get("items", []))
 
+    def get_custom(self, group: str, version: str, plural: str, name: str) -> dict[str, Any] | None:
+        """One cluster-scoped object by name; None when it (or its kind) does not exist."""
+        out: Any = _answer(404, lambda: self.custom.get_cluster_custom_object(group, version, plural, name))
+        return None if out is None else dict(out)
+
     def create_custom(self, group: str, version: str, plural: str, body: dict[str, Any],
                       namespace: str | None = None) -> dict[str, Any] | None:
         def create() -> Any:

@@ -505,8 +505,7 @@ class KaitoController(Controller):
         then makes that many NodeClaims); True when it was created or grown."""
         pool = nodepool_manifest(ws, target)
         name = pool["metadata"]["name"]
-        live = next((p for p in self.kube.list_custom("karpenter.sh", "v1", "nodepools") or []
-                     if p["metadata"]["name"] == name), None)
+        live = self.kube.get_custom("karpenter.sh", "v1", "nodepools", name)  # its own, by name: not a LIST of all
         if live is None:
             self.kube.create_custom("karpenter.sh", "v1", "nodepools", pool)
             return True
