@@ -137,6 +137,8 @@ class Plan:
     node_pools: tuple[PoolChange, ...] = ()
     # Requests held back in this pass until another is done (core/depends), as (model id, why); the plan says so.
     waits: tuple[tuple[str, str], ...] = ()
+    # Of those, the ones whose updates are held too (a new adapter from a tuning run not finished: Wait.holds_updates).
+    holds_updates: frozenset[str] = frozenset()
 
     def waits_for(self, model_id: str) -> str:
         return next((why for mid, why in self.waits if mid == model_id), "")

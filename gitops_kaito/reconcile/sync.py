@@ -346,7 +346,10 @@ def with_waits(plan: Plan, desired: Desired, live: Sequence[Manifest] | None) ->
                           if live is not None else None, (r.model.request.id for r in desired.rendered if r.suspended))
     if live is None:  # offline, nothing is known of the cluster: name only the requests this change writes
         found = {m: w for m, w in found.items() if any(c.writes for c in plan.for_model(m))}
-    return dataclasses.replace(plan, waits=tuple(sorted((m, w.reason) for m, w in found.items()))) if found else plan
+    if not found:
+        return plan
+    return dataclasses.replace(plan, waits=tuple(sorted((m, w.reason) for m, w in found.items())),
+                               holds_updates=frozenset(m for m, w in found.items() if w.holds_updates))
 
 
 def workloads(live: Sequence[Manifest]) -> dict[str, Manifest]:
@@ -490,7 +493,7 @@ def run_pass(repo_dir: Path, kube: Kube, *, revision: str = "", dry_run: bool = 
                 pool_outcomes = _reconcile_pools(pools, pool_plan, plan, policy, desired, revision, dry_run)
             gates = _pool_gates(kube, desired, plan, pool_outcomes)  # no outcome: every aks Workspace waits
         held = {m: why for m, why in plan.waits}
-        holding = {d.model_id for d in depends.dependencies(r.model for r in desired.rendered) if d.holds_updates}
+        holding = plan.holds_updates
         gates = {**gates, **{m: why for m, why in held.items() if m not in holding}}
 
         def vet_nodes(model_id: str, plan: Plan = plan, check: ClusterCheck = check) -> str:
