@@ -125,11 +125,13 @@ def _aks_problems(load: RepoLoad, azure: Mapping[str, Any]) -> list[LoadError]:
         section = doc.data.get(json_path[0])
         return doc.line_of(json_path) if isinstance(section, dict) and json_path[1] in section else None
 
+    # gitops-kaito.yaml's line is the same for every model that takes its default: read once.
+    config_line = line(CONFIG_FILE, ("defaults", "provisioning")) if (load.root / CONFIG_FILE).is_file() else None
     out = []
     for model in aks:
         where, at = model.request.path, line(model.request.path, ("spec", "provisioning"))
         if at is None and (load.root / CONFIG_FILE).is_file():
-            where, at = CONFIG_FILE, line(CONFIG_FILE, ("defaults", "provisioning"))
+            where, at = CONFIG_FILE, config_line
         out.append(LoadError(where, at, f"{model.request.id}: provisioning: aks: {problem}", model.request.id))
     return out
 
