@@ -234,20 +234,24 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
     return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*):[^/@\s]+@", r"\1:***@", text)
 
 
+def with_url_credentials(auth: GitAuth, url_auth: GitAuth | None, url: str) -> GitAuth:
+    """`auth` with what the URL carried (split_credentials): its user, its token unless one was given, its secret.
+    An https URL's user alone is a token (https://<token>@host/..., the form GitHub documents for a token alone)."""
+    if url_auth is None:
+        return auth
+    token, username = auth.token or url_auth.token, url_auth.username
+    if not token and username != "x-access-token" and urlsplit(url).scheme in ("http", "https"):
+        token, username = username, "x-access-token"
+    return dataclasses.replace(auth, token=token, username=username if username != "x-access-token" else auth.username,
+                               url_secret=url_auth.url_secret or auth.url_secret)
+
+
 class GitSource:
     """One followed repository with its clone kept in `cache_dir` across passes."""
 
     def __init__(self, spec: SourceSpec, cache_dir: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         url, url_auth = split_credentials(spec.url)
-        auth = spec.auth
-        if url_auth is not None:
-            token, username = auth.token or url_auth.token, url_auth.username
-            if not token and username != "x-access-token" and urlsplit(url).scheme in ("http", "https"):
-                # https://<token>@host/...: the form GitHub documents for a token alone
-                token, username = username, "x-access-token"
-            auth = dataclasses.replace(
-                auth, token=token, username=username if username != "x-access-token" else auth.username,
-                url_secret=url_auth.url_secret or auth.url_secret)
+        auth = with_url_credentials(spec.auth, url_auth, url)
         # git runs ssh inside the cache clone: a relative key or known_hosts path means one here, fixed now; a
         # leading ~ (an env value no shell expanded) is the user's home, as ssh reads it.
         auth = dataclasses.replace(

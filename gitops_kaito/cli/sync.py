@@ -6,7 +6,6 @@ Prints what it did per model; exit 0 when every model is fine, 1 when a model fa
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import threading
@@ -97,7 +96,7 @@ def add_git_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def git_settings(args: argparse.Namespace) -> GitSyncSettings:
-    from gitops_kaito.adapters.gitsource import GitAuth, split_credentials
+    from gitops_kaito.adapters.gitsource import GitAuth, split_credentials, with_url_credentials
     from gitops_kaito.model.gitrefs import branch_problem
     from gitops_kaito.reconcile.gitsync import GitSyncSettings
 
@@ -112,11 +111,7 @@ def git_settings(args: argparse.Namespace) -> GitSyncSettings:
         if problem:
             raise CliError(f"{flag} {branch!r} is not a branch name git accepts: {problem}")
     url, url_auth = split_credentials(args.git_url)  # the URL goes on without its credentials
-    if url_auth is not None:
-        auth = dataclasses.replace(auth, token=auth.token or url_auth.token,
-                                   username=url_auth.username, url_secret=url_auth.url_secret)
-        if not auth.token and auth.username != "x-access-token" and auth.username:
-            auth = dataclasses.replace(auth, token=auth.username, username="x-access-token")
+    auth = with_url_credentials(auth, url_auth, url)
     return GitSyncSettings(url=url, cache_dir=cache, branch=args.branch,
                            status_branch=args.status_branch or None, auth=auth, write_back=not args.no_write_back,
                            scope=scope_from_args(args))
